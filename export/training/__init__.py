@@ -1,0 +1,1 @@
+"""Training side of msa-edge: datasets, metrics and synthetic data for fitting fusion heads."""
