@@ -1,0 +1,227 @@
+"""The pack: the contract between ``msa-export`` (writes it) and the runtime (reads it).
+
+A pack is a folder::
+
+    manifest.json          format version, encoders, preprocessing, head, sha256 of every file
+    tokenizer.json         when the pack has a text encoder
+    text.int8.onnx ...     one ONNX file per encoder and precision (int8, fp16, fp32)
+    head.onnx              the fusion head (fp32; it is tiny)
+
+Reading checks the format version, that every file named stays inside the folder, and (by
+default) the sha256 of every file. Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from msa_runtime.errors import PackError
+
+FORMAT = "msa-edge-pack"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+MODALITIES = ("text", "audio", "vision")
+PRECISIONS = ("int8", "fp16", "fp32")
+
+
+@dataclass(frozen=True)
+class TextPrep:
+    """Tokenisation: ``tokenizer`` is a file in the pack (Hugging Face tokenizers JSON)."""
+
+    tokenizer: str = "tokenizer.json"
+    max_tokens: int = 128
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 2:
+            raise ValueError(f"text.max_tokens must be >= 2, got {self.max_tokens}")
+
+
+@dataclass(frozen=True)
+class AudioPrep:
+    """Audio: mono at ``sample_rate``; ``normalize`` = zero mean, unit variance per clip."""
+
+    sample_rate: int = 16000
+    normalize: bool = True
+    min_seconds: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.sample_rate < 1000:
+            raise ValueError(f"audio.sample_rate must be >= 1000, got {self.sample_rate}")
+
+
+@dataclass(frozen=True)
+class VisionPrep:
+    """Frames: sampled at ``fps``, cropped (``center`` or ``face``), resized to ``image_size``,
+    scaled to [0, 1] and normalised with ``mean`` and ``std``."""
+
+    fps: float = 3.0
+    image_size: int = 224
+    mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+    std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+    crop: str = "center"
+
+    def __post_init__(self) -> None:
+        if self.fps <= 0:
+            raise ValueError(f"vision.fps must be > 0, got {self.fps}")
+        if self.image_size < 8:
+            raise ValueError(f"vision.image_size must be >= 8, got {self.image_size}")
+        if self.crop not in ("center", "face"):
+            raise ValueError(f"vision.crop must be 'center' or 'face', got {self.crop!r}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError("vision.mean and vision.std need 3 values each, std > 0")
+
+
+Prep = TextPrep | AudioPrep | VisionPrep
+PREP_TYPES: dict[str, type] = {"text": TextPrep, "audio": AudioPrep, "vision": VisionPrep}
+
+
+def prep_from_dict(modality: str, data: dict[str, Any]) -> Any:
+    """Build the preprocessing dataclass of ``modality`` from a manifest or preset table."""
+    cls = PREP_TYPES[modality]
+    known = set(cls.__dataclass_fields__)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {modality} preprocessing keys {unknown}; valid: {sorted(known)}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    return cls(**values)
+
+
+@dataclass(frozen=True)
+class EncoderEntry:
+    """One encoder of a pack: where it came from, where it was cut, and its files."""
+
+    modality: str
+    kind: str
+    source: str
+    layer: int
+    num_layers: int
+    hidden_size: int
+    prep: Any
+    files: dict[str, str]
+    frame_stride: int = 1
+
+
+@dataclass(frozen=True)
+class HeadEntry:
+    kind: str
+    file: str
+    modalities: tuple[str, ...]
+    trained: bool
+    gates: bool
+    checkpoint_sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The parsed ``manifest.json`` of a pack."""
+
+    name: str
+    encoders: dict[str, EncoderEntry]
+    head: HeadEntry
+    files: dict[str, dict[str, Any]]
+    tools: dict[str, str] = field(default_factory=dict)
+    validation: list[dict[str, Any]] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(m for m in MODALITIES if m in self.encoders)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _inside(root: Path, name: str) -> Path:
+    path = (root / name).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise PackError(f"pack {root}: file {name!r} points outside the pack folder; refusing it")
+    return path
+
+
+def manifest_to_dict(m: Manifest) -> dict[str, Any]:
+    """Serialise a manifest (the writer side of :func:`load_manifest`)."""
+    encoders = {}
+    for mod, e in m.encoders.items():
+        prep = {k: list(v) if isinstance(v, tuple) else v for k, v in e.prep.__dict__.items()}
+        encoders[mod] = {
+            "kind": e.kind, "source": e.source, "layer": e.layer, "num_layers": e.num_layers,
+            "hidden_size": e.hidden_size, "frame_stride": e.frame_stride, "preprocess": prep,
+            "files": e.files,
+        }
+    head = dict(m.head.__dict__)
+    head["modalities"] = list(m.head.modalities)
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "name": m.name,
+        "encoders": encoders, "head": head, "files": m.files, "tools": m.tools,
+        "validation": m.validation, **m.extras,
+    }
+
+
+def _parse(data: dict[str, Any], where: str) -> Manifest:
+    encoders = {}
+    for mod, e in data["encoders"].items():
+        if mod not in MODALITIES:
+            raise PackError(f"{where}: unknown modality {mod!r}; valid: {', '.join(MODALITIES)}")
+        encoders[mod] = EncoderEntry(
+            modality=mod, kind=e["kind"], source=e["source"], layer=int(e["layer"]),
+            num_layers=int(e["num_layers"]), hidden_size=int(e["hidden_size"]),
+            frame_stride=int(e.get("frame_stride", 1)), prep=prep_from_dict(mod, e["preprocess"]),
+            files=dict(e["files"]),
+        )
+    h = data["head"]
+    head = HeadEntry(kind=h["kind"], file=h["file"], modalities=tuple(h["modalities"]),
+                     trained=bool(h["trained"]), gates=bool(h["gates"]),
+                     checkpoint_sha256=h.get("checkpoint_sha256"))
+    known = {"format", "format_version", "name", "encoders", "head", "files", "tools", "validation"}
+    return Manifest(name=data["name"], encoders=encoders, head=head, files=dict(data["files"]),
+                    tools=dict(data.get("tools", {})), validation=list(data.get("validation", [])),
+                    extras={k: v for k, v in data.items() if k not in known})
+
+
+def load_manifest(folder: str | Path, *, verify: bool = True) -> Manifest:
+    """Read and check ``folder/manifest.json``; with ``verify`` also every file's sha256."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise PackError(f"no pack at {root}: the folder does not exist (build one with msa-export)")
+    path = root / MANIFEST
+    if not path.is_file():
+        raise PackError(f"{root} is not a pack: it has no {MANIFEST} (build one with msa-export)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PackError(f"{path} is not valid JSON ({exc}); rebuild the pack") from exc
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise PackError(f"{path} is not an msa-edge pack manifest")
+    version = data.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise PackError(
+            f"pack {root} has format version {version}, this runtime reads up to "
+            f"{FORMAT_VERSION}: upgrade msa-edge (pip install -U msa-edge)")
+    try:
+        manifest = _parse(data, str(path))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PackError(f"{path} is malformed ({type(exc).__name__}: {exc}); rebuild the pack") from exc
+    for name, meta in manifest.files.items():
+        file = _inside(root, name)
+        if not file.is_file():
+            raise PackError(f"pack {root} is incomplete: {name} is missing; rebuild or re-copy it")
+        if verify and sha256_file(file) != meta.get("sha256"):
+            raise PackError(
+                f"pack {root}: {name} does not match its sha256 in the manifest (tampered or "
+                "corrupted); rebuild or re-copy the pack")
+    for entry in manifest.encoders.values():
+        for fname in entry.files.values():
+            if fname not in manifest.files:
+                raise PackError(f"pack {root}: {fname} is not listed with a sha256 in the manifest")
+    if manifest.head.file not in manifest.files:
+        raise PackError(f"pack {root}: head file {manifest.head.file} has no sha256 in the manifest")
+    return manifest
