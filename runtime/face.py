@@ -1,0 +1,586 @@
+"""Face detection and face crops for the visual path (MTCNN cascade, numpy + ONNX Runtime).
+
+Ando et al. encode the speaker's face, not the whole frame: MTCNN (facenet-pytorch) finds it in
+each sampled frame, and the face is cropped and resized to 256 px. This module runs the same
+cascade with the three MTCNN stage networks exported to ONNX by :mod:`msa_export.face`:
+
+1. P-net over an image pyramid (scales ``12 / min_face_size * factor**k`` while the shorter side
+   stays >= 12 px), candidate boxes from its score map, NMS per scale (IoU 0.5) and over all scales
+   (IoU 0.7), box regression, squared boxes;
+2. R-net on 24x24 crops of the candidates, threshold, NMS (IoU 0.7), regression, squared boxes;
+3. O-net on 48x48 crops, threshold, regression, NMS over the smaller box (0.7).
+
+Everything around the networks follows facenet-pytorch's ``detect_face`` step by step (same
+float32 arithmetic, same box conventions, same clipping of crops to the frame), and its image
+resampling, ``torch.nn.functional.interpolate(mode="area")``, which is an adaptive average pool,
+is reproduced exactly in numpy (:func:`area_resize`), so the boxes agree with facenet-pytorch's
+own ``MTCNN.detect`` up to ONNX Runtime's rounding.
+
+The runtime never imports torch: numpy and onnxruntime only.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from msa_runtime.errors import InputError, PackError, ProviderError
+
+FACE_FILES: dict[str, str] = {
+    "pnet": "face_pnet.onnx",
+    "rnet": "face_rnet.onnx",
+    "onet": "face_onet.onnx",
+}
+"""File names of the three stages in a pack folder."""
+
+FACE_INPUT_NAME = "image"
+FACE_OUTPUT_NAMES: dict[str, tuple[str, ...]] = {
+    "pnet": ("reg", "prob"),
+    "rnet": ("reg", "prob"),
+    "onet": ("reg", "landmarks", "prob"),
+}
+
+# facenet-pytorch's MTCNN defaults.
+DEFAULT_MIN_FACE_SIZE = 20
+DEFAULT_FACTOR = 0.709
+DEFAULT_THRESHOLDS: tuple[float, float, float] = (0.6, 0.7, 0.7)
+PIXEL_MEAN = 127.5
+PIXEL_SCALE = 0.0078125  # 1 / 128
+
+DEFAULT_CROP_SIZE = 256
+DEFAULT_MARGIN = 0
+"""facenet-pytorch's default margin (pixels of the output crop, see :func:`crop_face`)."""
+
+_CELL = 12  # P-net's receptive field
+_STRIDE = 2
+_PNET_SCALE_NMS = 0.5
+_PNET_NMS = 0.7
+_RNET_NMS = 0.7
+_ONET_NMS = 0.7
+
+Method = Literal["largest", "probability"]
+
+
+# --------------------------------------------------------------------------------------------
+# Image resampling
+
+
+def _window_bounds(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end (exclusive) of each output cell's input window in an adaptive average pool."""
+    i = np.arange(size_out, dtype=np.int64)
+    start = (i * size_in) // size_out
+    end = -((-(i + 1) * size_in) // size_out)  # ceil((i + 1) * size_in / size_out)
+    return start, end
+
+
+def area_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize an ``(H, W, C)`` uint8 image to ``(height, width, C)`` float32 by area averaging.
+
+    Output cell ``(i, j)`` is the mean of input rows ``floor(i*H/height) .. ceil((i+1)*H/height)``
+    and the matching columns: PyTorch's ``interpolate(mode="area")`` (adaptive average pooling),
+    which facenet-pytorch uses for its pyramid and its stage crops. Window sums are exact integers
+    (cumulative sums of uint8), and the division follows PyTorch's, so the result is bit-identical.
+    """
+    if image.dtype != np.uint8 or image.ndim != 3:
+        raise InputError(f"area_resize needs an (H, W, C) uint8 image, got {image.dtype} {image.shape}")
+    if height < 1 or width < 1 or image.shape[0] < 1 or image.shape[1] < 1:
+        raise InputError(f"cannot resize a {image.shape[1]}x{image.shape[0]} image to {width}x{height}")
+    rows = np.zeros((image.shape[0] + 1,) + image.shape[1:], dtype=np.int64)
+    np.cumsum(image, axis=0, dtype=np.int64, out=rows[1:])
+    return _area_from_row_sums(rows, height, width)
+
+
+def _area_from_row_sums(rows: np.ndarray, height: int, width: int) -> np.ndarray:
+    """:func:`area_resize` from the cumulative sums of an image over its rows (``(H+1, W, C)``)."""
+    size_h = rows.shape[0] - 1
+    size_w = rows.shape[1]
+    y0, y1 = _window_bounds(size_h, height)
+    x0, x1 = _window_bounds(size_w, width)
+    band = rows[y1] - rows[y0]  # (height, W, C): sums over each row window
+    cols = np.zeros((height, size_w + 1, rows.shape[2]), dtype=np.int64)
+    np.cumsum(band, axis=1, out=cols[:, 1:])
+    sums = cols[:, x1] - cols[:, x0]  # (height, width, C)
+    # Divide by the window height, then its width, in float32: PyTorch's order, bit for bit.
+    rows_in = (y1 - y0).astype(np.float32)[:, None, None]
+    cols_in = (x1 - x0).astype(np.float32)[None, :, None]
+    return sums.astype(np.float32) / rows_in / cols_in
+
+
+def _resize_matrix(size_in: int, size_out: int) -> np.ndarray:
+    """``(size_out, size_in)`` weights: area average when shrinking, linear when enlarging."""
+    scale = size_in / size_out
+    if scale >= 1.0:
+        lo = np.arange(size_out)[:, None] * scale
+        hi = lo + scale
+        j = np.arange(size_in)[None, :]
+        overlap = np.clip(np.minimum(hi, j + 1) - np.maximum(lo, j), 0.0, None)
+        weights = overlap / scale
+    else:
+        src = np.clip((np.arange(size_out) + 0.5) * scale - 0.5, 0.0, size_in - 1)
+        left = np.floor(src).astype(np.int64)
+        right = np.minimum(left + 1, size_in - 1)
+        frac = src - left
+        weights = np.zeros((size_out, size_in))
+        rows = np.arange(size_out)
+        np.add.at(weights, (rows, left), 1.0 - frac)
+        np.add.at(weights, (rows, right), frac)
+    return weights.astype(np.float32)
+
+
+def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize an ``(H, W, C)`` uint8 image: area average when shrinking, bilinear when enlarging.
+
+    The convention of OpenCV's ``INTER_AREA``, which facenet-pytorch's ``extract_face`` uses on
+    numpy frames; each axis is treated separately. Returns uint8.
+    """
+    my = _resize_matrix(image.shape[0], height)
+    mx = _resize_matrix(image.shape[1], width)
+    pixels = image.astype(np.float32)
+    out = np.tensordot(my, pixels, axes=(1, 0))  # (height, W, C)
+    out = np.tensordot(mx, out, axes=(1, 1)).transpose(1, 0, 2)  # (height, width, C)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------------------------
+# Boxes
+
+
+def pyramid_scales(
+    height: int, width: int, min_face_size: float = DEFAULT_MIN_FACE_SIZE,
+    factor: float = DEFAULT_FACTOR,
+) -> list[float]:
+    """The scales of MTCNN's image pyramid for a frame; :class:`InputError` if there is none.
+
+    The first scale maps the minimum face size to P-net's 12 px window; each next one is
+    ``factor`` times smaller, while the frame's shorter side stays at least 12 px.
+    """
+    m = _CELL / min_face_size
+    shorter = min(height, width) * m
+    if shorter < _CELL:
+        raise InputError(
+            f"frame {width}x{height} is too small for face detection: its shorter side must be at "
+            f"least the minimum face size ({min_face_size:g} px); use larger frames or a smaller "
+            "min_face_size"
+        )
+    scales = []
+    scale = m
+    while shorter >= _CELL:
+        scales.append(scale)
+        scale = scale * factor
+        shorter = shorter * factor
+    return scales
+
+
+def nms(
+    boxes: np.ndarray, scores: np.ndarray, threshold: float, *, mode: Literal["union", "min"] = "union",
+    plus_one: bool = False,
+) -> np.ndarray:
+    """Greedy non-maximum suppression; indices of the kept boxes, best score first.
+
+    A box is dropped when its overlap with a kept, better box exceeds ``threshold``. ``mode``
+    "union" divides the intersection by the union (IoU), "min" by the smaller area. With
+    ``plus_one`` widths are ``x2 - x1 + 1`` (the pixel-inclusive convention of MTCNN's last
+    stage); without it ``x2 - x1`` (torchvision's ``nms``, used by the first two stages).
+    """
+    if len(boxes) == 0:
+        return np.zeros(0, dtype=np.int64)
+    one = np.float32(1.0 if plus_one else 0.0)
+    x1, y1, x2, y2 = (boxes[:, k] for k in range(4))
+    area = (x2 - x1 + one) * (y2 - y1 + one)
+    order = np.argsort(-scores, kind="stable")
+    keep: list[int] = []
+    while order.size > 0:
+        i = int(order[0])
+        keep.append(i)
+        rest = order[1:]
+        w = np.maximum(np.float32(0.0), np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + one)
+        h = np.maximum(np.float32(0.0), np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + one)
+        inter = w * h
+        if mode == "min":
+            overlap = inter / np.minimum(area[i], area[rest])
+        else:
+            overlap = inter / (area[i] + area[rest] - inter)
+        order = rest[~(overlap > threshold)]  # NaN (empty boxes) keeps, like the reference
+    return np.asarray(keep, dtype=np.int64)
+
+
+def _square(boxes: np.ndarray) -> np.ndarray:
+    """Grow boxes (columns x1, y1, x2, y2) to squares around their centres (float32, in place)."""
+    h = boxes[:, 3] - boxes[:, 1]
+    w = boxes[:, 2] - boxes[:, 0]
+    side = np.maximum(w, h)
+    half = np.float32(0.5)
+    boxes[:, 0] = boxes[:, 0] + w * half - side * half
+    boxes[:, 1] = boxes[:, 1] + h * half - side * half
+    boxes[:, 2] = boxes[:, 0] + side
+    boxes[:, 3] = boxes[:, 1] + side
+    return boxes
+
+
+def _regress(boxes: np.ndarray, reg: np.ndarray) -> np.ndarray:
+    """Apply R-/O-net box regression (offsets relative to pixel-inclusive width and height)."""
+    one = np.float32(1.0)
+    w = boxes[:, 2] - boxes[:, 0] + one
+    h = boxes[:, 3] - boxes[:, 1] + one
+    out = boxes.copy()
+    out[:, 0] = boxes[:, 0] + reg[:, 0] * w
+    out[:, 1] = boxes[:, 1] + reg[:, 1] * h
+    out[:, 2] = boxes[:, 2] + reg[:, 2] * w
+    out[:, 3] = boxes[:, 3] + reg[:, 3] * h
+    return out
+
+
+def _crop_windows(boxes: np.ndarray, width: int, height: int) -> tuple[np.ndarray, ...]:
+    """Integer crop windows ``[y0:y1, x0:x1]`` of boxes, clipped to the frame (no padding)."""
+    b = np.trunc(boxes[:, :4]).astype(np.int64)
+    x0 = np.maximum(b[:, 0], 1) - 1
+    y0 = np.maximum(b[:, 1], 1) - 1
+    x1 = np.minimum(b[:, 2], width)
+    y1 = np.minimum(b[:, 3], height)
+    return y0, y1, x0, x1
+
+
+def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one box ``(4,)`` with each of ``boxes`` ``(N, 4)`` (x1, y1, x2, y2)."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    box = np.asarray(box, dtype=np.float64).reshape(4)
+    w = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0.0, None)
+    h = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0.0, None)
+    inter = w * h
+    area = max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0)
+    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0.0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0.0, None)
+    union = area + areas - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Sessions
+
+
+def _onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise ProviderError(
+            "onnxruntime is not installed: pip install 'msa-edge[cpu]' (or 'msa-edge[gpu]' for CUDA)"
+        ) from exc
+    return onnxruntime
+
+
+def _session(
+    source: Any, stage: str, threads: int | None, providers: Sequence[str] | None
+) -> Any:
+    if not isinstance(source, (str, os.PathLike)):
+        session = source  # an onnxruntime.InferenceSession (or anything with run / get_inputs)
+        where = f"the {stage} session"
+    else:
+        path = Path(source)
+        where = str(path)
+        if not path.is_file():
+            raise PackError(
+                f"face detector file {path} is missing; re-export the pack with msa-export "
+                "(a face-crop preset needs face_pnet/rnet/onet.onnx)"
+            )
+        ort = _onnxruntime()
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        # Three small sessions alternate: spinning idle threads would steal the cores.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            session = ort.InferenceSession(
+                str(path), options, providers=list(providers or ["CPUExecutionProvider"])
+            )
+        except Exception as exc:
+            raise PackError(f"cannot load face detector file {path}: {exc}") from exc
+    try:
+        inputs = [i.name for i in session.get_inputs()]
+        outputs = {o.name for o in session.get_outputs()}
+    except AttributeError as exc:
+        raise InputError(f"{stage} must be an ONNX file path or an onnxruntime session") from exc
+    missing = set(FACE_OUTPUT_NAMES[stage]) - outputs
+    if inputs != [FACE_INPUT_NAME] or missing:
+        raise PackError(
+            f"{where} is not an MTCNN {stage} export (inputs {inputs}, outputs {sorted(outputs)}); "
+            "re-export the pack with msa-export"
+        )
+    return session
+
+
+# --------------------------------------------------------------------------------------------
+# Detector
+
+
+def _check_frame(rgb: Any) -> np.ndarray:
+    if not isinstance(rgb, np.ndarray):
+        raise InputError(f"a frame must be a numpy array (H, W, 3) uint8 RGB, got {type(rgb).__name__}")
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise InputError(
+            f"a frame must be RGB with shape (H, W, 3), got {rgb.shape}; convert grayscale with "
+            "np.repeat(gray[..., None], 3, axis=2)"
+        )
+    if rgb.dtype != np.uint8:
+        raise InputError(
+            f"a frame must be uint8 RGB (0-255), got {rgb.dtype}; convert with "
+            "np.clip(frame, 0, 255).astype(np.uint8)"
+        )
+    return rgb
+
+
+class FaceDetector:
+    """MTCNN face detector: three ONNX stages and the cascade around them in numpy.
+
+    ``pnet``, ``rnet``, ``onet`` are ONNX file paths or onnxruntime sessions. Parameters default
+    to facenet-pytorch's ``MTCNN()``: minimum face size 20 px, pyramid factor 0.709, thresholds
+    (0.6, 0.7, 0.7). ``threads`` sets ONNX Runtime's intra-op threads (None: its default).
+    """
+
+    def __init__(
+        self,
+        pnet: Any,
+        rnet: Any,
+        onet: Any,
+        *,
+        min_face_size: float = DEFAULT_MIN_FACE_SIZE,
+        factor: float = DEFAULT_FACTOR,
+        thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+        threads: int | None = None,
+        providers: Sequence[str] | None = None,
+    ) -> None:
+        if not min_face_size > 0:
+            raise InputError(f"min_face_size must be positive, got {min_face_size}")
+        if not 0.0 < factor < 1.0:
+            raise InputError(f"the pyramid factor must be between 0 and 1 (exclusive), got {factor}")
+        thresholds = tuple(float(t) for t in thresholds)
+        if len(thresholds) != 3 or not all(0.0 <= t <= 1.0 for t in thresholds):
+            raise InputError(f"thresholds must be three probabilities (P, R, O-net), got {thresholds}")
+        if threads is not None and threads < 1:
+            raise InputError(f"threads must be at least 1, got {threads}")
+        self.min_face_size = float(min_face_size)
+        self.factor = float(factor)
+        self.thresholds: tuple[float, float, float] = (thresholds[0], thresholds[1], thresholds[2])
+        self._pnet = _session(pnet, "pnet", threads, providers)
+        self._rnet = _session(rnet, "rnet", threads, providers)
+        self._onet = _session(onet, "onet", threads, providers)
+
+    @classmethod
+    def from_folder(
+        cls,
+        folder: str | os.PathLike[str],
+        params: Mapping[str, Any] | None = None,
+        *,
+        threads: int | None = None,
+        providers: Sequence[str] | None = None,
+    ) -> FaceDetector:
+        """The detector in a folder (a pack), with the parameters of its manifest entry.
+
+        ``params`` is the dict :func:`msa_export.face.export_face_detector` returned (file names,
+        min_face_size, factor, thresholds); without it the standard file names and defaults.
+        """
+        root = Path(folder)
+        params = dict(params or {})
+        stages = params.get("stages", {})
+        paths = []
+        for stage, default in FACE_FILES.items():
+            name = str(stages.get(stage, {}).get("file", default))
+            path = (root / name).resolve()
+            if not path.is_relative_to(root.resolve()):
+                raise PackError(f"face detector file {name!r} points outside the pack folder {root}")
+            paths.append(path)
+        try:
+            return cls(
+                *paths,
+                min_face_size=float(params.get("min_face_size", DEFAULT_MIN_FACE_SIZE)),
+                factor=float(params.get("factor", DEFAULT_FACTOR)),
+                thresholds=tuple(params.get("thresholds", DEFAULT_THRESHOLDS)),
+                threads=threads,
+                providers=providers,
+            )
+        except InputError as exc:
+            raise PackError(f"bad face detector parameters in {root}: {exc}") from exc
+
+    # -- stages -----------------------------------------------------------------------------
+
+    def _stage1(self, rgb: np.ndarray) -> np.ndarray:
+        """P-net over the pyramid: squared candidate boxes (N, 5) x1, y1, x2, y2, score."""
+        height, width = rgb.shape[:2]
+        scales = pyramid_scales(height, width, self.min_face_size, self.factor)
+        rows = np.zeros((height + 1, width, 3), dtype=np.int64)
+        np.cumsum(rgb, axis=0, dtype=np.int64, out=rows[1:])
+        found = []
+        for scale in scales:
+            level = _area_from_row_sums(rows, int(height * scale + 1), int(width * scale + 1))
+            x = (level - np.float32(PIXEL_MEAN)) * np.float32(PIXEL_SCALE)
+            x = np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+            reg, prob = self._pnet.run(list(FACE_OUTPUT_NAMES["pnet"]), {FACE_INPUT_NAME: x})
+            ys, xs = np.nonzero(prob[0, 1] >= self.thresholds[0])
+            if ys.size == 0:
+                continue
+            cell = np.stack([xs, ys], axis=1).astype(np.float32)
+            q1 = np.floor((_STRIDE * cell + np.float32(1)) / np.float32(scale))
+            q2 = np.floor((_STRIDE * cell + np.float32(_CELL)) / np.float32(scale))
+            score = prob[0, 1, ys, xs][:, None]
+            offsets = reg[0][:, ys, xs].T
+            boxes = np.concatenate([q1, q2, score, offsets], axis=1).astype(np.float32)
+            found.append(boxes[nms(boxes[:, :4], boxes[:, 4], _PNET_SCALE_NMS)])
+        if not found:
+            return np.zeros((0, 5), dtype=np.float32)
+        boxes = np.concatenate(found, axis=0)
+        boxes = boxes[nms(boxes[:, :4], boxes[:, 4], _PNET_NMS)]
+        w = boxes[:, 2] - boxes[:, 0]
+        h = boxes[:, 3] - boxes[:, 1]
+        out = np.stack(
+            [
+                boxes[:, 0] + boxes[:, 5] * w,
+                boxes[:, 1] + boxes[:, 6] * h,
+                boxes[:, 2] + boxes[:, 7] * w,
+                boxes[:, 3] + boxes[:, 8] * h,
+                boxes[:, 4],
+            ],
+            axis=1,
+        )
+        return _square(out)
+
+    def _crops(self, rgb: np.ndarray, boxes: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
+        """Normalised ``side`` x ``side`` crops (N, 3, side, side) of the boxes that touch the frame."""
+        height, width = rgb.shape[:2]
+        y0, y1, x0, x1 = _crop_windows(boxes, width, height)
+        inside = (y1 > y0) & (x1 > x0)
+        batch = np.empty((int(inside.sum()), side, side, 3), dtype=np.float32)
+        for n, k in enumerate(np.flatnonzero(inside)):
+            batch[n] = area_resize(rgb[y0[k]:y1[k], x0[k]:x1[k]], side, side)
+        batch = (batch - np.float32(PIXEL_MEAN)) * np.float32(PIXEL_SCALE)
+        return np.ascontiguousarray(batch.transpose(0, 3, 1, 2)), inside
+
+    def _stage2(self, rgb: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        x, inside = self._crops(rgb, boxes, 24)
+        boxes = boxes[inside]
+        if len(boxes) == 0:
+            return boxes
+        reg, prob = self._rnet.run(list(FACE_OUTPUT_NAMES["rnet"]), {FACE_INPUT_NAME: x})
+        score = prob[:, 1]
+        keep = score > self.thresholds[1]
+        boxes = np.concatenate([boxes[keep, :4], score[keep, None]], axis=1).astype(np.float32)
+        reg = reg[keep]
+        pick = nms(boxes[:, :4], boxes[:, 4], _RNET_NMS)
+        return _square(_regress(boxes[pick], reg[pick]))
+
+    def _stage3(self, rgb: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        x, inside = self._crops(rgb, boxes, 48)
+        boxes = boxes[inside]
+        if len(boxes) == 0:
+            return boxes
+        reg, _landmarks, prob = self._onet.run(list(FACE_OUTPUT_NAMES["onet"]), {FACE_INPUT_NAME: x})
+        score = prob[:, 1]
+        keep = score > self.thresholds[2]
+        boxes = np.concatenate([boxes[keep, :4], score[keep, None]], axis=1).astype(np.float32)
+        boxes = _regress(boxes, reg[keep])
+        pick = nms(boxes[:, :4], boxes[:, 4], _ONET_NMS, mode="min", plus_one=True)
+        return boxes[pick]
+
+    # -- public -----------------------------------------------------------------------------
+
+    def detect(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Faces in an ``(H, W, 3)`` uint8 RGB frame.
+
+        Returns boxes ``(N, 4)`` float32 (x1, y1, x2, y2 in pixels, may extend past the frame) and
+        their probabilities ``(N,)``, largest box first (facenet-pytorch's order). No face gives
+        empty arrays; a frame whose shorter side is below ``min_face_size`` raises
+        :class:`InputError`.
+        """
+        rgb = _check_frame(rgb)
+        boxes = self._stage1(rgb)
+        if len(boxes):
+            boxes = self._stage2(rgb, boxes)
+        if len(boxes):
+            boxes = self._stage3(rgb, boxes)
+        if len(boxes) == 0:
+            return np.zeros((0, 4), dtype=np.float32), np.zeros(0, dtype=np.float32)
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        order = np.argsort(area)[::-1]
+        boxes = boxes[order]
+        return np.ascontiguousarray(boxes[:, :4]), np.ascontiguousarray(boxes[:, 4])
+
+
+def choose_face(
+    boxes: np.ndarray,
+    probs: np.ndarray,
+    previous: np.ndarray | None = None,
+    *,
+    method: Method = "largest",
+    min_iou: float = 0.3,
+) -> int | None:
+    """Index of the speaker's face among ``boxes`` (``None`` when there is none).
+
+    Stable across frames: when ``previous`` (the box chosen in the previous frame) is given and
+    some box overlaps it with IoU >= ``min_iou``, the box overlapping it most is kept. Otherwise
+    ``method`` decides: "largest" area (facenet-pytorch's default) or highest "probability".
+    """
+    if method not in ("largest", "probability"):
+        raise InputError(f"unknown face selection method {method!r}; use 'largest' or 'probability'")
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    probs = np.asarray(probs, dtype=np.float64).reshape(-1)
+    if len(boxes) != len(probs):
+        raise InputError(f"{len(boxes)} boxes but {len(probs)} probabilities")
+    if len(boxes) == 0:
+        return None
+    if previous is not None:
+        iou = box_iou(np.asarray(previous, dtype=np.float64), boxes)
+        best = int(np.argmax(iou))
+        if iou[best] >= min_iou:
+            return best
+    if method == "probability":
+        return int(np.argmax(probs))
+    area = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    return int(np.argmax(area))
+
+
+def margin_box(
+    box: np.ndarray, frame_width: int, frame_height: int, size: int = DEFAULT_CROP_SIZE,
+    margin: float = DEFAULT_MARGIN,
+) -> tuple[int, int, int, int]:
+    """The integer crop window (x1, y1, x2, y2) of a face box with margin, clipped to the frame.
+
+    facenet-pytorch's ``extract_face`` convention: ``margin`` is in pixels of the final
+    ``size`` x ``size`` crop, so the box grows by ``margin * box_width / (size - margin)``
+    horizontally (and likewise vertically), half on each side.
+    """
+    if not 0 <= margin < size:
+        raise InputError(f"margin must be in [0, size) = [0, {size}), got {margin}")
+    x1, y1, x2, y2 = (float(v) for v in np.asarray(box, dtype=np.float64).reshape(4))
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+        raise InputError(f"face box {box} is not finite")
+    mx = margin * (x2 - x1) / (size - margin)
+    my = margin * (y2 - y1) / (size - margin)
+    return (
+        int(max(x1 - mx / 2, 0)),
+        int(max(y1 - my / 2, 0)),
+        int(min(x2 + mx / 2, frame_width)),
+        int(min(y2 + my / 2, frame_height)),
+    )
+
+
+def crop_face(
+    rgb: np.ndarray, box: np.ndarray, size: int = DEFAULT_CROP_SIZE, margin: float = DEFAULT_MARGIN
+) -> np.ndarray:
+    """The face crop ``(size, size, 3)`` uint8 of a box, with ``margin`` as in :func:`margin_box`.
+
+    The window is clipped to the frame and resized to a square (area average when shrinking,
+    bilinear when enlarging), as facenet-pytorch's ``extract_face`` does on numpy frames.
+    """
+    rgb = _check_frame(rgb)
+    if size < 1:
+        raise InputError(f"crop size must be at least 1 px, got {size}")
+    height, width = rgb.shape[:2]
+    x1, y1, x2, y2 = margin_box(box, width, height, size, margin)
+    if x2 <= x1 or y2 <= y1:
+        raise InputError(
+            f"face box {np.asarray(box).tolist()} lies outside the {width}x{height} frame; "
+            "pass a box from detect() on this frame"
+        )
+    return resize_image(rgb[y1:y2, x1:x2], size, size)
