@@ -346,7 +346,7 @@ def make_synthetic_dataset(
     complete or absent. ``codecs`` forces a (container, video codec, audio codec) triple of
     :data:`CODEC_CHOICES`; by default the first one available is used (h264/aac in ``.mp4``).
     The defaults (216 clips of 2 s, a multiple of the 27 factor combinations per split) take
-    about 10 s on two cores.
+    about 20 s on two busy cores (mostly encoding).
     """
     _check_args(n_train, n_dev, n_test, duration, fps, size, sample_rate)
     if not label_noise >= 0.0:
