@@ -81,6 +81,8 @@ def _open(name: str, format: str | None, options: dict[str, str] | None) -> Any:
             raise MediaError(f"{name}: no such file: check the path")
         if os.path.isdir(name):
             raise MediaError(f"{name} is a folder, not a media file: give a video or audio file")
+        if os.path.getsize(name) == 0:
+            raise MediaError(f"{name} is empty (0 bytes): re-copy or re-export the file")
     try:
         return av.open(name, mode="r", format=format, options=options or {})
     except av.error.FileNotFoundError as exc:
@@ -152,24 +154,44 @@ def _check_info(info: MediaInfo) -> None:
         raise MediaError(f"{info.path} has zero duration (no audio or video data): re-export it")
 
 
+def _has_packets(container: Any, name: str) -> bool:
+    """True if the audio/video streams hold at least one packet (reads one packet at most)."""
+    streams = [s for s in _pick_streams(container) if s is not None]
+    try:
+        for packet in container.demux(*streams):
+            if packet.size:
+                return True
+    except av.error.FFmpegError as exc:
+        raise MediaError(
+            f"{name} is truncated or corrupt ({exc.strerror}): re-encode or re-download it"
+        ) from exc
+    return False
+
+
 def probe(source: str | os.PathLike[str]) -> MediaInfo:
     """Describe the streams of a media file without decoding it.
 
     Raises :class:`MediaError` if the file is missing, not media, or holds no audio/video.
+    Only when the container does not state a duration is one packet read, to rule out an
+    empty file.
     """
     name = os.fspath(source)
     container = _open(name, None, None)
     try:
         info = _info(container, name)
+        _check_info(info)
+        if info.duration is None and not _has_packets(container, name):
+            raise MediaError(f"{name} has zero duration (no audio or video data): re-export it")
     finally:
         container.close()
-    _check_info(info)
     return info
 
 
 def _check_args(
     fps: float | None, sample_rate: int | None, start: float, end: float | None, chunk: float
 ) -> None:
+    if fps is None and sample_rate is None:
+        raise MediaError("nothing to decode: give fps (video) and/or sample_rate (audio)")
     if fps is not None and not fps > 0:
         raise MediaError(f"fps must be positive, got {fps}: use e.g. fps=3")
     if sample_rate is not None and not sample_rate > 0:
@@ -372,8 +394,6 @@ def iter_media(
     :class:`MediaError` on any problem with the source.
     """
     _check_args(fps, sample_rate, start, end, chunk_seconds)
-    if fps is None and sample_rate is None:
-        raise MediaError("nothing to decode: give fps (video) and/or sample_rate (audio)")
     name = os.fspath(source)
     if _is_local(name, format) and not os.path.exists(name):
         raise MediaError(f"{name}: no such file: check the path")
@@ -389,11 +409,14 @@ def _iterate(
     chunk_seconds: float,
     format: str | None,
     options: dict[str, str] | None,
+    info_out: list[MediaInfo] | None = None,
 ) -> Iterator[AudioChunk | Frame]:
     container = _open(name, format, options)
     try:
         info = _info(container, name)
         _check_info(info)
+        if info_out is not None:
+            info_out.append(info)
         if info.duration is not None and start >= info.duration:
             raise MediaError(
                 f"start ({start} s) is at or after the end of {name} ({info.duration:.3f} s): "
@@ -411,29 +434,37 @@ def _iterate(
             vstream.thread_type = "AUTO"
             video = _FrameSampler(fps, start, end, 1.0 / (info.fps or fps))
         origin = container.start_time / av.time_base if container.start_time is not None else None
+        decoded_any = False
+        emitted_any = False
+        seeked = False
         if start > _SEEK_MARGIN:
             try:
                 container.seek(int(((origin or 0.0) + start - _SEEK_MARGIN) * av.time_base))
+                origin = origin or 0.0  # seekable, so timestamps are file-relative
+                seeked = True
             except av.error.FFmpegError:
                 pass  # not seekable (live source, pipe): decode from the start and discard
-        decoded_any = False
-        emitted_any = False
         time = 0.0
         media_end = 0.0
         at_eof = False
         packets = container.demux(*streams)
         while True:
+            corrupt = f"{name} is truncated or corrupt: %s failed at {time:.2f} s (%s): " + (
+                "re-encode or re-download it"
+            )
             try:
                 packet = next(packets, None)
-                if packet is None:
-                    at_eof = True
-                    break
+            except av.error.FFmpegError as exc:
+                raise MediaError(corrupt % ("reading", exc.strerror)) from exc
+            if packet is None:
+                at_eof = True
+                break
+            try:
                 frames = packet.decode()
             except av.error.FFmpegError as exc:
-                raise MediaError(
-                    f"{name} is truncated or corrupt: decoding failed at {time:.2f} s "
-                    f"({exc.strerror}): re-encode or re-download it"
-                ) from exc
+                if seeked and not emitted_any:
+                    continue  # a packet cut by the seek (MPEG-PS audio): still in pre-roll
+                raise MediaError(corrupt % ("decoding", exc.strerror)) from exc
             for frame in frames:
                 decoded_any = True
                 if origin is None and frame.time is not None:
@@ -457,7 +488,9 @@ def _iterate(
         if at_eof and info.duration is not None and decoded_any:
             _warn_if_short(name, media_end, info.duration)
         if not decoded_any:
-            raise MediaError(f"{name} has no decodable audio or video data: re-export the file")
+            raise MediaError(
+                f"{name} has zero duration (no decodable audio or video data): re-export it"
+            )
         if not emitted_any and start > 0:
             raise MediaError(
                 f"start ({start} s) is at or after the end of {name} ({time:.3f} s): "
@@ -481,24 +514,20 @@ def decode(
 
     For long inputs prefer :func:`iter_media`, which keeps memory flat.
     """
+    _check_args(fps, sample_rate, start, end, 1.0)
     name = os.fspath(source)
-    info = (
-        probe(name)
-        if _is_local(name, format)
-        else MediaInfo(name, None, sample_rate is not None, fps is not None, *[None] * 5)
-    )
+    found: list[MediaInfo] = []
     frames: list[np.ndarray] = []
     times: list[float] = []
     audio: list[np.ndarray] = []
-    for item in iter_media(
-        name, fps=fps, sample_rate=sample_rate, start=start, end=end, format=format,
-        options=options, chunk_seconds=10.0,
-    ):
+    # Same generator as iter_media, with one open of the container for the info too.
+    for item in _iterate(name, fps, sample_rate, start, end, 10.0, format, options, found):
         if isinstance(item, Frame):
             frames.append(item.rgb)
             times.append(item.time)
         else:
             audio.append(item.samples)
+    info = found[0]
     if frames:
         frame_array = np.stack(frames)
     else:

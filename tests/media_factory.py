@@ -281,3 +281,13 @@ def make_vfr_clip(path: str | os.PathLike[str], frame_times: Sequence[float], **
         duration=duration,
         **kwargs,  # type: ignore[arg-type]
     )
+
+
+def make_empty(path: str | os.PathLike[str], codec: str = "pcm_s16le") -> Path:
+    """A container with an audio stream header and no samples at all (zero duration)."""
+    path = Path(path)
+    fmt = _CONTAINERS[path.suffix.lower()][0]
+    with av.open(str(path), mode="w", format=fmt) as container:
+        container.add_stream(codec, rate=16000, layout="mono")
+        container.start_encoding()
+    return path
