@@ -77,37 +77,62 @@ def _window_bounds(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray]
     return start, end
 
 
+def integral_image(image: np.ndarray) -> np.ndarray:
+    """Summed-area table ``(C, H + 1, W + 1)`` of an ``(H, W, C)`` uint8 image (exact integers)."""
+    height, width, channels = image.shape
+    dtype = np.int32 if 255 * height * width < 2**31 else np.int64
+    table = np.zeros((channels, height + 1, width + 1), dtype=dtype)
+    np.cumsum(image.transpose(2, 0, 1), axis=1, dtype=dtype, out=table[:, 1:, 1:])
+    np.cumsum(table[:, 1:, 1:], axis=2, out=table[:, 1:, 1:])
+    return table
+
+
+def _mean(sums: np.ndarray, rows_in: np.ndarray, cols_in: np.ndarray) -> np.ndarray:
+    # Divide by the window height, then its width, in float32: PyTorch's order, bit for bit.
+    return sums.astype(np.float32) / rows_in.astype(np.float32) / cols_in.astype(np.float32)
+
+
+def _area_grid(table: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Area resize of a whole image from its summed-area table: ``(C, height, width)`` float32."""
+    y0, y1 = _window_bounds(table.shape[1] - 1, height)
+    x0, x1 = _window_bounds(table.shape[2] - 1, width)
+    band = table[:, y1, :] - table[:, y0, :]
+    sums = np.take(band, x1, axis=2) - np.take(band, x0, axis=2)
+    return _mean(sums, (y1 - y0)[None, :, None], (x1 - x0)[None, None, :])
+
+
+def _area_crops(
+    table: np.ndarray, top: np.ndarray, bottom: np.ndarray, left: np.ndarray, right: np.ndarray,
+    side: int,
+) -> np.ndarray:
+    """Area resize of the windows ``[top:bottom, left:right]`` to ``side`` x ``side``: (N, C, s, s)."""
+    i = np.arange(side, dtype=np.int64)[None, :]
+    rows, cols = (bottom - top)[:, None], (right - left)[:, None]
+    y0 = top[:, None] + (i * rows) // side
+    y1 = top[:, None] - ((-(i + 1) * rows) // side)
+    x0 = left[:, None] + (i * cols) // side
+    x1 = left[:, None] - ((-(i + 1) * cols) // side)
+    ya, yb = y0[:, :, None], y1[:, :, None]
+    xa, xb = x0[:, None, :], x1[:, None, :]
+    sums = table[:, yb, xb] - table[:, ya, xb] - table[:, yb, xa] + table[:, ya, xa]
+    out = _mean(sums, (y1 - y0)[None, :, :, None], (x1 - x0)[None, :, None, :])
+    return out.transpose(1, 0, 2, 3)
+
+
 def area_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """Resize an ``(H, W, C)`` uint8 image to ``(height, width, C)`` float32 by area averaging.
 
     Output cell ``(i, j)`` is the mean of input rows ``floor(i*H/height) .. ceil((i+1)*H/height)``
     and the matching columns: PyTorch's ``interpolate(mode="area")`` (adaptive average pooling),
     which facenet-pytorch uses for its pyramid and its stage crops. Window sums are exact integers
-    (cumulative sums of uint8), and the division follows PyTorch's, so the result is bit-identical.
+    (a summed-area table of uint8), and the division follows PyTorch's, so the result is
+    bit-identical.
     """
     if image.dtype != np.uint8 or image.ndim != 3:
         raise InputError(f"area_resize needs an (H, W, C) uint8 image, got {image.dtype} {image.shape}")
     if height < 1 or width < 1 or image.shape[0] < 1 or image.shape[1] < 1:
         raise InputError(f"cannot resize a {image.shape[1]}x{image.shape[0]} image to {width}x{height}")
-    rows = np.zeros((image.shape[0] + 1,) + image.shape[1:], dtype=np.int64)
-    np.cumsum(image, axis=0, dtype=np.int64, out=rows[1:])
-    return _area_from_row_sums(rows, height, width)
-
-
-def _area_from_row_sums(rows: np.ndarray, height: int, width: int) -> np.ndarray:
-    """:func:`area_resize` from the cumulative sums of an image over its rows (``(H+1, W, C)``)."""
-    size_h = rows.shape[0] - 1
-    size_w = rows.shape[1]
-    y0, y1 = _window_bounds(size_h, height)
-    x0, x1 = _window_bounds(size_w, width)
-    band = rows[y1] - rows[y0]  # (height, W, C): sums over each row window
-    cols = np.zeros((height, size_w + 1, rows.shape[2]), dtype=np.int64)
-    np.cumsum(band, axis=1, out=cols[:, 1:])
-    sums = cols[:, x1] - cols[:, x0]  # (height, width, C)
-    # Divide by the window height, then its width, in float32: PyTorch's order, bit for bit.
-    rows_in = (y1 - y0).astype(np.float32)[:, None, None]
-    cols_in = (x1 - x0).astype(np.float32)[None, :, None]
-    return sums.astype(np.float32) / rows_in / cols_in
+    return _area_grid(integral_image(image), height, width).transpose(1, 2, 0)
 
 
 def _resize_matrix(size_in: int, size_out: int) -> np.ndarray:
@@ -406,17 +431,14 @@ class FaceDetector:
 
     # -- stages -----------------------------------------------------------------------------
 
-    def _stage1(self, rgb: np.ndarray) -> np.ndarray:
+    def _stage1(self, table: np.ndarray) -> np.ndarray:
         """P-net over the pyramid: squared candidate boxes (N, 5) x1, y1, x2, y2, score."""
-        height, width = rgb.shape[:2]
+        height, width = table.shape[1] - 1, table.shape[2] - 1
         scales = pyramid_scales(height, width, self.min_face_size, self.factor)
-        rows = np.zeros((height + 1, width, 3), dtype=np.int64)
-        np.cumsum(rgb, axis=0, dtype=np.int64, out=rows[1:])
         found = []
         for scale in scales:
-            level = _area_from_row_sums(rows, int(height * scale + 1), int(width * scale + 1))
-            x = (level - np.float32(PIXEL_MEAN)) * np.float32(PIXEL_SCALE)
-            x = np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+            level = _area_grid(table, int(height * scale + 1), int(width * scale + 1))
+            x = ((level - np.float32(PIXEL_MEAN)) * np.float32(PIXEL_SCALE))[None]
             reg, prob = self._pnet.run(list(FACE_OUTPUT_NAMES["pnet"]), {FACE_INPUT_NAME: x})
             ys, xs = np.nonzero(prob[0, 1] >= self.thresholds[0])
             if ys.size == 0:
@@ -446,19 +468,23 @@ class FaceDetector:
         )
         return _square(out)
 
-    def _crops(self, rgb: np.ndarray, boxes: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
-        """Normalised ``side`` x ``side`` crops (N, 3, side, side) of the boxes that touch the frame."""
-        height, width = rgb.shape[:2]
+    def _crops(
+        self, table: np.ndarray, boxes: np.ndarray, side: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Normalised ``side`` x ``side`` crops (N, 3, side, side) of the boxes that touch the frame.
+
+        Boxes are truncated to integers and clipped to the frame (no padding), as in
+        facenet-pytorch; boxes wholly outside it are dropped (``inside`` marks the others).
+        """
+        height, width = table.shape[1] - 1, table.shape[2] - 1
         y0, y1, x0, x1 = _crop_windows(boxes, width, height)
         inside = (y1 > y0) & (x1 > x0)
-        batch = np.empty((int(inside.sum()), side, side, 3), dtype=np.float32)
-        for n, k in enumerate(np.flatnonzero(inside)):
-            batch[n] = area_resize(rgb[y0[k]:y1[k], x0[k]:x1[k]], side, side)
-        batch = (batch - np.float32(PIXEL_MEAN)) * np.float32(PIXEL_SCALE)
-        return np.ascontiguousarray(batch.transpose(0, 3, 1, 2)), inside
+        crops = _area_crops(table, y0[inside], y1[inside], x0[inside], x1[inside], side)
+        x = (crops - np.float32(PIXEL_MEAN)) * np.float32(PIXEL_SCALE)
+        return np.ascontiguousarray(x), inside
 
-    def _stage2(self, rgb: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-        x, inside = self._crops(rgb, boxes, 24)
+    def _stage2(self, table: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        x, inside = self._crops(table, boxes, 24)
         boxes = boxes[inside]
         if len(boxes) == 0:
             return boxes
@@ -470,8 +496,8 @@ class FaceDetector:
         pick = nms(boxes[:, :4], boxes[:, 4], _RNET_NMS)
         return _square(_regress(boxes[pick], reg[pick]))
 
-    def _stage3(self, rgb: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-        x, inside = self._crops(rgb, boxes, 48)
+    def _stage3(self, table: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        x, inside = self._crops(table, boxes, 48)
         boxes = boxes[inside]
         if len(boxes) == 0:
             return boxes
@@ -494,11 +520,13 @@ class FaceDetector:
         :class:`InputError`.
         """
         rgb = _check_frame(rgb)
-        boxes = self._stage1(rgb)
+        pyramid_scales(rgb.shape[0], rgb.shape[1], self.min_face_size, self.factor)  # size check
+        table = integral_image(rgb)
+        boxes = self._stage1(table)
         if len(boxes):
-            boxes = self._stage2(rgb, boxes)
+            boxes = self._stage2(table, boxes)
         if len(boxes):
-            boxes = self._stage3(rgb, boxes)
+            boxes = self._stage3(table, boxes)
         if len(boxes) == 0:
             return np.zeros((0, 4), dtype=np.float32), np.zeros(0, dtype=np.float32)
         area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
