@@ -1,0 +1,115 @@
+"""``msa-export``: a thin shell over :func:`msa_export.build.build_pack` and the preset registry."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import click
+
+from msa_runtime.errors import MsaError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def parse_assignments(values: Sequence[str], option: str, cast: Callable[[str], Any] = str
+                      ) -> dict[str, Any]:
+    """``("text=19", "audio=20")`` -> ``{"text": 19, "audio": 20}``; bad items are usage errors."""
+    out: dict[str, Any] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or key not in ("text", "audio", "vision") or not value:
+            raise click.BadParameter(f"{item!r}: expected MODALITY=VALUE with MODALITY one of "
+                                     "text, audio, vision", param_hint=option)
+        try:
+            out[key] = cast(value)
+        except ValueError:
+            raise click.BadParameter(f"{item!r}: {value!r} is not valid", param_hint=option) from None
+    return out
+
+
+def fail_cleanly(func: F) -> F:
+    """Print an :class:`MsaError` as one line and exit 2, without a traceback."""
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except MsaError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+    wrapper.__name__, wrapper.__doc__ = func.__name__, func.__doc__
+    return wrapper  # type: ignore[return-value]
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000  # type: ignore[assignment]
+    return str(n)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--preset", help="Preset name (see --list-presets) or path of a .toml card.")
+@click.option("--out", type=click.Path(), help="Pack folder to create.")
+@click.option("--head", "head", type=click.Path(), help="Trained head checkpoint (msa-train).")
+@click.option("--precision", default="int8,fp16,fp32", show_default=True,
+              help="Comma-separated precisions to write: int8 (CPU), fp16 (CUDA), fp32.")
+@click.option("--layer", "layers", multiple=True, metavar="MODALITY=N",
+              help="Cut an encoder after block N (0-based), e.g. --layer text=19.")
+@click.option("--source", "sources", multiple=True, metavar="MODALITY=ID",
+              help="Load an encoder from another hub id or local folder.")
+@click.option("--random-weights", is_flag=True,
+              help="Build every encoder from its config with seeded random weights (tests).")
+@click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default="torchscript",
+              show_default=True, help="torch.onnx exporter.")
+@click.option("--offline", is_flag=True, default=None,
+              help="Use only local files and the hub cache (default: HF_HUB_OFFLINE).")
+@click.option("--force", is_flag=True, help="Replace an existing pack at --out.")
+@click.option("--list-presets", is_flag=True, help="List the presets and exit.")
+@fail_cleanly
+def main(preset: str | None, out: str | None, head: str | None, precision: str,
+         layers: tuple[str, ...], sources: tuple[str, ...], random_weights: bool, exporter: str,
+         offline: bool | None, force: bool, list_presets: bool) -> None:
+    """Export encoders cut at their best layer, plus the fusion head, as a validated ONNX pack."""
+    from msa_export import presets as registry
+
+    if list_presets:
+        for name, p in registry.list_presets().items():
+            cut = ", ".join(f"{m} {c.kind}@{c.layer}" for m, c in p.encoders.items())
+            click.echo(f"{name:16s} {cut:40s} {p.description}")
+        return
+    if not preset or not out:
+        raise click.UsageError("--preset and --out are required (or --list-presets)")
+    chosen = registry.get_preset(preset)
+    if random_weights:
+        chosen = chosen.with_random_weights()
+    chosen = chosen.with_sources(parse_assignments(sources, "--source"))
+    layer_map = parse_assignments(layers, "--layer", int)
+    precisions = [p.strip() for p in precision.split(",") if p.strip()]
+
+    from msa_export.build import build_pack
+
+    started = time.perf_counter()
+
+    def progress(msg: str) -> None:
+        click.echo(f"[{time.perf_counter() - started:6.1f}s] {msg}", err=True)
+
+    report = build_pack(chosen, out, head=head, precisions=precisions, layers=layer_map,
+                        force=force, offline=offline, exporter=exporter, progress=progress)
+    width = max(len(r.file) for r in report.rows)
+    click.echo(f"\n{'file':{width}s}  {'precision':9s}  {'size':>9s}  parity with PyTorch")
+    for r in report.rows:
+        click.echo(f"{r.file:{width}s}  {r.precision:9s}  {_size(r.bytes):>9s}  {r.parity}")
+    click.echo(f"\npack written to {report.out} in {report.seconds:.1f} s")
+    if not report.trained_head:
+        click.echo("note: no --head given: the pack has a seeded, untrained fusion head; its "
+                   "scores are not meaningful until you export a trained one (msa-train)", err=True)
+
+
+if __name__ == "__main__":
+    main()
