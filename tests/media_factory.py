@@ -15,6 +15,7 @@ import os
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -169,8 +170,8 @@ def make_clip(
     color = color if color is not None else (64, 128, 192)
 
     with av.open(str(path), mode="w", format=fmt) as container:
-        vstream = None
-        astream = None
+        vstream: Any = None
+        astream: Any = None
         if vcodec is not None:
             rate = Fraction(fps).limit_denominator(1001)
             vstream = container.add_stream(vcodec, rate=rate)

@@ -138,7 +138,7 @@ def test_audio_is_time_aligned(clips: dict[str, Path], suffix: str) -> None:
 def test_audio_chunks(clips: dict[str, Path]) -> None:
     chunks = list(iter_media(clips[".wav"], fps=None, sample_rate=16000, chunk_seconds=0.3))
     assert all(isinstance(c, AudioChunk) for c in chunks)
-    sizes = [len(c.samples) for c in chunks]  # type: ignore[union-attr]
+    sizes = [len(c.samples) for c in chunks]
     assert sizes[:-1] == [4800] * (len(sizes) - 1) and 0 < sizes[-1] <= 4800
     assert sum(sizes) == 32000
     starts = [c.start for c in chunks]
@@ -241,7 +241,7 @@ def test_consumer_can_stop_early(long_clips: dict[str, Path]) -> None:
     stream = iter_media(long_clips[".mp4"], fps=3, sample_rate=16000)
     first = next(stream)
     assert isinstance(first, (AudioChunk, Frame))
-    stream.close()  # type: ignore[attr-defined]  # closes the container
+    stream.close()  # closes the container
 
 
 needs_lavfi = pytest.mark.skipif(
@@ -253,7 +253,7 @@ needs_lavfi = pytest.mark.skipif(
 def test_live_source_audio_through_format() -> None:
     graph = "sine=frequency=1000:sample_rate=44100:duration=3"
     chunks = list(iter_media(graph, format="lavfi", fps=None, sample_rate=16000, start=1.0, end=2.0))
-    audio = np.concatenate([c.samples for c in chunks])  # type: ignore[union-attr]
+    audio = np.concatenate([c.samples for c in chunks])
     assert len(audio) == 16000 and chunks[0].start == 1.0
     assert dominant_hz(audio, 16000) == pytest.approx(1000.0, abs=2.0)
 
@@ -307,7 +307,7 @@ def test_iter_pcm_short_last_chunk_and_empty() -> None:
 
 def test_iter_pcm_rejects_text_stream() -> None:
     with pytest.raises(MediaError, match="binary stream"):
-        list(iter_pcm(io.StringIO("abc")))  # type: ignore[arg-type]
+        list(iter_pcm(io.StringIO("abc")))
 
 
 # ---------------------------------------------------------------- real speech
