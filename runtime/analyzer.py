@@ -1,0 +1,265 @@
+"""The runtime's public face: :class:`Analyzer` scores clips, arrays and text with a pack."""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from msa_runtime import media
+from msa_runtime.errors import InputError, MediaError
+from msa_runtime.pack import PRECISIONS, Manifest, load_manifest
+from msa_runtime.preprocess import TextEncoder, audio_batch, vision_batch
+from msa_runtime.sessions import make_session, resolve_providers
+from msa_runtime.transcript import read_transcript
+
+Features = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One score. ``score`` is in [-3, 3] (CMU-MOSI/MOSEI scale); ``modalities`` lists what was
+    used; ``gates`` are the head's per-modality weights (gated head only); ``start``/``end``
+    are set for stream windows, with ``latency_ms`` from the window's end being available to
+    the prediction being ready."""
+
+    score: float
+    modalities: tuple[str, ...]
+    gates: dict[str, float] | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    start: float | None = None
+    end: float | None = None
+    latency_ms: float | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def polarity(self) -> str:
+        return "positive" if self.score > 0 else "negative" if self.score < 0 else "neutral"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["polarity"] = self.polarity
+        out["modalities"] = list(self.modalities)
+        out["notes"] = list(self.notes)
+        return {k: v for k, v in out.items() if v is not None and v != []}
+
+
+def _choose_precision(manifest: Manifest, providers: list[str], precision: str | None) -> str:
+    files = {p for e in manifest.encoders.values() for p in e.files}
+    if precision is not None:
+        if precision not in PRECISIONS:
+            raise InputError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+        if precision not in files:
+            raise InputError(f"the pack has no {precision} files; it has {', '.join(sorted(files))}")
+        return precision
+    order = ("fp16", "fp32", "int8") if providers[0] == "CUDAExecutionProvider" else ("int8", "fp32", "fp16")
+    return next(p for p in order if p in files)
+
+
+class Analyzer:
+    """Score clips with a pack.
+
+    ``providers``: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or a list of
+    ONNX Runtime provider names. ``precision`` defaults to int8 on CPU and fp16 on CUDA.
+    ``threads`` (per session) falls back to ``MSA_EDGE_THREADS``, then ONNX Runtime's default.
+    Sessions are built once here and reused by every call.
+    """
+
+    def __init__(self, pack: str | os.PathLike[str], providers: str | Sequence[str] = "auto",
+                 threads: int | None = None, precision: str | None = None, *,
+                 verify: bool = True, concurrent: bool = False) -> None:
+        self.folder = Path(pack)
+        self.manifest = load_manifest(self.folder, verify=verify)
+        self.providers = resolve_providers(providers)
+        self.precision = _choose_precision(self.manifest, self.providers, precision)
+        self.sessions: dict[str, Any] = {}
+        for mod, entry in self.manifest.encoders.items():
+            name = entry.files.get(self.precision) or next(iter(entry.files.values()))
+            self.sessions[mod] = make_session(self.folder / name, self.providers, threads=threads)
+        self.head = make_session(self.folder / self.manifest.head.file, self.providers,
+                                 threads=threads)
+        self.head_inputs = [i.name for i in self.head.get_inputs()]
+        self.text_encoder = None
+        if "text" in self.manifest.encoders:
+            prep = self.manifest.encoders["text"].prep
+            self.text_encoder = TextEncoder(self.folder / prep.tokenizer, prep)
+        self._pool = ThreadPoolExecutor(3) if concurrent else None
+        self.notes: tuple[str, ...] = ()
+        if not self.manifest.head.trained:
+            self.notes = ("untrained head: scores are not meaningful",)
+            warnings.warn(f"pack {self.folder} has an untrained fusion head (exported without "
+                          "--head): its scores are not meaningful", UserWarning, stacklevel=2)
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return self.manifest.modalities
+
+    def prep(self, modality: str) -> Any:
+        return self.manifest.encoders[modality].prep
+
+    # -- encoders -------------------------------------------------------------------------
+
+    def encode_text(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        if self.text_encoder is None:
+            raise InputError("this pack has no text encoder")
+        ids, mask = self.text_encoder(text)
+        hidden = self.sessions["text"].run(["hidden"], {"input_ids": ids, "attention_mask": mask})[0]
+        return hidden, mask.astype(np.float32)
+
+    def encode_audio(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        wave = audio_batch(samples, self.prep("audio"))
+        hidden = self.sessions["audio"].run(["hidden"], {"waveform": wave})[0]
+        return hidden, np.ones(hidden.shape[:2], np.float32)
+
+    def encode_frames(self, frames: np.ndarray | list[np.ndarray]) -> np.ndarray:
+        """Per-frame features ``[N, D]`` (N may be 0)."""
+        batch = vision_batch(frames, self.prep("vision"))
+        if len(batch) == 0:
+            return np.zeros((0, self.manifest.encoders["vision"].hidden_size), np.float32)
+        return self.sessions["vision"].run(["hidden"], {"pixel_values": batch})[0]
+
+    def fuse(self, feats: Features) -> tuple[float, dict[str, float] | None]:
+        """Run the head on whatever modalities ``feats`` holds; the rest count as absent."""
+        feeds: dict[str, np.ndarray] = {}
+        present = []
+        for mod in self.manifest.head.modalities:
+            if mod in feats:
+                x, mask = feats[mod]
+                present.append(1.0)
+            else:
+                dim = self.manifest.encoders[mod].hidden_size
+                x, mask = np.zeros((1, 1, dim), np.float32), np.zeros((1, 1), np.float32)
+                present.append(0.0)
+            feeds[mod], feeds[f"{mod}_mask"] = x.astype(np.float32), mask.astype(np.float32)
+        feeds["present"] = np.asarray([present], np.float32)
+        score, gates = self.head.run(["score", "gates"], {k: feeds[k] for k in self.head_inputs})
+        gate_map = None
+        if self.manifest.head.gates:
+            gate_map = {m: float(g) for m, g in zip(self.manifest.head.modalities, gates[0])
+                        if m in feats}
+        return float(score[0]), gate_map
+
+    # -- public scoring -------------------------------------------------------------------
+
+    def predict_arrays(self, *, frames: np.ndarray | list[np.ndarray] | None = None,
+                       audio: np.ndarray | None = None, sample_rate: int | None = None,
+                       text: str | None = None) -> Prediction:
+        """Score decoded inputs: RGB uint8 frames sampled at the pack's fps, mono float audio at
+        ``sample_rate`` (resampled when it differs from the pack's), and/or text."""
+        timings: dict[str, float] = {}
+        jobs: dict[str, Any] = {}
+        if text is not None and text.strip() and "text" in self.sessions:
+            jobs["text"] = lambda: self.encode_text(text)
+        if audio is not None and len(audio) and "audio" in self.sessions:
+            rate = self.prep("audio").sample_rate
+            if sample_rate is None:
+                raise InputError("predict_arrays(audio=...) needs sample_rate")
+            samples = audio if sample_rate == rate else _resample(audio, sample_rate, rate)
+            jobs["audio"] = lambda: self.encode_audio(samples)
+        if frames is not None and len(frames) and "vision" in self.sessions:
+            def vision() -> tuple[np.ndarray, np.ndarray]:
+                per_frame = self.encode_frames(frames)
+                return per_frame[None], np.ones((1, len(per_frame)), np.float32)
+            jobs["vision"] = vision
+        if not jobs:
+            raise InputError("nothing to score: give media with audio or video, or text, for a "
+                             f"pack with {', '.join(self.modalities)}")
+        feats = self._run_jobs(jobs, timings)
+        return self._finish(feats, timings)
+
+    def _run_jobs(self, jobs: dict[str, Any], timings: dict[str, float]) -> Features:
+        def timed(mod: str) -> tuple[np.ndarray, np.ndarray]:
+            t0 = time.perf_counter()
+            out = jobs[mod]()
+            timings[mod] = (time.perf_counter() - t0) * 1e3
+            return out
+        if self._pool is not None and len(jobs) > 1:
+            futures = {m: self._pool.submit(timed, m) for m in jobs}
+            return {m: f.result() for m, f in futures.items()}
+        return {m: timed(m) for m in jobs}
+
+    def _finish(self, feats: Features, timings: dict[str, float], **extra: Any) -> Prediction:
+        t0 = time.perf_counter()
+        score, gates = self.fuse(feats)
+        timings["head"] = (time.perf_counter() - t0) * 1e3
+        order = tuple(m for m in self.modalities if m in feats)
+        return Prediction(score=score, modalities=order, gates=gates,
+                          timings_ms={k: round(v, 2) for k, v in timings.items()},
+                          notes=self.notes, **extra)
+
+    def predict(self, source: str | os.PathLike[str] | None = None, *, text: str | None = None,
+                transcript: str | os.PathLike[str] | None = None, start: float = 0.0,
+                end: float | None = None) -> Prediction:
+        """Score a media file (any container FFmpeg reads), with optional text or transcript
+        sidecar; or text alone. Missing modalities are left out and reported."""
+        if text is not None and transcript is not None:
+            raise InputError("give text or transcript, not both")
+        if transcript is not None:
+            cues = read_transcript(transcript)
+            text = " ".join(c.text for c in cues if c.end > start and (end is None or c.start < end))
+        if source is None:
+            if text is None:
+                raise InputError("give a media file, text, or both")
+            return self.predict_arrays(text=text)
+        t0 = time.perf_counter()
+        fps = self.prep("vision").fps if "vision" in self.sessions else None
+        rate = self.prep("audio").sample_rate if "audio" in self.sessions else None
+        if fps is None and rate is None:
+            if text is None:
+                raise InputError(f"this pack scores {', '.join(self.modalities)} only: give text")
+            return self.predict_arrays(text=text)
+        clip = media.decode(source, fps=fps, sample_rate=rate, start=start, end=end)
+        decode_ms = (time.perf_counter() - t0) * 1e3
+        if len(clip.frames) == 0 and len(clip.audio) == 0 and not text:
+            raise MediaError(f"{source}: no {'audio or video' if fps and rate else 'usable media'} "
+                             f"for this pack (it scores {', '.join(self.modalities)})")
+        p = self.predict_arrays(frames=clip.frames if len(clip.frames) else None,
+                                audio=clip.audio if len(clip.audio) else None,
+                                sample_rate=rate, text=text)
+        return Prediction(**{**p.__dict__, "timings_ms": {"decode": round(decode_ms, 2),
+                                                          **p.timings_ms}})
+
+    def stream(self, source: str | os.PathLike[str], *, text: str | None = None,
+               transcript: str | os.PathLike[str] | None = None, window: float = 6.0,
+               hop: float = 2.0, format: str | None = None,
+               options: dict[str, str] | None = None) -> Iterator[Prediction]:
+        """Score overlapping windows of a long file or live source, lazily, as they complete.
+
+        ``source`` may be a file, a device or URL that PyAV opens (``format``/``options`` go to
+        ``av.open``), or ``"-"`` for raw 16-bit mono PCM on standard input at the pack's rate.
+        Each sampled frame is encoded once, however many windows it falls in.
+        """
+        from msa_runtime.stream import stream_windows
+
+        return stream_windows(self, source, text=text, transcript=transcript, window=window,
+                              hop=hop, format=format, options=options)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+
+    def __enter__(self) -> Analyzer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _resample(samples: np.ndarray, src: int, dst: int) -> np.ndarray:
+    """Resample mono float audio with FFmpeg's resampler (the same one decoding uses)."""
+    import av
+
+    frame = av.AudioFrame.from_ndarray(np.asarray(samples, np.float32)[None], format="flt",
+                                       layout="mono")
+    frame.sample_rate = src
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=dst)
+    out = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+    out += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+    return np.concatenate(out) if out else np.zeros(0, np.float32)

@@ -1,0 +1,189 @@
+"""``msa-run``: score files, folders, globs or a live source with a pack (a thin shell over
+:class:`msa_runtime.Analyzer`)."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+import os
+import sys
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from msa_runtime.errors import MsaError
+
+MEDIA_SUFFIXES = {".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".mpg", ".mpeg", ".ts",
+                  ".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac"}
+SIDECARS = (".srt", ".vtt", ".txt")
+COLUMNS = ("input", "start", "end", "score", "polarity", "modalities", "total_ms", "error")
+
+
+def expand_inputs(inputs: tuple[str, ...]) -> list[str]:
+    """Files as given, folders searched recursively for media, globs expanded. Missing paths
+    stay in the list so they are reported as failed inputs."""
+    out: list[str] = []
+    for item in inputs:
+        if item == "-" or "://" in item:
+            out.append(item)
+        elif os.path.isdir(item):
+            found = sorted(str(p) for p in Path(item).rglob("*") if p.suffix.lower() in MEDIA_SUFFIXES)
+            out.extend(found)
+        elif any(ch in item for ch in "*?[") and not os.path.exists(item):
+            out.extend(sorted(glob.glob(item, recursive=True)) or [item])
+        else:
+            out.append(item)
+    return out
+
+
+def sidecar(path: str) -> str | None:
+    """A transcript beside the media file with the same stem, if there is one."""
+    for suffix in SIDECARS:
+        candidate = Path(path).with_suffix(suffix)
+        if candidate.is_file() and str(candidate) != path:
+            return str(candidate)
+    return None
+
+
+def _record(name: str, p: Any) -> dict[str, Any]:
+    rec: dict[str, Any] = {"input": name}
+    if p.start is not None:
+        rec.update(start=p.start, end=p.end)
+    rec.update(score=round(p.score, 4), polarity=p.polarity, modalities=list(p.modalities))
+    if p.gates:
+        rec["gates"] = {k: round(v, 4) for k, v in p.gates.items()}
+    rec["timings_ms"] = p.timings_ms
+    if p.latency_ms is not None:
+        rec["latency_ms"] = p.latency_ms
+    return rec
+
+
+class Writer:
+    """Writes records as a table, json, jsonl or csv; jsonl and csv stream line by line."""
+
+    def __init__(self, fmt: str, out: io.TextIOBase | Any) -> None:
+        self.fmt, self.out = fmt, out
+        self.rows: list[dict[str, Any]] = []
+        self.csv: Any = None
+
+    def write(self, rec: dict[str, Any]) -> None:
+        if self.fmt == "jsonl":
+            self.out.write(json.dumps(rec) + "\n")
+            self.out.flush()
+        elif self.fmt == "csv":
+            if self.csv is None:
+                self.csv = csv.DictWriter(self.out, fieldnames=COLUMNS, extrasaction="ignore")
+                self.csv.writeheader()
+            self.csv.writerow(self._flat(rec))
+            self.out.flush()
+        else:
+            self.rows.append(rec)
+
+    @staticmethod
+    def _flat(rec: dict[str, Any]) -> dict[str, Any]:
+        flat = dict(rec)
+        flat["modalities"] = "+".join(rec.get("modalities", []))
+        flat["total_ms"] = round(sum(rec.get("timings_ms", {}).values()), 1) if "score" in rec else ""
+        return flat
+
+    def close(self) -> None:
+        if self.fmt == "json":
+            self.out.write(json.dumps(self.rows, indent=2) + "\n")
+        elif self.fmt == "table" and self.rows:
+            flat = [self._flat(r) for r in self.rows]
+            cols = [c for c in COLUMNS if any(r.get(c) not in (None, "") for r in flat)]
+            cells = [[str(r.get(c, "")) for c in cols] for r in flat]
+            widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+            self.out.write("  ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip() + "\n")
+            for row in cells:
+                self.out.write("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() + "\n")
+
+
+def _warn_line(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
+    click.echo(f"warning: {message}", err=True)
+
+
+def _score(an: Any, name: str, text: str | None, transcript: str | None, stream: bool,
+           window: float, hop: float) -> Iterator[dict[str, Any]]:
+    if transcript is None and text is None and name != "-":
+        transcript = sidecar(name)
+    if stream:
+        for p in an.stream(name, text=text, transcript=transcript, window=window, hop=hop):
+            yield _record(name, p)
+    else:
+        yield _record(name, an.predict(name, text=text, transcript=transcript))
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("inputs", nargs=-1)
+@click.option("--pack", required=True, type=click.Path(), help="Pack folder (msa-export).")
+@click.option("--text", help="What was said (the same text for every input).")
+@click.option("--transcript", type=click.Path(), help="Transcript file: .txt, .srt or .vtt. "
+              "Default: a sidecar with the input's name, if present.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "jsonl", "csv"]),
+              default="table", show_default=True)
+@click.option("--stream", is_flag=True, help="Score overlapping windows (files, devices, URLs, "
+              "or - for raw 16-bit mono PCM on stdin).")
+@click.option("--window", default=6.0, show_default=True, help="Window length in seconds.")
+@click.option("--hop", default=2.0, show_default=True, help="Hop between windows in seconds.")
+@click.option("--providers", default="auto", show_default=True,
+              help="auto, cpu, cuda, or comma-separated ONNX Runtime provider names.")
+@click.option("--precision", type=click.Choice(["int8", "fp16", "fp32"]), default=None,
+              help="Default: int8 on CPU, fp16 on CUDA.")
+@click.option("--threads", type=int, default=None, help="Threads per session "
+              "(default: MSA_EDGE_THREADS, else ONNX Runtime's choice).")
+def main(inputs: tuple[str, ...], pack: str, text: str | None, transcript: str | None, fmt: str,
+         stream: bool, window: float, hop: float, providers: str, precision: str | None,
+         threads: int | None) -> None:
+    """Score clips with a pack: INPUT may be files, folders or globs; with no INPUT, --text."""
+    from msa_runtime.analyzer import Analyzer
+
+    warnings.showwarning = _warn_line
+    if text is not None and transcript is not None:
+        raise click.UsageError("give --text or --transcript, not both")
+    names = expand_inputs(inputs)
+    if inputs and not names:
+        raise click.UsageError(f"no media files found in {', '.join(inputs)}")
+    if not names and text is None:
+        raise click.UsageError("give INPUT files or --text")
+    try:
+        an = Analyzer(pack, providers=providers, threads=threads, precision=precision)
+    except MsaError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    writer = Writer(fmt, sys.stdout)
+    failed = 0
+    try:
+        if not names:
+            writer.write(_record("(text)", an.predict(text=text)))
+        for i, name in enumerate(names, 1):
+            if len(names) > 1:
+                click.echo(f"[{i}/{len(names)}] {name}", err=True)
+            try:
+                for rec in _score(an, name, text, transcript, stream, window, hop):
+                    writer.write(rec)
+            except MsaError as exc:
+                failed += 1
+                click.echo(f"error: {exc if name in str(exc) else f'{name}: {exc}'}", err=True)
+                writer.write({"input": name, "error": str(exc)})
+    except MsaError as exc:  # text-only scoring with bad arguments
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    finally:
+        writer.close()
+        an.close()
+    if failed:
+        click.echo(f"{failed} of {len(names)} inputs failed", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""Sliding windows over a long file or a live source, for :meth:`Analyzer.stream`.
+
+One demux pass feeds two bounded buffers: raw audio covering the current window, and the
+features of the frames in it. A frame is encoded once, when the first window containing it is
+scored, and dropped when it leaves the last one, so memory stays flat however long the input.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from msa_runtime import media
+from msa_runtime.errors import InputError
+from msa_runtime.transcript import Cue, read_transcript, text_between
+
+if TYPE_CHECKING:
+    from msa_runtime.analyzer import Analyzer, Features, Prediction
+
+
+class _Windows:
+    def __init__(self, an: Analyzer, window: float, hop: float, text: str | None,
+                 cues: list[Cue] | None) -> None:
+        self.an, self.window, self.hop, self.text, self.cues = an, window, hop, text, cues
+        self.rate = an.prep("audio").sample_rate if "audio" in an.sessions else 0
+        self.audio = np.zeros(0, np.float32)
+        self.audio_start = 0.0
+        self.pending: list[media.Frame] = []
+        self.cached: deque[tuple[float, np.ndarray]] = deque()
+        self.encoded_frames = 0
+
+    def add(self, item: media.AudioChunk | media.Frame) -> None:
+        if isinstance(item, media.Frame):
+            self.pending.append(item)
+        else:
+            if not self.audio.size:
+                self.audio_start = item.start
+            self.audio = np.concatenate([self.audio, item.samples])
+
+    def score(self, start: float, end: float) -> Prediction:
+        t0 = time.perf_counter()
+        timings: dict[str, float] = {}
+        jobs = {}
+        if self.pending:  # only frames not seen by an earlier window are encoded
+            new = self.an.encode_frames([f.rgb for f in self.pending])
+            self.cached.extend(zip((f.time for f in self.pending), new))
+            self.encoded_frames += len(self.pending)
+            self.pending = []
+            timings["vision"] = (time.perf_counter() - t0) * 1e3
+        if self.rate and self.audio.size:
+            a = max(0, round((start - self.audio_start) * self.rate))
+            b = max(0, round((end - self.audio_start) * self.rate))
+            clip = self.audio[a:b]
+            if clip.size:
+                jobs["audio"] = lambda: self.an.encode_audio(clip)
+        words = text_between(self.cues, start, end) if self.cues is not None else self.text
+        if words and words.strip() and "text" in self.an.sessions:
+            jobs["text"] = lambda: self.an.encode_text(words)
+        feats_by_mod: Features = self.an._run_jobs(jobs, timings) if jobs else {}
+        frames = [f for t, f in self.cached if start <= t < end]
+        if frames:
+            stacked = np.stack(frames)[None]
+            feats_by_mod["vision"] = (stacked, np.ones(stacked.shape[:2], np.float32))
+        if not feats_by_mod:
+            raise InputError(f"window {start:.1f}-{end:.1f} s has nothing this pack can score")
+        latency = (time.perf_counter() - t0) * 1e3
+        return self.an._finish(feats_by_mod, timings, start=round(start, 3), end=round(end, 3),
+                               latency_ms=round(latency, 2))
+
+    def forget_before(self, t: float) -> None:
+        while self.cached and self.cached[0][0] < t:
+            self.cached.popleft()
+        if self.rate and self.audio.size:
+            drop = round((t - self.audio_start) * self.rate)
+            if drop > 0:
+                self.audio = self.audio[drop:]
+                self.audio_start += drop / self.rate
+
+
+def stream_windows(an: Analyzer, source: str | os.PathLike[str], *, text: str | None,
+                   transcript: str | os.PathLike[str] | None, window: float, hop: float,
+                   format: str | None = None, options: dict[str, str] | None = None
+                   ) -> Iterator[Prediction]:
+    if window <= 0 or hop <= 0:
+        raise InputError(f"window and hop must be > 0 seconds (got window={window}, hop={hop})")
+    if text is not None and transcript is not None:
+        raise InputError("give text or transcript, not both")
+    cues = read_transcript(transcript) if transcript is not None else None
+    fps = an.prep("vision").fps if "vision" in an.sessions else None
+    rate = an.prep("audio").sample_rate if "audio" in an.sessions else None
+    if fps is None and rate is None:
+        raise InputError("streaming needs a pack with an audio or vision encoder")
+    name = os.fspath(source)
+    kinds: set[str] | None = None
+    items: Iterable[media.AudioChunk | media.Frame]
+    if name == "-":
+        if rate is None:
+            raise InputError("raw PCM on standard input needs a pack with an audio encoder")
+        items, kinds = media.iter_pcm(sys.stdin.buffer, sample_rate=rate), {"audio"}
+    else:
+        if format is None and os.path.isfile(name):
+            info = media.probe(name)
+            kinds = {k for k, has in (("audio", info.has_audio and rate), ("vision", info.has_video and fps)) if has}
+        items = media.iter_media(name, fps=fps, sample_rate=rate, chunk_seconds=min(hop, 1.0),
+                                 format=format, options=options)
+    return _run(_Windows(an, window, hop, text, cues), items, kinds)
+
+
+def _run(state: _Windows, items: Iterable[media.AudioChunk | media.Frame],
+         kinds: set[str] | None) -> Iterator[Prediction]:
+    reached: dict[str, float] = {}
+    next_end = state.window
+    emitted_end = 0.0
+    for item in items:
+        state.add(item)
+        if isinstance(item, media.Frame):
+            reached["vision"] = item.time
+        else:
+            reached["audio"] = item.start + len(item.samples) / max(state.rate, 1)
+        expected = kinds if kinds is not None else set(reached)
+        if not expected or any(k not in reached for k in expected):
+            continue
+        now = min(reached[k] for k in expected)
+        while now >= next_end:
+            yield state.score(next_end - state.window, next_end)
+            emitted_end = next_end
+            next_end += state.hop
+            state.forget_before(next_end - state.window)
+    last = max(reached.values(), default=0.0)
+    if last > emitted_end + 1e-6 and (emitted_end == 0.0 or last - emitted_end >= state.hop / 2):
+        yield state.score(max(0.0, next_end - state.window), last + 1e-3)
