@@ -55,8 +55,8 @@ def _load_stages() -> tuple[dict[str, nn.Module], str]:
     try:
         from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
     except ImportError as exc:
-        missing = getattr(exc, "name", None) or "facenet_pytorch"
-        if missing in ("facenet_pytorch", "facenet-pytorch"):
+        missing = (getattr(exc, "name", None) or "facenet_pytorch").split(".")[0]
+        if missing == "facenet_pytorch":
             hint = "install it with pip install --no-deps facenet-pytorch"
         elif missing in ("requests", "tqdm", "torchvision", "PIL"):
             hint = (f"facenet-pytorch needs {missing}: pip install {missing if missing != 'PIL' else 'pillow'}"
