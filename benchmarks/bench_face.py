@@ -1,0 +1,91 @@
+"""Face detection cost per frame: the numpy + ONNX Runtime MTCNN cascade (msa_runtime.face).
+
+    python benchmarks/bench_face.py [--models DIR] [--threads 2] [--repeat 30] [--reference]
+
+``--models`` is a folder with face_pnet/rnet/onet.onnx (a pack); without it the detector is
+exported from facenet-pytorch into a temporary folder first. Frames: scikit-image's astronaut
+portrait placed on a 640x480 canvas, and a 224x224 cut of it. ``--reference`` also times
+facenet-pytorch's own MTCNN.detect (torch, same thread count).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from msa_runtime.face import FaceDetector, choose_face, crop_face
+
+
+def frames() -> dict[str, np.ndarray]:
+    try:
+        from skimage.data import astronaut
+    except ImportError:
+        sys.exit("bench_face needs scikit-image for its test portrait: pip install scikit-image")
+    face = astronaut()
+    canvas = np.full((480, 640, 3), 90, dtype=np.uint8)
+    canvas[:, 64:576] = face[16:496]
+    small = np.ascontiguousarray(face[::2, ::2][16:240, 16:240])
+    noise = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    return {"640x480 face": canvas, "224x224 face": small, "640x480 noise": noise}
+
+
+def timed(fn: Callable[[], object], repeat: int) -> tuple[float, float]:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    times.sort()
+    return statistics.median(times), times[int(0.9 * (len(times) - 1))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=Path, help="folder with face_pnet/rnet/onet.onnx")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--reference", action="store_true", help="also time facenet-pytorch")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = args.models
+        if folder is None:
+            from msa_export.face import export_face_detector
+
+            folder = Path(tmp)
+            export_face_detector(folder)
+        detector = FaceDetector.from_folder(folder, threads=args.threads)
+        reference = None
+        if args.reference:
+            import torch
+            from facenet_pytorch import MTCNN
+
+            torch.set_num_threads(args.threads)
+            reference = MTCNN()
+
+        print(f"threads={args.threads} repeat={args.repeat}")
+        print(f"{'frame':<15} {'faces':>5} {'detect ms':>10} {'p90':>7} {'crop ms':>8}"
+              + (f" {'facenet-pytorch ms':>19}" if reference is not None else ""))
+        for name, rgb in frames().items():
+            boxes, probs = detector.detect(rgb)
+            median, p90 = timed(partial(detector.detect, rgb), args.repeat)
+            k = choose_face(boxes, probs)
+            crop = (f"{timed(partial(crop_face, rgb, boxes[k]), args.repeat)[0]:8.2f}"
+                    if k is not None else f"{'-':>8}")
+            line = f"{name:<15} {len(boxes):>5} {median:10.1f} {p90:7.1f} {crop}"
+            if reference is not None:
+                ref_ms, _ = timed(partial(reference.detect, rgb), max(3, args.repeat // 5))
+                line += f" {ref_ms:19.1f}"
+            print(line)
+
+
+if __name__ == "__main__":
+    main()
