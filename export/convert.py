@@ -38,7 +38,7 @@ class ValidationError(MsaError):
 def _quiet() -> Iterator[None]:
     """Silence the exporter's chatter (progress prints, warnings); errors still propagate."""
     loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch._dynamo", "torch.export",
-                                               "onnxscript", "torch.fx.experimental")]
+                                               "onnxscript", "torch.fx.experimental", "")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)

@@ -115,9 +115,10 @@ def cut(model: nn.Module, blocks: int) -> nn.Module:
     layers_parent = model.get_submodule(_parent_path(model))
     name = "layer" if hasattr(layers_parent, "layer") else "layers"
     setattr(layers_parent, name, nn.ModuleList(list(layers)[:blocks]))
-    # WavLM's stable-layer-norm variant normalises only after the last block.
+    # WavLM's stable-layer-norm variant normalises after the last block; the hidden states that
+    # transformers reports (and that the head is trained on) are the raw block outputs.
     encoder = getattr(model, "encoder", None)
-    if blocks < total and getattr(model.config, "do_stable_layer_norm", False) and encoder is not None:
+    if getattr(model.config, "do_stable_layer_norm", False) and encoder is not None:
         encoder.layer_norm = nn.Identity()
     return model
 

@@ -210,11 +210,12 @@ def load_manifest(folder: str | Path, *, verify: bool = True) -> Manifest:
         manifest = _parse(data, str(path))
     except (KeyError, TypeError, ValueError) as exc:
         raise PackError(f"{path} is malformed ({type(exc).__name__}: {exc}); rebuild the pack") from exc
-    for name, meta in manifest.files.items():
-        file = _inside(root, name)
+    paths = {name: _inside(root, name) for name in manifest.files}
+    for name, file in paths.items():
         if not file.is_file():
             raise PackError(f"pack {root} is incomplete: {name} is missing; rebuild or re-copy it")
-        if verify and sha256_file(file) != meta.get("sha256"):
+    for name, meta in manifest.files.items():
+        if verify and sha256_file(paths[name]) != meta.get("sha256"):
             raise PackError(
                 f"pack {root}: {name} does not match its sha256 in the manifest (tampered or "
                 "corrupted); rebuild or re-copy the pack")

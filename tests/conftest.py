@@ -1,0 +1,32 @@
+"""Shared fixtures: packs exported once per test session, paths to the shared reference data."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def shared_path(*parts: str) -> Path:
+    """A file under ../shared/data, or a skip saying why it is absent."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"reference data {path} is absent (it lives in ../shared beside the project)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_pack(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny preset exported at all precisions, with its untrained head."""
+    pytest.importorskip("torch")
+    from msa_export.build import build_pack
+    from msa_export.presets import get_preset
+
+    out = tmp_path_factory.mktemp("packs") / "tiny"
+    build_pack(get_preset("tiny"), out)
+    return out
