@@ -156,17 +156,35 @@ def _resize_matrix(size_in: int, size_out: int) -> np.ndarray:
     return weights.astype(np.float32)
 
 
+def _taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """The non-zero weights of :func:`_resize_matrix` per output: indices and weights (out, K)."""
+    matrix = _resize_matrix(size_in, size_out)
+    nonzero = matrix > 0
+    k = max(int(nonzero.sum(axis=1).max()), 1)
+    # the first K input positions of each row's window (windows are contiguous)
+    first = np.argmax(nonzero, axis=1)
+    index = np.minimum(first[:, None] + np.arange(k)[None, :], size_in - 1)
+    weight = np.take_along_axis(matrix, index, axis=1)
+    weight[first[:, None] + np.arange(k)[None, :] > size_in - 1] = 0.0
+    return index, weight
+
+
 def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """Resize an ``(H, W, C)`` uint8 image: area average when shrinking, bilinear when enlarging.
 
     The convention of OpenCV's ``INTER_AREA``, which facenet-pytorch's ``extract_face`` uses on
-    numpy frames; each axis is treated separately. Returns uint8.
+    numpy frames; each axis is treated separately (a few weighted taps per output pixel, no BLAS,
+    so the result does not depend on thread counts). Returns uint8.
     """
-    my = _resize_matrix(image.shape[0], height)
-    mx = _resize_matrix(image.shape[1], width)
+    rows, row_w = _taps(image.shape[0], height)
+    cols, col_w = _taps(image.shape[1], width)
     pixels = image.astype(np.float32)
-    out = np.tensordot(my, pixels, axes=(1, 0))  # (height, W, C)
-    out = np.tensordot(mx, out, axes=(1, 1)).transpose(1, 0, 2)  # (height, width, C)
+    tall = np.zeros((height, image.shape[1], image.shape[2]), dtype=np.float32)
+    for k in range(rows.shape[1]):
+        tall += row_w[:, k, None, None] * np.take(pixels, rows[:, k], axis=0)
+    out = np.zeros((height, width, image.shape[2]), dtype=np.float32)
+    for k in range(cols.shape[1]):
+        out += col_w[None, :, k, None] * np.take(tall, cols[:, k], axis=1)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
