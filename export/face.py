@@ -1,7 +1,9 @@
 """Export facenet-pytorch's MTCNN face detector (P-, R- and O-net) to ONNX for the runtime.
 
 The three stage networks come with their real pretrained weights inside the ``facenet-pytorch``
-wheel (no download). Each is exported with ``torch.onnx.export``, checked with ``onnx.checker``
+wheel (no download); facenet-pytorch's own modules are used when the package imports, otherwise
+(no matching torchvision) the same weight files go into equivalent modules defined here. Each is
+exported with ``torch.onnx.export``, checked with ``onnx.checker``
 and validated against PyTorch on several input sizes. The numpy cascade around them (pyramid,
 box regression, NMS, crops) lives in :mod:`msa_runtime.face`.
 
@@ -12,6 +14,7 @@ facenet-pytorch declares old torch/torchvision pins; install it without them:
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import warnings
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,7 @@ from msa_runtime.face import (
     PIXEL_SCALE,
 )
 from torch import nn
+from torch.nn import functional as F
 
 TOLERANCE = 1e-4
 """Largest absolute difference allowed between an ONNX stage and PyTorch (fp32)."""
@@ -50,41 +54,136 @@ class FaceExportError(MsaError):
     """The face detector cannot be loaded, exported or validated."""
 
 
-def _load_stages() -> tuple[dict[str, nn.Module], str]:
-    """facenet-pytorch's three stage networks with their pretrained weights, and its version."""
+class _PNet(nn.Module):
+    """P-net, fully convolutional; parameter names follow facenet-pytorch's state dicts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.prelu1 = nn.Conv2d(3, 10, 3), nn.PReLU(10)
+        self.conv2, self.prelu2 = nn.Conv2d(10, 16, 3), nn.PReLU(16)
+        self.conv3, self.prelu3 = nn.Conv2d(16, 32, 3), nn.PReLU(32)
+        self.conv4_1 = nn.Conv2d(32, 2, 1)  # face / not face
+        self.conv4_2 = nn.Conv2d(32, 4, 1)  # box offsets
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = F.max_pool2d(self.prelu1(self.conv1(x)), 2, 2, ceil_mode=True)
+        x = self.prelu3(self.conv3(self.prelu2(self.conv2(x))))
+        return self.conv4_2(x), torch.softmax(self.conv4_1(x), dim=1)
+
+
+def _flatten_whc(x: torch.Tensor) -> torch.Tensor:
+    # The original (Caffe) weights flatten feature maps in width, height, channel order.
+    return x.permute(0, 3, 2, 1).reshape(x.shape[0], -1)
+
+
+class _RNet(nn.Module):
+    """R-net on 24x24 crops; parameter names follow facenet-pytorch's state dicts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.prelu1 = nn.Conv2d(3, 28, 3), nn.PReLU(28)
+        self.conv2, self.prelu2 = nn.Conv2d(28, 48, 3), nn.PReLU(48)
+        self.conv3, self.prelu3 = nn.Conv2d(48, 64, 2), nn.PReLU(64)
+        self.dense4, self.prelu4 = nn.Linear(576, 128), nn.PReLU(128)
+        self.dense5_1 = nn.Linear(128, 2)
+        self.dense5_2 = nn.Linear(128, 4)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = F.max_pool2d(self.prelu1(self.conv1(x)), 3, 2, ceil_mode=True)
+        x = F.max_pool2d(self.prelu2(self.conv2(x)), 3, 2, ceil_mode=True)
+        x = self.prelu4(self.dense4(_flatten_whc(self.prelu3(self.conv3(x)))))
+        return self.dense5_2(x), torch.softmax(self.dense5_1(x), dim=1)
+
+
+class _ONet(nn.Module):
+    """O-net on 48x48 crops; parameter names follow facenet-pytorch's state dicts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.prelu1 = nn.Conv2d(3, 32, 3), nn.PReLU(32)
+        self.conv2, self.prelu2 = nn.Conv2d(32, 64, 3), nn.PReLU(64)
+        self.conv3, self.prelu3 = nn.Conv2d(64, 64, 3), nn.PReLU(64)
+        self.conv4, self.prelu4 = nn.Conv2d(64, 128, 2), nn.PReLU(128)
+        self.dense5, self.prelu5 = nn.Linear(1152, 256), nn.PReLU(256)
+        self.dense6_1 = nn.Linear(256, 2)
+        self.dense6_2 = nn.Linear(256, 4)
+        self.dense6_3 = nn.Linear(256, 10)  # five landmarks
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = F.max_pool2d(self.prelu1(self.conv1(x)), 3, 2, ceil_mode=True)
+        x = F.max_pool2d(self.prelu2(self.conv2(x)), 3, 2, ceil_mode=True)
+        x = F.max_pool2d(self.prelu3(self.conv3(x)), 2, 2, ceil_mode=True)
+        x = self.prelu5(self.dense5(_flatten_whc(self.prelu4(self.conv4(x)))))
+        return self.dense6_2(x), self.dense6_3(x), torch.softmax(self.dense6_1(x), dim=1)
+
+
+_OWN_STAGES: dict[str, type[nn.Module]] = {"pnet": _PNet, "rnet": _RNet, "onet": _ONet}
+
+
+def _facenet_data_dir() -> Path | None:
+    """facenet-pytorch's weight folder, found without importing the package (None: not installed)."""
     try:
-        from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
-    except ImportError as exc:
-        missing = (getattr(exc, "name", None) or "facenet_pytorch").split(".")[0]
-        if missing == "facenet_pytorch":
-            hint = "install it with pip install --no-deps facenet-pytorch"
-        elif missing in ("requests", "tqdm", "torchvision", "PIL"):
-            hint = (f"facenet-pytorch needs {missing}: pip install {missing if missing != 'PIL' else 'pillow'}"
-                    " (torchvision must match torch, e.g. torch==2.14.1 torchvision==0.29.1)")
-        else:
-            hint = f"import failed ({exc})"
+        spec = importlib.util.find_spec("facenet_pytorch")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
+
+
+def _facenet_stages() -> dict[str, nn.Module]:
+    """facenet-pytorch's own stage modules (needs its imports: torchvision, requests, tqdm)."""
+    from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
+
+    return {"pnet": PNet(), "rnet": RNet(), "onet": ONet()}
+
+
+def load_mtcnn_stages(*, prefer_facenet: bool = True) -> tuple[dict[str, nn.Module], dict[str, str]]:
+    """MTCNN's P-, R- and O-net with facenet-pytorch's pretrained weights, in eval mode.
+
+    Uses facenet-pytorch's own modules when the package imports; when it is installed but does
+    not import (its torchvision, requests or tqdm are missing or do not match torch), the same
+    weight files are loaded into equivalent modules defined here, so exporting needs only
+    ``pip install --no-deps facenet-pytorch``. Returns the modules and a description of the source.
+    """
+    data = _facenet_data_dir()
+    if data is None:
         raise FaceExportError(
-            f"the face detector needs facenet-pytorch, which cannot be imported: {hint}"
-        ) from exc
-    except Exception as exc:  # e.g. torchvision built for another torch: operator ... does not exist
-        raise FaceExportError(
-            f"facenet-pytorch failed to import ({type(exc).__name__}: {exc}); install a torchvision "
-            "that matches torch (e.g. torch==2.14.1 torchvision==0.29.1)"
-        ) from exc
-    try:
-        stages: dict[str, nn.Module] = {"pnet": PNet(), "rnet": RNet(), "onet": ONet()}
-    except Exception as exc:
-        raise FaceExportError(
-            f"cannot load MTCNN weights from the facenet-pytorch package ({exc}); reinstall it with "
-            "pip install --force-reinstall --no-deps facenet-pytorch"
-        ) from exc
-    for net in stages.values():
-        net.eval()
+            "the face detector needs the MTCNN weights of facenet-pytorch, which is not installed: "
+            "install it with pip install --no-deps facenet-pytorch"
+        )
     try:
         version = importlib.metadata.version("facenet-pytorch")
     except importlib.metadata.PackageNotFoundError:
         version = "unknown"
-    return stages, version
+    info = {"package": f"facenet-pytorch {version}"}
+    stages: dict[str, nn.Module] | None = None
+    if prefer_facenet:
+        try:
+            stages = _facenet_stages()
+            info["modules"] = "facenet_pytorch.models.mtcnn"
+        except (ImportError, RuntimeError, AttributeError, OSError, KeyError) as exc:
+            # no torchvision / requests / tqdm; "operator torchvision::nms does not exist"; KeyError
+            # from importlib when an earlier failed import left facenet_pytorch half registered
+            info["modules"] = f"msa_export.face (facenet_pytorch did not import: {type(exc).__name__})"
+    else:
+        info["modules"] = "msa_export.face"
+    if stages is None:
+        stages = {}
+        for stage, cls in _OWN_STAGES.items():
+            path = data / f"{stage}.pt"
+            net = cls()
+            try:
+                net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            except (OSError, RuntimeError, KeyError, ValueError) as exc:
+                raise FaceExportError(
+                    f"cannot load MTCNN weights {path} ({exc}); reinstall them with "
+                    "pip install --force-reinstall --no-deps facenet-pytorch"
+                ) from exc
+            stages[stage] = net
+    for net in stages.values():
+        net.eval()
+    return stages, info
 
 
 def _dynamic_shapes(stage: str) -> dict[str, dict[int, Any]]:
@@ -175,7 +274,7 @@ def export_face_detector(out_dir: Path, *, tolerance: float = TOLERANCE) -> dict
     and tool versions.
     """
     out_dir = Path(out_dir)
-    stages, facenet_version = _load_stages()
+    stages, source = load_mtcnn_stages()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -198,7 +297,7 @@ def export_face_detector(out_dir: Path, *, tolerance: float = TOLERANCE) -> dict
 
     return {
         "kind": "mtcnn",
-        "source": f"facenet-pytorch {facenet_version}",
+        "source": source,
         "stages": files,
         "min_face_size": DEFAULT_MIN_FACE_SIZE,
         "factor": DEFAULT_FACTOR,

@@ -1,12 +1,13 @@
 """Face detector: ONNX export parity, the numpy cascade against facenet-pytorch, crops, selection.
 
-Tests that need the real MTCNN weights export them from facenet-pytorch (which needs a torchvision
-matching torch) into a session-scoped temporary folder; they skip, saying why, where it is not
-importable. Portraits come from scikit-image's public-domain sample data, read at test time.
+Tests that need the real MTCNN weights export them (from the installed facenet-pytorch wheel) into
+a session-scoped temporary folder; the comparisons with facenet-pytorch's own MTCNN also need the
+package to import (a torchvision matching torch). Each skips, saying why, where that is missing. Portraits come from scikit-image's public-domain sample data, read at test time.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import subprocess
 import sys
@@ -45,8 +46,18 @@ def _facenet_unavailable() -> str | None:
     return None
 
 
+def _weights_unavailable() -> str | None:
+    if importlib.util.find_spec("facenet_pytorch") is None:
+        return "facenet-pytorch (the MTCNN weights) not installed: pip install --no-deps facenet-pytorch"
+    if importlib.util.find_spec("torch") is None:
+        return "torch not installed (the export side)"
+    return None
+
+
 FACENET_MISSING = _facenet_unavailable()
+WEIGHTS_MISSING = _weights_unavailable()
 needs_facenet = pytest.mark.skipif(FACENET_MISSING is not None, reason=FACENET_MISSING or "")
+needs_weights = pytest.mark.skipif(WEIGHTS_MISSING is not None, reason=WEIGHTS_MISSING or "")
 
 
 # --------------------------------------------------------------------------------------------
@@ -55,8 +66,8 @@ needs_facenet = pytest.mark.skipif(FACENET_MISSING is not None, reason=FACENET_M
 
 @pytest.fixture(scope="session")
 def face_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    if FACENET_MISSING is not None:
-        pytest.skip(FACENET_MISSING)
+    if WEIGHTS_MISSING is not None:
+        pytest.skip(WEIGHTS_MISSING)
     from msa_export.face import export_face_detector
 
     folder = tmp_path_factory.mktemp("face")
@@ -139,7 +150,7 @@ def _stub_detector() -> FaceDetector:
 # (a) export parity
 
 
-@needs_facenet
+@needs_weights
 def test_export_writes_three_validated_stages(face_export: tuple[Path, dict[str, Any]]) -> None:
     folder, manifest = face_export
     assert sorted(p.name for p in folder.iterdir()) == sorted(FACE_FILES.values())
@@ -150,24 +161,22 @@ def test_export_writes_three_validated_stages(face_export: tuple[Path, dict[str,
     assert all(diff <= 1e-4 for diff in report.values()), report
 
 
-@needs_facenet
+@needs_weights
 def test_onnx_stages_match_pytorch_on_other_sizes(face_export: tuple[Path, dict[str, Any]]) -> None:
     import onnxruntime as ort
     import torch
-    from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
+    from msa_export.face import load_mtcnn_stages
 
     folder, _ = face_export
+    nets, _ = load_mtcnn_stages()
     rng = np.random.default_rng(7)
-    cases = {"pnet": (PNet(), [(1, 3, 20, 31), (2, 3, 64, 48)]),
-             "rnet": (RNet(), [(5, 3, 24, 24)]),
-             "onet": (ONet(), [(4, 3, 48, 48)])}
-    for stage, (net, shapes) in cases.items():
-        net.eval()
+    cases = {"pnet": [(1, 3, 20, 31), (2, 3, 64, 48)], "rnet": [(5, 3, 24, 24)], "onet": [(4, 3, 48, 48)]}
+    for stage, shapes in cases.items():
         session = ort.InferenceSession(str(folder / FACE_FILES[stage]), providers=["CPUExecutionProvider"])
         for shape in shapes:
             x = rng.uniform(-1, 1, size=shape).astype(np.float32)
             with torch.no_grad():
-                want = [t.numpy() for t in net(torch.from_numpy(x))]
+                want = [t.numpy() for t in nets[stage](torch.from_numpy(x))]
             got = session.run(list(FACE_OUTPUT_NAMES[stage]), {FACE_INPUT_NAME: x})
             for w, g in zip(want, got):
                 assert w.shape == g.shape
@@ -175,13 +184,29 @@ def test_onnx_stages_match_pytorch_on_other_sizes(face_export: tuple[Path, dict[
 
 
 @needs_facenet
+def test_own_stage_modules_equal_facenet_modules() -> None:
+    """Without a matching torchvision the weights go into msa_export's modules: same outputs."""
+    import torch
+    from msa_export.face import _facenet_stages, load_mtcnn_stages
+
+    ours, info = load_mtcnn_stages(prefer_facenet=False)
+    assert info["modules"] == "msa_export.face"
+    theirs = _facenet_stages()
+    rng = np.random.default_rng(11)
+    for stage, shape in {"pnet": (2, 3, 31, 40), "rnet": (3, 3, 24, 24), "onet": (3, 3, 48, 48)}.items():
+        x = torch.from_numpy(rng.uniform(-1, 1, size=shape).astype(np.float32))
+        with torch.no_grad():
+            for a, b in zip(ours[stage].eval()(x), theirs[stage].eval()(x)):
+                torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@needs_weights
 def test_validation_failure_names_file_and_output(face_export: tuple[Path, dict[str, Any]]) -> None:
     import torch
-    from facenet_pytorch.models.mtcnn import RNet
-    from msa_export.face import FaceExportError, validate_stage
+    from msa_export.face import FaceExportError, load_mtcnn_stages, validate_stage
 
     folder, _ = face_export
-    net = RNet().eval()
+    net = load_mtcnn_stages()[0]["rnet"]
     with torch.no_grad():
         net.dense5_2.bias += 0.01  # the regression output drifts
     with pytest.raises(FaceExportError, match=r"face_rnet\.onnx: output reg differs"):
@@ -236,6 +261,14 @@ def test_boxes_match_facenet_pytorch(detector: FaceDetector, reference: Any) -> 
     print(f"worst box difference to facenet-pytorch: {worst:.2e} px")
 
 
+def test_astronaut_box_without_reference(detector: FaceDetector) -> None:
+    """Where facenet-pytorch cannot import: the box it gives on the astronaut (2.6.0, defaults)."""
+    data = pytest.importorskip("skimage.data", reason="scikit-image not installed")
+    boxes, probs = detector.detect(data.astronaut())
+    assert boxes.shape == (1, 4) and probs[0] > 0.99
+    np.testing.assert_allclose(boxes[0], [181.05, 62.16, 267.75, 172.05], atol=0.5)
+
+
 @needs_facenet
 def test_crop_matches_extract_face(detector: FaceDetector) -> None:
     import torch
@@ -256,7 +289,6 @@ def test_crop_matches_extract_face(detector: FaceDetector) -> None:
 # (c) no face, (d) bad input
 
 
-@needs_facenet
 def test_noise_and_flat_frames_find_no_face(detector: FaceDetector) -> None:
     rng = np.random.default_rng(0)
     for frame in (rng.integers(0, 256, (480, 640, 3), dtype=np.uint8),
@@ -265,7 +297,6 @@ def test_noise_and_flat_frames_find_no_face(detector: FaceDetector) -> None:
         assert boxes.shape == (0, 4) and probs.shape == (0,)
 
 
-@needs_facenet
 def test_too_small_frame_raises_input_error(detector: FaceDetector) -> None:
     with pytest.raises(InputError, match="too small for face detection"):
         detector.detect(np.zeros((19, 640, 3), dtype=np.uint8))
