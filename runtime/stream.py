@@ -7,21 +7,25 @@ scored, and dropped when it leaves the last one, so memory stays flat however lo
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
+import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
-
 from msa_runtime import media
-from msa_runtime.errors import InputError
+from msa_runtime.errors import InputError, MediaError
 from msa_runtime.transcript import Cue, read_transcript, text_between
 
 if TYPE_CHECKING:
     from msa_runtime.analyzer import Analyzer, Features, Prediction
+
+#: Seconds a track may trail the others before windows stop waiting for it (at least a window).
+LAG = 2.0
 
 
 class _Windows:
@@ -29,6 +33,7 @@ class _Windows:
                  cues: list[Cue] | None) -> None:
         self.an, self.window, self.hop, self.text, self.cues = an, window, hop, text, cues
         self.rate = an.prep("audio").sample_rate if "audio" in an.sessions else 0
+        self.fps = an.prep("vision").fps if "vision" in an.sessions else 0.0
         self.audio = np.zeros(0, np.float32)
         self.audio_start = 0.0
         self.pending: list[media.Frame] = []
@@ -43,7 +48,9 @@ class _Windows:
                 self.audio_start = item.start
             self.audio = np.concatenate([self.audio, item.samples])
 
-    def score(self, start: float, end: float) -> Prediction:
+    def score(self, start: float, end: float) -> Iterator[Prediction]:
+        """The prediction of window [start, end); nothing (and a warning) if the window holds
+        nothing the pack can score, e.g. a gap in a live source."""
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
         jobs = {}
@@ -68,9 +75,12 @@ class _Windows:
             stacked = np.stack(frames)[None]
             feats_by_mod["vision"] = (stacked, np.ones(stacked.shape[:2], np.float32))
         if not feats_by_mod:
-            raise InputError(f"window {start:.1f}-{end:.1f} s has nothing this pack can score")
+            warnings.warn(f"window {start:.1f}-{end:.1f} s has nothing this pack can score "
+                          f"(no {' or '.join(self.an.modalities)}): skipped", UserWarning,
+                          stacklevel=2)
+            return
         latency = (time.perf_counter() - t0) * 1e3
-        return self.an._finish(feats_by_mod, timings, start=round(start, 3), end=round(end, 3),
+        yield self.an._finish(feats_by_mod, timings, start=round(start, 3), end=round(end, 3),
                                latency_ms=round(latency, 2))
 
     def forget_before(self, t: float) -> None:
@@ -106,7 +116,12 @@ def stream_windows(an: Analyzer, source: str | os.PathLike[str], *, text: str | 
     else:
         if format is None and os.path.isfile(name):
             info = media.probe(name)
-            kinds = {k for k, has in (("audio", info.has_audio and rate), ("vision", info.has_video and fps)) if has}
+            kinds = {k for k, has in (("audio", info.has_audio and rate),
+                                      ("vision", info.has_video and fps)) if has}
+            if not kinds:
+                needed = " or ".join(k for k, v in (("audio", rate), ("video", fps)) if v)
+                raise MediaError(f"{name} has no {needed} track, and this pack scores "
+                                 f"{', '.join(an.modalities)}: give a file with {needed}")
         items = media.iter_media(name, fps=fps, sample_rate=rate, chunk_seconds=min(hop, 1.0),
                                  format=format, options=options)
     return _run(_Windows(an, window, hop, text, cues), items, kinds)
@@ -114,24 +129,40 @@ def stream_windows(an: Analyzer, source: str | os.PathLike[str], *, text: str | 
 
 def _run(state: _Windows, items: Iterable[media.AudioChunk | media.Frame],
          kinds: set[str] | None) -> Iterator[Prediction]:
+    """Emit every window as soon as all expected tracks have reached its end.
+
+    A track that falls more than ``max(window, LAG)`` seconds behind the others (it ended early,
+    starts late or never arrives) stops holding the windows back, so the frame buffer stays
+    bounded. After the input ends, the remaining full windows and a last partial one follow.
+    """
     reached: dict[str, float] = {}
+    lag = max(state.window, LAG)
     next_end = state.window
     emitted_end = 0.0
+    frame_step = 1.0 / state.fps if state.fps else 0.0
     for item in items:
         state.add(item)
         if isinstance(item, media.Frame):
-            reached["vision"] = item.time
+            reached["vision"] = item.time + frame_step  # the frame covers [time, time + 1/fps)
         else:
             reached["audio"] = item.start + len(item.samples) / max(state.rate, 1)
         expected = kinds if kinds is not None else set(reached)
-        if not expected or any(k not in reached for k in expected):
+        if not expected or not reached:
             continue
-        now = min(reached[k] for k in expected)
+        ahead = max(reached.values())
+        now = max(min(reached.get(k, -math.inf) for k in expected), ahead - lag)
         while now >= next_end:
-            yield state.score(next_end - state.window, next_end)
+            yield from state.score(next_end - state.window, next_end)
             emitted_end = next_end
             next_end += state.hop
             state.forget_before(next_end - state.window)
     last = max(reached.values(), default=0.0)
-    if last > emitted_end + 1e-6 and (emitted_end == 0.0 or last - emitted_end >= state.hop / 2):
-        yield state.score(max(0.0, next_end - state.window), last + 1e-3)
+    while last >= next_end:  # windows held back by a lagging track
+        yield from state.score(next_end - state.window, next_end)
+        emitted_end = next_end
+        next_end += state.hop
+        state.forget_before(next_end - state.window)
+    start = max(0.0, next_end - state.window)
+    if last > start + 1e-6 and last > emitted_end + 1e-6 and (
+            emitted_end == 0.0 or last - emitted_end >= state.hop / 2):
+        yield from state.score(start, last)
