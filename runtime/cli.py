@@ -7,6 +7,7 @@ import csv
 import glob
 import io
 import json
+import logging
 import os
 import sys
 import warnings
@@ -15,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-
 from msa_runtime.errors import MsaError
 
 MEDIA_SUFFIXES = {".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".mpg", ".mpeg", ".ts",
@@ -64,15 +64,21 @@ def _record(name: str, p: Any) -> dict[str, Any]:
 
 
 class Writer:
-    """Writes records as a table, json, jsonl or csv; jsonl and csv stream line by line."""
+    """Writes records as a table, json, jsonl or csv; jsonl and csv stream line by line, and so
+    does the table when ``live`` (stream windows), with fixed column widths."""
 
-    def __init__(self, fmt: str, out: io.TextIOBase | Any) -> None:
-        self.fmt, self.out = fmt, out
+    def __init__(self, fmt: str, out: io.TextIOBase | Any, live: bool = False,
+                 names: list[str] | None = None) -> None:
+        self.fmt, self.out, self.live = fmt, out, live
         self.rows: list[dict[str, Any]] = []
         self.csv: Any = None
+        self.widths: dict[str, int] | None = None
+        self.input_width = max([len("input"), *(len(n) for n in names or [])])
 
     def write(self, rec: dict[str, Any]) -> None:
-        if self.fmt == "jsonl":
+        if self.fmt == "table" and self.live:
+            self._live_row(rec)
+        elif self.fmt == "jsonl":
             self.out.write(json.dumps(rec) + "\n")
             self.out.flush()
         elif self.fmt == "csv":
@@ -91,10 +97,23 @@ class Writer:
         flat["total_ms"] = round(sum(rec.get("timings_ms", {}).values()), 1) if "score" in rec else ""
         return flat
 
+    def _live_row(self, rec: dict[str, Any]) -> None:
+        if self.widths is None:
+            self.widths = {"input": self.input_width, "start": 8, "end": 8, "score": 8,
+                           "polarity": 8, "modalities": 18, "total_ms": 8}
+            self.out.write(self._line({c: c for c in [*self.widths, "error"]}))
+        flat = {k: "" if v is None else str(v) for k, v in self._flat(rec).items()}
+        self.out.write(self._line(flat))
+        self.out.flush()
+
+    def _line(self, cells: dict[str, str]) -> str:
+        parts = [cells.get(c, "").ljust(w) for c, w in (self.widths or {}).items()]
+        return "  ".join([*parts, cells.get("error", "")]).rstrip() + "\n"
+
     def close(self) -> None:
         if self.fmt == "json":
             self.out.write(json.dumps(self.rows, indent=2) + "\n")
-        elif self.fmt == "table" and self.rows:
+        elif self.fmt == "table" and self.rows and not self.live:
             flat = [self._flat(r) for r in self.rows]
             cols = [c for c in COLUMNS if any(r.get(c) not in (None, "") for r in flat)]
             cells = [[str(r.get(c, "")) for c in cols] for r in flat]
@@ -105,7 +124,23 @@ class Writer:
 
 
 def _warn_line(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
-    click.echo(f"warning: {message}", err=True)
+    """Show a warning as one line, without the source line Python adds."""
+    click.echo(f"warning: {' '.join(str(message).split())}", err=True)
+
+
+class _LogLine(logging.Handler):
+    """Log records of ``msa_runtime`` (e.g. a file that seems truncated) as warning lines."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        _warn_line(record.getMessage(), None)
+
+
+def _one_line(exc: Exception) -> str:
+    """The message of an error; for an unexpected one, its type and first line."""
+    if isinstance(exc, MsaError):
+        return str(exc)
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    return f"unexpected {type(exc).__name__}: {first} (please report it)"
 
 
 def _score(an: Any, name: str, text: str | None, transcript: str | None, stream: bool,
@@ -141,9 +176,24 @@ def main(inputs: tuple[str, ...], pack: str, text: str | None, transcript: str |
          stream: bool, window: float, hop: float, providers: str, precision: str | None,
          threads: int | None) -> None:
     """Score clips with a pack: INPUT may be files, folders or globs; with no INPUT, --text."""
+    log = logging.getLogger("msa_runtime")
+    handler = _LogLine(logging.WARNING)
+    log.addHandler(handler)
+    try:
+        with warnings.catch_warnings():  # restores the warning machinery when done
+            warnings.simplefilter("default")
+            warnings.showwarning = _warn_line
+            _main(inputs, pack, text, transcript, fmt, stream, window, hop, providers, precision,
+                  threads)
+    finally:
+        log.removeHandler(handler)
+
+
+def _main(inputs: tuple[str, ...], pack: str, text: str | None, transcript: str | None, fmt: str,
+          stream: bool, window: float, hop: float, providers: str, precision: str | None,
+          threads: int | None) -> None:
     from msa_runtime.analyzer import Analyzer
 
-    warnings.showwarning = _warn_line
     if text is not None and transcript is not None:
         raise click.UsageError("give --text or --transcript, not both")
     names = expand_inputs(inputs)
@@ -156,7 +206,7 @@ def main(inputs: tuple[str, ...], pack: str, text: str | None, transcript: str |
     except MsaError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    writer = Writer(fmt, sys.stdout)
+    writer = Writer(fmt, sys.stdout, live=stream, names=names)
     failed = 0
     try:
         if not names:
@@ -167,10 +217,11 @@ def main(inputs: tuple[str, ...], pack: str, text: str | None, transcript: str |
             try:
                 for rec in _score(an, name, text, transcript, stream, window, hop):
                     writer.write(rec)
-            except MsaError as exc:
+            except Exception as exc:  # noqa: BLE001 - a batch keeps going past any bad input
                 failed += 1
-                click.echo(f"error: {exc if name in str(exc) else f'{name}: {exc}'}", err=True)
-                writer.write({"input": name, "error": str(exc)})
+                msg = _one_line(exc)
+                click.echo(f"error: {msg if name in msg else f'{name}: {msg}'}", err=True)
+                writer.write({"input": name, "error": msg})
     except MsaError as exc:  # text-only scoring with bad arguments
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
