@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from msa_runtime import media
 from msa_runtime.errors import InputError, MediaError
 from msa_runtime.pack import PRECISIONS, Manifest, load_manifest
@@ -78,13 +77,17 @@ class Analyzer:
         self.folder = Path(pack)
         self.manifest = load_manifest(self.folder, verify=verify)
         self.providers = resolve_providers(providers)
+        self.head = make_session(self.folder / self.manifest.head.file, self.providers,
+                                 threads=threads)
+        if self.providers[0] not in self.head.get_providers():
+            # CUDA fell back to CPU (warned once by make_session): the encoders follow, at the
+            # CPU precision, instead of each failing over with its own warning.
+            self.providers = list(self.head.get_providers())
         self.precision = _choose_precision(self.manifest, self.providers, precision)
         self.sessions: dict[str, Any] = {}
         for mod, entry in self.manifest.encoders.items():
             name = entry.files.get(self.precision) or next(iter(entry.files.values()))
             self.sessions[mod] = make_session(self.folder / name, self.providers, threads=threads)
-        self.head = make_session(self.folder / self.manifest.head.file, self.providers,
-                                 threads=threads)
         self.head_inputs = [i.name for i in self.head.get_inputs()]
         self.text_encoder = None
         if "text" in self.manifest.encoders:
@@ -155,6 +158,7 @@ class Analyzer:
         ``sample_rate`` (resampled when it differs from the pack's), and/or text."""
         timings: dict[str, float] = {}
         jobs: dict[str, Any] = {}
+        frames, audio = _check_frames(frames), _check_audio(audio)
         if text is not None and text.strip() and "text" in self.sessions:
             jobs["text"] = lambda: self.encode_text(text)
         if audio is not None and len(audio) and "audio" in self.sessions:
@@ -245,11 +249,37 @@ class Analyzer:
         if self._pool is not None:
             self._pool.shutdown()
 
-    def __enter__(self) -> Analyzer:
+    def __enter__(self) -> Analyzer:  # noqa: PYI034 (no typing.Self on Python 3.10)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _check_frames(frames: np.ndarray | list[np.ndarray] | None
+                  ) -> np.ndarray | list[np.ndarray] | None:
+    """Frames must be H x W x 3 uint8 RGB (an ``[N, H, W, 3]`` array or a list)."""
+    if frames is None:
+        return None
+    for f in frames:
+        f = np.asarray(f)
+        if f.ndim != 3 or f.shape[2] != 3 or f.dtype != np.uint8:
+            raise InputError(f"frames must be H x W x 3 uint8 RGB images, got shape {f.shape} "
+                             f"{f.dtype}: convert them (e.g. frame.to_ndarray(format='rgb24'))")
+    return frames
+
+
+def _check_audio(audio: np.ndarray | None) -> np.ndarray | None:
+    """Audio must be mono: a 1-D array (``[1, n]`` is accepted)."""
+    if audio is None:
+        return None
+    x = np.asarray(audio)
+    if x.ndim == 2 and 1 in x.shape:
+        x = x.reshape(-1)
+    if x.ndim != 1 or not np.issubdtype(x.dtype, np.number):
+        raise InputError(f"audio must be mono 1-D float samples, got shape {x.shape} {x.dtype}: "
+                         "downmix first (e.g. audio.mean(axis=0) for [channels, n])")
+    return x.astype(np.float32, copy=False)
 
 
 def _resample(samples: np.ndarray, src: int, dst: int) -> np.ndarray:
