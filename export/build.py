@@ -11,19 +11,39 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-
 from msa_export import encoders as enc
-from msa_export.convert import (Check, ExportError, compare, convert_fp16, export_onnx,
-                                quantize_int8, run_onnx, worst_failure)
-from msa_export.heads import (Checkpoint, CheckpointError, FlatHead, HeadConfig, build_head,
-                              head_io, load_checkpoint)
+from msa_export.convert import (
+    Check,
+    ExportError,
+    compare,
+    convert_fp16,
+    export_onnx,
+    quantize_int8,
+    run_onnx,
+    worst_failure,
+)
+from msa_export.heads import (
+    Checkpoint,
+    CheckpointError,
+    FlatHead,
+    HeadConfig,
+    build_head,
+    head_io,
+    load_checkpoint,
+)
 from msa_export.presets import EncoderCard, Preset
-from msa_runtime.pack import (MANIFEST, PRECISIONS, EncoderEntry, HeadEntry,
-                              Manifest, manifest_to_dict, sha256_file)
+from msa_runtime.pack import (
+    MANIFEST,
+    PRECISIONS,
+    EncoderEntry,
+    HeadEntry,
+    Manifest,
+    manifest_to_dict,
+    sha256_file,
+)
 
 Progress = Callable[[str], None]
 
@@ -131,7 +151,8 @@ def _encode_modality(card: EncoderCard, tmp: Path, precisions: Sequence[str],
         del files["fp32"]
     entry = EncoderEntry(modality=mod, kind=card.kind, source=card.source, layer=card.layer,
                          num_layers=total, hidden_size=int(config["hidden_size"]), prep=card.prep,
-                         files=files, frame_stride=card.frame_stride)
+                         files=files, frame_stride=card.frame_stride,
+                         layer_weights=card.layer_weights)
     return _Encoded(entry, inputs, reference, by_precision, checks)
 
 
@@ -206,7 +227,9 @@ def _match_checkpoint(preset: Preset, ckpt: Checkpoint, layers: dict[str, int]) 
                                   f"whose head was trained on {mod} layer {want}")
     keep = {m: c for m, c in preset.encoders.items() if m in ckpt.config.modalities}
     preset = dataclasses.replace(preset, encoders=keep)
-    return preset.with_layers({m: v for m, v in ckpt.layers.items() if m in keep})
+    preset = preset.with_layers({m: v for m, v in ckpt.layers.items() if m in keep})
+    mixes = ckpt.config.extra.get("layer_weights", {})
+    return preset._replace_encoders({m: {"layer_weights": tuple(w)} for m, w in mixes.items()})
 
 
 def _tools() -> dict[str, str]:

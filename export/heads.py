@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
-
 from msa_runtime.errors import MsaError
+from torch import nn
 
 CHECKPOINT_FORMAT = "msa-edge-head"
 CHECKPOINT_VERSION = 1
@@ -98,7 +97,83 @@ class GatedHead(nn.Module):
         return score.clamp(-3.0, 3.0), gates
 
 
-HEADS: dict[str, type[nn.Module]] = {"gated": GatedHead}
+class SelfAttentionBlock(nn.Module):
+    """A small pre-norm transformer layer written out (exports cleanly with either exporter)."""
+
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.ff = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Dropout(dropout),
+                                nn.Linear(2 * dim, dim))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).reshape(b, t, 3, self.heads, d // self.heads).unbind(2)
+        logits = torch.einsum("bqhd,bkhd->bhqk", q, k) / (d // self.heads) ** 0.5
+        logits = logits.masked_fill(mask[:, None, None, :] <= 0, -1e4)
+        att = torch.einsum("bhqk,bkhd->bqhd", torch.softmax(logits, -1), v).reshape(b, t, d)
+        x = x + self.proj(att)
+        return x + self.ff(self.norm2(x))
+
+
+class CmsHead(nn.Module):
+    """After CMSBERT-CLR: the non-verbal context of the whole utterance (pooled audio and visual
+    features) shifts every text token through a gate, as MAG-BERT's adaptation gate does; a small
+    transformer and attentive pooling then predict the score. :meth:`aligned` gives the
+    per-modality embeddings that the contrastive loss pulls together."""
+
+    def __init__(self, cfg: HeadConfig) -> None:
+        super().__init__()
+        if cfg.modalities[0] != "text":
+            raise CheckpointError("the cms head shifts text tokens: it needs the text modality")
+        h = cfg.hidden
+        self.cfg = cfg
+        self.proj = nn.ModuleDict({m: nn.Linear(d, h) for m, d in cfg.dims.items()})
+        self.ctx_pool = nn.ModuleDict({m: AttentivePooling(h, 1) for m in cfg.modalities[1:]})
+        self.gate = nn.Linear(2 * h, h)
+        self.shift = nn.Linear(h, h)
+        self.norm = nn.LayerNorm(h)
+        self.beta = float(cfg.extra.get("beta", 0.5))
+        self.block = SelfAttentionBlock(h, cfg.heads, cfg.dropout)
+        self.pool = AttentivePooling(h, cfg.heads)
+        self.fuse = nn.Linear(h * cfg.heads, cfg.embed)
+        self.out = nn.Sequential(nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.embed, 1))
+        self.align = nn.ModuleDict({m: nn.Linear(h, cfg.embed) for m in cfg.modalities})
+        self.text_pool = AttentivePooling(h, 1)
+
+    def _encode(self, feats: list[torch.Tensor], masks: list[torch.Tensor], present: torch.Tensor
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        mods = self.cfg.modalities
+        tokens = self.proj["text"](feats[0])
+        pooled = {"text": self.text_pool(tokens, masks[0])}
+        ctx = torch.zeros_like(pooled["text"])
+        for i, m in enumerate(mods[1:], 1):
+            pooled[m] = self.ctx_pool[m](self.proj[m](feats[i]), masks[i])
+            ctx = ctx + pooled[m] * present[:, i:i + 1]
+        ctx = ctx / present[:, 1:].sum(1, keepdim=True).clamp(min=1.0)
+        ctx_t = ctx.unsqueeze(1).expand_as(tokens)
+        shift = torch.sigmoid(self.gate(torch.cat([tokens, ctx_t], -1))) * self.shift(ctx_t)
+        scale = (tokens.norm(dim=-1, keepdim=True) / (shift.norm(dim=-1, keepdim=True) + 1e-6)
+                 * self.beta).clamp(max=1.0)
+        shifted = self.norm(tokens + scale * shift)
+        z = self.fuse(self.pool(self.block(shifted, masks[0]), masks[0]))
+        return z, pooled
+
+    def aligned(self, feats: list[torch.Tensor], masks: list[torch.Tensor],
+                present: torch.Tensor) -> dict[str, torch.Tensor]:
+        _, pooled = self._encode(feats, masks, present)
+        return {m: self.align[m](p) for m, p in pooled.items()}
+
+    def forward(self, feats: list[torch.Tensor], masks: list[torch.Tensor],
+                present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z, _ = self._encode(feats, masks, present)
+        score = self.out(z).squeeze(-1).clamp(-3.0, 3.0)
+        return score, present  # the cms head has no gates; the manifest says so
+
+
+HEADS: dict[str, type[nn.Module]] = {"gated": GatedHead, "cms": CmsHead}
 
 
 def build_head(cfg: HeadConfig, seed: int = 0) -> nn.Module:

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import tomllib
 from msa_runtime.errors import MsaError
 from msa_runtime.pack import MODALITIES, AudioPrep, TextPrep, VisionPrep, prep_from_dict
 
@@ -47,6 +47,7 @@ class EncoderCard:
     seed: int = 0
     tokenizer: str | None = None
     frame_stride: int = 1
+    layer_weights: tuple[float, ...] | None = None  # "weighted" mode: a mix of all states
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS[self.modality]:

@@ -103,6 +103,7 @@ class EncoderEntry:
     prep: Any
     files: dict[str, str]
     frame_stride: int = 1
+    layer_weights: tuple[float, ...] | None = None  # "weighted" mode instead of one layer
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,8 @@ def manifest_to_dict(m: Manifest) -> dict[str, Any]:
             "hidden_size": e.hidden_size, "frame_stride": e.frame_stride, "preprocess": prep,
             "files": e.files,
         }
+        if e.layer_weights is not None:
+            encoders[mod]["layer_weights"] = list(e.layer_weights)
     head = dict(m.head.__dict__)
     head["modalities"] = list(m.head.modalities)
     return {
@@ -176,6 +179,7 @@ def _parse(data: dict[str, Any], where: str) -> Manifest:
             num_layers=int(e["num_layers"]), hidden_size=int(e["hidden_size"]),
             frame_stride=int(e.get("frame_stride", 1)), prep=prep_from_dict(mod, e["preprocess"]),
             files=dict(e["files"]),
+            layer_weights=tuple(e["layer_weights"]) if "layer_weights" in e else None,
         )
     h = data["head"]
     head = HeadEntry(kind=h["kind"], file=h["file"], modalities=tuple(h["modalities"]),

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import av
 import numpy as np
-
 from msa_runtime.errors import InputError, PackError
 from msa_runtime.pack import AudioPrep, TextPrep, VisionPrep
 
@@ -70,11 +69,12 @@ def audio_batch(samples: np.ndarray, prep: AudioPrep) -> np.ndarray:
 class TextEncoder:
     """Tokenisation with the pack's ``tokenizer.json``; cuts over-long text with a warning."""
 
-    def __init__(self, path: str | Path, prep: TextPrep) -> None:
+    def __init__(self, path: str | Path, prep: TextPrep, *, json_text: str | None = None) -> None:
         from tokenizers import Tokenizer
 
         try:
-            self.tokenizer = Tokenizer.from_file(str(path))
+            self.tokenizer = (Tokenizer.from_str(json_text) if json_text is not None
+                              else Tokenizer.from_file(str(path)))
         except Exception as exc:  # tokenizers raises a bare Exception on a bad file
             raise PackError(f"cannot read tokenizer {path}: {exc}; rebuild the pack") from exc
         self.tokenizer.no_padding()

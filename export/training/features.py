@@ -1,0 +1,190 @@
+"""Feature cache: every hidden state of each encoder, extracted once per clip.
+
+Clips go through the runtime's own decoding and preprocessing (``msa_runtime.media`` and
+``msa_runtime.preprocess``), then through the full-depth torch encoder with all hidden states.
+Each clip's features are one fp16 ``.npy`` file of shape ``[layers + 1, T, D]`` (index 0 is the
+embedding output, index ``k + 1`` the output of block ``k``), in a folder keyed by a hash of the
+encoder and its preprocessing. Files are written atomically (temp file, then rename), so an
+interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from msa_export import encoders as enc
+from msa_export.presets import EncoderCard, Preset
+from msa_export.training.datasets import Sample
+from msa_runtime import media
+from msa_runtime.errors import MsaError
+from msa_runtime.preprocess import TextEncoder, audio_batch, vision_batch
+
+CACHE_VERSION = 1
+Progress = Callable[[str], None]
+
+
+def cache_key(card: EncoderCard) -> str:
+    """A short hash of everything that changes the features: encoder, weights, preprocessing."""
+    blob = json.dumps({"v": CACHE_VERSION, "kind": card.kind, "source": card.source,
+                       "seed": card.seed if card.source == "random" else None,
+                       "config": card.config if card.source == "random" else None,
+                       "tokenizer": card.tokenizer, "stride": card.frame_stride,
+                       "prep": {k: list(v) if isinstance(v, tuple) else v
+                                for k, v in card.prep.__dict__.items()}}, sort_keys=True)
+    return f"{card.modality}-{card.kind}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+def _file_name(sample_id: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", sample_id)
+    return f"{safe}-{hashlib.sha1(sample_id.encode()).hexdigest()[:8]}.npy"
+
+
+@dataclass
+class CacheReport:
+    """What extraction did: per modality the cache folder, and the clips that failed."""
+
+    folders: dict[str, Path] = field(default_factory=dict)
+    extracted: int = 0
+    reused: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+class _Extractor:
+    """One torch encoder, full depth, run on runtime-preprocessed inputs."""
+
+    def __init__(self, card: EncoderCard, offline: bool | None) -> None:
+        self.card = card
+        self.model = enc.SPECS[card.kind].build(card, offline)
+        self.layers = enc.num_blocks(self.model)
+        self.text: TextEncoder | None = None
+        if card.modality == "text":
+            from msa_export.build import _tokenizer_json
+
+            self.text = TextEncoder(card.tokenizer or card.source, card.prep,  # type: ignore[arg-type]
+                                    json_text=_tokenizer_json(card, offline))
+
+    @torch.no_grad()
+    def __call__(self, sample: Sample, clip: media.Decoded | None) -> np.ndarray | None:
+        mod = self.card.modality
+        if mod == "text":
+            if not sample.text.strip() or self.text is None:
+                return None
+            ids, mask = self.text(sample.text)
+            out = self.model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
+                             output_hidden_states=True)
+            return torch.stack(out.hidden_states)[:, 0].numpy()
+        if clip is None:
+            return None
+        if mod == "audio":
+            if clip.audio.size == 0:
+                return None
+            wave = audio_batch(clip.audio, self.card.prep)  # type: ignore[arg-type]
+            out = self.model(torch.from_numpy(wave), output_hidden_states=True)
+            return torch.stack(out.hidden_states)[:, 0, :: self.card.frame_stride].numpy()
+        if len(clip.frames) == 0:
+            return None
+        pixels = vision_batch(clip.frames, self.card.prep)  # type: ignore[arg-type]
+        out = self.model(pixel_values=torch.from_numpy(pixels), output_hidden_states=True)
+        return torch.stack(out.hidden_states)[:, :, 0].numpy()
+
+
+def _atomic_save(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        np.save(fh, array.astype(np.float16))
+    tmp.replace(path)
+
+
+def extract_features(samples: Sequence[Sample], preset: Preset, cache_dir: str | Path, *,
+                     modalities: Sequence[str], offline: bool | None = None,
+                     progress: Progress = lambda m: None) -> CacheReport:
+    """Fill the cache for ``samples`` (missing files only) and return where it is."""
+    root = Path(cache_dir)
+    report = CacheReport()
+    extractors: dict[str, _Extractor] = {}
+    todo: dict[str, set[str]] = {}
+    for mod in modalities:
+        card = preset.encoders[mod]
+        folder = root / cache_key(card)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "encoder.json").write_text(json.dumps(
+            {"modality": mod, "kind": card.kind, "source": card.source}, indent=1))
+        report.folders[mod] = folder
+        todo[mod] = {s.id for s in samples if not (folder / _file_name(s.id)).exists()
+                     and not (folder / (_file_name(s.id) + ".none")).exists()}
+        report.reused += len(samples) - len(todo[mod])
+    wanted = set().union(*todo.values())
+    pending = [s for s in samples if s.id in wanted]
+    if not pending:
+        progress(f"features: all {len(samples)} clips cached in {root}")
+        return report
+    for mod in modalities:
+        if todo[mod]:
+            progress(f"features: loading {mod} encoder {preset.encoders[mod].source}")
+            extractors[mod] = _Extractor(preset.encoders[mod], offline)
+    fps = preset.encoders["vision"].prep.fps if "vision" in extractors else None  # type: ignore[union-attr]
+    rate = preset.encoders["audio"].prep.sample_rate if "audio" in extractors else None  # type: ignore[union-attr]
+    started = time.perf_counter()
+    for i, sample in enumerate(pending, 1):
+        clip = None
+        try:
+            if sample.media is not None and (fps or rate):
+                clip = media.decode(sample.media, fps=fps, sample_rate=rate,
+                                    start=sample.start or 0.0, end=sample.end)
+            for mod, ex in extractors.items():
+                name = _file_name(sample.id)
+                if sample.id not in todo[mod]:
+                    continue
+                feats = ex(sample, clip)
+                if feats is None:
+                    (report.folders[mod] / (name + ".none")).touch()
+                else:
+                    _atomic_save(report.folders[mod] / name, feats)
+            report.extracted += 1
+        except MsaError as exc:
+            report.failed[sample.id] = str(exc)
+        if i == len(pending) or i % max(1, len(pending) // 20) == 0:
+            rate_s = (time.perf_counter() - started) / i
+            progress(f"features: {i}/{len(pending)} clips, {rate_s:.2f} s/clip, "
+                     f"ETA {rate_s * (len(pending) - i):.0f} s"
+                     + (f", {len(report.failed)} failed" if report.failed else ""))
+    return report
+
+
+def load_layer(folder: Path, samples: Sequence[Sample], layer: int | None,
+               ) -> tuple[list[np.ndarray | None], int]:
+    """Per sample the features of one hidden state (``layer`` = block index; ``None`` = all
+    states stacked), or None when the clip has none. Returns the list and the feature size."""
+    out: list[np.ndarray | None] = []
+    dim = 0
+    for s in samples:
+        path = folder / _file_name(s.id)
+        if not path.exists():
+            out.append(None)
+            continue
+        arr = np.load(path, mmap_mode="r")
+        x = np.asarray(arr if layer is None else arr[layer + 1], dtype=np.float32)
+        dim = x.shape[-1]
+        out.append(x)
+    return out, dim
+
+
+def num_states(folder: Path) -> int:
+    """How many hidden states (blocks + 1) the cached encoder has."""
+    for path in folder.glob("*.npy"):
+        return int(np.load(path, mmap_mode="r").shape[0])
+    raise MsaError(f"feature cache {folder} is empty: no clip gave features for this encoder")
+
+
+def eprint(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Create .venv and install msa-edge with the runtime (CPU), export and test extras.
+# Idempotent: a second run only checks. Torch comes first, pinned to the CPU build this machine
+# kind carries on disk (DESIGN.md: a plain `torch` would pull a multi-GB CUDA build).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+. .venv/bin/activate
+if ! python -c "import torch" 2>/dev/null; then
+  echo "setup: installing torch (CPU build)" >&2
+  pip install -q --disable-pip-version-check "torch==${MSA_EDGE_TORCH:-2.13.0}"
+fi
+echo "setup: installing msa-edge[cpu,export,test]" >&2
+pip install -q --disable-pip-version-check -e ".[cpu,export,test]" 2>&1 | grep -v "^WARNING: Location" >&2 || true
+python -c "import msa_runtime, msa_export, onnxruntime, torch; print('setup: ok, torch', torch.__version__, 'onnxruntime', onnxruntime.__version__)" >&2
