@@ -72,14 +72,19 @@ def main() -> None:
             reference = MTCNN()
 
         print(f"threads={args.threads} repeat={args.repeat}")
-        print(f"{'frame':<15} {'faces':>5} {'detect ms':>10} {'p90':>7} {'crop ms':>8}"
-              + (f" {'facenet-pytorch ms':>19}" if reference is not None else ""))
+        print(
+            f"{'frame':<15} {'faces':>5} {'detect ms':>10} {'p90':>7} {'crop ms':>8}"
+            + (f" {'facenet-pytorch ms':>19}" if reference is not None else "")
+        )
         for name, rgb in frames().items():
             boxes, probs = detector.detect(rgb)
             median, p90 = timed(partial(detector.detect, rgb), args.repeat)
             k = choose_face(boxes, probs)
-            crop = (f"{timed(partial(crop_face, rgb, boxes[k]), args.repeat)[0]:8.2f}"
-                    if k is not None else f"{'-':>8}")
+            crop = (
+                f"{timed(partial(crop_face, rgb, boxes[k]), args.repeat)[0]:8.2f}"
+                if k is not None
+                else f"{'-':>8}"
+            )
             line = f"{name:<15} {len(boxes):>5} {median:10.1f} {p90:7.1f} {crop}"
             if reference is not None:
                 ref_ms, _ = timed(partial(reference.detect, rgb), max(3, args.repeat // 5))

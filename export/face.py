@@ -121,7 +121,7 @@ _OWN_STAGES: dict[str, type[nn.Module]] = {"pnet": _PNet, "rnet": _RNet, "onet":
 
 
 def _facenet_data_dir() -> Path | None:
-    """facenet-pytorch's weight folder, found without importing the package (None: not installed)."""
+    """facenet-pytorch's weight folder, found without importing it (None: not installed)."""
     try:
         spec = importlib.util.find_spec("facenet_pytorch")
     except (ImportError, ValueError):
@@ -138,7 +138,9 @@ def _facenet_stages() -> dict[str, nn.Module]:
     return {"pnet": PNet(), "rnet": RNet(), "onet": ONet()}
 
 
-def load_mtcnn_stages(*, prefer_facenet: bool = True) -> tuple[dict[str, nn.Module], dict[str, str]]:
+def load_mtcnn_stages(
+    *, prefer_facenet: bool = True
+) -> tuple[dict[str, nn.Module], dict[str, str]]:
     """MTCNN's P-, R- and O-net with facenet-pytorch's pretrained weights, in eval mode.
 
     Uses facenet-pytorch's own modules when the package imports; when it is installed but does
@@ -165,7 +167,9 @@ def load_mtcnn_stages(*, prefer_facenet: bool = True) -> tuple[dict[str, nn.Modu
         except (ImportError, RuntimeError, AttributeError, OSError, KeyError) as exc:
             # no torchvision / requests / tqdm; "operator torchvision::nms does not exist"; KeyError
             # from importlib when an earlier failed import left facenet_pytorch half registered
-            info["modules"] = f"msa_export.face (facenet_pytorch did not import: {type(exc).__name__})"
+            info["modules"] = (
+                f"msa_export.face (facenet_pytorch did not import: {type(exc).__name__})"
+            )
     else:
         info["modules"] = "msa_export.face"
     if stages is None:
@@ -289,7 +293,9 @@ def export_face_detector(out_dir: Path, *, tolerance: float = TOLERANCE) -> dict
         files[stage] = {
             "file": FACE_FILES[stage],
             "input": FACE_INPUT_NAME,
-            "input_shape": ["batch", 3, "height", "width"] if stage == "pnet" else ["batch", 3, side, side],
+            "input_shape": ["batch", 3, "height", "width"]
+            if stage == "pnet"
+            else ["batch", 3, side, side],
             "outputs": list(FACE_OUTPUT_NAMES[stage]),
         }
     import onnx
@@ -305,8 +311,15 @@ def export_face_detector(out_dir: Path, *, tolerance: float = TOLERANCE) -> dict
         "pixel_mean": PIXEL_MEAN,
         "pixel_scale": PIXEL_SCALE,
         "nms": {"pnet_scale": 0.5, "pnet": 0.7, "rnet": 0.7, "onet_min": 0.7},
-        "validation": {"tolerance": tolerance, "max_abs_diff": report, "sizes": {
-            k: [list(s) for s in v] for k, v in VALIDATION_SIZES.items()}},
-        "versions": {"torch": torch.__version__, "onnx": onnx.__version__,
-                     "onnxruntime": ort.__version__, "opset": OPSET},
+        "validation": {
+            "tolerance": tolerance,
+            "max_abs_diff": report,
+            "sizes": {k: [list(s) for s in v] for k, v in VALIDATION_SIZES.items()},
+        },
+        "versions": {
+            "torch": torch.__version__,
+            "onnx": onnx.__version__,
+            "onnxruntime": ort.__version__,
+            "opset": OPSET,
+        },
     }

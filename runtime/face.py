@@ -61,6 +61,7 @@ _PNET_SCALE_NMS = 0.5
 _PNET_NMS = 0.7
 _RNET_NMS = 0.7
 _ONET_NMS = 0.7
+_BATCH = 512  # crops per R-/O-net run (bounds memory on busy frames)
 
 Method = Literal["largest", "probability"]
 
@@ -82,8 +83,10 @@ def integral_image(image: np.ndarray) -> np.ndarray:
     height, width, channels = image.shape
     dtype = np.int32 if 255 * height * width < 2**31 else np.int64
     table = np.zeros((channels, height + 1, width + 1), dtype=dtype)
-    np.cumsum(image.transpose(2, 0, 1), axis=1, dtype=dtype, out=table[:, 1:, 1:])
+    table[:, 1:, 1:] = image.transpose(2, 0, 1)
     np.cumsum(table[:, 1:, 1:], axis=2, out=table[:, 1:, 1:])
+    for row in range(2, height + 1):  # row by row: much faster than numpy's strided cumsum
+        np.add(table[:, row], table[:, row - 1], out=table[:, row])
     return table
 
 
@@ -102,10 +105,14 @@ def _area_grid(table: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def _area_crops(
-    table: np.ndarray, top: np.ndarray, bottom: np.ndarray, left: np.ndarray, right: np.ndarray,
+    table: np.ndarray,
+    top: np.ndarray,
+    bottom: np.ndarray,
+    left: np.ndarray,
+    right: np.ndarray,
     side: int,
 ) -> np.ndarray:
-    """Area resize of the windows ``[top:bottom, left:right]`` to ``side`` x ``side``: (N, C, s, s)."""
+    """Area resize of windows ``[top:bottom, left:right]`` to ``side`` x ``side``: (N, C, s, s)."""
     i = np.arange(side, dtype=np.int64)[None, :]
     rows, cols = (bottom - top)[:, None], (right - left)[:, None]
     y0 = top[:, None] + (i * rows) // side
@@ -129,9 +136,13 @@ def area_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     bit-identical.
     """
     if image.dtype != np.uint8 or image.ndim != 3:
-        raise InputError(f"area_resize needs an (H, W, C) uint8 image, got {image.dtype} {image.shape}")
+        raise InputError(
+            f"area_resize needs an (H, W, C) uint8 image, got {image.dtype} {image.shape}"
+        )
     if height < 1 or width < 1 or image.shape[0] < 1 or image.shape[1] < 1:
-        raise InputError(f"cannot resize a {image.shape[1]}x{image.shape[0]} image to {width}x{height}")
+        raise InputError(
+            f"cannot resize a {image.shape[1]}x{image.shape[0]} image to {width}x{height}"
+        )
     return _area_grid(integral_image(image), height, width).transpose(1, 2, 0)
 
 
@@ -193,7 +204,9 @@ def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def pyramid_scales(
-    height: int, width: int, min_face_size: float = DEFAULT_MIN_FACE_SIZE,
+    height: int,
+    width: int,
+    min_face_size: float = DEFAULT_MIN_FACE_SIZE,
     factor: float = DEFAULT_FACTOR,
 ) -> list[float]:
     """The scales of MTCNN's image pyramid for a frame; :class:`InputError` if there is none.
@@ -219,7 +232,11 @@ def pyramid_scales(
 
 
 def nms(
-    boxes: np.ndarray, scores: np.ndarray, threshold: float, *, mode: Literal["union", "min"] = "union",
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    threshold: float,
+    *,
+    mode: Literal["union", "min"] = "union",
     plus_one: bool = False,
 ) -> np.ndarray:
     """Greedy non-maximum suppression; indices of the kept boxes, best score first.
@@ -240,8 +257,12 @@ def nms(
         i = int(order[0])
         keep.append(i)
         rest = order[1:]
-        w = np.maximum(np.float32(0.0), np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + one)
-        h = np.maximum(np.float32(0.0), np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + one)
+        w = np.maximum(
+            np.float32(0.0), np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + one
+        )
+        h = np.maximum(
+            np.float32(0.0), np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + one
+        )
         inter = w * h
         if mode == "min":
             overlap = inter / np.minimum(area[i], area[rest])
@@ -295,7 +316,9 @@ def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     h = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0.0, None)
     inter = w * h
     area = max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0)
-    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0.0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0.0, None)
+    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0.0, None) * np.clip(
+        boxes[:, 3] - boxes[:, 1], 0.0, None
+    )
     union = area + areas - inter
     return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
@@ -309,14 +332,13 @@ def _onnxruntime() -> Any:
         import onnxruntime
     except ImportError as exc:
         raise ProviderError(
-            "onnxruntime is not installed: pip install 'msa-edge[cpu]' (or 'msa-edge[gpu]' for CUDA)"
+            "onnxruntime is not installed: pip install 'msa-edge[cpu]' "
+            "(or 'msa-edge[gpu]' for CUDA)"
         ) from exc
     return onnxruntime
 
 
-def _session(
-    source: Any, stage: str, threads: int | None, providers: Sequence[str] | None
-) -> Any:
+def _session(source: Any, stage: str, threads: int | None, providers: Sequence[str] | None) -> Any:
     if not isinstance(source, (str, os.PathLike)):
         session = source  # an onnxruntime.InferenceSession (or anything with run / get_inputs)
         where = f"the {stage} session"
@@ -361,7 +383,9 @@ def _session(
 
 def _check_frame(rgb: Any) -> np.ndarray:
     if not isinstance(rgb, np.ndarray):
-        raise InputError(f"a frame must be a numpy array (H, W, 3) uint8 RGB, got {type(rgb).__name__}")
+        raise InputError(
+            f"a frame must be a numpy array (H, W, 3) uint8 RGB, got {type(rgb).__name__}"
+        )
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise InputError(
             f"a frame must be RGB with shape (H, W, 3), got {rgb.shape}; convert grayscale with "
@@ -381,6 +405,11 @@ class FaceDetector:
     ``pnet``, ``rnet``, ``onet`` are ONNX file paths or onnxruntime sessions. Parameters default
     to facenet-pytorch's ``MTCNN()``: minimum face size 20 px, pyramid factor 0.709, thresholds
     (0.6, 0.7, 0.7). ``threads`` sets ONNX Runtime's intra-op threads (None: its default).
+
+    ``max_side`` (default None: off, facenet-pytorch's exact behaviour) shrinks frames whose longer
+    side exceeds it before detection and scales the boxes back: P-net's cost grows with the pixel
+    count (a 1080p frame costs about 15x a 640x480 one), while a speaker's face is large. Faces
+    then need to be at least ``min_face_size`` px in the shrunk frame.
     """
 
     def __init__(
@@ -392,18 +421,26 @@ class FaceDetector:
         min_face_size: float = DEFAULT_MIN_FACE_SIZE,
         factor: float = DEFAULT_FACTOR,
         thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+        max_side: int | None = None,
         threads: int | None = None,
         providers: Sequence[str] | None = None,
     ) -> None:
+        if max_side is not None and max_side < _CELL:
+            raise InputError(f"max_side must be at least {_CELL} px, got {max_side}")
         if not min_face_size > 0:
             raise InputError(f"min_face_size must be positive, got {min_face_size}")
         if not 0.0 < factor < 1.0:
-            raise InputError(f"the pyramid factor must be between 0 and 1 (exclusive), got {factor}")
+            raise InputError(
+                f"the pyramid factor must be between 0 and 1 (exclusive), got {factor}"
+            )
         thresholds = tuple(float(t) for t in thresholds)
         if len(thresholds) != 3 or not all(0.0 <= t <= 1.0 for t in thresholds):
-            raise InputError(f"thresholds must be three probabilities (P, R, O-net), got {thresholds}")
+            raise InputError(
+                f"thresholds must be three probabilities (P, R, O-net), got {thresholds}"
+            )
         if threads is not None and threads < 1:
             raise InputError(f"threads must be at least 1, got {threads}")
+        self.max_side = max_side
         self.min_face_size = float(min_face_size)
         self.factor = float(factor)
         self.thresholds: tuple[float, float, float] = (thresholds[0], thresholds[1], thresholds[2])
@@ -417,6 +454,7 @@ class FaceDetector:
         folder: str | os.PathLike[str],
         params: Mapping[str, Any] | None = None,
         *,
+        max_side: int | None = None,
         threads: int | None = None,
         providers: Sequence[str] | None = None,
     ) -> FaceDetector:
@@ -425,6 +463,8 @@ class FaceDetector:
         ``params`` is the dict :func:`msa_export.face.export_face_detector` returned (file names,
         min_face_size, factor, thresholds); without it the standard file names and defaults.
         """
+        if max_side is not None and max_side < _CELL:
+            raise InputError(f"max_side must be at least {_CELL} px, got {max_side}")
         root = Path(folder)
         params = dict(params or {})
         stages = params.get("stages", {})
@@ -433,12 +473,15 @@ class FaceDetector:
             name = str(stages.get(stage, {}).get("file", default))
             path = (root / name).resolve()
             if not path.is_relative_to(root.resolve()):
-                raise PackError(f"face detector file {name!r} points outside the pack folder {root}")
+                raise PackError(
+                    f"face detector file {name!r} points outside the pack folder {root}"
+                )
             paths.append(path)
         try:
             return cls(
                 *paths,
                 min_face_size=float(params.get("min_face_size", DEFAULT_MIN_FACE_SIZE)),
+                max_side=max_side,
                 factor=float(params.get("factor", DEFAULT_FACTOR)),
                 thresholds=tuple(params.get("thresholds", DEFAULT_THRESHOLDS)),
                 threads=threads,
@@ -486,27 +529,36 @@ class FaceDetector:
         )
         return _square(out)
 
-    def _crops(
-        self, table: np.ndarray, boxes: np.ndarray, side: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Normalised ``side`` x ``side`` crops (N, 3, side, side) of the boxes that touch the frame.
+    def _run_on_crops(
+        self, stage: str, table: np.ndarray, boxes: np.ndarray, side: int
+    ) -> tuple[list[np.ndarray], np.ndarray]:
+        """Run R- or O-net on ``side`` x ``side`` crops of the boxes that touch the frame.
 
         Boxes are truncated to integers and clipped to the frame (no padding), as in
         facenet-pytorch; boxes wholly outside it are dropped (``inside`` marks the others).
+        Crops go through the network in batches of at most :data:`_BATCH`.
         """
         height, width = table.shape[1] - 1, table.shape[2] - 1
         y0, y1, x0, x1 = _crop_windows(boxes, width, height)
         inside = (y1 > y0) & (x1 > x0)
-        crops = _area_crops(table, y0[inside], y1[inside], x0[inside], x1[inside], side)
-        x = (crops - np.float32(PIXEL_MEAN)) * np.float32(PIXEL_SCALE)
-        return np.ascontiguousarray(x), inside
+        y0, y1, x0, x1 = y0[inside], y1[inside], x0[inside], x1[inside]
+        session = self._rnet if stage == "rnet" else self._onet
+        names = list(FACE_OUTPUT_NAMES[stage])
+        parts: list[list[np.ndarray]] = []
+        for at in range(0, len(y0), _BATCH):
+            part = slice(at, at + _BATCH)
+            crops = _area_crops(table, y0[part], y1[part], x0[part], x1[part], side)
+            x = np.ascontiguousarray((crops - np.float32(PIXEL_MEAN)) * np.float32(PIXEL_SCALE))
+            parts.append(session.run(names, {FACE_INPUT_NAME: x}))
+        if not parts:
+            return [np.zeros((0, 4), np.float32)] * len(names), inside
+        return [np.concatenate(out, axis=0) for out in zip(*parts)], inside
 
     def _stage2(self, table: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-        x, inside = self._crops(table, boxes, 24)
+        (reg, prob), inside = self._run_on_crops("rnet", table, boxes, 24)
         boxes = boxes[inside]
         if len(boxes) == 0:
             return boxes
-        reg, prob = self._rnet.run(list(FACE_OUTPUT_NAMES["rnet"]), {FACE_INPUT_NAME: x})
         score = prob[:, 1]
         keep = score > self.thresholds[1]
         boxes = np.concatenate([boxes[keep, :4], score[keep, None]], axis=1).astype(np.float32)
@@ -515,11 +567,10 @@ class FaceDetector:
         return _square(_regress(boxes[pick], reg[pick]))
 
     def _stage3(self, table: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-        x, inside = self._crops(table, boxes, 48)
+        (reg, _landmarks, prob), inside = self._run_on_crops("onet", table, boxes, 48)
         boxes = boxes[inside]
         if len(boxes) == 0:
             return boxes
-        reg, _landmarks, prob = self._onet.run(list(FACE_OUTPUT_NAMES["onet"]), {FACE_INPUT_NAME: x})
         score = prob[:, 1]
         keep = score > self.thresholds[2]
         boxes = np.concatenate([boxes[keep, :4], score[keep, None]], axis=1).astype(np.float32)
@@ -538,8 +589,18 @@ class FaceDetector:
         :class:`InputError`.
         """
         rgb = _check_frame(rgb)
-        pyramid_scales(rgb.shape[0], rgb.shape[1], self.min_face_size, self.factor)  # size check
+        height, width = rgb.shape[:2]
+        pyramid_scales(height, width, self.min_face_size, self.factor)  # size check
         table = integral_image(rgb)
+        scale_x = scale_y = 1.0
+        if self.max_side is not None and max(height, width) > self.max_side:
+            shrink = self.max_side / max(height, width)
+            small_h, small_w = max(1, round(height * shrink)), max(1, round(width * shrink))
+            if min(small_h, small_w) < self.min_face_size:
+                return np.zeros((0, 4), dtype=np.float32), np.zeros(0, dtype=np.float32)
+            small = np.rint(_area_grid(table, small_h, small_w)).astype(np.uint8)
+            table = integral_image(np.ascontiguousarray(small.transpose(1, 2, 0)))
+            scale_x, scale_y = width / small_w, height / small_h
         boxes = self._stage1(table)
         if len(boxes):
             boxes = self._stage2(table, boxes)
@@ -547,6 +608,9 @@ class FaceDetector:
             boxes = self._stage3(table, boxes)
         if len(boxes) == 0:
             return np.zeros((0, 4), dtype=np.float32), np.zeros(0, dtype=np.float32)
+        if scale_x != 1.0 or scale_y != 1.0:
+            boxes[:, [0, 2]] *= np.float32(scale_x)
+            boxes[:, [1, 3]] *= np.float32(scale_y)
         area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         order = np.argsort(area)[::-1]
         boxes = boxes[order]
@@ -568,7 +632,9 @@ def choose_face(
     ``method`` decides: "largest" area (facenet-pytorch's default) or highest "probability".
     """
     if method not in ("largest", "probability"):
-        raise InputError(f"unknown face selection method {method!r}; use 'largest' or 'probability'")
+        raise InputError(
+            f"unknown face selection method {method!r}; use 'largest' or 'probability'"
+        )
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     probs = np.asarray(probs, dtype=np.float64).reshape(-1)
     if len(boxes) != len(probs):
@@ -587,7 +653,10 @@ def choose_face(
 
 
 def margin_box(
-    box: np.ndarray, frame_width: int, frame_height: int, size: int = DEFAULT_CROP_SIZE,
+    box: np.ndarray,
+    frame_width: int,
+    frame_height: int,
+    size: int = DEFAULT_CROP_SIZE,
     margin: float = DEFAULT_MARGIN,
 ) -> tuple[int, int, int, int]:
     """The integer crop window (x1, y1, x2, y2) of a face box with margin, clipped to the frame.

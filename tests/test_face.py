@@ -2,7 +2,8 @@
 
 Tests that need the real MTCNN weights export them (from the installed facenet-pytorch wheel) into
 a session-scoped temporary folder; the comparisons with facenet-pytorch's own MTCNN also need the
-package to import (a torchvision matching torch). Each skips, saying why, where that is missing. Portraits come from scikit-image's public-domain sample data, read at test time.
+package to import (a torchvision matching torch). Each skips, saying why, where that is missing.
+Portraits come from scikit-image's public-domain sample data, read at test time.
 """
 
 from __future__ import annotations
@@ -38,7 +39,11 @@ def _facenet_unavailable() -> str | None:
     try:
         import facenet_pytorch  # noqa: F401
         import torchvision  # noqa: F401
-    except (ImportError, RuntimeError, OSError) as exc:  # RuntimeError: torchvision for another torch
+    except (
+        ImportError,
+        RuntimeError,
+        OSError,
+    ) as exc:  # RuntimeError: torchvision for another torch
         return (
             f"facenet-pytorch/torchvision not importable ({type(exc).__name__}: {exc}); needs "
             "torch==2.14.1 torchvision==0.29.1 and pip install --no-deps facenet-pytorch"
@@ -48,7 +53,10 @@ def _facenet_unavailable() -> str | None:
 
 def _weights_unavailable() -> str | None:
     if importlib.util.find_spec("facenet_pytorch") is None:
-        return "facenet-pytorch (the MTCNN weights) not installed: pip install --no-deps facenet-pytorch"
+        return (
+            "facenet-pytorch (the MTCNN weights) not installed: "
+            "pip install --no-deps facenet-pytorch"
+        )
     if importlib.util.find_spec("torch") is None:
         return "torch not installed (the export side)"
     return None
@@ -103,7 +111,7 @@ def _portraits() -> Iterator[tuple[str, np.ndarray]]:
     yield "astronaut_640x480", canvas
     two = canvas.copy()
     small = np.ascontiguousarray(astronaut[::3, ::3])  # a second, smaller face
-    two[300:300 + small.shape[0], : small.shape[1]] = small
+    two[300 : 300 + small.shape[0], : small.shape[1]] = small
     yield "two_faces", two
     yield "astronaut_224", np.ascontiguousarray(astronaut[::2, ::2][16:240, 16:240])
 
@@ -112,8 +120,10 @@ def _reference_boxes(reference: Any, rgb: np.ndarray) -> tuple[np.ndarray, np.nd
     boxes, probs = reference.detect(rgb)
     if boxes is None:
         return np.zeros((0, 4)), np.zeros(0)
-    return (np.asarray(boxes.tolist(), dtype=np.float64),
-            np.asarray(np.asarray(probs).tolist(), dtype=np.float64))
+    return (
+        np.asarray(boxes.tolist(), dtype=np.float64),
+        np.asarray(np.asarray(probs).tolist(), dtype=np.float64),
+    )
 
 
 class StubSession:
@@ -170,9 +180,15 @@ def test_onnx_stages_match_pytorch_on_other_sizes(face_export: tuple[Path, dict[
     folder, _ = face_export
     nets, _ = load_mtcnn_stages()
     rng = np.random.default_rng(7)
-    cases = {"pnet": [(1, 3, 20, 31), (2, 3, 64, 48)], "rnet": [(5, 3, 24, 24)], "onet": [(4, 3, 48, 48)]}
+    cases = {
+        "pnet": [(1, 3, 20, 31), (2, 3, 64, 48)],
+        "rnet": [(5, 3, 24, 24)],
+        "onet": [(4, 3, 48, 48)],
+    }
     for stage, shapes in cases.items():
-        session = ort.InferenceSession(str(folder / FACE_FILES[stage]), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(
+            str(folder / FACE_FILES[stage]), providers=["CPUExecutionProvider"]
+        )
         for shape in shapes:
             x = rng.uniform(-1, 1, size=shape).astype(np.float32)
             with torch.no_grad():
@@ -193,7 +209,11 @@ def test_own_stage_modules_equal_facenet_modules() -> None:
     assert info["modules"] == "msa_export.face"
     theirs = _facenet_stages()
     rng = np.random.default_rng(11)
-    for stage, shape in {"pnet": (2, 3, 31, 40), "rnet": (3, 3, 24, 24), "onet": (3, 3, 48, 48)}.items():
+    for stage, shape in {
+        "pnet": (2, 3, 31, 40),
+        "rnet": (3, 3, 24, 24),
+        "onet": (3, 3, 48, 48),
+    }.items():
         x = torch.from_numpy(rng.uniform(-1, 1, size=shape).astype(np.float32))
         with torch.no_grad():
             for a, b in zip(ours[stage].eval()(x), theirs[stage].eval()(x)):
@@ -269,6 +289,21 @@ def test_astronaut_box_without_reference(detector: FaceDetector) -> None:
     np.testing.assert_allclose(boxes[0], [181.05, 62.16, 267.75, 172.05], atol=0.5)
 
 
+def test_max_side_shrinks_large_frames(face_export: tuple[Path, dict[str, Any]]) -> None:
+    data = pytest.importorskip("skimage.data", reason="scikit-image not installed")
+    folder, manifest = face_export
+    face = data.astronaut()
+    doubled = np.ascontiguousarray(np.repeat(np.repeat(face, 2, axis=0), 2, axis=1))  # 1024x1024
+    fast = FaceDetector.from_folder(folder, manifest, max_side=512)
+    exact = FaceDetector.from_folder(folder, manifest)
+    # shrinking the doubled frame by area gives the original back: boxes are twice its boxes
+    want, _ = exact.detect(face)
+    got, _ = fast.detect(doubled)
+    np.testing.assert_allclose(got, 2 * want, atol=1e-3)
+    with pytest.raises(InputError, match="max_side"):
+        FaceDetector.from_folder(folder, manifest, max_side=8)
+
+
 @needs_facenet
 def test_crop_matches_extract_face(detector: FaceDetector) -> None:
     import torch
@@ -291,8 +326,10 @@ def test_crop_matches_extract_face(detector: FaceDetector) -> None:
 
 def test_noise_and_flat_frames_find_no_face(detector: FaceDetector) -> None:
     rng = np.random.default_rng(0)
-    for frame in (rng.integers(0, 256, (480, 640, 3), dtype=np.uint8),
-                  np.full((240, 320, 3), 128, dtype=np.uint8)):
+    for frame in (
+        rng.integers(0, 256, (480, 640, 3), dtype=np.uint8),
+        np.full((240, 320, 3), 128, dtype=np.uint8),
+    ):
         boxes, probs = detector.detect(frame)
         assert boxes.shape == (0, 4) and probs.shape == (0,)
 
@@ -329,7 +366,9 @@ def test_frame_checks_with_stub_sessions() -> None:
     boxes, probs = det.detect(np.zeros((64, 80, 3), dtype=np.uint8))
     assert boxes.shape == (0, 4) and probs.shape == (0,)
     with pytest.raises(InputError, match="thresholds"):
-        FaceDetector(StubSession("pnet"), StubSession("rnet"), StubSession("onet"), thresholds=(0.6, 0.7))
+        FaceDetector(
+            StubSession("pnet"), StubSession("rnet"), StubSession("onet"), thresholds=(0.6, 0.7)
+        )
     with pytest.raises(InputError, match="factor"):
         FaceDetector(StubSession("pnet"), StubSession("rnet"), StubSession("onet"), factor=1.2)
 
@@ -338,15 +377,19 @@ def test_missing_or_foreign_model_files(tmp_path: Path) -> None:
     with pytest.raises(PackError, match="face_pnet.onnx is missing"):
         FaceDetector.from_folder(tmp_path)
     with pytest.raises(PackError, match="not an MTCNN rnet export"):
-        FaceDetector(StubSession("pnet"), StubSession("rnet", inputs=("input_ids",)), StubSession("onet"))
+        FaceDetector(
+            StubSession("pnet"), StubSession("rnet", inputs=("input_ids",)), StubSession("onet")
+        )
     with pytest.raises(PackError, match="outside the pack folder"):
         FaceDetector.from_folder(tmp_path, {"stages": {"pnet": {"file": "../face_pnet.onnx"}}})
 
 
 def test_runtime_face_does_not_import_torch() -> None:
-    code = ("import sys, numpy as np; from msa_runtime.face import crop_face, choose_face; "
-            "crop_face(np.zeros((40, 40, 3), np.uint8), np.array([5., 5., 30., 30.])); "
-            "assert 'torch' not in sys.modules, 'torch imported'")
+    code = (
+        "import sys, numpy as np; from msa_runtime.face import crop_face, choose_face; "
+        "crop_face(np.zeros((40, 40, 3), np.uint8), np.array([5., 5., 30., 30.])); "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -386,8 +429,9 @@ def test_choose_face_is_stable_across_frames() -> None:
     # a face far from the previous one: back to the largest
     far = np.array([[300.0, 20.0, 420.0, 140.0], [500.0, 300.0, 520.0, 320.0]])
     assert choose_face(far, np.array([0.9, 0.99]), previous=np.array([0.0, 0.0, 50.0, 50.0])) == 0
-    assert box_iou(np.array([0, 0, 10, 10]), np.array([[0, 0, 10, 10], [5, 0, 15, 10]])) \
-        == pytest.approx([1.0, 1 / 3])
+    assert box_iou(
+        np.array([0, 0, 10, 10]), np.array([[0, 0, 10, 10], [5, 0, 15, 10]])
+    ) == pytest.approx([1.0, 1 / 3])
 
 
 def test_crop_face_margin_convention_and_errors() -> None:
@@ -427,6 +471,7 @@ def test_nms_conventions() -> None:
     assert nms(boxes, scores, 0.7).tolist() == [2, 0, 3]
     # "min" divides by the smaller area: boxes containing the small, best box go
     assert nms(boxes, scores, 0.7, mode="min", plus_one=True).tolist() == [2, 3]
-    assert nms(boxes[[0, 2]], np.array([0.9, 0.5], np.float32), 0.7, mode="min",
-               plus_one=True).tolist() == [0]
+    assert nms(
+        boxes[[0, 2]], np.array([0.9, 0.5], np.float32), 0.7, mode="min", plus_one=True
+    ).tolist() == [0]
     assert nms(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), 0.5).size == 0
