@@ -56,9 +56,11 @@ def _choose_precision(manifest: Manifest, providers: list[str], precision: str |
         if precision not in PRECISIONS:
             raise InputError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
         if precision not in files:
-            raise InputError(f"the pack has no {precision} files; it has {', '.join(sorted(files))}")
+            raise InputError(f"the pack has no {precision} files; it has "
+                             f"{', '.join(sorted(files))}")
         return precision
-    order = ("fp16", "fp32", "int8") if providers[0] == "CUDAExecutionProvider" else ("int8", "fp32", "fp16")
+    cuda = providers[0] == "CUDAExecutionProvider"
+    order = ("fp16", "fp32", "int8") if cuda else ("int8", "fp32", "fp16")
     return next(p for p in order if p in files)
 
 
@@ -113,7 +115,8 @@ class Analyzer:
         if self.text_encoder is None:
             raise InputError("this pack has no text encoder")
         ids, mask = self.text_encoder(text)
-        hidden = self.sessions["text"].run(["hidden"], {"input_ids": ids, "attention_mask": mask})[0]
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        hidden = self.sessions["text"].run(["hidden"], feeds)[0]
         return hidden, mask.astype(np.float32)
 
     def encode_audio(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -207,7 +210,8 @@ class Analyzer:
             raise InputError("give text or transcript, not both")
         if transcript is not None:
             cues = read_transcript(transcript)
-            text = " ".join(c.text for c in cues if c.end > start and (end is None or c.start < end))
+            text = " ".join(c.text for c in cues
+                            if c.end > start and (end is None or c.start < end))
         if source is None:
             if text is None:
                 raise InputError("give a media file, text, or both")
@@ -249,7 +253,7 @@ class Analyzer:
         if self._pool is not None:
             self._pool.shutdown()
 
-    def __enter__(self) -> Analyzer:  # noqa: PYI034 (no typing.Self on Python 3.10)
+    def __enter__(self) -> Analyzer:
         return self
 
     def __exit__(self, *exc: object) -> None:

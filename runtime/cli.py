@@ -32,8 +32,8 @@ def expand_inputs(inputs: tuple[str, ...]) -> list[str]:
         if item == "-" or "://" in item:
             out.append(item)
         elif os.path.isdir(item):
-            found = sorted(str(p) for p in Path(item).rglob("*") if p.suffix.lower() in MEDIA_SUFFIXES)
-            out.extend(found)
+            found = Path(item).rglob("*")
+            out.extend(sorted(str(p) for p in found if p.suffix.lower() in MEDIA_SUFFIXES))
         elif any(ch in item for ch in "*?[") and not os.path.exists(item):
             out.extend(sorted(glob.glob(item, recursive=True)) or [item])
         else:
@@ -94,7 +94,8 @@ class Writer:
     def _flat(rec: dict[str, Any]) -> dict[str, Any]:
         flat = dict(rec)
         flat["modalities"] = "+".join(rec.get("modalities", []))
-        flat["total_ms"] = round(sum(rec.get("timings_ms", {}).values()), 1) if "score" in rec else ""
+        total = round(sum(rec.get("timings_ms", {}).values()), 1)
+        flat["total_ms"] = total if "score" in rec else ""
         return flat
 
     def _live_row(self, rec: dict[str, Any]) -> None:
@@ -217,7 +218,7 @@ def _main(inputs: tuple[str, ...], pack: str, text: str | None, transcript: str 
             try:
                 for rec in _score(an, name, text, transcript, stream, window, hop):
                     writer.write(rec)
-            except Exception as exc:  # noqa: BLE001 - a batch keeps going past any bad input
+            except Exception as exc:  # a batch keeps going past any bad input
                 failed += 1
                 msg = _one_line(exc)
                 click.echo(f"error: {msg if name in msg else f'{name}: {msg}'}", err=True)

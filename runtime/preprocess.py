@@ -38,7 +38,7 @@ def center_square(rgb: np.ndarray, size: int) -> np.ndarray:
 
 def normalize_images(squares: np.ndarray, prep: VisionPrep) -> np.ndarray:
     """``[N, S, S, 3]`` uint8 -> ``[N, 3, S, S]`` float32, scaled to [0, 1] and standardised."""
-    x = squares.astype(np.float32) / 255.0
+    x: np.ndarray = squares.astype(np.float32) / 255.0
     x = (x - np.asarray(prep.mean, np.float32)) / np.asarray(prep.std, np.float32)
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 

@@ -46,8 +46,8 @@ def resolve_providers(providers: str | Sequence[str] = "auto") -> list[str]:
         hint = ""
         if "CUDAExecutionProvider" in missing:
             hint = " (for CUDA: pip uninstall onnxruntime && pip install 'msa-edge[gpu]')"
-        raise ProviderError(f"execution provider {', '.join(missing) or '(none)'} is not available; "
-                            f"available: {', '.join(available)}{hint}")
+        raise ProviderError(f"execution provider {', '.join(missing) or '(none)'} is not "
+                            f"available; available: {', '.join(available)}{hint}")
     if "CPUExecutionProvider" not in names:
         names.append("CPUExecutionProvider")
     return names

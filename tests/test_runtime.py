@@ -171,7 +171,8 @@ SIDECARS = {
     ".txt": "what a wonderful film\n",
     ".srt": "1\n00:00:00,000 --> 00:00:01,000\nwhat a\n\n2\n00:00:01,000 --> 00:00:02,000\n"
             "wonderful film\n",
-    ".vtt": "WEBVTT\n\n00:00.000 --> 00:01.000\nwhat a\n\n00:01.000 --> 00:02.000\nwonderful film\n",
+    ".vtt": "WEBVTT\n\n00:00.000 --> 00:01.000\nwhat a\n\n00:01.000 --> 00:02.000\n"
+            "wonderful film\n",
 }
 
 
@@ -328,7 +329,8 @@ def test_stream_keeps_going_when_a_track_ends_early(an: Analyzer) -> None:
 
 
 def test_cli_stream_formats(tiny_pack: Path, clips: dict[str, Path]) -> None:
-    args: list[str | os.PathLike[str]] = [clips["long"], "--pack", tiny_pack, "--stream", "--window", "6", "--hop", "4"]
+    args: list[str | os.PathLike[str]] = [clips["long"], "--pack", tiny_pack, "--stream",
+                                          "--window", "6", "--hop", "4"]
     table = run_cli(*args, "--format", "table")
     assert table.exit_code == 0, table.output
     lines = table.stdout.splitlines()
