@@ -1,0 +1,52 @@
+"""The end-to-end benchmark script still runs: ``bench_e2e.py --quick`` (tiny preset, one repeat)
+into a temporary folder, and its results name every contender with a ratio to the reference."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks" / "bench_e2e.py"
+CONTENDERS = ("reference", "torch_cut", "ort_fp32_full", "ort_fp32_cut", "ort_int8_cut")
+
+
+def test_bench_e2e_quick(tmp_path: Path, tiny_pack: Path) -> None:
+    pytest.importorskip("torch")
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--pack", str(tiny_pack), "--out", str(out),
+         "--work", str(tmp_path / "work")],
+        capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+
+    doc = json.loads((out / f"{socket.gethostname()}.json").read_text())
+    run = doc["runs"]["tiny"]
+    assert set(run["contenders"]) == set(CONTENDERS)
+    for name in CONTENDERS:
+        c = run["contenders"][name]
+        for stage in ("preprocess", "text", "audio", "vision", "head", "total"):
+            assert c["stages"][stage]["median"] > 0, (name, stage)
+            assert c["ratio_to_reference"][stage] > 0, (name, stage)
+        assert set(c["fidelity"]["cosine_min"]) == {"text", "audio", "vision"}
+        assert c["fidelity"]["score_diff_own_pipeline"] < 0.05, name
+        assert c["rss_mb"]["peak_including_load"] > 0
+        assert c["torch_imported"] == (name in ("reference", "torch_cut")), name
+    assert run["contenders"]["reference"]["ratio_to_reference"]["total"] == pytest.approx(1.0)
+    for name in ("ort_fp32_full", "ort_fp32_cut"):
+        assert min(run["contenders"][name]["fidelity"]["cosine_min"].values()) > 0.9999, name
+    assert run["limit"]["all_encoders"]["int8_fraction_of_int8_peak"] > 0
+    assert run["contenders"]["ort_int8_cut"]["profile"]["vision"]["ops"]
+    assert run["stream"]["windows"] >= 1 and run["stream"]["rtf"] > 0
+    assert set(run["sizes"]["per_precision"]) >= {"int8", "fp32"}
+    assert doc["install"]["runtime"]["with_dependencies_bytes"] > 0
+
+    report = (out / f"{socket.gethostname()}.md").read_text()
+    for label in ("PyTorch full depth", "PyTorch cut", "ORT fp32 full depth", "ORT fp32 cut",
+                  "ORT int8 cut", "Targets of issue 5", "Distance to the limit", "Streaming"):
+        assert label in report, label
