@@ -125,7 +125,7 @@ def _write(path: Path, text: str) -> None:
 
 def train(dataset: str | Path, preset: Preset, out: str | Path, *,
           modalities: Sequence[str] | None = None, head: str = "gated", layers: str = "best",
-          seeds: int = 5, epochs: int = 50, cache_dir: str | Path | None = None,
+          seeds: int = 5, epochs: int = 50, lr: float = 1e-4, cache_dir: str | Path | None = None,
           offline: bool | None = None, progress: Progress = lambda m: None) -> dict[str, Any]:
     """Train a fusion head on ``dataset`` with ``preset``'s encoders; write into ``out``:
     ``head.pt``, ``metrics.json``, ``report.md`` and (for a sweep) ``sweep.png``."""
@@ -156,7 +156,7 @@ def train(dataset: str | Path, preset: Preset, out: str | Path, *,
         progress(f"warning: {len(report.failed)} clips failed to decode and were skipped "
                  f"(first: {first[0]}: {first[1]})")
     data = _Data(ds, report.folders, set(report.failed))
-    opts = TrainOptions(epochs=epochs)
+    opts = TrainOptions(epochs=epochs, lr=lr)
     sweep = _sweep(data, preset, mods, opts, progress) if mode == "sweep" else None
     if sweep is not None:
         chosen: dict[str, int | None] = {
@@ -199,7 +199,7 @@ def train(dataset: str | Path, preset: Preset, out: str | Path, *,
     metrics: dict[str, Any] = {
         "dataset": str(dataset), "preset": preset.name, "head": head, "modalities": mods,
         "layers": {m: ("weighted" if v is None else v) for m, v in chosen.items()},
-        "counts": {s: len(data.samples[s]) for s in SPLITS}, "epochs": epochs,
+        "counts": {s: len(data.samples[s]) for s in SPLITS}, "epochs": epochs, "lr": lr,
         "failed_clips": report.failed, "runs": [r[1] for r in runs],
         "summary": summarize([r[1] for r in runs]), "unimodal": unimodal, "sweep": sweep,
         "best_seed": runs.index(min(runs, key=lambda r: r[0].dev_loss)),

@@ -1,0 +1,159 @@
+"""msa-train: feature cache, heads, sweep, report, and train -> export -> run on synthetic clips."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import shared_path
+
+from msa_export.build import build_pack
+from msa_export.presets import get_preset
+from msa_export.tour import run_tour
+from msa_export.training import features as fc
+from msa_export.training.cli import main as train_main
+from msa_export.training.datasets import load_dataset
+from msa_export.training.run import train
+from msa_runtime import Analyzer
+from msa_runtime.pack import load_manifest
+
+
+@pytest.fixture(scope="module")
+def tour(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("tour")
+    return out, run_tour(out, epochs=60, progress=lambda m: None)
+
+
+def test_multimodal_head_beats_every_unimodal_head(tour: tuple[Path, dict[str, Any]]) -> None:
+    _, summary = tour
+    assert set(summary["unimodal_test_mae"]) == {"text", "audio", "vision"}
+    for mod, mae in summary["unimodal_test_mae"].items():
+        assert summary["multimodal_test_mae"] < mae, mod
+
+
+def test_pack_reproduces_trained_predictions(tour: tuple[Path, dict[str, Any]]) -> None:
+    out, summary = tour
+    assert summary["max_diff_pack_vs_trained"] <= 0.05
+    m = load_manifest(out / "pack")
+    assert m.head.trained and m.modalities == ("text", "audio", "vision")
+    report = (out / "run" / "report.md").read_text()
+    assert "text only" in report and "(mean ± std over seeds)" in report
+
+
+def test_cache_is_resumable_and_atomic(tour: tuple[Path, dict[str, Any]]) -> None:
+    out, _ = tour
+    ds = load_dataset(out / "data" / "manifest.csv")
+    preset = get_preset("tiny")
+    folder = out / "cache" / fc.cache_key(preset.encoders["audio"])
+    victim = sorted(folder.glob("*.npy"))[0]
+    before = np.load(victim)
+    victim.unlink()
+    report = fc.extract_features(ds.samples, preset, out / "cache", modalities=["audio"])
+    assert report.extracted == 1 and report.reused == len(ds.samples) - 1
+    np.testing.assert_array_equal(np.load(victim), before)
+    assert before.dtype == np.float16 and before.shape[0] == 4  # embeddings + 3 blocks
+    assert not list(folder.glob(".*tmp*"))
+
+
+@pytest.mark.parametrize("head,layers", [("cms", "best"), ("gated", "weighted")])
+def test_other_heads_train_and_export(tour: tuple[Path, dict[str, Any]], tmp_path: Path,
+                                      head: str, layers: str) -> None:
+    out, _ = tour
+    metrics = train(out / "data" / "manifest.csv", get_preset("tiny"), tmp_path / "run",
+                    head=head, layers=layers, seeds=2, epochs=8, lr=1e-3,
+                    cache_dir=out / "cache")
+    assert len(metrics["runs"]) == 2 and np.isfinite(metrics["summary"]["mae"]["mean"])
+    pack = build_pack(get_preset("tiny"), tmp_path / "pack", head=tmp_path / "run" / "head.pt",
+                      precisions=["fp32"]).out
+    m = load_manifest(pack)
+    assert m.head.kind == head
+    if layers == "weighted":
+        weights = m.encoders["text"].layer_weights
+        assert weights is not None and len(weights) == 5 and abs(sum(weights) - 1) < 1e-5
+    ds = load_dataset(out / "data" / "manifest.csv")
+    sample = ds.split("test")[0]
+    with Analyzer(pack, providers="cpu") as an:
+        score = an.predict(sample.media, text=sample.text).score
+    assert abs(score - metrics["test_predictions"][sample.id]) <= 0.05
+
+
+def _mosi_subset(tmp_path: Path, per_split: dict[str, int]) -> Path:
+    rows = list(csv.DictReader(shared_path("mosi", "label.csv").open(encoding="utf-8")))
+    keep, seen = [], dict.fromkeys(per_split, 0)
+    for r in rows:
+        if seen[r["mode"]] < per_split[r["mode"]]:
+            keep.append(r)
+            seen[r["mode"]] += 1
+    path = tmp_path / "label.csv"
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(keep)
+    return path
+
+
+def test_layer_sweep_on_real_mosi_text(tmp_path: Path) -> None:
+    labels = _mosi_subset(tmp_path, {"train": 240, "dev": 80, "test": 80})
+    result = CliRunner().invoke(train_main, [
+        "--dataset", str(labels), "--preset", "minilm-text", "--out", str(tmp_path / "run"),
+        "--layers", "sweep", "--seeds", "1", "--epochs", "4", "--lr", "1e-3",
+        "--cache", str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    sweep = metrics["sweep"]["text"]
+    assert [r["layer"] for r in sweep] == list(range(6))
+    assert all(np.isfinite(r["ridge_test"]["mae"]) for r in sweep)
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert report.count("| 5 |") == 1 and "ridge test MAE" in report and "(best dev)" in report
+    assert (tmp_path / "run" / "sweep.png").stat().st_size > 1000
+    best = min(sweep, key=lambda r: r["dev"]["mae"])["layer"]
+    assert metrics["layers"] == {"text": best}
+
+
+def test_undecodable_clips_are_skipped_and_counted(tmp_path: Path) -> None:
+    from media_factory import make_clip
+
+    media = tmp_path / "m"
+    media.mkdir()
+    rows = []
+    for i, split in enumerate(["train"] * 4 + ["dev"] * 2 + ["test"] * 2):
+        path = media / f"c{i}.wav"
+        make_clip(path, duration=1.0, video_codec=None)
+        rows.append({"media": f"m/c{i}.wav", "text": "good", "label": (i % 3) - 1, "split": split})
+    (media / "c1.wav").write_bytes(b"this is not audio at all" * 10)
+    manifest = tmp_path / "data.csv"
+    with manifest.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["media", "text", "label", "split"])
+        writer.writeheader()
+        writer.writerows(rows)
+    messages: list[str] = []
+    metrics = train(manifest, get_preset("tiny"), tmp_path / "run", modalities=["audio"],
+                    seeds=1, epochs=1, cache_dir=tmp_path / "cache", progress=messages.append)
+    assert metrics["counts"]["train"] == 3 and len(metrics["failed_clips"]) == 1
+    assert any("1 clips failed to decode and were skipped" in m for m in messages)
+
+
+def test_cli_bad_input(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("foo,bar\n1,2\n")
+    run = CliRunner().invoke(train_main, ["--dataset", str(bad), "--preset", "tiny",
+                                          "--out", str(tmp_path / "o")])
+    assert run.exit_code == 2 and "lacks column" in run.output and "Traceback" not in run.output
+    labels = tmp_path / "label.csv"
+    labels.write_text("id,text,label,mode\na_1,good,5.0,train\n")
+    run = CliRunner().invoke(train_main, ["--dataset", str(labels), "--preset", "tiny",
+                                          "--out", str(tmp_path / "o")])
+    assert run.exit_code == 2 and "[-3, 3]" in run.output
+    labels.write_text("id,text,label,mode\na_1,good,1.0,train\na_2,bad,-1,dev\n")
+    run = CliRunner().invoke(train_main, ["--dataset", str(labels), "--preset", "tiny",
+                                          "--out", str(tmp_path / "o")])
+    assert run.exit_code == 2 and "split(s) test have no samples" in run.output
+    labels.write_text("id,text,label,mode\na_1,good,1.0,train\na_2,bad,-1,dev\na_3,ok,0,test\n")
+    run = CliRunner().invoke(train_main, ["--dataset", str(labels), "--preset", "tiny",
+                                          "--out", str(tmp_path / "o"), "--modalities", "audio"])
+    assert run.exit_code == 2 and "needs media files" in run.output
