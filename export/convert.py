@@ -10,6 +10,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -66,7 +67,7 @@ def export_onnx(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], path:
     if exporter not in EXPORTERS:
         raise ExportError(f"unknown exporter {exporter!r}; valid: {', '.join(EXPORTERS)}")
     module = module.eval()
-    kwargs: dict[str, object]
+    kwargs: dict[str, Any]
     if exporter == "dynamo":
         dims: dict[str, torch.export.Dim] = {}
         shapes: tuple[object, ...] = tuple(
@@ -87,6 +88,8 @@ def export_onnx(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], path:
         raise ExportError(f"torch.onnx.export ({exporter}) failed for {path.name}: "
                           f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from exc
     if exporter == "dynamo":
+        if program is None:
+            raise ExportError(f"torch.onnx.export (dynamo) returned no program for {path.name}")
         model = program.model_proto
         if model.ByteSize() < 2**31 - 2**20:
             onnx.save_model(model, str(path))

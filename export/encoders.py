@@ -139,6 +139,8 @@ class _Cut(nn.Module):
         self.mixed = weights is not None
         self.register_buffer("weights", torch.tensor(list(weights or [1.0]), dtype=torch.float32))
 
+    weights: torch.Tensor
+
     def hidden(self, out: Any) -> torch.Tensor:
         return _mix(out.hidden_states, self.weights) if self.mixed else out.last_hidden_state
 

@@ -200,7 +200,7 @@ def _train(cfg: HeadConfig, train: Split, dev: Split, seed: int, opts: TrainOpti
             target = y * (1 - opts.label_smoothing) if is_cms else y
             loss = F.l1_loss(pred, target)
             if is_cms and opts.contrastive > 0:
-                emb = head.aligned(mixed, masks, present)  # type: ignore[operator]
+                emb = head.aligned(mixed, masks, present)
                 loss = loss + opts.contrastive * _contrastive(emb, present, cfg.modalities,
                                                               opts.temperature)
             optim.zero_grad()
