@@ -67,21 +67,33 @@ LABELS = {
 STAGES = ("preprocess", "text", "audio", "vision", "head")
 TEXT = "Honestly I thought the movie would be boring, but the ending completely won me over."
 THREADS = 2
-TARGETS = {"speedup": {"ando2022-mosi": 10.0, "edge": 6.0}, "score_diff": 0.05, "rtf": 0.1,
-           "peak_fraction": 0.75}
+TARGETS = {
+    "speedup": {"ando2022-mosi": 10.0, "edge": 6.0},
+    "score_diff": 0.05,
+    "rtf": 0.1,
+    "peak_fraction": 0.75,
+}
 
 
 # --------------------------------------------------------------------------------------------
 # inputs
 
 
-def clip_inputs(frames: int = 15, seconds: float = 5.0, rate: int = 16000, height: int = 480,
-                width: int = 640, seed: int = 0) -> dict[str, Any]:
+def clip_inputs(
+    frames: int = 15,
+    seconds: float = 5.0,
+    rate: int = 16000,
+    height: int = 480,
+    width: int = 640,
+    seed: int = 0,
+) -> dict[str, Any]:
     """A deterministic 5 s clip: RGB frames (a lit background, a moving ellipse, sensor noise)
     and a voiced-sounding waveform (harmonics on a gliding pitch, syllable envelope, noise)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    base = np.stack([60 + 80 * xx / width, 70 + 60 * yy / height, 90 + 40 * (xx + yy) / (width + height)], -1)
+    base = np.stack(
+        [60 + 80 * xx / width, 70 + 60 * yy / height, 90 + 40 * (xx + yy) / (width + height)], -1
+    )
     out = np.empty((frames, height, width, 3), np.uint8)
     for i in range(frames):
         cx, cy = width * (0.4 + 0.02 * i), height * (0.45 + 0.01 * math.sin(i))
@@ -160,10 +172,35 @@ class Interference:
         own = own_b - own_a
         cores = os.cpu_count() or 1
         wall = t_b - t_a
-        return {"wall_s": round(wall, 2), "own_cpu_s": round(own, 2),
-                "others_cpu_share": round(max(0.0, busy - own) / max(total, 1e-9), 3),
-                "steal_share": round(steal / max(total, 1e-9), 3),
-                "loadavg_1m": os.getloadavg()[0], "cores": cores}
+        return {
+            "wall_s": round(wall, 2),
+            "own_cpu_s": round(own, 2),
+            "others_cpu_share": round(max(0.0, busy - own) / max(total, 1e-9), 3),
+            "steal_share": round(steal / max(total, 1e-9), 3),
+            "loadavg_1m": os.getloadavg()[0],
+            "cores": cores,
+        }
+
+
+def wait_for_quiet(max_minutes: float, busy_below: float = 0.1, window: float = 15.0
+                   ) -> dict[str, Any]:
+    """Wait (up to ``max_minutes``) until two consecutive ``window``-second samples of
+    /proc/stat show the CPUs busy less than ``busy_below`` of the time (we are idle meanwhile)."""
+    started = time.perf_counter()
+    calm = 0
+    samples: list[float] = []
+    while True:
+        a = Interference()
+        time.sleep(window)
+        res = a.result()
+        share = res["others_cpu_share"] + res["steal_share"]
+        samples.append(round(share, 3))
+        calm = calm + 1 if share < busy_below else 0
+        waited = time.perf_counter() - started
+        if calm >= 2 or waited > max_minutes * 60:
+            return {"quiet": calm >= 2, "waited_s": round(waited), "last_busy_shares": samples[-4:]}
+        if len(samples) % 8 == 0:
+            log(f"  still waiting for a quiet machine: busy {share:.0%} ({waited / 60:.0f} min)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -199,27 +236,41 @@ def encoder_flops(kind: str, config: dict[str, Any], blocks: int, length: int) -
     c = _cfg(kind, config)
     d, ff = c.hidden_size, c.intermediate_size
     if kind == "bert":
-        return {"blocks": blocks * block_flops(length, d, ff),
-                "total": blocks * block_flops(length, d, ff)}
+        return {
+            "blocks": blocks * block_flops(length, d, ff),
+            "total": blocks * block_flops(length, d, ff),
+        }
     if kind == "clip":
         patches = (c.image_size // c.patch_size) ** 2
         tokens = patches + 1
-        conv = 2 * patches * 3 * c.patch_size ** 2 * d
+        conv = 2 * patches * 3 * c.patch_size**2 * d
         per_frame = conv + blocks * block_flops(tokens, d, ff)
-        return {"patch_conv": length * conv, "blocks": length * blocks * block_flops(tokens, d, ff),
-                "total": length * per_frame, "tokens": tokens}
+        return {
+            "patch_conv": length * conv,
+            "blocks": length * blocks * block_flops(tokens, d, ff),
+            "total": length * per_frame,
+            "tokens": tokens,
+        }
     # wavlm: conv feature extractor, feature projection, positional conv, blocks, and the
     # gated relative-position bias (a d_head -> 8 linear per head and token, every block)
     lengths = wavlm_frames(length, c.conv_kernel, c.conv_stride)
     cins = [1, *c.conv_dim[:-1]]
-    conv = sum(2 * n * ci * co * k for n, ci, co, k in zip(lengths, cins, c.conv_dim, c.conv_kernel))
+    conv = sum(
+        2 * n * ci * co * k for n, ci, co, k in zip(lengths, cins, c.conv_dim, c.conv_kernel)
+    )
     t = lengths[-1]
     proj = 2 * t * c.conv_dim[-1] * d
     pos = 2 * t * d * (d // c.num_conv_pos_embedding_groups) * c.num_conv_pos_embeddings
     gate = blocks * 2 * t * d * 8
     body = blocks * block_flops(t, d, ff)
-    return {"conv_frontend": conv, "projection": proj, "pos_conv": pos, "blocks": body + gate,
-            "total": conv + proj + pos + body + gate, "tokens": t}
+    return {
+        "conv_frontend": conv,
+        "projection": proj,
+        "pos_conv": pos,
+        "blocks": body + gate,
+        "total": conv + proj + pos + body + gate,
+        "tokens": t,
+    }
 
 
 FLOPS_DOC = """FLOPs are counted from each encoder's config (multiply-add = 2; matmuls and
@@ -234,6 +285,10 @@ the relative-position gate `2*T*d*8` per block. BERT: blocks only. Cut encoders 
 
 # --------------------------------------------------------------------------------------------
 # preparation (parent process): pack, full-depth ONNX files, stream clip
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
 
 
 def get_preset_random(name: str) -> Any:
@@ -255,8 +310,17 @@ def get_preset_random(name: str) -> Any:
 def preset_fingerprint(preset: Any) -> str:
     import hashlib
 
-    data = {m: {"kind": c.kind, "layer": c.layer, "config": c.config, "seed": c.seed,
-                "stride": c.frame_stride, "prep": repr(c.prep)} for m, c in preset.encoders.items()}
+    data = {
+        m: {
+            "kind": c.kind,
+            "layer": c.layer,
+            "config": c.config,
+            "seed": c.seed,
+            "stride": c.frame_stride,
+            "prep": repr(c.prep),
+        }
+        for m, c in preset.encoders.items()
+    }
     data["head"] = repr(preset.head)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -281,15 +345,18 @@ class FullDepth:
                     return out.hidden_states[card.blocks], out.last_hidden_state
                 if card.modality == "audio":
                     out = self.model(x[0], output_hidden_states=True)
-                    return out.hidden_states[card.blocks][:, :: card.frame_stride], out.last_hidden_state
+                    return out.hidden_states[card.blocks][
+                        :, :: card.frame_stride
+                    ], out.last_hidden_state
                 out = self.model(pixel_values=x[0], output_hidden_states=True)
                 return out.hidden_states[card.blocks][:, 0], out.last_hidden_state
 
         return _Full().eval()
 
 
-def prepare(preset: Any, work: Path, pack: Path | None, rebuild: bool,
-            log: Callable[[str], None]) -> dict[str, Any]:
+def prepare(
+    preset: Any, work: Path, pack: Path | None, rebuild: bool, log: Callable[[str], None]
+) -> dict[str, Any]:
     """Build (or reuse) the pack and the full-depth ONNX files of ``preset`` under ``work``."""
     from msa_export import encoders as enc
     from msa_export.build import build_pack
@@ -308,8 +375,13 @@ def prepare(preset: Any, work: Path, pack: Path | None, rebuild: bool,
         if not (pack / "manifest.json").is_file():
             log(f"building the {preset.name} pack (int8 + fp32) into {pack} ...")
             t0 = time.perf_counter()
-            build_pack(preset, pack, precisions=("int8", "fp32"), force=True,
-                       progress=lambda m: log(f"  {m}"))
+            build_pack(
+                preset,
+                pack,
+                precisions=("int8", "fp32"),
+                force=True,
+                progress=lambda m: log(f"  {m}"),
+            )
             info["pack_build_s"] = round(time.perf_counter() - t0, 1)
     info["pack"] = str(pack)
     full = work / "full"
@@ -325,8 +397,14 @@ def prepare(preset: Any, work: Path, pack: Path | None, rebuild: bool,
         lengths = spec.lengths(card, config)
         example = spec.make_inputs(card, config, lengths[len(lengths) // 2], 1)
         tmp = path.with_suffix(".partial")
-        export_onnx(FullDepth.make(card, model), example, tmp, input_names=spec.input_names,
-                    output_names=("hidden", "last"), dynamic_axes=spec.dynamic_axes)
+        export_onnx(
+            FullDepth.make(card, model),
+            example,
+            tmp,
+            input_names=spec.input_names,
+            output_names=("hidden", "last"),
+            dynamic_axes=spec.dynamic_axes,
+        )
         tmp.rename(path)
         del model
         trim_heap()
@@ -338,7 +416,9 @@ def prepare(preset: Any, work: Path, pack: Path | None, rebuild: bool,
 # the pipeline each contender runs
 
 
-def preprocess(manifest: Any, tokenizer: Any, clip: dict[str, Any]) -> dict[str, tuple[np.ndarray, ...]]:
+def preprocess(
+    manifest: Any, tokenizer: Any, clip: dict[str, Any]
+) -> dict[str, tuple[np.ndarray, ...]]:
     from msa_runtime.preprocess import audio_batch, vision_batch
 
     out: dict[str, tuple[np.ndarray, ...]] = {}
@@ -351,16 +431,20 @@ def preprocess(manifest: Any, tokenizer: Any, clip: dict[str, Any]) -> dict[str,
     return out
 
 
-def head_feeds(names: list[str], feats: dict[str, np.ndarray], inputs: dict[str, tuple[np.ndarray, ...]]
-               ) -> dict[str, np.ndarray]:
+def head_feeds(
+    names: list[str], feats: dict[str, np.ndarray], inputs: dict[str, tuple[np.ndarray, ...]]
+) -> dict[str, np.ndarray]:
     """The head's inputs for one clip: text [1,T,D] with its mask, audio [1,T',D], vision
     [1,frames,D]."""
     feeds: dict[str, np.ndarray] = {}
     for mod, x in feats.items():
         if mod == "vision":
             x = x[None]
-        mask = (inputs["text"][1].astype(np.float32) if mod == "text"
-                else np.ones(x.shape[:2], np.float32))
+        mask = (
+            inputs["text"][1].astype(np.float32)
+            if mod == "text"
+            else np.ones(x.shape[:2], np.float32)
+        )
         feeds[mod], feeds[f"{mod}_mask"] = x.astype(np.float32), mask
     feeds["present"] = np.ones((1, len(feats)), np.float32)
     return {n: feeds[n] for n in names}
@@ -369,6 +453,7 @@ def head_feeds(names: list[str], feats: dict[str, np.ndarray], inputs: dict[str,
 class TorchPipeline:
     def __init__(self, preset: Any, cut: bool) -> None:
         import torch
+
         from msa_export import encoders as enc
         from msa_export.heads import FlatHead, HeadConfig, build_head, head_io
 
@@ -382,8 +467,9 @@ class TorchPipeline:
             dims[mod] = int(model.config.hidden_size)
             self.models[mod] = enc.wrap(card, enc.cut(model, card.blocks)) if cut else model
         h = preset.head
-        cfg = HeadConfig(kind=h.kind, dims=dims, hidden=h.hidden, embed=h.embed, heads=h.heads,
-                         dropout=h.dropout)
+        cfg = HeadConfig(
+            kind=h.kind, dims=dims, hidden=h.hidden, embed=h.embed, heads=h.heads, dropout=h.dropout
+        )
         self.head = FlatHead(build_head(cfg, seed=h.seed)).eval()
         self.head_names = head_io(cfg)[0]
 
@@ -405,8 +491,9 @@ class OrtPipeline:
     def __init__(self, files: dict[str, Path], head: Path, threads: int = THREADS) -> None:
         from msa_runtime.sessions import make_session
 
-        self.sessions = {m: make_session(p, "cpu", threads=threads, spinning=False)
-                         for m, p in files.items()}
+        self.sessions = {
+            m: make_session(p, "cpu", threads=threads, spinning=False) for m, p in files.items()
+        }
         self.head = make_session(head, "cpu", threads=threads, spinning=False)
         self.head_names = [i.name for i in self.head.get_inputs()]
         self.input_names = {m: [i.name for i in s.get_inputs()] for m, s in self.sessions.items()}
@@ -419,8 +506,9 @@ class OrtPipeline:
         return float(self.head.run(["score"], feeds)[0][0])
 
 
-def run_pipeline(pipe: Any, manifest: Any, tokenizer: Any, clip: dict[str, Any]
-                 ) -> tuple[dict[str, float], dict[str, np.ndarray], float]:
+def run_pipeline(
+    pipe: Any, manifest: Any, tokenizer: Any, clip: dict[str, Any]
+) -> tuple[dict[str, float], dict[str, np.ndarray], float]:
     times: dict[str, float] = {}
     t_start = time.perf_counter()
     inputs = preprocess(manifest, tokenizer, clip)
@@ -443,8 +531,12 @@ def run_pipeline(pipe: Any, manifest: Any, tokenizer: Any, clip: dict[str, Any]
 
 def _load_clip(task: dict[str, Any]) -> dict[str, Any]:
     data = np.load(task["clip"])
-    return {"frames": data["frames"], "audio": data["audio"], "sample_rate": int(data["rate"]),
-            "text": str(data["text"])}
+    return {
+        "frames": data["frames"],
+        "audio": data["audio"],
+        "sample_rate": int(data["rate"]),
+        "text": str(data["text"]),
+    }
 
 
 def worker_contender(task: dict[str, Any]) -> dict[str, Any]:
@@ -456,13 +548,13 @@ def worker_contender(task: dict[str, Any]) -> dict[str, Any]:
     manifest = load_manifest(pack, verify=False)
     tokenizer = None
     if "text" in manifest.encoders:
-        tokenizer = TextEncoder(pack / manifest.encoders["text"].prep.tokenizer,
-                                manifest.encoders["text"].prep)
+        tokenizer = TextEncoder(
+            pack / manifest.encoders["text"].prep.tokenizer, manifest.encoders["text"].prep
+        )
     clip = _load_clip(task)
     t0 = time.perf_counter()
     pipe: Any
     if name in ("reference", "torch_cut"):
-
         preset = get_preset_random(task["preset"])
         pipe = TorchPipeline(preset, cut=name == "torch_cut")
     else:
@@ -487,41 +579,65 @@ def worker_contender(task: dict[str, Any]) -> dict[str, Any]:
     quiet = interference.result()
     np.savez(task["features"], **feats)
     result = {
-        "contender": name, "load_s": round(load_s, 2), "score": score,
+        "contender": name,
+        "load_s": round(load_s, 2),
+        "score": score,
         "stages": {k: stats([r[k] for r in runs]) for k in runs[0]},
         "runs_ms": runs,
-        "rss_mb": {"after_load": rss_loaded / 1024,
-                   "peak_including_load": max(peak_with_load, _status_kb("VmHWM")) / 1024,
-                   "peak_inference": _status_kb("VmHWM") / 1024 if reset_ok else None,
-                   "peak_inference_method": "VmHWM reset via /proc/self/clear_refs after load"
-                   if reset_ok else "unavailable (clear_refs not writable)"},
+        "rss_mb": {
+            "after_load": rss_loaded / 1024,
+            "peak_including_load": max(peak_with_load, _status_kb("VmHWM")) / 1024,
+            "peak_inference": _status_kb("VmHWM") / 1024 if reset_ok else None,
+            "peak_inference_method": "VmHWM reset via /proc/self/clear_refs after load"
+            if reset_ok
+            else "unavailable (clear_refs not writable)",
+        },
         "torch_imported": "torch" in sys.modules,
         "interference": quiet,
     }
     if task.get("profile") and isinstance(pipe, OrtPipeline):
-        result["profile"] = profile_encoders(files, preprocess(manifest, tokenizer, clip),
-                                             Path(task["profile_dir"]), runs=task.get("profile_runs", 2))
+        result["profile"] = profile_encoders(
+            files,
+            preprocess(manifest, tokenizer, clip),
+            Path(task["profile_dir"]),
+            runs=task.get("profile_runs", 2),
+        )
     return result
 
 
 def _profile_flops(op: str, args: dict[str, Any]) -> float:
     """FLOPs of one profiled node from its recorded shapes (matmul-like ops and Conv)."""
+
     def shapes(key: str) -> list[list[int]]:
         return [list(next(iter(s.values()))) for s in args.get(key, [])]
+
     ins, outs = shapes("input_type_shape"), shapes("output_type_shape")
     if not ins or not outs:
         return 0.0
     out_elems = float(np.prod(outs[0]))
-    if op in ("MatMul", "MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat",
-              "FusedMatMul", "Gemm", "QGemm", "FusedGemm") and ins[0]:
+    if (
+        op
+        in (
+            "MatMul",
+            "MatMulInteger",
+            "DynamicQuantizeMatMul",
+            "MatMulIntegerToFloat",
+            "FusedMatMul",
+            "Gemm",
+            "QGemm",
+            "FusedGemm",
+        )
+        and ins[0]
+    ):
         return 2.0 * out_elems * ins[0][-1]
     if op in ("Conv", "ConvInteger", "FusedConv", "NchwcConv", "QLinearConv") and len(ins) > 1:
         return 2.0 * out_elems * float(np.prod(ins[1][1:]))
     return 0.0
 
 
-def profile_encoders(files: dict[str, Path], inputs: dict[str, tuple[np.ndarray, ...]],
-                     folder: Path, runs: int = 1) -> dict[str, Any]:
+def profile_encoders(
+    files: dict[str, Path], inputs: dict[str, tuple[np.ndarray, ...]], folder: Path, runs: int = 1
+) -> dict[str, Any]:
     """One warm run, then ``runs`` profiled runs of each encoder; time per op type."""
     import onnxruntime as ort
 
@@ -558,11 +674,21 @@ def profile_encoders(files: dict[str, Path], inputs: dict[str, tuple[np.ndarray,
         kernel_us = sum(r["us"] for r in by_op.values())
         table = []
         for op, r in sorted(by_op.items(), key=lambda kv: -kv[1]["us"]):
-            table.append({"op": op, "ms": r["us"] / 1e3 / runs, "share": r["us"] / max(kernel_us, 1),
-                          "calls": int(r["calls"] / runs),
-                          "gflops_per_s": r["flops"] / (r["us"] * 1e-6) / 1e9 if r["flops"] else None})
-        out[mod] = {"file": path.name, "run_ms": wall_us / 1e3 / runs,
-                    "kernel_ms": kernel_us / 1e3 / runs, "ops": table}
+            table.append(
+                {
+                    "op": op,
+                    "ms": r["us"] / 1e3 / runs,
+                    "share": r["us"] / max(kernel_us, 1),
+                    "calls": int(r["calls"] / runs),
+                    "gflops_per_s": r["flops"] / (r["us"] * 1e-6) / 1e9 if r["flops"] else None,
+                }
+            )
+        out[mod] = {
+            "file": path.name,
+            "run_ms": wall_us / 1e3 / runs,
+            "kernel_ms": kernel_us / 1e3 / runs,
+            "ops": table,
+        }
         prof.unlink()
     return out
 
@@ -588,11 +714,16 @@ def _matmul_model(kind: str, m: int, k: int, n: int) -> bytes:
     else:  # what the int8 pack runs: fp32 activations quantized on the fly, int8 weights
         a = helper.make_tensor_value_info("A", TensorProto.FLOAT, [m, k])
         y = helper.make_tensor_value_info("Y", TensorProto.FLOAT, [m, n])
-        inits += [numpy_helper.from_array(rng.integers(-127, 128, (k, n), dtype=np.int8), "B"),
-                  numpy_helper.from_array(np.full(n, 0.01, np.float32), "scale"),
-                  numpy_helper.from_array(np.zeros(n, np.int8), "zp")]
-        nodes.append(helper.make_node("DynamicQuantizeMatMul", ["A", "B", "scale", "zp"], ["Y"],
-                                      domain="com.microsoft"))
+        inits += [
+            numpy_helper.from_array(rng.integers(-127, 128, (k, n), dtype=np.int8), "B"),
+            numpy_helper.from_array(np.full(n, 0.01, np.float32), "scale"),
+            numpy_helper.from_array(np.zeros(n, np.int8), "zp"),
+        ]
+        nodes.append(
+            helper.make_node(
+                "DynamicQuantizeMatMul", ["A", "B", "scale", "zp"], ["Y"], domain="com.microsoft"
+            )
+        )
         opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
     graph = helper.make_graph(nodes, kind, [a], [y], inits)
     model = helper.make_model(graph, opset_imports=opsets)
@@ -613,11 +744,15 @@ def worker_peak(task: dict[str, Any]) -> dict[str, Any]:
             opts.intra_op_num_threads = THREADS
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
             opts.log_severity_level = 3
-            sess = ort.InferenceSession(_matmul_model(kind, m, k, n), opts,
-                                        providers=["CPUExecutionProvider"])
+            sess = ort.InferenceSession(
+                _matmul_model(kind, m, k, n), opts, providers=["CPUExecutionProvider"]
+            )
             rng = np.random.default_rng(1)
-            a = (rng.integers(0, 256, (m, k), dtype=np.uint8) if kind == "int8"
-                 else rng.standard_normal((m, k), dtype=np.float32))
+            a = (
+                rng.integers(0, 256, (m, k), dtype=np.uint8)
+                if kind == "int8"
+                else rng.standard_normal((m, k), dtype=np.float32)
+            )
             sess.run(None, {"A": a})
             times = []
             deadline = time.perf_counter() + task["seconds"]
@@ -627,9 +762,12 @@ def worker_peak(task: dict[str, Any]) -> dict[str, Any]:
                 times.append(time.perf_counter() - t0)
             flops = 2.0 * m * k * n
             out[f"{label}/{kind}"] = {
-                "shape": [m, k, n], "kind": kind, "runs": len(times),
+                "shape": [m, k, n],
+                "kind": kind,
+                "runs": len(times),
                 "best_gflops": flops / min(times) / 1e9,
-                "median_gflops": flops / float(np.median(times)) / 1e9}
+                "median_gflops": flops / float(np.median(times)) / 1e9,
+            }
     return {"peaks": out, "interference": interference.result()}
 
 
@@ -646,19 +784,33 @@ def worker_stream(task: dict[str, Any]) -> dict[str, Any]:
     reset_peak_rss()
     interference = Interference()
     t0 = time.perf_counter()
-    preds = list(an.stream(task["media"], transcript=task["transcript"], window=task["window"],
-                           hop=task["hop"]))
+    preds = list(
+        an.stream(
+            task["media"], transcript=task["transcript"], window=task["window"], hop=task["hop"]
+        )
+    )
     wall = time.perf_counter() - t0
     lat = [p.latency_ms for p in preds if p.latency_ms is not None]
-    per_mod = {m: stats([p.timings_ms[m] for p in preds if m in p.timings_ms])
-               for m in ("text", "audio", "vision", "head")
-               if any(m in p.timings_ms for p in preds)}
-    return {"windows": len(preds), "wall_s": wall, "duration_s": task["duration"],
-            "rtf": wall / task["duration"], "load_s": load_s,
-            "window_latency_ms": stats(lat), "stage_ms": per_mod,
-            "window": task["window"], "hop": task["hop"], "precision": an.precision,
-            "peak_rss_mb": _status_kb("VmHWM") / 1024, "torch_imported": "torch" in sys.modules,
-            "interference": interference.result()}
+    per_mod = {
+        m: stats([p.timings_ms[m] for p in preds if m in p.timings_ms])
+        for m in ("text", "audio", "vision", "head")
+        if any(m in p.timings_ms for p in preds)
+    }
+    return {
+        "windows": len(preds),
+        "wall_s": wall,
+        "duration_s": task["duration"],
+        "rtf": wall / task["duration"],
+        "load_s": load_s,
+        "window_latency_ms": stats(lat),
+        "stage_ms": per_mod,
+        "window": task["window"],
+        "hop": task["hop"],
+        "precision": an.precision,
+        "peak_rss_mb": _status_kb("VmHWM") / 1024,
+        "torch_imported": "torch" in sys.modules,
+        "interference": interference.result(),
+    }
 
 
 WORKERS = {"contender": worker_contender, "peak": worker_peak, "stream": worker_stream}
@@ -670,14 +822,24 @@ def spawn(task: dict[str, Any], work: Path, log: Callable[[str], None]) -> dict[
     result_file = task_file.with_suffix(".result.json")
     task = {**task, "result": str(result_file)}
     task_file.write_text(json.dumps(task))
-    env = {**os.environ, "OMP_NUM_THREADS": str(THREADS), "MKL_NUM_THREADS": str(THREADS),
-           "TOKENIZERS_PARALLELISM": "false"}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(THREADS),
+        "MKL_NUM_THREADS": str(THREADS),
+        "TOKENIZERS_PARALLELISM": "false",
+    }
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", str(task_file)],
-                          env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--worker", str(task_file)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
-        raise RuntimeError(f"worker {task['kind']} {task.get('contender', '')} failed "
-                           f"(exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+        raise RuntimeError(
+            f"worker {task['kind']} {task.get('contender', '')} failed "
+            f"(exit {proc.returncode}):\n{proc.stderr[-4000:]}"
+        )
     result = json.loads(result_file.read_text())
     result["worker_s"] = round(time.perf_counter() - t0, 1)
     return result
@@ -696,15 +858,24 @@ def pack_sizes(pack: Path, full: Path) -> dict[str, Any]:
 
     manifest = load_manifest(pack, verify=False)
     files = {n: int(m["bytes"]) for n, m in manifest.files.items()}
-    shared = sum(b for n, b in files.items() if not any(f".{p}." in n for p in ("int8", "fp32", "fp16")))
+    shared = sum(
+        b for n, b in files.items() if not any(f".{p}." in n for p in ("int8", "fp32", "fp16"))
+    )
     per: dict[str, Any] = {}
     for precision in ("int8", "fp32", "fp16"):
         own = {n: b for n, b in files.items() if f".{precision}." in n}
         if own:
-            per[precision] = {"encoders": own, "total_with_head_and_tokenizer": sum(own.values()) + shared}
+            per[precision] = {
+                "encoders": own,
+                "total_with_head_and_tokenizer": sum(own.values()) + shared,
+            }
     full_files = {p.name: p.stat().st_size for p in sorted(full.glob("*.onnx"))}
-    return {"per_precision": per, "shared_bytes": shared, "full_depth_fp32": full_files,
-            "full_depth_fp32_total": sum(full_files.values())}
+    return {
+        "per_precision": per,
+        "shared_bytes": shared,
+        "full_depth_fp32": full_files,
+        "full_depth_fp32_total": sum(full_files.values()),
+    }
 
 
 def _dist_closure(roots: Iterable[str]) -> list[str]:
@@ -751,8 +922,13 @@ def install_sizes() -> dict[str, Any]:
         closure = _dist_closure(roots)
         sizes = {n: _dist_bytes(n) for n in closure}
         direct = {n: sizes.get(n.lower(), _dist_bytes(n)) for n in roots}
-        out[label] = {"roots": roots, "direct_bytes": sum(direct.values()), "direct": direct,
-                      "with_dependencies_bytes": sum(sizes.values()), "dependencies": sizes}
+        out[label] = {
+            "roots": roots,
+            "direct_bytes": sum(direct.values()),
+            "direct": direct,
+            "with_dependencies_bytes": sum(sizes.values()),
+            "dependencies": sizes,
+        }
     return out
 
 
@@ -763,33 +939,76 @@ def machine() -> dict[str, Any]:
             k, v = (s.strip() for s in line.split(":", 1))
             cpu.setdefault(k, v)
     flags = set(cpu.get("flags", "").split())
-    mem_kb = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
-                      if line.startswith("MemTotal")))
+    mem_kb = int(
+        next(
+            line.split()[1]
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        )
+    )
     versions = {}
-    for dist in ("onnxruntime", "torch", "transformers", "numpy", "onnx", "tokenizers", "av", "msa-edge"):
+    for dist in (
+        "onnxruntime",
+        "torch",
+        "transformers",
+        "numpy",
+        "onnx",
+        "tokenizers",
+        "av",
+        "msa-edge",
+    ):
         try:
             versions[dist] = md.version(dist)
         except md.PackageNotFoundError:
             pass
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, text=True,
-                                capture_output=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=HERE, text=True, capture_output=True
+        ).stdout.strip()
     except OSError:
         commit = ""
-    return {"hostname": socket.gethostname(), "cpu": cpu.get("model name", "?"),
-            "cpu_mhz": cpu.get("cpu MHz"), "cores": os.cpu_count(),
-            "isa": sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8",
-                                   "amx_bf16", "avx512_bf16", "avx512_fp16"}),
-            "ram_gib": round(mem_kb / 2**20, 1), "python": platform.python_version(),
-            "kernel": platform.release(), "versions": versions, "commit": commit}
+    return {
+        "hostname": socket.gethostname(),
+        "cpu": cpu.get("model name", "?"),
+        "cpu_mhz": cpu.get("cpu MHz"),
+        "cores": os.cpu_count(),
+        "isa": sorted(
+            flags
+            & {
+                "avx2",
+                "avx512f",
+                "avx512_vnni",
+                "avx_vnni",
+                "amx_int8",
+                "amx_bf16",
+                "avx512_bf16",
+                "avx512_fp16",
+            }
+        ),
+        "ram_gib": round(mem_kb / 2**20, 1),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "versions": versions,
+        "commit": commit,
+    }
 
 
 # --------------------------------------------------------------------------------------------
 # the stream clip
 
 
-def make_stream_clip(folder: Path, seconds: float, fps: int = 25, size: tuple[int, int] = (640, 480),
-                     rate: int = 48000) -> tuple[Path, Path]:
+def _srt_time(s: float) -> str:
+    ms = int(round(s * 1000))
+    return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d},{ms % 1000:03d}"
+
+
+def make_stream_clip(
+    folder: Path,
+    seconds: float,
+    fps: int = 25,
+    size: tuple[int, int] = (640, 480),
+    rate: int = 48000,
+) -> tuple[Path, Path]:
     """An H.264/AAC mp4 (webcam-like 640x480 at 25 fps, 48 kHz audio) and an .srt transcript
     with a cue every 2.5 s. Deterministic."""
     import av
@@ -807,13 +1026,15 @@ def make_stream_clip(folder: Path, seconds: float, fps: int = 25, size: tuple[in
         vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
         aus = out.add_stream("aac", rate=rate, layout="mono")
         yy, xx = np.mgrid[0:h, 0:w]
-        base = np.stack([60 + 80 * xx / w, 70 + 60 * yy / h, np.full((h, w), 110.0)], -1).astype(np.uint8)
+        base = np.stack([60 + 80 * xx / w, 70 + 60 * yy / h, np.full((h, w), 110.0)], -1).astype(
+            np.uint8
+        )
         frames = int(seconds * fps)
         for i in range(frames):
             img = base.copy()
             cx = int(w * (0.5 + 0.2 * math.sin(i / fps)))
             cy = int(h * (0.5 + 0.1 * math.cos(0.7 * i / fps)))
-            img[max(0, cy - 120):cy + 120, max(0, cx - 80):cx + 80] = (200, 160, 140)
+            img[max(0, cy - 120) : cy + 120, max(0, cx - 80) : cx + 80] = (200, 160, 140)
             img[:8, :] = rng.integers(0, 255, (8, w, 3), dtype=np.uint8)
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")
             frame.pts = i
@@ -826,10 +1047,14 @@ def make_stream_clip(folder: Path, seconds: float, fps: int = 25, size: tuple[in
         t = np.arange(total) / rate
         f0 = 150 + 40 * np.sin(2 * np.pi * 0.2 * t)
         phase = 2 * np.pi * np.cumsum(f0) / rate
-        wave = (0.1 * (np.sin(phase) + 0.5 * np.sin(2 * phase)) * (0.5 + 0.5 * np.sin(2 * np.pi * 2.5 * t) ** 2)
-                + 0.005 * rng.standard_normal(total)).astype(np.float32)
+        wave = (
+            0.1
+            * (np.sin(phase) + 0.5 * np.sin(2 * phase))
+            * (0.5 + 0.5 * np.sin(2 * np.pi * 2.5 * t) ** 2)
+            + 0.005 * rng.standard_normal(total)
+        ).astype(np.float32)
         for pos in range(0, total, chunk):
-            part = wave[pos:pos + chunk]
+            part = wave[pos : pos + chunk]
             frame = av.AudioFrame.from_ndarray(part[None], format="flt", layout="mono")
             frame.sample_rate = rate
             frame.pts = pos
@@ -838,14 +1063,38 @@ def make_stream_clip(folder: Path, seconds: float, fps: int = 25, size: tuple[in
         for packet in aus.encode():
             out.mux(packet)
     tmp.rename(media)
-    words = ["i", "really", "liked", "how", "calm", "and", "clear", "the", "speaker", "was", "today", "but", "the", "ending", "felt", "rushed", "and", "a", "little", "disappointing", "overall", "it", "was", "fine"]
+    words = [
+        "i",
+        "really",
+        "liked",
+        "how",
+        "calm",
+        "and",
+        "clear",
+        "the",
+        "speaker",
+        "was",
+        "today",
+        "but",
+        "the",
+        "ending",
+        "felt",
+        "rushed",
+        "and",
+        "a",
+        "little",
+        "disappointing",
+        "overall",
+        "it",
+        "was",
+        "fine",
+    ]
     lines = []
     cue, start = 1, 0.0
     while start < seconds:
         end = min(seconds, start + 2.5)
         text = " ".join(rng.choice(words, size=8))
-        stamp = lambda s: f"{int(s // 3600):02d}:{int(s % 3600 // 60):02d}:{int(s % 60):02d},{int(round(s % 1 * 1000)) % 1000:03d}"
-        lines += [str(cue), f"{stamp(start)} --> {stamp(end)}", text, ""]
+        lines += [str(cue), f"{_srt_time(start)} --> {_srt_time(end)}", text, ""]
         cue, start = cue + 1, end
     srt.write_text("\n".join(lines), encoding="utf-8")
     return media, srt
@@ -855,10 +1104,12 @@ def make_stream_clip(folder: Path, seconds: float, fps: int = 25, size: tuple[in
 # analysis
 
 
-def analyse(preset: Any, run: dict[str, Any], feats: dict[str, dict[str, np.ndarray]],
-            clip: dict[str, Any]) -> None:
+def analyse(
+    preset: Any, run: dict[str, Any], feats: dict[str, dict[str, np.ndarray]], clip: dict[str, Any]
+) -> None:
     """Ratios, fidelity (cosine, score via the pack's head), FLOPs and fractions of the peak."""
     import onnxruntime as ort
+
     from msa_export.convert import cosine
     from msa_runtime.pack import load_manifest
     from msa_runtime.preprocess import TextEncoder
@@ -867,19 +1118,25 @@ def analyse(preset: Any, run: dict[str, Any], feats: dict[str, dict[str, np.ndar
     manifest = load_manifest(pack, verify=False)
     tokenizer = None
     if "text" in manifest.encoders:
-        tokenizer = TextEncoder(pack / manifest.encoders["text"].prep.tokenizer,
-                                manifest.encoders["text"].prep)
+        tokenizer = TextEncoder(
+            pack / manifest.encoders["text"].prep.tokenizer, manifest.encoders["text"].prep
+        )
     inputs = preprocess(manifest, tokenizer, clip)
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    head = ort.InferenceSession(str(pack / manifest.head.file), opts, providers=["CPUExecutionProvider"])
+    head = ort.InferenceSession(
+        str(pack / manifest.head.file), opts, providers=["CPUExecutionProvider"]
+    )
     names = [i.name for i in head.get_inputs()]
     ref = run["contenders"]["reference"]
     ref_feats = feats["reference"]
     ref_head = float(head.run(["score"], head_feeds(names, ref_feats, inputs))[0][0])
     for name, c in run["contenders"].items():
-        c["ratio_to_reference"] = {s: ref["stages"][s]["median"] / c["stages"][s]["median"]
-                                   for s in c["stages"] if c["stages"][s]["median"] > 0}
+        c["ratio_to_reference"] = {
+            s: ref["stages"][s]["median"] / c["stages"][s]["median"]
+            for s in c["stages"]
+            if c["stages"][s]["median"] > 0
+        }
         f = feats[name]
         c["fidelity"] = {
             "cosine_min": {m: cosine(f[m], ref_feats[m]) for m in f},
@@ -890,19 +1147,31 @@ def analyse(preset: Any, run: dict[str, Any], feats: dict[str, dict[str, np.ndar
         c["fidelity"]["score_diff_pack_head"] = abs(c["fidelity"]["score_pack_head"] - ref_head)
         c["fidelity"]["score_diff_own_pipeline"] = abs(c["score"] - ref["score"])
     # FLOPs of the cut encoders on this clip, and the fraction of the peak they reach
-    lengths = {"text": int(inputs["text"][0].shape[1]) if "text" in inputs else 0,
-               "audio": int(inputs["audio"][0].shape[1]) if "audio" in inputs else 0,
-               "vision": int(inputs["vision"][0].shape[0]) if "vision" in inputs else 0}
-    flops = {m: encoder_flops(card.kind, card.config, card.blocks, lengths[m])
-             for m, card in preset.encoders.items()}
-    full_flops = {m: encoder_flops(card.kind, card.config, int(_cfg(card.kind, card.config).num_hidden_layers),
-                                   lengths[m])["total"] for m, card in preset.encoders.items()}
+    lengths = {
+        "text": int(inputs["text"][0].shape[1]) if "text" in inputs else 0,
+        "audio": int(inputs["audio"][0].shape[1]) if "audio" in inputs else 0,
+        "vision": int(inputs["vision"][0].shape[0]) if "vision" in inputs else 0,
+    }
+    flops = {
+        m: encoder_flops(card.kind, card.config, card.blocks, lengths[m])
+        for m, card in preset.encoders.items()
+    }
+    full_flops = {
+        m: encoder_flops(
+            card.kind, card.config, int(_cfg(card.kind, card.config).num_hidden_layers), lengths[m]
+        )["total"]
+        for m, card in preset.encoders.items()
+    }
     peaks = run["peak"]["peaks"]
     big = max((k for k in peaks if k.endswith("/int8") and k.startswith("square")), default=None)
     int8_peak = peaks[big]["best_gflops"] if big else float("nan")
     fp32_peak = peaks[big.replace("/int8", "/fp32")]["best_gflops"] if big else float("nan")
-    limit: dict[str, Any] = {"int8_peak_gops": int8_peak, "fp32_peak_gflops": fp32_peak,
-                             "inputs": lengths, "encoders": {}}
+    limit: dict[str, Any] = {
+        "int8_peak_gops": int8_peak,
+        "fp32_peak_gflops": fp32_peak,
+        "inputs": lengths,
+        "encoders": {},
+    }
     for m in preset.encoders:
         row = {"flops": flops[m]["total"], "parts": flops[m], "full_depth_flops": full_flops[m]}
         for name in ("ort_int8_cut", "ort_fp32_cut", "torch_cut"):
@@ -914,12 +1183,136 @@ def analyse(preset: Any, run: dict[str, Any], feats: dict[str, dict[str, np.ndar
     total_flops = sum(flops[m]["total"] for m in preset.encoders)
     int8_ms = sum(run["contenders"]["ort_int8_cut"]["stages"][m]["median"] for m in preset.encoders)
     fp32_ms = sum(run["contenders"]["ort_fp32_cut"]["stages"][m]["median"] for m in preset.encoders)
-    limit["all_encoders"] = {"flops": total_flops, "int8_ms": int8_ms, "fp32_ms": fp32_ms,
-                             "int8_gops": total_flops / (int8_ms * 1e-3) / 1e9,
-                             "fp32_gflops": total_flops / (fp32_ms * 1e-3) / 1e9}
-    limit["all_encoders"]["int8_fraction_of_int8_peak"] = limit["all_encoders"]["int8_gops"] / int8_peak
-    limit["all_encoders"]["fp32_fraction_of_fp32_peak"] = limit["all_encoders"]["fp32_gflops"] / fp32_peak
+    limit["all_encoders"] = {
+        "flops": total_flops,
+        "int8_ms": int8_ms,
+        "fp32_ms": fp32_ms,
+        "int8_gops": total_flops / (int8_ms * 1e-3) / 1e9,
+        "fp32_gflops": total_flops / (fp32_ms * 1e-3) / 1e9,
+    }
+    limit["all_encoders"]["int8_fraction_of_int8_peak"] = (
+        limit["all_encoders"]["int8_gops"] / int8_peak
+    )
+    limit["all_encoders"]["fp32_fraction_of_fp32_peak"] = (
+        limit["all_encoders"]["fp32_gflops"] / fp32_peak
+    )
     run["limit"] = limit
+
+
+INT8_GEMM = {"DynamicQuantizeMatMul", "MatMulIntegerToFloat", "MatMulInteger", "QAttention",
+             "QGemm", "DynamicQuantizeLinear"}
+FP32_GEMM = {"MatMul", "FusedMatMul", "Gemm", "FusedGemm", "Conv", "FusedConv", "NchwcConv",
+             "Attention", "MultiHeadAttention"}
+
+
+def op_classes(profile: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Kernel time of one encoder's profile split into int8 GEMMs (with the on-the-fly
+    activation quantization), fp32 GEMMs/convolutions, and everything else."""
+    out = {k: {"ms": 0.0, "gflop": 0.0} for k in ("int8 GEMM", "fp32 GEMM/conv", "other")}
+    for o in profile["ops"]:
+        k = ("int8 GEMM" if o["op"] in INT8_GEMM else
+             "fp32 GEMM/conv" if o["op"] in FP32_GEMM else "other")
+        out[k]["ms"] += o["ms"]
+        if o["gflops_per_s"]:
+            out[k]["gflop"] += o["gflops_per_s"] * o["ms"] * 1e-3
+    total = sum(v["ms"] for v in out.values()) or 1.0
+    for v in out.values():
+        v["share"] = v["ms"] / total
+        v["rate"] = v["gflop"] / (v["ms"] * 1e-3) if v["ms"] and v["gflop"] else None
+    return out
+
+
+def _classes_text(profile: dict[str, Any]) -> str:
+    parts = []
+    for k, v in op_classes(profile).items():
+        rate = f" at {v['rate']:,.0f} G(FL)OP/s" if v["rate"] else ""
+        parts.append(f"{k} {v['share']:.0%} ({v['ms']:,.0f} ms{rate})")
+    top = ", ".join(f"{o['op']} {o['share']:.0%}" for o in profile["ops"][:5])
+    return "; ".join(parts) + f" (top ops: {top})"
+
+
+def best_lever(doc: dict[str, Any], preset: str, min_cosine: float = 0.999) -> dict[str, Any] | None:
+    lev = doc.get("levers", {}).get(preset)
+    if not lev or not lev.get("baseline_ms"):
+        return None
+    ok = [r for r in lev["rows"] if r.get("median") and (r.get("cosine") or 0) >= min_cosine
+          and r["lever"] not in ("baseline", "duplicate frames")]
+    if not ok:
+        return None
+    best = min(ok, key=lambda r: r["median"])
+    return {**best, "baseline_ms": lev["baseline_ms"]}
+
+
+def explain(doc: dict[str, Any]) -> list[str]:
+    """Why each missed target is missed, from this run's own numbers (profile, stages, levers)."""
+    runs = doc["runs"]
+    lines: list[str] = []
+    for t in targets(runs):
+        if t["met"] is not False:
+            continue
+        p = t["preset"]
+        r = runs[p]
+        c = r["contenders"]
+        i8 = c["ort_int8_cut"]
+        q = i8["interference"]
+        noisy = (f" (while it was timed, other processes took {q['others_cpu_share']:.0%} of the "
+                 f"CPU and the hypervisor {q['steal_share']:.0%}: the machine was not quiet)"
+                 if q["others_cpu_share"] > 0.1 or q["steal_share"] > 0.1 else "")
+        if t["key"] == "speedup":
+            want = TARGETS["speedup"][p]
+            ref = c["reference"]["stages"]["total"]["median"]
+            tot = i8["stages"]["total"]["median"]
+            need = ref / want
+            stages = ", ".join(f"{s} {_ms(i8['stages'][s]['median'])} ms "
+                               f"({i8['stages'][s]['median'] / tot:.0%})"
+                               for s in STAGES if s in i8["stages"])
+            steps = [c["reference"]["stages"]["total"]["median"] / c["torch_cut"]["stages"]["total"]["median"],
+                     c["torch_cut"]["stages"]["total"]["median"] / c["ort_fp32_cut"]["stages"]["total"]["median"],
+                     c["ort_fp32_cut"]["stages"]["total"]["median"] / tot]
+            text = (f"- **{t['target']}: {t['measured']}.** The int8 pack takes {_ms(tot)} ms a clip{noisy}; "
+                    f"the target needs <= {_ms(need)} ms ({_ms(tot - need)} ms less). Its time: {stages}. "
+                    f"From the reference, cutting the encoders gives {steps[0]:.2f}x, ONNX Runtime fp32 "
+                    f"{steps[1]:.2f}x more, int8 {steps[2]:.2f}x more.")
+            enc_ms = {m: i8["stages"][m]["median"] for m in r["encoders"]}
+            worst = max(enc_ms, key=enc_ms.get)
+            prof = i8.get("profile", {}).get(worst)
+            if prof:
+                text += f" The {worst} encoder dominates; its profile: {_classes_text(prof)}."
+            lev = best_lever(doc, p)
+            if lev and "vision" in enc_ms:
+                scaled = enc_ms["vision"] * lev["median"] / lev["baseline_ms"]
+                proj = tot - enc_ms["vision"] + scaled
+                text += (f" Best measured vision lever: {lev['lever']}, '{lev['variant']}' "
+                         f"({lev['baseline_ms'] / lev['median']:.2f}x on the vision encoder, cosine "
+                         f"{lev['cosine']:.5f}): end to end would be about {_ms(proj)} ms = "
+                         f"{ref / proj:.2f}x.")
+            lines.append(text)
+        elif t["key"] == "peak":
+            lim = r["limit"]
+            text = (f"- **{t['target']}: {t['measured']}.** The cut encoders do "
+                    f"{lim['all_encoders']['flops'] / 1e9:,.0f} GFLOP in {_ms(lim['all_encoders']['int8_ms'])} ms "
+                    f"= {lim['all_encoders']['int8_gops']:,.0f} GOP/s against a MatMulInteger peak of "
+                    f"{lim['int8_peak_gops']:,.0f}{noisy}.")
+            dq = r["peak"]["peaks"].get("square/dq_int8")
+            if dq:
+                text += (f" The pack's GEMMs are DynamicQuantizeMatMul (fp32 activations quantized on "
+                         f"the fly), whose own peak here is {dq['best_gflops']:,.0f} GOP/s.")
+            for m, prof in i8.get("profile", {}).items():
+                text += f" {m}: {_classes_text(prof)}."
+            lines.append(text)
+        elif t["key"] == "rtf":
+            st = r["stream"]
+            text = (f"- **{t['target']}: {t['measured']}.** {st['windows']} windows in "
+                    f"{st['wall_s']:.1f} s; per window (median ms): "
+                    + ", ".join(f"{k} {_ms(v['median'])}" for k, v in st["stage_ms"].items())
+                    + f"; the rest is decoding. Interference: others {st['interference']['others_cpu_share']:.0%}, "
+                      f"steal {st['interference']['steal_share']:.0%}.")
+            lines.append(text)
+        elif t["key"] == "score_diff":
+            f = i8["fidelity"]
+            lines.append(f"- **{t['target']}: {t['measured']}.** Feature cosines of the int8 pack: "
+                         + ", ".join(f"{m} {v:.5f}" for m, v in f["cosine_min"].items()) + ".")
+    return lines
 
 
 def targets(runs: dict[str, Any]) -> list[dict[str, Any]]:
@@ -927,28 +1320,50 @@ def targets(runs: dict[str, Any]) -> list[dict[str, Any]]:
     for preset, want in TARGETS["speedup"].items():
         r = runs.get(preset)
         got = r["contenders"]["ort_int8_cut"]["ratio_to_reference"]["total"] if r else None
-        rows.append({"target": f"{preset}: int8 pack end to end >= {want:g}x faster than the reference",
-                     "measured": None if got is None else f"{got:.2f}x", "met": None if got is None else got >= want,
-                     "preset": preset, "key": "speedup"})
+        rows.append(
+            {
+                "target": f"{preset}: int8 pack end to end >= {want:g}x faster than the reference",
+                "measured": None if got is None else f"{got:.2f}x",
+                "met": None if got is None else got >= want,
+                "preset": preset,
+                "key": "speedup",
+            }
+        )
     for preset in TARGETS["speedup"]:
         r = runs.get(preset)
         got = r["contenders"]["ort_int8_cut"]["fidelity"]["score_diff_own_pipeline"] if r else None
-        rows.append({"target": f"{preset}: int8 score difference to the reference <= {TARGETS['score_diff']}",
-                     "measured": None if got is None else f"{got:.4f}",
-                     "met": None if got is None else got <= TARGETS["score_diff"], "preset": preset,
-                     "key": "score_diff"})
+        rows.append(
+            {
+                "target": f"{preset}: int8 score difference to the reference <= {TARGETS['score_diff']}",
+                "measured": None if got is None else f"{got:.4f}",
+                "met": None if got is None else got <= TARGETS["score_diff"],
+                "preset": preset,
+                "key": "score_diff",
+            }
+        )
     s = runs.get("edge", {}).get("stream")
-    rows.append({"target": f"edge: streaming real-time factor <= {TARGETS['rtf']}",
-                 "measured": None if s is None else f"{s['rtf']:.3f}",
-                 "met": None if s is None else s["rtf"] <= TARGETS["rtf"], "preset": "edge", "key": "rtf"})
+    rows.append(
+        {
+            "target": f"edge: streaming real-time factor <= {TARGETS['rtf']}",
+            "measured": None if s is None else f"{s['rtf']:.3f}",
+            "met": None if s is None else s["rtf"] <= TARGETS["rtf"],
+            "preset": "edge",
+            "key": "rtf",
+        }
+    )
     for preset in TARGETS["speedup"]:
         r = runs.get(preset)
         got = r["limit"]["all_encoders"]["int8_fraction_of_int8_peak"] if r else None
-        rows.append({"target": f"{preset}: int8 cut encoders >= {TARGETS['peak_fraction']:.0%} of the "
-                               "measured int8 MatMul peak",
-                     "measured": None if got is None else f"{got:.0%}",
-                     "met": None if got is None else got >= TARGETS["peak_fraction"], "preset": preset,
-                     "key": "peak"})
+        rows.append(
+            {
+                "target": f"{preset}: int8 cut encoders >= {TARGETS['peak_fraction']:.0%} of the "
+                "measured int8 MatMul peak",
+                "measured": None if got is None else f"{got:.0%}",
+                "met": None if got is None else got >= TARGETS["peak_fraction"],
+                "preset": preset,
+                "key": "peak",
+            }
+        )
     return rows
 
 
@@ -970,16 +1385,24 @@ def render(doc: dict[str, Any]) -> str:
     L: list[str] = []
     L.append(f"# Benchmarks on {m['hostname']}")
     L.append("")
-    L.append(f"Written by `benchmarks/bench_e2e.py` (and `bench_levers.py` for the levers section); "
-             f"last update {doc['updated']}. Do not edit by hand: rerun the scripts.")
+    L.append(
+        f"Written by `benchmarks/bench_e2e.py` (and `bench_levers.py` for the levers section); "
+        f"last update {doc['updated']}. Do not edit by hand: rerun the scripts."
+    )
     L.append("")
-    L.append(f"- CPU: {m['cpu']}, {m['cores']} cores visible, {m['ram_gib']} GiB RAM; ISA: "
-             f"{', '.join(m['isa'])}")
-    L.append(f"- Python {m['python']}, kernel {m['kernel']}; "
-             + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
-             + (f"; msa-edge commit {m['commit']}" if m.get("commit") else ""))
-    L.append(f"- Threads: {THREADS} (torch.set_num_threads; ORT intra-op threads, spinning off); batch "
-             "of one clip; seeded random weights at the presets' real sizes")
+    L.append(
+        f"- CPU: {m['cpu']}, {m['cores']} cores visible, {m['ram_gib']} GiB RAM; ISA: "
+        f"{', '.join(m['isa'])}"
+    )
+    L.append(
+        f"- Python {m['python']}, kernel {m['kernel']}; "
+        + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+        + (f"; msa-edge commit {m['commit']}" if m.get("commit") else "")
+    )
+    L.append(
+        f"- Threads: {THREADS} (torch.set_num_threads; ORT intra-op threads, spinning off); batch "
+        "of one clip; seeded random weights at the presets' real sizes"
+    )
     L.append("")
     if runs:
         L.append("## Headline: end to end, speed-up over the reference (median of the repeats)")
@@ -990,8 +1413,10 @@ def render(doc: dict[str, Any]) -> str:
             cells = []
             for c in CONTENDERS:
                 cc = r["contenders"][c]
-                cells.append(f"{_ms(cc['stages']['total']['median'])} ms"
-                             + ("" if c == "reference" else f" ({cc['ratio_to_reference']['total']:.2f}x)"))
+                cells.append(
+                    f"{_ms(cc['stages']['total']['median'])} ms"
+                    + ("" if c == "reference" else f" ({cc['ratio_to_reference']['total']:.2f}x)")
+                )
             diff = r["contenders"]["ort_int8_cut"]["fidelity"]["score_diff_own_pipeline"]
             L.append(f"| {p} | " + " | ".join(cells) + f" | {diff:.4f} |")
         L.append("")
@@ -1003,11 +1428,11 @@ def render(doc: dict[str, Any]) -> str:
             status = "not run" if t["met"] is None else "met" if t["met"] else "**missed**"
             L.append(f"| {t['target']} | {t['measured'] or '-'} | {status} |")
         L.append("")
-        why = doc.get("analysis")
+        why = explain(doc)
         if why:
             L.append("### Why the misses, and what would close them")
             L.append("")
-            L.extend(why if isinstance(why, list) else [why])
+            L.extend(why)
             L.append("")
     for p, r in runs.items():
         L += render_run(p, r)
@@ -1017,22 +1442,34 @@ def render(doc: dict[str, Any]) -> str:
         L += render_levers(doc["levers"])
     L.append("## How the numbers are taken")
     L.append("")
-    L.append("- Each contender runs in its own subprocess: one warm-up run of the whole pipeline, then "
-             "the timed repeats. Median and p90 (nearest rank: with 3 repeats, p90 is the slowest).")
-    L.append("- End to end = preprocessing (the runtime's numpy/PyAV/tokenizers code, identical for all "
-             "contenders: 15 frames 640x480 -> 224x224 crops, 5 s of audio, the text) + the three encoders "
-             "+ the fusion head (torch head for torch contenders, the pack's head.onnx for ORT).")
-    L.append("- Fidelity: min cosine over feature vectors (convert.cosine) and max |diff| of each "
-             "contender's features against the reference; score diff = |score - reference score| with "
-             "each contender's own head, and again with the pack's head.onnx fed each contender's features.")
-    L.append("- Peak RSS: the contender's process alone (VmHWM). 'peak inference' is reset after loading "
-             "(/proc/self/clear_refs) so it is weights resident + activations; 'incl. load' also holds "
-             "the load transient (for the torch contenders that includes building the full random-weight "
-             "model before cutting it, as from_pretrained + cut would).")
-    L.append("- ORT fp32 full depth: the uncut encoder exported with output_hidden_states and outputs "
-             "(hidden state after the layer, last hidden state), so no block can be pruned.")
-    L.append("- Interference: share of all CPU time (both cores) taken by other processes and by the "
-             "hypervisor (steal) while a contender was timing, from /proc/stat.")
+    L.append(
+        "- Each contender runs in its own subprocess: one warm-up run of the whole pipeline, then "
+        "the timed repeats. Median and p90 (nearest rank: with 3 repeats, p90 is the slowest)."
+    )
+    L.append(
+        "- End to end = preprocessing (the runtime's numpy/PyAV/tokenizers code, identical for all "
+        "contenders: 15 frames 640x480 -> 224x224 crops, 5 s of audio, the text) + the three encoders "
+        "+ the fusion head (torch head for torch contenders, the pack's head.onnx for ORT)."
+    )
+    L.append(
+        "- Fidelity: min cosine over feature vectors (convert.cosine) and max |diff| of each "
+        "contender's features against the reference; score diff = |score - reference score| with "
+        "each contender's own head, and again with the pack's head.onnx fed each contender's features."
+    )
+    L.append(
+        "- Peak RSS: the contender's process alone (VmHWM). 'peak inference' is reset after loading "
+        "(/proc/self/clear_refs) so it is weights resident + activations; 'incl. load' also holds "
+        "the load transient (for the torch contenders that includes building the full random-weight "
+        "model before cutting it, as from_pretrained + cut would)."
+    )
+    L.append(
+        "- ORT fp32 full depth: the uncut encoder exported with output_hidden_states and outputs "
+        "(hidden state after the layer, last hidden state), so no block can be pruned."
+    )
+    L.append(
+        "- Interference: share of all CPU time (both cores) taken by other processes and by the "
+        "hypervisor (steal) while a contender was timing, from /proc/stat."
+    )
     L.append("- " + FLOPS_DOC.replace("\n", " "))
     L.append("")
     return "\n".join(L) + "\n"
@@ -1040,11 +1477,25 @@ def render(doc: dict[str, Any]) -> str:
 
 def render_run(p: str, r: dict[str, Any]) -> list[str]:
     L = [f"## {p}", ""]
-    L.append(f"Run {r['date']}, {r['repeat']} repeats + {r['warmup']} warm-up; clip: "
-             f"{r['limit']['inputs']['vision']} frames, {r['limit']['inputs']['audio']} samples, "
-             f"{r['limit']['inputs']['text']} tokens. Layers: "
-             + ", ".join(f"{m} {c['kind']} block {c['layer']} of {c['num_layers']} (keeps {c['layer'] + 1})"
-                         for m, c in r["encoders"].items()) + ".")
+    L.append(
+        f"Run {r['date']}, {r['repeat']} repeats + {r['warmup']} warm-up; clip: "
+        f"{r['limit']['inputs']['vision']} frames, {r['limit']['inputs']['audio']} samples, "
+        f"{r['limit']['inputs']['text']} tokens. Layers: "
+        + ", ".join(
+            f"{m} {c['kind']} block {c['layer']} of {c['num_layers']} (keeps {c['layer'] + 1})"
+            for m, c in r["encoders"].items()
+        )
+        + "."
+    )
+    la, lb = r.get("loadavg_at_start"), r.get("loadavg_at_end")
+    qw = r.get("quiet_wait")
+    if la and lb:
+        L.append("")
+        L.append(f"Load average (1/5/15 min) at start {la[0]:.2f}/{la[1]:.2f}/{la[2]:.2f}, at end "
+                 f"{lb[0]:.2f}/{lb[1]:.2f}/{lb[2]:.2f}"
+                 + ("" if not qw else f"; waited {qw['waited_s']} s for a quiet machine: "
+                    f"{'quiet' if qw['quiet'] else 'never quiet, measured anyway'}")
+                 + f". Whole run {r.get('seconds', 0):,.0f} s.")
     L.append("")
     L.append("### Latency (ms, median / p90) and speed-up over the reference (median)")
     L.append("")
@@ -1057,36 +1508,50 @@ def render_run(p: str, r: dict[str, Any]) -> list[str]:
         for c in CONTENDERS:
             st = r["contenders"][c]["stages"][s]
             ratio = r["contenders"][c]["ratio_to_reference"].get(s)
-            cells.append(f"{_ms(st['median'])} / {_ms(st['p90'])}"
-                         + ("" if c == "reference" or ratio is None else f" ({ratio:.2f}x)"))
+            cells.append(
+                f"{_ms(st['median'])} / {_ms(st['p90'])}"
+                + ("" if c == "reference" or ratio is None else f" ({ratio:.2f}x)")
+            )
         L.append(f"| {'**end to end**' if s == 'total' else s} | " + " | ".join(cells) + " |")
     L.append("")
     L.append("### Fidelity against the reference")
     L.append("")
     mods = list(r["encoders"])
-    L.append("| contender | " + " | ".join(f"{m} cos (max abs)" for m in mods)
-             + " | score (own head) | diff | score (pack head) | diff |")
+    L.append(
+        "| contender | "
+        + " | ".join(f"{m} cos (max abs)" for m in mods)
+        + " | score (own head) | diff | score (pack head) | diff |"
+    )
     L.append("|---|" + "---|" * (len(mods) + 4))
     for c in CONTENDERS:
         f = r["contenders"][c]["fidelity"]
-        L.append(f"| {LABELS[c]} | " + " | ".join(f"{f['cosine_min'][m]:.5f} ({f['max_abs'][m]:.1e})" for m in mods)
-                 + f" | {f['score_own_pipeline']:+.4f} | {f['score_diff_own_pipeline']:.4f} | "
-                   f"{f['score_pack_head']:+.4f} | {f['score_diff_pack_head']:.4f} |")
+        L.append(
+            f"| {LABELS[c]} | "
+            + " | ".join(f"{f['cosine_min'][m]:.5f} ({f['max_abs'][m]:.1e})" for m in mods)
+            + f" | {f['score_own_pipeline']:+.4f} | {f['score_diff_own_pipeline']:.4f} | "
+            f"{f['score_pack_head']:+.4f} | {f['score_diff_pack_head']:.4f} |"
+        )
     L.append("")
-    L.append("(The head is untrained, seeded like the pack's; its scores only serve to compare contenders.)")
+    L.append(
+        "(The head is untrained, seeded like the pack's; its scores only serve to compare contenders.)"
+    )
     L.append("")
     L.append("### Memory (peak RSS of each contender's process, MB) and load time")
     L.append("")
-    L.append("| contender | after load | peak inference | peak incl. load | load s | torch imported | others' CPU | steal |")
+    L.append(
+        "| contender | after load | peak inference | peak incl. load | load s | torch imported | others' CPU | steal |"
+    )
     L.append("|---|---|---|---|---|---|---|---|")
     for c in CONTENDERS:
         cc = r["contenders"][c]
         rs = cc["rss_mb"]
         q = cc["interference"]
         pi = "-" if rs["peak_inference"] is None else f"{rs['peak_inference']:,.0f}"
-        L.append(f"| {LABELS[c]} | {rs['after_load']:,.0f} | {pi} | {rs['peak_including_load']:,.0f} | "
-                 f"{cc['load_s']:.1f} | {'yes' if cc['torch_imported'] else 'no'} | "
-                 f"{q['others_cpu_share']:.0%} | {q['steal_share']:.0%} |")
+        L.append(
+            f"| {LABELS[c]} | {rs['after_load']:,.0f} | {pi} | {rs['peak_including_load']:,.0f} | "
+            f"{cc['load_s']:.1f} | {'yes' if cc['torch_imported'] else 'no'} | "
+            f"{q['others_cpu_share']:.0%} | {q['steal_share']:.0%} |"
+        )
     L.append("")
     sizes = r["sizes"]
     L.append("### Size on disk")
@@ -1094,69 +1559,96 @@ def render_run(p: str, r: dict[str, Any]) -> list[str]:
     L.append("| what | files | total |")
     L.append("|---|---|---|")
     for prec, s in sizes["per_precision"].items():
-        L.append(f"| pack, {prec} (+ head and tokenizer) | "
-                 + ", ".join(f"{n} {_mb(b)}" for n, b in s["encoders"].items())
-                 + f" | {_mb(s['total_with_head_and_tokenizer'])} |")
-    L.append("| full-depth fp32 ONNX (contender 3) | "
-             + ", ".join(f"{n} {_mb(b)}" for n, b in sizes["full_depth_fp32"].items())
-             + f" | {_mb(sizes['full_depth_fp32_total'])} |")
+        L.append(
+            f"| pack, {prec} (+ head and tokenizer) | "
+            + ", ".join(f"{n} {_mb(b)}" for n, b in s["encoders"].items())
+            + f" | {_mb(s['total_with_head_and_tokenizer'])} |"
+        )
+    L.append(
+        "| full-depth fp32 ONNX (contender 3) | "
+        + ", ".join(f"{n} {_mb(b)}" for n, b in sizes["full_depth_fp32"].items())
+        + f" | {_mb(sizes['full_depth_fp32_total'])} |"
+    )
     L.append("")
     lim = r["limit"]
     L.append("### Distance to the limit")
     L.append("")
     L.append("Machine peak, measured in this run (ORT, 2 threads, best of repeated runs):")
     L.append("")
-    L.append("| matmul (M x K x N) | fp32 MatMul GFLOP/s | int8 MatMulInteger GOP/s | DynamicQuantizeMatMul GOP/s |")
+    L.append(
+        "| matmul (M x K x N) | fp32 MatMul GFLOP/s | int8 MatMulInteger GOP/s | DynamicQuantizeMatMul GOP/s |"
+    )
     L.append("|---|---|---|---|")
     labels = sorted({k.split("/")[0] for k in r["peak"]["peaks"]})
     for lab in labels:
         row = [r["peak"]["peaks"].get(f"{lab}/{k}") for k in ("fp32", "int8", "dq_int8")]
         shape = "x".join(str(v) for v in row[0]["shape"])
-        L.append(f"| {lab} {shape} | " + " | ".join(
-            f"{x['best_gflops']:,.0f} (median {x['median_gflops']:,.0f})" for x in row) + " |")
+        L.append(
+            f"| {lab} {shape} | "
+            + " | ".join(f"{x['best_gflops']:,.0f} (median {x['median_gflops']:,.0f})" for x in row)
+            + " |"
+        )
     L.append("")
-    L.append(f"| encoder | GFLOP per clip (cut) | full depth | ORT int8 GOP/s | % of int8 peak ({lim['int8_peak_gops']:,.0f}) "
-             f"| ORT fp32 GFLOP/s | % of fp32 peak ({lim['fp32_peak_gflops']:,.0f}) | PyTorch cut GFLOP/s |")
+    L.append(
+        f"| encoder | GFLOP per clip (cut) | full depth | ORT int8 GOP/s | % of int8 peak ({lim['int8_peak_gops']:,.0f}) "
+        f"| ORT fp32 GFLOP/s | % of fp32 peak ({lim['fp32_peak_gflops']:,.0f}) | PyTorch cut GFLOP/s |"
+    )
     L.append("|---|---|---|---|---|---|---|---|")
     for mname, e in lim["encoders"].items():
-        L.append(f"| {mname} | {e['flops'] / 1e9:,.1f} | {e['full_depth_flops'] / 1e9:,.1f} | "
-                 f"{e['ort_int8_cut_gflops']:,.0f} | {e['int8_fraction_of_int8_peak']:.0%} | "
-                 f"{e['ort_fp32_cut_gflops']:,.0f} | {e['fp32_fraction_of_fp32_peak']:.0%} | "
-                 f"{e['torch_cut_gflops']:,.0f} |")
+        L.append(
+            f"| {mname} | {e['flops'] / 1e9:,.1f} | {e['full_depth_flops'] / 1e9:,.1f} | "
+            f"{e['ort_int8_cut_gflops']:,.0f} | {e['int8_fraction_of_int8_peak']:.0%} | "
+            f"{e['ort_fp32_cut_gflops']:,.0f} | {e['fp32_fraction_of_fp32_peak']:.0%} | "
+            f"{e['torch_cut_gflops']:,.0f} |"
+        )
     a = lim["all_encoders"]
-    L.append(f"| **all** | {a['flops'] / 1e9:,.1f} | | {a['int8_gops']:,.0f} | {a['int8_fraction_of_int8_peak']:.0%} "
-             f"| {a['fp32_gflops']:,.0f} | {a['fp32_fraction_of_fp32_peak']:.0%} | |")
+    L.append(
+        f"| **all** | {a['flops'] / 1e9:,.1f} | | {a['int8_gops']:,.0f} | {a['int8_fraction_of_int8_peak']:.0%} "
+        f"| {a['fp32_gflops']:,.0f} | {a['fp32_fraction_of_fp32_peak']:.0%} | |"
+    )
     L.append("")
     prof = r["contenders"]["ort_int8_cut"].get("profile")
     if prof:
         L.append("### Where the int8 pack's time goes (ORT profiler, one run per encoder)")
         L.append("")
         for mname, pr in prof.items():
-            L.append(f"- **{mname}** ({pr['file']}, {pr['run_ms']:,.0f} ms per run, kernels "
-                     f"{pr['kernel_ms']:,.0f} ms): " + "; ".join(
-                         f"{o['op']} {o['share']:.0%} ({o['ms']:,.0f} ms, {o['calls']}x"
-                         + (f", {o['gflops_per_s']:,.0f} GOP/s" if o["gflops_per_s"] else "") + ")"
-                         for o in pr["ops"][:7]))
+            L.append(
+                f"- **{mname}** ({pr['file']}, {pr['run_ms']:,.0f} ms per run, kernels "
+                f"{pr['kernel_ms']:,.0f} ms): "
+                + "; ".join(
+                    f"{o['op']} {o['share']:.0%} ({o['ms']:,.0f} ms, {o['calls']}x"
+                    + (f", {o['gflops_per_s']:,.0f} GOP/s" if o["gflops_per_s"] else "")
+                    + ")"
+                    for o in pr["ops"][:7]
+                )
+            )
         L.append("")
     prof32 = r["contenders"]["ort_fp32_cut"].get("profile")
     if prof32:
-        L.append("Same for the fp32 pack: " + "; ".join(
-            f"**{mname}** " + ", ".join(f"{o['op']} {o['share']:.0%}" for o in pr["ops"][:4])
-            for mname, pr in prof32.items()))
+        L.append(
+            "Same for the fp32 pack: "
+            + "; ".join(
+                f"**{mname}** " + ", ".join(f"{o['op']} {o['share']:.0%}" for o in pr["ops"][:4])
+                for mname, pr in prof32.items()
+            )
+        )
         L.append("")
     s = r.get("stream")
     if s:
         L.append("### Streaming (`Analyzer.stream`, int8 pack)")
         L.append("")
-        L.append(f"A generated {s['duration_s']:.0f} s clip ({s.get('media_desc', 'H.264 640x480 at 25 fps')}, AAC 48 kHz mono, "
-                 f".srt transcript with a cue every 2.5 s), windows of {s['window']:g} s every {s['hop']:g} s: "
-                 f"{s['windows']} windows in {s['wall_s']:.1f} s, **real-time factor {s['rtf']:.3f}** "
-                 f"(processing time / media time, decoding included; the Analyzer's {s['load_s']:.1f} s "
-                 f"load excluded). Per-window latency (scoring after the window's media is decoded) "
-                 f"median {_ms(s['window_latency_ms']['median'])} ms, p90 {_ms(s['window_latency_ms']['p90'])} ms. "
-                 "Per window, median ms: " + ", ".join(f"{k} {_ms(v['median'])}" for k, v in s["stage_ms"].items())
-                 + f". Peak RSS {s['peak_rss_mb']:,.0f} MB; torch imported: {'yes' if s['torch_imported'] else 'no'}; "
-                 f"others' CPU {s['interference']['others_cpu_share']:.0%}, steal {s['interference']['steal_share']:.0%}.")
+        L.append(
+            f"A generated {s['duration_s']:.0f} s clip ({s.get('media_desc', 'H.264 640x480 at 25 fps')}, AAC 48 kHz mono, "
+            f".srt transcript with a cue every 2.5 s), windows of {s['window']:g} s every {s['hop']:g} s: "
+            f"{s['windows']} windows in {s['wall_s']:.1f} s, **real-time factor {s['rtf']:.3f}** "
+            f"(processing time / media time, decoding included; the Analyzer's {s['load_s']:.1f} s "
+            f"load excluded). Per-window latency (scoring after the window's media is decoded) "
+            f"median {_ms(s['window_latency_ms']['median'])} ms, p90 {_ms(s['window_latency_ms']['p90'])} ms. "
+            "Per window, median ms: "
+            + ", ".join(f"{k} {_ms(v['median'])}" for k, v in s["stage_ms"].items())
+            + f". Peak RSS {s['peak_rss_mb']:,.0f} MB; torch imported: {'yes' if s['torch_imported'] else 'no'}; "
+            f"others' CPU {s['interference']['others_cpu_share']:.0%}, steal {s['interference']['steal_share']:.0%}."
+        )
         L.append("")
     return L
 
@@ -1166,14 +1658,21 @@ def render_install(inst: dict[str, Any]) -> list[str]:
     L.append("| stack | roots | roots alone | with all their dependencies |")
     L.append("|---|---|---|---|")
     for label, s in inst.items():
-        L.append(f"| {label.replace('_', ' ')} | {', '.join(s['roots'])} | {_mb(s['direct_bytes'])} | "
-                 f"{_mb(s['with_dependencies_bytes'])} ({len(s['dependencies'])} distributions) |")
+        L.append(
+            f"| {label.replace('_', ' ')} | {', '.join(s['roots'])} | {_mb(s['direct_bytes'])} | "
+            f"{_mb(s['with_dependencies_bytes'])} ({len(s['dependencies'])} distributions) |"
+        )
     rt, ts = inst["runtime"], inst["torch_stack"]
     L.append("")
-    L.append(f"The runtime is {ts['with_dependencies_bytes'] / max(rt['with_dependencies_bytes'], 1):.1f}x smaller "
-             "than the torch stack with dependencies. Largest: "
-             + "; ".join(f"{k} {_mb(v)}" for k, v in sorted(ts["dependencies"].items(), key=lambda kv: -kv[1])[:5])
-             + ".")
+    L.append(
+        f"The runtime is {ts['with_dependencies_bytes'] / max(rt['with_dependencies_bytes'], 1):.1f}x smaller "
+        "than the torch stack with dependencies. Largest: "
+        + "; ".join(
+            f"{k} {_mb(v)}"
+            for k, v in sorted(ts["dependencies"].items(), key=lambda kv: -kv[1])[:5]
+        )
+        + "."
+    )
     L.append("")
     return L
 
@@ -1182,11 +1681,15 @@ def render_levers(lev: dict[str, Any]) -> list[str]:
     L = ["## Levers (`benchmarks/bench_levers.py`)", ""]
     for preset, data in lev.items():
         what = f"{data['frames']} frames" if data.get("frames") else "the clip's input"
-        L.append(f"### {preset}, {data.get('modality', 'vision')} encoder ({data['date']}; {what}; {data['repeat']} repeats, "
-                 f"median ms; others' CPU {data['interference']['others_cpu_share']:.0%}, steal "
-                 f"{data['interference']['steal_share']:.0%})")
+        L.append(
+            f"### {preset}, {data.get('modality', 'vision')} encoder ({data['date']}; {what}; {data['repeat']} repeats, "
+            f"median ms; others' CPU {data['interference']['others_cpu_share']:.0%}, steal "
+            f"{data['interference']['steal_share']:.0%})"
+        )
         L.append("")
-        L.append("| lever | variant | median ms | p90 ms | vs pack int8 | cosine to fp32 pack | notes |")
+        L.append(
+            "| lever | variant | median ms | p90 ms | vs pack int8 | cosine to fp32 pack | notes |"
+        )
         L.append("|---|---|---|---|---|---|---|")
         base = data["baseline_ms"]
         for row in data["rows"]:
@@ -1194,7 +1697,9 @@ def render_levers(lev: dict[str, Any]) -> list[str]:
             ratio = f"{base / row['median']:.2f}x" if row.get("median") else "-"
             med = _ms(row["median"]) if row.get("median") else "-"
             p90 = _ms(row["p90"]) if row.get("p90") else "-"
-            L.append(f"| {row['lever']} | {row['variant']} | {med} | {p90} | {ratio} | {cos} | {row.get('notes', '')} |")
+            L.append(
+                f"| {row['lever']} | {row['variant']} | {med} | {p90} | {ratio} | {cos} | {row.get('notes', '')} |"
+            )
         L.append("")
         for line in data.get("summary", []):
             L.append(f"- {line}")
@@ -1224,21 +1729,38 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", default="edge", help="ando2022-mosi | edge | tiny (random weights)")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--quick", action="store_true", help="tiny preset, 1 repeat, short stream (smoke test)")
-    ap.add_argument("--out", type=Path, help="results folder (default benchmarks/results; a temporary "
-                                             "folder with --quick)")
-    ap.add_argument("--work", type=Path, help="cache of packs and exported files (default benchmarks/.cache)")
+    ap.add_argument(
+        "--quick", action="store_true", help="tiny preset, 1 repeat, short stream (smoke test)"
+    )
+    ap.add_argument(
+        "--out",
+        type=Path,
+        help="results folder (default benchmarks/results; a temporary folder with --quick)",
+    )
+    ap.add_argument(
+        "--work", type=Path, help="cache of packs and exported files (default benchmarks/.cache)"
+    )
     ap.add_argument("--pack", type=Path, help="use this pack (int8 + fp32) instead of building one")
-    ap.add_argument("--rebuild", action="store_true", help="rebuild the cached pack and full-depth files")
+    ap.add_argument(
+        "--rebuild", action="store_true", help="rebuild the cached pack and full-depth files"
+    )
     ap.add_argument("--stream", dest="stream", action="store_true", default=None)
     ap.add_argument("--no-stream", dest="stream", action="store_false")
     ap.add_argument("--stream-seconds", type=float, default=180.0)
     ap.add_argument("--profile-runs", type=int, default=2)
     ap.add_argument("--no-profile", dest="profile", action="store_false", default=True)
-    ap.add_argument("--prepare-only", action="store_true",
-                    help="build the cached pack, full-depth files and stream clip, then stop")
-    ap.add_argument("--only", help="comma-separated contenders to (re)run; the others come from the "
-                                   "previous results (debugging only)")
+    ap.add_argument(
+        "--prepare-only",
+        action="store_true",
+        help="build the cached pack, full-depth files and stream clip, then stop",
+    )
+    ap.add_argument(
+        "--only",
+        help="comma-separated contenders to (re)run; the others come from the "
+        "previous results (debugging only)",
+    )
+    ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="MINUTES",
+                    help="before measuring, wait up to MINUTES for the other processes to go quiet")
     ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
@@ -1255,10 +1777,11 @@ def main(argv: list[str] | None = None) -> int:
             args.stream = True
     if args.stream is None:
         args.stream = args.preset == "edge"
-    out = args.out or (Path(tempfile.mkdtemp(prefix="bench-quick-")) if args.quick else HERE / "results")
+    out = args.out or (
+        Path(tempfile.mkdtemp(prefix="bench-quick-")) if args.quick else HERE / "results"
+    )
     work_root = args.work or HERE / ".cache"
     work = work_root / args.preset
-    log = lambda msg: print(msg, flush=True)
 
     preset = get_preset_random(args.preset)
     started = time.perf_counter()
@@ -1271,10 +1794,22 @@ def main(argv: list[str] | None = None) -> int:
             make_stream_clip(work_root / "media", args.stream_seconds, **stream_media)
         log(f"prepared {work}")
         return 0
+    quiet = None
+    if args.wait_quiet > 0:
+        log(f"waiting up to {args.wait_quiet:g} min for a quiet machine ...")
+        quiet = wait_for_quiet(args.wait_quiet)
+        log(f"  {'quiet' if quiet['quiet'] else 'NOT quiet'} after {quiet['waited_s']} s "
+            f"(busy shares {quiet['last_busy_shares']})")
+    load_at_start = os.getloadavg()
     clip = clip_inputs()
     clip_file = work / "clip.npz"
-    np.savez(clip_file, frames=clip["frames"], audio=clip["audio"], rate=clip["sample_rate"],
-             text=clip["text"])
+    np.savez(
+        clip_file,
+        frames=clip["frames"],
+        audio=clip["audio"],
+        rate=clip["sample_rate"],
+        text=clip["text"],
+    )
     scratch = work / "run"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
@@ -1285,7 +1820,9 @@ def main(argv: list[str] | None = None) -> int:
         tokens = 15 * ((c.image_size // c.patch_size) ** 2 + 1)
         shapes["vision_mlp"] = (tokens, c.hidden_size, c.intermediate_size)
     log(f"machine peak: MatMul {shapes} ...")
-    peak = spawn({"kind": "peak", "shapes": shapes, "seconds": 3.0 if not args.quick else 0.3}, scratch, log)
+    peak = spawn(
+        {"kind": "peak", "shapes": shapes, "seconds": 3.0 if not args.quick else 0.3}, scratch, log
+    )
     for k, v in peak["peaks"].items():
         log(f"  {k}: best {v['best_gflops']:,.0f} G(FL)OP/s")
 
@@ -1293,7 +1830,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:
         jpath = out / f"{socket.gethostname()}.json"
         if jpath.is_file():
-            previous = json.loads(jpath.read_text()).get("runs", {}).get(args.preset, {}).get("contenders", {})
+            previous = (
+                json.loads(jpath.read_text())
+                .get("runs", {})
+                .get(args.preset, {})
+                .get("contenders", {})
+            )
     wanted = set(args.only.split(",")) if args.only else set(CONTENDERS)
     contenders: dict[str, Any] = {}
     feats: dict[str, dict[str, np.ndarray]] = {}
@@ -1304,30 +1846,56 @@ def main(argv: list[str] | None = None) -> int:
             feats[name] = dict(np.load(fpath))
             continue
         log(f"{name}: {LABELS[name]} ...")
-        task = {"kind": "contender", "contender": name, "preset": args.preset, "pack": info["pack"],
-                "full": info["full"], "clip": str(clip_file), "features": str(fpath),
-                "repeat": args.repeat, "warmup": args.warmup,
-                "profile": args.profile and name in ("ort_int8_cut", "ort_fp32_cut"),
-                "profile_dir": str(scratch / "profiles"), "profile_runs": args.profile_runs}
+        task = {
+            "kind": "contender",
+            "contender": name,
+            "preset": args.preset,
+            "pack": info["pack"],
+            "full": info["full"],
+            "clip": str(clip_file),
+            "features": str(fpath),
+            "repeat": args.repeat,
+            "warmup": args.warmup,
+            "profile": args.profile and name in ("ort_int8_cut", "ort_fp32_cut"),
+            "profile_dir": str(scratch / "profiles"),
+            "profile_runs": args.profile_runs,
+        }
         res = spawn(task, scratch, log)
         contenders[name] = res
         feats[name] = dict(np.load(fpath))
         st = res["stages"]
-        log(f"  total {st['total']['median']:,.1f} ms (" + ", ".join(
-            f"{s} {st[s]['median']:,.1f}" for s in STAGES if s in st) + f"); peak RSS "
+        log(
+            f"  total {st['total']['median']:,.1f} ms ("
+            + ", ".join(f"{s} {st[s]['median']:,.1f}" for s in STAGES if s in st)
+            + f"); peak RSS "
             f"{res['rss_mb']['peak_inference'] or 0:,.0f} MB; others' CPU "
-            f"{res['interference']['others_cpu_share']:.0%}, steal {res['interference']['steal_share']:.0%}")
+            f"{res['interference']['others_cpu_share']:.0%}, steal {res['interference']['steal_share']:.0%}"
+        )
 
     from msa_runtime.pack import load_manifest
 
     manifest = load_manifest(Path(info["pack"]), verify=False)
     run: dict[str, Any] = {
-        "preset": args.preset, "date": time.strftime("%Y-%m-%d %H:%M"), "repeat": args.repeat,
-        "warmup": args.warmup, "pack": info["pack"], "contenders": contenders, "peak": peak,
-        "encoders": {m: {"kind": e.kind, "layer": e.layer, "num_layers": e.num_layers,
-                         "hidden_size": e.hidden_size} for m, e in manifest.encoders.items()},
+        "preset": args.preset,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "repeat": args.repeat,
+        "warmup": args.warmup,
+        "pack": info["pack"],
+        "contenders": contenders,
+        "peak": peak,
+        "encoders": {
+            m: {
+                "kind": e.kind,
+                "layer": e.layer,
+                "num_layers": e.num_layers,
+                "hidden_size": e.hidden_size,
+            }
+            for m, e in manifest.encoders.items()
+        },
         "sizes": pack_sizes(Path(info["pack"]), Path(info["full"])),
-        "loadavg_at_start": os.getloadavg(),
+        "loadavg_at_start": load_at_start,
+        "loadavg_at_end": os.getloadavg(),
+        "quiet_wait": quiet,
     }
     if "pack_build_s" in info:
         run["pack_build_s"] = info["pack_build_s"]
@@ -1335,13 +1903,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.stream:
         media, srt = make_stream_clip(work_root / "media", args.stream_seconds, **stream_media)
         log(f"streaming {media.name} through Analyzer.stream ...")
-        run["stream"] = spawn({"kind": "stream", "pack": info["pack"], "media": str(media),
-                               "transcript": str(srt), "duration": args.stream_seconds,
-                               "window": 6.0, "hop": 2.0, "precision": "int8"}, scratch, log)
+        run["stream"] = spawn(
+            {
+                "kind": "stream",
+                "pack": info["pack"],
+                "media": str(media),
+                "transcript": str(srt),
+                "duration": args.stream_seconds,
+                "window": 6.0,
+                "hop": 2.0,
+                "precision": "int8",
+            },
+            scratch,
+            log,
+        )
         w, h = stream_media["size"]
         run["stream"]["media_desc"] = f"H.264 {w}x{h} at {stream_media['fps']} fps"
-        log(f"  RTF {run['stream']['rtf']:.3f}, window latency median "
-            f"{run['stream']['window_latency_ms']['median']:.0f} ms")
+        log(
+            f"  RTF {run['stream']['rtf']:.3f}, window latency median "
+            f"{run['stream']['window_latency_ms']['median']:.0f} ms"
+        )
     run["seconds"] = round(time.perf_counter() - started, 1)
 
     def update(doc: dict[str, Any]) -> None:
@@ -1355,8 +1936,10 @@ def main(argv: list[str] | None = None) -> int:
     ref = contenders["reference"]["stages"]["total"]["median"]
     for name in CONTENDERS:
         c = contenders[name]
-        log(f"  {name:14s} {c['stages']['total']['median']:10,.1f} ms  {ref / c['stages']['total']['median']:6.2f}x  "
-            f"score diff {c['fidelity']['score_diff_own_pipeline']:.4f}")
+        log(
+            f"  {name:14s} {c['stages']['total']['median']:10,.1f} ms  {ref / c['stages']['total']['median']:6.2f}x  "
+            f"score diff {c['fidelity']['score_diff_own_pipeline']:.4f}"
+        )
     return 0
 
 

@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +40,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_e2e as be
 
-log = lambda msg: print(msg, flush=True)
+log = be.log
 
 
-def session(model: str | bytes | Path, threads: int = be.THREADS, spinning: bool = False,
-            level: str = "all") -> Any:
+def session(
+    model: str | bytes | Path, threads: int = be.THREADS, spinning: bool = False, level: str = "all"
+) -> Any:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -52,14 +54,17 @@ def session(model: str | bytes | Path, threads: int = be.THREADS, spinning: bool
     opts.graph_optimization_level = {
         "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
         "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[level]
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[level]
     opts.log_severity_level = 3
-    return ort.InferenceSession(str(model) if isinstance(model, Path) else model, opts,
-                                providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(
+        str(model) if isinstance(model, Path) else model, opts, providers=["CPUExecutionProvider"]
+    )
 
 
-def timed(sess: Any, chunks: list[dict[str, np.ndarray]], repeat: int, warmup: int = 1
-          ) -> tuple[dict[str, float], np.ndarray]:
+def timed(
+    sess: Any, chunks: list[dict[str, np.ndarray]], repeat: int, warmup: int = 1
+) -> tuple[dict[str, float], np.ndarray]:
     """Run all ``chunks`` (one clip) ``warmup`` + ``repeat`` times; time per clip."""
     out = None
     for _ in range(warmup):
@@ -83,38 +88,65 @@ def op_counts(path: Path) -> dict[str, int]:
 def quantize(src: Path, dst: Path, op_types: list[str], per_channel: bool = True) -> Path:
     """The pack's quantization (msa_export.convert.quantize_int8) with other op types or scales."""
     import onnx
-    from msa_export.convert import NEVER_QUANTIZE, _quiet
     from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from msa_export.convert import NEVER_QUANTIZE, _quiet
 
     model = onnx.load(str(src), load_external_data=False)
     excluded = []
     for node in model.graph.node:
-        scope = " ".join([node.name, *(p.value for p in node.metadata_props if p.key == "namespace")])
+        scope = " ".join(
+            [node.name, *(p.value for p in node.metadata_props if p.key == "namespace")]
+        )
         if any(tag in scope for tag in NEVER_QUANTIZE):
             excluded.append(node.name)
     with _quiet():
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
-                         op_types_to_quantize=op_types, nodes_to_exclude=excluded,
-                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        quantize_dynamic(
+            str(src),
+            str(dst),
+            weight_type=QuantType.QInt8,
+            per_channel=per_channel,
+            op_types_to_quantize=op_types,
+            nodes_to_exclude=excluded,
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
     return dst
 
 
-def fuse(src: Path, dst: Path, model_type: str, heads: int, hidden: int) -> tuple[Path, dict[str, int]]:
+def _count_text(path: Path, op: str) -> str:
+    return f"{op} {op_counts(path).get(op, 0)}"
+
+
+def fuse(
+    src: Path, dst: Path, model_type: str, heads: int, hidden: int
+) -> tuple[Path, dict[str, int]]:
     from onnxruntime.transformers.optimizer import optimize_model
 
     logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
-    model = optimize_model(str(src), model_type=model_type, num_heads=heads, hidden_size=hidden,
-                           opt_level=0)
+    model = optimize_model(
+        str(src), model_type=model_type, num_heads=heads, hidden_size=hidden, opt_level=0
+    )
     model.save_model_to_file(str(dst))
     return dst, op_counts(dst)
 
 
-FUSED_OPS = ("Attention", "MultiHeadAttention", "SkipLayerNormalization", "LayerNormalization",
-             "QuickGelu", "BiasGelu", "FastGelu", "Gelu", "Softmax", "MatMul")
+FUSED_OPS = (
+    "Attention",
+    "MultiHeadAttention",
+    "SkipLayerNormalization",
+    "LayerNormalization",
+    "QuickGelu",
+    "BiasGelu",
+    "FastGelu",
+    "Gelu",
+    "Softmax",
+    "MatMul",
+)
 
 
-def levers(preset_name: str, modality: str, pack: Path, work: Path, repeat: int,
-           only: set[str] | None) -> dict[str, Any]:
+def levers(
+    preset_name: str, modality: str, pack: Path, work: Path, repeat: int, only: set[str] | None
+) -> dict[str, Any]:
     from msa_export.convert import cosine
     from msa_runtime.pack import load_manifest
     from msa_runtime.preprocess import TextEncoder, audio_batch, vision_batch
@@ -138,9 +170,15 @@ def levers(preset_name: str, modality: str, pack: Path, work: Path, repeat: int,
     rows: list[dict[str, Any]] = []
     interference = be.Interference()
 
-    def add(lever: str, variant: str, model: Path | bytes | Callable[[], Path],
-            chunks: list[dict[str, np.ndarray]] | None = None, notes: str | Callable[[], str] = "",
-            expect: np.ndarray | None = None, **kw: Any) -> dict[str, Any] | None:
+    def add(
+        lever: str,
+        variant: str,
+        model: Path | bytes | Callable[[], Path],
+        chunks: list[dict[str, np.ndarray]] | None = None,
+        notes: str | Callable[[], str] = "",
+        expect: np.ndarray | None = None,
+        **kw: Any,
+    ) -> dict[str, Any] | None:
         if only and lever not in only:
             return None
         try:
@@ -152,71 +190,133 @@ def levers(preset_name: str, modality: str, pack: Path, work: Path, repeat: int,
             st, out = timed(sess, chunks or whole, repeat)
             del sess
         except Exception as exc:  # an ORT kernel missing for a variant is a result, not a crash
-            row = {"lever": lever, "variant": variant, "median": None, "p90": None, "cosine": None,
-                   "notes": f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"}
+            row = {
+                "lever": lever,
+                "variant": variant,
+                "median": None,
+                "p90": None,
+                "cosine": None,
+                "notes": f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}",
+            }
             rows.append(row)
             log(f"  {lever:18s} {variant:44s} FAILED {row['notes']}")
             return row
-        row = {"lever": lever, "variant": variant, "median": st["median"], "p90": st["p90"],
-               "cosine": cosine(out, reference if expect is None else expect), "notes": notes}
+        row = {
+            "lever": lever,
+            "variant": variant,
+            "median": st["median"],
+            "p90": st["p90"],
+            "cosine": cosine(out, reference if expect is None else expect),
+            "notes": notes,
+        }
         rows.append(row)
         log(f"  {lever:18s} {variant:44s} {st['median']:9.1f} ms  cos {row['cosine']:.5f}  {notes}")
         return row
 
-    log(f"{preset_name} {modality}: {card.kind}, {card.blocks} blocks, input "
-        + ", ".join(f"{n} {a.shape}" for n, a in zip(names, x)))
-    base = add("baseline", "pack int8 (MatMul/Gemm, per channel)", int8,
-               notes=f"{int8.stat().st_size / 1e6:,.0f} MB")
+    log(
+        f"{preset_name} {modality}: {card.kind}, {card.blocks} blocks, input "
+        + ", ".join(f"{n} {a.shape}" for n, a in zip(names, x))
+    )
+    base = add(
+        "baseline",
+        "pack int8 (MatMul/Gemm, per channel)",
+        int8,
+        notes=f"{int8.stat().st_size / 1e6:,.0f} MB",
+    )
     add("baseline", "pack fp32", fp32, notes=f"{fp32.stat().st_size / 1e6:,.0f} MB")
     heads, hidden = cfg.num_attention_heads, cfg.hidden_size
-    fusion_types = {"vision": ("clip", "vit", "bert"), "text": ("bert",), "audio": ("bert",)}[modality]
+    fusion_types = {"vision": ("clip", "vit", "bert"), "text": ("bert",), "audio": ("bert",)}[
+        modality
+    ]
     for mt in fusion_types:
         if only and "attention fusion" not in only:
             break
         try:
             fused, counts = fuse(fp32, work / f"{modality}.{mt}.fused.fp32.onnx", mt, heads, hidden)
         except Exception as exc:
-            rows.append({"lever": "attention fusion", "variant": f"optimize_model({mt})", "median": None,
-                         "p90": None, "cosine": None, "notes": f"failed: {type(exc).__name__}: {exc}"[:200]})
+            rows.append(
+                {
+                    "lever": "attention fusion",
+                    "variant": f"optimize_model({mt})",
+                    "median": None,
+                    "p90": None,
+                    "cosine": None,
+                    "notes": f"failed: {type(exc).__name__}: {exc}"[:200],
+                }
+            )
             continue
         found = ", ".join(f"{op} {counts[op]}" for op in FUSED_OPS if counts.get(op))
         add("attention fusion", f"optimize_model('{mt}') fp32", fused, notes=found)
-        add("attention fusion", f"optimize_model('{mt}') + int8 MatMul/Gemm",
-            lambda: quantize(fused, work / f"{modality}.{mt}.fused.int8.onnx", ["MatMul", "Gemm"]),
-            notes=found)
+        add(
+            "attention fusion",
+            f"optimize_model('{mt}') + int8 MatMul/Gemm",
+            partial(quantize, fused, work / f"{modality}.{mt}.fused.int8.onnx", ["MatMul", "Gemm"]),
+            notes=found,
+        )
         if counts.get("Attention"):
             qa = work / f"{modality}.{mt}.fused.qattn.onnx"
-            add("attention fusion", f"optimize_model('{mt}') + int8 MatMul/Gemm/Attention",
-                lambda: quantize(fused, qa, ["MatMul", "Gemm", "Attention"]),
-                notes=lambda: f"QAttention {op_counts(qa).get('QAttention', 0)}")
+            add(
+                "attention fusion",
+                f"optimize_model('{mt}') + int8 MatMul/Gemm/Attention",
+                partial(quantize, fused, qa, ["MatMul", "Gemm", "Attention"]),
+                notes=partial(_count_text, qa, "QAttention"),
+            )
     qconv = work / f"{modality}.conv.int8.onnx"
-    add("quantized conv", "int8 MatMul/Gemm + Conv (ConvInteger)",
+    add(
+        "quantized conv",
+        "int8 MatMul/Gemm + Conv (ConvInteger)",
         lambda: quantize(fp32, qconv, ["MatMul", "Gemm", "Conv"]),
-        notes=lambda: f"ConvInteger {op_counts(qconv).get('ConvInteger', 0)}")
-    add("per-tensor", "int8 MatMul/Gemm, per-tensor scales",
-        lambda: quantize(fp32, work / f"{modality}.pertensor.int8.onnx", ["MatMul", "Gemm"],
-                         per_channel=False))
+        notes=lambda: f"ConvInteger {op_counts(qconv).get('ConvInteger', 0)}",
+    )
+    add(
+        "per-tensor",
+        "int8 MatMul/Gemm, per-tensor scales",
+        lambda: quantize(
+            fp32, work / f"{modality}.pertensor.int8.onnx", ["MatMul", "Gemm"], per_channel=False
+        ),
+    )
     if modality == "vision":
         frames = x[0]
         for size in (1, 3, 5, 15):
-            chunks = [{names[0]: frames[i:i + size]} for i in range(0, len(frames), size)]
+            chunks = [{names[0]: frames[i : i + size]} for i in range(0, len(frames), size)]
             add("batch size", f"int8, {size} frame(s) per run x {len(chunks)}", int8, chunks)
     for threads, spinning in ((1, False), (2, True), (2, False)):
-        add("threads", f"int8, {threads} thread(s), spinning {'on' if spinning else 'off'}", int8,
-            threads=threads, spinning=spinning)
+        add(
+            "threads",
+            f"int8, {threads} thread(s), spinning {'on' if spinning else 'off'}",
+            int8,
+            threads=threads,
+            spinning=spinning,
+        )
     for level in ("basic", "extended", "all"):
         add("graph optimization", f"int8, ORT_ENABLE_{level.upper()}", int8, level=level)
     if modality == "vision":
         dup = [{names[0]: np.concatenate([x[0][:8], x[0][:7]])}]
-        add("duplicate frames", "int8, 15 frames of which 7 repeat earlier ones (no dedup)", int8, dup,
+        add(
+            "duplicate frames",
+            "int8, 15 frames of which 7 repeat earlier ones (no dedup)",
+            int8,
+            dup,
             notes="what a frame cache saves: see the 8-frame row",
-            expect=np.concatenate([reference[:8], reference[:7]]))
-        add("duplicate frames", "int8, the 8 distinct frames only (dedup)", int8,
-            [{names[0]: x[0][:8]}], expect=reference[:8])
-    return {"date": time.strftime("%Y-%m-%d %H:%M"), "modality": modality, "repeat": repeat,
-            "frames": int(x[0].shape[0]) if modality == "vision" else None,
-            "baseline_ms": base["median"] if base else None, "rows": rows,
-            "interference": interference.result(), "summary": summarise(rows, base)}
+            expect=np.concatenate([reference[:8], reference[:7]]),
+        )
+        add(
+            "duplicate frames",
+            "int8, the 8 distinct frames only (dedup)",
+            int8,
+            [{names[0]: x[0][:8]}],
+            expect=reference[:8],
+        )
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "modality": modality,
+        "repeat": repeat,
+        "frames": int(x[0].shape[0]) if modality == "vision" else None,
+        "baseline_ms": base["median"] if base else None,
+        "rows": rows,
+        "interference": interference.result(),
+        "summary": summarise(rows, base),
+    }
 
 
 def summarise(rows: list[dict[str, Any]], base: dict[str, Any] | None) -> list[str]:
@@ -230,8 +330,10 @@ def summarise(rows: list[dict[str, Any]], base: dict[str, Any] | None) -> list[s
     for lever, rs in by_lever.items():
         best = min(rs, key=lambda r: r["median"])
         change = base["median"] / best["median"]
-        out.append(f"{lever}: best is '{best['variant']}' at {best['median']:,.0f} ms "
-                   f"({change:.2f}x the pack's int8 {base['median']:,.0f} ms; cosine {best['cosine']:.5f})")
+        out.append(
+            f"{lever}: best is '{best['variant']}' at {best['median']:,.0f} ms "
+            f"({change:.2f}x the pack's int8 {base['median']:,.0f} ms; cosine {best['cosine']:.5f})"
+        )
     return out
 
 
@@ -249,7 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     info = be.prepare(preset, args.work / args.preset, None, False, log)
     only = set(args.only.split(",")) if args.only else None
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
-        result = levers(args.preset, args.modality, Path(info["pack"]), Path(tmp), args.repeat, only)
+        result = levers(
+            args.preset, args.modality, Path(info["pack"]), Path(tmp), args.repeat, only
+        )
     for line in result["summary"]:
         log(line)
     if not args.no_write:
@@ -257,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def update(doc: dict[str, Any]) -> None:
             doc.setdefault("levers", {})[key] = result
+
         path = be.write_results(args.out, update)
         log(f"results: {path}")
     return 0

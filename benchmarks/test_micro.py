@@ -19,6 +19,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_e2e import THREADS, clip_inputs, head_feeds
+
 from msa_runtime.pack import AudioPrep, VisionPrep, load_manifest
 from msa_runtime.preprocess import TextEncoder, audio_batch, vision_batch
 from msa_runtime.sessions import make_session
@@ -73,8 +74,9 @@ def test_tokenizer(benchmark: Any, tiny_pack: Path, clip: dict[str, Any]) -> Non
 
 @pytest.mark.parametrize("precision", ["int8", "fp32"])
 @pytest.mark.parametrize("modality", ["text", "audio", "vision"])
-def test_encoder(benchmark: Any, tiny_pack: Path, tiny_inputs: dict[str, Any], modality: str,
-                 precision: str) -> None:
+def test_encoder(
+    benchmark: Any, tiny_pack: Path, tiny_inputs: dict[str, Any], modality: str, precision: str
+) -> None:
     entry = tiny_inputs["manifest"].encoders[modality]
     session = make_session(tiny_pack / entry.files[precision], "cpu", threads=THREADS)
     feeds = dict(zip([i.name for i in session.get_inputs()], tiny_inputs[modality]))

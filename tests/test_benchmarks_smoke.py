@@ -20,9 +20,21 @@ def test_bench_e2e_quick(tmp_path: Path, tiny_pack: Path) -> None:
     pytest.importorskip("torch")
     out = tmp_path / "results"
     proc = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--pack", str(tiny_pack), "--out", str(out),
-         "--work", str(tmp_path / "work")],
-        capture_output=True, text=True, timeout=900)
+        [
+            sys.executable,
+            str(BENCH),
+            "--quick",
+            "--pack",
+            str(tiny_pack),
+            "--out",
+            str(out),
+            "--work",
+            str(tmp_path / "work"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
 
     doc = json.loads((out / f"{socket.gethostname()}.json").read_text())
@@ -47,6 +59,14 @@ def test_bench_e2e_quick(tmp_path: Path, tiny_pack: Path) -> None:
     assert doc["install"]["runtime"]["with_dependencies_bytes"] > 0
 
     report = (out / f"{socket.gethostname()}.md").read_text()
-    for label in ("PyTorch full depth", "PyTorch cut", "ORT fp32 full depth", "ORT fp32 cut",
-                  "ORT int8 cut", "Targets of issue 5", "Distance to the limit", "Streaming"):
+    for label in (
+        "PyTorch full depth",
+        "PyTorch cut",
+        "ORT fp32 full depth",
+        "ORT fp32 cut",
+        "ORT int8 cut",
+        "Targets of issue 5",
+        "Distance to the limit",
+        "Streaming",
+    ):
         assert label in report, label
