@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -195,11 +196,15 @@ def _export_head(cfg: HeadConfig, head: torch.nn.Module, encoded: dict[str, _Enc
                         for f in ref_feeds]
     for c, feeds in enumerate(ref_feeds):
         got = run_onnx(path, feeds)[0]
-        checks.append(compare(path.name, "fp32", "score", c, got[:, None], torch_scores[c][:, None]))
+        checks.append(compare(path.name, "fp32", "score", c, got[:, None],
+                              torch_scores[c][:, None]))
     precisions = next(iter(encoded.values())).by_precision
     for precision in precisions:
+        def variant(e: _Encoded, i: int, p: str = precision) -> np.ndarray:
+            return e.by_precision[p][i]
+
         for c in range(cases):
-            feeds = _head_feeds(names, encoded, c, lambda e, i: e.by_precision[precision][i])
+            feeds = _head_feeds(names, encoded, c, variant)
             got = run_onnx(path, feeds)[0]
             diff = float(np.abs(got - torch_scores[c]).max())
             checks.append(Check(file="+".join(f"{m}.{precision}" for m in encoded) + "+head",
@@ -232,6 +237,29 @@ def _match_checkpoint(preset: Preset, ckpt: Checkpoint, layers: dict[str, int]) 
     return preset._replace_encoders({m: {"layer_weights": tuple(w)} for m, w in mixes.items()})
 
 
+def needs_face_detector(preset: Preset) -> bool:
+    """Whether the preset's vision encoder expects face crops (its pack carries the detector)."""
+    vision = preset.encoders.get("vision")
+    return vision is not None and getattr(vision.prep, "crop", "center") == "face"
+
+
+def _export_face(tmp: Path, progress: Progress) -> tuple[dict[str, Any], list[Check]]:
+    """Export and validate the MTCNN face detector into the pack folder; its manifest entry and
+    one parity check per stage file."""
+    from msa_export.face import export_face_detector
+
+    progress("face detector: exporting MTCNN P-, R- and O-net (facenet-pytorch weights) to ONNX")
+    entry = export_face_detector(tmp)
+    diffs = entry["validation"]["max_abs_diff"]
+    checks = [Check(file=name, precision="fp32", output="+".join(stage["outputs"]), length=0,
+                    max_abs=float(diffs[name]), cosine=1.0)
+              for stage in entry["stages"].values() for name in [stage["file"]]]
+    worst = max(diffs.values(), default=0.0)
+    progress(f"face detector: {len(checks)} stages validated against PyTorch, "
+             f"max |diff| {worst:.1e}")
+    return entry, checks
+
+
 def _tools() -> dict[str, str]:
     out = {}
     for dist in ("msa-edge", "torch", "transformers", "onnx", "onnxscript", "onnxruntime"):
@@ -254,7 +282,8 @@ def _prepare_out(out: Path, force: bool) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
     except OSError as exc:
-        raise ExportError(f"cannot write to {parent}: {exc.strerror}; choose a writable --out") from exc
+        raise ExportError(f"cannot write to {parent}: {exc.strerror}; "
+                          "choose a writable --out") from exc
     return tmp
 
 
@@ -269,7 +298,8 @@ def build_pack(preset: Preset, out: str | Path, *, head: str | Path | None = Non
     started = time.perf_counter()
     unknown = sorted(set(precisions) - set(PRECISIONS))
     if unknown or not precisions:
-        raise ExportError(f"unknown precision {unknown or '(none)'}; valid: {', '.join(PRECISIONS)}")
+        raise ExportError(f"unknown precision {unknown or '(none)'}; "
+                          f"valid: {', '.join(PRECISIONS)}")
     layers = dict(layers or {})
     ckpt = load_checkpoint(head) if head is not None else None
     if ckpt is not None:
@@ -278,20 +308,27 @@ def build_pack(preset: Preset, out: str | Path, *, head: str | Path | None = Non
     out = Path(out)
     tmp = _prepare_out(out, force)
     try:
+        face: dict[str, Any] | None = None
+        face_checks: list[Check] = []
+        if needs_face_detector(preset):  # first: a missing facenet-pytorch fails fast
+            face, face_checks = _export_face(tmp, progress)
         encoded = {m: _encode_modality(c, tmp, precisions, offline, exporter, progress)
                    for m, c in preset.encoders.items()}
         dims = {m: e.entry.hidden_size for m, e in encoded.items()}
         if ckpt is not None:
             if ckpt.config.dims != dims:
                 raise CheckpointError(f"the head expects feature sizes {ckpt.config.dims}, the "
-                                      f"encoders give {dims}: the checkpoint does not fit this preset")
+                                      f"encoders give {dims}: the checkpoint does not fit "
+                                      "this preset")
             cfg, torch_head = ckpt.config, ckpt.head()
         else:
             h = preset.head
             cfg = HeadConfig(kind=h.kind, dims=dims, hidden=h.hidden, embed=h.embed,
                              heads=h.heads, dropout=h.dropout)
             torch_head = build_head(cfg, seed=h.seed)
-        checks = [c for e in encoded.values() for c in e.checks] + _export_head(cfg, torch_head, encoded, tmp, exporter, progress)
+        checks = [c for e in encoded.values() for c in e.checks]
+        checks += _export_head(cfg, torch_head, encoded, tmp, exporter, progress)
+        checks += face_checks
         if "text" in encoded:
             text = preset.encoders["text"]
             (tmp / "tokenizer.json").write_text(_tokenizer_json(text, offline), encoding="utf-8")
@@ -308,6 +345,7 @@ def build_pack(preset: Preset, out: str | Path, *, head: str | Path | None = Non
             files=files, tools=_tools(), validation=[dataclasses.asdict(c) for c in checks],
             extras={"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "description": preset.description},
+            face_detector=face,
         )
         (tmp / MANIFEST).write_text(json.dumps(manifest_to_dict(manifest), indent=2),
                                     encoding="utf-8")
@@ -318,7 +356,8 @@ def build_pack(preset: Preset, out: str | Path, *, head: str | Path | None = Non
     report = BuildReport(out=out, checks=checks, seconds=time.perf_counter() - started,
                          trained_head=ckpt is not None)
     for n, meta in files.items():
-        precision = next((p for p in PRECISIONS if f".{p}." in n), "fp32" if n.endswith(".onnx") else "")
+        plain = "fp32" if n.endswith(".onnx") else ""
+        precision = next((p for p in PRECISIONS if f".{p}." in n), plain)
         own = [c for c in checks if c.file == n]
         part = f"{n.split('.')[0]}.{precision}"
         scores = [c.score_diff for c in checks

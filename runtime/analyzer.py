@@ -13,9 +13,17 @@ from typing import Any
 
 import numpy as np
 from msa_runtime import media
-from msa_runtime.errors import InputError, MediaError
+from msa_runtime.errors import InputError, MediaError, PackError
+from msa_runtime.face import FaceDetector
 from msa_runtime.pack import PRECISIONS, Manifest, load_manifest
-from msa_runtime.preprocess import TextEncoder, audio_batch, vision_batch
+from msa_runtime.preprocess import (
+    FaceTrack,
+    TextEncoder,
+    audio_batch,
+    face_note,
+    normalize_images,
+    vision_squares,
+)
 from msa_runtime.sessions import make_session, resolve_providers
 from msa_runtime.transcript import read_transcript
 
@@ -64,6 +72,24 @@ def _choose_precision(manifest: Manifest, providers: list[str], precision: str |
     return next(p for p in order if p in files)
 
 
+def _face_detector(manifest: Manifest, folder: Path, threads: int | None
+                   ) -> FaceDetector | None:
+    """The pack's face detector when its vision encoder expects face crops (else None).
+
+    It runs on CPU whatever the encoders use: the same ONNX Runtime provider as the training
+    feature cache, so serving and training crop the same pixels.
+    """
+    vision = manifest.encoders.get("vision")
+    if vision is None or vision.prep.crop != "face":
+        return None
+    if manifest.face_detector is None:
+        raise PackError(f"pack {folder}: its vision encoder expects face crops (vision "
+                        "preprocess crop = 'face') but the pack has no face detector; re-export "
+                        "it with msa-export (pip install --no-deps facenet-pytorch first)")
+    return FaceDetector.from_folder(folder, manifest.face_detector, threads=threads,
+                                    providers=["CPUExecutionProvider"])
+
+
 class Analyzer:
     """Score clips with a pack.
 
@@ -91,6 +117,7 @@ class Analyzer:
             name = entry.files.get(self.precision) or next(iter(entry.files.values()))
             self.sessions[mod] = make_session(self.folder / name, self.providers, threads=threads)
         self.head_inputs = [i.name for i in self.head.get_inputs()]
+        self.face_detector = _face_detector(self.manifest, self.folder, threads)
         self.text_encoder = None
         if "text" in self.manifest.encoders:
             prep = self.manifest.encoders["text"].prep
@@ -124,11 +151,18 @@ class Analyzer:
         hidden = self.sessions["audio"].run(["hidden"], {"waveform": wave})[0]
         return hidden, np.ones(hidden.shape[:2], np.float32)
 
-    def encode_frames(self, frames: np.ndarray | list[np.ndarray]) -> np.ndarray:
-        """Per-frame features ``[N, D]`` (N may be 0)."""
-        batch = vision_batch(frames, self.prep("vision"))
-        if len(batch) == 0:
+    def encode_frames(self, frames: np.ndarray | list[np.ndarray],
+                      track: FaceTrack | None = None) -> np.ndarray:
+        """Per-frame features ``[N, D]`` (N may be 0), cropped as the pack says (centre or face).
+
+        ``track`` carries the face crop across calls (the chosen face, counters, per-frame
+        found flags in ``track.last_found``); without it each call starts afresh.
+        """
+        prep = self.prep("vision")
+        squares, _ = vision_squares(frames, prep, self.face_detector, track)
+        if len(squares) == 0:
             return np.zeros((0, self.manifest.encoders["vision"].hidden_size), np.float32)
+        batch = normalize_images(squares, prep)
         return self.sessions["vision"].run(["hidden"], {"pixel_values": batch})[0]
 
     def fuse(self, feats: Features) -> tuple[float, dict[str, float] | None]:
@@ -170,16 +204,22 @@ class Analyzer:
                 raise InputError("predict_arrays(audio=...) needs sample_rate")
             samples = audio if sample_rate == rate else _resample(audio, sample_rate, rate)
             jobs["audio"] = lambda: self.encode_audio(samples)
+        track = FaceTrack()
         if frames is not None and len(frames) and "vision" in self.sessions:
             def vision() -> tuple[np.ndarray, np.ndarray]:
-                per_frame = self.encode_frames(frames)
+                per_frame = self.encode_frames(frames, track)
                 return per_frame[None], np.ones((1, len(per_frame)), np.float32)
             jobs["vision"] = vision
         if not jobs:
             raise InputError("nothing to score: give media with audio or video, or text, for a "
                              f"pack with {', '.join(self.modalities)}")
         feats = self._run_jobs(jobs, timings)
-        return self._finish(feats, timings)
+        notes: tuple[str, ...] = ()
+        if track.detections:
+            _split_face_time(timings, track.crop_ms)
+            note = face_note(track.last_found)
+            notes = (note,) if note else ()
+        return self._finish(feats, timings, notes=notes)
 
     def _run_jobs(self, jobs: dict[str, Any], timings: dict[str, float]) -> Features:
         def timed(mod: str) -> tuple[np.ndarray, np.ndarray]:
@@ -192,14 +232,15 @@ class Analyzer:
             return {m: f.result() for m, f in futures.items()}
         return {m: timed(m) for m in jobs}
 
-    def _finish(self, feats: Features, timings: dict[str, float], **extra: Any) -> Prediction:
+    def _finish(self, feats: Features, timings: dict[str, float], *,
+                notes: tuple[str, ...] = (), **extra: Any) -> Prediction:
         t0 = time.perf_counter()
         score, gates = self.fuse(feats)
         timings["head"] = (time.perf_counter() - t0) * 1e3
         order = tuple(m for m in self.modalities if m in feats)
         return Prediction(score=score, modalities=order, gates=gates,
                           timings_ms={k: round(v, 2) for k, v in timings.items()},
-                          notes=self.notes, **extra)
+                          notes=self.notes + notes, **extra)
 
     def predict(self, source: str | os.PathLike[str] | None = None, *, text: str | None = None,
                 transcript: str | os.PathLike[str] | None = None, start: float = 0.0,
@@ -258,6 +299,13 @@ class Analyzer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _split_face_time(timings: dict[str, float], face_ms: float) -> None:
+    """Report face detection and cropping as ``face``, apart from the vision encoder's time."""
+    if "vision" in timings:
+        timings["vision"] = max(0.0, timings["vision"] - face_ms)
+    timings["face"] = face_ms
 
 
 def _check_frames(frames: np.ndarray | list[np.ndarray] | None

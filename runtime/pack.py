@@ -6,6 +6,7 @@ A pack is a folder::
     tokenizer.json         when the pack has a text encoder
     text.int8.onnx ...     one ONNX file per encoder and precision (int8, fp16, fp32)
     head.onnx              the fusion head (fp32; it is tiny)
+    face_pnet.onnx ...     the MTCNN face detector (P-, R-, O-net), when frames are face-cropped
 
 Reading checks the format version, that every file named stays inside the folder, and (by
 default) the sha256 of every file. Nothing is ever unpickled.
@@ -15,11 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from msa_runtime.errors import PackError
+from msa_runtime.face import FACE_FILES
 
 FORMAT = "msa-edge-pack"
 FORMAT_VERSION = 1
@@ -56,7 +58,12 @@ class AudioPrep:
 @dataclass(frozen=True)
 class VisionPrep:
     """Frames: sampled at ``fps``, cropped (``center`` or ``face``), resized to ``image_size``,
-    scaled to [0, 1] and normalised with ``mean`` and ``std``."""
+    scaled to [0, 1] and normalised with ``mean`` and ``std``.
+
+    ``center``: the short side is resized to ``image_size`` and the centre square kept. ``face``:
+    the pack's face detector finds the speaker's face, a 256 px square crop of it (no margin, as
+    in Ando et al.'s code) then goes through the same resize; frames without a face fall back to
+    the centre crop (see :func:`msa_runtime.preprocess.vision_squares`)."""
 
     fps: float = 3.0
     image_size: int = 224
@@ -82,7 +89,7 @@ PREP_TYPES: dict[str, type] = {"text": TextPrep, "audio": AudioPrep, "vision": V
 def prep_from_dict(modality: str, data: dict[str, Any]) -> Any:
     """Build the preprocessing dataclass of ``modality`` from a manifest or preset table."""
     cls = PREP_TYPES[modality]
-    known = set(cls.__dataclass_fields__)
+    known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"unknown {modality} preprocessing keys {unknown}; valid: {sorted(known)}")
@@ -127,6 +134,9 @@ class Manifest:
     tools: dict[str, str] = field(default_factory=dict)
     validation: list[dict[str, Any]] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
+    face_detector: dict[str, Any] | None = None
+    """The face detector's entry (:func:`msa_export.face.export_face_detector`): stage files,
+    cascade parameters, validation; present when the vision encoder expects face crops."""
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -162,11 +172,14 @@ def manifest_to_dict(m: Manifest) -> dict[str, Any]:
             encoders[mod]["layer_weights"] = list(e.layer_weights)
     head = dict(m.head.__dict__)
     head["modalities"] = list(m.head.modalities)
-    return {
+    out = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "name": m.name,
         "encoders": encoders, "head": head, "files": m.files, "tools": m.tools,
         "validation": m.validation, **m.extras,
     }
+    if m.face_detector is not None:
+        out["face_detector"] = m.face_detector
+    return out
 
 
 def _parse(data: dict[str, Any], where: str) -> Manifest:
@@ -185,10 +198,27 @@ def _parse(data: dict[str, Any], where: str) -> Manifest:
     head = HeadEntry(kind=h["kind"], file=h["file"], modalities=tuple(h["modalities"]),
                      trained=bool(h["trained"]), gates=bool(h["gates"]),
                      checkpoint_sha256=h.get("checkpoint_sha256"))
-    known = {"format", "format_version", "name", "encoders", "head", "files", "tools", "validation"}
+    face = data.get("face_detector")
+    if face is not None and not isinstance(face, dict):
+        raise TypeError(f"face_detector must be an object, got {type(face).__name__}")
+    known = {"format", "format_version", "name", "encoders", "head", "files", "tools", "validation",
+             "face_detector"}
     return Manifest(name=data["name"], encoders=encoders, head=head, files=dict(data["files"]),
                     tools=dict(data.get("tools", {})), validation=list(data.get("validation", [])),
-                    extras={k: v for k, v in data.items() if k not in known})
+                    extras={k: v for k, v in data.items() if k not in known}, face_detector=face)
+
+
+def face_detector_files(manifest: Manifest) -> list[str]:
+    """The file names of the pack's face detector stages (empty when it has none)."""
+    if manifest.face_detector is None:
+        return []
+    stages = manifest.face_detector.get("stages") or {}
+    names = []
+    for stage, default in FACE_FILES.items():
+        entry = stages.get(stage) if isinstance(stages, dict) else None
+        name = entry.get("file", default) if isinstance(entry, dict) else default
+        names.append(str(name))
+    return names
 
 
 def load_manifest(folder: str | Path, *, verify: bool = True) -> Manifest:
@@ -213,7 +243,8 @@ def load_manifest(folder: str | Path, *, verify: bool = True) -> Manifest:
     try:
         manifest = _parse(data, str(path))
     except (KeyError, TypeError, ValueError) as exc:
-        raise PackError(f"{path} is malformed ({type(exc).__name__}: {exc}); rebuild the pack") from exc
+        raise PackError(f"{path} is malformed ({type(exc).__name__}: {exc}); "
+                        "rebuild the pack") from exc
     paths = {name: _inside(root, name) for name in manifest.files}
     for name, file in paths.items():
         if not file.is_file():
@@ -228,5 +259,10 @@ def load_manifest(folder: str | Path, *, verify: bool = True) -> Manifest:
             if fname not in manifest.files:
                 raise PackError(f"pack {root}: {fname} is not listed with a sha256 in the manifest")
     if manifest.head.file not in manifest.files:
-        raise PackError(f"pack {root}: head file {manifest.head.file} has no sha256 in the manifest")
+        raise PackError(f"pack {root}: head file {manifest.head.file} has no sha256 in the "
+                        "manifest")
+    for fname in face_detector_files(manifest):
+        if fname not in manifest.files:
+            raise PackError(f"pack {root}: face detector file {fname} is not listed with a "
+                            "sha256 in the manifest")
     return manifest

@@ -1,19 +1,28 @@
 """Preprocessing: the one implementation shared by serving, training and export.
 
-Frames (H x W x 3 uint8 RGB) become normalised ``[N, 3, S, S]`` float32 tensors, audio becomes a
-normalised ``[1, samples]`` waveform, text becomes token ids and a mask. numpy, PyAV and
-tokenizers only.
+Frames (H x W x 3 uint8 RGB) become normalised ``[N, 3, S, S]`` float32 tensors (centre or face
+crop, :func:`vision_squares`), audio becomes a normalised ``[1, samples]`` waveform, text becomes
+token ids and a mask. numpy, PyAV, tokenizers and (for face crops) onnxruntime only.
 """
 
 from __future__ import annotations
 
+import time
 import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
 import numpy as np
 from msa_runtime.errors import InputError, PackError
+from msa_runtime.face import FaceDetector, choose_face, crop_face
 from msa_runtime.pack import AudioPrep, TextPrep, VisionPrep
+
+FACE_CROP_SIZE = 256
+"""Side of the face crop before the encoder's resize (Ando et al.: MTCNN ``image_size=256``)."""
+FACE_MARGIN = 0
+"""Margin of the face crop, in pixels of the 256 px crop (Ando et al.: ``margin=0``)."""
 
 
 def resize_rgb(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -44,12 +53,89 @@ def normalize_images(squares: np.ndarray, prep: VisionPrep) -> np.ndarray:
 
 
 def vision_batch(frames: np.ndarray | list[np.ndarray], prep: VisionPrep) -> np.ndarray:
-    """Frames -> encoder input with the centre crop (the face crop goes through
-    :func:`normalize_images` after the detector)."""
+    """Frames -> encoder input with the **centre** crop, whatever ``prep.crop`` says (encoder
+    benchmarks and parity checks); scoring and training go through :func:`vision_squares`,
+    which honours the face crop."""
     if len(frames) == 0:
         return np.zeros((0, 3, prep.image_size, prep.image_size), np.float32)
     squares = np.stack([center_square(np.asarray(f), prep.image_size) for f in frames])
     return normalize_images(squares, prep)
+
+
+@dataclass
+class FaceTrack:
+    """Face-crop state carried across the frames of one clip or stream.
+
+    ``previous`` is the box chosen last; it is kept through frames without a face, so the speaker
+    is followed across a missed detection, and a new face only takes over when none overlaps it
+    (:func:`msa_runtime.face.choose_face`). The counters cover every frame seen so far:
+    ``detections`` frames went through the detector, ``fallbacks`` of them had no face (centre
+    crop used), ``crop_ms`` is the time spent detecting and cropping. ``last_found`` flags, per
+    frame of the latest :func:`vision_squares` call, whether a face was found.
+    """
+
+    previous: np.ndarray | None = None
+    detections: int = 0
+    fallbacks: int = 0
+    crop_ms: float = 0.0
+    last_found: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+
+
+def vision_squares(frames: np.ndarray | Sequence[np.ndarray], prep: VisionPrep,
+                   detector: FaceDetector | None = None, track: FaceTrack | None = None
+                   ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Frames -> ``[N, S, S, 3]`` uint8 squares (``S = prep.image_size``), the crop of the pack.
+
+    The one crop used by serving (:class:`msa_runtime.Analyzer`, streams) and training (the
+    feature cache), so both see the same pixels. ``prep.crop == "center"``: the centre square.
+    ``"face"``: per frame the ``detector`` runs, the speaker's face is chosen (the largest, or
+    the one overlapping ``track.previous``), cropped square to :data:`FACE_CROP_SIZE` px and
+    resized like a centre crop; a frame without a face gets the centre crop. Returns the squares
+    and, for the face crop, a bool per frame (face found) - ``None`` for the centre crop.
+    A frame too small for the detector raises :class:`InputError`.
+    """
+    size = prep.image_size
+    n = len(frames)
+    if prep.crop != "face":
+        if n == 0:
+            return np.zeros((0, size, size, 3), np.uint8), None
+        return np.stack([center_square(np.asarray(f), size) for f in frames]), None
+    if detector is None:
+        raise PackError("the vision preprocessing says crop = 'face' but no face detector was "
+                        "given (a face-crop pack carries face_pnet/rnet/onet.onnx)")
+    track = track if track is not None else FaceTrack()
+    started = time.perf_counter()
+    squares = np.zeros((n, size, size, 3), np.uint8)
+    found = np.zeros(n, bool)
+    for i, frame in enumerate(frames):
+        rgb = np.asarray(frame)
+        boxes, probs = detector.detect(rgb)
+        track.detections += 1
+        k = choose_face(boxes, probs, track.previous)
+        face = None
+        if k is not None:
+            try:
+                face = crop_face(rgb, boxes[k], FACE_CROP_SIZE, FACE_MARGIN)
+            except InputError:  # a sliver at the frame's edge: nothing left to crop
+                face = None
+        if face is None:
+            track.fallbacks += 1
+            squares[i] = center_square(rgb, size)
+        else:
+            track.previous = boxes[k].copy()
+            found[i] = True
+            squares[i] = center_square(face, size)
+    track.crop_ms += (time.perf_counter() - started) * 1e3
+    track.last_found = found
+    return squares, found
+
+
+def face_note(found: np.ndarray | None) -> str | None:
+    """The note of a prediction whose frames had no face in some frames (None: nothing to say)."""
+    if found is None or len(found) == 0 or bool(np.all(found)):
+        return None
+    missing = int(len(found) - np.count_nonzero(found))
+    return f"face not found in {missing} of {len(found)} frames: centre crop used"
 
 
 def audio_batch(samples: np.ndarray, prep: AudioPrep) -> np.ndarray:

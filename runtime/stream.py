@@ -3,6 +3,8 @@
 One demux pass feeds two bounded buffers: raw audio covering the current window, and the
 features of the frames in it. A frame is encoded once, when the first window containing it is
 scored, and dropped when it leaves the last one, so memory stays flat however long the input.
+With a face-crop pack, detection runs with the frame's encoding (once per frame), and the chosen
+face carries over from window to window.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from msa_runtime import media
 from msa_runtime.errors import InputError, MediaError
+from msa_runtime.preprocess import FaceTrack, face_note
 from msa_runtime.transcript import Cue, read_transcript, text_between
 
 if TYPE_CHECKING:
@@ -37,8 +40,10 @@ class _Windows:
         self.audio = np.zeros(0, np.float32)
         self.audio_start = 0.0
         self.pending: list[media.Frame] = []
-        self.cached: deque[tuple[float, np.ndarray]] = deque()
+        # (time, features, face found; True for centre-crop packs)
+        self.cached: deque[tuple[float, np.ndarray, bool]] = deque()
         self.encoded_frames = 0
+        self.track = FaceTrack()
 
     def add(self, item: media.AudioChunk | media.Frame) -> None:
         if isinstance(item, media.Frame):
@@ -54,12 +59,19 @@ class _Windows:
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
         jobs = {}
-        if self.pending:  # only frames not seen by an earlier window are encoded
-            new = self.an.encode_frames([f.rgb for f in self.pending])
-            self.cached.extend(zip((f.time for f in self.pending), new))
+        if self.pending:  # only frames not seen by an earlier window are encoded (and detected)
+            face_ms = self.track.crop_ms
+            new = self.an.encode_frames([f.rgb for f in self.pending], self.track)
+            face = (self.track.last_found if self.an.face_detector is not None
+                    else np.ones(len(self.pending), bool))
+            self.cached.extend(zip((f.time for f in self.pending), new, face.tolist()))
             self.encoded_frames += len(self.pending)
             self.pending = []
             timings["vision"] = (time.perf_counter() - t0) * 1e3
+            if self.an.face_detector is not None:
+                face_ms = self.track.crop_ms - face_ms
+                timings["vision"] = max(0.0, timings["vision"] - face_ms)
+                timings["face"] = face_ms
         if self.rate and self.audio.size:
             a = max(0, round((start - self.audio_start) * self.rate))
             b = max(0, round((end - self.audio_start) * self.rate))
@@ -70,18 +82,21 @@ class _Windows:
         if words and words.strip() and "text" in self.an.sessions:
             jobs["text"] = lambda: self.an.encode_text(words)
         feats_by_mod: Features = self.an._run_jobs(jobs, timings) if jobs else {}
-        frames = [f for t, f in self.cached if start <= t < end]
-        if frames:
-            stacked = np.stack(frames)[None]
+        inside = [(f, found) for t, f, found in self.cached if start <= t < end]
+        notes: tuple[str, ...] = ()
+        if inside:
+            stacked = np.stack([f for f, _ in inside])[None]
             feats_by_mod["vision"] = (stacked, np.ones(stacked.shape[:2], np.float32))
+            note = face_note(np.asarray([found for _, found in inside], bool))
+            notes = (note,) if note else ()
         if not feats_by_mod:
             warnings.warn(f"window {start:.1f}-{end:.1f} s has nothing this pack can score "
                           f"(no {' or '.join(self.an.modalities)}): skipped", UserWarning,
                           stacklevel=2)
             return
         latency = (time.perf_counter() - t0) * 1e3
-        yield self.an._finish(feats_by_mod, timings, start=round(start, 3), end=round(end, 3),
-                               latency_ms=round(latency, 2))
+        yield self.an._finish(feats_by_mod, timings, notes=notes, start=round(start, 3),
+                              end=round(end, 3), latency_ms=round(latency, 2))
 
     def forget_before(self, t: float) -> None:
         while self.cached and self.cached[0][0] < t:

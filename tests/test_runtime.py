@@ -236,9 +236,9 @@ def test_stream_windows_and_frame_cache(an: Analyzer, clips: dict[str, Path]) ->
     encoded: list[int] = []
     real = an.encode_frames
 
-    def counting(frames: Any) -> np.ndarray:
+    def counting(frames: Any, *args: Any) -> np.ndarray:
         encoded.append(len(frames))
-        return real(frames)
+        return real(frames, *args)
 
     with mock.patch.object(an, "encode_frames", side_effect=counting):
         windows = list(an.stream(clips["long"], window=6.0, hop=2.0))

@@ -6,6 +6,11 @@ Each clip's features are one fp16 ``.npy`` file of shape ``[layers + 1, T, D]`` 
 embedding output, index ``k + 1`` the output of block ``k``), in a folder keyed by a hash of the
 encoder and its preprocessing. Files are written atomically (temp file, then rename), so an
 interrupted run resumes where it stopped.
+
+A preset whose frames are face-cropped (``vision.preprocess.crop = "face"``) crops them with the
+runtime's own function (:func:`msa_runtime.preprocess.vision_squares`) and the same ONNX face
+detector a pack carries, exported once into ``<cache>/face-mtcnn/``: training and serving see the
+same pixels.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -27,21 +33,66 @@ from msa_export.presets import EncoderCard, Preset
 from msa_export.training.datasets import Sample
 from msa_runtime import media
 from msa_runtime.errors import MsaError
-from msa_runtime.preprocess import TextEncoder, audio_batch, vision_batch
+from msa_runtime.face import DEFAULT_FACTOR, DEFAULT_MIN_FACE_SIZE, DEFAULT_THRESHOLDS, FaceDetector
+from msa_runtime.pack import AudioPrep, TextPrep, VisionPrep
+from msa_runtime.preprocess import (
+    FACE_CROP_SIZE,
+    FACE_MARGIN,
+    FaceTrack,
+    TextEncoder,
+    audio_batch,
+    normalize_images,
+    vision_squares,
+)
 
 CACHE_VERSION = 1
+FACE_FOLDER = "face-mtcnn"
+"""Sub-folder of the cache holding the ONNX face detector used for face-cropped presets."""
 Progress = Callable[[str], None]
 
 
 def cache_key(card: EncoderCard) -> str:
-    """A short hash of everything that changes the features: encoder, weights, preprocessing."""
-    blob = json.dumps({"v": CACHE_VERSION, "kind": card.kind, "source": card.source,
-                       "seed": card.seed if card.source == "random" else None,
-                       "config": card.config if card.source == "random" else None,
-                       "tokenizer": card.tokenizer, "stride": card.frame_stride,
-                       "prep": {k: list(v) if isinstance(v, tuple) else v
-                                for k, v in card.prep.__dict__.items()}}, sort_keys=True)
+    """A short hash of everything that changes the features: encoder, weights, preprocessing
+    (the crop mode among it) and, for face crops, the detector's parameters."""
+    data = {"v": CACHE_VERSION, "kind": card.kind, "source": card.source,
+            "seed": card.seed if card.source == "random" else None,
+            "config": card.config if card.source == "random" else None,
+            "tokenizer": card.tokenizer, "stride": card.frame_stride,
+            "prep": {k: list(v) if isinstance(v, tuple) else v
+                     for k, v in card.prep.__dict__.items()}}
+    if isinstance(card.prep, VisionPrep) and card.prep.crop == "face":
+        data["face"] = {"detector": "mtcnn", "min_face_size": DEFAULT_MIN_FACE_SIZE,
+                        "factor": DEFAULT_FACTOR, "thresholds": list(DEFAULT_THRESHOLDS),
+                        "crop_size": FACE_CROP_SIZE, "margin": FACE_MARGIN}
+    blob = json.dumps(data, sort_keys=True)
     return f"{card.modality}-{card.kind}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+def training_face_detector(folder: str | Path, progress: Progress = lambda m: None
+                           ) -> FaceDetector:
+    """The face detector of face-cropped presets, as ONNX in ``folder`` (exported on first use).
+
+    The same export a pack gets (:func:`msa_export.face.export_face_detector`), run by the same
+    numpy + ONNX Runtime cascade on CPU, so the feature cache crops what the runtime crops.
+    """
+    root = Path(folder)
+    entry_file = root / "face_detector.json"
+    if not entry_file.is_file():
+        from msa_export.face import export_face_detector
+
+        progress(f"features: exporting the MTCNN face detector to ONNX into {root}")
+        tmp = root.with_name(f".{root.name}.partial-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            entry = export_face_detector(tmp)
+            (tmp / "face_detector.json").write_text(json.dumps(entry, indent=1),
+                                                    encoding="utf-8")
+            shutil.rmtree(root, ignore_errors=True)
+            tmp.rename(root)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    entry = json.loads(entry_file.read_text(encoding="utf-8"))
+    return FaceDetector.from_folder(root, entry, providers=["CPUExecutionProvider"])
 
 
 def _file_name(sample_id: str) -> str:
@@ -57,21 +108,36 @@ class CacheReport:
     extracted: int = 0
     reused: int = 0
     failed: dict[str, str] = field(default_factory=dict)
+    face_frames: int = 0  # face-cropped presets: frames extracted now ...
+    face_fallbacks: int = 0  # ... and those without a face (centre crop used)
 
 
 class _Extractor:
-    """One torch encoder, full depth, run on runtime-preprocessed inputs."""
+    """One torch encoder, full depth, run on runtime-preprocessed inputs.
 
-    def __init__(self, card: EncoderCard, offline: bool | None) -> None:
+    ``face_dir`` holds the face detector (:func:`training_face_detector`) for presets whose
+    frames are face-cropped; ``frames`` and ``fallbacks`` count the frames seen and those without
+    a face (centre crop used).
+    """
+
+    def __init__(self, card: EncoderCard, offline: bool | None, *,
+                 face_dir: Path | None = None, progress: Progress = lambda m: None) -> None:
         self.card = card
         self.model = enc.SPECS[card.kind].build(card, offline)
         self.layers = enc.num_blocks(self.model)
         self.text: TextEncoder | None = None
+        self.detector: FaceDetector | None = None
+        self.frames = self.fallbacks = 0
         if card.modality == "text":
             from msa_export.build import _tokenizer_json
 
-            self.text = TextEncoder(card.tokenizer or card.source, card.prep,  # type: ignore[arg-type]
+            assert isinstance(card.prep, TextPrep)
+            self.text = TextEncoder(card.tokenizer or card.source, card.prep,
                                     json_text=_tokenizer_json(card, offline))
+        if isinstance(card.prep, VisionPrep) and card.prep.crop == "face":
+            if face_dir is None:
+                raise MsaError("a face-cropped preset needs a folder for its face detector")
+            self.detector = training_face_detector(face_dir, progress)
 
     @torch.no_grad()
     def __call__(self, sample: Sample, clip: media.Decoded | None) -> np.ndarray | None:
@@ -88,12 +154,18 @@ class _Extractor:
         if mod == "audio":
             if clip.audio.size == 0:
                 return None
-            wave = audio_batch(clip.audio, self.card.prep)  # type: ignore[arg-type]
+            assert isinstance(self.card.prep, AudioPrep)
+            wave = audio_batch(clip.audio, self.card.prep)
             out = self.model(torch.from_numpy(wave), output_hidden_states=True)
             return torch.stack(out.hidden_states)[:, 0, :: self.card.frame_stride].numpy()
         if len(clip.frames) == 0:
             return None
-        pixels = vision_batch(clip.frames, self.card.prep)  # type: ignore[arg-type]
+        prep = self.card.prep
+        assert isinstance(prep, VisionPrep)
+        squares, found = vision_squares(clip.frames, prep, self.detector, FaceTrack())
+        self.frames += len(squares)
+        self.fallbacks += 0 if found is None else int(len(found) - found.sum())
+        pixels = normalize_images(squares, prep)
         out = self.model(pixel_values=torch.from_numpy(pixels), output_hidden_states=True)
         return torch.stack(out.hidden_states)[:, :, 0].numpy()
 
@@ -131,9 +203,12 @@ def extract_features(samples: Sequence[Sample], preset: Preset, cache_dir: str |
     for mod in modalities:
         if todo[mod]:
             progress(f"features: loading {mod} encoder {preset.encoders[mod].source}")
-            extractors[mod] = _Extractor(preset.encoders[mod], offline)
-    fps = preset.encoders["vision"].prep.fps if "vision" in extractors else None  # type: ignore[union-attr]
-    rate = preset.encoders["audio"].prep.sample_rate if "audio" in extractors else None  # type: ignore[union-attr]
+            extractors[mod] = _Extractor(preset.encoders[mod], offline,
+                                         face_dir=root / FACE_FOLDER, progress=progress)
+    vprep, aprep = extractors.get("vision"), extractors.get("audio")
+    fps = vprep.card.prep.fps if vprep and isinstance(vprep.card.prep, VisionPrep) else None
+    rate = (aprep.card.prep.sample_rate if aprep and isinstance(aprep.card.prep, AudioPrep)
+            else None)
     started = time.perf_counter()
     for i, sample in enumerate(pending, 1):
         clip = None
@@ -158,6 +233,11 @@ def extract_features(samples: Sequence[Sample], preset: Preset, cache_dir: str |
             progress(f"features: {i}/{len(pending)} clips, {rate_s:.2f} s/clip, "
                      f"ETA {rate_s * (len(pending) - i):.0f} s"
                      + (f", {len(report.failed)} failed" if report.failed else ""))
+    vision = extractors.get("vision")
+    if vision is not None and vision.detector is not None:
+        report.face_frames, report.face_fallbacks = vision.frames, vision.fallbacks
+        progress(f"features: face found in {vision.frames - vision.fallbacks} of "
+                 f"{vision.frames} frames (centre crop for the rest)")
     return report
 
 
