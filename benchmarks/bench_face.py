@@ -20,6 +20,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+
 from msa_runtime.face import FaceDetector, choose_face, crop_face
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from msa_export import encoders as enc
 from msa_export.convert import (
     Check,

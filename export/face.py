@@ -21,6 +21,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+from torch.nn import functional as F
+
 from msa_runtime.errors import MsaError
 from msa_runtime.face import (
     DEFAULT_FACTOR,
@@ -32,8 +35,6 @@ from msa_runtime.face import (
     PIXEL_MEAN,
     PIXEL_SCALE,
 )
-from torch import nn
-from torch.nn import functional as F
 
 TOLERANCE = 1e-4
 """Largest absolute difference allowed between an ONNX stage and PyTorch (fp32)."""

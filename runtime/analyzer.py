@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from msa_runtime import media
 from msa_runtime.errors import InputError, MediaError, PackError
 from msa_runtime.face import FaceDetector

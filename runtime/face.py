@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+
 from msa_runtime.errors import InputError, PackError, ProviderError
 
 FACE_FILES: dict[str, str] = {

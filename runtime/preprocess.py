@@ -15,6 +15,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+
 from msa_runtime.errors import InputError, PackError
 from msa_runtime.face import FaceDetector, choose_face, crop_face
 from msa_runtime.pack import AudioPrep, TextPrep, VisionPrep

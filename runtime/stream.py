@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
+
 from msa_runtime import media
 from msa_runtime.errors import InputError, MediaError
 from msa_runtime.preprocess import FaceTrack, face_note

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from msa_runtime.errors import InputError, PackError
 from msa_runtime.face import (
     FACE_FILES,
@@ -175,6 +176,7 @@ def test_export_writes_three_validated_stages(face_export: tuple[Path, dict[str,
 def test_onnx_stages_match_pytorch_on_other_sizes(face_export: tuple[Path, dict[str, Any]]) -> None:
     import onnxruntime as ort
     import torch
+
     from msa_export.face import load_mtcnn_stages
 
     folder, _ = face_export
@@ -203,6 +205,7 @@ def test_onnx_stages_match_pytorch_on_other_sizes(face_export: tuple[Path, dict[
 def test_own_stage_modules_equal_facenet_modules() -> None:
     """Without a matching torchvision the weights go into msa_export's modules: same outputs."""
     import torch
+
     from msa_export.face import _facenet_stages, load_mtcnn_stages
 
     ours, info = load_mtcnn_stages(prefer_facenet=False)
@@ -223,6 +226,7 @@ def test_own_stage_modules_equal_facenet_modules() -> None:
 @needs_weights
 def test_validation_failure_names_file_and_output(face_export: tuple[Path, dict[str, Any]]) -> None:
     import torch
+
     from msa_export.face import FaceExportError, load_mtcnn_stages, validate_stage
 
     folder, _ = face_export

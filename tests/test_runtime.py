@@ -36,6 +36,7 @@ from media_factory import (
     make_silent_video,
     make_truncated,
 )
+
 from msa_runtime import (
     Analyzer,
     InputError,

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from msa_export import encoders as enc
 from msa_export.presets import EncoderCard, Preset
 from msa_export.training.datasets import Sample
