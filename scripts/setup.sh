@@ -13,4 +13,11 @@ if ! python -c "import torch" 2>/dev/null; then
 fi
 echo "setup: installing msa-edge[cpu,export,test]" >&2
 pip install -q --disable-pip-version-check -e ".[cpu,export,test]" 2>&1 | grep -v "^WARNING: Location" >&2 || true
+# The face detector's weights (MTCNN, for face-crop presets) ship in facenet-pytorch, whose metadata
+# pins an old torch: install it without dependencies, plus the two it imports.
+if ! python -c "import importlib.util as u, sys; sys.exit(u.find_spec('facenet_pytorch') is None)"; then
+  echo "setup: installing facenet-pytorch (--no-deps) for the face detector" >&2
+  pip install -q --disable-pip-version-check --no-deps facenet-pytorch
+fi
+pip install -q --disable-pip-version-check requests tqdm
 python -c "import msa_runtime, msa_export, onnxruntime, torch; print('setup: ok, torch', torch.__version__, 'onnxruntime', onnxruntime.__version__)" >&2
