@@ -324,6 +324,32 @@ def test_crop_matches_extract_face(detector: FaceDetector) -> None:
         assert np.mean(np.abs(ours.astype(np.float32) - theirs)) < 4.0
 
 
+@needs_facenet
+def test_face_square_matches_the_papers_extraction(detector: FaceDetector) -> None:
+    """vision_squares with crop = "face" at 256 px against the paper's extraction:
+    facenet-pytorch MTCNN(image_size=256, margin=0, select_largest=True, post_process=False)
+    on PIL frames (Ando et al.'s extract_video_embedding)."""
+    from facenet_pytorch import MTCNN
+    from PIL import Image
+
+    from msa_runtime.pack import VisionPrep
+    from msa_runtime.preprocess import FACE_CROP_SIZE, FaceTrack, vision_squares
+
+    paper = MTCNN(
+        image_size=FACE_CROP_SIZE, margin=0, select_largest=True, keep_all=False,
+        post_process=False,
+    )
+    prep = VisionPrep(crop="face", image_size=FACE_CROP_SIZE)
+    for name, rgb in _portraits():
+        theirs = paper(Image.fromarray(rgb))
+        assert theirs is not None, f"facenet-pytorch finds no face in {name}"
+        squares, found = vision_squares([rgb], prep, detector, FaceTrack())
+        assert found is not None and found.all()
+        # same window; resampling differs (PIL bilinear vs area average): < 1 grey level mean
+        diff = np.abs(squares[0].astype(np.float32) - theirs.permute(1, 2, 0).numpy())
+        assert diff.mean() < 1.0, f"{name}: mean difference {diff.mean():.2f}"
+
+
 # --------------------------------------------------------------------------------------------
 # (c) no face, (d) bad input
 
