@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+
 from msa_runtime.errors import MsaError
 
 MEDIA_SUFFIXES = {".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".mpg", ".mpeg", ".ts",
@@ -60,6 +61,8 @@ def _record(name: str, p: Any) -> dict[str, Any]:
     rec["timings_ms"] = p.timings_ms
     if p.latency_ms is not None:
         rec["latency_ms"] = p.latency_ms
+    if p.notes:  # e.g. "face not found in 3 of 15 frames: centre crop used"
+        rec["notes"] = list(p.notes)
     return rec
 
 

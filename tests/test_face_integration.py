@@ -230,6 +230,13 @@ def test_noise_clip_falls_back_to_the_centre_crop(an: Analyzer, clips: dict[str,
     p = an.predict(clips["noise"])
     assert "face not found in 6 of 6 frames: centre crop used" in p.notes, p.notes
     assert p.to_dict()["notes"][-1].startswith("face not found")
+    result = CliRunner().invoke(
+        cli_main, ["--pack", str(an.folder), str(clips["noise"]), "--format", "json"]
+    )
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)[0]
+    assert "face not found in 6 of 6 frames: centre crop used" in record["notes"]
+    assert record["timings_ms"]["face"] > 0
     clip = media.decode(clips["noise"], fps=3.0, sample_rate=None)
     squares, found = vision_squares(clip.frames, an.prep("vision"), an.face_detector)
     assert found is not None and not found.any()
