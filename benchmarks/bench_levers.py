@@ -346,14 +346,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=be.HERE / "results")
     ap.add_argument("--work", type=Path, default=be.HERE / ".cache")
     ap.add_argument("--no-write", action="store_true", help="print only")
+    ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="MINUTES",
+                    help="before measuring, wait up to MINUTES for the other processes to go quiet")
     args = ap.parse_args(argv)
     preset = be.get_preset_random(args.preset)
     info = be.prepare(preset, args.work / args.preset, None, False, log)
     only = set(args.only.split(",")) if args.only else None
+    quiet = be.wait_for_quiet(args.wait_quiet) if args.wait_quiet > 0 else None
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
         result = levers(
             args.preset, args.modality, Path(info["pack"]), Path(tmp), args.repeat, only
         )
+    result["quiet_wait"] = quiet
     for line in result["summary"]:
         log(line)
     if not args.no_write:
