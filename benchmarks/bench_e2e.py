@@ -695,6 +695,7 @@ def profile_encoders(
         wall_us = sum(e["dur"] for e in model_runs[-runs:])
         first_run_ts = model_runs[-runs]["ts"] if model_runs else 0
         by_op: dict[str, dict[str, float]] = {}
+        by_shape: dict[str, dict[str, float]] = {}
         for e in events:
             if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
                 continue
@@ -704,7 +705,16 @@ def profile_encoders(
             row = by_op.setdefault(op, {"us": 0.0, "calls": 0, "flops": 0.0})
             row["us"] += e["dur"]
             row["calls"] += 1
-            row["flops"] += _profile_flops(op, e["args"])
+            flops = _profile_flops(op, e["args"])
+            row["flops"] += flops
+            if flops:
+                ins = [list(next(iter(x.values()))) for x in e["args"].get("input_type_shape", [])]
+                outs = [list(next(iter(x.values()))) for x in e["args"].get("output_type_shape", [])]
+                key = f"{op} K={ins[0][-1]} -> {'x'.join(map(str, outs[0]))}"
+                shape = by_shape.setdefault(key, {"us": 0.0, "calls": 0, "flops": 0.0})
+                shape["us"] += e["dur"]
+                shape["calls"] += 1
+                shape["flops"] += flops
         kernel_us = sum(r["us"] for r in by_op.values())
         table = []
         for op, r in sorted(by_op.items(), key=lambda kv: -kv[1]["us"]):
@@ -722,6 +732,12 @@ def profile_encoders(
             "run_ms": wall_us / 1e3 / runs,
             "kernel_ms": kernel_us / 1e3 / runs,
             "ops": table,
+            "gemm_shapes": [
+                {"gemm": k, "ms": v["us"] / 1e3 / runs, "calls": int(v["calls"] / runs),
+                 "share": v["us"] / max(kernel_us, 1),
+                 "gflops_per_s": v["flops"] / (v["us"] * 1e-6) / 1e9}
+                for k, v in sorted(by_shape.items(), key=lambda kv: -kv[1]["us"])
+            ],
         }
         prof.unlink()
     return out
@@ -1654,6 +1670,15 @@ def render_run(p: str, r: dict[str, Any]) -> list[str]:
                     for o in pr["ops"][:7]
                 )
             )
+            if pr.get("gemm_shapes"):
+                L.append("  - matmuls by shape (K -> output): " + "; ".join(
+                    f"{g['gemm']}: {g['share']:.0%}, {g['gflops_per_s']:,.0f} G(FL)OP/s"
+                    for g in pr["gemm_shapes"][:6]))
+        L.append("")
+        L.append("(DynamicQuantizeMatMul includes quantizing its fp32 input; MatMulIntegerToFloat "
+                 "follows a separate DynamicQuantizeLinear when one input feeds several matmuls, "
+                 "e.g. Q, K and V. MatMul/FusedMatMul are fp32: attention scores and weighted "
+                 "sums, which dynamic quantization of MatMul/Gemm weights leaves alone.)")
         L.append("")
     prof32 = r["contenders"]["ort_fp32_cut"].get("profile")
     if prof32:

@@ -113,6 +113,40 @@ def quantize(src: Path, dst: Path, op_types: list[str], per_channel: bool = True
     return dst
 
 
+def quantize_static_qdq(src: Path, dst: Path, calibration: list[dict[str, np.ndarray]],
+                        op_types: list[str]) -> Path:
+    """Static int8 in QDQ form: activation scales calibrated (MinMax) on ``calibration`` feeds,
+    uint8 activations, int8 per-channel weights; the same nodes excluded as the pack's."""
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    from msa_export.convert import NEVER_QUANTIZE, _quiet
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter(calibration)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.items, None)
+
+    model = onnx.load(str(src), load_external_data=False)
+    excluded = [n.name for n in model.graph.node
+                if any(t in " ".join([n.name, *(p.value for p in n.metadata_props)])
+                       for t in NEVER_QUANTIZE)]
+    with _quiet():
+        quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=op_types, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        nodes_to_exclude=excluded,
+                        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    return dst
+
+
 def _count_text(path: Path, op: str) -> str:
     return f"{op} {op_counts(path).get(op, 0)}"
 
@@ -275,6 +309,19 @@ def levers(
             fp32, work / f"{modality}.pertensor.int8.onnx", ["MatMul", "Gemm"], per_channel=False
         ),
     )
+    # calibration inputs for static quantization: a few frames (or the clip itself for audio
+    # and text: random weights, so in-sample calibration is only a speed measurement)
+    calib = ([{names[0]: x[0][i:i + 3]} for i in (0, 6, 12)] if modality == "vision" else whole)
+    add("static int8 (QDQ)", "MatMul/Gemm, calibrated activation scales",
+        partial(quantize_static_qdq, fp32, work / f"{modality}.static.onnx", calib,
+                ["MatMul", "Gemm"]))
+    add("static int8 (QDQ)", "MatMul/Gemm/Conv, calibrated activation scales",
+        partial(quantize_static_qdq, fp32, work / f"{modality}.static_conv.onnx", calib,
+                ["MatMul", "Gemm", "Conv"]))
+    if modality == "vision" and (work / f"{modality}.clip.fused.fp32.onnx").is_file():
+        add("static int8 (QDQ)", "optimize_model('clip') + MatMul/Gemm, calibrated",
+            partial(quantize_static_qdq, work / f"{modality}.clip.fused.fp32.onnx",
+                    work / f"{modality}.clip.static.onnx", calib, ["MatMul", "Gemm"]))
     if modality == "vision":
         frames = x[0]
         for size in (1, 3, 5, 15):
