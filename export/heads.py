@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from msa_runtime.errors import MsaError
 from torch import nn
+
+from msa_runtime.errors import MsaError
 
 CHECKPOINT_FORMAT = "msa-edge-head"
 CHECKPOINT_VERSION = 1

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import tomllib
+
 from msa_runtime.errors import MsaError
 from msa_runtime.pack import MODALITIES, AudioPrep, TextPrep, VisionPrep, prep_from_dict
 

@@ -15,6 +15,7 @@ from typing import Any, BinaryIO
 
 import av
 import numpy as np
+
 from msa_runtime.errors import MediaError
 
 _log = logging.getLogger(__name__)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from msa_export.training.datasets import (
     Dataset,
     DatasetError,

@@ -25,15 +25,14 @@ from msa_runtime.face import (
     FACE_INPUT_NAME,
     FACE_OUTPUT_NAMES,
     FaceDetector,
-    area_resize,
     box_iou,
     choose_face,
     crop_face,
     margin_box,
     nms,
     pyramid_scales,
-    resize_image,
 )
+from msa_runtime.resample import area_resize, resize_image
 
 
 def _facenet_unavailable() -> str | None:

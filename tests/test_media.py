@@ -14,6 +14,7 @@ import av
 import media_factory as mf
 import numpy as np
 import pytest
+
 from msa_runtime.errors import MediaError
 from msa_runtime.media import (
     AudioChunk,

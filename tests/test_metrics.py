@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
+
 from msa_export.training.metrics import (
     METRIC_NAMES,
     format_table,

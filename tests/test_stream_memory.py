@@ -12,6 +12,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+
 from msa_runtime import Analyzer
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_stream_memory.py"

@@ -13,6 +13,7 @@ import av
 import numpy as np
 import numpy.typing as npt
 import pytest
+
 from msa_export.training import synthetic
 from msa_export.training.datasets import DatasetError, load_dataset
 from msa_export.training.synthetic import (

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import pytest
+
 from msa_runtime.errors import TextError
 from msa_runtime.transcript import Cue, read_transcript, text_between
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import click
+
 from msa_export.cli import fail_cleanly
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from msa_export.heads import HeadConfig, save_checkpoint
 from msa_export.presets import Preset
 from msa_export.training import features as fc

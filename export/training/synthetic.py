@@ -46,6 +46,7 @@ import numpy.typing as npt
 from av.audio.stream import AudioStream
 from av.video.reformatter import VideoReformatter
 from av.video.stream import VideoStream
+
 from msa_runtime.errors import InputError
 
 from .datasets import DatasetError

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from msa_export.heads import HeadConfig, build_head
 from msa_export.training.metrics import regression_metrics
-from torch import nn
 
 
 @dataclass
