@@ -197,7 +197,8 @@ def reference_output(card: EncoderCard, full_model: nn.Module, inputs: tuple[tor
         return hidden.numpy()
 
 
-def _text_inputs(card: EncoderCard, config: dict[str, Any], length: int, seed: int) -> tuple[torch.Tensor, ...]:
+def _text_inputs(card: EncoderCard, config: dict[str, Any], length: int,
+                 seed: int) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(seed)
     vocab = int(config.get("vocab_size", 30522))
     ids = torch.randint(1000, vocab, (2, length), generator=g)
@@ -207,7 +208,8 @@ def _text_inputs(card: EncoderCard, config: dict[str, Any], length: int, seed: i
     return ids, mask
 
 
-def _audio_inputs(card: EncoderCard, config: dict[str, Any], length: int, seed: int) -> tuple[torch.Tensor, ...]:
+def _audio_inputs(card: EncoderCard, config: dict[str, Any], length: int,
+                  seed: int) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(seed)
     t = torch.arange(length) / 16000.0
     wave = 0.3 * torch.sin(2 * torch.pi * 220.0 * t) + 0.05 * torch.randn(length, generator=g)
@@ -215,7 +217,8 @@ def _audio_inputs(card: EncoderCard, config: dict[str, Any], length: int, seed: 
     return (wave[None].float(),)
 
 
-def _vision_inputs(card: EncoderCard, config: dict[str, Any], length: int, seed: int) -> tuple[torch.Tensor, ...]:
+def _vision_inputs(card: EncoderCard, config: dict[str, Any], length: int,
+                   seed: int) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(seed)
     size = int(config.get("image_size", 224))
     return (torch.randn(length, 3, size, size, generator=g),)

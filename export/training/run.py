@@ -232,8 +232,9 @@ def render_report(metrics: dict[str, Any]) -> str:
         lines += ["## Layer sweep (unimodal gated head, seed 0; ridge on mean-pooled features)", "",
                   "![sweep](sweep.png)", ""]
         for m, table in metrics["sweep"].items():
-            lines += [f"### {m}", "", "| layer | dev MAE | test MAE | test Corr | test Acc-2 | "
-                      "ridge dev MAE | ridge test MAE | ridge test Corr |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            header = ("| layer | dev MAE | test MAE | test Corr | test Acc-2 | ridge dev MAE "
+                      "| ridge test MAE | ridge test Corr |")
+            lines += [f"### {m}", "", header, "|---:" * 8 + "|"]
             best = min(table, key=lambda r: r["dev"]["mae"])["layer"]
             for r in table:
                 mark = " **(best dev)**" if r["layer"] == best else ""
