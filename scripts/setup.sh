@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
 # Create .venv and install msa-edge with the runtime (CPU), export and test extras.
-# Idempotent: a second run only checks. Torch comes first, pinned to the CPU build this machine
-# kind carries on disk (DESIGN.md: a plain `torch` would pull a multi-GB CUDA build).
+# Idempotent: a second run only checks. Torch comes first, pinned to releases this machine kind
+# carries on disk (DESIGN.md: a plain `torch` would download a multi-GB build). The default,
+# torch 2.14.1 with torchvision 0.29.1, lets the tests compare the face detector with
+# facenet-pytorch's own MTCNN (which needs torchvision); MSA_EDGE_TORCH=2.13.0 takes the smaller
+# CPU-only wheel instead (those comparisons are then skipped).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 . .venv/bin/activate
 if ! python -c "import torch" 2>/dev/null; then
-  echo "setup: installing torch (CPU build)" >&2
-  pip install -q --disable-pip-version-check "torch==${MSA_EDGE_TORCH:-2.13.0}"
+  TORCH=${MSA_EDGE_TORCH:-2.14.1}
+  VISION=""
+  [ "$TORCH" = "2.14.1" ] && VISION="torchvision==0.29.1"
+  echo "setup: installing torch $TORCH $VISION (local wheels)" >&2
+  pip install -q --disable-pip-version-check "torch==$TORCH" $VISION
 fi
 echo "setup: installing msa-edge[cpu,export,test]" >&2
-pip install -q --disable-pip-version-check -e ".[cpu,export,test]" 2>&1 | grep -v "^WARNING: Location" >&2 || true
+pip install -q --disable-pip-version-check -e ".[cpu,export,test]"
 # The face detector's weights (MTCNN, for face-crop presets) ship in facenet-pytorch, whose metadata
 # pins an old torch: install it without dependencies, plus the two it imports.
 if ! python -c "import importlib.util as u, sys; sys.exit(u.find_spec('facenet_pytorch') is None)"; then
