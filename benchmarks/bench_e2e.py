@@ -67,7 +67,7 @@ LABELS = {
 STAGES = ("preprocess", "face", "text", "audio", "vision", "head")
 TEXT = "Honestly I thought the movie would be boring, but the ending completely won me over."
 THREADS = 2
-TARGETS = {
+TARGETS: dict[str, Any] = {
     "speedup": {"ando2022-mosi": 10.0, "edge": 6.0},
     "score_diff": 0.05,
     "rtf": 0.1,
@@ -93,9 +93,7 @@ def clip_inputs(
     (harmonics on a gliding pitch, syllable envelope, noise)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    base = np.stack(
-        [60 + 80 * xx / width, 70 + 60 * yy / height, 90 + 40 * (xx + yy) / (width + height)], -1
-    )
+    base = np.stack([60 + 80 * xx / width, 70 + 60 * yy / height, 90 + 40 * (xx + yy) / (width + height)], -1)
     try:
         from skimage.data import astronaut
 
@@ -108,7 +106,7 @@ def clip_inputs(
         if person is not None:
             ph, pw = person.shape[:2]
             top, left = 20 + 2 * (i % 5), (width - pw) // 2 + 3 * i - 20
-            img[top:top + ph, left:left + pw] = person
+            img[top : top + ph, left : left + pw] = person
         else:
             cx, cy = width * (0.4 + 0.02 * i), height * (0.45 + 0.01 * math.sin(i))
             inside = ((xx - cx) / (0.18 * width)) ** 2 + ((yy - cy) / (0.3 * height)) ** 2 < 1.0
@@ -201,8 +199,7 @@ def noisy(interference: dict[str, Any]) -> bool:
     return interference["others_cpu_share"] > 0.15 or interference["steal_share"] > 0.3
 
 
-def wait_for_quiet(max_minutes: float, busy_below: float = 0.1, window: float = 15.0
-                   ) -> dict[str, Any]:
+def wait_for_quiet(max_minutes: float, busy_below: float = 0.1, window: float = 15.0) -> dict[str, Any]:
     """Wait (up to ``max_minutes``) until two consecutive ``window``-second samples of
     /proc/stat show the CPUs busy less than ``busy_below`` of the time (we are idle meanwhile)."""
     started = time.perf_counter()
@@ -274,9 +271,7 @@ def encoder_flops(kind: str, config: dict[str, Any], blocks: int, length: int) -
     # gated relative-position bias (a d_head -> 8 linear per head and token, every block)
     lengths = wavlm_frames(length, c.conv_kernel, c.conv_stride)
     cins = [1, *c.conv_dim[:-1]]
-    conv = sum(
-        2 * n * ci * co * k for n, ci, co, k in zip(lengths, cins, c.conv_dim, c.conv_kernel)
-    )
+    conv = sum(2 * n * ci * co * k for n, ci, co, k in zip(lengths, cins, c.conv_dim, c.conv_kernel))
     t = lengths[-1]
     proj = 2 * t * c.conv_dim[-1] * d
     pos = 2 * t * d * (d // c.num_conv_pos_embedding_groups) * c.num_conv_pos_embeddings
@@ -329,7 +324,7 @@ def get_preset_random(name: str) -> Any:
 def preset_fingerprint(preset: Any) -> str:
     import hashlib
 
-    data = {
+    per_encoder = {
         m: {
             "kind": c.kind,
             "layer": c.layer,
@@ -340,6 +335,7 @@ def preset_fingerprint(preset: Any) -> str:
         }
         for m, c in preset.encoders.items()
     }
+    data: dict[str, Any] = dict(per_encoder)
     data["head"] = repr(preset.head)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -364,9 +360,7 @@ class FullDepth:
                     return out.hidden_states[card.blocks], out.last_hidden_state
                 if card.modality == "audio":
                     out = self.model(x[0], output_hidden_states=True)
-                    return out.hidden_states[card.blocks][
-                        :, :: card.frame_stride
-                    ], out.last_hidden_state
+                    return out.hidden_states[card.blocks][:, :: card.frame_stride], out.last_hidden_state
                 out = self.model(pixel_values=x[0], output_hidden_states=True)
                 return out.hidden_states[card.blocks][:, 0], out.last_hidden_state
 
@@ -466,8 +460,7 @@ class Preprocessor:
             out["audio"] = (audio_batch(clip["audio"], enc["audio"].prep),)
         if "vision" in enc:
             track = FaceTrack()
-            squares, found = vision_squares(list(clip["frames"]), enc["vision"].prep,
-                                            self.detector, track)
+            squares, found = vision_squares(list(clip["frames"]), enc["vision"].prep, self.detector, track)
             face_ms = track.crop_ms if self.detector is not None else 0.0
             self.faces_found = None if found is None else int(found.sum())
             out["vision"] = (normalize_images(squares, enc["vision"].prep),)
@@ -483,11 +476,7 @@ def head_feeds(
     for mod, x in feats.items():
         if mod == "vision":
             x = x[None]
-        mask = (
-            inputs["text"][1].astype(np.float32)
-            if mod == "text"
-            else np.ones(x.shape[:2], np.float32)
-        )
+        mask = inputs["text"][1].astype(np.float32) if mod == "text" else np.ones(x.shape[:2], np.float32)
         feeds[mod], feeds[f"{mod}_mask"] = x.astype(np.float32), mask
     feeds["present"] = np.ones((1, len(feats)), np.float32)
     return {n: feeds[n] for n in names}
@@ -534,9 +523,7 @@ class OrtPipeline:
     def __init__(self, files: dict[str, Path], head: Path, threads: int = THREADS) -> None:
         from msa_runtime.sessions import make_session
 
-        self.sessions = {
-            m: make_session(p, "cpu", threads=threads, spinning=False) for m, p in files.items()
-        }
+        self.sessions = {m: make_session(p, "cpu", threads=threads, spinning=False) for m, p in files.items()}
         self.head = make_session(head, "cpu", threads=threads, spinning=False)
         self.head_names = [i.name for i in self.head.get_inputs()]
         self.input_names = {m: [i.name for i in s.get_inputs()] for m, s in self.sessions.items()}
@@ -616,7 +603,7 @@ def worker_contender(task: dict[str, Any]) -> dict[str, Any]:
         times, feats, score = run_pipeline(pipe, prep, clip)
         runs.append(times)
     quiet = interference.result()
-    np.savez(task["features"], **feats)
+    np.savez(task["features"], **feats)  # type: ignore[arg-type]
     result = {
         "contender": name,
         "load_s": round(load_s, 2),
@@ -739,9 +726,13 @@ def profile_encoders(
             "kernel_ms": kernel_us / 1e3 / runs,
             "ops": table,
             "gemm_shapes": [
-                {"gemm": k, "ms": v["us"] / 1e3 / runs, "calls": int(v["calls"] / runs),
-                 "share": v["us"] / max(kernel_us, 1),
-                 "gflops_per_s": v["flops"] / (v["us"] * 1e-6) / 1e9}
+                {
+                    "gemm": k,
+                    "ms": v["us"] / 1e3 / runs,
+                    "calls": int(v["calls"] / runs),
+                    "share": v["us"] / max(kernel_us, 1),
+                    "gflops_per_s": v["flops"] / (v["us"] * 1e-6) / 1e9,
+                }
                 for k, v in sorted(by_shape.items(), key=lambda kv: -kv[1]["us"])
             ],
         }
@@ -810,7 +801,7 @@ def worker_peak(task: dict[str, Any]) -> dict[str, Any]:
                 else rng.standard_normal((m, k), dtype=np.float32)
             )
             sess.run(None, {"A": a})
-            times = []
+            times: list[float] = []
             deadline = time.perf_counter() + task["seconds"]
             while time.perf_counter() < deadline or len(times) < 3:
                 t0 = time.perf_counter()
@@ -851,9 +842,7 @@ def worker_stream(task: dict[str, Any]) -> dict[str, Any]:
     interference = Interference()
     t0 = time.perf_counter()
     preds = list(
-        an.stream(
-            task["media"], transcript=task["transcript"], window=task["window"], hop=task["hop"]
-        )
+        an.stream(task["media"], transcript=task["transcript"], window=task["window"], hop=task["hop"])
     )
     wall = time.perf_counter() - t0
     lat = [p.latency_ms for p in preds if p.latency_ms is not None]
@@ -924,9 +913,7 @@ def pack_sizes(pack: Path, full: Path) -> dict[str, Any]:
 
     manifest = load_manifest(pack, verify=False)
     files = {n: int(m["bytes"]) for n, m in manifest.files.items()}
-    shared = sum(
-        b for n, b in files.items() if not any(f".{p}." in n for p in ("int8", "fp32", "fp16"))
-    )
+    shared = sum(b for n, b in files.items() if not any(f".{p}." in n for p in ("int8", "fp32", "fp16")))
     per: dict[str, Any] = {}
     for precision in ("int8", "fp32", "fp16"):
         own = {n: b for n, b in files.items() if f".{precision}." in n}
@@ -999,7 +986,7 @@ def install_sizes() -> dict[str, Any]:
 
 
 def machine() -> dict[str, Any]:
-    cpu = {}
+    cpu: dict[str, str] = {}
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if ":" in line:
             k, v = (s.strip() for s in line.split(":", 1))
@@ -1092,9 +1079,7 @@ def make_stream_clip(
         vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
         aus = out.add_stream("aac", rate=rate, layout="mono")
         yy, xx = np.mgrid[0:h, 0:w]
-        base = np.stack([60 + 80 * xx / w, 70 + 60 * yy / h, np.full((h, w), 110.0)], -1).astype(
-            np.uint8
-        )
+        base = np.stack([60 + 80 * xx / w, 70 + 60 * yy / h, np.full((h, w), 110.0)], -1).astype(np.uint8)
         frames = int(seconds * fps)
         for i in range(frames):
             img = base.copy()
@@ -1114,17 +1099,15 @@ def make_stream_clip(
         f0 = 150 + 40 * np.sin(2 * np.pi * 0.2 * t)
         phase = 2 * np.pi * np.cumsum(f0) / rate
         wave = (
-            0.1
-            * (np.sin(phase) + 0.5 * np.sin(2 * phase))
-            * (0.5 + 0.5 * np.sin(2 * np.pi * 2.5 * t) ** 2)
+            0.1 * (np.sin(phase) + 0.5 * np.sin(2 * phase)) * (0.5 + 0.5 * np.sin(2 * np.pi * 2.5 * t) ** 2)
             + 0.005 * rng.standard_normal(total)
         ).astype(np.float32)
         for pos in range(0, total, chunk):
             part = wave[pos : pos + chunk]
-            frame = av.AudioFrame.from_ndarray(part[None], format="flt", layout="mono")
-            frame.sample_rate = rate
-            frame.pts = pos
-            for packet in aus.encode(frame):
+            aframe = av.AudioFrame.from_ndarray(part[None], format="flt", layout="mono")
+            aframe.sample_rate = rate
+            aframe.pts = pos
+            for packet in aus.encode(aframe):
                 out.mux(packet)
         for packet in aus.encode():
             out.mux(packet)
@@ -1184,9 +1167,7 @@ def analyse(
     inputs = prep(clip)[0]
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    head = ort.InferenceSession(
-        str(pack / manifest.head.file), opts, providers=["CPUExecutionProvider"]
-    )
+    head = ort.InferenceSession(str(pack / manifest.head.file), opts, providers=["CPUExecutionProvider"])
     names = [i.name for i in head.get_inputs()]
     ref = run["contenders"]["reference"]
     ref_feats = feats["reference"]
@@ -1233,7 +1214,9 @@ def analyse(
         "encoders": {},
     }
     for m in preset.encoders:
-        row = {"flops": flops[m]["total"], "parts": flops[m], "full_depth_flops": full_flops[m]}
+        row: dict[str, Any] = {
+            "flops": flops[m]["total"], "parts": flops[m], "full_depth_flops": full_flops[m]
+        }
         for name in ("ort_int8_cut", "ort_fp32_cut", "torch_cut"):
             ms = run["contenders"][name]["stages"][m]["median"]
             row[f"{name}_gflops"] = flops[m]["total"] / (ms * 1e-3) / 1e9
@@ -1250,28 +1233,40 @@ def analyse(
         "int8_gops": total_flops / (int8_ms * 1e-3) / 1e9,
         "fp32_gflops": total_flops / (fp32_ms * 1e-3) / 1e9,
     }
-    limit["all_encoders"]["int8_fraction_of_int8_peak"] = (
-        limit["all_encoders"]["int8_gops"] / int8_peak
-    )
-    limit["all_encoders"]["fp32_fraction_of_fp32_peak"] = (
-        limit["all_encoders"]["fp32_gflops"] / fp32_peak
-    )
+    limit["all_encoders"]["int8_fraction_of_int8_peak"] = limit["all_encoders"]["int8_gops"] / int8_peak
+    limit["all_encoders"]["fp32_fraction_of_fp32_peak"] = limit["all_encoders"]["fp32_gflops"] / fp32_peak
     run["limit"] = limit
 
 
-INT8_GEMM = {"DynamicQuantizeMatMul", "MatMulIntegerToFloat", "MatMulInteger", "QAttention",
-             "QGemm", "DynamicQuantizeLinear"}
-FP32_GEMM = {"MatMul", "FusedMatMul", "Gemm", "FusedGemm", "Conv", "FusedConv", "NchwcConv",
-             "Attention", "MultiHeadAttention"}
+INT8_GEMM = {
+    "DynamicQuantizeMatMul",
+    "MatMulIntegerToFloat",
+    "MatMulInteger",
+    "QAttention",
+    "QGemm",
+    "DynamicQuantizeLinear",
+}
+FP32_GEMM = {
+    "MatMul",
+    "FusedMatMul",
+    "Gemm",
+    "FusedGemm",
+    "Conv",
+    "FusedConv",
+    "NchwcConv",
+    "Attention",
+    "MultiHeadAttention",
+}
 
 
 def op_classes(profile: dict[str, Any]) -> dict[str, dict[str, float]]:
     """Kernel time of one encoder's profile split into int8 GEMMs (with the on-the-fly
     activation quantization), fp32 GEMMs/convolutions, and everything else."""
-    out = {k: {"ms": 0.0, "gflop": 0.0} for k in ("int8 GEMM", "fp32 GEMM/conv", "other")}
+    out: dict[str, dict[str, Any]] = {
+        k: {"ms": 0.0, "gflop": 0.0} for k in ("int8 GEMM", "fp32 GEMM/conv", "other")
+    }
     for o in profile["ops"]:
-        k = ("int8 GEMM" if o["op"] in INT8_GEMM else
-             "fp32 GEMM/conv" if o["op"] in FP32_GEMM else "other")
+        k = "int8 GEMM" if o["op"] in INT8_GEMM else "fp32 GEMM/conv" if o["op"] in FP32_GEMM else "other"
         out[k]["ms"] += o["ms"]
         if o["gflops_per_s"]:
             out[k]["gflop"] += o["gflops_per_s"] * o["ms"] * 1e-3
@@ -1295,8 +1290,13 @@ def best_lever(doc: dict[str, Any], preset: str, min_cosine: float = 0.999) -> d
     lev = doc.get("levers", {}).get(preset)
     if not lev or not lev.get("baseline_ms"):
         return None
-    ok = [r for r in lev["rows"] if r.get("median") and (r.get("cosine") or 0) >= min_cosine
-          and r["lever"] not in ("baseline", "duplicate frames")]
+    ok = [
+        r
+        for r in lev["rows"]
+        if r.get("median")
+        and (r.get("cosine") or 0) >= min_cosine
+        and r["lever"] not in ("baseline", "duplicate frames")
+    ]
     if not ok:
         return None
     best = min(ok, key=lambda r: r["median"])
@@ -1315,33 +1315,44 @@ def explain(doc: dict[str, Any]) -> list[str]:
         c = r["contenders"]
         i8 = c["ort_int8_cut"]
         q = i8["interference"]
-        noisy = (f" (while it was timed, other processes took {q['others_cpu_share']:.0%} of the "
-                 f"CPU and the hypervisor {q['steal_share']:.0%}: the machine was not quiet)"
-                 if q["others_cpu_share"] > 0.1 or q["steal_share"] > 0.1 else "")
+        noisy = (
+            f" (while it was timed, other processes took {q['others_cpu_share']:.0%} of the "
+            f"CPU and the hypervisor {q['steal_share']:.0%}: the machine was not quiet)"
+            if q["others_cpu_share"] > 0.1 or q["steal_share"] > 0.1
+            else ""
+        )
         if t["key"] == "speedup":
             want = TARGETS["speedup"][p]
             ref = c["reference"]["stages"]["total"]["median"]
             tot = i8["stages"]["total"]["median"]
             need = ref / want
-            stages = ", ".join(f"{s} {_ms(i8['stages'][s]['median'])} ms "
-                               f"({i8['stages'][s]['median'] / tot:.0%})"
-                               for s in STAGES if s in i8["stages"])
-            steps = [c["reference"]["stages"]["total"]["median"] / c["torch_cut"]["stages"]["total"]["median"],
-                     c["torch_cut"]["stages"]["total"]["median"] / c["ort_fp32_cut"]["stages"]["total"]["median"],
-                     c["ort_fp32_cut"]["stages"]["total"]["median"] / tot]
-            text = (f"- **{t['target']}: {t['measured']}.** The int8 pack takes {_ms(tot)} ms a clip{noisy}; "
-                    f"the target needs <= {_ms(need)} ms ({_ms(tot - need)} ms less). Its time: {stages}. "
-                    f"From the reference, cutting the encoders gives {steps[0]:.2f}x, ONNX Runtime fp32 "
-                    f"{steps[1]:.2f}x more, int8 {steps[2]:.2f}x more.")
+            stages = ", ".join(
+                f"{s} {_ms(i8['stages'][s]['median'])} ms ({i8['stages'][s]['median'] / tot:.0%})"
+                for s in STAGES
+                if s in i8["stages"]
+            )
+            steps = [
+                c["reference"]["stages"]["total"]["median"] / c["torch_cut"]["stages"]["total"]["median"],
+                c["torch_cut"]["stages"]["total"]["median"] / c["ort_fp32_cut"]["stages"]["total"]["median"],
+                c["ort_fp32_cut"]["stages"]["total"]["median"] / tot,
+            ]
+            text = (
+                f"- **{t['target']}: {t['measured']}.** The int8 pack takes {_ms(tot)} ms a clip{noisy}; "
+                f"the target needs <= {_ms(need)} ms ({_ms(tot - need)} ms less). Its time: {stages}. "
+                f"From the reference, cutting the encoders gives {steps[0]:.2f}x, ONNX Runtime fp32 "
+                f"{steps[1]:.2f}x more, int8 {steps[2]:.2f}x more."
+            )
             enc_ms = {m: i8["stages"][m]["median"] for m in r["encoders"]}
             lim = r["limit"]
             ideal = lim["all_encoders"]["flops"] / (lim["int8_peak_gops"] * 1e9) * 1e3
             rest = tot - sum(enc_ms.values())
-            text += (f" Bound: with every encoder FLOP at the measured int8 peak "
-                     f"({lim['int8_peak_gops']:,.0f} GOP/s) the encoders would take {_ms(ideal)} ms; "
-                     f"with the rest as measured ({_ms(rest)} ms: preprocessing, face crop, head) "
-                     f"end to end would be {_ms(ideal + rest)} ms = {ref / (ideal + rest):.1f}x.")
-            worst = max(enc_ms, key=enc_ms.get)
+            text += (
+                f" Bound: with every encoder FLOP at the measured int8 peak "
+                f"({lim['int8_peak_gops']:,.0f} GOP/s) the encoders would take {_ms(ideal)} ms; "
+                f"with the rest as measured ({_ms(rest)} ms: preprocessing, face crop, head) "
+                f"end to end would be {_ms(ideal + rest)} ms = {ref / (ideal + rest):.1f}x."
+            )
+            worst = max(enc_ms, key=lambda m: enc_ms[m])
             prof = i8.get("profile", {}).get(worst)
             if prof:
                 text += f" The {worst} encoder dominates; its profile: {_classes_text(prof)}."
@@ -1349,36 +1360,49 @@ def explain(doc: dict[str, Any]) -> list[str]:
             if lev and "vision" in enc_ms:
                 scaled = enc_ms["vision"] * lev["median"] / lev["baseline_ms"]
                 proj = tot - enc_ms["vision"] + scaled
-                text += (f" Best measured vision lever: {lev['lever']}, '{lev['variant']}' "
-                         f"({lev['baseline_ms'] / lev['median']:.2f}x on the vision encoder, cosine "
-                         f"{lev['cosine']:.5f}): end to end would be about {_ms(proj)} ms = "
-                         f"{ref / proj:.2f}x.")
+                text += (
+                    f" Best measured vision lever: {lev['lever']}, '{lev['variant']}' "
+                    f"({lev['baseline_ms'] / lev['median']:.2f}x on the vision encoder, cosine "
+                    f"{lev['cosine']:.5f}): end to end would be about {_ms(proj)} ms = "
+                    f"{ref / proj:.2f}x."
+                )
             lines.append(text)
         elif t["key"] == "peak":
             lim = r["limit"]
-            text = (f"- **{t['target']}: {t['measured']}.** The cut encoders do "
-                    f"{lim['all_encoders']['flops'] / 1e9:,.0f} GFLOP in {_ms(lim['all_encoders']['int8_ms'])} ms "
-                    f"= {lim['all_encoders']['int8_gops']:,.0f} GOP/s against a MatMulInteger peak of "
-                    f"{lim['int8_peak_gops']:,.0f}{noisy}.")
+            text = (
+                f"- **{t['target']}: {t['measured']}.** The cut encoders do "
+                f"{lim['all_encoders']['flops'] / 1e9:,.0f} GFLOP in "
+                f"{_ms(lim['all_encoders']['int8_ms'])} ms "
+                f"= {lim['all_encoders']['int8_gops']:,.0f} GOP/s against a MatMulInteger peak of "
+                f"{lim['int8_peak_gops']:,.0f}{noisy}."
+            )
             dq = r["peak"]["peaks"].get("square/dq_int8")
             if dq:
-                text += (f" The pack's GEMMs are DynamicQuantizeMatMul (fp32 activations quantized on "
-                         f"the fly), whose own peak here is {dq['best_gflops']:,.0f} GOP/s.")
+                text += (
+                    f" The pack's GEMMs are DynamicQuantizeMatMul (fp32 activations quantized on "
+                    f"the fly), whose own peak here is {dq['best_gflops']:,.0f} GOP/s."
+                )
             for m, prof in i8.get("profile", {}).items():
                 text += f" {m}: {_classes_text(prof)}."
             lines.append(text)
         elif t["key"] == "rtf":
             st = r["stream"]
-            text = (f"- **{t['target']}: {t['measured']}.** {st['windows']} windows in "
-                    f"{st['wall_s']:.1f} s; per window (median ms): "
-                    + ", ".join(f"{k} {_ms(v['median'])}" for k, v in st["stage_ms"].items())
-                    + f"; the rest is decoding. Interference: others {st['interference']['others_cpu_share']:.0%}, "
-                      f"steal {st['interference']['steal_share']:.0%}.")
+            text = (
+                f"- **{t['target']}: {t['measured']}.** {st['windows']} windows in "
+                f"{st['wall_s']:.1f} s; per window (median ms): "
+                + ", ".join(f"{k} {_ms(v['median'])}" for k, v in st["stage_ms"].items())
+                + "; the rest is decoding. Interference: others "
+                + f"{st['interference']['others_cpu_share']:.0%}, "
+                f"steal {st['interference']['steal_share']:.0%}."
+            )
             lines.append(text)
         elif t["key"] == "score_diff":
             f = i8["fidelity"]
-            lines.append(f"- **{t['target']}: {t['measured']}.** Feature cosines of the int8 pack: "
-                         + ", ".join(f"{m} {v:.5f}" for m, v in f["cosine_min"].items()) + ".")
+            lines.append(
+                f"- **{t['target']}: {t['measured']}.** Feature cosines of the int8 pack: "
+                + ", ".join(f"{m} {v:.5f}" for m, v in f["cosine_min"].items())
+                + "."
+            )
     return lines
 
 
@@ -1458,8 +1482,7 @@ def render(doc: dict[str, Any]) -> str:
     )
     L.append("")
     L.append(
-        f"- CPU: {m['cpu']}, {m['cores']} cores visible, {m['ram_gib']} GiB RAM; ISA: "
-        f"{', '.join(m['isa'])}"
+        f"- CPU: {m['cpu']}, {m['cores']} cores visible, {m['ram_gib']} GiB RAM; ISA: {', '.join(m['isa'])}"
     )
     L.append(
         f"- Python {m['python']}, kernel {m['kernel']}; "
@@ -1474,8 +1497,11 @@ def render(doc: dict[str, Any]) -> str:
     if runs:
         L.append("## Headline: end to end, speed-up over the reference (median of the repeats)")
         L.append("")
-        L.append("| preset | " + " | ".join(LABELS[c] for c in CONTENDERS)
-                 + " | int8, encoders + head only | int8 score diff |")
+        L.append(
+            "| preset | "
+            + " | ".join(LABELS[c] for c in CONTENDERS)
+            + " | int8, encoders + head only | int8 score diff |"
+        )
         L.append("|---|" + "---|" * (len(CONTENDERS) + 2))
         for p, r in runs.items():
             cells = []
@@ -1561,11 +1587,17 @@ def render_run(p: str, r: dict[str, Any]) -> list[str]:
     qw = r.get("quiet_wait")
     if la and lb:
         L.append("")
-        L.append(f"Load average (1/5/15 min) at start {la[0]:.2f}/{la[1]:.2f}/{la[2]:.2f}, at end "
-                 f"{lb[0]:.2f}/{lb[1]:.2f}/{lb[2]:.2f}"
-                 + ("" if not qw else f"; waited {qw['waited_s']} s for a quiet machine: "
-                    f"{'quiet' if qw['quiet'] else 'never quiet, measured anyway'}")
-                 + f". Whole run {r.get('seconds', 0):,.0f} s.")
+        L.append(
+            f"Load average (1/5/15 min) at start {la[0]:.2f}/{la[1]:.2f}/{la[2]:.2f}, at end "
+            f"{lb[0]:.2f}/{lb[1]:.2f}/{lb[2]:.2f}"
+            + (
+                ""
+                if not qw
+                else f"; waited {qw['waited_s']} s for a quiet machine: "
+                f"{'quiet' if qw['quiet'] else 'never quiet, measured anyway'}"
+            )
+            + f". Whole run {r.get('seconds', 0):,.0f} s."
+        )
     L.append("")
     L.append("### Latency (ms, median / p90) and speed-up over the reference (median)")
     L.append("")
@@ -1603,14 +1635,13 @@ def render_run(p: str, r: dict[str, Any]) -> list[str]:
             f"{f['score_pack_head']:+.4f} | {f['score_diff_pack_head']:.4f} |"
         )
     L.append("")
-    L.append(
-        "(The head is untrained, seeded like the pack's; its scores only serve to compare contenders.)"
-    )
+    L.append("(The head is untrained, seeded like the pack's; its scores only serve to compare contenders.)")
     L.append("")
     L.append("### Memory (peak RSS of each contender's process, MB) and load time")
     L.append("")
     L.append(
-        "| contender | after load | peak inference | peak incl. load | load s | torch imported | others' CPU | steal |"
+        "| contender | after load | peak inference | peak incl. load | load s | torch imported "
+        "| others' CPU | steal |"
     )
     L.append("|---|---|---|---|---|---|---|---|")
     for c in CONTENDERS:
@@ -1644,25 +1675,25 @@ def render_run(p: str, r: dict[str, Any]) -> list[str]:
     lim = r["limit"]
     L.append("### Distance to the limit")
     L.append("")
-    L.append("Machine peak, measured in this run (ORT, 2 threads, single-node graphs, best of "
-             "repeated runs for 4 s, at the start and at the end of the run):")
+    L.append(
+        "Machine peak, measured in this run (ORT, 2 threads, single-node graphs, best of "
+        "repeated runs for 4 s, at the start and at the end of the run):"
+    )
     L.append("")
     L.append(
-        "| matmul (M x K x N) | fp32 MatMul GFLOP/s | int8 MatMulInteger GOP/s | DynamicQuantizeMatMul GOP/s |"
+        "| matmul (M x K x N) | fp32 MatMul GFLOP/s | int8 MatMulInteger GOP/s "
+        "| DynamicQuantizeMatMul GOP/s |"
     )
     L.append("|---|---|---|---|")
     labels = sorted({k.split("/")[0] for k in r["peak"]["peaks"]})
     for lab in labels:
         row = [r["peak"]["peaks"].get(f"{lab}/{k}") for k in ("fp32", "int8", "dq_int8")]
         shape = "x".join(str(v) for v in row[0]["shape"])
-        L.append(
-            f"| {lab} {shape} | "
-            + " | ".join(_peak_cell(x) for x in row)
-            + " |"
-        )
+        L.append(f"| {lab} {shape} | " + " | ".join(_peak_cell(x) for x in row) + " |")
     L.append("")
     L.append(
-        f"| encoder | GFLOP per clip (cut) | full depth | ORT int8 GOP/s | % of int8 peak ({lim['int8_peak_gops']:,.0f}) "
+        "| encoder | GFLOP per clip (cut) | full depth | ORT int8 GOP/s "
+        f"| % of int8 peak ({lim['int8_peak_gops']:,.0f}) "
         f"| ORT fp32 GFLOP/s | % of fp32 peak ({lim['fp32_peak_gflops']:,.0f}) | PyTorch cut GFLOP/s |"
     )
     L.append("|---|---|---|---|---|---|---|---|")
@@ -1675,7 +1706,8 @@ def render_run(p: str, r: dict[str, Any]) -> list[str]:
         )
     a = lim["all_encoders"]
     L.append(
-        f"| **all** | {a['flops'] / 1e9:,.1f} | | {a['int8_gops']:,.0f} | {a['int8_fraction_of_int8_peak']:.0%} "
+        f"| **all** | {a['flops'] / 1e9:,.1f} | | {a['int8_gops']:,.0f} "
+        f"| {a['int8_fraction_of_int8_peak']:.0%} "
         f"| {a['fp32_gflops']:,.0f} | {a['fp32_fraction_of_fp32_peak']:.0%} | |"
     )
     L.append("")
@@ -1695,14 +1727,20 @@ def render_run(p: str, r: dict[str, Any]) -> list[str]:
                 )
             )
             if pr.get("gemm_shapes"):
-                L.append("  - matmuls by shape (K -> output): " + "; ".join(
-                    f"{g['gemm']}: {g['share']:.0%}, {g['gflops_per_s']:,.0f} G(FL)OP/s"
-                    for g in pr["gemm_shapes"][:6]))
+                L.append(
+                    "  - matmuls by shape (K -> output): "
+                    + "; ".join(
+                        f"{g['gemm']}: {g['share']:.0%}, {g['gflops_per_s']:,.0f} G(FL)OP/s"
+                        for g in pr["gemm_shapes"][:6]
+                    )
+                )
         L.append("")
-        L.append("(DynamicQuantizeMatMul includes quantizing its fp32 input; MatMulIntegerToFloat "
-                 "follows a separate DynamicQuantizeLinear when one input feeds several matmuls, "
-                 "e.g. Q, K and V. MatMul/FusedMatMul are fp32: attention scores and weighted "
-                 "sums, which dynamic quantization of MatMul/Gemm weights leaves alone.)")
+        L.append(
+            "(DynamicQuantizeMatMul includes quantizing its fp32 input; MatMulIntegerToFloat "
+            "follows a separate DynamicQuantizeLinear when one input feeds several matmuls, "
+            "e.g. Q, K and V. MatMul/FusedMatMul are fp32: attention scores and weighted "
+            "sums, which dynamic quantization of MatMul/Gemm weights leaves alone.)"
+        )
         L.append("")
     prof32 = r["contenders"]["ort_fp32_cut"].get("profile")
     if prof32:
@@ -1714,21 +1752,26 @@ def render_run(p: str, r: dict[str, Any]) -> list[str]:
             )
         )
         L.append("")
-    s = r.get("stream")
-    if s:
+    stream: dict[str, Any] | None = r.get("stream")
+    if stream:
         L.append("### Streaming (`Analyzer.stream`, int8 pack)")
         L.append("")
         L.append(
-            f"A generated {s['duration_s']:.0f} s clip ({s.get('media_desc', 'H.264 640x480 at 25 fps')}, AAC 48 kHz mono, "
-            f".srt transcript with a cue every 2.5 s), windows of {s['window']:g} s every {s['hop']:g} s: "
-            f"{s['windows']} windows in {s['wall_s']:.1f} s, **real-time factor {s['rtf']:.3f}** "
-            f"(processing time / media time, decoding included; the Analyzer's {s['load_s']:.1f} s "
+            f"A generated {stream['duration_s']:.0f} s clip "
+            f"({stream.get('media_desc', 'H.264 640x480 at 25 fps')}, AAC 48 kHz mono, "
+            f".srt transcript with a cue every 2.5 s), windows of {stream['window']:g} s "
+            f"every {stream['hop']:g} s: {stream['windows']} windows in {stream['wall_s']:.1f} s, "
+            f"**real-time factor {stream['rtf']:.3f}** "
+            f"(processing time / media time, decoding included; the Analyzer's {stream['load_s']:.1f} s "
             f"load excluded). Per-window latency (scoring after the window's media is decoded) "
-            f"median {_ms(s['window_latency_ms']['median'])} ms, p90 {_ms(s['window_latency_ms']['p90'])} ms. "
+            f"median {_ms(stream['window_latency_ms']['median'])} ms, "
+            f"p90 {_ms(stream['window_latency_ms']['p90'])} ms. "
             "Per window, median ms: "
-            + ", ".join(f"{k} {_ms(v['median'])}" for k, v in s["stage_ms"].items())
-            + f". Peak RSS {s['peak_rss_mb']:,.0f} MB; torch imported: {'yes' if s['torch_imported'] else 'no'}; "
-            f"others' CPU {s['interference']['others_cpu_share']:.0%}, steal {s['interference']['steal_share']:.0%}."
+            + ", ".join(f"{k} {_ms(v['median'])}" for k, v in stream["stage_ms"].items())
+            + f". Peak RSS {stream['peak_rss_mb']:,.0f} MB; torch imported: "
+            f"{'yes' if stream['torch_imported'] else 'no'}; others' CPU "
+            f"{stream['interference']['others_cpu_share']:.0%}, "
+            f"steal {stream['interference']['steal_share']:.0%}."
         )
         L.append("")
     return L
@@ -1757,12 +1800,10 @@ def render_install(inst: dict[str, Any]) -> list[str]:
     rt, ts = inst["runtime"], inst["torch_stack"]
     L.append("")
     L.append(
-        f"The runtime is {ts['with_dependencies_bytes'] / max(rt['with_dependencies_bytes'], 1):.1f}x smaller "
+        f"The runtime is "
+        f"{ts['with_dependencies_bytes'] / max(rt['with_dependencies_bytes'], 1):.1f}x smaller "
         "than the torch stack with dependencies. Largest: "
-        + "; ".join(
-            f"{k} {_mb(v)}"
-            for k, v in sorted(ts["dependencies"].items(), key=lambda kv: -kv[1])[:5]
-        )
+        + "; ".join(f"{k} {_mb(v)}" for k, v in sorted(ts["dependencies"].items(), key=lambda kv: -kv[1])[:5])
         + "."
     )
     L.append("")
@@ -1774,7 +1815,8 @@ def render_levers(lev: dict[str, Any]) -> list[str]:
     for preset, data in lev.items():
         what = f"{data['frames']} frames" if data.get("frames") else "the clip's input"
         L.append(
-            f"### {preset}, {data.get('modality', 'vision')} encoder ({data['date']}; {what}; {data['repeat']} repeats, "
+            f"### {preset}, {data.get('modality', 'vision')} encoder ({data['date']}; {what}; "
+            f"{data['repeat']} repeats, "
             f"median ms; others' CPU {data['interference']['others_cpu_share']:.0%}, steal "
             f"{data['interference']['steal_share']:.0%})"
         )
@@ -1823,21 +1865,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", default="edge", help="ando2022-mosi | edge | tiny (random weights)")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument(
-        "--quick", action="store_true", help="tiny preset, 1 repeat, short stream (smoke test)"
-    )
+    ap.add_argument("--quick", action="store_true", help="tiny preset, 1 repeat, short stream (smoke test)")
     ap.add_argument(
         "--out",
         type=Path,
         help="results folder (default benchmarks/results; a temporary folder with --quick)",
     )
-    ap.add_argument(
-        "--work", type=Path, help="cache of packs and exported files (default benchmarks/.cache)"
-    )
+    ap.add_argument("--work", type=Path, help="cache of packs and exported files (default benchmarks/.cache)")
     ap.add_argument("--pack", type=Path, help="use this pack (int8 + fp32) instead of building one")
-    ap.add_argument(
-        "--rebuild", action="store_true", help="rebuild the cached pack and full-depth files"
-    )
+    ap.add_argument("--rebuild", action="store_true", help="rebuild the cached pack and full-depth files")
     ap.add_argument("--stream", dest="stream", action="store_true", default=None)
     ap.add_argument("--no-stream", dest="stream", action="store_false")
     ap.add_argument("--stream-seconds", type=float, default=180.0)
@@ -1853,11 +1889,21 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated contenders to (re)run; the others come from the "
         "previous results (debugging only)",
     )
-    ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="MINUTES",
-                    help="before measuring, wait up to MINUTES for the other processes to go quiet")
-    ap.add_argument("--retry-noisy", type=int, default=2, metavar="N",
-                    help="run a contender again (after waiting for quiet) when other processes "
-                         "took more than 15%% of the CPU while it was timed, up to N times")
+    ap.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="MINUTES",
+        help="before measuring, wait up to MINUTES for the other processes to go quiet",
+    )
+    ap.add_argument(
+        "--retry-noisy",
+        type=int,
+        default=2,
+        metavar="N",
+        help="run a contender again (after waiting for quiet) when other processes "
+        "took more than 15%% of the CPU while it was timed, up to N times",
+    )
     ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
@@ -1874,9 +1920,7 @@ def main(argv: list[str] | None = None) -> int:
             args.stream = True
     if args.stream is None:
         args.stream = args.preset == "edge"
-    out = args.out or (
-        Path(tempfile.mkdtemp(prefix="bench-quick-")) if args.quick else HERE / "results"
-    )
+    out = args.out or (Path(tempfile.mkdtemp(prefix="bench-quick-")) if args.quick else HERE / "results")
     work_root = args.work or HERE / ".cache"
     work = work_root / args.preset
 
@@ -1895,8 +1939,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.wait_quiet > 0:
         log(f"waiting up to {args.wait_quiet:g} min for a quiet machine ...")
         quiet = wait_for_quiet(args.wait_quiet)
-        log(f"  {'quiet' if quiet['quiet'] else 'NOT quiet'} after {quiet['waited_s']} s "
-            f"(busy shares {quiet['last_busy_shares']})")
+        log(
+            f"  {'quiet' if quiet['quiet'] else 'NOT quiet'} after {quiet['waited_s']} s "
+            f"(busy shares {quiet['last_busy_shares']})"
+        )
     load_at_start = os.getloadavg()
     clip = clip_inputs()
     clip_file = work / "clip.npz"
@@ -1927,10 +1973,7 @@ def main(argv: list[str] | None = None) -> int:
         jpath = out / f"{socket.gethostname()}.json"
         if jpath.is_file():
             previous = (
-                json.loads(jpath.read_text())
-                .get("runs", {})
-                .get(args.preset, {})
-                .get("contenders", {})
+                json.loads(jpath.read_text()).get("runs", {}).get(args.preset, {}).get("contenders", {})
             )
     wanted = set(args.only.split(",")) if args.only else set(CONTENDERS)
     contenders: dict[str, Any] = {}
@@ -1960,8 +2003,10 @@ def main(argv: list[str] | None = None) -> int:
             res = spawn(task, scratch, log)
             if not noisy(res["interference"]) or attempt == args.retry_noisy:
                 break
-            log(f"  others took {res['interference']['others_cpu_share']:.0%} of the CPU while "
-                f"{name} was timed: waiting for quiet to run it again")
+            log(
+                f"  others took {res['interference']['others_cpu_share']:.0%} of the CPU while "
+                f"{name} was timed: waiting for quiet to run it again"
+            )
             wait_for_quiet(max(args.wait_quiet, 5.0))
         res["attempts"] = attempt + 1
         contenders[name] = res
@@ -2047,7 +2092,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in CONTENDERS:
         c = contenders[name]
         log(
-            f"  {name:14s} {c['stages']['total']['median']:10,.1f} ms  {ref / c['stages']['total']['median']:6.2f}x  "
+            f"  {name:14s} {c['stages']['total']['median']:10,.1f} ms  "
+            f"{ref / c['stages']['total']['median']:6.2f}x  "
             f"score diff {c['fidelity']['score_diff_own_pipeline']:.4f}"
         )
     return 0

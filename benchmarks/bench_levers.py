@@ -95,9 +95,7 @@ def quantize(src: Path, dst: Path, op_types: list[str], per_channel: bool = True
     model = onnx.load(str(src), load_external_data=False)
     excluded = []
     for node in model.graph.node:
-        scope = " ".join(
-            [node.name, *(p.value for p in node.metadata_props if p.key == "namespace")]
-        )
+        scope = " ".join([node.name, *(p.value for p in node.metadata_props if p.key == "namespace")])
         if any(tag in scope for tag in NEVER_QUANTIZE):
             excluded.append(node.name)
     with _quiet():
@@ -113,8 +111,9 @@ def quantize(src: Path, dst: Path, op_types: list[str], per_channel: bool = True
     return dst
 
 
-def quantize_static_qdq(src: Path, dst: Path, calibration: list[dict[str, np.ndarray]],
-                        op_types: list[str]) -> Path:
+def quantize_static_qdq(
+    src: Path, dst: Path, calibration: list[dict[str, np.ndarray]], op_types: list[str]
+) -> Path:
     """Static int8 in QDQ form: activation scales calibrated (MinMax) on ``calibration`` feeds,
     uint8 activations, int8 per-channel weights; the same nodes excluded as the pack's."""
     import onnx
@@ -135,15 +134,24 @@ def quantize_static_qdq(src: Path, dst: Path, calibration: list[dict[str, np.nda
             return next(self.items, None)
 
     model = onnx.load(str(src), load_external_data=False)
-    excluded = [n.name for n in model.graph.node
-                if any(t in " ".join([n.name, *(p.value for p in n.metadata_props)])
-                       for t in NEVER_QUANTIZE)]
+    excluded = [
+        n.name
+        for n in model.graph.node
+        if any(t in " ".join([n.name, *(p.value for p in n.metadata_props)]) for t in NEVER_QUANTIZE)
+    ]
     with _quiet():
-        quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=op_types, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        nodes_to_exclude=excluded,
-                        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        quantize_static(
+            str(src),
+            str(dst),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=op_types,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=excluded,
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
     return dst
 
 
@@ -151,15 +159,11 @@ def _count_text(path: Path, op: str) -> str:
     return f"{op} {op_counts(path).get(op, 0)}"
 
 
-def fuse(
-    src: Path, dst: Path, model_type: str, heads: int, hidden: int
-) -> tuple[Path, dict[str, int]]:
+def fuse(src: Path, dst: Path, model_type: str, heads: int, hidden: int) -> tuple[Path, dict[str, int]]:
     from onnxruntime.transformers.optimizer import optimize_model
 
     logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
-    model = optimize_model(
-        str(src), model_type=model_type, num_heads=heads, hidden_size=hidden, opt_level=0
-    )
+    model = optimize_model(str(src), model_type=model_type, num_heads=heads, hidden_size=hidden, opt_level=0)
     model.save_model_to_file(str(dst))
     return dst, op_counts(dst)
 
@@ -179,8 +183,14 @@ FUSED_OPS = (
 
 
 def levers(
-    preset_name: str, modality: str, pack: Path, work: Path, repeat: int, only: set[str] | None,
-    retries: int = 2, quiet_minutes: float = 10.0,
+    preset_name: str,
+    modality: str,
+    pack: Path,
+    work: Path,
+    repeat: int,
+    only: set[str] | None,
+    retries: int = 2,
+    quiet_minutes: float = 10.0,
 ) -> dict[str, Any]:
     """Time every variant; a variant timed while other processes took the CPU is timed again
     after waiting for quiet (up to ``retries`` times); each row keeps its interference."""
@@ -230,12 +240,14 @@ def levers(
                 busy = watch.result()
                 if not be.noisy(busy) or attempt == retries:
                     break
-                log(f"  ({variant}: others took {busy['others_cpu_share']:.0%} of the CPU; "
-                    "waiting for quiet to time it again)")
+                log(
+                    f"  ({variant}: others took {busy['others_cpu_share']:.0%} of the CPU; "
+                    "waiting for quiet to time it again)"
+                )
                 be.wait_for_quiet(quiet_minutes)
             del sess
         except Exception as exc:  # an ORT kernel missing for a variant is a result, not a crash
-            row = {
+            row: dict[str, Any] = {
                 "lever": lever,
                 "variant": variant,
                 "median": None,
@@ -271,9 +283,7 @@ def levers(
     )
     add("baseline", "pack fp32", fp32, notes=f"{fp32.stat().st_size / 1e6:,.0f} MB")
     heads, hidden = cfg.num_attention_heads, cfg.hidden_size
-    fusion_types = {"vision": ("clip", "vit", "bert"), "text": ("bert",), "audio": ("bert",)}[
-        modality
-    ]
+    fusion_types = {"vision": ("clip", "vit", "bert"), "text": ("bert",), "audio": ("bert",)}[modality]
     for mt in fusion_types:
         if only and "attention fusion" not in only:
             break
@@ -323,17 +333,35 @@ def levers(
     )
     # calibration inputs for static quantization: a few frames (or the clip itself for audio
     # and text: random weights, so in-sample calibration is only a speed measurement)
-    calib = ([{names[0]: x[0][i:i + 3]} for i in (0, 6, 12)] if modality == "vision" else whole)
-    add("static int8 (QDQ)", "MatMul/Gemm, calibrated activation scales",
-        partial(quantize_static_qdq, fp32, work / f"{modality}.static.onnx", calib,
-                ["MatMul", "Gemm"]))
-    add("static int8 (QDQ)", "MatMul/Gemm/Conv, calibrated activation scales",
-        partial(quantize_static_qdq, fp32, work / f"{modality}.static_conv.onnx", calib,
-                ["MatMul", "Gemm", "Conv"]))
+    calib = [{names[0]: x[0][i : i + 3]} for i in (0, 6, 12)] if modality == "vision" else whole
+    add(
+        "static int8 (QDQ)",
+        "MatMul/Gemm, calibrated activation scales",
+        partial(quantize_static_qdq, fp32, work / f"{modality}.static.onnx", calib, ["MatMul", "Gemm"]),
+    )
+    add(
+        "static int8 (QDQ)",
+        "MatMul/Gemm/Conv, calibrated activation scales",
+        partial(
+            quantize_static_qdq,
+            fp32,
+            work / f"{modality}.static_conv.onnx",
+            calib,
+            ["MatMul", "Gemm", "Conv"],
+        ),
+    )
     if modality == "vision" and (work / f"{modality}.clip.fused.fp32.onnx").is_file():
-        add("static int8 (QDQ)", "optimize_model('clip') + MatMul/Gemm, calibrated",
-            partial(quantize_static_qdq, work / f"{modality}.clip.fused.fp32.onnx",
-                    work / f"{modality}.clip.static.onnx", calib, ["MatMul", "Gemm"]))
+        add(
+            "static int8 (QDQ)",
+            "optimize_model('clip') + MatMul/Gemm, calibrated",
+            partial(
+                quantize_static_qdq,
+                work / f"{modality}.clip.fused.fp32.onnx",
+                work / f"{modality}.clip.static.onnx",
+                calib,
+                ["MatMul", "Gemm"],
+            ),
+        )
     if modality == "vision":
         frames = x[0]
         for size in (1, 3, 5, 15):
@@ -405,11 +433,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=be.HERE / "results")
     ap.add_argument("--work", type=Path, default=be.HERE / ".cache")
     ap.add_argument("--no-write", action="store_true", help="print only")
-    ap.add_argument("--retry-noisy", type=int, default=2, metavar="N",
-                    help="time a variant again (after waiting for quiet) when other processes "
-                         "took the CPU meanwhile, up to N times")
-    ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="MINUTES",
-                    help="before measuring, wait up to MINUTES for the other processes to go quiet")
+    ap.add_argument(
+        "--retry-noisy",
+        type=int,
+        default=2,
+        metavar="N",
+        help="time a variant again (after waiting for quiet) when other processes "
+        "took the CPU meanwhile, up to N times",
+    )
+    ap.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="MINUTES",
+        help="before measuring, wait up to MINUTES for the other processes to go quiet",
+    )
     args = ap.parse_args(argv)
     preset = be.get_preset_random(args.preset)
     info = be.prepare(preset, args.work / args.preset, None, False, log)
@@ -417,8 +455,14 @@ def main(argv: list[str] | None = None) -> int:
     quiet = be.wait_for_quiet(args.wait_quiet) if args.wait_quiet > 0 else None
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
         result = levers(
-            args.preset, args.modality, Path(info["pack"]), Path(tmp), args.repeat, only,
-            retries=args.retry_noisy, quiet_minutes=max(args.wait_quiet, 5.0),
+            args.preset,
+            args.modality,
+            Path(info["pack"]),
+            Path(tmp),
+            args.repeat,
+            only,
+            retries=args.retry_noisy,
+            quiet_minutes=max(args.wait_quiet, 5.0),
         )
     result["quiet_wait"] = quiet
     for line in result["summary"]:
