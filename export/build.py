@@ -132,7 +132,7 @@ def _encode_modality(card: EncoderCard, tmp: Path, precisions: Sequence[str],
     variants = {"fp32": fp32}
     if "int8" in precisions:
         progress(f"{mod}: quantizing to int8 (dynamic, per channel, MatMul/Gemm)")
-        variants["int8"] = quantize_int8(fp32, tmp / f"{mod}.int8.onnx")
+        variants["int8"] = quantize_int8(fp32, tmp / f"{mod}.int8.onnx", card.int8_keep_fp32)
     if "fp16" in precisions:
         progress(f"{mod}: converting to fp16")
         variants["fp16"] = convert_fp16(fp32, tmp / f"{mod}.fp16.onnx")

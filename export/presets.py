@@ -49,6 +49,7 @@ class EncoderCard:
     tokenizer: str | None = None
     frame_stride: int = 1
     layer_weights: tuple[float, ...] | None = None  # "weighted" mode: a mix of all states
+    int8_keep_fp32: tuple[str, ...] = ()  # regexes of MatMul node names left out of int8
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS[self.modality]:
@@ -140,7 +141,9 @@ def _encoder(mod: str, table: dict[str, Any]) -> EncoderCard:
     unknown = sorted(set(table) - known)
     if unknown:
         raise ValueError(f"unknown keys in [{mod}]: {unknown}; valid: {sorted(known | {'preprocess'})}")
-    return EncoderCard(modality=mod, prep=prep, config=dict(table.pop("config", {})), **table)
+    keep = tuple(table.pop("int8_keep_fp32", ()))
+    return EncoderCard(modality=mod, prep=prep, config=dict(table.pop("config", {})),
+                       int8_keep_fp32=keep, **table)
 
 
 def parse_preset(data: dict[str, Any], path: str = "") -> Preset:
