@@ -1300,7 +1300,10 @@ def best_lever(doc: dict[str, Any], preset: str, min_cosine: float = 0.999) -> d
     if not ok:
         return None
     best = min(ok, key=lambda r: r["median"])
-    return {**best, "baseline_ms": lev["baseline_ms"]}
+    base = [r["median"] for r in lev["rows"] if r["lever"] == "baseline" and "int8" in r["variant"]
+            and r.get("median")]
+    spread = max(0.05, (max(base) / min(base) - 1) if len(base) > 1 else 0.0)
+    return {**best, "baseline_ms": lev["baseline_ms"], "spread": spread}
 
 
 def explain(doc: dict[str, Any]) -> list[str]:
@@ -1315,10 +1318,12 @@ def explain(doc: dict[str, Any]) -> list[str]:
         c = r["contenders"]
         i8 = c["ort_int8_cut"]
         q = i8["interference"]
-        noisy = (
+        noise = (
             f" (while it was timed, other processes took {q['others_cpu_share']:.0%} of the "
             f"CPU and the hypervisor {q['steal_share']:.0%}: the machine was not quiet)"
-            if q["others_cpu_share"] > 0.1 or q["steal_share"] > 0.1
+            if noisy(q)
+            else f" (hypervisor steal {q['steal_share']:.0%} while it was timed)"
+            if q["steal_share"] >= 0.05
             else ""
         )
         if t["key"] == "speedup":
@@ -1337,7 +1342,7 @@ def explain(doc: dict[str, Any]) -> list[str]:
                 c["ort_fp32_cut"]["stages"]["total"]["median"] / tot,
             ]
             text = (
-                f"- **{t['target']}: {t['measured']}.** The int8 pack takes {_ms(tot)} ms a clip{noisy}; "
+                f"- **{t['target']}: {t['measured']}.** The int8 pack takes {_ms(tot)} ms a clip{noise}; "
                 f"the target needs <= {_ms(need)} ms ({_ms(tot - need)} ms less). Its time: {stages}. "
                 f"From the reference, cutting the encoders gives {steps[0]:.2f}x, ONNX Runtime fp32 "
                 f"{steps[1]:.2f}x more, int8 {steps[2]:.2f}x more."
@@ -1360,11 +1365,14 @@ def explain(doc: dict[str, Any]) -> list[str]:
             if lev and "vision" in enc_ms:
                 scaled = enc_ms["vision"] * lev["median"] / lev["baseline_ms"]
                 proj = tot - enc_ms["vision"] + scaled
+                gain = lev["baseline_ms"] / lev["median"]
                 text += (
-                    f" Best measured vision lever: {lev['lever']}, '{lev['variant']}' "
-                    f"({lev['baseline_ms'] / lev['median']:.2f}x on the vision encoder, cosine "
-                    f"{lev['cosine']:.5f}): end to end would be about {_ms(proj)} ms = "
-                    f"{ref / proj:.2f}x."
+                    f" Best measured vision lever (`bench_levers.py`): {lev['lever']}, "
+                    f"'{lev['variant']}' ({gain:.2f}x on the vision encoder, cosine "
+                    f"{lev['cosine']:.5f}"
+                    + (f"; within the run-to-run spread of {lev['spread']:.0%}"
+                       if abs(gain - 1) <= lev["spread"] else "")
+                    + f"): end to end would be about {_ms(proj)} ms = {ref / proj:.2f}x."
                 )
             lines.append(text)
         elif t["key"] == "peak":
@@ -1374,7 +1382,7 @@ def explain(doc: dict[str, Any]) -> list[str]:
                 f"{lim['all_encoders']['flops'] / 1e9:,.0f} GFLOP in "
                 f"{_ms(lim['all_encoders']['int8_ms'])} ms "
                 f"= {lim['all_encoders']['int8_gops']:,.0f} GOP/s against a MatMulInteger peak of "
-                f"{lim['int8_peak_gops']:,.0f}{noisy}."
+                f"{lim['int8_peak_gops']:,.0f}{noise}."
             )
             dq = r["peak"]["peaks"].get("square/dq_int8")
             if dq:

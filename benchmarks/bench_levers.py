@@ -394,6 +394,9 @@ def levers(
             [{names[0]: x[0][:8]}],
             expect=reference[:8],
         )
+    # the same session settings as the first row, last: the spread between the two is the
+    # run-to-run noise every other row has to beat
+    again = add("baseline", "pack int8 again, at the end (run-to-run spread)", int8)
     return {
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "modality": modality,
@@ -402,14 +405,21 @@ def levers(
         "baseline_ms": base["median"] if base else None,
         "rows": rows,
         "interference": interference.result(),
-        "summary": summarise(rows, base),
+        "summary": summarise(rows, base, again),
     }
 
 
-def summarise(rows: list[dict[str, Any]], base: dict[str, Any] | None) -> list[str]:
+def summarise(
+    rows: list[dict[str, Any]], base: dict[str, Any] | None, again: dict[str, Any] | None = None
+) -> list[str]:
     if not base:
         return []
+    spread = 0.05
     out = []
+    if again and again.get("median"):
+        spread = max(spread, abs(again["median"] / base["median"] - 1))
+        out.append(f"run-to-run spread: the pack's int8 file took {base['median']:,.0f} ms first and "
+                   f"{again['median']:,.0f} ms last ({spread:.0%}); smaller changes are noise")
     by_lever: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
     for r in rows:
         if r["median"] and r["lever"] != "baseline":
@@ -417,9 +427,12 @@ def summarise(rows: list[dict[str, Any]], base: dict[str, Any] | None) -> list[s
     for lever, rs in by_lever.items():
         best = min(rs, key=lambda r: r["median"])
         change = base["median"] / best["median"]
+        verdict = "within noise" if abs(change - 1) <= spread else (
+            "faster" if change > 1 else "slower")
         out.append(
             f"{lever}: best is '{best['variant']}' at {best['median']:,.0f} ms "
-            f"({change:.2f}x the pack's int8 {base['median']:,.0f} ms; cosine {best['cosine']:.5f})"
+            f"({change:.2f}x the pack's int8 {base['median']:,.0f} ms, {verdict}; "
+            f"cosine {best['cosine']:.5f})"
         )
     return out
 
