@@ -1382,6 +1382,10 @@ def explain(doc: dict[str, Any]) -> list[str]:
                 f"= {lim['all_encoders']['int8_gops']:,.0f} GOP/s against a MatMulInteger peak of "
                 f"{lim['int8_peak_gops']:,.0f}{noise}."
             )
+            sus = sustained_int8(r)
+            text += (f" The peak is the best single run; the same matmul's median over its 4 s "
+                     f"is {sus:,.0f} GOP/s, and against that the encoders reach "
+                     f"{lim['all_encoders']['int8_gops'] / sus:.0%}.")
             dq = r["peak"]["peaks"].get("square/dq_int8")
             if dq:
                 text += (
@@ -1697,23 +1701,25 @@ def render_run(p: str, r: dict[str, Any]) -> list[str]:
         shape = "x".join(str(v) for v in row[0]["shape"])
         L.append(f"| {lab} {shape} | " + " | ".join(_peak_cell(x) for x in row) + " |")
     L.append("")
+    sustained = sustained_int8(r)
     L.append(
         "| encoder | GFLOP per clip (cut) | full depth | ORT int8 GOP/s "
-        f"| % of int8 peak ({lim['int8_peak_gops']:,.0f}) "
+        f"| % of int8 peak ({lim['int8_peak_gops']:,.0f}) | % of sustained int8 ({sustained:,.0f}) "
         f"| ORT fp32 GFLOP/s | % of fp32 peak ({lim['fp32_peak_gflops']:,.0f}) | PyTorch cut GFLOP/s |"
     )
-    L.append("|---|---|---|---|---|---|---|---|")
+    L.append("|---|---|---|---|---|---|---|---|---|")
     for mname, e in lim["encoders"].items():
         L.append(
             f"| {mname} | {e['flops'] / 1e9:,.1f} | {e['full_depth_flops'] / 1e9:,.1f} | "
             f"{e['ort_int8_cut_gflops']:,.0f} | {e['int8_fraction_of_int8_peak']:.0%} | "
-            f"{e['ort_fp32_cut_gflops']:,.0f} | {e['fp32_fraction_of_fp32_peak']:.0%} | "
+            f"{e['ort_int8_cut_gflops'] / sustained:.0%} | {e['ort_fp32_cut_gflops']:,.0f} | "
+            f"{e['fp32_fraction_of_fp32_peak']:.0%} | "
             f"{e['torch_cut_gflops']:,.0f} |"
         )
     a = lim["all_encoders"]
     L.append(
         f"| **all** | {a['flops'] / 1e9:,.1f} | | {a['int8_gops']:,.0f} "
-        f"| {a['int8_fraction_of_int8_peak']:.0%} "
+        f"| {a['int8_fraction_of_int8_peak']:.0%} | {a['int8_gops'] / sustained:.0%} "
         f"| {a['fp32_gflops']:,.0f} | {a['fp32_fraction_of_fp32_peak']:.0%} | |"
     )
     L.append("")
@@ -1785,6 +1791,13 @@ def render_run(p: str, r: dict[str, Any]) -> list[str]:
 
 def _busy(q: dict[str, Any] | None) -> str:
     return "-" if not q else f"{q['others_cpu_share']:.0%}"
+
+
+def sustained_int8(run: dict[str, Any]) -> float:
+    """The median (not best) throughput of the large MatMulInteger: what it sustains."""
+    peaks = run["peak"]["peaks"]
+    keys = [k for k in peaks if k.endswith("/int8") and k.startswith("square")]
+    return max((peaks[k]["median_gflops"] for k in keys), default=float("nan"))
 
 
 def _peak_cell(x: dict[str, Any]) -> str:
