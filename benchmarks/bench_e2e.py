@@ -1605,6 +1605,13 @@ def render_run(p: str, r: dict[str, Any]) -> list[str]:
         )
         + "."
     )
+    found = r["contenders"]["ort_int8_cut"].get("faces_found")
+    if found is not None:
+        L.append("")
+        L.append(f"The pack crops faces: its detector (MTCNN stages in ONNX Runtime, numpy cascade) "
+                 f"found a face in {found} of {r['limit']['inputs']['vision']} frames of the clip "
+                 "(frames without one get the centre crop); the same preprocessing feeds every "
+                 "contender and is timed as 'face detect + crop'.")
     la, lb = r.get("loadavg_at_start"), r.get("loadavg_at_end")
     qw = r.get("quiet_wait")
     if la and lb:
