@@ -116,30 +116,29 @@ def train_head_checkpoint(pack: Path, out: Path, *, epochs: int = 80) -> Path:
 
 def write_clip(path: Path, samples: list[Sample], *, video_fps: int = 15) -> Path:
     """Concatenate samples into one clip: FFV1 video (lossless) at ``video_fps`` (each 3 fps
-    frame held for ``video_fps / 3`` frames) and 16-bit PCM audio at 16 kHz, in Matroska."""
+    frame held for ``video_fps / 3`` frames) and 16-bit PCM audio at 16 kHz, in Matroska, with
+    audio and video interleaved in time order (as a recorder writes them)."""
     import av
 
     repeat = video_fps // FPS
+    frames = [f for s in samples for f in s.frames for _ in range(repeat)]
+    wave = np.concatenate([s.audio for s in samples])
+    pcm = np.clip(np.round(wave * 32767), -32768, 32767).astype(np.int16)
     with av.open(str(path), "w", format="matroska") as out:
         vs = out.add_stream("ffv1", rate=video_fps)
-        first = samples[0].frames[0]
-        vs.width, vs.height, vs.pix_fmt = first.shape[1], first.shape[0], "bgr0"
+        vs.width, vs.height, vs.pix_fmt = frames[0].shape[1], frames[0].shape[0], "bgr0"
         aud = out.add_stream("pcm_s16le", rate=RATE, layout="mono")
-        n = 0
-        for s in samples:
-            for f in s.frames:
-                for _ in range(repeat):
-                    frame = av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format="bgr0")
-                    frame.pts = n
-                    n += 1
-                    out.mux(vs.encode(frame))
+        for i, rgb in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="bgr0")
+            frame.pts = i
+            out.mux(vs.encode(frame))
+            a, b = round(i * RATE / video_fps), round((i + 1) * RATE / video_fps)
+            if i == len(frames) - 1:
+                b = len(pcm)
+            if b > a:
+                chunk = av.AudioFrame.from_ndarray(pcm[None, a:b], format="s16", layout="mono")
+                chunk.sample_rate, chunk.pts = RATE, a
+                out.mux(aud.encode(chunk))
         out.mux(vs.encode(None))
-        wave = np.concatenate([s.audio for s in samples])
-        pcm = np.clip(np.round(wave * 32767), -32768, 32767).astype(np.int16)
-        step = 1024
-        for i in range(0, len(pcm), step):
-            frame = av.AudioFrame.from_ndarray(pcm[None, i:i + step], format="s16", layout="mono")
-            frame.sample_rate, frame.pts = RATE, i
-            out.mux(aud.encode(frame))
         out.mux(aud.encode(None))
     return path
