@@ -37,9 +37,10 @@ def trained_pack(tiny_pack: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     """The tiny preset (int8 + fp32) with a gated head trained on the synthetic task (about
     20 s): scores follow each modality's factor, test MAE about 0.2 (see ``trained.py``)."""
     pytest.importorskip("torch")
+    from trained import train_head_checkpoint
+
     from msa_export.build import build_pack
     from msa_export.presets import get_preset
-    from trained import train_head_checkpoint
 
     root = tmp_path_factory.mktemp("trained")
     head = train_head_checkpoint(tiny_pack, root / "head.pt")

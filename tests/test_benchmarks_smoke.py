@@ -1,5 +1,8 @@
 """The end-to-end benchmark script still runs: ``bench_e2e.py --quick`` (tiny preset, one repeat)
-into a temporary folder, and its results name every contender with a ratio to the reference."""
+into a temporary folder, and its results name every contender with a ratio to the reference.
+
+A smoke test, not a measurement: ``--retry-noisy 0`` (never wait for a quiet machine and rerun a
+contender, which took minutes on a busy machine) and a 6 s stream (one full window and a tail)."""
 
 from __future__ import annotations
 
@@ -30,6 +33,10 @@ def test_bench_e2e_quick(tmp_path: Path, tiny_pack: Path) -> None:
             str(out),
             "--work",
             str(tmp_path / "work"),
+            "--retry-noisy",
+            "0",
+            "--stream-seconds",
+            "6",
         ],
         capture_output=True,
         text=True,

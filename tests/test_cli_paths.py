@@ -1,12 +1,8 @@
-"""``msa-export`` and the tour through their command lines: the success path, ``--force``,
+"""``msa-export`` through its command line: the success path, ``--force``,
 ``--source``, ``--exporter dynamo``, a preset card given by path, the model-not-found message."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -131,18 +127,3 @@ def test_export_cli_dynamo_exporter(tmp_path: Path) -> None:
         an = Analyzer(out, providers="cpu", precision="fp32")
     a, b = an.predict(text="short"), an.predict(text="a much longer sentence than the first one")
     assert a.score != b.score  # dynamic length axis
-
-
-@pytest.mark.slow
-def test_tour_runs_end_to_end(tmp_path: Path) -> None:
-    """``python -m msa_export.tour`` (a few epochs): data, training, export, scoring."""
-    out = tmp_path / "tour"
-    proc = subprocess.run([sys.executable, "-m", "msa_export.tour", "--out", str(out),
-                           "--epochs", "3"], capture_output=True, text=True, timeout=1800,
-                          env={**os.environ, "MSA_EDGE_CACHE": str(tmp_path / "cache")})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "test MAE, multimodal head" in proc.stdout and "pack (int8, ONNX Runtime)" in proc.stdout
-    summary = json.loads((out / "tour.json").read_text())
-    assert summary["clips"] == 54
-    assert summary["max_diff_pack_vs_trained"] < 0.05
-    assert load_manifest(out / "pack").head.trained

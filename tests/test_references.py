@@ -13,8 +13,8 @@ silence before normalising.
 
 from __future__ import annotations
 
-import wave
 import warnings
+import wave
 from pathlib import Path
 
 import numpy as np

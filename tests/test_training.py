@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -157,3 +160,21 @@ def test_cli_bad_input(tmp_path: Path) -> None:
     run = CliRunner().invoke(train_main, ["--dataset", str(labels), "--preset", "tiny",
                                           "--out", str(tmp_path / "o"), "--modalities", "audio"])
     assert run.exit_code == 2 and "needs media files" in run.output
+
+
+def test_tour_command_line(tour: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    """``python -m msa_export.tour``: reuses the dataset and feature cache of an earlier run,
+    trains, exports and scores, and prints the summary (a copy of the fixture's folder)."""
+    out, _ = tour
+    again = tmp_path / "tour"
+    again.mkdir()
+    shutil.copytree(out / "data", again / "data")
+    shutil.copytree(out / "cache", again / "cache")
+    proc = subprocess.run([sys.executable, "-m", "msa_export.tour", "--out", str(again),
+                           "--epochs", "4"], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "1/4 reusing the dataset" in proc.stderr
+    assert "test MAE, multimodal head:" in proc.stdout and "pack (int8, ONNX Runtime) on 54" in proc.stdout
+    summary = json.loads((again / "tour.json").read_text())
+    assert summary["clips"] == 54 and summary["max_diff_pack_vs_trained"] <= 0.05
+    assert load_manifest(again / "pack").head.trained
