@@ -183,3 +183,36 @@ def test_cli_scores_text_with_the_trained_pack(trained_pack: Path) -> None:
     assert pos["polarity"] == "positive" and neg["polarity"] == "negative"
     assert pos["score"] - neg["score"] > 1.0
     assert pos["modalities"] == ["text"]
+
+
+@pytest.mark.parametrize("missing", ["", "text", "audio", "vision"])
+def test_runtime_scores_equal_the_trained_torch_head(trained_pack: Path, missing: str) -> None:
+    """The pack (fp32) scores like the checkpoint's PyTorch head fed the same features, with a
+    missing modality marked absent (present = 0, empty mask): an independent path for masks,
+    the presence flags and the head's export."""
+    import torch
+    from trained import Features
+
+    from msa_export.heads import load_checkpoint
+
+    head = load_checkpoint(trained_pack.parent / "head.pt").head()
+    feats = Features(trained_pack)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fp32 = Analyzer(trained_pack, providers="cpu", precision="fp32")
+    for s in all_factor_samples(seed=11)[::5]:
+        f = feats(s)
+        xs, masks, present = [], [], []
+        for m in ("text", "audio", "vision"):
+            if m == missing:
+                xs.append(torch.zeros(1, 1, f[m].shape[-1]))
+                masks.append(torch.zeros(1, 1))
+                present.append(0.0)
+            else:
+                xs.append(torch.from_numpy(f[m])[None])
+                masks.append(torch.ones(1, f[m].shape[0]))
+                present.append(1.0)
+        with torch.no_grad():
+            ref = float(head(xs, masks, torch.tensor([present]))[0][0])
+        got = an_score = score(fp32, s, without=missing) if missing else score(fp32, s)
+        assert got == pytest.approx(ref, abs=2e-3), (missing, s.factors, an_score, ref)
