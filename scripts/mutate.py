@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/mutate.py                 # every mutation, its own tests
     .venv/bin/python scripts/mutate.py --list          # what would be tried
-    .venv/bin/python scripts/mutate.py -k stream       # mutations whose id contains "stream"
+    .venv/bin/python scripts/mutate.py -k stream,gate  # mutations whose id contains either
     .venv/bin/python scripts/mutate.py --all-tests     # the whole default suite per mutation
 
 Each mutation is one small, meaningful change (a promise of the README broken: audio no longer
@@ -187,13 +187,15 @@ def run(mutation: Mutation, dest: Path, python: str, all_tests: bool, timeout: f
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("-k", dest="keyword", default="", help="only mutations whose id contains this")
+    ap.add_argument("-k", dest="keyword", default="",
+                    help="only mutations whose id contains this (comma-separated: any of these)")
     ap.add_argument("--list", action="store_true", help="list the mutations and exit")
     ap.add_argument("--all-tests", action="store_true", help="run the whole default suite per mutant")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per mutant")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args(argv)
-    chosen = [m for m in MUTATIONS if args.keyword in m.id]
+    keys = [k for k in args.keyword.split(",") if k] or [""]
+    chosen = [m for m in MUTATIONS if any(k in m.id for k in keys)]
     if args.list:
         for m in chosen:
             print(f"{m.id:28s} {m.file:24s} {m.why}  [{' '.join(m.tests)}]")
