@@ -167,6 +167,12 @@ def test_stream_windows_follow_the_content(an: Analyzer,
     mixed = list(an.stream(path, window=4.0, hop=2.0))
     middle = next(w for w in mixed if w.start == 4.0)
     assert max(negative) < middle.score < min(positive), [w.score for w in mixed]
+    # each window scores exactly what the file holds between its start and end
+    for w in windows + mixed:
+        assert w.start is not None and w.end is not None
+        span = an.predict(path, start=w.start, end=w.end)
+        assert w.modalities == span.modalities
+        assert w.score == pytest.approx(span.score, abs=0.02), (w.start, w.end)
 
 
 def test_cli_scores_text_with_the_trained_pack(trained_pack: Path) -> None:
