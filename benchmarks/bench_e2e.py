@@ -14,6 +14,13 @@ not reachable here; the architectures are the presets' real sizes):
 3. ``ort_fp32_full`` ONNX Runtime fp32, uncut encoders (what a generic exporter gives a user)
 4. ``ort_fp32_cut``  ONNX Runtime fp32, the pack's cut encoders
 5. ``ort_int8_cut``  ONNX Runtime int8, the pack's cut encoders (the CPU pack)
+6. ``ov_bf16_cut``   ONNX Runtime with the OpenVINO EP plugin on the pack's fp32 files (OpenVINO
+                     runs them in bf16 where the CPU has AMX/AVX512-BF16)
+7. ``ov_int8_cut``   the same on the pack's ov-int8 files (NNCF static QDQ; an encoder whose
+                     ov-int8 file failed the parity gate runs what the manifest gives OpenVINO)
+
+6 and 7 run only when ``onnxruntime-ep-openvino`` is installed (``msa-edge[openvino]``); the
+streams then run twice, on the CPU EP (int8) and on OpenVINO.
 
 Every contender runs in its own subprocess (so peak RSS is that contender's alone, and ORT
 contenders never import torch), with 2 threads (``torch.set_num_threads``; ORT sessions with
@@ -51,13 +58,14 @@ import numpy as np
 
 from e2e.analysis import analyse
 from e2e.clips import clip_inputs, make_stream_clip
-from e2e.common import CONTENDERS, HERE, LABELS, STAGES, log
+from e2e.common import CONTENDERS, HERE, LABELS, OPENVINO_CONTENDERS, STAGES, log
 from e2e.flops import model_config
 from e2e.machine import install_sizes, merge_peaks, pack_sizes
 from e2e.measure import noisy, wait_for_quiet
 from e2e.pipelines import get_preset_random, prepare
 from e2e.render import write_results
 from e2e.workers import WORKERS, spawn
+from msa_runtime.sessions import openvino_installed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,7 +186,13 @@ def main(argv: list[str] | None = None) -> int:
     wanted = set(args.only.split(",")) if args.only else set(CONTENDERS)
     contenders: dict[str, Any] = {}
     feats: dict[str, dict[str, np.ndarray]] = {}
+    openvino = openvino_installed()
+    if not openvino:
+        log("the OpenVINO EP plugin is not installed: its contenders are skipped "
+            "(pip install 'msa-edge[openvino]')")
     for name in CONTENDERS:
+        if name in OPENVINO_CONTENDERS and not openvino:
+            continue
         fpath = work / f"features_{name}.npz"
         if name not in wanted and name in previous and fpath.is_file():
             contenders[name] = previous[name]
@@ -257,27 +271,31 @@ def main(argv: list[str] | None = None) -> int:
     analyse(preset, run, feats, clip)
     if args.stream:
         media, srt = make_stream_clip(work_root / "media", args.stream_seconds, **stream_media)
-        log(f"streaming {media.name} through Analyzer.stream ...")
-        run["stream"] = spawn(
-            {
-                "kind": "stream",
-                "pack": info["pack"],
-                "media": str(media),
-                "transcript": str(srt),
-                "duration": args.stream_seconds,
-                "window": 6.0,
-                "hop": 2.0,
-                "precision": "int8",
-            },
-            scratch,
-            log,
-        )
         w, h = stream_media["size"]
-        run["stream"]["media_desc"] = f"H.264 {w}x{h} at {stream_media['fps']} fps"
-        log(
-            f"  RTF {run['stream']['rtf']:.3f}, window latency median "
-            f"{run['stream']['window_latency_ms']['median']:.0f} ms"
-        )
+        for key, providers, precision in (("stream", "cpu", "int8"), ("stream_openvino", "openvino", None)):
+            if providers == "openvino" and not openvino:
+                continue
+            log(f"streaming {media.name} through Analyzer.stream on {providers} ...")
+            run[key] = spawn(
+                {
+                    "kind": "stream",
+                    "pack": info["pack"],
+                    "media": str(media),
+                    "transcript": str(srt),
+                    "duration": args.stream_seconds,
+                    "window": 6.0,
+                    "hop": 2.0,
+                    "precision": precision,
+                    "providers": providers,
+                },
+                scratch,
+                log,
+            )
+            run[key]["media_desc"] = f"H.264 {w}x{h} at {stream_media['fps']} fps"
+            log(
+                f"  RTF {run[key]['rtf']:.3f}, window latency median "
+                f"{run[key]['window_latency_ms']['median']:.0f} ms"
+            )
     run["seconds"] = round(time.perf_counter() - started, 1)
 
     def update(doc: dict[str, Any]) -> None:
@@ -289,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     jpath = write_results(out, update)
     log(f"results: {jpath} and {jpath.with_suffix('.md')} ({run['seconds']:.0f} s)")
     ref = contenders["reference"]["stages"]["total"]["median"]
-    for name in CONTENDERS:
+    for name in contenders:
         c = contenders[name]
         log(
             f"  {name:14s} {c['stages']['total']['median']:10,.1f} ms  "

@@ -120,7 +120,9 @@ def resolve_providers(providers: str | Sequence[str] | None = "auto") -> list[st
     if isinstance(providers, str):
         if providers.strip().lower() == "auto":
             names = [p for p in (CUDA, OPENVINO, CPU) if p in available]
-            if OPENVINO in names and CUDA not in names:
+            if CUDA in names:
+                return [CUDA, CPU]
+            if OPENVINO in names:
                 try:
                     register_openvino()
                 except ProviderError as exc:

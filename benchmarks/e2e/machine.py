@@ -236,6 +236,7 @@ def machine() -> dict[str, Any]:
                 "avx_vnni",
                 "amx_int8",
                 "amx_bf16",
+                "amx_tile",
                 "avx512_bf16",
                 "avx512_fp16",
             }

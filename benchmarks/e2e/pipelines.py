@@ -85,8 +85,11 @@ def prepare(
     from msa_export import encoders as enc
     from msa_export.build import build_pack
     from msa_export.convert import export_onnx
+    from msa_export.openvino import ready
 
-    fp = preset_fingerprint(preset)
+    # the OpenVINO int8 file too when NNCF and the plugin are here (its contender needs it)
+    precisions = ("int8", "fp32") + (("ov-int8",) if ready() is None else ())
+    fp = preset_fingerprint(preset) + "+" + ",".join(precisions)
     work.mkdir(parents=True, exist_ok=True)
     stamp = work / "fingerprint.txt"
     if rebuild or not stamp.is_file() or stamp.read_text() != fp:
@@ -97,12 +100,12 @@ def prepare(
     if pack is None:
         pack = work / "pack"
         if not (pack / "manifest.json").is_file():
-            log(f"building the {preset.name} pack (int8 + fp32) into {pack} ...")
+            log(f"building the {preset.name} pack ({' + '.join(precisions)}) into {pack} ...")
             t0 = time.perf_counter()
             build_pack(
                 preset,
                 pack,
-                precisions=("int8", "fp32"),
+                precisions=precisions,
                 force=True,
                 progress=lambda m: log(f"  {m}"),
             )
@@ -231,10 +234,17 @@ class TorchPipeline:
 
 
 class OrtPipeline:
-    def __init__(self, files: dict[str, Path], head: Path, threads: int = THREADS) -> None:
+    """The pack's files in ONNX Runtime sessions built by the runtime's one session builder;
+    ``providers`` "cpu" (the CPU EP) or "openvino" (the OpenVINO EP plugin; the head stays on
+    the CPU EP, as in the runtime)."""
+
+    def __init__(self, files: dict[str, Path], head: Path, threads: int = THREADS,
+                 providers: str = "cpu") -> None:
         from msa_runtime.sessions import make_session
 
-        self.sessions = {m: make_session(p, "cpu", threads=threads, spinning=False) for m, p in files.items()}
+        self.sessions = {
+            m: make_session(p, providers, threads=threads, spinning=False) for m, p in files.items()
+        }
         self.head = make_session(head, "cpu", threads=threads, spinning=False)
         self.head_names = [i.name for i in self.head.get_inputs()]
         self.input_names = {m: [i.name for i in s.get_inputs()] for m, s in self.sessions.items()}

@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from e2e.analysis import explain, targets
-from e2e.common import CONTENDERS, LABELS, STAGES, THREADS
+from e2e.common import CONTENDERS, LABELS, STAGES, THREADS, best_pack, present
 from e2e.flops import FLOPS_DOC
 from e2e.levers import render_levers
 from e2e.machine import machine
+from e2e.render_parts import render_install, render_openvino, render_streams
 from e2e.render_util import fmt_mb, fmt_ms, peak_cell, sustained_int8
 
 
@@ -44,24 +45,26 @@ def render(doc: dict[str, Any]) -> str:
     if runs:
         L.append("## Headline: end to end, speed-up over the reference (median of the repeats)")
         L.append("")
+        cols = [c for c in CONTENDERS if any(c in r["contenders"] for r in runs.values())]
         L.append(
             "| preset | "
-            + " | ".join(LABELS[c] for c in CONTENDERS)
-            + " | int8, encoders + head only | int8 score diff |"
+            + " | ".join(LABELS[c] for c in cols)
+            + " | best pack | its encoders + head only | its score diff |"
         )
-        L.append("|---|" + "---|" * (len(CONTENDERS) + 2))
+        L.append("|---|" + "---|" * (len(cols) + 3))
         for p, r in runs.items():
             cells = []
-            for c in CONTENDERS:
-                cc = r["contenders"][c]
+            for c in cols:
+                cc = r["contenders"].get(c)
                 cells.append(
-                    f"{fmt_ms(cc['stages']['total']['median'])} ms"
+                    "not run" if cc is None else f"{fmt_ms(cc['stages']['total']['median'])} ms"
                     + ("" if c == "reference" else f" ({cc['ratio_to_reference']['total']:.2f}x)")
                 )
-            diff = r["contenders"]["ort_int8_cut"]["fidelity"]["score_diff_own_pipeline"]
-            models = r["contenders"]["ort_int8_cut"]["ratio_to_reference"].get("models")
+            best = best_pack(r)
+            diff = r["contenders"][best]["fidelity"]["score_diff_own_pipeline"]
+            models = r["contenders"][best]["ratio_to_reference"].get("models")
             mtext = "-" if models is None else f"{models:.2f}x"
-            L.append(f"| {p} | " + " | ".join(cells) + f" | {mtext} | {diff:.4f} |")
+            L.append(f"| {p} | " + " | ".join(cells) + f" | {LABELS[best]} | {mtext} | {diff:.4f} |")
         L.append("")
         L.append("## Targets of issue 5")
         L.append("")
@@ -113,6 +116,14 @@ def render(doc: dict[str, Any]) -> str:
         "- Interference: share of all CPU time (both cores) taken by other processes and by the "
         "hypervisor (steal) while a contender was timing, from /proc/stat."
     )
+    L.append(
+        "- OpenVINO contenders: ONNX Runtime with the OpenVINO execution provider plugin "
+        "(onnxruntime-ep-openvino), sessions built by the runtime's make_session with the same "
+        "threads; the fp32 files run in bf16 when the CPU has AMX or AVX512-BF16 (see ISA above), "
+        "the ov-int8 files are the pack's NNCF static int8 files. Not measured here: a CPU without "
+        "AMX/AVX512-BF16 (where OpenVINO's fp32 runs in fp32 and its int8 without AMX), any GPU "
+        "(no CUDA or OpenVINO GPU device on this VM)."
+    )
     L.append("- " + FLOPS_DOC.replace("\n", " "))
     L.append("")
     return "\n".join(L) + "\n"
@@ -155,14 +166,15 @@ def render_run(p: str, r: dict[str, Any]) -> list[str]:
     L.append("")
     L.append("### Latency (ms, median / p90) and speed-up over the reference (median)")
     L.append("")
-    L.append("| stage | " + " | ".join(LABELS[c] for c in CONTENDERS) + " |")
-    L.append("|---|" + "---|" * len(CONTENDERS))
+    cols = present(r)
+    L.append("| stage | " + " | ".join(LABELS[c] for c in cols) + " |")
+    L.append("|---|" + "---|" * len(cols))
     names = {"total": "**end to end**", "models": "encoders + head", "face": "face detect + crop"}
     for s in (*STAGES, "models", "total"):
         if s not in r["contenders"]["reference"]["stages"]:
             continue
         cells = []
-        for c in CONTENDERS:
+        for c in cols:
             st = r["contenders"][c]["stages"][s]
             ratio = r["contenders"][c]["ratio_to_reference"].get(s)
             cells.append(
@@ -180,7 +192,7 @@ def render_run(p: str, r: dict[str, Any]) -> list[str]:
         + " | score (own head) | diff | score (pack head) | diff |"
     )
     L.append("|---|" + "---|" * (len(mods) + 4))
-    for c in CONTENDERS:
+    for c in cols:
         f = r["contenders"][c]["fidelity"]
         L.append(
             f"| {LABELS[c]} | "
@@ -198,7 +210,7 @@ def render_run(p: str, r: dict[str, Any]) -> list[str]:
         "| others' CPU | steal |"
     )
     L.append("|---|---|---|---|---|---|---|---|")
-    for c in CONTENDERS:
+    for c in cols:
         cc = r["contenders"][c]
         rs = cc["rss_mb"]
         q = cc["interference"]
@@ -267,6 +279,7 @@ def render_run(p: str, r: dict[str, Any]) -> list[str]:
         f"| {a['fp32_gflops']:,.0f} | {a['fp32_fraction_of_fp32_peak']:.0%} | |"
     )
     L.append("")
+    L += render_openvino(r)
     prof = r["contenders"]["ort_int8_cut"].get("profile")
     if prof:
         L.append("### Where the int8 pack's time goes (ORT profiler, one run per encoder)")
@@ -308,52 +321,7 @@ def render_run(p: str, r: dict[str, Any]) -> list[str]:
             )
         )
         L.append("")
-    stream: dict[str, Any] | None = r.get("stream")
-    if stream:
-        L.append("### Streaming (`Analyzer.stream`, int8 pack)")
-        L.append("")
-        L.append(
-            f"A generated {stream['duration_s']:.0f} s clip "
-            f"({stream.get('media_desc', 'H.264 640x480 at 25 fps')}, AAC 48 kHz mono, "
-            f".srt transcript with a cue every 2.5 s), windows of {stream['window']:g} s "
-            f"every {stream['hop']:g} s: {stream['windows']} windows in {stream['wall_s']:.1f} s, "
-            f"**real-time factor {stream['rtf']:.3f}** "
-            f"(processing time / media time, decoding included; the Analyzer's {stream['load_s']:.1f} s "
-            f"load excluded). Per-window latency (scoring after the window's media is decoded) "
-            f"median {fmt_ms(stream['window_latency_ms']['median'])} ms, "
-            f"p90 {fmt_ms(stream['window_latency_ms']['p90'])} ms. "
-            "Per window, median ms: "
-            + ", ".join(f"{k} {fmt_ms(v['median'])}" for k, v in stream["stage_ms"].items())
-            + f". Peak RSS {stream['peak_rss_mb']:,.0f} MB; torch imported: "
-            f"{'yes' if stream['torch_imported'] else 'no'}; others' CPU "
-            f"{stream['interference']['others_cpu_share']:.0%}, "
-            f"steal {stream['interference']['steal_share']:.0%}."
-        )
-        L.append("")
-    return L
-
-
-def render_install(inst: dict[str, Any]) -> list[str]:
-    L = ["## Install size (this venv's site-packages, from each distribution's RECORD)", ""]
-    L.append("| stack | roots | roots alone | with all their dependencies |")
-    L.append("|---|---|---|---|")
-    for label, s in inst.items():
-        L.append(
-            f"| {label.replace('_', ' ')} | {', '.join(s['roots'])} | {fmt_mb(s['direct_bytes'])} | "
-            f"{fmt_mb(s['with_dependencies_bytes'])} ({len(s['dependencies'])} distributions) |"
-        )
-    rt, ts = inst["runtime"], inst["torch_stack"]
-    L.append("")
-    L.append(
-        f"The runtime is "
-        f"{ts['with_dependencies_bytes'] / max(rt['with_dependencies_bytes'], 1):.1f}x smaller "
-        "than the torch stack with dependencies. Largest: "
-        + "; ".join(
-            f"{k} {fmt_mb(v)}" for k, v in sorted(ts["dependencies"].items(), key=lambda kv: -kv[1])[:5]
-        )
-        + "."
-    )
-    L.append("")
+    L += render_streams(r)
     return L
 
 

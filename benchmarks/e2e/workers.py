@@ -44,10 +44,16 @@ def worker_contender(task: dict[str, Any]) -> dict[str, Any]:
     else:
         if name == "ort_fp32_full":
             files = {m: Path(task["full"]) / f"{m}.fp32.onnx" for m in manifest.encoders}
+        elif name == "ov_int8_cut":  # the ov-int8 file, else what the manifest gives OpenVINO
+            files = {m: pack / e.files[(e.provider_precisions("openvino") or ("fp32",))[0]]
+                     for m, e in manifest.encoders.items()}
+        elif name == "ov_bf16_cut":
+            files = {m: pack / e.files["fp32"] for m, e in manifest.encoders.items()}
         else:
             precision = name.split("_")[1]
             files = {m: pack / e.files[precision] for m, e in manifest.encoders.items()}
-        pipe = OrtPipeline(files, pack / manifest.head.file)
+        providers = "openvino" if name.startswith("ov_") else "cpu"
+        pipe = OrtPipeline(files, pack / manifest.head.file, providers=providers)
     load_s = time.perf_counter() - t0
     peak_with_load = status_kb("VmHWM")
     trim_heap()
@@ -79,6 +85,7 @@ def worker_contender(task: dict[str, Any]) -> dict[str, Any]:
         "torch_imported": "torch" in sys.modules,
         "interference": quiet,
         "faces_found": prep.faces_found,
+        "files": {m: p.name for m, p in files.items()} if isinstance(pipe, OrtPipeline) else None,
     }
     if task.get("profile") and isinstance(pipe, OrtPipeline):
         result["profile"] = profile_encoders(
@@ -97,7 +104,8 @@ def worker_stream(task: dict[str, Any]) -> dict[str, Any]:
 
     warnings.simplefilter("ignore", UserWarning)  # the untrained-head warning
     t0 = time.perf_counter()
-    an = Analyzer(task["pack"], providers="cpu", threads=THREADS, precision=task["precision"])
+    an = Analyzer(task["pack"], providers=task.get("providers", "cpu"), threads=THREADS,
+                  precision=task["precision"], tuning=False)
     load_s = time.perf_counter() - t0
     trim_heap()
     reset_peak_rss()
@@ -124,6 +132,8 @@ def worker_stream(task: dict[str, Any]) -> dict[str, Any]:
         "window": task["window"],
         "hop": task["hop"],
         "precision": an.precision,
+        "providers": task.get("providers", "cpu"),
+        "files": {c.modality: c.file for c in an.plan.values()},
         "peak_rss_mb": status_kb("VmHWM") / 1024,
         "torch_imported": "torch" in sys.modules,
         "interference": interference.result(),
@@ -135,7 +145,7 @@ WORKERS = {"contender": worker_contender, "peak": worker_peak, "stream": worker_
 
 def spawn(task: dict[str, Any], work: Path, log: Callable[[str], None]) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
-    task_file = work / f"task_{task['kind']}_{task.get('contender', '')}.json"
+    task_file = work / f"task_{task['kind']}_{task.get('contender', task.get('providers', ''))}.json"
     result_file = task_file.with_suffix(".result.json")
     task = {**task, "result": str(result_file)}
     task_file.write_text(json.dumps(task))
