@@ -221,7 +221,7 @@ def test_tuning_record_beside_the_pack(tiny_pack: Path, tmp_path: Path) -> None:
     assert {p.name: sha256_file(p) for p in pack.iterdir()} == hashes  # the pack is untouched
     load_manifest(pack)
     record = json.loads(record_path.read_text())
-    for mod, e in record["encoders"].items():
+    for e in record["encoders"].values():
         assert {c["precision"] for c in e["candidates"]} >= {"int8", "fp32"}
         assert e["best"]["median_ms"] == min(c["median_ms"] for c in e["candidates"])
         # make the record's choice visible: fp32 is "fastest" for every encoder
