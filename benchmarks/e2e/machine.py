@@ -115,9 +115,10 @@ def pack_sizes(pack: Path, full: Path) -> dict[str, Any]:
 
     manifest = load_manifest(pack, verify=False)
     files = {n: int(m["bytes"]) for n, m in manifest.files.items()}
-    shared = sum(b for n, b in files.items() if not any(f".{p}." in n for p in ("int8", "fp32", "fp16")))
+    kinds = ("int8", "fp32", "fp16", "ov-int8")
+    shared = sum(b for n, b in files.items() if not any(f".{p}." in n for p in kinds))
     per: dict[str, Any] = {}
-    for precision in ("int8", "fp32", "fp16"):
+    for precision in ("int8", "fp32", "fp16", "ov-int8"):
         own = {n: b for n, b in files.items() if f".{precision}." in n}
         if own:
             per[precision] = {
