@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.preset, args.repeat = "tiny", 1
         args.stream_seconds = min(args.stream_seconds, 10.0)
+        args.retry_noisy = 0  # a smoke run: never wait minutes for a quiet machine
         if args.stream is None:
             args.stream = True
     if args.stream is None:
