@@ -94,8 +94,10 @@ def split_device(name: str) -> tuple[str, str]:
 
 
 def _available() -> list[str]:
-    available = list(import_ort().get_available_providers())
-    if OPENVINO not in available and openvino_installed():
+    """ORT's providers; OpenVINO when its plugin is installed (ORT lists it, and its ``.AUTO``
+    twin, only once the plugin is registered in this process)."""
+    available = [p for p in import_ort().get_available_providers() if not p.startswith(OPENVINO)]
+    if openvino_installed():
         available.append(OPENVINO)
     return available
 
