@@ -35,7 +35,8 @@ from typing import Any
 import numpy as np
 import onnx
 
-from msa_export.convert import NEVER_QUANTIZE, ExportError, _quiet
+from msa_export.convert import NEVER_QUANTIZE, _quiet
+from msa_export.errors import CalibrationError, ExportError
 from msa_runtime.errors import MsaError
 from msa_runtime.sessions import openvino_installed
 
@@ -46,10 +47,6 @@ SIDECARS = (".txt", ".srt", ".vtt")
 Feeds = dict[str, np.ndarray]
 # (encoder spec, card, model config) -> calibration inputs of that encoder
 Calibrate = Callable[[Any, Any, dict[str, Any]], list[Feeds]]
-
-
-class CalibrationError(MsaError):
-    """Calibration data for the OpenVINO int8 file cannot be read."""
 
 
 @dataclass(frozen=True)
