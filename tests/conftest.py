@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -10,6 +11,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The tests pin the CPU execution provider (runtime default: auto, which takes OpenVINO when its
+# plugin is installed): scores and precisions stay those of the CPU EP in every environment.
+# tests/test_openvino.py asks for OpenVINO (and auto) explicitly. Subprocesses inherit this.
+os.environ.setdefault("MSA_EDGE_PROVIDERS", "cpu")
 
 
 def shared_path(*parts: str) -> Path:
