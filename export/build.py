@@ -17,13 +17,13 @@ import numpy as np
 import torch
 
 from msa_export import encoders as enc
+from msa_export.calibration import Case, HeadScorer, make_gate, text_cases, validation_utterances
 from msa_export.convert import (
     Check,
     ExportError,
     compare,
     convert_fp16,
     export_onnx,
-    quantize_int8,
     run_onnx,
     worst_failure,
 )
@@ -36,6 +36,8 @@ from msa_export.heads import (
     head_io,
     load_checkpoint,
 )
+from msa_export.int8 import Gate, Int8Outcome, accuracy_aware_int8, gate_summary
+from msa_export.preflight import check_checkpoint
 from msa_export.presets import EncoderCard, Preset
 from msa_runtime.pack import (
     MANIFEST,
@@ -43,9 +45,11 @@ from msa_runtime.pack import (
     EncoderEntry,
     HeadEntry,
     Manifest,
+    TextPrep,
     manifest_to_dict,
     sha256_file,
 )
+from msa_runtime.preprocess import TextEncoder
 
 Progress = Callable[[str], None]
 
@@ -65,6 +69,7 @@ class BuildReport:
     checks: list[Check] = field(default_factory=list)
     seconds: float = 0.0
     trained_head: bool = False
+    notes: list[str] = field(default_factory=list)  # e.g. which MatMuls int8 kept in fp32
 
 
 @dataclass
@@ -76,6 +81,8 @@ class _Encoded:
     reference: list[np.ndarray]
     by_precision: dict[str, list[np.ndarray]]
     checks: list[Check]
+    int8: Int8Outcome | None = None
+    gates: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _tokenizer_json(card: EncoderCard, offline: bool | None) -> str:
@@ -99,7 +106,9 @@ def _tokenizer_json(card: EncoderCard, offline: bool | None) -> str:
 
 
 def _encode_modality(card: EncoderCard, tmp: Path, precisions: Sequence[str],
-                     offline: bool | None, exporter: str, progress: Progress) -> _Encoded:
+                     offline: bool | None, exporter: str, progress: Progress, *,
+                     utterances: Sequence[str] = (), scorer: HeadScorer | None = None
+                     ) -> _Encoded:
     spec = enc.SPECS[card.kind]
     mod = card.modality
     progress(f"{mod}: loading {card.kind} from {card.source}")
@@ -113,6 +122,12 @@ def _encode_modality(card: EncoderCard, tmp: Path, precisions: Sequence[str],
     inputs = [spec.make_inputs(card, config, n, seed=i) for i, n in enumerate(lengths)]
     progress(f"{mod}: reference features of the full {total}-block model, lengths {list(lengths)}")
     reference = [enc.reference_output(card, model, x) for x in inputs]
+    cases = [Case(x, ref, n) for x, ref, n in zip(inputs, reference, lengths)]
+    if mod == "text" and utterances:
+        assert isinstance(card.prep, TextPrep)
+        tok = TextEncoder("tokenizer.json", card.prep, json_text=_tokenizer_json(card, offline))
+        progress(f"{mod}: reference features of {len(utterances)} validation utterances")
+        cases += text_cases(tok, utterances, lambda x: enc.reference_output(card, model, x))
     wrapped = enc.wrap(card, enc.cut(model, card.blocks))
     with torch.no_grad():
         cut_out = [wrapped(*x) for x in inputs]
@@ -130,22 +145,31 @@ def _encode_modality(card: EncoderCard, tmp: Path, precisions: Sequence[str],
     export_onnx(wrapped, inputs[len(inputs) // 2], fp32, input_names=spec.input_names,
                 output_names=spec.output_names, dynamic_axes=spec.dynamic_axes, exporter=exporter)
     variants = {"fp32": fp32}
+
+    def gate(precision: str) -> Callable[[Path], tuple[Gate, list[np.ndarray]]]:
+        return make_gate(mod, precision, spec.input_names, spec.output_names[0], cases, scorer)
+
+    int8: Int8Outcome | None = None
     if "int8" in precisions:
         progress(f"{mod}: quantizing to int8 (dynamic, per channel, MatMul/Gemm)")
-        variants["int8"] = quantize_int8(fp32, tmp / f"{mod}.int8.onnx", card.int8_keep_fp32)
+        int8 = accuracy_aware_int8(
+            fp32, tmp / f"{mod}.int8.onnx", evaluate=lambda p: gate("int8")(p)[0],
+            inputs=[{n: t.numpy() for n, t in zip(spec.input_names, c.inputs)} for c in cases],
+            keep_fp32=card.int8_keep_fp32, progress=progress)
+        progress(f"{mod}: {int8.summary()}")
+        variants["int8"] = tmp / f"{mod}.int8.onnx"
     if "fp16" in precisions:
         progress(f"{mod}: converting to fp16")
         variants["fp16"] = convert_fp16(fp32, tmp / f"{mod}.fp16.onnx")
     checks: list[Check] = []
+    gates: dict[str, dict[str, Any]] = {}
+    extra = f" and {len(cases) - len(inputs)} utterances" if len(cases) > len(inputs) else ""
     for precision, path in variants.items():
-        progress(f"{mod}: validating {path.name} on {len(inputs)} input lengths")
-        outs = []
-        for x, ref, n in zip(inputs, reference, lengths):
-            feeds = {name: t.numpy() for name, t in zip(spec.input_names, x)}
-            got = run_onnx(path, feeds)[0]
-            outs.append(got)
-            checks.append(compare(path.name, precision, spec.output_names[0], n, got, ref))
-        by_precision[precision] = outs
+        progress(f"{mod}: validating {path.name} on {len(inputs)} input lengths{extra}")
+        verdict, outs = gate(precision)(path)
+        checks += verdict.checks
+        gates[precision] = gate_summary(verdict)
+        by_precision[precision] = outs[:len(inputs)]
         files[precision] = path.name
     worst_failure(checks)
     if "fp32" not in precisions:
@@ -155,7 +179,7 @@ def _encode_modality(card: EncoderCard, tmp: Path, precisions: Sequence[str],
                          num_layers=total, hidden_size=int(config["hidden_size"]), prep=card.prep,
                          files=files, frame_stride=card.frame_stride,
                          layer_weights=card.layer_weights)
-    return _Encoded(entry, inputs, reference, by_precision, checks)
+    return _Encoded(entry, inputs, reference, by_precision, checks, int8, gates)
 
 
 def _head_feeds(names: list[str], encoded: dict[str, _Encoded], case: int,
@@ -291,9 +315,13 @@ def _prepare_out(out: Path, force: bool) -> Path:
 def build_pack(preset: Preset, out: str | Path, *, head: str | Path | None = None,
                precisions: Sequence[str] = PRECISIONS, layers: dict[str, int] | None = None,
                force: bool = False, offline: bool | None = None, exporter: str = "torchscript",
+               calibration: str | Path | None = None,
                progress: Progress = lambda msg: None) -> BuildReport:
     """Export ``preset`` (cut at its layers, or at the checkpoint's) into the pack folder ``out``.
 
+    ``calibration`` (a dataset or a ``.txt`` of utterances) adds real utterances to the text
+    encoder's validation inputs (default: those the checkpoint carries, else a built-in few);
+    int8 files keep the fewest MatMuls in fp32 that pass the gate (:mod:`msa_export.int8`).
     Nothing is written at ``out`` unless every file passes validation.
     """
     started = time.perf_counter()
@@ -304,8 +332,12 @@ def build_pack(preset: Preset, out: str | Path, *, head: str | Path | None = Non
     layers = dict(layers or {})
     ckpt = load_checkpoint(head) if head is not None else None
     if ckpt is not None:
+        check_checkpoint(preset, ckpt, offline)
         preset = _match_checkpoint(preset, ckpt, layers)
     preset = preset.with_layers(layers)
+    utterances, calibration_source = validation_utterances(
+        calibration, ckpt, "text" in preset.encoders)
+    scorer = HeadScorer(ckpt.config, ckpt.head()) if ckpt is not None else None
     out = Path(out)
     tmp = _prepare_out(out, force)
     try:
@@ -313,7 +345,8 @@ def build_pack(preset: Preset, out: str | Path, *, head: str | Path | None = Non
         face_checks: list[Check] = []
         if needs_face_detector(preset):  # first: a missing facenet-pytorch fails fast
             face, face_checks = _export_face(tmp, progress)
-        encoded = {m: _encode_modality(c, tmp, precisions, offline, exporter, progress)
+        encoded = {m: _encode_modality(c, tmp, precisions, offline, exporter, progress,
+                                       utterances=utterances, scorer=scorer)
                    for m, c in preset.encoders.items()}
         dims = {m: e.entry.hidden_size for m, e in encoded.items()}
         if ckpt is not None:
@@ -345,7 +378,12 @@ def build_pack(preset: Preset, out: str | Path, *, head: str | Path | None = Non
                            checkpoint_sha256=sha256_file(Path(head)) if head else None),
             files=files, tools=_tools(), validation=[dataclasses.asdict(c) for c in checks],
             extras={"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "description": preset.description},
+                    "description": preset.description,
+                    "gate": {"calibration": calibration_source, "utterances": len(utterances),
+                             "score": "trained head" if scorer else "untrained head (final check)",
+                             "files": {m: e.gates for m, e in encoded.items()}},
+                    "int8": {m: e.int8.to_manifest() for m, e in encoded.items()
+                             if e.int8 is not None}},
             face_detector=face,
         )
         (tmp / MANIFEST).write_text(json.dumps(manifest_to_dict(manifest), indent=2),
@@ -355,7 +393,8 @@ def build_pack(preset: Preset, out: str | Path, *, head: str | Path | None = Non
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     report = BuildReport(out=out, checks=checks, seconds=time.perf_counter() - started,
-                         trained_head=ckpt is not None)
+                         trained_head=ckpt is not None,
+                         notes=[e.int8.summary() for e in encoded.values() if e.int8 is not None])
     for n, meta in files.items():
         plain = "fp32" if n.endswith(".onnx") else ""
         precision = next((p for p in PRECISIONS if f".{p}." in n), plain)

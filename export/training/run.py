@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from msa_export.calibration import CHECKPOINT_UTTERANCES, _spread
 from msa_export.heads import HeadConfig, save_checkpoint
 from msa_export.presets import Preset
 from msa_export.training import features as fc
@@ -209,7 +210,9 @@ def train(dataset: str | Path, preset: Preset, out: str | Path, *,
     encoders = {m: {"kind": preset.encoders[m].kind, "source": preset.encoders[m].source,
                     "hidden_size": data.dims[m]} for m in mods}
     save_checkpoint(out / "head.pt", best_result.head, cfg, layers=layer_out, encoders=encoders,
-                    preset=preset.name, metrics=metrics["summary"])
+                    preset=preset.name, metrics=metrics["summary"],
+                    utterances=_spread([s.text for s in data.samples["dev"] if s.text.strip()],
+                                       CHECKPOINT_UTTERANCES) if "text" in mods else ())
     _write(out / "metrics.json", json.dumps(metrics, indent=1, default=float))
     _write(out / "report.md", render_report(metrics))
     progress(f"wrote {out / 'head.pt'}, metrics.json, report.md")
