@@ -37,7 +37,7 @@ from msa_export.heads import (
     load_checkpoint,
 )
 from msa_export.int8 import Gate, Int8Outcome, accuracy_aware_int8, gate_summary
-from msa_export.preflight import check_checkpoint
+from msa_export.preflight import check_checkpoint, encoder_config
 from msa_export.presets import EncoderCard, Preset
 from msa_runtime.pack import (
     MANIFEST,
@@ -240,6 +240,21 @@ def _export_head(cfg: HeadConfig, head: torch.nn.Module, encoded: dict[str, _Enc
     return checks
 
 
+def _untrained_scorer(preset: Preset, offline: bool | None) -> HeadScorer | None:
+    """The seeded untrained head the pack will carry, built up front from the encoders'
+    configurations (so the int8 search sees its scores too); None when a size is unknown."""
+    dims: dict[str, int] = {}
+    for mod, card in preset.encoders.items():
+        size = (encoder_config(card, offline) or {}).get("hidden_size")
+        if not isinstance(size, int):
+            return None
+        dims[mod] = size
+    h = preset.head
+    cfg = HeadConfig(kind=h.kind, dims=dims, hidden=h.hidden, embed=h.embed, heads=h.heads,
+                     dropout=h.dropout)
+    return HeadScorer(cfg, build_head(cfg, seed=h.seed))
+
+
 def _match_checkpoint(preset: Preset, ckpt: Checkpoint, layers: dict[str, int]) -> Preset:
     for mod in ckpt.config.modalities:
         if mod not in preset.encoders:
@@ -337,7 +352,8 @@ def build_pack(preset: Preset, out: str | Path, *, head: str | Path | None = Non
     preset = preset.with_layers(layers)
     utterances, calibration_source = validation_utterances(
         calibration, ckpt, "text" in preset.encoders)
-    scorer = HeadScorer(ckpt.config, ckpt.head()) if ckpt is not None else None
+    scorer = (HeadScorer(ckpt.config, ckpt.head()) if ckpt is not None
+              else _untrained_scorer(preset, offline))
     out = Path(out)
     tmp = _prepare_out(out, force)
     try:
@@ -380,7 +396,8 @@ def build_pack(preset: Preset, out: str | Path, *, head: str | Path | None = Non
             extras={"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "description": preset.description,
                     "gate": {"calibration": calibration_source, "utterances": len(utterances),
-                             "score": "trained head" if scorer else "untrained head (final check)",
+                             "score": ("trained head" if ckpt is not None else
+                                       "untrained head" if scorer else "final check only"),
                              "files": {m: e.gates for m, e in encoded.items()}},
                     "int8": {m: e.int8.to_manifest() for m, e in encoded.items()
                              if e.int8 is not None}},

@@ -63,6 +63,7 @@ class Gate:
 
 
 Evaluate = Callable[[Path], Gate]
+Quantize = Callable[[Path, Path, Sequence[str]], Path]
 
 
 @dataclass
@@ -243,11 +244,14 @@ def _patterns(nodes: Sequence[str]) -> list[str]:
 
 def accuracy_aware_int8(fp32: Path, dst: Path, *, evaluate: Evaluate,
                         inputs: Sequence[dict[str, np.ndarray]], keep_fp32: Sequence[str] = (),
+                        quantize: Quantize = quantize_int8,
                         progress: Progress = lambda m: None) -> Int8Outcome:
     """Write ``dst``: ``fp32`` in dynamic int8 with the fewest MatMuls kept fp32 for which
     ``evaluate(dst)`` passes. ``inputs`` (ONNX feeds) are used to rank the MatMuls' sensitivity;
     ``keep_fp32`` (regular expressions over node names, the card's ``int8_keep_fp32``) are kept
-    fp32 whatever the search finds. Raises :class:`ValidationError` saying what was tried when
+    fp32 whatever the search finds. ``quantize(src, dst, keep_fp32_patterns)`` writes a
+    candidate (default: ONNX Runtime dynamic int8; another int8 flavour, e.g. an NNCF file with an
+    ignored scope, plugs in here). Raises :class:`ValidationError` saying what was tried when
     even every MatMul in fp32 fails."""
     model = onnx.load(str(fp32), load_external_data=False)
     candidates = weight_matmuls(model)
@@ -257,7 +261,7 @@ def accuracy_aware_int8(fp32: Path, dst: Path, *, evaluate: Evaluate,
     cache: dict[int, Gate] = {}
 
     def attempt(kept: Sequence[str]) -> Gate:
-        quantize_int8(fp32, dst, [*keep_fp32, *_patterns(kept)])
+        quantize(fp32, dst, [*keep_fp32, *_patterns(kept)])
         gate = evaluate(dst)
         outcome.trials.append(Trial(kept=len(kept), passed=gate.passed, worst=gate.describe()))
         return gate
@@ -308,6 +312,6 @@ def accuracy_aware_int8(fp32: Path, dst: Path, *, evaluate: Evaluate,
             gate = attempt(trial)
             if gate.passed:
                 kept, best = trial, gate
-    quantize_int8(fp32, dst, [*keep_fp32, *_patterns(kept)])  # the file of the chosen set
+    quantize(fp32, dst, [*keep_fp32, *_patterns(kept)])  # the file of the chosen set
     outcome.kept, outcome.gate = kept, best
     return outcome
