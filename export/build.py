@@ -17,7 +17,14 @@ import numpy as np
 import torch
 
 from msa_export import encoders as enc
-from msa_export.calibration import Case, HeadScorer, make_gate, text_cases, validation_utterances
+from msa_export.calibration import (
+    Case,
+    HeadScorer,
+    gate_cost,
+    make_gate,
+    text_cases,
+    validation_utterances,
+)
 from msa_export.convert import (
     Check,
     ExportError,
@@ -156,7 +163,7 @@ def _encode_modality(card: EncoderCard, tmp: Path, precisions: Sequence[str],
         int8 = accuracy_aware_int8(
             fp32, tmp / f"{mod}.int8.onnx", evaluate=lambda p: gate("int8")(p)[0],
             inputs=[{n: t.numpy() for n, t in zip(spec.input_names, c.inputs)} for c in cases],
-            keep_fp32=card.int8_keep_fp32, progress=progress)
+            keep_fp32=card.int8_keep_fp32, cost=gate_cost(mod, cases, scorer), progress=progress)
         progress(f"{mod}: {int8.summary()}")
         variants["int8"] = tmp / f"{mod}.int8.onnx"
     if "fp16" in precisions:

@@ -189,3 +189,26 @@ def validation_utterances(calibration: str | Path | None, ckpt: Checkpoint | Non
     if ckpt is not None and ckpt.utterances:
         return list(ckpt.utterances), f"the checkpoint's dev utterances ({len(ckpt.utterances)})"
     return list(DEFAULT_SENTENCES), f"built-in sentences ({len(DEFAULT_SENTENCES)})"
+
+
+def gate_cost(modality: str, cases: Sequence[Case], scorer: HeadScorer | None
+              ) -> Callable[[int, np.ndarray, np.ndarray], float]:
+    """The sensitivity measure of the int8 search, aligned with the gate: for case ``i``, the
+    larger of ``(1 - mean cosine) / (1 - MIN_COSINE)`` and ``score diff / MAX_SCORE_DIFF`` (the
+    score through the head, when there is one). 1.0 means "at the gate's limit"."""
+    from msa_export import convert
+
+    ref_scores: dict[int, np.ndarray] = {}
+
+    def cost(i: int, got: np.ndarray, ref: np.ndarray) -> float:
+        value = (1.0 - float(convert.cosines(got, ref).mean())) / (1.0 - convert.MIN_COSINE)
+        if scorer is not None and i < len(cases):
+            mask = cases[i].inputs[1].numpy() if modality == "text" else None
+            if i not in ref_scores:
+                ref_scores[i] = scorer(modality, ref, mask)
+            if ref_scores[i].size:
+                diff = float(np.abs(scorer(modality, got, mask) - ref_scores[i]).max())
+                value = max(value, diff / convert.MAX_SCORE_DIFF)
+        return value
+
+    return cost

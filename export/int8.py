@@ -11,7 +11,8 @@ encoder and on the block the pack is cut at, so it is measured, not guessed:
    holds a switch per MatMul that puts that MatMul alone in ONNX Runtime's dynamic int8
    arithmetic (activation: DynamicQuantizeLinear, uint8 per tensor; weight: int8 per output
    channel, symmetric); the sensitivity is what that costs at the encoder's output, the largest
-   ``1 - mean cosine`` over the validation inputs (the gate's own measure);
+   cost over the validation inputs: the export uses the gate's own measures relative to their
+   limits, ``max((1 - mean cosine) / (1 - 0.999), score diff / 0.02)`` (1.0 = at the limit);
 3. keep the most sensitive MatMuls in fp32, 1, 2, 4, ... of them until the gate passes, then
    bisect down to the fewest, and finally try to release each kept MatMul again (least sensitive
    first) while the gate still passes.
@@ -59,11 +60,16 @@ class Gate:
         w = self.worst()
         if w is None:
             return "no checks"
+        if w.output == "score" and w.score_diff is not None:
+            from msa_export.convert import MAX_SCORE_DIFF
+
+            return f"score at input {w.length}: diff {w.score_diff:.4f} (max {MAX_SCORE_DIFF})"
         return f"{w.output} at input {w.length}: {w.describe()}"
 
 
 Evaluate = Callable[[Path], Gate]
 Quantize = Callable[[Path, Path, Sequence[str]], Path]
+Cost = Callable[[int, np.ndarray, np.ndarray], float]
 
 
 @dataclass
@@ -207,11 +213,19 @@ def _probe(model: onnx.ModelProto, nodes: Sequence[str]) -> list[str]:
     return selects
 
 
-def sensitivity(fp32: Path, inputs: Sequence[dict[str, np.ndarray]], nodes: Sequence[str]
-                ) -> dict[str, float]:
-    """Per MatMul, what int8 arithmetic in that MatMul alone costs at the encoder's output on
-    ``inputs``: the largest ``1 - mean cosine`` over the inputs (the gate's own measure)."""
+def cosine_cost(case: int, got: np.ndarray, ref: np.ndarray) -> float:
+    """``1 - mean cosine`` of the feature vectors: the default sensitivity measure."""
     from msa_export.convert import cosines
+
+    return 1.0 - float(cosines(got, ref).mean())
+
+
+def sensitivity(fp32: Path, inputs: Sequence[dict[str, np.ndarray]], nodes: Sequence[str],
+                cost: Cost = cosine_cost) -> dict[str, float]:
+    """Per MatMul, what int8 arithmetic in that MatMul alone costs at the encoder's output on
+    ``inputs``: the largest ``cost(case, output, fp32 output)`` over the inputs (default
+    ``1 - mean cosine``; the export passes the gate's own measure, cosine and head score, each
+    relative to its limit)."""
 
     model = onnx.load(str(fp32))
     selects = _probe(model, nodes)
@@ -231,9 +245,9 @@ def sensitivity(fp32: Path, inputs: Sequence[dict[str, np.ndarray]], nodes: Sequ
             i = int(sel.rsplit("_", 1)[1])
             on = {**off, sel: np.ones((), np.float32)}
             worst = 0.0
-            for feeds, ref in zip(inputs, refs):
+            for case, (feeds, ref) in enumerate(zip(inputs, refs)):
                 got = session.run(None, {**feeds, **on})[0]
-                worst = max(worst, 1.0 - float(cosines(got, ref).mean()))
+                worst = max(worst, cost(case, got, ref))
             out[names[i]] = worst
     return out
 
@@ -244,10 +258,10 @@ def _patterns(nodes: Sequence[str]) -> list[str]:
 
 def accuracy_aware_int8(fp32: Path, dst: Path, *, evaluate: Evaluate,
                         inputs: Sequence[dict[str, np.ndarray]], keep_fp32: Sequence[str] = (),
-                        quantize: Quantize = quantize_int8,
+                        quantize: Quantize = quantize_int8, cost: Cost = cosine_cost,
                         progress: Progress = lambda m: None) -> Int8Outcome:
     """Write ``dst``: ``fp32`` in dynamic int8 with the fewest MatMuls kept fp32 for which
-    ``evaluate(dst)`` passes. ``inputs`` (ONNX feeds) are used to rank the MatMuls' sensitivity;
+    ``evaluate(dst)`` passes. ``inputs`` (ONNX feeds) are used to rank the MatMuls' sensitivity (``cost``);
     ``keep_fp32`` (regular expressions over node names, the card's ``int8_keep_fp32``) are kept
     fp32 whatever the search finds. ``quantize(src, dst, keep_fp32_patterns)`` writes a
     candidate (default: ONNX Runtime dynamic int8; another int8 flavour, e.g. an NNCF file with an
@@ -275,7 +289,7 @@ def accuracy_aware_int8(fp32: Path, dst: Path, *, evaluate: Evaluate,
         outcome.gate = gate
         return outcome
     progress(f"{dst.name}: {gate.describe()}; measuring the sensitivity of {len(free)} MatMuls")
-    sens = sensitivity(fp32, inputs, free)
+    sens = sensitivity(fp32, inputs, free, cost)
     order = sorted(free, key=lambda n: -sens.get(n, 0.0))
     outcome.sensitivity = {n: sens.get(n, 0.0) for n in order}
     cache[0] = gate
