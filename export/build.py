@@ -9,20 +9,28 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from msa_export import encoders as enc
+from msa_export.calibration import (
+    Case,
+    HeadScorer,
+    gate_cost,
+    make_gate,
+    text_cases,
+    validation_utterances,
+)
 from msa_export.convert import (
     Check,
     ExportError,
     compare,
     convert_fp16,
     export_onnx,
-    quantize_int8,
     run_onnx,
     worst_failure,
 )
@@ -35,9 +43,11 @@ from msa_export.heads import (
     head_io,
     load_checkpoint,
 )
+from msa_export.int8 import Gate, Int8Outcome, accuracy_aware_int8, gate_summary
 from msa_export.kinds import head_kind
 from msa_export.openvino import Calibrate, calibration, openvino_files
 from msa_export.openvino import ready as openvino_ready
+from msa_export.preflight import check_checkpoint, encoder_config
 from msa_export.presets import EncoderCard, Preset
 from msa_export.report import BuildReport, file_rows
 from msa_runtime.pack import (
@@ -47,11 +57,13 @@ from msa_runtime.pack import (
     FaceDetectorEntry,
     HeadEntry,
     Manifest,
+    TextPrep,
     VisionPrep,
     default_providers,
     manifest_to_dict,
     sha256_file,
 )
+from msa_runtime.preprocess import TextEncoder
 from msa_runtime.scoring import Features, feature, head_feeds
 
 Progress = Callable[[str], None]
@@ -67,6 +79,8 @@ class _Encoded:
     by_precision: dict[str, list[np.ndarray]]
     checks: list[Check]
     ov_label: str = ""  # the file OpenVINO runs by default, for the head's score check
+    int8: Int8Outcome | None = None
+    gates: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _tokenizer_json(card: EncoderCard, offline: bool | None) -> str:
@@ -90,8 +104,9 @@ def _tokenizer_json(card: EncoderCard, offline: bool | None) -> str:
 
 
 def _encode_modality(card: EncoderCard, tmp: Path, precisions: Sequence[str],
-                     offline: bool | None, exporter: str, progress: Progress,
-                     calibrate: Calibrate | None = None) -> _Encoded:
+                     offline: bool | None, exporter: str, progress: Progress, *,
+                     calibrate: Calibrate | None = None, utterances: Sequence[str] = (),
+                     scorer: HeadScorer | None = None) -> _Encoded:
     spec = enc.SPECS[card.kind]
     mod = card.modality
     progress(f"{mod}: loading {card.kind} from {card.source}")
@@ -105,6 +120,12 @@ def _encode_modality(card: EncoderCard, tmp: Path, precisions: Sequence[str],
     inputs = [spec.make_inputs(card, config, n, seed=i) for i, n in enumerate(lengths)]
     progress(f"{mod}: reference features of the full {total}-block model, lengths {list(lengths)}")
     reference = [enc.reference_output(card, model, x) for x in inputs]
+    cases = [Case(x, ref, n) for x, ref, n in zip(inputs, reference, lengths)]
+    if mod == "text" and utterances:
+        assert isinstance(card.prep, TextPrep)
+        tok = TextEncoder("tokenizer.json", card.prep, json_text=_tokenizer_json(card, offline))
+        progress(f"{mod}: reference features of {len(utterances)} validation utterances")
+        cases += text_cases(tok, utterances, lambda x: enc.reference_output(card, model, x))
     wrapped = enc.wrap(card, enc.cut(model, card.blocks))
     with torch.no_grad():
         cut_out = [wrapped(*x) for x in inputs]
@@ -122,22 +143,31 @@ def _encode_modality(card: EncoderCard, tmp: Path, precisions: Sequence[str],
     export_onnx(wrapped, inputs[len(inputs) // 2], fp32, input_names=spec.input_names,
                 output_names=spec.output_names, dynamic_axes=spec.dynamic_axes, exporter=exporter)
     variants = {"fp32": fp32}
+
+    def gate(precision: str) -> Callable[[Path], tuple[Gate, list[np.ndarray]]]:
+        return make_gate(mod, precision, spec.input_names, spec.output_names[0], cases, scorer)
+
+    int8: Int8Outcome | None = None
     if "int8" in precisions:
         progress(f"{mod}: quantizing to int8 (dynamic, per channel, MatMul/Gemm)")
-        variants["int8"] = quantize_int8(fp32, tmp / f"{mod}.int8.onnx", card.int8_keep_fp32)
+        int8 = accuracy_aware_int8(
+            fp32, tmp / f"{mod}.int8.onnx", evaluate=lambda p: gate("int8")(p)[0],
+            inputs=[{n: t.numpy() for n, t in zip(spec.input_names, c.inputs)} for c in cases],
+            keep_fp32=card.int8_keep_fp32, cost=gate_cost(mod, cases, scorer), progress=progress)
+        progress(f"{mod}: {int8.summary()}")
+        variants["int8"] = tmp / f"{mod}.int8.onnx"
     if "fp16" in precisions:
         progress(f"{mod}: converting to fp16")
         variants["fp16"] = convert_fp16(fp32, tmp / f"{mod}.fp16.onnx")
     checks: list[Check] = []
+    gates: dict[str, dict[str, Any]] = {}
+    extra = f" and {len(cases) - len(inputs)} utterances" if len(cases) > len(inputs) else ""
     for precision, path in variants.items():
-        progress(f"{mod}: validating {path.name} on {len(inputs)} input lengths")
-        outs = []
-        for x, ref, n in zip(inputs, reference, lengths):
-            feeds = {name: t.numpy() for name, t in zip(spec.input_names, x)}
-            got = run_onnx(path, feeds)[0]
-            outs.append(got)
-            checks.append(compare(path.name, precision, spec.output_names[0], n, got, ref))
-        by_precision[precision] = outs
+        progress(f"{mod}: validating {path.name} on {len(inputs)} input lengths{extra}")
+        verdict, outs = gate(precision)(path)
+        checks += verdict.checks
+        gates[precision] = gate_summary(verdict)
+        by_precision[precision] = outs[:len(inputs)]
         files[precision] = path.name
     worst_failure(checks)
     ov: list[str] = []
@@ -165,7 +195,7 @@ def _encode_modality(card: EncoderCard, tmp: Path, precisions: Sequence[str],
                          files=files, frame_stride=card.frame_stride,
                          layer_weights=card.layer_weights, providers=providers)
     label = "" if not ov else "ov-int8" if ov[0] == "ov-int8" else "fp32@openvino"
-    return _Encoded(entry, inputs, reference, by_precision, checks, label)
+    return _Encoded(entry, inputs, reference, by_precision, checks, label, int8, gates)
 
 
 def _head_feeds(names: list[str], encoded: dict[str, _Encoded], case: int,
@@ -222,6 +252,21 @@ def _export_head(cfg: HeadConfig, head: torch.nn.Module, encoded: dict[str, _Enc
                                 score_diff=diff))
     worst_failure(checks)
     return checks
+
+
+def _untrained_scorer(preset: Preset, offline: bool | None) -> HeadScorer | None:
+    """The seeded untrained head the pack will carry, built up front from the encoders'
+    configurations (so the int8 search sees its scores too); None when a size is unknown."""
+    dims: dict[str, int] = {}
+    for mod, card in preset.encoders.items():
+        size = (encoder_config(card, offline) or {}).get("hidden_size")
+        if not isinstance(size, int):
+            return None
+        dims[mod] = size
+    h = preset.head
+    cfg = HeadConfig(kind=h.kind, dims=dims, hidden=h.hidden, embed=h.embed, heads=h.heads,
+                     dropout=h.dropout)
+    return HeadScorer(cfg, build_head(cfg, seed=h.seed))
 
 
 def _match_checkpoint(preset: Preset, ckpt: Checkpoint, layers: dict[str, int]) -> Preset:
@@ -304,14 +349,17 @@ def default_precisions() -> tuple[str, ...]:
 def build_pack(preset: Preset, out: str | Path, *, head: str | Path | None = None,
                precisions: Sequence[str] | None = None, layers: dict[str, int] | None = None,
                force: bool = False, offline: bool | None = None, exporter: str = "torchscript",
-               calibrate: str | Path | None = None,
+               calibrate: str | Path | None = None, gate_text: str | Path | None = None,
                progress: Progress = lambda msg: None) -> BuildReport:
     """Export ``preset`` (cut at its layers, or at the checkpoint's) into the pack folder ``out``.
 
     ``precisions`` default to :func:`default_precisions`; ``ov-int8`` is calibrated on
     ``calibrate`` (a folder of clips or a dataset CSV), else on the clips of the training run of
-    ``head``, else on synthetic inputs (:mod:`msa_export.openvino`). Nothing is written at
-    ``out`` unless every file passes validation (an ov-int8 file that fails is left out).
+    ``head``, else on synthetic inputs (:mod:`msa_export.openvino`). ``gate_text`` (a dataset or
+    a ``.txt`` of utterances) adds real utterances to the text encoder's validation inputs
+    (default: those the checkpoint carries, else a built-in few); int8 files keep the fewest
+    MatMuls in fp32 that pass the gate (:mod:`msa_export.int8`). Nothing is written at ``out``
+    unless every file passes validation (an ov-int8 file that fails is left out).
     """
     started = time.perf_counter()
     precisions = tuple(precisions) if precisions is not None else default_precisions()
@@ -327,8 +375,13 @@ def build_pack(preset: Preset, out: str | Path, *, head: str | Path | None = Non
     layers = dict(layers or {})
     ckpt = load_checkpoint(head) if head is not None else None
     if ckpt is not None:
+        check_checkpoint(preset, ckpt, offline)
         preset = _match_checkpoint(preset, ckpt, layers)
     preset = preset.with_layers(layers)
+    utterances, calibration_source = validation_utterances(
+        gate_text, ckpt, "text" in preset.encoders)
+    scorer = (HeadScorer(ckpt.config, ckpt.head()) if ckpt is not None
+              else _untrained_scorer(preset, offline))
     out = Path(out)
     tmp = _prepare_out(out, force)
     try:
@@ -338,7 +391,8 @@ def build_pack(preset: Preset, out: str | Path, *, head: str | Path | None = Non
             face, face_checks = _export_face(tmp, progress)
         cal = (calibration(tmp, face, calibrate, head, lambda c: _tokenizer_json(c, offline), progress)
                if "ov-int8" in precisions else None)
-        encoded = {m: _encode_modality(c, tmp, precisions, offline, exporter, progress, cal)
+        encoded = {m: _encode_modality(c, tmp, precisions, offline, exporter, progress,
+                                       calibrate=cal, utterances=utterances, scorer=scorer)
                    for m, c in preset.encoders.items()}
         dims = {m: e.entry.hidden_size for m, e in encoded.items()}
         if ckpt is not None:
@@ -370,7 +424,13 @@ def build_pack(preset: Preset, out: str | Path, *, head: str | Path | None = Non
                            checkpoint_sha256=sha256_file(Path(head)) if head else None),
             files=files, tools=_tools(), validation=[dataclasses.asdict(c) for c in checks],
             extras={"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "description": preset.description},
+                    "description": preset.description,
+                    "gate": {"calibration": calibration_source, "utterances": len(utterances),
+                             "score": ("trained head" if ckpt is not None else
+                                       "untrained head" if scorer else "final check only"),
+                             "files": {m: e.gates for m, e in encoded.items()}},
+                    "int8": {m: e.int8.to_manifest() for m, e in encoded.items()
+                             if e.int8 is not None}},
             face_detector=face,
         )
         (tmp / MANIFEST).write_text(json.dumps(manifest_to_dict(manifest), indent=2),
@@ -380,7 +440,8 @@ def build_pack(preset: Preset, out: str | Path, *, head: str | Path | None = Non
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     report = BuildReport(out=out, checks=checks, seconds=time.perf_counter() - started,
-                         trained_head=ckpt is not None)
+                         trained_head=ckpt is not None,
+                         notes=[e.int8.summary() for e in encoded.values() if e.int8 is not None])
     report.rows = file_rows(files, checks)
     return report
 

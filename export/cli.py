@@ -77,13 +77,17 @@ def _size(n: int) -> str:
               show_default=True, help="torch.onnx exporter.")
 @click.option("--offline", is_flag=True, default=None,
               help="Use only local files and the hub cache (default: HF_HUB_OFFLINE).")
+@click.option("--gate-text", type=click.Path(), default=None, metavar="DATASET_OR_TXT",
+              help="Utterances to validate the text encoder on: a dataset (label.csv, manifest; "
+              "dev split first) or a .txt file, one per line (default: the checkpoint's dev "
+              "utterances, else built-in sentences).")
 @click.option("--force", is_flag=True, help="Replace an existing pack at --out.")
 @click.option("--list-presets", is_flag=True, help="List the presets and exit.")
 @fail_cleanly
 def main(preset: str | None, out: str | None, head: str | None, precision: str | None,
          calibrate: str | None, tune: bool, layers: tuple[str, ...], sources: tuple[str, ...],
-         random_weights: bool, exporter: str, offline: bool | None, force: bool,
-         list_presets: bool) -> None:
+         random_weights: bool, exporter: str, offline: bool | None, gate_text: str | None,
+         force: bool, list_presets: bool) -> None:
     """Export encoders cut at their best layer, plus the fusion head, as a validated ONNX pack."""
     from msa_export import presets as registry
 
@@ -111,11 +115,14 @@ def main(preset: str | None, out: str | None, head: str | None, precision: str |
 
     report = build_pack(chosen, out, head=head, precisions=precisions, layers=layer_map,
                         force=force, offline=offline, exporter=exporter, calibrate=calibrate,
+                        gate_text=gate_text,
                         progress=progress)
     width = max(len(r.file) for r in report.rows)
     click.echo(f"\n{'file':{width}s}  {'precision':9s}  {'size':>9s}  parity with PyTorch")
     for r in report.rows:
         click.echo(f"{r.file:{width}s}  {r.precision:9s}  {_size(r.bytes):>9s}  {r.parity}")
+    for note in report.notes:
+        click.echo(f"int8: {note}")
     click.echo(f"\npack written to {report.out} in {report.seconds:.1f} s")
     if tune:
         from msa_runtime.pack import load_manifest

@@ -25,7 +25,7 @@ from msa_runtime.sessions import make_session
 NEVER_QUANTIZE = ("gru_rel_pos", "rel_attn_embed")
 FP32_ATOL = 1e-4
 MIN_COSINE = 0.999
-MAX_SCORE_DIFF = 0.05
+MAX_SCORE_DIFF = 0.02  # on every validation input, through the (trained) head
 
 
 @contextlib.contextmanager

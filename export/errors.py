@@ -60,4 +60,5 @@ class FaceExportError(ExportSideError):
 
 
 class CalibrationError(ExportSideError):
-    """Calibration clips for the OpenVINO int8 file cannot be read (``--calibrate``)."""
+    """A calibration set (``--calibrate`` clips, ``--gate-text`` utterances) cannot be read or
+    holds no usable item."""

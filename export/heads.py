@@ -14,6 +14,7 @@ Checkpoints are ``torch.save`` dictionaries of plain values and tensors, read ba
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -208,13 +209,16 @@ def head_io(cfg: HeadConfig) -> tuple[list[str], dict[str, dict[int, str]]]:
 
 def save_checkpoint(path: str | Path, head: nn.Module, cfg: HeadConfig, *,
                     layers: dict[str, int], encoders: dict[str, dict[str, Any]],
-                    preset: str, metrics: dict[str, Any] | None = None) -> None:
-    """Write a checkpoint atomically (temp file, then rename)."""
+                    preset: str, metrics: dict[str, Any] | None = None,
+                    utterances: Sequence[str] = ()) -> None:
+    """Write a checkpoint atomically (temp file, then rename). ``utterances``: a few dev-split
+    texts that ``msa-export`` validates the text encoder's int8/fp16 files on."""
     target = Path(path)
     tmp = target.with_name(f".{target.name}.tmp")
     torch.save({
         "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": asdict(cfg),
         "layers": layers, "encoders": encoders, "preset": preset, "metrics": metrics or {},
+        "utterances": [str(u) for u in utterances],
         "state_dict": {k: v.detach().cpu() for k, v in head.state_dict().items()},
     }, tmp)
     tmp.replace(target)
@@ -228,6 +232,7 @@ class Checkpoint:
     preset: str
     state_dict: dict[str, torch.Tensor]
     metrics: dict[str, Any]
+    utterances: tuple[str, ...] = ()
 
     def head(self) -> nn.Module:
         head = build_head(self.config)
@@ -255,4 +260,5 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     cfg = HeadConfig(**data["config"])
     return Checkpoint(config=cfg, layers=dict(data["layers"]), encoders=dict(data["encoders"]),
                       preset=str(data["preset"]), state_dict=data["state_dict"],
-                      metrics=dict(data.get("metrics", {})))
+                      metrics=dict(data.get("metrics", {})),
+                      utterances=tuple(str(u) for u in data.get("utterances", []) or []))

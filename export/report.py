@@ -26,6 +26,7 @@ class BuildReport:
     checks: list[Check] = field(default_factory=list)
     seconds: float = 0.0
     trained_head: bool = False
+    notes: list[str] = field(default_factory=list)  # e.g. which MatMuls int8 kept in fp32
 
 
 def file_rows(files: dict[str, dict[str, Any]], checks: Sequence[Check]) -> list[FileRow]:

@@ -21,7 +21,7 @@ from msa_export.tour import run_tour
 from msa_export.training import features as fc
 from msa_export.training.cli import main as train_main
 from msa_export.training.datasets import load_dataset
-from msa_export.training.run import train
+from msa_export.training.run import choose_layer, train
 from msa_runtime import Analyzer
 from msa_runtime.pack import load_manifest
 
@@ -104,7 +104,7 @@ def test_layer_sweep_on_real_mosi_text(tmp_path: Path) -> None:
     labels = _mosi_subset(tmp_path, {"train": 240, "dev": 80, "test": 80})
     result = CliRunner().invoke(train_main, [
         "--dataset", str(labels), "--preset", "minilm-text", "--out", str(tmp_path / "run"),
-        "--layers", "sweep", "--seeds", "1", "--epochs", "4", "--lr", "1e-3",
+        "--layers", "sweep", "--seeds", "1", "--sweep-seeds", "2", "--epochs", "4", "--lr", "1e-3",
         "--cache", str(tmp_path / "cache")])
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -112,10 +112,25 @@ def test_layer_sweep_on_real_mosi_text(tmp_path: Path) -> None:
     assert [r["layer"] for r in sweep] == list(range(6))
     assert all(np.isfinite(r["ridge_test"]["mae"]) for r in sweep)
     report = (tmp_path / "run" / "report.md").read_text()
-    assert report.count("| 5 |") == 1 and "ridge test MAE" in report and "(best dev)" in report
+    assert all(r["seeds"] == 2 and r["dev_std"]["mae"] >= 0 for r in sweep)
+    assert "ridge test MAE" in report and "**(chosen)**" in report and "mean ± std over 2 seed" in report
     assert (tmp_path / "run" / "sweep.png").stat().st_size > 1000
-    best = min(sweep, key=lambda r: r["dev"]["mae"])["layer"]
-    assert metrics["layers"] == {"text": best}
+    assert metrics["layers"] == {"text": choose_layer(sweep)[0]}
+
+
+def _row(layer: int, dev: float, std: float, seeds: int = 4) -> dict[str, object]:
+    return {"layer": layer, "seeds": seeds, "dev": {"mae": dev}, "dev_std": {"mae": std}}
+
+
+def test_layer_choice_prefers_the_middle_among_layers_tied_within_one_standard_error() -> None:
+    rows = [_row(0, 0.95, 0.02), _row(1, 0.90, 0.02), _row(2, 0.870, 0.02), _row(3, 0.861, 0.02),
+            _row(4, 0.858, 0.02), _row(5, 0.850, 0.04)]
+    # best 5 (0.850); its standard error 0.04 / 2 = 0.02: layers 2..5 are tied; 2 and 3 are
+    # nearest the middle (2.5), 3 has the lower dev MAE
+    assert choose_layer(rows) == (3, [2, 3, 4, 5])
+    rows[5] = _row(5, 0.850, 0.002)  # a precise best: no tie
+    assert choose_layer(rows) == (5, [5])
+    assert choose_layer([_row(0, 0.9, 0.0, 1), _row(1, 0.8, 0.0, 1)]) == (1, [1])
 
 
 def test_undecodable_clips_are_skipped_and_counted(tmp_path: Path) -> None:

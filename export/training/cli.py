@@ -40,6 +40,8 @@ class RegistryChoice(click.Choice):
 @click.option("--layers", default="best", show_default=True,
               help="best (the preset's), sweep, weighted, or text=N,audio=N,vision=N.")
 @click.option("--seeds", default=5, show_default=True, help="Seeds to train and average.")
+@click.option("--sweep-seeds", default=3, show_default=True,
+              help="Seeds per layer in --layers sweep (the choice uses their mean and spread).")
 @click.option("--epochs", default=50, show_default=True)
 @click.option("--lr", default=1e-4, show_default=True, help="Adam learning rate (the paper's 1e-4; "
               "small datasets learn faster with 1e-3).")
@@ -49,7 +51,7 @@ class RegistryChoice(click.Choice):
 @click.option("--offline", is_flag=True, default=None, help="Use only local files and the hub cache.")
 @fail_cleanly
 def main(dataset: str, preset: str, out: str, modalities: str | None, head: str, layers: str,
-         seeds: int, epochs: int, lr: float, cache: str | None, random_weights: bool,
+         seeds: int, sweep_seeds: int, epochs: int, lr: float, cache: str | None, random_weights: bool,
          offline: bool | None) -> None:
     """Cache encoder features, sweep layers, train a fusion head, report MOSI/MOSEI metrics."""
     from msa_export.presets import get_preset
@@ -65,7 +67,8 @@ def main(dataset: str, preset: str, out: str, modalities: str | None, head: str,
         click.echo(f"[{time.perf_counter() - started:7.1f}s] {msg}", err=True)
 
     metrics = train(dataset, chosen, out, modalities=mods, head=head, layers=layers, seeds=seeds,
-                    epochs=epochs, lr=lr, cache_dir=cache, offline=offline, progress=progress)
+                    epochs=epochs, lr=lr, cache_dir=cache, offline=offline,
+                    sweep_seeds=sweep_seeds, progress=progress)
     s = metrics["summary"]
     click.echo(f"test MAE {s['mae']['mean']:.3f} ± {s['mae']['std']:.3f}, Corr "
                f"{s['corr']['mean']:.3f} ± {s['corr']['std']:.3f}, Acc-2 (non-0) "
