@@ -9,10 +9,11 @@ front end is 32-51% of the int8 audio encoder's time.
 A 1-D convolution with kernel ``k``, stride ``s``, no padding, is a MatMul: output frame ``t`` is
 ``sum_j W[:, :, j] @ x[s*t + j]``, i.e. the concatenation ``[x[s*t], ..., x[s*t + k - 1]]``
 (``k * C_in`` values) times the weight reshaped to ``(k * C_in, C_out)``; with the input viewed
-as frames of ``s`` steps this needs no im2col copy (:class:`StridedMatMul`). :class:`MatMulFeatureEncoder` computes the whole front
-end that way, time-major (``[batch, frames, channels]``, so the layer norms need no transposes),
-with the same norms and activations; the dynamic quantizer then makes the MatMuls int8 like the
-transformer's. The arithmetic is the same up to fp32 summation order; the pack's parity gate
+as frames of ``s`` steps this needs no im2col copy (:class:`StridedMatMul`).
+:class:`MatMulFeatureEncoder` computes the front end that way, time-major
+(``[batch, frames, channels]``, so the layer norms need no transposes), with the same norms and
+activations; the dynamic quantizer then makes the MatMuls int8 like the transformer's. The
+arithmetic is the same up to fp32 summation order; the pack's parity gate
 (:mod:`msa_export.convert`) checks every file against PyTorch's original model.
 
 The first layer (one input channel, ``k = 10``) is tiny and sees the raw waveform: it stays the
@@ -26,6 +27,7 @@ from typing import Any
 
 import torch
 from torch import nn
+
 
 class StridedMatMul(nn.Module):
     """``nn.Conv1d`` (no padding, dilation or groups; kernel ``k`` = stride ``s`` or ``s + 1``)

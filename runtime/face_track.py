@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -65,9 +65,8 @@ class FaceTrack:
     followed (a face was found or followed on the last frame); ``relation`` places the
     detection's O-net anchor relative to the followed box. Counters cover every frame seen:
     ``detections`` ran the full cascade, ``tracked`` were followed, ``fallbacks`` had no face
-    (centre crop used); ``crop_ms`` is the time spent detecting, following and cropping.
-    ``last_found`` flags, per frame of the latest :func:`face_squares` call, whether a face was
-    found.
+    (centre crop used); ``crop_ms`` is the time spent detecting, following and cropping. Which
+    frames had a face is what :func:`face_squares` returns.
     """
 
     previous: np.ndarray | None = None
@@ -78,7 +77,6 @@ class FaceTrack:
     tracked: int = 0
     fallbacks: int = 0
     crop_ms: float = 0.0
-    last_found: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
 
 def _centre_size(box: np.ndarray) -> tuple[np.ndarray, float]:
@@ -191,5 +189,4 @@ def face_squares(frames: Sequence[np.ndarray] | np.ndarray, size: int, detector:
             found[i] = True
             squares[i] = fallback(face, size)
     track.crop_ms += (time.perf_counter() - started) * 1e3
-    track.last_found = found
     return squares, found
