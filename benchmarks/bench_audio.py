@@ -5,11 +5,12 @@ stream can share between overlapping windows.
         [--repeat 7] [--threads 2] [--out benchmarks/results/audio-vm.md]
 
 Part 1, speed: the preset's audio encoder (random weights at the real size, cut at its layer) is
-exported twice, with the original Conv front end and with the MatMul rewrite, each as fp32 and
-dynamic int8 (the pack's recipe: MatMul/Gemm only, so only the rewrite's front end becomes
-int8). Median ms per ``--seconds`` window on ONNX Runtime's CPU EP, alternating contenders in one
-run, plus the front end alone, and each file's parity with PyTorch (mean cosine of the feature
-vectors, the pack's gate: >= 0.999).
+exported with the original Conv front end and with the MatMul rewrite, each as fp32 and dynamic
+int8 (the pack's recipe: MatMul/Gemm only, so only the rewrite's front end becomes int8), and
+the rewrite SmoothQuant-ed (alpha 0.5, calibrated on two synthetic waveforms) as int8, whole and
+with its three smallest layers kept fp32. Median ms per ``--seconds`` window on ONNX Runtime's
+CPU EP, contenders alternating in one run, plus the front end alone, and each file's parity
+with PyTorch (mean cosine of the feature vectors, the pack's gate: >= 0.999).
 
 Part 2, sharing in streams (window 6 s, hop 2 s): a window's front-end features against the same
 frames computed once per hop on the whole stream, for the layer-norm front end (WavLM Large /
@@ -34,7 +35,7 @@ import torch
 
 from msa_export import encoders as enc
 from msa_export.convert import cosines, export_onnx, quantize_int8
-from msa_export.frontend import MatMulFeatureEncoder
+from msa_export.frontend import MatMulFeatureEncoder, rewrite_frontend, smooth_frontend
 from msa_export.presets import get_preset
 from msa_runtime.sessions import make_session
 
@@ -96,16 +97,25 @@ def speed(preset: str, seconds: float, repeat: int, threads: int, tmp: Path) -> 
     reference = enc.reference_output(card, full, (torch.from_numpy(x),))
     cut = enc.cut(full, card.blocks)
     conv = enc.AudioCut(copy.deepcopy(cut), card.layer_weights, card.frame_stride)
-    matmul = enc.wrap(card, cut)
+    matmul = enc.AudioCut(rewrite_frontend(copy.deepcopy(cut)), card.layer_weights,
+                          card.frame_stride)
+    smooth = enc.AudioCut(rewrite_frontend(cut), card.layer_weights, card.frame_stride)
+    calibration = [torch.from_numpy(waveform(s, 10 + i)) for i, s in enumerate((1.0, 3.0))]
+    smooth_frontend(smooth, calibration)
     files: dict[str, Path] = {}
-    for name, module in (("conv", conv), ("matmul", matmul)):
+    for name, module in (("conv", conv), ("matmul", matmul), ("smooth", smooth)):
         fp32 = tmp / f"{name}.fp32.onnx"
         export_onnx(module, (torch.from_numpy(waveform(2.3, 1)),), fp32,
                     input_names=spec.input_names, output_names=spec.output_names,
                     dynamic_axes=spec.dynamic_axes)
         files[f"{name} fp32"] = fp32
         files[f"{name} int8"] = quantize_int8(fp32, tmp / f"{name}.int8.onnx", card.int8_keep_fp32)
-        front = conv.model.feature_extractor if name == "conv" else matmul.model.feature_extractor
+        if name == "smooth":  # the last three (smallest) layers kept fp32
+            del files["smooth fp32"]
+            files["smooth int8, layers 4-6 fp32"] = quantize_int8(
+                fp32, tmp / f"{name}.int8k.onnx", [*card.int8_keep_fp32, r"frontend_conv[4-6]/"])
+            continue
+        front = module.model.feature_extractor
         path = tmp / f"{name}.front.fp32.onnx"
         export_onnx(_FrontEnd(front), (torch.from_numpy(waveform(2.3, 1)),), path,
                     input_names=("waveform",), output_names=("features",),

@@ -17,7 +17,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from msa_export.frontend import rewrite_frontend
 from msa_export.presets import EncoderCard
 from msa_runtime.errors import MsaError
 
@@ -172,8 +171,7 @@ def wrap(card: EncoderCard, model: nn.Module) -> nn.Module:
     if card.modality == "text":
         return TextCut(model, card.layer_weights)
     if card.modality == "audio":
-        # the conv front end as MatMuls, so the int8 file quantizes it (msa_export.frontend)
-        return AudioCut(rewrite_frontend(model), card.layer_weights, card.frame_stride)
+        return AudioCut(model, card.layer_weights, card.frame_stride)
     return VisionCut(model, card.layer_weights)
 
 

@@ -76,7 +76,7 @@ class _Layer(nn.Module):
 
     def __init__(self, layer: Any) -> None:
         super().__init__()
-        self.conv = StridedMatMul(layer.conv)
+        self.conv: nn.Module = StridedMatMul(layer.conv)
         norm = getattr(layer, "layer_norm", None)
         self.norm: nn.Module
         if norm is None:
@@ -121,4 +121,52 @@ def rewrite_frontend(model: nn.Module) -> nn.Module:
     if encoder is None or not hasattr(encoder, "conv_layers"):
         return model
     model.feature_extractor = MatMulFeatureEncoder(encoder)
+    return model
+
+
+class _Smoothed(nn.Module):
+    """A :class:`StridedMatMul` whose input is divided per channel by ``s`` and whose weights
+    are multiplied by it (SmoothQuant): the same function in fp32, an activation with flatter
+    channels for int8's one scale per tensor."""
+
+    def __init__(self, mm: StridedMatMul, amax: torch.Tensor, alpha: float) -> None:
+        super().__init__()
+        c = mm.channels
+        w = mm.head.detach().view(mm.stride, c, -1).abs().amax(dim=(0, 2))
+        if mm.tail is not None:
+            w = torch.maximum(w, mm.tail.detach().abs().amax(dim=1))
+        s = (amax.clamp(min=1e-5) ** alpha / w.clamp(min=1e-5) ** (1 - alpha)).clamp(min=1e-5)
+        self.inverse = nn.Parameter(1.0 / s, requires_grad=False)
+        mm.head.data = mm.head.data * s.repeat(mm.stride)[:, None]
+        if mm.tail is not None:
+            mm.tail.data = mm.tail.data * s[:, None]
+        self.mm = mm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mm(x * self.inverse)
+
+
+@torch.no_grad()
+def smooth_frontend(model: nn.Module, inputs: list[torch.Tensor], alpha: float = 0.5) -> nn.Module:
+    """SmoothQuant the rewritten front end of ``model`` in place, calibrated on ``inputs``
+    (waveforms): per-channel activation maxima of each MatMul's input set the scales."""
+    layers = [m for m in model.modules() if isinstance(m, _Layer)]
+    amax: dict[int, torch.Tensor] = {}
+
+    def hook(index: int) -> Any:
+        def record(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+            a = args[0].detach().abs().amax(dim=(0, 1))
+            amax[index] = torch.maximum(amax[index], a) if index in amax else a
+        return record
+
+    handles = [layer.conv.register_forward_pre_hook(hook(i)) for i, layer in enumerate(layers)]
+    try:
+        for x in inputs:
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    for i, layer in enumerate(layers):
+        if isinstance(layer.conv, StridedMatMul):
+            layer.conv = _Smoothed(layer.conv, amax[i], alpha)
     return model
