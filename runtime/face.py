@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -45,6 +46,9 @@ from msa_runtime.face_boxes import (  # noqa: F401  (re-exported: the public fac
 )
 from msa_runtime.resample import area_crops, area_grid, integral_image
 from msa_runtime.sessions import make_session
+
+if TYPE_CHECKING:
+    from msa_runtime.pack import FaceDetectorEntry
 
 FACE_FILES: dict[str, str] = {
     "pnet": "face_pnet.onnx",
@@ -69,10 +73,18 @@ PIXEL_SCALE = 0.0078125  # 1 / 128
 
 _CELL = 12  # P-net's receptive field
 _STRIDE = 2
-_PNET_SCALE_NMS = 0.5
-_PNET_NMS = 0.7
-_RNET_NMS = 0.7
-_ONET_NMS = 0.7
+
+
+@dataclass(frozen=True)
+class FaceNms:
+    """IoU thresholds of the cascade's non-maximum suppressions (facenet-pytorch's): per P-net
+    pyramid level, over all levels, after R-net, and after O-net (over the smaller box)."""
+
+    pnet_scale: float = 0.5
+    pnet: float = 0.7
+    rnet: float = 0.7
+    onet_min: float = 0.7
+
 _BATCH = 512  # crops per R-/O-net run (bounds memory on busy frames)
 
 # --------------------------------------------------------------------------------------------
@@ -167,6 +179,9 @@ class FaceDetector:
         max_side: int | None = None,
         threads: int | None = None,
         providers: Sequence[str] | None = None,
+        nms: FaceNms | None = None,
+        pixel_mean: float = PIXEL_MEAN,
+        pixel_scale: float = PIXEL_SCALE,
     ) -> None:
         if max_side is not None and max_side < _CELL:
             raise InputError(f"max_side must be at least {_CELL} px, got {max_side}")
@@ -187,6 +202,8 @@ class FaceDetector:
         self.min_face_size = float(min_face_size)
         self.factor = float(factor)
         self.thresholds: tuple[float, float, float] = (thresholds[0], thresholds[1], thresholds[2])
+        self.nms = nms if nms is not None else FaceNms()
+        self.pixel_mean, self.pixel_scale = np.float32(pixel_mean), np.float32(pixel_scale)
         self._pnet = _session(pnet, "pnet", threads, providers)
         self._rnet = _session(rnet, "rnet", threads, providers)
         self._onet = _session(onet, "onet", threads, providers)
@@ -195,7 +212,7 @@ class FaceDetector:
     def from_folder(
         cls,
         folder: str | os.PathLike[str],
-        params: Mapping[str, Any] | None = None,
+        params: FaceDetectorEntry | Mapping[str, Any] | None = None,
         *,
         max_side: int | None = None,
         threads: int | None = None,
@@ -203,17 +220,23 @@ class FaceDetector:
     ) -> FaceDetector:
         """The detector in a folder (a pack), with the parameters of its manifest entry.
 
-        ``params`` is the dict :func:`msa_export.face.export_face_detector` returned (file names,
-        min_face_size, factor, thresholds); without it the standard file names and defaults.
+        ``params`` is the pack's :class:`msa_runtime.pack.FaceDetectorEntry` (or its dict, as
+        :func:`msa_export.face.export_face_detector` writes it): stage files, pyramid, thresholds,
+        NMS overlaps and pixel scaling, all used as given; without it the standard files and
+        facenet-pytorch's defaults.
         """
+        from msa_runtime.pack import FaceDetectorEntry
+
         if max_side is not None and max_side < _CELL:
             raise InputError(f"max_side must be at least {_CELL} px, got {max_side}")
         root = Path(folder)
-        params = dict(params or {})
-        stages = params.get("stages", {})
+        try:
+            entry = (params if isinstance(params, FaceDetectorEntry)
+                     else FaceDetectorEntry.from_dict(params or {}))
+        except (TypeError, ValueError) as exc:
+            raise PackError(f"bad face detector parameters in {root}: {exc}") from exc
         paths = []
-        for stage, default in FACE_FILES.items():
-            name = str(stages.get(stage, {}).get("file", default))
+        for name in entry.files().values():
             path = (root / name).resolve()
             if not path.is_relative_to(root.resolve()):
                 raise PackError(
@@ -223,12 +246,15 @@ class FaceDetector:
         try:
             return cls(
                 *paths,
-                min_face_size=float(params.get("min_face_size", DEFAULT_MIN_FACE_SIZE)),
+                min_face_size=float(entry.min_face_size),
                 max_side=max_side,
-                factor=float(params.get("factor", DEFAULT_FACTOR)),
-                thresholds=tuple(params.get("thresholds", DEFAULT_THRESHOLDS)),
+                factor=entry.factor,
+                thresholds=entry.thresholds,
                 threads=threads,
                 providers=providers,
+                nms=entry.nms,
+                pixel_mean=entry.pixel_mean,
+                pixel_scale=entry.pixel_scale,
             )
         except InputError as exc:
             raise PackError(f"bad face detector parameters in {root}: {exc}") from exc
@@ -242,7 +268,7 @@ class FaceDetector:
         found = []
         for scale in scales:
             level = area_grid(table, int(height * scale + 1), int(width * scale + 1))
-            x = ((level - np.float32(PIXEL_MEAN)) * np.float32(PIXEL_SCALE))[None]
+            x = ((level - self.pixel_mean) * self.pixel_scale)[None]
             reg, prob = self._pnet.run(list(FACE_OUTPUT_NAMES["pnet"]), {FACE_INPUT_NAME: x})
             ys, xs = np.nonzero(prob[0, 1] >= self.thresholds[0])
             if ys.size == 0:
@@ -253,11 +279,11 @@ class FaceDetector:
             score = prob[0, 1, ys, xs][:, None]
             offsets = reg[0][:, ys, xs].T
             boxes = np.concatenate([q1, q2, score, offsets], axis=1).astype(np.float32)
-            found.append(boxes[nms(boxes[:, :4], boxes[:, 4], _PNET_SCALE_NMS)])
+            found.append(boxes[nms(boxes[:, :4], boxes[:, 4], self.nms.pnet_scale)])
         if not found:
             return np.zeros((0, 5), dtype=np.float32)
         boxes = np.concatenate(found, axis=0)
-        boxes = boxes[nms(boxes[:, :4], boxes[:, 4], _PNET_NMS)]
+        boxes = boxes[nms(boxes[:, :4], boxes[:, 4], self.nms.pnet)]
         w = boxes[:, 2] - boxes[:, 0]
         h = boxes[:, 3] - boxes[:, 1]
         out = np.stack(
@@ -291,7 +317,7 @@ class FaceDetector:
         for at in range(0, len(y0), _BATCH):
             part = slice(at, at + _BATCH)
             crops = area_crops(table, y0[part], y1[part], x0[part], x1[part], side)
-            x = np.ascontiguousarray((crops - np.float32(PIXEL_MEAN)) * np.float32(PIXEL_SCALE))
+            x = np.ascontiguousarray((crops - self.pixel_mean) * self.pixel_scale)
             parts.append(session.run(names, {FACE_INPUT_NAME: x}))
         if not parts:
             return [np.zeros((0, 4), np.float32)] * len(names), inside
@@ -306,7 +332,7 @@ class FaceDetector:
         keep = score > self.thresholds[1]
         boxes = np.concatenate([boxes[keep, :4], score[keep, None]], axis=1).astype(np.float32)
         reg = reg[keep]
-        pick = nms(boxes[:, :4], boxes[:, 4], _RNET_NMS)
+        pick = nms(boxes[:, :4], boxes[:, 4], self.nms.rnet)
         return square_boxes(regress_boxes(boxes[pick], reg[pick]))
 
     def _stage3(self, table: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -319,7 +345,7 @@ class FaceDetector:
         keep = score > self.thresholds[2]
         boxes = np.concatenate([boxes[keep, :4], score[keep, None]], axis=1).astype(np.float32)
         out = np.concatenate([regress_boxes(boxes, reg[keep]), boxes[:, :4]], axis=1)
-        pick = nms(out[:, :4], out[:, 4], _ONET_NMS, mode="min", plus_one=True)
+        pick = nms(out[:, :4], out[:, 4], self.nms.onet_min, mode="min", plus_one=True)
         return out[pick]
 
     # -- public -----------------------------------------------------------------------------
