@@ -18,7 +18,7 @@ sentence) of the benchmark clip, 2 threads, one session at a time:
 
 Every variant's output is compared with the pack's fp32 output (min cosine over feature
 vectors). Results merge into ``OUT/<hostname>.json`` under ``levers`` and the markdown report is
-rewritten (``bench_e2e.render``). Nothing in the export code is changed: the results say what
+rewritten (``e2e.render``). Nothing in the export code is changed: the results say what
 should change.
 """
 
@@ -38,13 +38,17 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_e2e as be
-
-log = be.log
+from e2e.clips import clip_inputs
+from e2e.common import HERE, THREADS, log
+from e2e.flops import model_config
+from e2e.levers import lever_summary
+from e2e.measure import Interference, noisy, stats, wait_for_quiet
+from e2e.pipelines import get_preset_random, prepare
+from e2e.render import write_results
 
 
 def session(
-    model: str | bytes | Path, threads: int = be.THREADS, spinning: bool = False, level: str = "all"
+    model: str | bytes | Path, threads: int = THREADS, spinning: bool = False, level: str = "all"
 ) -> Any:
     import onnxruntime as ort
 
@@ -75,7 +79,7 @@ def timed(
         out = [sess.run(["hidden"], f)[0] for f in chunks]
         times.append((time.perf_counter() - t0) * 1e3)
     assert out is not None
-    return be.stats(times), np.concatenate(out, 0)
+    return stats(times), np.concatenate(out, 0)
 
 
 def op_counts(path: Path) -> dict[str, int]:
@@ -200,10 +204,10 @@ def levers(
 
     manifest = load_manifest(pack, verify=False)
     entry = manifest.encoders[modality]
-    preset = be.get_preset_random(preset_name)
+    preset = get_preset_random(preset_name)
     card = preset.encoders[modality]
-    cfg = be._cfg(card.kind, card.config)
-    clip = be.clip_inputs()
+    cfg = model_config(card.kind, card.config)
+    clip = clip_inputs()
     if modality == "vision":
         x: tuple[np.ndarray, ...] = (vision_batch(list(clip["frames"]), entry.prep),)
     elif modality == "audio":
@@ -215,7 +219,7 @@ def levers(
     whole = [dict(zip(names, x))]
     reference = session(fp32).run(["hidden"], whole[0])[0]
     rows: list[dict[str, Any]] = []
-    interference = be.Interference()
+    interference = Interference()
 
     def add(
         lever: str,
@@ -235,16 +239,16 @@ def levers(
                 notes = notes()
             sess = session(model, **kw)
             for attempt in range(retries + 1):
-                watch = be.Interference()
+                watch = Interference()
                 st, out = timed(sess, chunks or whole, repeat)
                 busy = watch.result()
-                if not be.noisy(busy) or attempt == retries:
+                if not noisy(busy) or attempt == retries:
                     break
                 log(
                     f"  ({variant}: others took {busy['others_cpu_share']:.0%} of the CPU; "
                     "waiting for quiet to time it again)"
                 )
-                be.wait_for_quiet(quiet_minutes)
+                wait_for_quiet(quiet_minutes)
             del sess
         except Exception as exc:  # an ORT kernel missing for a variant is a result, not a crash
             row: dict[str, Any] = {
@@ -407,7 +411,7 @@ def levers(
         "baseline_ms": base["median"] if base else None,
         "rows": rows,
         "interference": interference.result(),
-        "summary": be.lever_summary(rows),
+        "summary": lever_summary(rows),
     }
 
 
@@ -417,8 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modality", default="vision", choices=("vision", "text", "audio"))
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--only", help="comma-separated levers (e.g. 'attention fusion,batch size')")
-    ap.add_argument("--out", type=Path, default=be.HERE / "results")
-    ap.add_argument("--work", type=Path, default=be.HERE / ".cache")
+    ap.add_argument("--out", type=Path, default=HERE / "results")
+    ap.add_argument("--work", type=Path, default=HERE / ".cache")
     ap.add_argument("--no-write", action="store_true", help="print only")
     ap.add_argument(
         "--retry-noisy",
@@ -436,10 +440,10 @@ def main(argv: list[str] | None = None) -> int:
         help="before measuring, wait up to MINUTES for the other processes to go quiet",
     )
     args = ap.parse_args(argv)
-    preset = be.get_preset_random(args.preset)
-    info = be.prepare(preset, args.work / args.preset, None, False, log)
+    preset = get_preset_random(args.preset)
+    info = prepare(preset, args.work / args.preset, None, False, log)
     only = set(args.only.split(",")) if args.only else None
-    quiet = be.wait_for_quiet(args.wait_quiet) if args.wait_quiet > 0 else None
+    quiet = wait_for_quiet(args.wait_quiet) if args.wait_quiet > 0 else None
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
         result = levers(
             args.preset,
@@ -460,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
         def update(doc: dict[str, Any]) -> None:
             doc.setdefault("levers", {})[key] = result
 
-        path = be.write_results(args.out, update)
+        path = write_results(args.out, update)
         log(f"results: {path}")
     return 0
 

@@ -273,6 +273,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"peak RSS {result['rss_peak_mb']} MB", file=sys.stderr)
             clip.unlink()
         import onnxruntime
+
         from msa_runtime.pack import load_manifest
 
         manifest = load_manifest(pack, verify=False)

@@ -9,7 +9,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,10 @@ from msa_export.heads import (
     load_checkpoint,
 )
 from msa_export.kinds import head_kind
+from msa_export.openvino import Calibrate, calibration, openvino_files
+from msa_export.openvino import ready as openvino_ready
 from msa_export.presets import EncoderCard, Preset
+from msa_export.report import BuildReport, file_rows
 from msa_runtime.pack import (
     MANIFEST,
     PRECISIONS,
@@ -45,29 +48,13 @@ from msa_runtime.pack import (
     HeadEntry,
     Manifest,
     VisionPrep,
+    default_providers,
     manifest_to_dict,
     sha256_file,
 )
 from msa_runtime.scoring import Features, feature, head_feeds
 
 Progress = Callable[[str], None]
-
-
-@dataclass
-class FileRow:
-    file: str
-    precision: str
-    bytes: int
-    parity: str
-
-
-@dataclass
-class BuildReport:
-    out: Path
-    rows: list[FileRow] = field(default_factory=list)
-    checks: list[Check] = field(default_factory=list)
-    seconds: float = 0.0
-    trained_head: bool = False
 
 
 @dataclass
@@ -79,6 +66,7 @@ class _Encoded:
     reference: list[np.ndarray]
     by_precision: dict[str, list[np.ndarray]]
     checks: list[Check]
+    ov_label: str = ""  # the file OpenVINO runs by default, for the head's score check
 
 
 def _tokenizer_json(card: EncoderCard, offline: bool | None) -> str:
@@ -102,7 +90,8 @@ def _tokenizer_json(card: EncoderCard, offline: bool | None) -> str:
 
 
 def _encode_modality(card: EncoderCard, tmp: Path, precisions: Sequence[str],
-                     offline: bool | None, exporter: str, progress: Progress) -> _Encoded:
+                     offline: bool | None, exporter: str, progress: Progress,
+                     calibrate: Calibrate | None = None) -> _Encoded:
     spec = enc.SPECS[card.kind]
     mod = card.modality
     progress(f"{mod}: loading {card.kind} from {card.source}")
@@ -151,14 +140,32 @@ def _encode_modality(card: EncoderCard, tmp: Path, precisions: Sequence[str],
         by_precision[precision] = outs
         files[precision] = path.name
     worst_failure(checks)
+    ov: list[str] = []
+    ov_feats: dict[str, list[np.ndarray]] = {}
+    if calibrate is not None:
+        validation = [({name: t.numpy() for name, t in zip(spec.input_names, x)}, ref, n)
+                      for x, ref, n in zip(inputs, reference, lengths)]
+        ov, ov_feats, ov_checks = openvino_files(mod, fp32, tmp, calibrate(spec, card, config),
+                                                 spec.output_names[0], validation,
+                                                 card.int8_keep_fp32, progress)
+        checks += ov_checks
+        if "ov-int8" in ov:
+            files["ov-int8"] = f"{mod}.ov-int8.onnx"
     if "fp32" not in precisions:
         fp32.unlink()
         del files["fp32"]
+    providers = default_providers(files)
+    ov = [p for p in ov if p in files]
+    providers.pop("openvino", None)
+    if ov:
+        providers["openvino"] = tuple(ov)
+        by_precision["openvino"] = ov_feats[ov[0]]
     entry = EncoderEntry(modality=mod, kind=card.kind, source=card.source, layer=card.layer,
                          num_layers=total, hidden_size=int(config["hidden_size"]), prep=card.prep,
                          files=files, frame_stride=card.frame_stride,
-                         layer_weights=card.layer_weights)
-    return _Encoded(entry, inputs, reference, by_precision, checks)
+                         layer_weights=card.layer_weights, providers=providers)
+    label = "" if not ov else "ov-int8" if ov[0] == "ov-int8" else "fp32@openvino"
+    return _Encoded(entry, inputs, reference, by_precision, checks, label)
 
 
 def _head_feeds(names: list[str], encoded: dict[str, _Encoded], case: int,
@@ -198,8 +205,8 @@ def _export_head(cfg: HeadConfig, head: torch.nn.Module, encoded: dict[str, _Enc
         got = run_onnx(path, feeds)[0]
         checks.append(compare(path.name, "fp32", "score", c, got[:, None],
                               torch_scores[c][:, None]))
-    precisions = next(iter(encoded.values())).by_precision
-    for precision in precisions:
+    first = next(iter(encoded.values())).by_precision
+    for precision in [p for p in first if all(p in e.by_precision for e in encoded.values())]:
         def variant(e: _Encoded, i: int, p: str = precision) -> np.ndarray:
             return e.by_precision[p][i]
 
@@ -207,7 +214,9 @@ def _export_head(cfg: HeadConfig, head: torch.nn.Module, encoded: dict[str, _Enc
             feeds = _head_feeds(names, encoded, c, variant)
             got = run_onnx(path, feeds)[0]
             diff = float(np.abs(got - torch_scores[c]).max())
-            checks.append(Check(file="+".join(f"{m}.{precision}" for m in encoded) + "+head",
+            parts = [f"{m}.{e.ov_label if precision == 'openvino' else precision}"
+                     for m, e in encoded.items()]
+            checks.append(Check(file="+".join(parts) + "+head",
                                 precision=precision, output="score", length=c,
                                 max_abs=diff if precision == "fp32" else 0.0, cosine=1.0,
                                 score_diff=diff))
@@ -287,15 +296,30 @@ def _prepare_out(out: Path, force: bool) -> Path:
     return tmp
 
 
+def default_precisions() -> tuple[str, ...]:
+    """int8, fp16 and fp32, plus ov-int8 when NNCF and the OpenVINO plugin are installed."""
+    return ("int8", "fp16", "fp32") + (("ov-int8",) if openvino_ready() is None else ())
+
+
 def build_pack(preset: Preset, out: str | Path, *, head: str | Path | None = None,
-               precisions: Sequence[str] = PRECISIONS, layers: dict[str, int] | None = None,
+               precisions: Sequence[str] | None = None, layers: dict[str, int] | None = None,
                force: bool = False, offline: bool | None = None, exporter: str = "torchscript",
+               calibrate: str | Path | None = None,
                progress: Progress = lambda msg: None) -> BuildReport:
     """Export ``preset`` (cut at its layers, or at the checkpoint's) into the pack folder ``out``.
 
-    Nothing is written at ``out`` unless every file passes validation.
+    ``precisions`` default to :func:`default_precisions`; ``ov-int8`` is calibrated on
+    ``calibrate`` (a folder of clips or a dataset CSV), else on the clips of the training run of
+    ``head``, else on synthetic inputs (:mod:`msa_export.openvino`). Nothing is written at
+    ``out`` unless every file passes validation (an ov-int8 file that fails is left out).
     """
     started = time.perf_counter()
+    precisions = tuple(precisions) if precisions is not None else default_precisions()
+    if "ov-int8" in precisions and openvino_ready() is not None:
+        raise ExportError(f"precision ov-int8 needs NNCF and the OpenVINO plugin: {openvino_ready()}")
+    if calibrate is not None and "ov-int8" not in precisions:
+        raise ExportError("--calibrate is for the ov-int8 file: add ov-int8 to --precision "
+                          "(needs pip install 'msa-edge[export,openvino]')")
     unknown = sorted(set(precisions) - set(PRECISIONS))
     if unknown or not precisions:
         raise ExportError(f"unknown precision {unknown or '(none)'}; "
@@ -312,7 +336,9 @@ def build_pack(preset: Preset, out: str | Path, *, head: str | Path | None = Non
         face_checks: list[Check] = []
         if needs_face_detector(preset):  # first: a missing facenet-pytorch fails fast
             face, face_checks = _export_face(tmp, progress)
-        encoded = {m: _encode_modality(c, tmp, precisions, offline, exporter, progress)
+        cal = (calibration(tmp, face, calibrate, head, lambda c: _tokenizer_json(c, offline), progress)
+               if "ov-int8" in precisions else None)
+        encoded = {m: _encode_modality(c, tmp, precisions, offline, exporter, progress, cal)
                    for m, c in preset.encoders.items()}
         dims = {m: e.entry.hidden_size for m, e in encoded.items()}
         if ckpt is not None:
@@ -355,28 +381,8 @@ def build_pack(preset: Preset, out: str | Path, *, head: str | Path | None = Non
         raise
     report = BuildReport(out=out, checks=checks, seconds=time.perf_counter() - started,
                          trained_head=ckpt is not None)
-    for n, meta in files.items():
-        plain = "fp32" if n.endswith(".onnx") else ""
-        precision = next((p for p in PRECISIONS if f".{p}." in n), plain)
-        own = [c for c in checks if c.file == n]
-        part = f"{n.split('.')[0]}.{precision}"
-        scores = [c.score_diff for c in checks
-                  if c.score_diff is not None and part in c.file.split("+")]
-        report.rows.append(FileRow(file=n, precision=precision, bytes=int(meta["bytes"]),
-                                   parity=_parity_text(own, scores)))
+    report.rows = file_rows(files, checks)
     return report
-
-
-def _parity_text(own: Sequence[Check], scores: Sequence[float]) -> str:
-    if not own:
-        return "-"
-    if own[0].precision == "fp32":
-        text = f"max|diff| {max(c.max_abs for c in own):.1e}"
-    else:
-        text = f"cos {min(c.cosine for c in own):.5f}"
-    if scores:
-        text += f", score ±{max(scores):.4f}"
-    return text
 
 
 def _swap_into_place(tmp: Path, out: Path) -> None:

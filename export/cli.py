@@ -57,8 +57,16 @@ def _size(n: int) -> str:
 @click.option("--preset", help="Preset name (see --list-presets) or path of a .toml card.")
 @click.option("--out", type=click.Path(), help="Pack folder to create.")
 @click.option("--head", "head", type=click.Path(), help="Trained head checkpoint (msa-train).")
-@click.option("--precision", default="int8,fp16,fp32", show_default=True,
-              help="Comma-separated precisions to write: int8 (CPU), fp16 (CUDA), fp32.")
+@click.option("--precision", default=None,
+              help="Comma-separated precisions to write: int8 (CPU EP, dynamic), fp16 (CUDA), "
+              "fp32, ov-int8 (OpenVINO EP, NNCF static). Default: int8,fp16,fp32, plus ov-int8 "
+              "when the OpenVINO plugin is installed.")
+@click.option("--calibrate", type=click.Path(), default=None, metavar="DIR_OR_CSV",
+              help="Calibration clips for the ov-int8 file: a folder of clips (with transcript "
+              "sidecars) or a dataset CSV. Default: the --head run's training clips, else "
+              "synthetic inputs.")
+@click.option("--tune", is_flag=True, help="After export, time every file on this machine's "
+              "providers and write <out>.tuning.json beside the pack (see msa-run --tune).")
 @click.option("--layer", "layers", multiple=True, metavar="MODALITY=N",
               help="Cut an encoder after block N (0-based), e.g. --layer text=19.")
 @click.option("--source", "sources", multiple=True, metavar="MODALITY=ID",
@@ -72,9 +80,10 @@ def _size(n: int) -> str:
 @click.option("--force", is_flag=True, help="Replace an existing pack at --out.")
 @click.option("--list-presets", is_flag=True, help="List the presets and exit.")
 @fail_cleanly
-def main(preset: str | None, out: str | None, head: str | None, precision: str,
-         layers: tuple[str, ...], sources: tuple[str, ...], random_weights: bool, exporter: str,
-         offline: bool | None, force: bool, list_presets: bool) -> None:
+def main(preset: str | None, out: str | None, head: str | None, precision: str | None,
+         calibrate: str | None, tune: bool, layers: tuple[str, ...], sources: tuple[str, ...],
+         random_weights: bool, exporter: str, offline: bool | None, force: bool,
+         list_presets: bool) -> None:
     """Export encoders cut at their best layer, plus the fusion head, as a validated ONNX pack."""
     from msa_export import presets as registry
 
@@ -90,7 +99,8 @@ def main(preset: str | None, out: str | None, head: str | None, precision: str,
         chosen = chosen.with_random_weights()
     chosen = chosen.with_sources(parse_assignments(sources, "--source"))
     layer_map = parse_assignments(layers, "--layer", int)
-    precisions = [p.strip() for p in precision.split(",") if p.strip()]
+    precisions = None if precision is None else [p.strip() for p in precision.split(",")
+                                                 if p.strip()]
 
     from msa_export.build import build_pack
 
@@ -100,12 +110,24 @@ def main(preset: str | None, out: str | None, head: str | None, precision: str,
         click.echo(f"[{time.perf_counter() - started:6.1f}s] {msg}", err=True)
 
     report = build_pack(chosen, out, head=head, precisions=precisions, layers=layer_map,
-                        force=force, offline=offline, exporter=exporter, progress=progress)
+                        force=force, offline=offline, exporter=exporter, calibrate=calibrate,
+                        progress=progress)
     width = max(len(r.file) for r in report.rows)
     click.echo(f"\n{'file':{width}s}  {'precision':9s}  {'size':>9s}  parity with PyTorch")
     for r in report.rows:
         click.echo(f"{r.file:{width}s}  {r.precision:9s}  {_size(r.bytes):>9s}  {r.parity}")
     click.echo(f"\npack written to {report.out} in {report.seconds:.1f} s")
+    if tune:
+        from msa_runtime.pack import load_manifest
+        from msa_runtime.sessions import CPU, OPENVINO, openvino_installed, resolve_providers
+        from msa_runtime.tuning import tune as tune_pack
+
+        names = resolve_providers([OPENVINO] if openvino_installed() else [CPU])
+        path, record = tune_pack(report.out, load_manifest(report.out), names, progress=progress)
+        for mod, e in record["encoders"].items():
+            click.echo(f"tuned: {mod}: fastest {e['best']['file']} on {e['best']['provider']} "
+                       f"({e['best']['median_ms']:,.1f} ms)")
+        click.echo(f"tuning record written to {path}")
     if not report.trained_head:
         click.echo("note: no --head given: the pack has a seeded, untrained fusion head; its "
                    "scores are not meaningful until you export a trained one (msa-train)", err=True)

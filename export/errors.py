@@ -57,3 +57,7 @@ class ValidationError(ExportSideError):
 
 class FaceExportError(ExportSideError):
     """The face detector cannot be loaded, exported or validated."""
+
+
+class CalibrationError(ExportSideError):
+    """Calibration clips for the OpenVINO int8 file cannot be read (``--calibrate``)."""

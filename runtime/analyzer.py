@@ -17,7 +17,6 @@ from msa_runtime import media
 from msa_runtime.errors import InputError, MediaError, PackError
 from msa_runtime.face import FaceDetector
 from msa_runtime.pack import (
-    PRECISIONS,
     AudioPrep,
     Manifest,
     Prep,
@@ -44,24 +43,19 @@ from msa_runtime.scoring import (
     run_jobs,
     text_for_span,
 )
-from msa_runtime.sessions import make_session, resolve_providers
+from msa_runtime.sessions import (
+    CPU,
+    CUDA,
+    OPENVINO,
+    describe_auto,
+    make_session,
+    resolve_providers,
+    split_device,
+)
 from msa_runtime.transcript import read_transcript
+from msa_runtime.tuning import describe_plan, load_tuning, plan_sessions
 
 __all__ = ["Analyzer", "EncodedFrames", "Features", "Prediction"]
-
-
-def _choose_precision(manifest: Manifest, providers: list[str], precision: str | None) -> str:
-    files = {p for e in manifest.encoders.values() for p in e.files}
-    if precision is not None:
-        if precision not in PRECISIONS:
-            raise InputError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
-        if precision not in files:
-            raise InputError(f"the pack has no {precision} files; it has "
-                             f"{', '.join(sorted(files))}")
-        return precision
-    cuda = providers[0] == "CUDAExecutionProvider"
-    order = ("fp16", "fp32", "int8") if cuda else ("int8", "fp32", "fp16")
-    return next(p for p in order if p in files)
 
 
 def _face_detector(manifest: Manifest, folder: Path, threads: int | None
@@ -84,29 +78,50 @@ def _face_detector(manifest: Manifest, folder: Path, threads: int | None
 class Analyzer:
     """Score clips with a pack.
 
-    ``providers``: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or a list of
-    ONNX Runtime provider names. ``precision`` defaults to int8 on CPU and fp16 on CUDA.
-    ``threads`` (per session) falls back to ``MSA_EDGE_THREADS``, then ONNX Runtime's default.
-    Sessions are built once here and reused by every call.
+    ``providers``: ``"auto"`` (CUDA when available, else OpenVINO when its plugin is installed,
+    else CPU), ``"cpu"``, ``"cuda"``, ``"openvino"`` (``"openvino:GPU"`` for another OpenVINO
+    device) or a list of ONNX Runtime provider names; None reads ``MSA_EDGE_PROVIDERS``, else
+    ``auto``. ``precision`` forces one file kind (int8, fp16, fp32, ov-int8) for every encoder;
+    by default each encoder runs the file its manifest names for the provider (CPU: int8, CUDA:
+    fp16, OpenVINO: ov-int8, else fp32 as bf16), or the fastest one a tuning record measured on
+    this machine (``tuning``: path, False to ignore; default ``MSA_EDGE_TUNING``, else
+    ``<pack>.tuning.json`` beside the pack; see :mod:`msa_runtime.tuning`). ``threads`` (per
+    session) falls back to ``MSA_EDGE_THREADS``, then the provider's default. Sessions are built
+    once here and reused by every call; :attr:`choice` says what was picked and why.
     """
 
-    def __init__(self, pack: str | os.PathLike[str], providers: str | Sequence[str] = "auto",
+    def __init__(self, pack: str | os.PathLike[str], providers: str | Sequence[str] | None = None,
                  threads: int | None = None, precision: str | None = None, *,
-                 verify: bool = True, concurrent: bool = False) -> None:
+                 verify: bool = True, concurrent: bool = False,
+                 tuning: str | os.PathLike[str] | bool | None = None) -> None:
         self.folder = Path(pack)
         self.manifest = load_manifest(self.folder, verify=verify)
-        self.providers = resolve_providers(providers)
-        self.head = make_session(self.folder / self.manifest.head.file, self.providers,
-                                 threads=threads)
-        if self.providers[0] not in self.head.get_providers():
+        requested = providers if providers is not None else (
+            os.environ.get("MSA_EDGE_PROVIDERS") or "auto")
+        auto = isinstance(requested, str) and requested.strip().lower() == "auto"
+        self.providers = resolve_providers(requested)
+        first = split_device(self.providers[0])[0]
+        # the head is tiny and fp32: on OpenVINO's machines it stays on the CPU EP (exact fp32)
+        self.head = make_session(self.folder / self.manifest.head.file,
+                                 [CPU] if first == OPENVINO else self.providers, threads=threads)
+        if first == CUDA and CUDA not in self.head.get_providers():
             # CUDA fell back to CPU (warned once by make_session): the encoders follow, at the
             # CPU precision, instead of each failing over with its own warning.
             self.providers = list(self.head.get_providers())
-        self.precision = _choose_precision(self.manifest, self.providers, precision)
+        record, tuning_note = load_tuning(self.folder, tuning)
+        self.plan = plan_sessions(self.manifest, self.providers, precision, record, auto)
+        kinds = sorted({c.precision for c in self.plan.values()})
+        self.precision = kinds[0] if len(kinds) == 1 else "+".join(kinds)
         self.sessions: dict[str, Any] = {}
-        for mod, entry in self.manifest.encoders.items():
-            name = entry.files.get(self.precision) or next(iter(entry.files.values()))
-            self.sessions[mod] = make_session(self.folder / name, self.providers, threads=threads)
+        for mod, c in self.plan.items():
+            self.sessions[mod] = make_session(self.folder / c.file, list(c.providers), threads=threads)
+        notes = [describe_auto(self.providers)] if auto else []
+        notes.append(describe_plan(self.plan))
+        if tuning_note:
+            notes.append(tuning_note)
+        self.choice = "; ".join(notes)
+        """What runs where and why (auto's pick, the file per encoder, the tuning record)."""
+        self.auto_provider = auto
         self.head_inputs = [i.name for i in self.head.get_inputs()]
         self.face_detector = _face_detector(self.manifest, self.folder, threads)
         self.text_encoder = None

@@ -161,15 +161,20 @@ def _score(an: Any, name: str, text: str | None, transcript: str | None, stream:
               "or - for raw 16-bit mono PCM on stdin).")
 @click.option("--window", default=6.0, show_default=True, help="Window length in seconds.")
 @click.option("--hop", default=2.0, show_default=True, help="Hop between windows in seconds.")
-@click.option("--providers", default="auto", show_default=True,
-              help="auto, cpu, cuda, or comma-separated ONNX Runtime provider names.")
-@click.option("--precision", type=click.Choice(["int8", "fp16", "fp32"]), default=None,
-              help="Default: int8 on CPU, fp16 on CUDA.")
+@click.option("--providers", default=None,
+              help="auto (CUDA, else OpenVINO when its plugin is installed, else CPU), cpu, cuda, "
+              "openvino[:DEVICE], or comma-separated ONNX Runtime provider names. Default: "
+              "MSA_EDGE_PROVIDERS, else auto.")
+@click.option("--precision", type=click.Choice(["int8", "fp16", "fp32", "ov-int8"]), default=None,
+              help="Force one file kind. Default: the pack's file for the provider (CPU int8, "
+              "CUDA fp16, OpenVINO ov-int8 else fp32), or the tuning record's fastest.")
 @click.option("--threads", type=int, default=None, help="Threads per session "
               "(default: MSA_EDGE_THREADS, else ONNX Runtime's choice).")
+@click.option("--tune", is_flag=True, help="Time every file of the pack on this machine's "
+              "providers and write <pack>.tuning.json beside the pack (then score INPUT, if any).")
 def main(inputs: tuple[str, ...], pack: str, text: str | None, transcript: str | None, fmt: str,
-         stream: bool, window: float, hop: float, providers: str, precision: str | None,
-         threads: int | None) -> None:
+         stream: bool, window: float, hop: float, providers: str | None, precision: str | None,
+         threads: int | None, tune: bool) -> None:
     """Score clips with a pack: INPUT may be files, folders or globs; with no INPUT, --text."""
     log = logging.getLogger("msa_runtime")
     handler = _LogLine(logging.WARNING)
@@ -178,14 +183,44 @@ def main(inputs: tuple[str, ...], pack: str, text: str | None, transcript: str |
         with warnings.catch_warnings():  # restores the warning machinery when done
             warnings.simplefilter("default")
             warnings.showwarning = _warn_line
+            if tune:
+                _tune(pack, providers, threads)
+                if not inputs and text is None:
+                    return
             _main(inputs, pack, text, transcript, fmt, stream, window, hop, providers, precision,
                   threads)
     finally:
         log.removeHandler(handler)
 
 
+def _tune(pack: str, providers: str | None, threads: int | None) -> None:
+    """Time the pack's files on this machine's providers (all of them for auto); write the
+    record beside the pack."""
+    from msa_runtime.pack import load_manifest
+    from msa_runtime.sessions import CPU, CUDA, OPENVINO, openvino_installed, resolve_providers
+    from msa_runtime.tuning import tune
+
+    try:
+        manifest = load_manifest(pack)
+        names = resolve_providers(providers)
+        if (providers or os.environ.get("MSA_EDGE_PROVIDERS") or "auto").strip().lower() == "auto":
+            names = [p for p in (CUDA, OPENVINO, CPU) if p in names
+                     or (p == OPENVINO and openvino_installed())]
+            names = resolve_providers(names) if names != [CPU] else names
+        path, record = tune(Path(pack), manifest, names, threads=threads,
+                            progress=lambda m: click.echo(m, err=True))
+    except MsaError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    for mod, e in record["encoders"].items():
+        b = e["best"]
+        click.echo(f"tune: {mod}: fastest {b['file']} on {b['provider']} "
+                   f"({b['median_ms']:,.1f} ms)", err=True)
+    click.echo(f"tune: wrote {path}", err=True)
+
+
 def _main(inputs: tuple[str, ...], pack: str, text: str | None, transcript: str | None, fmt: str,
-          stream: bool, window: float, hop: float, providers: str, precision: str | None,
+          stream: bool, window: float, hop: float, providers: str | None, precision: str | None,
           threads: int | None) -> None:
     from msa_runtime.analyzer import Analyzer
 
@@ -201,6 +236,8 @@ def _main(inputs: tuple[str, ...], pack: str, text: str | None, transcript: str 
     except MsaError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    if (an.auto_provider and an.providers[0] != "CPUExecutionProvider") or "tuning record" in an.choice:
+        click.echo(f"note: {an.choice}", err=True)
     writer = Writer(fmt, sys.stdout, live=stream, names=names)
     failed = 0
     try:

@@ -4,12 +4,18 @@ A pack is a folder::
 
     manifest.json          format version, encoders, preprocessing, head, sha256 of every file
     tokenizer.json         when the pack has a text encoder
-    text.int8.onnx ...     one ONNX file per encoder and precision (int8, fp16, fp32)
+    text.int8.onnx ...     one ONNX file per encoder and precision: int8 (dynamic, for ONNX
+                           Runtime's CPU EP), fp16 (CUDA), fp32, ov-int8 (static QDQ by NNCF,
+                           for the OpenVINO EP)
     head.onnx              the fusion head (fp32; it is tiny)
     face_pnet.onnx ...     the MTCNN face detector (P-, R-, O-net), when frames are face-cropped
 
 Reading checks the format version, that every file named stays inside the folder, and (by
 default) the sha256 of every file. Nothing is ever unpickled.
+
+Each encoder records which of its files each execution provider may run (``providers``: the
+files that passed the parity gate through that provider, the default first). Packs without it
+(older exports) get the defaults of :data:`PROVIDER_ORDER`.
 """
 
 from __future__ import annotations
@@ -37,7 +43,25 @@ FORMAT = "msa-edge-pack"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 MODALITIES = ("text", "audio", "vision")
-PRECISIONS = ("int8", "fp16", "fp32")
+PRECISIONS = ("int8", "fp16", "fp32", "ov-int8")
+# per provider (short name), the precisions it runs by preference: CPU EP dynamic int8, CUDA
+# fp16, OpenVINO its own static int8 file, else fp32 (which OpenVINO runs in bf16 where the CPU
+# has AMX or AVX512-BF16)
+PROVIDER_ORDER: dict[str, tuple[str, ...]] = {
+    "cpu": ("int8", "fp32", "fp16"),
+    "cuda": ("fp16", "fp32", "int8"),
+    "openvino": ("ov-int8", "fp32"),
+}
+
+
+def default_providers(files: dict[str, str]) -> dict[str, tuple[str, ...]]:
+    """Which of ``files`` (precision -> file) each provider runs, by preference."""
+    out = {}
+    for provider, order in PROVIDER_ORDER.items():
+        ok = tuple(p for p in order if p in files)
+        if ok:
+            out[provider] = ok
+    return out
 
 
 @dataclass(frozen=True)
@@ -228,6 +252,14 @@ class EncoderEntry:
     files: dict[str, str]
     frame_stride: int = 1
     layer_weights: tuple[float, ...] | None = None  # "weighted" mode instead of one layer
+    providers: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Provider short name (cpu, cuda, openvino) -> the precisions of ``files`` it may run,
+    the default first; empty means :func:`default_providers`."""
+
+    def provider_precisions(self, provider: str) -> tuple[str, ...]:
+        """The precisions ``provider`` (short name) may run for this encoder, default first."""
+        table = self.providers or default_providers(self.files)
+        return tuple(p for p in table.get(provider, ()) if p in self.files)
 
 
 @dataclass(frozen=True)
@@ -303,6 +335,8 @@ def manifest_to_dict(m: Manifest) -> dict[str, Any]:
         }
         if e.layer_weights is not None:
             encoders[mod]["layer_weights"] = list(e.layer_weights)
+        if e.providers:
+            encoders[mod]["providers"] = {k: list(v) for k, v in e.providers.items()}
     head = dict(m.head.__dict__)
     head["modalities"] = list(m.head.modalities)
     out = {
@@ -326,7 +360,12 @@ def _parse(data: dict[str, Any], where: str) -> Manifest:
             frame_stride=int(e.get("frame_stride", 1)), prep=prep_from_dict(mod, e["preprocess"]),
             files=dict(e["files"]),
             layer_weights=tuple(e["layer_weights"]) if "layer_weights" in e else None,
+            providers={str(k): tuple(v) for k, v in e.get("providers", {}).items()},
         )
+        unknown = {p for v in encoders[mod].providers.values() for p in v} - set(e["files"])
+        if unknown:
+            raise ValueError(f"encoder {mod}: providers name precisions without files: "
+                             f"{sorted(unknown)}")
     h = data["head"]
     head = HeadEntry(kind=h["kind"], file=h["file"], modalities=tuple(h["modalities"]),
                      trained=bool(h["trained"]), gates=bool(h["gates"]),

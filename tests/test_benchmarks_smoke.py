@@ -3,6 +3,7 @@ into a temporary folder, and its results name every contender with a ratio to th
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import socket
 import subprocess
@@ -14,6 +15,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks" / "bench_e2e.py"
 CONTENDERS = ("reference", "torch_cut", "ort_fp32_full", "ort_fp32_cut", "ort_int8_cut")
+# with the OpenVINO EP plugin installed (msa-edge[openvino]) the OpenVINO contenders run too
+OPENVINO = importlib.util.find_spec("onnxruntime_ep_openvino") is not None
+if OPENVINO:
+    CONTENDERS += ("ov_bf16_cut", "ov_int8_cut")
 
 
 def test_bench_e2e_quick(tmp_path: Path, tiny_pack: Path) -> None:
@@ -55,6 +60,10 @@ def test_bench_e2e_quick(tmp_path: Path, tiny_pack: Path) -> None:
     assert run["limit"]["all_encoders"]["int8_fraction_of_int8_peak"] > 0
     assert run["contenders"]["ort_int8_cut"]["profile"]["vision"]["ops"]
     assert run["stream"]["windows"] >= 1 and run["stream"]["rtf"] > 0
+    if OPENVINO:
+        ov = run["stream_openvino"]
+        assert ov["windows"] == run["stream"]["windows"] and ov["providers"] == "openvino"
+        assert any(f.endswith(".ov-int8.onnx") for f in run["contenders"]["ov_int8_cut"]["files"].values())
     assert set(run["sizes"]["per_precision"]) >= {"int8", "fp32"}
     assert doc["install"]["runtime"]["with_dependencies_bytes"] > 0
 
@@ -68,5 +77,7 @@ def test_bench_e2e_quick(tmp_path: Path, tiny_pack: Path) -> None:
         "Targets of issue 5",
         "Distance to the limit",
         "Streaming",
+        *(("ORT+OpenVINO EP, ov-int8 file (pack)", "Per encoder: CPU EP int8 against OpenVINO")
+          if OPENVINO else ()),
     ):
         assert label in report, label

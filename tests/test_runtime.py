@@ -501,7 +501,8 @@ def test_providers_fall_back_to_cpu(tiny_pack: Path) -> None:
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this machine has CUDA")
-    assert resolve_providers("auto") == ["CPUExecutionProvider"]
+    with mock.patch("msa_runtime.sessions.openvino_installed", return_value=False):
+        assert resolve_providers("auto") == ["CPUExecutionProvider"]
     assert resolve_providers("cpu") == ["CPUExecutionProvider"]
     with pytest.raises(ProviderError) as info:
         resolve_providers(["CUDAExecutionProvider"])
@@ -513,7 +514,7 @@ def test_providers_fall_back_to_cpu(tiny_pack: Path) -> None:
     cuda_listed = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     with (mock.patch.object(ort, "get_available_providers", return_value=cuda_listed),
           pytest.warns(RuntimeWarning, match="fell back") as caught):
-        fallback = Analyzer(tiny_pack)
+        fallback = Analyzer(tiny_pack, providers="auto")
     assert fallback.providers == ["CPUExecutionProvider"] and fallback.precision == "int8"
     assert sum("fell back" in str(w.message) for w in caught) == 1
 

@@ -1,0 +1,49 @@
+"""Names shared by the end-to-end benchmark's modules: contenders, stages, targets, threads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+# the benchmarks folder: bench_e2e.py (the workers' entry point), results/, .cache/
+BENCH_DIR = Path(__file__).resolve().parent.parent
+HERE = BENCH_DIR
+CONTENDERS = (
+    "reference", "torch_cut", "ort_fp32_full", "ort_fp32_cut", "ort_int8_cut", "ov_bf16_cut", "ov_int8_cut"
+)
+# run only when the OpenVINO execution provider plugin is installed (msa-edge[openvino])
+OPENVINO_CONTENDERS = ("ov_bf16_cut", "ov_int8_cut")
+# the contenders that are the product (a pack run by the runtime), for "best provider here"
+PACK_CONTENDERS = ("ort_int8_cut", "ov_int8_cut", "ov_bf16_cut")
+LABELS = {
+    "reference": "PyTorch full depth, all hidden states (reference)",
+    "torch_cut": "PyTorch cut",
+    "ort_fp32_full": "ORT fp32 full depth",
+    "ort_fp32_cut": "ORT fp32 cut (pack)",
+    "ort_int8_cut": "ORT int8 cut (pack)",
+    "ov_bf16_cut": "ORT+OpenVINO EP, fp32 file (bf16) (pack)",
+    "ov_int8_cut": "ORT+OpenVINO EP, ov-int8 file (pack)",
+}
+STAGES = ("preprocess", "face", "text", "audio", "vision", "head")
+THREADS = 2
+TARGETS: dict[str, Any] = {
+    "speedup": {"ando2022-mosi": 10.0, "edge": 6.0},
+    "score_diff": 0.05,
+    "rtf": 0.1,
+    "peak_fraction": 0.75,
+}
+
+
+def present(run: dict[str, Any]) -> list[str]:
+    """The contenders a run has, in the usual order (OpenVINO ones only where it was installed)."""
+    return [c for c in CONTENDERS if c in run.get("contenders", {})]
+
+
+def best_pack(run: dict[str, Any]) -> str:
+    """The fastest pack contender of a run end to end (the "best provider here")."""
+    have = [c for c in PACK_CONTENDERS if c in run["contenders"]]
+    return min(have, key=lambda c: run["contenders"][c]["stages"]["total"]["median"])
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)

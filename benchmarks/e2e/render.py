@@ -1,0 +1,338 @@
+"""The results files: ``<hostname>.md`` rendered from ``<hostname>.json``, and writing both."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from e2e.analysis import explain, targets
+from e2e.common import CONTENDERS, LABELS, STAGES, THREADS, best_pack, present
+from e2e.flops import FLOPS_DOC
+from e2e.levers import render_levers
+from e2e.machine import machine
+from e2e.render_parts import render_install, render_openvino, render_streams
+from e2e.render_util import fmt_mb, fmt_ms, peak_cell, sustained_int8
+
+
+def render(doc: dict[str, Any]) -> str:
+    m = doc["machine"]
+    runs = doc["runs"]
+    L: list[str] = []
+    L.append(f"# Benchmarks on {m['hostname']}")
+    L.append("")
+    L.append(
+        f"Written by `benchmarks/bench_e2e.py` (and `bench_levers.py` for the levers section); "
+        f"last update {doc['updated']}. Do not edit by hand: rerun the scripts."
+    )
+    L.append("")
+    L.append(
+        f"- CPU: {m['cpu']}, {m['cores']} cores visible, {m['ram_gib']} GiB RAM; ISA: {', '.join(m['isa'])}"
+    )
+    L.append(
+        f"- Python {m['python']}, kernel {m['kernel']}; "
+        + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+        + (f"; msa-edge commit {m['commit']}" if m.get("commit") else "")
+    )
+    L.append(
+        f"- Threads: {THREADS} (torch.set_num_threads; ORT intra-op threads, spinning off); batch "
+        "of one clip; seeded random weights at the presets' real sizes"
+    )
+    L.append("")
+    if runs:
+        L.append("## Headline: end to end, speed-up over the reference (median of the repeats)")
+        L.append("")
+        cols = [c for c in CONTENDERS if any(c in r["contenders"] for r in runs.values())]
+        L.append(
+            "| preset | "
+            + " | ".join(LABELS[c] for c in cols)
+            + " | best pack | its encoders + head only | its score diff |"
+        )
+        L.append("|---|" + "---|" * (len(cols) + 3))
+        for p, r in runs.items():
+            cells = []
+            for c in cols:
+                cc = r["contenders"].get(c)
+                cells.append(
+                    "not run" if cc is None else f"{fmt_ms(cc['stages']['total']['median'])} ms"
+                    + ("" if c == "reference" else f" ({cc['ratio_to_reference']['total']:.2f}x)")
+                )
+            best = best_pack(r)
+            diff = r["contenders"][best]["fidelity"]["score_diff_own_pipeline"]
+            models = r["contenders"][best]["ratio_to_reference"].get("models")
+            mtext = "-" if models is None else f"{models:.2f}x"
+            L.append(f"| {p} | " + " | ".join(cells) + f" | {LABELS[best]} | {mtext} | {diff:.4f} |")
+        L.append("")
+        L.append("## Targets of issue 5")
+        L.append("")
+        L.append("| target | measured | status |")
+        L.append("|---|---|---|")
+        for t in targets(runs):
+            status = "not run" if t["met"] is None else "met" if t["met"] else "**missed**"
+            L.append(f"| {t['target']} | {t['measured'] or '-'} | {status} |")
+        L.append("")
+        why = explain(doc)
+        if why:
+            L.append("### Why the misses, and what would close them")
+            L.append("")
+            L.extend(why)
+            L.append("")
+    for p, r in runs.items():
+        L += render_run(p, r)
+    if doc.get("install"):
+        L += render_install(doc["install"])
+    if doc.get("levers"):
+        L += render_levers(doc["levers"])
+    L.append("## How the numbers are taken")
+    L.append("")
+    L.append(
+        "- Each contender runs in its own subprocess: one warm-up run of the whole pipeline, then "
+        "the timed repeats. Median and p90 (nearest rank: with 3 repeats, p90 is the slowest)."
+    )
+    L.append(
+        "- End to end = preprocessing (the runtime's numpy/PyAV/tokenizers code, identical for all "
+        "contenders: 15 frames 640x480 -> 224x224 crops, 5 s of audio, the text) + the three encoders "
+        "+ the fusion head (torch head for torch contenders, the pack's head.onnx for ORT)."
+    )
+    L.append(
+        "- Fidelity: min cosine over feature vectors (convert.cosine) and max |diff| of each "
+        "contender's features against the reference; score diff = |score - reference score| with "
+        "each contender's own head, and again with the pack's head.onnx fed each contender's features."
+    )
+    L.append(
+        "- Peak RSS: the contender's process alone (VmHWM). 'peak inference' is reset after loading "
+        "(/proc/self/clear_refs) so it is weights resident + activations; 'incl. load' also holds "
+        "the load transient (for the torch contenders that includes building the full random-weight "
+        "model before cutting it, as from_pretrained + cut would)."
+    )
+    L.append(
+        "- ORT fp32 full depth: the uncut encoder exported with output_hidden_states and outputs "
+        "(hidden state after the layer, last hidden state), so no block can be pruned."
+    )
+    L.append(
+        "- Interference: share of all CPU time (both cores) taken by other processes and by the "
+        "hypervisor (steal) while a contender was timing, from /proc/stat."
+    )
+    L.append(
+        "- OpenVINO contenders: ONNX Runtime with the OpenVINO execution provider plugin "
+        "(onnxruntime-ep-openvino), sessions built by the runtime's make_session with the same "
+        "threads; the fp32 files run in bf16 when the CPU has AMX or AVX512-BF16 (see ISA above), "
+        "the ov-int8 files are the pack's NNCF static int8 files. Not measured here: a CPU without "
+        "AMX/AVX512-BF16 (where OpenVINO's fp32 runs in fp32 and its int8 without AMX), any GPU "
+        "(no CUDA or OpenVINO GPU device on this VM)."
+    )
+    L.append("- " + FLOPS_DOC.replace("\n", " "))
+    L.append("")
+    return "\n".join(L) + "\n"
+
+
+def render_run(p: str, r: dict[str, Any]) -> list[str]:
+    L = [f"## {p}", ""]
+    L.append(
+        f"Run {r['date']}, {r['repeat']} repeats + {r['warmup']} warm-up; clip: "
+        f"{r['limit']['inputs']['vision']} frames, {r['limit']['inputs']['audio']} samples, "
+        f"{r['limit']['inputs']['text']} tokens. Layers: "
+        + ", ".join(
+            f"{m} {c['kind']} block {c['layer']} of {c['num_layers']} (keeps {c['layer'] + 1})"
+            for m, c in r["encoders"].items()
+        )
+        + "."
+    )
+    found = r["contenders"]["ort_int8_cut"].get("faces_found")
+    if found is not None:
+        L.append("")
+        L.append(f"The pack crops faces: its detector (MTCNN stages in ONNX Runtime, numpy cascade) "
+                 f"found a face in {found} of {r['limit']['inputs']['vision']} frames of the clip "
+                 "(frames without one get the centre crop); the same preprocessing feeds every "
+                 "contender and is timed as 'face detect + crop'.")
+    la, lb = r.get("loadavg_at_start"), r.get("loadavg_at_end")
+    qw = r.get("quiet_wait")
+    if la and lb:
+        L.append("")
+        L.append(
+            f"Load average (1/5/15 min) at start {la[0]:.2f}/{la[1]:.2f}/{la[2]:.2f}, at end "
+            f"{lb[0]:.2f}/{lb[1]:.2f}/{lb[2]:.2f}"
+            + (
+                ""
+                if not qw
+                else f"; waited {qw['waited_s']} s for a quiet machine: "
+                f"{'quiet' if qw['quiet'] else 'never quiet, measured anyway'}"
+            )
+            + f". Whole run {r.get('seconds', 0):,.0f} s."
+        )
+    L.append("")
+    L.append("### Latency (ms, median / p90) and speed-up over the reference (median)")
+    L.append("")
+    cols = present(r)
+    L.append("| stage | " + " | ".join(LABELS[c] for c in cols) + " |")
+    L.append("|---|" + "---|" * len(cols))
+    names = {"total": "**end to end**", "models": "encoders + head", "face": "face detect + crop"}
+    for s in (*STAGES, "models", "total"):
+        if s not in r["contenders"]["reference"]["stages"]:
+            continue
+        cells = []
+        for c in cols:
+            st = r["contenders"][c]["stages"][s]
+            ratio = r["contenders"][c]["ratio_to_reference"].get(s)
+            cells.append(
+                f"{fmt_ms(st['median'])} / {fmt_ms(st['p90'])}"
+                + ("" if c == "reference" or ratio is None else f" ({ratio:.2f}x)")
+            )
+        L.append(f"| {names.get(s, s)} | " + " | ".join(cells) + " |")
+    L.append("")
+    L.append("### Fidelity against the reference")
+    L.append("")
+    mods = list(r["encoders"])
+    L.append(
+        "| contender | "
+        + " | ".join(f"{m} cos (max abs)" for m in mods)
+        + " | score (own head) | diff | score (pack head) | diff |"
+    )
+    L.append("|---|" + "---|" * (len(mods) + 4))
+    for c in cols:
+        f = r["contenders"][c]["fidelity"]
+        L.append(
+            f"| {LABELS[c]} | "
+            + " | ".join(f"{f['cosine_min'][m]:.5f} ({f['max_abs'][m]:.1e})" for m in mods)
+            + f" | {f['score_own_pipeline']:+.4f} | {f['score_diff_own_pipeline']:.4f} | "
+            f"{f['score_pack_head']:+.4f} | {f['score_diff_pack_head']:.4f} |"
+        )
+    L.append("")
+    L.append("(The head is untrained, seeded like the pack's; its scores only serve to compare contenders.)")
+    L.append("")
+    L.append("### Memory (peak RSS of each contender's process, MB) and load time")
+    L.append("")
+    L.append(
+        "| contender | after load | peak inference | peak incl. load | load s | torch imported "
+        "| others' CPU | steal |"
+    )
+    L.append("|---|---|---|---|---|---|---|---|")
+    for c in cols:
+        cc = r["contenders"][c]
+        rs = cc["rss_mb"]
+        q = cc["interference"]
+        pi = "-" if rs["peak_inference"] is None else f"{rs['peak_inference']:,.0f}"
+        L.append(
+            f"| {LABELS[c]} | {rs['after_load']:,.0f} | {pi} | {rs['peak_including_load']:,.0f} | "
+            f"{cc['load_s']:.1f} | {'yes' if cc['torch_imported'] else 'no'} | "
+            f"{q['others_cpu_share']:.0%} | {q['steal_share']:.0%} |"
+        )
+    L.append("")
+    sizes = r["sizes"]
+    L.append("### Size on disk")
+    L.append("")
+    L.append("| what | files | total |")
+    L.append("|---|---|---|")
+    for prec, s in sizes["per_precision"].items():
+        L.append(
+            f"| pack, {prec} (+ head and tokenizer) | "
+            + ", ".join(f"{n} {fmt_mb(b)}" for n, b in s["encoders"].items())
+            + f" | {fmt_mb(s['total_with_head_and_tokenizer'])} |"
+        )
+    L.append(
+        "| full-depth fp32 ONNX (contender 3) | "
+        + ", ".join(f"{n} {fmt_mb(b)}" for n, b in sizes["full_depth_fp32"].items())
+        + f" | {fmt_mb(sizes['full_depth_fp32_total'])} |"
+    )
+    L.append("")
+    lim = r["limit"]
+    L.append("### Distance to the limit")
+    L.append("")
+    L.append(
+        "Machine peak, measured in this run (ORT, 2 threads, single-node graphs, best of "
+        "repeated runs for 4 s, at the start and at the end of the run):"
+    )
+    L.append("")
+    L.append(
+        "| matmul (M x K x N) | fp32 MatMul GFLOP/s | int8 MatMulInteger GOP/s "
+        "| DynamicQuantizeMatMul GOP/s |"
+    )
+    L.append("|---|---|---|---|")
+    labels = sorted({k.split("/")[0] for k in r["peak"]["peaks"]})
+    for lab in labels:
+        row = [r["peak"]["peaks"].get(f"{lab}/{k}") for k in ("fp32", "int8", "dq_int8")]
+        shape = "x".join(str(v) for v in row[0]["shape"])
+        L.append(f"| {lab} {shape} | " + " | ".join(peak_cell(x) for x in row) + " |")
+    L.append("")
+    sustained = sustained_int8(r)
+    L.append(
+        "| encoder | GFLOP per clip (cut) | full depth | ORT int8 GOP/s "
+        f"| % of int8 peak ({lim['int8_peak_gops']:,.0f}) | % of sustained int8 ({sustained:,.0f}) "
+        f"| ORT fp32 GFLOP/s | % of fp32 peak ({lim['fp32_peak_gflops']:,.0f}) | PyTorch cut GFLOP/s |"
+    )
+    L.append("|---|---|---|---|---|---|---|---|---|")
+    for mname, e in lim["encoders"].items():
+        L.append(
+            f"| {mname} | {e['flops'] / 1e9:,.1f} | {e['full_depth_flops'] / 1e9:,.1f} | "
+            f"{e['ort_int8_cut_gflops']:,.0f} | {e['int8_fraction_of_int8_peak']:.0%} | "
+            f"{e['ort_int8_cut_gflops'] / sustained:.0%} | {e['ort_fp32_cut_gflops']:,.0f} | "
+            f"{e['fp32_fraction_of_fp32_peak']:.0%} | "
+            f"{e['torch_cut_gflops']:,.0f} |"
+        )
+    a = lim["all_encoders"]
+    L.append(
+        f"| **all** | {a['flops'] / 1e9:,.1f} | | {a['int8_gops']:,.0f} "
+        f"| {a['int8_fraction_of_int8_peak']:.0%} | {a['int8_gops'] / sustained:.0%} "
+        f"| {a['fp32_gflops']:,.0f} | {a['fp32_fraction_of_fp32_peak']:.0%} | |"
+    )
+    L.append("")
+    L += render_openvino(r)
+    prof = r["contenders"]["ort_int8_cut"].get("profile")
+    if prof:
+        L.append("### Where the int8 pack's time goes (ORT profiler, one run per encoder)")
+        L.append("")
+        for mname, pr in prof.items():
+            L.append(
+                f"- **{mname}** ({pr['file']}, {pr['run_ms']:,.0f} ms per run, kernels "
+                f"{pr['kernel_ms']:,.0f} ms): "
+                + "; ".join(
+                    f"{o['op']} {o['share']:.0%} ({o['ms']:,.0f} ms, {o['calls']}x"
+                    + (f", {o['gflops_per_s']:,.0f} GOP/s" if o["gflops_per_s"] else "")
+                    + ")"
+                    for o in pr["ops"][:7]
+                )
+            )
+            if pr.get("gemm_shapes"):
+                L.append(
+                    "  - matmuls by shape (K -> output): "
+                    + "; ".join(
+                        f"{g['gemm']}: {g['share']:.0%}, {g['gflops_per_s']:,.0f} G(FL)OP/s"
+                        for g in pr["gemm_shapes"][:6]
+                    )
+                )
+        L.append("")
+        L.append(
+            "(DynamicQuantizeMatMul includes quantizing its fp32 input; MatMulIntegerToFloat "
+            "follows a separate DynamicQuantizeLinear when one input feeds several matmuls, "
+            "e.g. Q, K and V. MatMul/FusedMatMul are fp32: attention scores and weighted "
+            "sums, which dynamic quantization of MatMul/Gemm weights leaves alone.)"
+        )
+        L.append("")
+    prof32 = r["contenders"]["ort_fp32_cut"].get("profile")
+    if prof32:
+        L.append(
+            "Same for the fp32 pack: "
+            + "; ".join(
+                f"**{mname}** " + ", ".join(f"{o['op']} {o['share']:.0%}" for o in pr["ops"][:4])
+                for mname, pr in prof32.items()
+            )
+        )
+        L.append("")
+    L += render_streams(r)
+    return L
+
+
+def write_results(out: Path, update: Callable[[dict[str, Any]], None]) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    host = socket.gethostname()
+    jpath = out / f"{host}.json"
+    doc = json.loads(jpath.read_text()) if jpath.is_file() else {"runs": {}}
+    update(doc)
+    doc["machine"] = machine()
+    doc["updated"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    jpath.write_text(json.dumps(doc, indent=1, default=float))
+    (out / f"{host}.md").write_text(render(doc))
+    return jpath
