@@ -1,6 +1,7 @@
 """Face detection cost per frame: the numpy + ONNX Runtime MTCNN cascade (msa_runtime.face).
 
     python benchmarks/bench_face.py [--models DIR] [--threads 2] [--repeat 30] [--reference]
+        [--track] [--out benchmarks/results/face-track-vm.md]
 
 ``--models`` is a folder with face_pnet/rnet/onet.onnx (a pack); without it the detector is
 exported from facenet-pytorch into a temporary folder first. Frames: scikit-image's astronaut
@@ -12,6 +13,13 @@ Columns (median ms per frame): ``detect`` the cascade alone (and its p90); ``cro
 (:func:`msa_runtime.preprocess.vision_squares` with ``crop = "face"`` at 224 px: detection,
 choice, crop, resize; the centre crop stands in when no face is found); ``centre prep`` the
 centre crop it replaces.
+
+``--track`` adds the face tracker (:mod:`msa_runtime.face_track`) on generated clips of a moving
+speaker (tests/media_factory.py, 45 frames = 15 s at 3 fps, 640x360 and 1280x720): ms per frame
+of the whole face crop with a detection per frame at full resolution (before) against the
+defaults (``face_redetect = 10``, ``face_max_side = 640``), the mean IoU of the tracked boxes to
+per-frame detection, and the detector's own reproducibility (IoU of per-frame detection on the
+clip moved by one pixel).
 """
 
 from __future__ import annotations
@@ -65,6 +73,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--reference", action="store_true", help="also time facenet-pytorch")
+    parser.add_argument("--track", action="store_true", help="time the face tracker on clips")
+    parser.add_argument("--out", type=Path, help="write the tracker table to this markdown file")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -83,6 +93,17 @@ def main() -> None:
             torch.set_num_threads(args.threads)
             reference = MTCNN()
 
+        if args.track:
+            lines = track_table(detector, args.repeat)
+            if args.out is not None:
+                head = [f"# Face tracking on this VM ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})",
+                        "", f"Command: `python benchmarks/bench_face.py {' '.join(sys.argv[1:])}`",
+                        f"threads={args.threads}; ms per frame of the whole clip (45 frames), "
+                        "median of the repeats.", ""]
+                tmp_out = args.out.with_suffix(".tmp")
+                tmp_out.write_text("\n".join(head + lines) + "\n", encoding="utf-8")
+                tmp_out.replace(args.out)
+            return
         face_prep, centre_prep = VisionPrep(crop="face"), VisionPrep(crop="center")
         print(f"threads={args.threads} repeat={args.repeat}")
         print(
@@ -111,6 +132,47 @@ def main() -> None:
                 ref_ms, _ = timed(partial(reference.detect, rgb), max(3, args.repeat // 5))
                 line += f" {ref_ms:19.1f}"
             print(line)
+
+
+def track_table(detector: FaceDetector, repeat: int) -> list[str]:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from media_factory import moving_face_frames
+
+    from msa_runtime.face import box_iou
+    from msa_runtime.face_track import FaceTrack, TrackOptions, locate_face
+
+    lines = ["| clip | speed px/frame | per-frame detection ms/frame | tracked ms/frame | speed-up |"
+             " full detections | mean IoU to per-frame | detector's own (1 px shift) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for size in ((640, 360), (1280, 720)):
+        for speed in (0.0, 6.0, 12.0, 24.0):
+            scale = size[0] / 640
+            frames = moving_face_frames(45, size=size, speed=speed * scale, zoom=0.1)
+
+            def run(options: TrackOptions, max_side: int, clip: list[np.ndarray] = frames
+                    ) -> tuple[list[np.ndarray | None], FaceTrack]:
+                track = FaceTrack()
+                return [locate_face(f, detector, track, options, max_side) for f in clip], track
+
+            before_ms, _ = timed(partial(run, TrackOptions(redetect=1), 0), max(1, repeat // 10))
+            after_ms, _ = timed(partial(run, TrackOptions(), 640), max(1, repeat // 10))
+            reference, _ = run(TrackOptions(redetect=1), 0)
+            tracked, track = run(TrackOptions(), 640)
+            moved = [np.roll(f, (1, 1), axis=(0, 1)) for f in frames]
+            shifted, _ = run(TrackOptions(redetect=1), 0, moved)
+
+            def iou(a: list[np.ndarray | None], b: list[np.ndarray | None], d: float = 0.0) -> str:
+                pairs = [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
+                if not pairs:
+                    return "-"
+                return f"{np.mean([box_iou(x - d, y[None])[0] for x, y in pairs]):.3f}"
+
+            n = len(frames)
+            lines.append(f"| {size[0]}x{size[1]} | {speed * scale:g} | {before_ms / n:.1f} | "
+                         f"{after_ms / n:.1f} | {before_ms / after_ms:.1f}x | {track.detections} "
+                         f"of {n} | {iou(tracked, reference)} | {iou(shifted, reference, 1.0)} |")
+            print(lines[-1], flush=True)
+    return lines
 
 
 if __name__ == "__main__":

@@ -21,22 +21,30 @@ The runtime never imports torch: numpy and onnxruntime only.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from msa_runtime.errors import InputError, PackError
-from msa_runtime.resample import (
-    area_crops,
-    area_grid,
-    integral_image,
-    resize_image,
+from msa_runtime.face_boxes import (  # noqa: F401  (re-exported: the public face API)
+    DEFAULT_CROP_SIZE,
+    DEFAULT_MARGIN,
+    Method,
+    box_iou,
+    check_frame,
+    choose_face,
+    crop_face,
+    crop_windows,
+    margin_box,
+    nms,
+    regress_boxes,
+    square_boxes,
 )
+from msa_runtime.resample import area_crops, area_grid, integral_image
 from msa_runtime.sessions import make_session
 
 if TYPE_CHECKING:
@@ -63,10 +71,6 @@ DEFAULT_THRESHOLDS: tuple[float, float, float] = (0.6, 0.7, 0.7)
 PIXEL_MEAN = 127.5
 PIXEL_SCALE = 0.0078125  # 1 / 128
 
-DEFAULT_CROP_SIZE = 256
-DEFAULT_MARGIN = 0
-"""facenet-pytorch's default margin (pixels of the output crop, see :func:`crop_face`)."""
-
 _CELL = 12  # P-net's receptive field
 _STRIDE = 2
 
@@ -82,9 +86,6 @@ class FaceNms:
     onet_min: float = 0.7
 
 _BATCH = 512  # crops per R-/O-net run (bounds memory on busy frames)
-
-Method = Literal["largest", "probability"]
-
 
 # --------------------------------------------------------------------------------------------
 # Boxes
@@ -116,98 +117,6 @@ def pyramid_scales(
         scale = scale * factor
         shorter = shorter * factor
     return scales
-
-
-def nms(
-    boxes: np.ndarray,
-    scores: np.ndarray,
-    threshold: float,
-    *,
-    mode: Literal["union", "min"] = "union",
-    plus_one: bool = False,
-) -> np.ndarray:
-    """Greedy non-maximum suppression; indices of the kept boxes, best score first.
-
-    A box is dropped when its overlap with a kept, better box exceeds ``threshold``. ``mode``
-    "union" divides the intersection by the union (IoU), "min" by the smaller area. With
-    ``plus_one`` widths are ``x2 - x1 + 1`` (the pixel-inclusive convention of MTCNN's last
-    stage); without it ``x2 - x1`` (torchvision's ``nms``, used by the first two stages).
-    """
-    if len(boxes) == 0:
-        return np.zeros(0, dtype=np.int64)
-    one = np.float32(1.0 if plus_one else 0.0)
-    x1, y1, x2, y2 = (boxes[:, k] for k in range(4))
-    area = (x2 - x1 + one) * (y2 - y1 + one)
-    order = np.argsort(-scores, kind="stable")
-    keep: list[int] = []
-    while order.size > 0:
-        i = int(order[0])
-        keep.append(i)
-        rest = order[1:]
-        w = np.maximum(
-            np.float32(0.0), np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + one
-        )
-        h = np.maximum(
-            np.float32(0.0), np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + one
-        )
-        inter = w * h
-        if mode == "min":
-            overlap = inter / np.minimum(area[i], area[rest])
-        else:
-            overlap = inter / (area[i] + area[rest] - inter)
-        order = rest[~(overlap > threshold)]  # NaN (empty boxes) keeps, like the reference
-    return np.asarray(keep, dtype=np.int64)
-
-
-def _square(boxes: np.ndarray) -> np.ndarray:
-    """Grow boxes (columns x1, y1, x2, y2) to squares around their centres (float32, in place)."""
-    h = boxes[:, 3] - boxes[:, 1]
-    w = boxes[:, 2] - boxes[:, 0]
-    side = np.maximum(w, h)
-    half = np.float32(0.5)
-    boxes[:, 0] = boxes[:, 0] + w * half - side * half
-    boxes[:, 1] = boxes[:, 1] + h * half - side * half
-    boxes[:, 2] = boxes[:, 0] + side
-    boxes[:, 3] = boxes[:, 1] + side
-    return boxes
-
-
-def _regress(boxes: np.ndarray, reg: np.ndarray) -> np.ndarray:
-    """Apply R-/O-net box regression (offsets relative to pixel-inclusive width and height)."""
-    one = np.float32(1.0)
-    w = boxes[:, 2] - boxes[:, 0] + one
-    h = boxes[:, 3] - boxes[:, 1] + one
-    out = boxes.copy()
-    out[:, 0] = boxes[:, 0] + reg[:, 0] * w
-    out[:, 1] = boxes[:, 1] + reg[:, 1] * h
-    out[:, 2] = boxes[:, 2] + reg[:, 2] * w
-    out[:, 3] = boxes[:, 3] + reg[:, 3] * h
-    return out
-
-
-def _crop_windows(boxes: np.ndarray, width: int, height: int) -> tuple[np.ndarray, ...]:
-    """Integer crop windows ``[y0:y1, x0:x1]`` of boxes, clipped to the frame (no padding)."""
-    b = np.trunc(boxes[:, :4]).astype(np.int64)
-    x0 = np.maximum(b[:, 0], 1) - 1
-    y0 = np.maximum(b[:, 1], 1) - 1
-    x1 = np.minimum(b[:, 2], width)
-    y1 = np.minimum(b[:, 3], height)
-    return y0, y1, x0, x1
-
-
-def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one box ``(4,)`` with each of ``boxes`` ``(N, 4)`` (x1, y1, x2, y2)."""
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    box = np.asarray(box, dtype=np.float64).reshape(4)
-    w = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0.0, None)
-    h = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0.0, None)
-    inter = w * h
-    area = max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0)
-    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0.0, None) * np.clip(
-        boxes[:, 3] - boxes[:, 1], 0.0, None
-    )
-    union = area + areas - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -243,24 +152,6 @@ def _session(source: Any, stage: str, threads: int | None, providers: Sequence[s
 
 # --------------------------------------------------------------------------------------------
 # Detector
-
-
-def _check_frame(rgb: Any) -> np.ndarray:
-    if not isinstance(rgb, np.ndarray):
-        raise InputError(
-            f"a frame must be a numpy array (H, W, 3) uint8 RGB, got {type(rgb).__name__}"
-        )
-    if rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise InputError(
-            f"a frame must be RGB with shape (H, W, 3), got {rgb.shape}; convert grayscale with "
-            "np.repeat(gray[..., None], 3, axis=2)"
-        )
-    if rgb.dtype != np.uint8:
-        raise InputError(
-            f"a frame must be uint8 RGB (0-255), got {rgb.dtype}; convert with "
-            "np.clip(frame, 0, 255).astype(np.uint8)"
-        )
-    return rgb
 
 
 class FaceDetector:
@@ -405,7 +296,7 @@ class FaceDetector:
             ],
             axis=1,
         )
-        return _square(out)
+        return square_boxes(out)
 
     def _run_on_crops(
         self, stage: str, table: np.ndarray, boxes: np.ndarray, side: int
@@ -417,7 +308,7 @@ class FaceDetector:
         Crops go through the network in batches of at most :data:`_BATCH`.
         """
         height, width = table.shape[1] - 1, table.shape[2] - 1
-        y0, y1, x0, x1 = _crop_windows(boxes, width, height)
+        y0, y1, x0, x1 = crop_windows(boxes, width, height)
         inside = (y1 > y0) & (x1 > x0)
         y0, y1, x0, x1 = y0[inside], y1[inside], x0[inside], x1[inside]
         session = self._rnet if stage == "rnet" else self._onet
@@ -442,138 +333,101 @@ class FaceDetector:
         boxes = np.concatenate([boxes[keep, :4], score[keep, None]], axis=1).astype(np.float32)
         reg = reg[keep]
         pick = nms(boxes[:, :4], boxes[:, 4], self.nms.rnet)
-        return _square(_regress(boxes[pick], reg[pick]))
+        return square_boxes(regress_boxes(boxes[pick], reg[pick]))
 
     def _stage3(self, table: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """O-net: faces ``(N, 9)``: regressed box, score, and the squared box O-net looked at."""
         (reg, _landmarks, prob), inside = self._run_on_crops("onet", table, boxes, 48)
         boxes = boxes[inside]
         if len(boxes) == 0:
-            return boxes
+            return np.zeros((0, 9), dtype=np.float32)
         score = prob[:, 1]
         keep = score > self.thresholds[2]
         boxes = np.concatenate([boxes[keep, :4], score[keep, None]], axis=1).astype(np.float32)
-        boxes = _regress(boxes, reg[keep])
-        pick = nms(boxes[:, :4], boxes[:, 4], self.nms.onet_min, mode="min", plus_one=True)
-        return boxes[pick]
+        out = np.concatenate([regress_boxes(boxes, reg[keep]), boxes[:, :4]], axis=1)
+        pick = nms(out[:, :4], out[:, 4], self.nms.onet_min, mode="min", plus_one=True)
+        return out[pick]
 
     # -- public -----------------------------------------------------------------------------
 
-    def detect(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def detect(
+        self, rgb: np.ndarray, *, max_side: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Faces in an ``(H, W, 3)`` uint8 RGB frame.
 
         Returns boxes ``(N, 4)`` float32 (x1, y1, x2, y2 in pixels, may extend past the frame) and
         their probabilities ``(N,)``, largest box first (facenet-pytorch's order). No face gives
         empty arrays; a frame whose shorter side is below ``min_face_size`` raises
-        :class:`InputError`.
+        :class:`InputError`. ``max_side`` overrides the detector's own for this call (0: off).
         """
-        rgb = _check_frame(rgb)
+        boxes, probs, _anchors = self.detect_anchored(rgb, max_side=max_side)
+        return boxes, probs
+
+    def detect_anchored(
+        self, rgb: np.ndarray, *, max_side: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`detect` plus each face's anchor ``(N, 4)``: the squared box O-net looked at (in
+        frame pixels), from which the face tracker re-runs O-net (:mod:`msa_runtime.face_track`).
+        """
+        none = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 4), np.float32))
+        rgb = check_frame(rgb)
         height, width = rgb.shape[:2]
         pyramid_scales(height, width, self.min_face_size, self.factor)  # size check
+        limit = self.max_side if max_side is None else (max_side or None)
+        if limit is not None and limit < _CELL:
+            raise InputError(f"max_side must be at least {_CELL} px, got {limit}")
         table = integral_image(rgb)
         scale_x = scale_y = 1.0
-        if self.max_side is not None and max(height, width) > self.max_side:
-            shrink = self.max_side / max(height, width)
+        if limit is not None and max(height, width) > limit:
+            shrink = limit / max(height, width)
             small_h, small_w = max(1, round(height * shrink)), max(1, round(width * shrink))
             if min(small_h, small_w) < self.min_face_size:
-                return np.zeros((0, 4), dtype=np.float32), np.zeros(0, dtype=np.float32)
+                return none
             small = np.rint(area_grid(table, small_h, small_w)).astype(np.uint8)
             table = integral_image(np.ascontiguousarray(small.transpose(1, 2, 0)))
             scale_x, scale_y = width / small_w, height / small_h
         boxes = self._stage1(table)
         if len(boxes):
             boxes = self._stage2(table, boxes)
-        if len(boxes):
-            boxes = self._stage3(table, boxes)
+        boxes = self._stage3(table, boxes) if len(boxes) else np.zeros((0, 9), np.float32)
         if len(boxes) == 0:
-            return np.zeros((0, 4), dtype=np.float32), np.zeros(0, dtype=np.float32)
+            return none
         if scale_x != 1.0 or scale_y != 1.0:
-            boxes[:, [0, 2]] *= np.float32(scale_x)
-            boxes[:, [1, 3]] *= np.float32(scale_y)
+            boxes[:, [0, 2, 5, 7]] *= np.float32(scale_x)
+            boxes[:, [1, 3, 6, 8]] *= np.float32(scale_y)
         area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-        order = np.argsort(area)[::-1]
-        boxes = boxes[order]
-        return np.ascontiguousarray(boxes[:, :4]), np.ascontiguousarray(boxes[:, 4])
+        boxes = boxes[np.argsort(area)[::-1]]
+        return (np.ascontiguousarray(boxes[:, :4]), np.ascontiguousarray(boxes[:, 4]),
+                np.ascontiguousarray(boxes[:, 5:9]))
 
+    def follow(
+        self, rgb: np.ndarray, box: np.ndarray, *, passes: int = 2, square: bool = True
+    ) -> tuple[np.ndarray, float]:
+        """Follow a face from the previous frame's ``box`` with the cascade's last stage only.
 
-def choose_face(
-    boxes: np.ndarray,
-    probs: np.ndarray,
-    previous: np.ndarray | None = None,
-    *,
-    method: Method = "largest",
-    min_iou: float = 0.3,
-) -> int | None:
-    """Index of the speaker's face among ``boxes`` (``None`` when there is none).
-
-    Stable across frames: when ``previous`` (the box chosen in the previous frame) is given and
-    some box overlaps it with IoU >= ``min_iou``, the box overlapping it most is kept. Otherwise
-    ``method`` decides: "largest" area (facenet-pytorch's default) or highest "probability".
-    """
-    if method not in ("largest", "probability"):
-        raise InputError(
-            f"unknown face selection method {method!r}; use 'largest' or 'probability'"
-        )
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    probs = np.asarray(probs, dtype=np.float64).reshape(-1)
-    if len(boxes) != len(probs):
-        raise InputError(f"{len(boxes)} boxes but {len(probs)} probabilities")
-    if len(boxes) == 0:
-        return None
-    if previous is not None:
-        iou = box_iou(np.asarray(previous, dtype=np.float64), boxes)
-        best = int(np.argmax(iou))
-        if iou[best] >= min_iou:
-            return best
-    if method == "probability":
-        return int(np.argmax(probs))
-    area = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
-    return int(np.argmax(area))
-
-
-def margin_box(
-    box: np.ndarray,
-    frame_width: int,
-    frame_height: int,
-    size: int = DEFAULT_CROP_SIZE,
-    margin: float = DEFAULT_MARGIN,
-) -> tuple[int, int, int, int]:
-    """The integer crop window (x1, y1, x2, y2) of a face box with margin, clipped to the frame.
-
-    facenet-pytorch's ``extract_face`` convention: ``margin`` is in pixels of the final
-    ``size`` x ``size`` crop, so the box grows by ``margin * box_width / (size - margin)``
-    horizontally (and likewise vertically), half on each side.
-    """
-    if not 0 <= margin < size:
-        raise InputError(f"margin must be in [0, size) = [0, {size}), got {margin}")
-    x1, y1, x2, y2 = (float(v) for v in np.asarray(box, dtype=np.float64).reshape(4))
-    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
-        raise InputError(f"face box {box} is not finite")
-    mx = margin * (x2 - x1) / (size - margin)
-    my = margin * (y2 - y1) / (size - margin)
-    return (
-        int(max(x1 - mx / 2, 0)),
-        int(max(y1 - my / 2, 0)),
-        int(min(x2 + mx / 2, frame_width)),
-        int(min(y2 + my / 2, frame_height)),
-    )
-
-
-def crop_face(
-    rgb: np.ndarray, box: np.ndarray, size: int = DEFAULT_CROP_SIZE, margin: float = DEFAULT_MARGIN
-) -> np.ndarray:
-    """The face crop ``(size, size, 3)`` uint8 of a box, with ``margin`` as in :func:`margin_box`.
-
-    The window is clipped to the frame and resized to a square (area average when shrinking,
-    bilinear when enlarging), as facenet-pytorch's ``extract_face`` does on numpy frames.
-    """
-    rgb = _check_frame(rgb)
-    if size < 1:
-        raise InputError(f"crop size must be at least 1 px, got {size}")
-    height, width = rgb.shape[:2]
-    x1, y1, x2, y2 = margin_box(box, width, height, size, margin)
-    if x2 <= x1 or y2 <= y1:
-        raise InputError(
-            f"face box {np.asarray(box).tolist()} lies outside the {width}x{height} frame; "
-            "pass a box from detect() on this frame"
-        )
-    return resize_image(rgb[y1:y2, x1:x2], size, size)
+        O-net runs on the squared box (as on R-net's squared output in :meth:`detect`), its box
+        regression moves the box onto the face in this frame, and that repeats ``passes`` times
+        (a face that moved gets re-centred). Only the box's window of the frame is read, at full
+        resolution. Returns the new box ``(4,)`` float32 and O-net's face probability (0.0 when
+        the box left the frame); the caller decides whether to trust it
+        (:mod:`msa_runtime.face_track`). ``square=False`` uses ``box`` as O-net's window as it is
+        (an anchor from :meth:`detect_anchored` is square already).
+        """
+        rgb = check_frame(rgb)
+        height, width = rgb.shape[:2]
+        current = np.asarray(box, dtype=np.float32).reshape(1, 4)
+        score = 0.0
+        names = list(FACE_OUTPUT_NAMES["onet"])
+        for _ in range(max(1, passes)):
+            squared = square_boxes(current.copy()) if square else current
+            y0, y1, x0, x1 = (int(v[0]) for v in crop_windows(squared, width, height))
+            if y1 <= y0 or x1 <= x0:
+                return current[0], 0.0
+            table = integral_image(np.ascontiguousarray(rgb[y0:y1, x0:x1]))
+            zero = np.zeros(1, np.int64)
+            crop = area_crops(table, zero, zero + (y1 - y0), zero, zero + (x1 - x0), 48)
+            x = np.ascontiguousarray((crop - np.float32(PIXEL_MEAN)) * np.float32(PIXEL_SCALE))
+            reg, _landmarks, prob = self._onet.run(names, {FACE_INPUT_NAME: x})
+            score = float(prob[0, 1])
+            current = regress_boxes(squared, reg)
+        return current[0].copy(), score

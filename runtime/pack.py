@@ -37,6 +37,7 @@ from msa_runtime.face import (
     PIXEL_SCALE,
     FaceNms,
 )
+from msa_runtime.face_track import DEFAULT_MAX_SIDE, DEFAULT_REDETECT
 
 FORMAT = "msa-edge-pack"
 FORMAT_VERSION = 1
@@ -96,13 +97,20 @@ class VisionPrep:
     ``center``: the short side is resized to ``image_size`` and the centre square kept. ``face``:
     the pack's face detector finds the speaker's face, a 256 px square crop of it (no margin, as
     in Ando et al.'s code) then goes through the same resize; frames without a face fall back to
-    the centre crop (see :func:`msa_runtime.preprocess.vision_squares`)."""
+    the centre crop (see :func:`msa_runtime.preprocess.vision_squares`).
+
+    Face crops only: ``face_max_side`` shrinks frames whose longer side exceeds it before
+    detection (0: never; boxes are scaled back and the crop is cut from the full frame);
+    ``face_redetect`` runs the full detector every that many frames and follows the face with
+    its last stage in between (1: detect every frame; see :mod:`msa_runtime.face_track`)."""
 
     fps: float = 3.0
     image_size: int = 224
     mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
     std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
     crop: str = "center"
+    face_max_side: int = DEFAULT_MAX_SIDE
+    face_redetect: int = DEFAULT_REDETECT
 
     def __post_init__(self) -> None:
         if self.fps <= 0:
@@ -113,6 +121,12 @@ class VisionPrep:
             raise ValueError(f"vision.crop must be 'center' or 'face', got {self.crop!r}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ValueError("vision.mean and vision.std need 3 values each, std > 0")
+        if self.face_max_side != 0 and self.face_max_side < 48:
+            raise ValueError(f"vision.face_max_side must be 0 (off) or >= 48, got "
+                             f"{self.face_max_side}")
+        if self.face_redetect < 1:
+            raise ValueError(f"vision.face_redetect must be >= 1 (1: detect every frame), got "
+                             f"{self.face_redetect}")
 
 
 Prep = TextPrep | AudioPrep | VisionPrep

@@ -7,17 +7,16 @@ token ids and a mask. numpy, PyAV, tokenizers and (for face crops) onnxruntime o
 
 from __future__ import annotations
 
-import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import av
 import numpy as np
 
 from msa_runtime.errors import InputError, PackError
-from msa_runtime.face import FaceDetector, choose_face, crop_face
+from msa_runtime.face import FaceDetector
+from msa_runtime.face_track import FaceTrack, TrackOptions, face_squares
 from msa_runtime.pack import AudioPrep, TextPrep, VisionPrep
 
 FACE_CROP_SIZE = 256
@@ -63,24 +62,6 @@ def vision_batch(frames: np.ndarray | list[np.ndarray], prep: VisionPrep) -> np.
     return normalize_images(squares, prep)
 
 
-@dataclass
-class FaceTrack:
-    """Face-crop state carried across the frames of one clip or stream.
-
-    ``previous`` is the box chosen last; it is kept through frames without a face, so the speaker
-    is followed across a missed detection, and a new face only takes over when none overlaps it
-    (:func:`msa_runtime.face.choose_face`). The counters cover every frame seen so far:
-    ``detections`` frames went through the detector, ``fallbacks`` of them had no face (centre
-    crop used), ``crop_ms`` is the time spent detecting and cropping. Which frames had a face is what
-    :func:`vision_squares` returns.
-    """
-
-    previous: np.ndarray | None = None
-    detections: int = 0
-    fallbacks: int = 0
-    crop_ms: float = 0.0
-
-
 def vision_squares(frames: np.ndarray | Sequence[np.ndarray], prep: VisionPrep,
                    detector: FaceDetector | None = None, track: FaceTrack | None = None
                    ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -88,9 +69,11 @@ def vision_squares(frames: np.ndarray | Sequence[np.ndarray], prep: VisionPrep,
 
     The one crop used by serving (:class:`msa_runtime.Analyzer`, streams) and training (the
     feature cache), so both see the same pixels. ``prep.crop == "center"``: the centre square.
-    ``"face"``: per frame the ``detector`` runs, the speaker's face is chosen (the largest, or
-    the one overlapping ``track.previous``), cropped square to :data:`FACE_CROP_SIZE` px and
-    resized like a centre crop; a frame without a face gets the centre crop. Returns the squares
+    ``"face"``: the speaker's face is found (the ``detector`` on the first frame and every
+    ``prep.face_redetect`` frames, followed with its last stage in between, see
+    :mod:`msa_runtime.face_track`; the largest face, or the one overlapping ``track.previous``),
+    cropped square to :data:`FACE_CROP_SIZE` px and resized like a centre crop; a frame without
+    a face gets the centre crop. Returns the squares
     and, for the face crop, a bool per frame (face found) - ``None`` for the centre crop.
     A frame too small for the detector raises :class:`InputError`.
     """
@@ -104,29 +87,9 @@ def vision_squares(frames: np.ndarray | Sequence[np.ndarray], prep: VisionPrep,
         raise PackError("the vision preprocessing says crop = 'face' but no face detector was "
                         "given (a face-crop pack carries face_pnet/rnet/onet.onnx)")
     track = track if track is not None else FaceTrack()
-    started = time.perf_counter()
-    squares = np.zeros((n, size, size, 3), np.uint8)
-    found = np.zeros(n, bool)
-    for i, frame in enumerate(frames):
-        rgb = np.asarray(frame)
-        boxes, probs = detector.detect(rgb)
-        track.detections += 1
-        k = choose_face(boxes, probs, track.previous)
-        face = None
-        if k is not None:
-            try:
-                face = crop_face(rgb, boxes[k], FACE_CROP_SIZE, FACE_MARGIN)
-            except InputError:  # a sliver at the frame's edge: nothing left to crop
-                face = None
-        if face is None:
-            track.fallbacks += 1
-            squares[i] = center_square(rgb, size)
-        else:
-            track.previous = boxes[k].copy()
-            found[i] = True
-            squares[i] = center_square(face, size)
-    track.crop_ms += (time.perf_counter() - started) * 1e3
-    return squares, found
+    options = TrackOptions(redetect=prep.face_redetect)
+    return face_squares(frames, size, detector, track, center_square, crop_size=FACE_CROP_SIZE,
+                        margin=FACE_MARGIN, options=options, max_side=prep.face_max_side)
 
 
 def face_note(found: np.ndarray | None) -> str | None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,3 +54,27 @@ def trained_pack(tiny_pack: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     out = root / "pack"
     build_pack(get_preset("tiny"), out, head=head, precisions=["int8", "fp32"])
     return out
+
+
+@pytest.fixture(scope="session")
+def face_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """The MTCNN face detector exported once (weights from the facenet-pytorch wheel)."""
+    if importlib.util.find_spec("facenet_pytorch") is None:
+        pytest.skip("facenet-pytorch (the MTCNN weights) not installed: "
+                    "pip install --no-deps facenet-pytorch")
+    if importlib.util.find_spec("torch") is None:
+        pytest.skip("torch not installed (the export side)")
+    from msa_export.face import export_face_detector
+
+    folder = tmp_path_factory.mktemp("face")
+    manifest = export_face_detector(folder)
+    return folder, manifest
+
+
+@pytest.fixture(scope="session")
+def detector(face_export: tuple[Path, dict[str, Any]]) -> Any:
+    """A :class:`msa_runtime.face.FaceDetector` on the exported stages, 2 threads."""
+    from msa_runtime.face import FaceDetector
+
+    folder, manifest = face_export
+    return FaceDetector.from_folder(folder, manifest, threads=2)

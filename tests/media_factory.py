@@ -292,3 +292,45 @@ def make_empty(path: str | os.PathLike[str], codec: str = "pcm_s16le") -> Path:
         container.add_stream(codec, rate=16000, layout="mono")
         container.start_encoding()
     return path
+
+
+def portrait() -> np.ndarray:
+    """scikit-image's public-domain astronaut portrait (512x512 RGB); needs scikit-image."""
+    from skimage.data import astronaut
+
+    return np.asarray(astronaut())
+
+
+def moving_face_frames(
+    count: int,
+    *,
+    size: tuple[int, int] = (640, 360),
+    speed: float = 8.0,
+    zoom: float = 0.15,
+    scale: float = 0.75,
+    image: np.ndarray | None = None,
+) -> list[np.ndarray]:
+    """Frames of a speaker moving: a head-and-shoulders square of the portrait, scaled to ``scale``
+    x the frame height (+- ``zoom`` over the clip; the face is then about a quarter of the frame
+    height), travels along an ellipse around the frame centre at about ``speed`` px per frame,
+    on a grey background. ``size`` is (width, height). Deterministic."""
+    from msa_runtime.resample import resize_image
+
+    face = portrait()[10:330, 64:384] if image is None else image
+    width, height = size
+    frames = []
+    radius_x, radius_y = width * 0.18, height * 0.08
+    circumference = 2 * math.pi * math.sqrt((radius_x**2 + radius_y**2) / 2)
+    step = 2 * math.pi * speed / max(circumference, 1e-6)
+    for i in range(count):
+        side = int(round(height * scale * (1.0 + zoom * math.sin(i * 0.37))))
+        side = max(16, min(side, height))
+        pic = resize_image(face, side, side)
+        cx = width / 2 + radius_x * math.cos(i * step)
+        cy = height / 2 + radius_y * math.sin(i * step)
+        left = int(round(min(max(cx - side / 2, 0), width - side)))
+        top = int(round(min(max(cy - side / 2, 0), height - side)))
+        canvas = np.full((height, width, 3), 90, dtype=np.uint8)
+        canvas[top : top + side, left : left + side] = pic
+        frames.append(canvas)
+    return frames

@@ -73,23 +73,6 @@ needs_weights = pytest.mark.skipif(WEIGHTS_MISSING is not None, reason=WEIGHTS_M
 
 
 @pytest.fixture(scope="session")
-def face_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    if WEIGHTS_MISSING is not None:
-        pytest.skip(WEIGHTS_MISSING)
-    from msa_export.face import export_face_detector
-
-    folder = tmp_path_factory.mktemp("face")
-    manifest = export_face_detector(folder)
-    return folder, manifest
-
-
-@pytest.fixture(scope="session")
-def detector(face_export: tuple[Path, dict[str, Any]]) -> FaceDetector:
-    folder, manifest = face_export
-    return FaceDetector.from_folder(folder, manifest, threads=2)
-
-
-@pytest.fixture(scope="session")
 def reference() -> Any:
     if FACENET_MISSING is not None:
         pytest.skip(FACENET_MISSING)

@@ -214,7 +214,7 @@ def test_clip_with_a_face_is_face_cropped(an: Analyzer, clips: dict[str, Path]) 
     track = FaceTrack()
     squares, found = vision_squares(clip.frames, an.prep("vision"), an.face_detector, track)
     assert found is not None and found.all() and track.fallbacks == 0
-    assert track.detections == 6 and track.previous is not None
+    assert track.detections == 1 and track.tracked == 5 and track.previous is not None
     size = an.prep("vision").image_size
     assert squares.shape == (6, size, size, 3)
     centre = center_square(clip.frames[0], size)
@@ -305,21 +305,23 @@ def test_stream_detects_each_frame_once_and_keeps_the_face(
 ) -> None:
     assert an.face_detector is not None
     calls: list[tuple[int, ...]] = []
-    real = an.face_detector.detect
+    real = an.face_detector.detect_anchored
 
-    def counting(rgb: np.ndarray) -> Any:
+    def counting(rgb: np.ndarray, **kwargs: Any) -> Any:
         calls.append(rgb.shape)
-        return real(rgb)
+        return real(rgb, **kwargs)
 
-    with mock.patch.object(an.face_detector, "detect", side_effect=counting):
+    with mock.patch.object(an.face_detector, "detect_anchored", side_effect=counting):
         windows = list(an.stream(clips["long_face"], window=2.0, hop=1.0))
     assert len(windows) >= 4
-    # 5 s at 3 fps = 15 sampled frames, each in up to two windows, detected exactly once
-    assert len(calls) == 15
+    # 5 s at 3 fps = 15 sampled frames, each in up to two windows, each cropped once: the full
+    # cascade ran on frames 0 and 10 (face_redetect = 10) and where the drifting face jumps back
+    # (the clip's motion wraps around), the others followed the face
+    assert 2 <= len(calls) <= 4
     for w in windows:
         assert not any(n.startswith("face not found") for n in w.notes), w.notes
     assert any("face" in w.timings_ms for w in windows)
-    with mock.patch.object(an.face_detector, "detect", side_effect=counting):
+    with mock.patch.object(an.face_detector, "detect_anchored", side_effect=counting):
         noisy = list(an.stream(clips["noise"], window=1.0, hop=1.0))
     assert all(any(n.startswith("face not found in 3 of 3") for n in w.notes) for w in noisy)
 

@@ -1,0 +1,172 @@
+"""WavLM's convolutional front end rewritten as strided slices + MatMul, so dynamic int8 covers it.
+
+WavLM (like wav2vec 2.0 and HuBERT) turns the waveform into 50 frames/s with seven 1-D
+convolutions (512 channels; kernel 10 stride 5, four of kernel 3 stride 2, two of kernel 2
+stride 2). Exported as ``Conv`` nodes they stay fp32 in the pack's int8 file: ONNX Runtime's
+``ConvInteger`` is slower than fp32 here (DESIGN.md), so the quantizer leaves Conv alone, and the
+front end is 32-51% of the int8 audio encoder's time.
+
+A 1-D convolution with kernel ``k``, stride ``s``, no padding, is a MatMul: output frame ``t`` is
+``sum_j W[:, :, j] @ x[s*t + j]``, i.e. the concatenation ``[x[s*t], ..., x[s*t + k - 1]]``
+(``k * C_in`` values) times the weight reshaped to ``(k * C_in, C_out)``; with the input viewed
+as frames of ``s`` steps this needs no im2col copy (:class:`StridedMatMul`).
+:class:`MatMulFeatureEncoder` computes the front end that way, time-major
+(``[batch, frames, channels]``, so the layer norms need no transposes), with the same norms and
+activations; the dynamic quantizer then makes the MatMuls int8 like the transformer's. The
+arithmetic is the same up to fp32 summation order; the pack's parity gate
+(:mod:`msa_export.convert`) checks every file against PyTorch's original model.
+
+The first layer (one input channel, ``k = 10``) is tiny and sees the raw waveform: it stays the
+original fp32 Conv with its norm (group norm over time for base / Base+, which is fastest
+channel-major); the other six layers are the MatMuls, time-major.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class StridedMatMul(nn.Module):
+    """``nn.Conv1d`` (no padding, dilation or groups; kernel ``k`` = stride ``s`` or ``s + 1``)
+    on time-major input ``[B, T, C_in]`` -> ``[B, L, C_out]``, ``L = (T - k) // s + 1``.
+
+    The input is viewed as frames of ``s`` steps (a reshape): ``f[t] = x[s*t : s*t+s]``. Output
+    ``t`` needs ``x[s*t : s*t+k]``: ``f[t]`` and, when ``k = s + 1``, ``x[s*t + s]``; so it is
+    ``f[t] @ A + x[s*t + s] @ B`` with ``A``, ``B`` the kernel's first ``s`` taps and its last:
+    one or two big MatMuls.
+    """
+
+    def __init__(self, conv: nn.Conv1d) -> None:
+        super().__init__()
+        if conv.padding not in ((0,), 0) or conv.dilation != (1,) or conv.groups != 1:
+            raise ValueError("only unpadded, undilated, ungrouped Conv1d layers can be rewritten")
+        self.kernel, self.stride = int(conv.kernel_size[0]), int(conv.stride[0])
+        if self.kernel not in (self.stride, self.stride + 1):
+            raise ValueError(f"kernel {self.kernel} with stride {self.stride}: only kernel = "
+                             "stride or stride + 1 is supported (WavLM's layers 1-6)")
+        weight = conv.weight.detach()  # [C_out, C_in, k]
+        c_out, c_in, _ = weight.shape
+        self.channels = c_in
+
+        def taps(w: torch.Tensor) -> nn.Parameter:  # [C_out, C_in, n] -> [n * C_in, C_out]
+            return nn.Parameter(w.permute(2, 1, 0).reshape(-1, c_out).contiguous(),
+                                requires_grad=False)
+
+        self.head = taps(weight[:, :, :self.stride])
+        self.tail = taps(weight[:, :, self.stride:]) if self.kernel > self.stride else None
+        self.bias = (nn.Parameter(conv.bias.detach().clone(), requires_grad=False)
+                     if conv.bias is not None else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s, k, c = self.stride, self.kernel, self.channels
+        length = (x.shape[1] - k) // s + 1
+        f = x[:, :length * s].reshape(x.shape[0], length, s * c)  # f[t] = x[s*t : s*t + s]
+        out = torch.matmul(f, self.head)
+        if self.tail is not None:
+            nxt = x[:, s:s * length + 1:s]  # x[s*t + s]: one strided slice of whole rows
+            out = out + torch.matmul(nxt, self.tail)
+        return out + self.bias if self.bias is not None else out
+
+
+class _Layer(nn.Module):
+    """Conv -> norm -> activation of one front-end layer, time-major."""
+
+    def __init__(self, layer: Any) -> None:
+        super().__init__()
+        self.conv: nn.Module = StridedMatMul(layer.conv)
+        norm = getattr(layer, "layer_norm", None)
+        self.norm: nn.Module
+        if norm is None:
+            self.norm = nn.Identity()
+        elif isinstance(norm, nn.LayerNorm):
+            self.norm = norm  # over channels: the last axis, time-major
+        else:
+            raise ValueError(f"unknown front-end norm {type(norm).__name__}")
+        self.activation = layer.activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.norm(self.conv(x)))
+
+
+class MatMulFeatureEncoder(nn.Module):
+    """Drop-in for a WavLM / wav2vec 2.0 ``feature_extractor``: ``[B, samples]`` -> ``[B, C, L]``
+    (the original's layout), computed time-major with :class:`StridedMatMul` layers."""
+
+    def __init__(self, encoder: Any) -> None:
+        super().__init__()
+        first, *rest = list(encoder.conv_layers)
+        # the first layer (one input channel, kernel 10) stays a Conv with its own norm: tiny,
+        # and a per-channel norm over time is fastest channel-major; the others become MatMuls,
+        # named frontend_conv1..6 so the int8 quantizer can tell them apart
+        self.frontend_conv0 = first
+        for i, layer in enumerate(rest, start=1):
+            self.add_module(f"frontend_conv{i}", _Layer(layer))
+        self.count = 1 + len(rest)
+
+    def forward(self, input_values: torch.Tensor) -> torch.Tensor:
+        x = self.frontend_conv0(input_values[:, None]).transpose(1, 2)
+        for i in range(1, self.count):
+            x = getattr(self, f"frontend_conv{i}")(x)
+        return x.transpose(1, 2)
+
+
+def rewrite_frontend(model: nn.Module) -> nn.Module:
+    """Replace ``model.feature_extractor`` (a WavLM-style conv stack) by
+    :class:`MatMulFeatureEncoder`, in place; returns the model. Other models are returned as
+    they are."""
+    encoder = getattr(model, "feature_extractor", None)
+    if encoder is None or not hasattr(encoder, "conv_layers"):
+        return model
+    model.feature_extractor = MatMulFeatureEncoder(encoder)
+    return model
+
+
+class _Smoothed(nn.Module):
+    """A :class:`StridedMatMul` whose input is divided per channel by ``s`` and whose weights
+    are multiplied by it (SmoothQuant): the same function in fp32, an activation with flatter
+    channels for int8's one scale per tensor."""
+
+    def __init__(self, mm: StridedMatMul, amax: torch.Tensor, alpha: float) -> None:
+        super().__init__()
+        c = mm.channels
+        w = mm.head.detach().view(mm.stride, c, -1).abs().amax(dim=(0, 2))
+        if mm.tail is not None:
+            w = torch.maximum(w, mm.tail.detach().abs().amax(dim=1))
+        s = (amax.clamp(min=1e-5) ** alpha / w.clamp(min=1e-5) ** (1 - alpha)).clamp(min=1e-5)
+        self.inverse = nn.Parameter(1.0 / s, requires_grad=False)
+        mm.head.data = mm.head.data * s.repeat(mm.stride)[:, None]
+        if mm.tail is not None:
+            mm.tail.data = mm.tail.data * s[:, None]
+        self.mm = mm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mm(x * self.inverse)
+
+
+@torch.no_grad()
+def smooth_frontend(model: nn.Module, inputs: list[torch.Tensor], alpha: float = 0.5) -> nn.Module:
+    """SmoothQuant the rewritten front end of ``model`` in place, calibrated on ``inputs``
+    (waveforms): per-channel activation maxima of each MatMul's input set the scales."""
+    layers = [m for m in model.modules() if isinstance(m, _Layer)]
+    amax: dict[int, torch.Tensor] = {}
+
+    def hook(index: int) -> Any:
+        def record(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+            a = args[0].detach().abs().amax(dim=(0, 1))
+            amax[index] = torch.maximum(amax[index], a) if index in amax else a
+        return record
+
+    handles = [layer.conv.register_forward_pre_hook(hook(i)) for i, layer in enumerate(layers)]
+    try:
+        for x in inputs:
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    for i, layer in enumerate(layers):
+        if isinstance(layer.conv, StridedMatMul):
+            layer.conv = _Smoothed(layer.conv, amax[i], alpha)
+    return model
