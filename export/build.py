@@ -31,6 +31,7 @@ from msa_export.convert import (
     compare,
     convert_fp16,
     export_onnx,
+    quantize_int8,
     run_onnx,
     worst_failure,
 )
@@ -153,7 +154,8 @@ def _encode_modality(card: EncoderCard, tmp: Path, precisions: Sequence[str],
         int8 = accuracy_aware_int8(
             fp32, tmp / f"{mod}.int8.onnx", evaluate=lambda p: gate("int8")(p)[0],
             inputs=[{n: t.numpy() for n, t in zip(spec.input_names, c.inputs)} for c in cases],
-            keep_fp32=card.int8_keep_fp32, cost=gate_cost(mod, cases, scorer), progress=progress)
+            keep_fp32=card.int8_keep_fp32, quantize=quantize_int8,
+            cost=gate_cost(mod, cases, scorer), progress=progress)
         progress(f"{mod}: {int8.summary()}")
         variants["int8"] = tmp / f"{mod}.int8.onnx"
     if "fp16" in precisions:

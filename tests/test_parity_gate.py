@@ -57,7 +57,9 @@ def _assert_refused(out: Path, exc: pytest.ExceptionInfo[convert.ValidationError
                     what: str) -> float:
     """The error names the file, the output and the measured value; nothing was written."""
     msg = str(exc.value)
-    assert "\n" not in msg and msg.startswith(f"{file}: output "), msg
+    # int8 files go through the accuracy-aware search, whose error lists every attempt
+    head = f"{file}: output " if ".int8." not in file else f"{file} fails parity with PyTorch even "
+    assert "\n" not in msg and msg.startswith(head), msg
     assert "no pack was written" in msg
     found = re.search(rf"{what} (-?[0-9.]+(?:e-?\d+)?)", msg)
     assert found, msg
@@ -74,7 +76,7 @@ def test_int8_file_with_low_cosine_is_refused(tmp_path: Path, monkeypatch: pytes
         build.build_pack(get_preset("tiny"), out, precisions=["int8"])
     value = _assert_refused(out, exc, "text.int8.onnx", "mean cosine")
     assert 0.6 < value < 0.99
-    assert "output hidden" in str(exc.value) and "worst vector" in str(exc.value)
+    assert "hidden at input" in str(exc.value) and "worst vector" in str(exc.value)
 
 
 def test_fp16_file_with_low_cosine_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -102,7 +104,7 @@ def test_fp32_drift_over_the_tolerance_is_refused(tmp_path: Path,
 def test_score_difference_is_checked_even_when_the_cosine_is_perfect(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trained_pack: Path) -> None:
     """Text features scaled by 3 keep every cosine at 1.0, but the trained head's score moves:
-    the score check (|diff| <= 0.05) must refuse the pack."""
+    the score check (|diff| <= 0.02) must refuse the pack."""
     monkeypatch.setattr(build, "quantize_int8",
                         _broken(build.quantize_int8, "text.int8.onnx", "Mul", 3.0))
     head = trained_pack.parent / "head.pt"
@@ -110,8 +112,9 @@ def test_score_difference_is_checked_even_when_the_cosine_is_perfect(
     with pytest.raises(convert.ValidationError) as exc:
         build.build_pack(get_preset("tiny"), out, head=head, precisions=["int8"])
     msg = str(exc.value)
-    assert re.match(r"text\.int8\+audio\.int8\+vision\.int8\+head: output score ", msg), msg
-    value = float(re.search(r"score diff ([0-9.]+)", msg).group(1))  # type: ignore[union-attr]
+    # the accuracy-aware int8 search keeps MatMuls in fp32, which cannot undo the breakage
+    assert msg.startswith("text.int8.onnx fails parity with PyTorch even with all"), msg
+    value = float(re.search(r"score at input \d+: diff ([0-9.]+)", msg).group(1))  # type: ignore[union-attr]
     assert value > 0.05 and "no pack was written" in msg
     assert not out.exists()
 
@@ -125,7 +128,7 @@ def test_an_unbroken_build_passes_the_same_gate(tmp_path: Path, trained_pack: Pa
     assert max(c.max_abs for c in checks if c.precision == "fp32" and c.output == "hidden") < 1e-4
     assert min(c.cosine for c in checks if c.precision == "int8") >= 0.999
     diffs = [c.score_diff for c in checks if c.score_diff is not None and c.precision == "int8"]
-    assert diffs and max(diffs) <= 0.05
+    assert diffs and max(diffs) <= 0.02
 
 
 def test_the_worst_failure_is_the_one_reported() -> None:
