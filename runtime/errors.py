@@ -29,3 +29,11 @@ class ProviderError(MsaError):
 
 class InputError(MsaError):
     """Arguments that do not fit together (no modality given, bad window, ...)."""
+
+
+class MissingExtraError(MsaError):
+    """A feature needs an optional extra that is not installed (the message names it)."""
+
+
+class AsrError(MsaError):
+    """A speech-recognition model cannot be found, loaded or copied."""

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv and install msa-edge with the runtime (CPU), export and test extras.
+# Create .venv and install msa-edge with the runtime (CPU), export, test and asr extras.
 # Idempotent: a second run only checks. Torch comes first, pinned to releases this machine kind
 # carries on disk (DESIGN.md: a plain `torch` would download a multi-GB build). The default,
 # torch 2.14.1 with torchvision 0.29.1, lets the tests compare the face detector with
@@ -17,8 +17,8 @@ if ! python -c "import torch" 2>/dev/null; then
   echo "setup: installing torch $TORCH $VISION (local wheels)" >&2
   pip install -q --disable-pip-version-check "torch==$TORCH" $VISION
 fi
-echo "setup: installing msa-edge[cpu,export,test]" >&2
-pip install -q --disable-pip-version-check -e ".[cpu,export,test]"
+echo "setup: installing msa-edge[cpu,export,test,asr]" >&2
+pip install -q --disable-pip-version-check -e ".[cpu,export,test,asr]"
 # The face detector's weights (MTCNN, for face-crop presets) ship in facenet-pytorch, whose metadata
 # pins an old torch: install it without dependencies, plus the two it imports.
 if ! python -c "import importlib.util as u, sys; sys.exit(u.find_spec('facenet_pytorch') is None)"; then

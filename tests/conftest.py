@@ -30,3 +30,16 @@ def tiny_pack(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("packs") / "tiny"
     build_pack(get_preset("tiny"), out)
     return out
+
+
+@pytest.fixture(scope="session")
+def whisper_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CTranslate2 Whisper model folder (2 layers, width 64, seeded random weights, Whisper's
+    multilingual vocabulary and special-token ids), converted offline by CTranslate2's own
+    converter: it decodes real words with word timestamps at a tiny cost, recognising nothing."""
+    pytest.importorskip("faster_whisper", reason="the asr extra is not installed: "
+                        "pip install 'msa-edge[asr]'")
+    pytest.importorskip("torch")
+    from msa_export.asr import build_random_whisper
+
+    return build_random_whisper(tmp_path_factory.mktemp("asr") / "whisper-micro", "micro")

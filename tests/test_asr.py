@@ -1,0 +1,156 @@
+"""Speech recognition: model resolution, clip transcription with word times, VAD gating, live
+commits stable across two decodes, bad models. Real decoding with a random-weight Whisper (the
+``whisper_model`` fixture): these tests check plumbing, not recognition quality."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import shared_path
+
+pytest.importorskip("faster_whisper", reason="the asr extra is not installed: "
+                    "pip install 'msa-edge[asr]'")
+
+from msa_runtime.asr import Recognizer, Word, resolve_model  # noqa: E402
+from msa_runtime.errors import AsrError, InputError, MissingExtraError, MsaError  # noqa: E402
+from msa_runtime.live_asr import LiveTranscriber  # noqa: E402
+from msa_runtime.transcript import text_between  # noqa: E402
+
+RATE = 16000
+
+
+def _speech(seconds: float | None = None) -> np.ndarray:
+    from msa_runtime import media
+
+    path = shared_path("speech", "librispeech_198-209-0000.ogg")
+    audio = media.decode(path, fps=None, sample_rate=RATE).audio
+    return audio if seconds is None else audio[: round(seconds * RATE)]
+
+
+@pytest.fixture(scope="module")
+def rec(whisper_model: Path) -> Recognizer:
+    return Recognizer(whisper_model, language="en", threads=1)
+
+
+def test_clip_words_have_times_inside_the_clip(rec: Recognizer) -> None:
+    audio = _speech()
+    tr = rec.transcribe(audio, offset=5.0)
+    assert tr.words, "the random model decodes some words from real speech"
+    assert tr.text == " ".join(w.text for w in tr.words)
+    duration = len(audio) / RATE
+    for w in tr.words:
+        assert 5.0 <= w.start <= w.end <= 5.0 + duration + 0.05
+    assert 0 < tr.speech_seconds <= duration
+    assert tr.language == "en"
+    # same audio, same words: decoding is deterministic (live commits rely on it)
+    assert rec.transcribe(audio, offset=5.0).words == tr.words
+
+
+def test_vad_skips_silence_without_decoding(rec: Recognizer) -> None:
+    silence = np.zeros(5 * RATE, np.float32)
+    tr = rec.transcribe(silence)
+    assert tr.text == "" and tr.words == () and tr.speech_seconds == 0.0
+    # speech preceded by 4 s of silence: no word starts in the silence (minus VAD padding)
+    audio = np.concatenate([silence[: 4 * RATE], _speech(6.0)])
+    words = rec.transcribe(audio).words
+    assert words and min(w.start for w in words) >= 3.5
+
+
+def test_unknown_language_and_bad_models(whisper_model: Path, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="unknown language 'klingon'"):
+        Recognizer(whisper_model, language="klingon")
+    with pytest.raises(AsrError, match="does not exist"):
+        resolve_model(tmp_path / "nowhere")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(AsrError, match="model.bin, config.json missing"):
+        resolve_model(empty)
+    with pytest.raises(AsrError, match="unknown ASR model 'huge'"):
+        resolve_model("huge")
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(whisper_model, corrupt)
+    (corrupt / "model.bin").write_bytes(b"not a model")
+    with pytest.raises(AsrError, match="cannot be loaded.*corrupt"):
+        Recognizer(corrupt)
+
+
+def test_offline_size_name_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch,
+                                              tmp_path: Path) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(AsrError, match="not in the hub cache.*huggingface-cli download "
+                                       "Systran/faster-whisper-tiny"):
+        resolve_model("tiny", offline=True)
+
+
+def test_missing_extra_is_a_typed_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "faster_whisper", None)
+    with pytest.raises(MissingExtraError, match=r"pip install 'msa-edge\[asr\]'") as info:
+        Recognizer("tiny")
+    assert isinstance(info.value, MsaError)
+
+
+def _feed(live: LiveTranscriber, audio: np.ndarray, step: float, every: int) -> list[list[Word]]:
+    out = []
+    n = round(step * RATE)
+    for i, a in enumerate(range(0, len(audio), n)):
+        live.add(audio[a:a + n], a / RATE)
+        if (i + 1) % every == 0:
+            out.append(live.update())
+    return out
+
+
+def test_live_commits_only_words_two_decodes_agree_on(rec: Recognizer) -> None:
+    audio = np.concatenate([np.zeros(3 * RATE, np.float32), _speech(9.0),
+                            np.zeros(3 * RATE, np.float32)])
+    live = LiveTranscriber(rec)
+    seen: list[list[Word]] = []
+    real = live._decode
+
+    def spy(until: float) -> list[Word]:
+        words = real(until)
+        seen.append(words)
+        return words
+
+    live._decode = spy  # type: ignore[method-assign]
+    commits = _feed(live, audio, 1.0, 2)
+    committed = [w for c in commits for w in c] + live.finish()
+    assert committed and committed == live.committed
+    assert live.stats.skipped >= 1, "the leading silence is not decoded"
+    assert live.stats.decodes == len(seen) >= 2
+    # every word committed before finish() was in two consecutive decodes
+    assert all(w.start >= 2.5 for w in committed)
+    times = [w.start for w in committed]
+    assert times == sorted(times)
+    cues = live.cues()
+    assert text_between(cues, 0.0, 2.0) == ""
+    assert text_between(cues, 0.0, 16.0) == " ".join(w.text for w in committed)
+
+
+def test_live_silence_never_decodes(rec: Recognizer) -> None:
+    live = LiveTranscriber(rec)
+    _feed(live, np.zeros(10 * RATE, np.float32), 0.5, 2)
+    assert live.finish() == [] and live.stats.decodes == 0 and live.stats.skipped >= 4
+    assert live.end - live.buffer_start < 2.0  # type: ignore[operator]  # silence is not kept
+
+
+def test_live_stream_that_stops_mid_word(rec: Recognizer) -> None:
+    live = LiveTranscriber(rec)
+    _feed(live, _speech(4.37), 0.5, 2)
+    final = live.finish()
+    assert live.committed and live.hypothesis == []
+    assert all(w.end <= 4.37 + 0.05 for w in live.committed)
+    assert isinstance(final, list)
+
+
+def test_real_speech_clips_give_words(rec: Recognizer) -> None:
+    from msa_runtime import media
+
+    folder = shared_path("speech")
+    for path in sorted(folder.glob("*.ogg"))[:2]:
+        audio = media.decode(path, fps=None, sample_rate=RATE).audio
+        tr = rec.transcribe(audio)
+        assert tr.speech_seconds > 1.0 and tr.words, path.name
