@@ -164,6 +164,7 @@ class Recognizer:
             first = (str(exc).splitlines() or [""])[0][:200]
             raise AsrError(f"ASR model {self.folder} cannot be loaded ({first}): it is corrupt or "
                            "not a CTranslate2 Whisper model; re-convert or re-download it") from exc
+        self.pipeline = fw.BatchedInferencePipeline(self.model)
         self.beam_size = beam_size
         self.language = self.check_language(language)
         logging.getLogger("faster_whisper").setLevel(logging.WARNING)
@@ -194,30 +195,35 @@ class Recognizer:
                    prompt: str | None = None) -> Transcript:
         """Transcribe mono float samples at 16 kHz; word times are ``offset`` + seconds.
 
-        With ``vad`` only the speech the VAD finds is decoded; no speech gives an empty
-        transcript without decoding.
+        With ``vad`` only the speech the VAD finds is decoded (the speech regions are joined into
+        one decode and the word times mapped back); no speech gives an empty transcript without
+        decoding.
         """
         t0 = time.perf_counter()
         audio = np.ascontiguousarray(samples, np.float32).reshape(-1)
-        regions = self.speech(audio) if vad else [(0, len(audio))]
-        speech = sum(b - a for a, b in regions) / SAMPLE_RATE
-        if not regions:
-            return Transcript("", (), self.language, 0.0, (time.perf_counter() - t0) * 1e3)
-        clips: list[float] = [x / SAMPLE_RATE for r in regions for x in r]
-        # Regions are decoded in place (clip_timestamps), so the times stay on the input's clock.
-        budget = min(224, math.ceil(TOKENS_PER_SECOND * min(speech, 30.0)) + 16)
-        segments, info = self.model.transcribe(
+        if audio.size == 0:
+            return Transcript("", (), self.language, 0.0, 0.0)
+        seconds = audio.size / SAMPLE_RATE
+        budget = min(200, math.ceil(TOKENS_PER_SECOND * min(seconds, 30.0)) + 16)
+        # The batched pipeline decodes each (VAD-joined) chunk of up to 30 s once: one encoder
+        # pass per chunk, word times from the cross-attention alignment. (The sequential
+        # pipeline re-seeks to the last word's end, costing a second encoder pass per call.)
+        segments, info = self.pipeline.transcribe(
             audio, language=self.language, beam_size=self.beam_size, temperature=0.0,
-            word_timestamps=True, condition_on_previous_text=False, vad_filter=False,
-            clip_timestamps=clips, initial_prompt=prompt or None, max_new_tokens=budget,
-            without_timestamps=False)
+            word_timestamps=True, vad_filter=vad, batch_size=4,
+            vad_parameters={"min_silence_duration_ms": 500, "speech_pad_ms": 200},
+            initial_prompt=prompt or None, max_new_tokens=budget, without_timestamps=True,
+            clip_timestamps=None if vad else [{"start": 0.0, "end": min(seconds, 30.0)}])
         words = []
         for seg in segments:
             for w in seg.words or ():
                 text = w.word.strip()
-                if text:
-                    words.append(Word(round(offset + float(w.start), 3), round(offset + float(w.end), 3),
-                                      text, round(float(w.probability), 4)))
+                if text:  # alignment may run past the last sample (chunks are padded): clamp
+                    start = offset + min(max(float(w.start), 0.0), seconds)
+                    end = offset + min(max(float(w.end), 0.0), seconds)
+                    words.append(Word(round(start, 3), round(max(start, end), 3), text,
+                                      round(float(w.probability), 4)))
         text = " ".join(w.text for w in words)
+        speech = float(info.duration_after_vad) if vad else seconds
         return Transcript(text, tuple(words), info.language, round(speech, 3),
                           (time.perf_counter() - t0) * 1e3)

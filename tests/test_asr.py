@@ -107,26 +107,38 @@ def test_live_commits_only_words_two_decodes_agree_on(rec: Recognizer) -> None:
     audio = np.concatenate([np.zeros(3 * RATE, np.float32), _speech(9.0),
                             np.zeros(3 * RATE, np.float32)])
     live = LiveTranscriber(rec)
-    seen: list[list[Word]] = []
+    seen: list[tuple[float, list[Word]]] = []
     real = live._decode
 
     def spy(until: float) -> list[Word]:
         words = real(until)
-        seen.append(words)
+        seen.append((until, words))
         return words
 
     live._decode = spy  # type: ignore[method-assign]
-    commits = _feed(live, audio, 1.0, 2)
-    committed = [w for c in commits for w in c] + live.finish()
+    committed: list[Word] = []
+    for a in range(0, len(audio), 2 * RATE):
+        live.add(audio[a:a + 2 * RATE], a / RATE)
+        before = len(seen)
+        new = live.update()
+        if new:  # committed now: the prefix this decode shares with the previous one
+            assert len(seen) == before + 1 and before >= 1
+            key = [w.text for w in new]
+            assert [w.text for w in seen[-1][1][:len(key)]] == key
+            previous = [w.text for w in seen[-2][1]]
+            assert any(previous[i:i + len(key)] == key for i in range(len(previous)))
+        committed += new
+    committed += live.finish()
     assert committed and committed == live.committed
     assert live.stats.skipped >= 1, "the leading silence is not decoded"
     assert live.stats.decodes == len(seen) >= 2
-    # every word committed before finish() was in two consecutive decodes
-    assert all(w.start >= 2.5 for w in committed)
+    assert seen[0][0] >= 4.0, "no decode before the speech starts (at 3 s)"
+    # the leading silence left the buffer (but for 0.5 s of context) before the first decode
+    assert all(w.start >= 1.5 for w in committed)
     times = [w.start for w in committed]
     assert times == sorted(times)
     cues = live.cues()
-    assert text_between(cues, 0.0, 2.0) == ""
+    assert text_between(cues, 0.0, 1.5) == ""
     assert text_between(cues, 0.0, 16.0) == " ".join(w.text for w in committed)
 
 
