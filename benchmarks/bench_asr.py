@@ -107,23 +107,20 @@ def model_for(size: str) -> Path:
     return folder
 
 
-def bench_size(size: str, audio: np.ndarray, clip: np.ndarray, threads: int, repeat: int
-               ) -> dict[str, Any]:
+def load_size(size: str, threads: int) -> tuple[Any, dict[str, Any]]:
     from msa_runtime.asr import Recognizer
-    from msa_runtime.live_asr import LiveTranscriber
 
     folder = model_for(size)
     t0 = time.perf_counter()
     rec = Recognizer(folder, language="en", threads=threads)
-    load_s = time.perf_counter() - t0
-    rec.transcribe(clip)  # warm-up
-    cpu = Cpu()
-    clip_ms, tokens = [], 0
-    for _ in range(repeat):
-        tr = rec.transcribe(clip)
-        clip_ms.append(tr.decode_ms)
-        tokens = len(tr.words)
-    clip_cpu = cpu.result()
+    return rec, {"size": size, "load_s": round(time.perf_counter() - t0, 2),
+                 "disk_mb": round(sum(f.stat().st_size for f in folder.iterdir()) / 1e6, 1)}
+
+
+def stream_size(rec: Any, audio: np.ndarray) -> dict[str, Any]:
+    """A live stream over ``audio`` in 2 s hops: per-update latency, decodes, VAD skips."""
+    from msa_runtime.live_asr import LiveTranscriber
+
     cpu = Cpu()
     live = LiveTranscriber(rec)
     hop_ms = []
@@ -138,37 +135,36 @@ def bench_size(size: str, audio: np.ndarray, clip: np.ndarray, threads: int, rep
     live.finish()
     finish_ms = (time.perf_counter() - t1) * 1e3
     wall = time.perf_counter() - t_start
-    return {
-        "size": size, "disk_mb": round(sum(f.stat().st_size for f in folder.iterdir()) / 1e6, 1),
-        "load_s": round(load_s, 2), "clip_ms": stats(clip_ms), "clip_words": tokens,
-        "clip_cpu": clip_cpu, "hop_ms": stats(hop_ms), "finish_ms": round(finish_ms, 1),
-        "decodes": live.stats.decodes, "skipped": live.stats.skipped,
-        "vad_ms_per_hop": round(live.stats.vad_ms / max(len(hop_ms), 1), 1),
-        "committed_words": len(live.committed), "stream_s": round(len(audio) / RATE, 1),
-        "asr_rtf": round(wall / (len(audio) / RATE), 3), "stream_cpu": cpu.result(),
-    }
+    return {"hop_ms": stats(hop_ms), "finish_ms": round(finish_ms, 1),
+            "decodes": live.stats.decodes, "skipped": live.stats.skipped,
+            "vad_ms_per_hop": round(live.stats.vad_ms / max(len(hop_ms), 1), 1),
+            "committed_words": len(live.committed), "stream_s": round(len(audio) / RATE, 1),
+            "asr_rtf": round(wall / (len(audio) / RATE), 3), "stream_cpu": cpu.result()}
 
 
-def bench_pack(name: str, folder: str, audio: np.ndarray, clip: np.ndarray, threads: int,
-               repeat: int, tmp: Path) -> dict[str, Any]:
-    """The pack's encoders on the same clip (audio only, plus 15 frames of a test pattern when
-    the pack has vision) and over the stream's windows, in this process."""
-    import av
+TEXT = "the movie was really wonderful and i loved it"
 
+
+def pack_clip_job(folder: str, clip: np.ndarray, threads: int) -> tuple[Any, Any]:
+    """A pack's encoders + head on the clip (its audio, 15 frames of noise when the pack has
+    vision, a sentence), as a callable timed beside the ASR models."""
     from msa_runtime import Analyzer
 
     an = Analyzer(folder, providers="cpu", threads=threads)
     frames = None
     if "vision" in an.modalities:
-        rng = np.random.default_rng(0)
-        frames = rng.integers(0, 256, (15, 480, 640, 3), dtype=np.uint8)
-    text = "the movie was really wonderful and i loved it"
-    an.predict_arrays(frames=frames, audio=clip, sample_rate=RATE, text=text)
-    clip_ms = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        an.predict_arrays(frames=frames, audio=clip, sample_rate=RATE, text=text)
-        clip_ms.append((time.perf_counter() - t0) * 1e3)
+        frames = np.random.default_rng(0).integers(0, 256, (15, 480, 640, 3), dtype=np.uint8)
+
+    def job() -> None:
+        an.predict_arrays(frames=frames, audio=clip, sample_rate=RATE, text=TEXT)
+
+    return an, job
+
+
+def pack_stream(name: str, an: Any, audio: np.ndarray, tmp: Path) -> dict[str, float]:
+    """Window latency of ``Analyzer.stream`` over 30 s of the audio (a WAV file: audio + text)."""
+    import av
+
     wav = tmp / f"{name}.wav"
     with av.open(str(wav), "w") as out:
         s = out.add_stream("pcm_s16le", rate=RATE, layout="mono")
@@ -179,10 +175,8 @@ def bench_pack(name: str, folder: str, audio: np.ndarray, clip: np.ndarray, thre
             out.mux(p)
         for p in s.encode(None):
             out.mux(p)
-    lat = [w.latency_ms or 0.0 for w in an.stream(str(wav), text=text, window=WINDOW, hop=HOP)]
-    return {"pack": name, "folder": folder, "modalities": list(an.modalities),
-            "clip_ms": stats(clip_ms), "hop_ms": stats(lat),
-            "stream_note": "audio + text windows (no video in the stream file)"}
+    lat = [w.latency_ms or 0.0 for w in an.stream(str(wav), text=TEXT, window=WINDOW, hop=HOP)]
+    return stats(lat)
 
 
 def e2e_reference() -> dict[str, Any]:
@@ -263,21 +257,46 @@ def main() -> None:
     args = parser.parse_args()
     audio, speech = speech_audio()
     clip = audio[: 5 * RATE]
-    sizes = []
+    loaded = []
     for size in args.sizes.split(","):
-        log(f"ASR {size} ...")
-        sizes.append(bench_size(size, audio, clip, args.threads, args.repeat))
-        log(f"  clip {sizes[-1]['clip_ms']['median']} ms, hop p90 {sizes[-1]['hop_ms']['p90']} ms")
+        log(f"loading ASR {size} ...")
+        loaded.append(load_size(size, args.threads))
+    analyzers = []
+    for item in args.pack:
+        name, _, folder = item.partition("=")
+        analyzers.append((name, folder, *pack_clip_job(folder, clip, args.threads)))
+    # clips: every contender once per round, rounds repeated, so load swings hit all alike
+    clip_ms: dict[str, list[float]] = {}
+    words: dict[str, int] = {}
+    cpu = Cpu()
+    for rnd in range(args.repeat + 1):
+        for rec, info in loaded:
+            tr = rec.transcribe(clip)
+            if rnd:
+                clip_ms.setdefault(info["size"], []).append(tr.decode_ms)
+            words[info["size"]] = len(tr.words)
+        for name, _folder, _an, job in analyzers:
+            t0 = time.perf_counter()
+            job()
+            if rnd:
+                clip_ms.setdefault(name, []).append((time.perf_counter() - t0) * 1e3)
+    clip_cpu = cpu.result()
+    log("clips: " + ", ".join(f"{k} {statistics.median(v):.0f} ms" for k, v in clip_ms.items()))
+    sizes = []
+    for rec, info in loaded:
+        log(f"stream with ASR {info['size']} ...")
+        sizes.append({**info, "clip_ms": stats(clip_ms[info["size"]]), "clip_words": words[info["size"]],
+                      "clip_cpu": clip_cpu, **stream_size(rec, audio)})
     packs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        for item in args.pack:
-            name, _, folder = item.partition("=")
-            log(f"pack {name} ...")
-            r = bench_pack(name, folder, audio, clip, args.threads, args.repeat, Path(tmp))
-            packs.append({"pack": name, "source": "this run", "clip_ms": r["clip_ms"]["median"],
-                          "hop_ms": r["hop_ms"]["median"], "detail": r})
+        for name, _folder, an, _job in analyzers:
+            log(f"stream with pack {name} ...")
+            hop = pack_stream(name, an, audio, Path(tmp))
+            packs.append({"pack": name, "source": "this run", "clip_ms": stats(clip_ms[name])["median"],
+                          "hop_ms": hop["median"], "hop_detail": hop,
+                          "hop_note": "measured: audio + text windows (no video in the stream)"})
     for preset, r in e2e_reference().items():
-        if preset not in {p["pack"] for p in packs}:
+        if r.get("clip_ms"):
             packs.append({"pack": preset, "source": f"bench_e2e {r['date']}", **r})
     import ctranslate2
     import faster_whisper

@@ -45,12 +45,16 @@ WORDS = ("the and to of a in that is it you was he for on are with as i his they
 
 
 def whisper_vocabulary() -> list[str]:
-    """The 51,865 token strings, indexed by id: byte-level words (``Ġword``), punctuation, then
+    """The 51,865 token strings, indexed by id: byte-level words (``Ġword``), punctuation, the
+    empty token (50256), then
     ``<|endoftext|>`` (50257), ``<|startoftranscript|>`` (50258), the 99 language tokens, the
     task and control tokens and the 1,501 timestamp tokens ``<|0.00|>`` .. ``<|30.00|>``."""
     text = [f"\u0120{w}" for w in WORDS] + list("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
     text += ["\u0120" + p for p in ("-", "'", "(", "\"", "[", "<<", ">>", "--")]
-    text += [f"\u0120w{i}" for i in range(EOT - len(text))]
+    text += [f"\u0120w{i}" for i in range(EOT - 1 - len(text))]
+    # id 50256 is the empty token of Whisper's multilingual vocabulary; CTranslate2 4.8 tells a
+    # multilingual model (language tokens in the prompt) by its presence
+    text.append("")
     specials = ["<|endoftext|>", "<|startoftranscript|>"]
     specials += [f"<|{code}|>" for code in LANGUAGES[:99]] + list(SPECIALS_AFTER_LANGUAGES)
     stamps = [f"<|{i * 0.02:.2f}|>" for i in range(VOCAB_SIZE - EOT - len(specials))]
@@ -134,6 +138,11 @@ def build_random_whisper(out: str | Path, size: str = "micro", *, seed: int = 0,
             str(hf), copy_files=["tokenizer.json", "preprocessor_config.json"])
         staged = Path(tmp) / "ct2"
         converter.convert(str(staged), quantization=quantization, force=True)
+        # transformers 5 drops generation_config.lang_to_id when it reloads the model, so the
+        # converter finds no language ids: write them as the converter would have.
+        ct2_config = json.loads((staged / "config.json").read_text(encoding="utf-8"))
+        ct2_config["lang_ids"] = sorted(lang_ids.values())
+        (staged / "config.json").write_text(json.dumps(ct2_config, indent=2), encoding="utf-8")
         if target.exists():
             shutil.rmtree(target)
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -261,6 +261,14 @@ def _export_face(tmp: Path, progress: Progress) -> tuple[dict[str, Any], list[Ch
     return entry, checks
 
 
+def _check_asr(asr: str | Path, offline: bool | None, progress: Progress) -> Path:
+    """Resolve and load the ASR model before any export work, so a bad one fails fast."""
+    from msa_runtime.asr import Recognizer
+
+    progress(f"checking the ASR model {asr}")
+    return Recognizer(asr, offline=offline, threads=1).folder
+
+
 def _tools() -> dict[str, str]:
     out = {}
     for dist in ("msa-edge", "torch", "transformers", "onnx", "onnxscript", "onnxruntime"):
@@ -291,10 +299,13 @@ def _prepare_out(out: Path, force: bool) -> Path:
 def build_pack(preset: Preset, out: str | Path, *, head: str | Path | None = None,
                precisions: Sequence[str] = PRECISIONS, layers: dict[str, int] | None = None,
                force: bool = False, offline: bool | None = None, exporter: str = "torchscript",
+               asr: str | Path | None = None,
                progress: Progress = lambda msg: None) -> BuildReport:
     """Export ``preset`` (cut at its layers, or at the checkpoint's) into the pack folder ``out``.
 
-    Nothing is written at ``out`` unless every file passes validation.
+    ``asr``: a CTranslate2 Whisper model (size, hub id or folder) copied into the pack's ``asr/``
+    folder, hashed like every file, so the pack transcribes without a hub (``msa-run --asr
+    pack``). Nothing is written at ``out`` unless every file passes validation.
     """
     started = time.perf_counter()
     unknown = sorted(set(precisions) - set(PRECISIONS))
@@ -307,6 +318,7 @@ def build_pack(preset: Preset, out: str | Path, *, head: str | Path | None = Non
         preset = _match_checkpoint(preset, ckpt, layers)
     preset = preset.with_layers(layers)
     out = Path(out)
+    asr_folder = _check_asr(asr, offline, progress) if asr is not None else None
     tmp = _prepare_out(out, force)
     try:
         face: dict[str, Any] | None = None
@@ -337,6 +349,14 @@ def build_pack(preset: Preset, out: str | Path, *, head: str | Path | None = Non
         names = sorted(p.name for p in tmp.iterdir())
         files = {n: {"sha256": sha256_file(tmp / n), "bytes": (tmp / n).stat().st_size}
                  for n in names}
+        extras: dict[str, Any] = {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                  "description": preset.description}
+        if asr_folder is not None:
+            from msa_export.asr import copy_asr_model
+
+            progress(f"copying the ASR model {asr_folder} into the pack")
+            extras["asr"], asr_files = copy_asr_model(asr_folder, tmp, str(asr))
+            files.update(asr_files)
         manifest = Manifest(
             name=preset.name,
             encoders={m: e.entry for m, e in encoded.items()},
@@ -344,9 +364,7 @@ def build_pack(preset: Preset, out: str | Path, *, head: str | Path | None = Non
                            trained=ckpt is not None, gates=cfg.kind == "gated",
                            checkpoint_sha256=sha256_file(Path(head)) if head else None),
             files=files, tools=_tools(), validation=[dataclasses.asdict(c) for c in checks],
-            extras={"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "description": preset.description},
-            face_detector=face,
+            extras=extras, face_detector=face,
         )
         (tmp / MANIFEST).write_text(json.dumps(manifest_to_dict(manifest), indent=2),
                                     encoding="utf-8")

@@ -69,12 +69,14 @@ def _size(n: int) -> str:
               show_default=True, help="torch.onnx exporter.")
 @click.option("--offline", is_flag=True, default=None,
               help="Use only local files and the hub cache (default: HF_HUB_OFFLINE).")
+@click.option("--asr", help="Also copy a speech-recognition model into the pack (a Whisper "
+              "size, a CTranslate2 hub id or folder; needs msa-edge[asr]).")
 @click.option("--force", is_flag=True, help="Replace an existing pack at --out.")
 @click.option("--list-presets", is_flag=True, help="List the presets and exit.")
 @fail_cleanly
 def main(preset: str | None, out: str | None, head: str | None, precision: str,
          layers: tuple[str, ...], sources: tuple[str, ...], random_weights: bool, exporter: str,
-         offline: bool | None, force: bool, list_presets: bool) -> None:
+         offline: bool | None, asr: str | None, force: bool, list_presets: bool) -> None:
     """Export encoders cut at their best layer, plus the fusion head, as a validated ONNX pack."""
     from msa_export import presets as registry
 
@@ -100,7 +102,8 @@ def main(preset: str | None, out: str | None, head: str | None, precision: str,
         click.echo(f"[{time.perf_counter() - started:6.1f}s] {msg}", err=True)
 
     report = build_pack(chosen, out, head=head, precisions=precisions, layers=layer_map,
-                        force=force, offline=offline, exporter=exporter, progress=progress)
+                        force=force, offline=offline, exporter=exporter, asr=asr,
+                        progress=progress)
     width = max(len(r.file) for r in report.rows)
     click.echo(f"\n{'file':{width}s}  {'precision':9s}  {'size':>9s}  parity with PyTorch")
     for r in report.rows:

@@ -227,3 +227,21 @@ class Recognizer:
         speech = float(info.duration_after_vad) if vad else seconds
         return Transcript(text, tuple(words), info.language, round(speech, 3),
                           (time.perf_counter() - t0) * 1e3)
+
+
+def pack_model(folder: str | os.PathLike[str], extras: dict[str, Any]) -> Path | None:
+    """The ASR model folder a pack carries (``msa-export --asr``), or None.
+
+    ``extras`` are the manifest's extra keys (:attr:`msa_runtime.pack.Manifest.extras`); the
+    files themselves were hashed with the pack's when it was loaded.
+    """
+    entry = extras.get("asr")
+    if entry is None:
+        return None
+    root = Path(folder)
+    if not isinstance(entry, dict) or not isinstance(entry.get("folder"), str):
+        raise AsrError(f"pack {root}: its 'asr' entry is malformed; rebuild the pack")
+    path = (root / entry["folder"]).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise AsrError(f"pack {root}: its ASR folder points outside the pack; refusing it")
+    return path

@@ -43,3 +43,14 @@ def whisper_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from msa_export.asr import build_random_whisper
 
     return build_random_whisper(tmp_path_factory.mktemp("asr") / "whisper-micro", "micro")
+
+
+@pytest.fixture(scope="session")
+def asr_pack(tmp_path_factory: pytest.TempPathFactory, whisper_model: Path) -> Path:
+    """The tiny preset (int8) with the random Whisper model copied in (``msa-export --asr``)."""
+    from msa_export.build import build_pack
+    from msa_export.presets import get_preset
+
+    out = tmp_path_factory.mktemp("packs") / "tiny-asr"
+    build_pack(get_preset("tiny"), out, precisions=["int8"], asr=whisper_model)
+    return out

@@ -166,3 +166,38 @@ def test_real_speech_clips_give_words(rec: Recognizer) -> None:
         audio = media.decode(path, fps=None, sample_rate=RATE).audio
         tr = rec.transcribe(audio)
         assert tr.speech_seconds > 1.0 and tr.words, path.name
+
+
+def test_export_copies_the_model_into_the_pack_hashed(asr_pack: Path) -> None:
+    from msa_runtime.asr import pack_model
+    from msa_runtime.errors import PackError
+    from msa_runtime.pack import load_manifest
+
+    m = load_manifest(asr_pack)
+    entry = m.extras["asr"]
+    assert entry["folder"] == "asr" and "asr/model.bin" in entry["files"]
+    for name in entry["files"]:
+        assert name in m.files and len(m.files[name]["sha256"]) == 64
+    folder = pack_model(asr_pack, m.extras)
+    assert folder == (asr_pack / "asr").resolve()
+    assert Recognizer(folder, threads=1).transcribe(_speech(3.0)).speech_seconds > 0
+    # a copied pack with a damaged ASR file is refused like any other damaged file
+    damaged = asr_pack.parent / "damaged"
+    shutil.copytree(asr_pack, damaged)
+    with open(damaged / "asr" / "config.json", "a", encoding="utf-8") as fh:
+        fh.write(" ")
+    with pytest.raises(PackError, match="asr/config.json does not match its sha256"):
+        load_manifest(damaged)
+
+
+def test_export_with_a_bad_asr_model_fails_fast(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from msa_export.cli import main
+
+    out = tmp_path / "pack"
+    result = CliRunner().invoke(main, ["--preset", "tiny", "--out", str(out), "--asr",
+                                       str(tmp_path / "missing-model")])
+    assert result.exit_code == 2
+    assert "error: ASR model folder" in result.output and "Traceback" not in result.output
+    assert not out.exists()
