@@ -201,3 +201,30 @@ def test_export_with_a_bad_asr_model_fails_fast(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "error: ASR model folder" in result.output and "Traceback" not in result.output
     assert not out.exists()
+
+
+def test_clip_text_notes(rec: Recognizer) -> None:
+    from msa_runtime.speech import clip_text
+
+    assert clip_text(rec, None, None).notes == (
+        "asr: the input has no audio track: nothing to transcribe",)
+    quiet = clip_text(rec, np.zeros(3 * 22050, np.float32), 22050)
+    assert quiet.text == "" and quiet.notes == ("asr: no speech found: scored without text",)
+    spoken = clip_text(rec, _speech(4.0), RATE, offset=2.0)
+    assert spoken.text and spoken.notes[0].startswith("asr: ")
+    assert spoken.transcript is not None and spoken.transcript.words[0].start >= 2.0
+
+
+def test_stream_text_resamples_to_16k(rec: Recognizer) -> None:
+    from msa_runtime.analyzer import _resample
+    from msa_runtime.speech import StreamText
+
+    audio = _resample(_speech(6.0), RATE, 44100)
+    st = StreamText(rec, 44100)
+    for a in range(0, len(audio), 44100):
+        st.add(audio[a:a + 44100], a / 44100)
+    assert abs(st.live.end - 6.0) < 0.05  # 16 kHz samples on the stream's clock
+    st.cues_until(6.0)
+    st.finish()
+    assert st.live.committed and st.ms > 0
+    assert all(0.0 <= w.start <= w.end <= 6.05 for w in st.live.committed)
