@@ -11,7 +11,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias, Union
 
 import numpy as np
 
@@ -20,7 +20,7 @@ from msa_runtime.errors import AsrError
 from msa_runtime.live_asr import LiveTranscriber
 from msa_runtime.transcript import Cue
 
-AsrOption = str | os.PathLike[str] | bool | Recognizer | None
+AsrOption: TypeAlias = Union[str, "os.PathLike[str]", bool, Recognizer, None]
 """``None``/``False``: no ASR; ``True`` or ``"pack"``: the pack's model (``msa-export --asr``); a
 size, hub id or folder; or a ready :class:`Recognizer`."""
 
