@@ -63,6 +63,8 @@ def _record(name: str, p: Any) -> dict[str, Any]:
         rec["latency_ms"] = p.latency_ms
     if p.notes:  # e.g. "face not found in 3 of 15 frames: centre crop used"
         rec["notes"] = list(p.notes)
+    if p.transcript_source is not None:
+        rec.update(text=p.text, transcript_source=p.transcript_source)
     return rec
 
 
