@@ -176,6 +176,8 @@ class LiveTranscriber:
             return
         if self.committed:
             self._drop_before(self.committed[-1].end)
+        if self.end - self.buffer_start > self.max_seconds:  # speech the model gives no words for
+            self._drop_before(self.end - self.trim_seconds)
 
     def _drop_before(self, t: float) -> None:
         if self.buffer_start is None or t <= self.buffer_start:

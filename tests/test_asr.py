@@ -228,3 +228,19 @@ def test_stream_text_resamples_to_16k(rec: Recognizer) -> None:
     st.finish()
     assert st.live.committed and st.ms > 0
     assert all(0.0 <= w.start <= w.end <= 6.05 for w in st.live.committed)
+
+
+def test_live_buffer_stays_bounded_in_long_speech(rec: Recognizer) -> None:
+    from speech_factory import vowel_speech
+
+    live = LiveTranscriber(rec, trim_seconds=6.0, max_seconds=10.0)
+    audio = vowel_speech(24.0, seed=3)
+    longest = 0.0
+    for a in range(0, len(audio), 2 * RATE):
+        live.add(audio[a:a + 2 * RATE], a / RATE)
+        live.update()
+        longest = max(longest, live.end - live.buffer_start)  # type: ignore[operator]
+    live.finish()
+    assert longest <= 10.0 + 2.0 and live.committed
+    starts = [w.start for w in live.committed]
+    assert starts == sorted(starts) and starts[-1] > 12.0
