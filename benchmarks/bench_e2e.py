@@ -470,16 +470,12 @@ class Preprocessor:
 def head_feeds(
     names: list[str], feats: dict[str, np.ndarray], inputs: dict[str, tuple[np.ndarray, ...]]
 ) -> dict[str, np.ndarray]:
-    """The head's inputs for one clip: text [1,T,D] with its mask, audio [1,T',D], vision
-    [1,frames,D]."""
-    feeds: dict[str, np.ndarray] = {}
-    for mod, x in feats.items():
-        if mod == "vision":
-            x = x[None]
-        mask = inputs["text"][1].astype(np.float32) if mod == "text" else np.ones(x.shape[:2], np.float32)
-        feeds[mod], feeds[f"{mod}_mask"] = x.astype(np.float32), mask
-    feeds["present"] = np.ones((1, len(feats)), np.float32)
-    return {n: feeds[n] for n in names}
+    """The head's inputs for one clip (the runtime's :func:`msa_runtime.scoring.head_feeds`)."""
+    from msa_runtime import scoring
+
+    masks = {"text": inputs["text"][1]} if "text" in inputs else {}
+    feats_in = {m: scoring.feature(x, masks.get(m)) for m, x in feats.items()}
+    return scoring.head_feeds(feats_in, list(feats), names=names)
 
 
 class TorchPipeline:

@@ -46,6 +46,7 @@ from msa_runtime.pack import (
     manifest_to_dict,
     sha256_file,
 )
+from msa_runtime.scoring import Features, feature, head_feeds
 
 Progress = Callable[[str], None]
 
@@ -160,21 +161,17 @@ def _encode_modality(card: EncoderCard, tmp: Path, precisions: Sequence[str],
 
 def _head_feeds(names: list[str], encoded: dict[str, _Encoded], case: int,
                 feats_of: Callable[[_Encoded, int], np.ndarray]) -> dict[str, np.ndarray]:
-    """Inputs of the head for validation case ``case``: one clip, every modality present."""
-    feeds: dict[str, np.ndarray] = {}
+    """Inputs of the head for validation case ``case``: one clip, every modality present, built
+    by the runtime's :func:`msa_runtime.scoring.head_feeds` as serving builds them."""
+    feats: Features = {}
     for mod, e in encoded.items():
         i = case % len(e.inputs)
-        feats = feats_of(e, i)
+        x = feats_of(e, i)
         if mod == "text":
-            feats, mask = feats[:1], e.inputs[i][1][:1].numpy().astype(np.float32)
-        elif mod == "audio":
-            mask = np.ones(feats.shape[:2], np.float32)
-        else:
-            feats = feats[None]
-            mask = np.ones(feats.shape[:2], np.float32)
-        feeds[mod], feeds[f"{mod}_mask"] = feats.astype(np.float32), mask
-    feeds["present"] = np.ones((1, len(encoded)), np.float32)
-    return {n: feeds[n] for n in names}
+            feats[mod] = feature(x[:1], e.inputs[i][1][:1].numpy())
+        else:  # audio [1, T, D]; vision [frames, D] gets its batch axis
+            feats[mod] = feature(x)
+    return head_feeds(feats, list(encoded), names=names)
 
 
 def _export_head(cfg: HeadConfig, head: torch.nn.Module, encoded: dict[str, _Encoded],

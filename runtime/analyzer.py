@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,41 +25,22 @@ from msa_runtime.preprocess import (
     normalize_images,
     vision_squares,
 )
+from msa_runtime.scoring import (
+    EncodedFrames,
+    Feature,
+    Features,
+    Job,
+    Prediction,
+    feature,
+    head_feeds,
+    run_jobs,
+    text_for_span,
+)
 from msa_runtime.sessions import make_session, resolve_providers
 from msa_runtime.speech import AsrOption, make_recognizer
 from msa_runtime.transcript import read_transcript
 
-Features = dict[str, tuple[np.ndarray, np.ndarray]]
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """One score. ``score`` is in [-3, 3] (CMU-MOSI/MOSEI scale); ``modalities`` lists what was
-    used; ``gates`` are the head's per-modality weights (gated head only); ``start``/``end``
-    are set for stream windows, with ``latency_ms`` from the window's end being available to
-    the prediction being ready."""
-
-    score: float
-    modalities: tuple[str, ...]
-    gates: dict[str, float] | None = None
-    timings_ms: dict[str, float] = field(default_factory=dict)
-    start: float | None = None
-    end: float | None = None
-    latency_ms: float | None = None
-    notes: tuple[str, ...] = ()
-    text: str | None = None
-    transcript_source: str | None = None
-
-    @property
-    def polarity(self) -> str:
-        return "positive" if self.score > 0 else "negative" if self.score < 0 else "neutral"
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["polarity"] = self.polarity
-        out["modalities"] = list(self.modalities)
-        out["notes"] = list(self.notes)
-        return {k: v for k, v in out.items() if v is not None and v != []}
+__all__ = ["Analyzer", "EncodedFrames", "Features", "Prediction"]
 
 
 def _choose_precision(manifest: Manifest, providers: list[str], precision: str | None) -> str:
@@ -153,53 +134,71 @@ class Analyzer:
 
     # -- encoders -------------------------------------------------------------------------
 
-    def encode_text(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+    def encode_text(self, text: str) -> Feature:
+        """Text -> ``([1, T, D] hidden states, [1, T] mask)``."""
         if self.text_encoder is None:
             raise InputError("this pack has no text encoder")
         ids, mask = self.text_encoder(text)
         feeds = {"input_ids": ids, "attention_mask": mask}
         hidden = self.sessions["text"].run(["hidden"], feeds)[0]
-        return hidden, mask.astype(np.float32)
+        return feature(hidden, mask)
 
-    def encode_audio(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def encode_audio(self, samples: np.ndarray) -> Feature:
+        """Mono float samples at the pack's rate -> ``([1, T, D], [1, T] ones)``."""
         wave = audio_batch(samples, self.prep("audio"))
-        hidden = self.sessions["audio"].run(["hidden"], {"waveform": wave})[0]
-        return hidden, np.ones(hidden.shape[:2], np.float32)
+        return feature(self.sessions["audio"].run(["hidden"], {"waveform": wave})[0])
 
     def encode_frames(self, frames: np.ndarray | list[np.ndarray],
-                      track: FaceTrack | None = None) -> np.ndarray:
-        """Per-frame features ``[N, D]`` (N may be 0), cropped as the pack says (centre or face).
+                      track: FaceTrack | None = None) -> EncodedFrames:
+        """Per-frame features ``[N, D]`` (N may be 0), cropped as the pack says (centre or face),
+        and per frame whether a face was found (``face_found``; ``None`` for a centre-crop pack).
 
-        ``track`` carries the face crop across calls (the chosen face, counters, per-frame
-        found flags in ``track.last_found``); without it each call starts afresh.
+        ``track`` carries the face crop across calls (the chosen face, counters); without it
+        each call starts afresh. ``feature(result.features)`` is the head's vision input.
         """
         prep = self.prep("vision")
-        squares, _ = vision_squares(frames, prep, self.face_detector, track)
+        squares, found = vision_squares(frames, prep, self.face_detector, track)
         if len(squares) == 0:
-            return np.zeros((0, self.manifest.encoders["vision"].hidden_size), np.float32)
+            empty = np.zeros((0, self.manifest.encoders["vision"].hidden_size), np.float32)
+            return EncodedFrames(empty, found)
         batch = normalize_images(squares, prep)
-        return self.sessions["vision"].run(["hidden"], {"pixel_values": batch})[0]
+        return EncodedFrames(self.sessions["vision"].run(["hidden"], {"pixel_values": batch})[0],
+                             found)
+
+    def encode(self, jobs: Mapping[str, Job], timings: dict[str, float] | None = None
+               ) -> Features:
+        """Run encoder jobs (``{modality: callable returning a Feature}``), concurrently when the
+        Analyzer was made with ``concurrent=True``; each job's ms goes to ``timings``."""
+        return run_jobs(jobs, timings if timings is not None else {}, self._pool)
 
     def fuse(self, feats: Features) -> tuple[float, dict[str, float] | None]:
         """Run the head on whatever modalities ``feats`` holds; the rest count as absent."""
-        feeds: dict[str, np.ndarray] = {}
-        present = []
-        for mod in self.manifest.head.modalities:
-            if mod in feats:
-                x, mask = feats[mod]
-                present.append(1.0)
-            else:
-                dim = self.manifest.encoders[mod].hidden_size
-                x, mask = np.zeros((1, 1, dim), np.float32), np.zeros((1, 1), np.float32)
-                present.append(0.0)
-            feeds[mod], feeds[f"{mod}_mask"] = x.astype(np.float32), mask.astype(np.float32)
-        feeds["present"] = np.asarray([present], np.float32)
-        score, gates = self.head.run(["score", "gates"], {k: feeds[k] for k in self.head_inputs})
+        head = self.manifest.head
+        dims = {m: e.hidden_size for m, e in self.manifest.encoders.items()}
+        feeds = head_feeds(feats, head.modalities, dims, self.head_inputs)
+        score, gates = self.head.run(["score", "gates"], feeds)
         gate_map = None
-        if self.manifest.head.gates:
-            gate_map = {m: float(g) for m, g in zip(self.manifest.head.modalities, gates[0])
-                        if m in feats}
+        if head.gates:
+            gate_map = {m: float(g) for m, g in zip(head.modalities, gates[0]) if m in feats}
         return float(score[0]), gate_map
+
+    def score_features(self, feats: Features, timings: dict[str, float] | None = None, *,
+                       notes: tuple[str, ...] = (), start: float | None = None,
+                       end: float | None = None, latency_ms: float | None = None,
+                       text: str | None = None, transcript_source: str | None = None
+                       ) -> Prediction:
+        """The :class:`Prediction` for encoded ``feats``: runs the head (its ms goes to
+        ``timings["head"]``), adds the pack's notes, ``start``/``end``/``latency_ms`` for
+        stream windows, and the ``text`` scored with where it came from."""
+        timings = timings if timings is not None else {}
+        t0 = time.perf_counter()
+        score, gates = self.fuse(feats)
+        timings["head"] = (time.perf_counter() - t0) * 1e3
+        order = tuple(m for m in self.modalities if m in feats)
+        return Prediction(score=score, modalities=order, gates=gates,
+                          timings_ms={k: round(v, 2) for k, v in timings.items()},
+                          notes=self.notes + notes, start=start, end=end, latency_ms=latency_ms,
+                          text=text, transcript_source=transcript_source)
 
     # -- public scoring -------------------------------------------------------------------
 
@@ -209,7 +208,7 @@ class Analyzer:
         """Score decoded inputs: RGB uint8 frames sampled at the pack's fps, mono float audio at
         ``sample_rate`` (resampled when it differs from the pack's), and/or text."""
         timings: dict[str, float] = {}
-        jobs: dict[str, Any] = {}
+        jobs: dict[str, Job] = {}
         frames, audio = _check_frames(frames), _check_audio(audio)
         if text is not None and text.strip() and "text" in self.sessions:
             jobs["text"] = lambda: self.encode_text(text)
@@ -220,43 +219,24 @@ class Analyzer:
             samples = audio if sample_rate == rate else _resample(audio, sample_rate, rate)
             jobs["audio"] = lambda: self.encode_audio(samples)
         track = FaceTrack()
+        found: list[np.ndarray | None] = [None]
         if frames is not None and len(frames) and "vision" in self.sessions:
-            def vision() -> tuple[np.ndarray, np.ndarray]:
-                per_frame = self.encode_frames(frames, track)
-                return per_frame[None], np.ones((1, len(per_frame)), np.float32)
+            def vision() -> Feature:
+                encoded = self.encode_frames(frames, track)
+                found[0] = encoded.face_found
+                return feature(encoded.features)
             jobs["vision"] = vision
         if not jobs:
             raise InputError("nothing to score: give media with audio or video, or text, for a "
                              f"pack with {', '.join(self.modalities)}")
-        feats = self._run_jobs(jobs, timings)
+        feats = self.encode(jobs, timings)
         notes: tuple[str, ...] = ()
         if track.detections:
             _split_face_time(timings, track.crop_ms)
-            note = face_note(track.last_found)
+            note = face_note(found[0])
             notes = (note,) if note else ()
-        return self._finish(feats, timings, notes=notes, text=text,
-                            transcript_source=None if text is None else "given")
-
-    def _run_jobs(self, jobs: dict[str, Any], timings: dict[str, float]) -> Features:
-        def timed(mod: str) -> tuple[np.ndarray, np.ndarray]:
-            t0 = time.perf_counter()
-            out = jobs[mod]()
-            timings[mod] = (time.perf_counter() - t0) * 1e3
-            return out
-        if self._pool is not None and len(jobs) > 1:
-            futures = {m: self._pool.submit(timed, m) for m in jobs}
-            return {m: f.result() for m, f in futures.items()}
-        return {m: timed(m) for m in jobs}
-
-    def _finish(self, feats: Features, timings: dict[str, float], *,
-                notes: tuple[str, ...] = (), **extra: Any) -> Prediction:
-        t0 = time.perf_counter()
-        score, gates = self.fuse(feats)
-        timings["head"] = (time.perf_counter() - t0) * 1e3
-        order = tuple(m for m in self.modalities if m in feats)
-        return Prediction(score=score, modalities=order, gates=gates,
-                          timings_ms={k: round(v, 2) for k, v in timings.items()},
-                          notes=self.notes + notes, **extra)
+        return self.score_features(feats, timings, notes=notes, text=text,
+                                   transcript_source=None if text is None else "given")
 
     def predict(self, source: str | os.PathLike[str] | None = None, *, text: str | None = None,
                 transcript: str | os.PathLike[str] | None = None, start: float = 0.0,
@@ -273,11 +253,10 @@ class Analyzer:
             from msa_runtime.speech import predict_clip
 
             return predict_clip(self, source, start=start, end=end)
-        if transcript is not None:
-            cues = read_transcript(transcript)
-            text = " ".join(c.text for c in cues
-                            if c.end > start and (end is None or c.start < end))
+        cues = read_transcript(transcript) if transcript is not None else None
         if source is None:
+            if cues is not None:
+                text = text_for_span(cues, start, math.inf if end is None else end)
             if text is None:
                 raise InputError("give a media file, text, or both")
             return self.predict_arrays(text=text)
@@ -285,11 +264,15 @@ class Analyzer:
         fps = self.prep("vision").fps if "vision" in self.sessions else None
         rate = self.prep("audio").sample_rate if "audio" in self.sessions else None
         if fps is None and rate is None:
+            if cues is not None:
+                text = text_for_span(cues, start, math.inf if end is None else end)
             if text is None:
                 raise InputError(f"this pack scores {', '.join(self.modalities)} only: give text")
             return self.predict_arrays(text=text)
         clip = media.decode(source, fps=fps, sample_rate=rate, start=start, end=end)
         decode_ms = (time.perf_counter() - t0) * 1e3
+        if cues is not None:  # the cues of the span decoded, as a stream window takes them
+            text = text_for_span(cues, start, _media_end(clip, fps, rate, start, end))
         if len(clip.frames) == 0 and len(clip.audio) == 0 and not text:
             raise MediaError(f"{source}: no {'audio or video' if fps and rate else 'usable media'} "
                              f"for this pack (it scores {', '.join(self.modalities)})")
@@ -337,6 +320,21 @@ class Analyzer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _media_end(clip: media.Decoded, fps: float | None, rate: int | None, start: float,
+               end: float | None) -> float:
+    """Where the decoded span ends: its last frame's interval or last sample, whichever is later
+    (as a stream's last window ends), capped at ``end``. With nothing decoded (a file without
+    the tracks the pack scores), the span is open: ``end``, else infinity, so its text is used."""
+    last = -math.inf
+    if fps and len(clip.frame_times):
+        last = max(last, float(clip.frame_times[-1]) + 1.0 / fps)
+    if rate and len(clip.audio):
+        last = max(last, start + len(clip.audio) / rate)
+    if last == -math.inf:
+        return math.inf if end is None else end
+    return last if end is None else min(last, end)
 
 
 def _split_face_time(timings: dict[str, float], face_ms: float) -> None:

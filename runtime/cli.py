@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from msa_runtime.errors import MsaError
+from msa_runtime.scoring import Prediction
 
 MEDIA_SUFFIXES = {".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".mpg", ".mpeg", ".ts",
                   ".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac"}
@@ -51,21 +52,9 @@ def sidecar(path: str) -> str | None:
     return None
 
 
-def _record(name: str, p: Any) -> dict[str, Any]:
-    rec: dict[str, Any] = {"input": name}
-    if p.start is not None:
-        rec.update(start=p.start, end=p.end)
-    rec.update(score=round(p.score, 4), polarity=p.polarity, modalities=list(p.modalities))
-    if p.gates:
-        rec["gates"] = {k: round(v, 4) for k, v in p.gates.items()}
-    rec["timings_ms"] = p.timings_ms
-    if p.latency_ms is not None:
-        rec["latency_ms"] = p.latency_ms
-    if p.notes:  # e.g. "face not found in 3 of 15 frames: centre crop used"
-        rec["notes"] = list(p.notes)
-    if p.transcript_source is not None:
-        rec.update(text=p.text, transcript_source=p.transcript_source)
-    return rec
+def _record(name: str, p: Prediction) -> dict[str, Any]:
+    """One output record: the input's name, then :meth:`Prediction.to_dict` (4 digits)."""
+    return {"input": name, **p.to_dict(digits=4)}
 
 
 class Writer:

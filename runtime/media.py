@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 import av
 import numpy as np
 
-from msa_runtime.errors import MediaError
+from msa_runtime.errors import InputError, MediaError
 
 _log = logging.getLogger(__name__)
 _EPS = 1e-6
@@ -171,7 +171,7 @@ def _check_args(
         (end is not None and start >= end, f"start ({start} s) must be before end ({end} s)"),
     ]:
         if bad:
-            raise MediaError(problem)
+            raise InputError(problem)
 
 
 def _frame_duration(frame: Any) -> float:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -71,15 +71,14 @@ class FaceTrack:
     is followed across a missed detection, and a new face only takes over when none overlaps it
     (:func:`msa_runtime.face.choose_face`). The counters cover every frame seen so far:
     ``detections`` frames went through the detector, ``fallbacks`` of them had no face (centre
-    crop used), ``crop_ms`` is the time spent detecting and cropping. ``last_found`` flags, per
-    frame of the latest :func:`vision_squares` call, whether a face was found.
+    crop used), ``crop_ms`` is the time spent detecting and cropping. Which frames had a face is what
+    :func:`vision_squares` returns.
     """
 
     previous: np.ndarray | None = None
     detections: int = 0
     fallbacks: int = 0
     crop_ms: float = 0.0
-    last_found: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
 
 def vision_squares(frames: np.ndarray | Sequence[np.ndarray], prep: VisionPrep,
@@ -127,7 +126,6 @@ def vision_squares(frames: np.ndarray | Sequence[np.ndarray], prep: VisionPrep,
             found[i] = True
             squares[i] = center_square(face, size)
     track.crop_ms += (time.perf_counter() - started) * 1e3
-    track.last_found = found
     return squares, found
 
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from msa_runtime.errors import ProviderError
+from msa_runtime.errors import InputError, ProviderError
 
 ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
@@ -61,7 +61,8 @@ def default_threads(threads: int | None = None) -> int | None:
         try:
             return int(env)
         except ValueError:
-            raise ProviderError(f"MSA_EDGE_THREADS must be an integer, got {env!r}") from None
+            raise InputError(f"MSA_EDGE_THREADS must be an integer, got {env!r}: "
+                             "set it to a thread count such as 2, or unset it") from None
     return None
 
 
@@ -79,7 +80,7 @@ def make_session(path: str | Path, providers: str | Sequence[str] = "auto", *,
     n = default_threads(threads)
     if n is not None:
         if n < 1:
-            raise ProviderError(f"threads must be >= 1, got {n}")
+            raise InputError(f"threads must be at least 1, got {n}")
         opts.intra_op_num_threads = n
     opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     opts.log_severity_level = 3

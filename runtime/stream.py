@@ -23,10 +23,11 @@ import numpy as np
 from msa_runtime import media
 from msa_runtime.errors import InputError, MediaError
 from msa_runtime.preprocess import FaceTrack, face_note
-from msa_runtime.transcript import Cue, read_transcript, text_between
+from msa_runtime.scoring import Features, Job, Prediction, feature, text_for_span
+from msa_runtime.transcript import Cue, read_transcript
 
 if TYPE_CHECKING:
-    from msa_runtime.analyzer import Analyzer, Features, Prediction
+    from msa_runtime.analyzer import Analyzer
     from msa_runtime.speech import StreamText
 
 #: Seconds a track may trail the others before windows stop waiting for it (at least a window).
@@ -69,12 +70,11 @@ class _Windows:
         nothing the pack can score, e.g. a gap in a live source."""
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
-        jobs = {}
+        jobs: dict[str, Job] = {}
         if self.pending:  # only frames not seen by an earlier window are encoded (and detected)
             face_ms = self.track.crop_ms
-            new = self.an.encode_frames([f.rgb for f in self.pending], self.track)
-            face = (self.track.last_found if self.an.face_detector is not None
-                    else np.ones(len(self.pending), bool))
+            new, found = self.an.encode_frames([f.rgb for f in self.pending], self.track)
+            face = found if found is not None else np.ones(len(self.pending), bool)
             self.cached.extend(zip((f.time for f in self.pending), new, face.tolist()))
             self.encoded_frames += len(self.pending)
             self.pending = []
@@ -95,17 +95,16 @@ class _Windows:
             cues, ms = self.speech.cues_until(end)
             timings["asr"] = pending + ms
             self.asr_ms, source = 0.0, "asr"
-            words: str | None = text_between(cues, start, end)
+            words: str | None = text_for_span(cues, start, end)
         else:
-            words = text_between(self.cues, start, end) if self.cues is not None else self.text
+            words = text_for_span(self.cues, start, end) if self.cues is not None else self.text
         if words and words.strip() and "text" in self.an.sessions:
             jobs["text"] = lambda: self.an.encode_text(words)
-        feats_by_mod: Features = self.an._run_jobs(jobs, timings) if jobs else {}
+        feats_by_mod: Features = self.an.encode(jobs, timings) if jobs else {}
         inside = [(f, found) for t, f, found in self.cached if start <= t < end]
         notes: tuple[str, ...] = ()
         if inside:
-            stacked = np.stack([f for f, _ in inside])[None]
-            feats_by_mod["vision"] = (stacked, np.ones(stacked.shape[:2], np.float32))
+            feats_by_mod["vision"] = feature(np.stack([f for f, _ in inside]))
             note = face_note(np.asarray([found for _, found in inside], bool))
             notes = (note,) if note else ()
         if not feats_by_mod:
@@ -114,9 +113,9 @@ class _Windows:
                           stacklevel=2)
             return
         latency = (time.perf_counter() - t0) * 1e3 + pending
-        yield self.an._finish(feats_by_mod, timings, notes=notes, start=round(start, 3),
-                              end=round(end, 3), latency_ms=round(latency, 2), text=words,
-                              transcript_source=source)
+        yield self.an.score_features(feats_by_mod, timings, notes=notes, start=round(start, 3),
+                                     end=round(end, 3), latency_ms=round(latency, 2), text=words,
+                                     transcript_source=source)
 
     def forget_before(self, t: float) -> None:
         if self.speech is not None:

@@ -222,7 +222,7 @@ def test_clip_with_a_face_is_face_cropped(an: Analyzer, clips: dict[str, Path]) 
     # the tracked face follows the astronaut: it lies within her part of the frame
     x1, y1, x2, y2 = track.previous
     assert 32 < x1 < x2 < 640 - 32 and 0 <= y1 < y2 <= 480
-    features = an.encode_frames(clip.frames)
+    features, _ = an.encode_frames(clip.frames)
     assert features.shape == (6, an.manifest.encoders["vision"].hidden_size)
 
 

@@ -15,7 +15,7 @@ import media_factory as mf
 import numpy as np
 import pytest
 
-from msa_runtime.errors import MediaError
+from msa_runtime.errors import InputError, MediaError
 from msa_runtime.media import (
     AudioChunk,
     Decoded,
@@ -460,7 +460,7 @@ def test_truncated_webm_logs_a_warning(
 )
 def test_bad_arguments(clips: dict[str, Path], kwargs: dict, match: str) -> None:
     args: dict = {"fps": 3, "sample_rate": 16000} | kwargs
-    with pytest.raises(MediaError, match=match):
+    with pytest.raises(InputError, match=match):  # argument errors are input errors (issue 14)
         iter_media(clips[".mp4"], **args)
 
 
