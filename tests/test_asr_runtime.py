@@ -133,3 +133,22 @@ def test_msa_run_asr_records_and_bad_input(asr_pack: Path, speech_files: dict[st
     code, _, err = _run([str(speech_files["wav"]), "--pack", str(asr_pack), "--asr", "pack",
                          "--language", "klingon"])
     assert code == 2 and "unknown language 'klingon'" in err
+
+
+@pytest.mark.slow
+def test_text_only_pack_gets_text_from_speech(tmp_path_factory: pytest.TempPathFactory,
+                                              whisper_model: Path,
+                                              speech_files: dict[str, Path]) -> None:
+    """minilm-text (real MiniLM weights, text only): audio is decoded for ASR alone."""
+    from msa_export.build import build_pack
+    from msa_export.presets import get_preset
+
+    pack = build_pack(get_preset("minilm-text"), tmp_path_factory.mktemp("minilm") / "pack",
+                      precisions=["int8"]).out
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        text_only = Analyzer(pack, providers="cpu", threads=1, asr=whisper_model, language="en")
+        p = text_only.predict(speech_files["wav"])
+        assert p.modalities == ("text",) and p.transcript_source == "asr" and p.text
+        windows = list(text_only.stream(speech_files["wav"], window=4.0, hop=2.0))
+    assert windows and all(w.modalities == ("text",) for w in windows)
