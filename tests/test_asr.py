@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import shared_path
+from conftest import SHARED, shared_path
 
 pytest.importorskip("faster_whisper", reason="the asr extra is not installed: "
                     "pip install 'msa-edge[asr]'")
@@ -21,13 +21,21 @@ from msa_runtime.live_asr import LiveTranscriber  # noqa: E402
 from msa_runtime.transcript import text_between  # noqa: E402
 
 RATE = 16000
+SPEECH = SHARED / "speech"
 
 
 def _speech(seconds: float | None = None) -> np.ndarray:
+    """Real speech (a LibriSpeech utterance from ../shared/data, 13.9 s) when present, else
+    14 s of synthetic vowels (which the VAD takes for speech too)."""
     from msa_runtime import media
 
-    path = shared_path("speech", "librispeech_198-209-0000.ogg")
-    audio = media.decode(path, fps=None, sample_rate=RATE).audio
+    path = SPEECH / "librispeech_198-209-0000.ogg"
+    if path.is_file():
+        audio = media.decode(path, fps=None, sample_rate=RATE).audio
+    else:
+        from speech_factory import vowel_speech
+
+        audio = vowel_speech(14.0, seed=1)
     return audio if seconds is None else audio[: round(seconds * RATE)]
 
 
