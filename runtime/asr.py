@@ -160,7 +160,7 @@ class Recognizer:
         try:
             self.model = fw.WhisperModel(str(self.folder), device=device, compute_type=compute_type,
                                          cpu_threads=default_threads(threads))
-        except (RuntimeError, ValueError, OSError) as exc:
+        except Exception as exc:  # CTranslate2 and tokenizers raise several types
             first = (str(exc).splitlines() or [""])[0][:200]
             raise AsrError(f"ASR model {self.folder} cannot be loaded ({first}): it is corrupt or "
                            "not a CTranslate2 Whisper model; re-convert or re-download it") from exc
