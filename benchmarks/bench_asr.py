@@ -258,9 +258,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--pack", action="append", default=[], metavar="NAME=FOLDER")
+    parser.add_argument("--stream-seconds", type=float, default=60.0)
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()
     audio, speech = speech_audio()
+    audio = audio[: round(args.stream_seconds * RATE)]
     clip = audio[: 5 * RATE]
     loaded = []
     for size in args.sizes.split(","):
