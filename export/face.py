@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from msa_runtime.errors import MsaError
+from msa_export.errors import FaceExportError
 from msa_runtime.face import (
     DEFAULT_FACTOR,
     DEFAULT_MIN_FACE_SIZE,
@@ -34,7 +34,10 @@ from msa_runtime.face import (
     FACE_OUTPUT_NAMES,
     PIXEL_MEAN,
     PIXEL_SCALE,
+    FaceNms,
 )
+from msa_runtime.pack import FaceDetectorEntry
+from msa_runtime.sessions import make_session
 
 TOLERANCE = 1e-4
 """Largest absolute difference allowed between an ONNX stage and PyTorch (fp32)."""
@@ -49,10 +52,6 @@ VALIDATION_SIZES: dict[str, tuple[tuple[int, int, int], ...]] = {
     "onet": ((1, 48, 48), (2, 48, 48), (9, 48, 48)),
 }
 EXAMPLE_SIZES = {"pnet": (2, 40, 50), "rnet": (2, 24, 24), "onet": (2, 48, 48)}
-
-
-class FaceExportError(MsaError):
-    """The face detector cannot be loaded, exported or validated."""
 
 
 class _PNet(nn.Module):
@@ -238,11 +237,7 @@ def validate_stage(
     :class:`FaceExportError` naming the file, output, input size and difference when it exceeds
     ``tolerance``.
     """
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = make_session(path, ["CPUExecutionProvider"], threads=1)
     names = FACE_OUTPUT_NAMES[stage]
     rng = np.random.default_rng(seed)
     worst = 0.0
@@ -270,13 +265,13 @@ def validate_stage(
     return worst
 
 
-def export_face_detector(out_dir: Path, *, tolerance: float = TOLERANCE) -> dict[str, Any]:
+def export_face_detector(out_dir: Path, *, tolerance: float = TOLERANCE) -> FaceDetectorEntry:
     """Export MTCNN's P-, R- and O-net into ``out_dir`` and validate them against PyTorch.
 
     Writes ``face_pnet.onnx`` (dynamic batch, height, width), ``face_rnet.onnx`` and
-    ``face_onet.onnx`` (dynamic batch). Returns a manifest entry: file names, input and output
-    names and shapes, the cascade parameters (facenet-pytorch's defaults), the validation report
-    and tool versions.
+    ``face_onet.onnx`` (dynamic batch). Returns the pack's typed manifest entry: file names, input
+    and output names and shapes, the cascade parameters (facenet-pytorch's defaults, which the
+    runtime then reads from it), the validation report and tool versions.
     """
     out_dir = Path(out_dir)
     stages, source = load_mtcnn_stages()
@@ -302,25 +297,25 @@ def export_face_detector(out_dir: Path, *, tolerance: float = TOLERANCE) -> dict
     import onnx
     import onnxruntime as ort
 
-    return {
-        "kind": "mtcnn",
-        "source": source,
-        "stages": files,
-        "min_face_size": DEFAULT_MIN_FACE_SIZE,
-        "factor": DEFAULT_FACTOR,
-        "thresholds": list(DEFAULT_THRESHOLDS),
-        "pixel_mean": PIXEL_MEAN,
-        "pixel_scale": PIXEL_SCALE,
-        "nms": {"pnet_scale": 0.5, "pnet": 0.7, "rnet": 0.7, "onet_min": 0.7},
-        "validation": {
+    return FaceDetectorEntry(
+        kind="mtcnn",
+        source=source,
+        stages=files,
+        min_face_size=DEFAULT_MIN_FACE_SIZE,
+        factor=DEFAULT_FACTOR,
+        thresholds=DEFAULT_THRESHOLDS,
+        pixel_mean=PIXEL_MEAN,
+        pixel_scale=PIXEL_SCALE,
+        nms=FaceNms(),
+        validation={
             "tolerance": tolerance,
             "max_abs_diff": report,
             "sizes": {k: [list(s) for s in v] for k, v in VALIDATION_SIZES.items()},
         },
-        "versions": {
+        versions={
             "torch": torch.__version__,
             "onnx": onnx.__version__,
             "onnxruntime": ort.__version__,
             "opset": OPSET,
         },
-    }
+    )

@@ -21,14 +21,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from msa_runtime.errors import MsaError
+from msa_export.errors import CheckpointError
+from msa_export.kinds import head_kind, head_kinds
 
 CHECKPOINT_FORMAT = "msa-edge-head"
 CHECKPOINT_VERSION = 1
-
-
-class CheckpointError(MsaError):
-    """A head checkpoint cannot be read or does not fit the preset."""
 
 
 @dataclass(frozen=True)
@@ -174,15 +171,14 @@ class CmsHead(nn.Module):
         return score, present  # the cms head has no gates; the manifest says so
 
 
-HEADS: dict[str, type[nn.Module]] = {"gated": GatedHead, "cms": CmsHead}
-
-
 def build_head(cfg: HeadConfig, seed: int = 0) -> nn.Module:
-    """A head with seeded initial weights."""
-    if cfg.kind not in HEADS:
-        raise CheckpointError(f"unknown head kind {cfg.kind!r}; valid: {', '.join(HEADS)}")
+    """A head with seeded initial weights, of a kind registered in :mod:`msa_export.kinds`
+    (``gated``, ``cms`` or one added with :func:`msa_export.kinds.register_head_kind`)."""
+    if cfg.kind not in head_kinds():
+        raise CheckpointError(f"unknown head kind {cfg.kind!r}; valid: {', '.join(head_kinds())}")
     torch.manual_seed(seed)
-    return HEADS[cfg.kind](cfg).eval()
+    module: nn.Module = head_kind(cfg.kind).build(cfg)
+    return module.eval()
 
 
 class FlatHead(nn.Module):

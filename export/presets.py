@@ -22,16 +22,13 @@ from typing import Any
 
 import tomllib
 
-from msa_runtime.errors import MsaError
+from msa_export.errors import PresetError
+from msa_export.kinds import encoder_kinds, head_kinds
 from msa_runtime.pack import MODALITIES, AudioPrep, TextPrep, VisionPrep, prep_from_dict
 
-KINDS = {"text": ("bert",), "audio": ("wavlm",), "vision": ("clip",)}
-HEAD_KINDS = ("gated", "cms")
 ENV_PATH = "MSA_EDGE_PRESETS"
-
-
-class PresetError(MsaError):
-    """A preset is unknown or its card is invalid."""
+__all__ = ["EncoderCard", "HeadCard", "Preset", "PresetError", "get_preset", "list_presets",
+           "load_card", "parse_preset", "register_preset"]
 
 
 @dataclass(frozen=True)
@@ -52,8 +49,9 @@ class EncoderCard:
     int8_keep_fp32: tuple[str, ...] = ()  # regexes of MatMul node names left out of int8
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS[self.modality]:
-            raise ValueError(f"{self.modality}.kind {self.kind!r} is not one of {KINDS[self.modality]}")
+        kinds = encoder_kinds(self.modality)  # the registry (msa_export.kinds)
+        if self.kind not in kinds:
+            raise ValueError(f"{self.modality}.kind {self.kind!r} is not one of {kinds}")
         if self.layer < 0:
             raise ValueError(f"{self.modality}.layer must be >= 0, got {self.layer}")
         if self.frame_stride < 1:
@@ -79,8 +77,8 @@ class HeadCard:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.kind not in HEAD_KINDS:
-            raise ValueError(f"head.kind {self.kind!r} is not one of {HEAD_KINDS}")
+        if self.kind not in head_kinds():
+            raise ValueError(f"head.kind {self.kind!r} is not one of {head_kinds()}")
         if min(self.hidden, self.embed, self.heads) < 1:
             raise ValueError("head.hidden, head.embed and head.heads must be >= 1")
 

@@ -9,14 +9,22 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
 from msa_runtime import media
 from msa_runtime.errors import AsrError, InputError, MediaError, PackError
 from msa_runtime.face import FaceDetector
-from msa_runtime.pack import PRECISIONS, Manifest, load_manifest
+from msa_runtime.pack import (
+    PRECISIONS,
+    AudioPrep,
+    Manifest,
+    Prep,
+    TextPrep,
+    VisionPrep,
+    load_manifest,
+)
 from msa_runtime.preprocess import (
     FaceTrack,
     TextEncoder,
@@ -64,8 +72,7 @@ def _face_detector(manifest: Manifest, folder: Path, threads: int | None
     It runs on CPU whatever the encoders use: the same ONNX Runtime provider as the training
     feature cache, so serving and training crop the same pixels.
     """
-    vision = manifest.encoders.get("vision")
-    if vision is None or vision.prep.crop != "face":
+    if "vision" not in manifest.encoders or manifest.vision_prep().crop != "face":
         return None
     if manifest.face_detector is None:
         raise PackError(f"pack {folder}: its vision encoder expects face crops (vision "
@@ -111,7 +118,7 @@ class Analyzer:
         self.face_detector = _face_detector(self.manifest, self.folder, threads)
         self.text_encoder = None
         if "text" in self.manifest.encoders:
-            prep = self.manifest.encoders["text"].prep
+            prep = self.manifest.text_prep()
             self.text_encoder = TextEncoder(self.folder / prep.tokenizer, prep)
         self._pool = ThreadPoolExecutor(3) if concurrent else None
         if language is not None and not asr:
@@ -129,7 +136,17 @@ class Analyzer:
     def modalities(self) -> tuple[str, ...]:
         return self.manifest.modalities
 
-    def prep(self, modality: str) -> Any:
+    @overload
+    def prep(self, modality: Literal["text"]) -> TextPrep: ...
+    @overload
+    def prep(self, modality: Literal["audio"]) -> AudioPrep: ...
+    @overload
+    def prep(self, modality: Literal["vision"]) -> VisionPrep: ...
+    @overload
+    def prep(self, modality: str) -> Prep: ...
+    def prep(self, modality: str) -> Prep:
+        """The pack's preprocessing of ``modality`` (typed: ``TextPrep``, ``AudioPrep``,
+        ``VisionPrep``)."""
         return self.manifest.encoders[modality].prep
 
     # -- encoders -------------------------------------------------------------------------

@@ -24,8 +24,9 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -37,6 +38,9 @@ from msa_runtime.resample import (
     resize_image,
 )
 from msa_runtime.sessions import make_session
+
+if TYPE_CHECKING:
+    from msa_runtime.pack import FaceDetectorEntry
 
 FACE_FILES: dict[str, str] = {
     "pnet": "face_pnet.onnx",
@@ -65,10 +69,18 @@ DEFAULT_MARGIN = 0
 
 _CELL = 12  # P-net's receptive field
 _STRIDE = 2
-_PNET_SCALE_NMS = 0.5
-_PNET_NMS = 0.7
-_RNET_NMS = 0.7
-_ONET_NMS = 0.7
+
+
+@dataclass(frozen=True)
+class FaceNms:
+    """IoU thresholds of the cascade's non-maximum suppressions (facenet-pytorch's): per P-net
+    pyramid level, over all levels, after R-net, and after O-net (over the smaller box)."""
+
+    pnet_scale: float = 0.5
+    pnet: float = 0.7
+    rnet: float = 0.7
+    onet_min: float = 0.7
+
 _BATCH = 512  # crops per R-/O-net run (bounds memory on busy frames)
 
 Method = Literal["largest", "probability"]
@@ -276,6 +288,9 @@ class FaceDetector:
         max_side: int | None = None,
         threads: int | None = None,
         providers: Sequence[str] | None = None,
+        nms: FaceNms | None = None,
+        pixel_mean: float = PIXEL_MEAN,
+        pixel_scale: float = PIXEL_SCALE,
     ) -> None:
         if max_side is not None and max_side < _CELL:
             raise InputError(f"max_side must be at least {_CELL} px, got {max_side}")
@@ -296,6 +311,8 @@ class FaceDetector:
         self.min_face_size = float(min_face_size)
         self.factor = float(factor)
         self.thresholds: tuple[float, float, float] = (thresholds[0], thresholds[1], thresholds[2])
+        self.nms = nms if nms is not None else FaceNms()
+        self.pixel_mean, self.pixel_scale = np.float32(pixel_mean), np.float32(pixel_scale)
         self._pnet = _session(pnet, "pnet", threads, providers)
         self._rnet = _session(rnet, "rnet", threads, providers)
         self._onet = _session(onet, "onet", threads, providers)
@@ -304,7 +321,7 @@ class FaceDetector:
     def from_folder(
         cls,
         folder: str | os.PathLike[str],
-        params: Mapping[str, Any] | None = None,
+        params: FaceDetectorEntry | Mapping[str, Any] | None = None,
         *,
         max_side: int | None = None,
         threads: int | None = None,
@@ -312,17 +329,23 @@ class FaceDetector:
     ) -> FaceDetector:
         """The detector in a folder (a pack), with the parameters of its manifest entry.
 
-        ``params`` is the dict :func:`msa_export.face.export_face_detector` returned (file names,
-        min_face_size, factor, thresholds); without it the standard file names and defaults.
+        ``params`` is the pack's :class:`msa_runtime.pack.FaceDetectorEntry` (or its dict, as
+        :func:`msa_export.face.export_face_detector` writes it): stage files, pyramid, thresholds,
+        NMS overlaps and pixel scaling, all used as given; without it the standard files and
+        facenet-pytorch's defaults.
         """
+        from msa_runtime.pack import FaceDetectorEntry
+
         if max_side is not None and max_side < _CELL:
             raise InputError(f"max_side must be at least {_CELL} px, got {max_side}")
         root = Path(folder)
-        params = dict(params or {})
-        stages = params.get("stages", {})
+        try:
+            entry = (params if isinstance(params, FaceDetectorEntry)
+                     else FaceDetectorEntry.from_dict(params or {}))
+        except (TypeError, ValueError) as exc:
+            raise PackError(f"bad face detector parameters in {root}: {exc}") from exc
         paths = []
-        for stage, default in FACE_FILES.items():
-            name = str(stages.get(stage, {}).get("file", default))
+        for name in entry.files().values():
             path = (root / name).resolve()
             if not path.is_relative_to(root.resolve()):
                 raise PackError(
@@ -332,12 +355,15 @@ class FaceDetector:
         try:
             return cls(
                 *paths,
-                min_face_size=float(params.get("min_face_size", DEFAULT_MIN_FACE_SIZE)),
+                min_face_size=float(entry.min_face_size),
                 max_side=max_side,
-                factor=float(params.get("factor", DEFAULT_FACTOR)),
-                thresholds=tuple(params.get("thresholds", DEFAULT_THRESHOLDS)),
+                factor=entry.factor,
+                thresholds=entry.thresholds,
                 threads=threads,
                 providers=providers,
+                nms=entry.nms,
+                pixel_mean=entry.pixel_mean,
+                pixel_scale=entry.pixel_scale,
             )
         except InputError as exc:
             raise PackError(f"bad face detector parameters in {root}: {exc}") from exc
@@ -351,7 +377,7 @@ class FaceDetector:
         found = []
         for scale in scales:
             level = area_grid(table, int(height * scale + 1), int(width * scale + 1))
-            x = ((level - np.float32(PIXEL_MEAN)) * np.float32(PIXEL_SCALE))[None]
+            x = ((level - self.pixel_mean) * self.pixel_scale)[None]
             reg, prob = self._pnet.run(list(FACE_OUTPUT_NAMES["pnet"]), {FACE_INPUT_NAME: x})
             ys, xs = np.nonzero(prob[0, 1] >= self.thresholds[0])
             if ys.size == 0:
@@ -362,11 +388,11 @@ class FaceDetector:
             score = prob[0, 1, ys, xs][:, None]
             offsets = reg[0][:, ys, xs].T
             boxes = np.concatenate([q1, q2, score, offsets], axis=1).astype(np.float32)
-            found.append(boxes[nms(boxes[:, :4], boxes[:, 4], _PNET_SCALE_NMS)])
+            found.append(boxes[nms(boxes[:, :4], boxes[:, 4], self.nms.pnet_scale)])
         if not found:
             return np.zeros((0, 5), dtype=np.float32)
         boxes = np.concatenate(found, axis=0)
-        boxes = boxes[nms(boxes[:, :4], boxes[:, 4], _PNET_NMS)]
+        boxes = boxes[nms(boxes[:, :4], boxes[:, 4], self.nms.pnet)]
         w = boxes[:, 2] - boxes[:, 0]
         h = boxes[:, 3] - boxes[:, 1]
         out = np.stack(
@@ -400,7 +426,7 @@ class FaceDetector:
         for at in range(0, len(y0), _BATCH):
             part = slice(at, at + _BATCH)
             crops = area_crops(table, y0[part], y1[part], x0[part], x1[part], side)
-            x = np.ascontiguousarray((crops - np.float32(PIXEL_MEAN)) * np.float32(PIXEL_SCALE))
+            x = np.ascontiguousarray((crops - self.pixel_mean) * self.pixel_scale)
             parts.append(session.run(names, {FACE_INPUT_NAME: x}))
         if not parts:
             return [np.zeros((0, 4), np.float32)] * len(names), inside
@@ -415,7 +441,7 @@ class FaceDetector:
         keep = score > self.thresholds[1]
         boxes = np.concatenate([boxes[keep, :4], score[keep, None]], axis=1).astype(np.float32)
         reg = reg[keep]
-        pick = nms(boxes[:, :4], boxes[:, 4], _RNET_NMS)
+        pick = nms(boxes[:, :4], boxes[:, 4], self.nms.rnet)
         return _square(_regress(boxes[pick], reg[pick]))
 
     def _stage3(self, table: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -427,7 +453,7 @@ class FaceDetector:
         keep = score > self.thresholds[2]
         boxes = np.concatenate([boxes[keep, :4], score[keep, None]], axis=1).astype(np.float32)
         boxes = _regress(boxes, reg[keep])
-        pick = nms(boxes[:, :4], boxes[:, 4], _ONET_NMS, mode="min", plus_one=True)
+        pick = nms(boxes[:, :4], boxes[:, 4], self.nms.onet_min, mode="min", plus_one=True)
         return boxes[pick]
 
     # -- public -----------------------------------------------------------------------------

@@ -16,12 +16,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 from msa_runtime.errors import PackError
-from msa_runtime.face import FACE_FILES
+from msa_runtime.face import (
+    DEFAULT_FACTOR,
+    DEFAULT_MIN_FACE_SIZE,
+    DEFAULT_THRESHOLDS,
+    FACE_FILES,
+    PIXEL_MEAN,
+    PIXEL_SCALE,
+    FaceNms,
+)
 
 FORMAT = "msa-edge-pack"
 FORMAT_VERSION = 1
@@ -83,18 +92,112 @@ class VisionPrep:
 
 
 Prep = TextPrep | AudioPrep | VisionPrep
-PREP_TYPES: dict[str, type] = {"text": TextPrep, "audio": AudioPrep, "vision": VisionPrep}
+PREP_TYPES: dict[str, type[Prep]] = {"text": TextPrep, "audio": AudioPrep, "vision": VisionPrep}
+"""The one preprocessing schema per modality: a preset card's ``[MODALITY.preprocess]`` table and
+a manifest's ``encoders.MODALITY.preprocess`` object are both read by :func:`prep_from_dict` and
+written by :func:`prep_to_dict`."""
 
 
-def prep_from_dict(modality: str, data: dict[str, Any]) -> Any:
+@overload
+def prep_from_dict(modality: Literal["text"], data: Mapping[str, Any]) -> TextPrep: ...
+@overload
+def prep_from_dict(modality: Literal["audio"], data: Mapping[str, Any]) -> AudioPrep: ...
+@overload
+def prep_from_dict(modality: Literal["vision"], data: Mapping[str, Any]) -> VisionPrep: ...
+@overload
+def prep_from_dict(modality: str, data: Mapping[str, Any]) -> Prep: ...
+def prep_from_dict(modality: str, data: Mapping[str, Any]) -> Prep:
     """Build the preprocessing dataclass of ``modality`` from a manifest or preset table."""
-    cls = PREP_TYPES[modality]
+    cls: Any = PREP_TYPES[modality]
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"unknown {modality} preprocessing keys {unknown}; valid: {sorted(known)}")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
     return cls(**values)
+
+
+def prep_to_dict(prep: Prep) -> dict[str, Any]:
+    """The JSON/TOML table of a preprocessing dataclass (tuples as lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(prep).items()}
+
+
+def _typed(entry: EncoderEntry, cls: type[Prep]) -> Any:
+    if not isinstance(entry.prep, cls):
+        raise PackError(f"the {entry.modality} encoder's preprocessing is a "
+                        f"{type(entry.prep).__name__}, not a {cls.__name__}; rebuild the pack")
+    return entry.prep
+
+
+@dataclass(frozen=True, eq=False)
+class FaceDetectorEntry:
+    """The face detector of a pack (``face_detector`` in the manifest), as
+    :func:`msa_export.face.export_face_detector` writes it and
+    :class:`msa_runtime.face.FaceDetector` runs it: stage files, the cascade's parameters (pyramid,
+    thresholds, NMS overlaps, pixel scaling), and the export's source, validation and versions."""
+
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    kind: str = "mtcnn"
+    min_face_size: float = DEFAULT_MIN_FACE_SIZE
+    factor: float = DEFAULT_FACTOR
+    thresholds: tuple[float, float, float] = DEFAULT_THRESHOLDS
+    pixel_mean: float = PIXEL_MEAN
+    pixel_scale: float = PIXEL_SCALE
+    nms: FaceNms = field(default_factory=FaceNms)
+    source: dict[str, Any] = field(default_factory=dict)
+    validation: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind != "mtcnn":
+            raise ValueError(f"face_detector.kind {self.kind!r} is not supported (mtcnn)")
+        if len(self.thresholds) != 3:
+            raise ValueError(f"face_detector.thresholds needs 3 values, got {self.thresholds}")
+        if not isinstance(self.stages, dict):
+            raise TypeError("face_detector.stages must be an object")
+
+    def files(self) -> dict[str, str]:
+        """The file of each stage (``pnet``, ``rnet``, ``onet``), standard names by default."""
+        out = {}
+        for stage, default in FACE_FILES.items():
+            entry = self.stages.get(stage)
+            out[stage] = str(entry.get("file", default)) if isinstance(entry, dict) else default
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FaceDetectorEntry:
+        if not isinstance(data, Mapping):
+            raise TypeError(f"face_detector must be an object, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown face_detector keys {unknown}; valid: {sorted(known)}")
+        values = dict(data)
+        if "thresholds" in values:
+            values["thresholds"] = tuple(float(x) for x in values["thresholds"])
+        if "nms" in values:
+            values["nms"] = FaceNms(**values["nms"])
+        for key in ("factor", "pixel_mean", "pixel_scale"):
+            if key in values:
+                values[key] = float(values[key])
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest's JSON object."""
+        out = asdict(self)
+        out["thresholds"] = list(self.thresholds)
+        return out
+
+    def __getitem__(self, key: str) -> Any:
+        """Read like the manifest's JSON object (``entry["thresholds"]``), as before it was typed."""
+        return self.to_dict()[key]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, FaceDetectorEntry):
+            other = other.to_dict()
+        return isinstance(other, Mapping) and self.to_dict() == dict(other)
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -107,7 +210,7 @@ class EncoderEntry:
     layer: int
     num_layers: int
     hidden_size: int
-    prep: Any
+    prep: Prep
     files: dict[str, str]
     frame_stride: int = 1
     layer_weights: tuple[float, ...] | None = None  # "weighted" mode instead of one layer
@@ -134,13 +237,29 @@ class Manifest:
     tools: dict[str, str] = field(default_factory=dict)
     validation: list[dict[str, Any]] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
-    face_detector: dict[str, Any] | None = None
-    """The face detector's entry (:func:`msa_export.face.export_face_detector`): stage files,
-    cascade parameters, validation; present when the vision encoder expects face crops."""
+    face_detector: FaceDetectorEntry | None = None
+    """The face detector (:func:`msa_export.face.export_face_detector`): stage files, cascade
+    parameters, validation; present when the vision encoder expects face crops."""
 
     @property
     def modalities(self) -> tuple[str, ...]:
         return tuple(m for m in MODALITIES if m in self.encoders)
+
+    def text_prep(self) -> TextPrep:
+        """The text encoder's preprocessing (:class:`PackError` if the pack has none)."""
+        return self._prep("text", TextPrep)
+
+    def audio_prep(self) -> AudioPrep:
+        return self._prep("audio", AudioPrep)
+
+    def vision_prep(self) -> VisionPrep:
+        return self._prep("vision", VisionPrep)
+
+    def _prep(self, modality: str, cls: type[Prep]) -> Any:
+        if modality not in self.encoders:
+            raise PackError(f"pack {self.name} has no {modality} encoder; it has "
+                            f"{', '.join(self.modalities)}")
+        return _typed(self.encoders[modality], cls)
 
 
 def sha256_file(path: Path) -> str:
@@ -162,7 +281,7 @@ def manifest_to_dict(m: Manifest) -> dict[str, Any]:
     """Serialise a manifest (the writer side of :func:`load_manifest`)."""
     encoders = {}
     for mod, e in m.encoders.items():
-        prep = {k: list(v) if isinstance(v, tuple) else v for k, v in e.prep.__dict__.items()}
+        prep = prep_to_dict(e.prep)
         encoders[mod] = {
             "kind": e.kind, "source": e.source, "layer": e.layer, "num_layers": e.num_layers,
             "hidden_size": e.hidden_size, "frame_stride": e.frame_stride, "preprocess": prep,
@@ -178,7 +297,7 @@ def manifest_to_dict(m: Manifest) -> dict[str, Any]:
         "validation": m.validation, **m.extras,
     }
     if m.face_detector is not None:
-        out["face_detector"] = m.face_detector
+        out["face_detector"] = m.face_detector.to_dict()
     return out
 
 
@@ -198,9 +317,8 @@ def _parse(data: dict[str, Any], where: str) -> Manifest:
     head = HeadEntry(kind=h["kind"], file=h["file"], modalities=tuple(h["modalities"]),
                      trained=bool(h["trained"]), gates=bool(h["gates"]),
                      checkpoint_sha256=h.get("checkpoint_sha256"))
-    face = data.get("face_detector")
-    if face is not None and not isinstance(face, dict):
-        raise TypeError(f"face_detector must be an object, got {type(face).__name__}")
+    raw_face = data.get("face_detector")
+    face = FaceDetectorEntry.from_dict(raw_face) if raw_face is not None else None
     known = {"format", "format_version", "name", "encoders", "head", "files", "tools", "validation",
              "face_detector"}
     return Manifest(name=data["name"], encoders=encoders, head=head, files=dict(data["files"]),
@@ -212,13 +330,7 @@ def face_detector_files(manifest: Manifest) -> list[str]:
     """The file names of the pack's face detector stages (empty when it has none)."""
     if manifest.face_detector is None:
         return []
-    stages = manifest.face_detector.get("stages") or {}
-    names = []
-    for stage, default in FACE_FILES.items():
-        entry = stages.get(stage) if isinstance(stages, dict) else None
-        name = entry.get("file", default) if isinstance(entry, dict) else default
-        names.append(str(name))
-    return names
+    return list(manifest.face_detector.files().values())
 
 
 def load_manifest(folder: str | Path, *, verify: bool = True) -> Manifest:

@@ -504,3 +504,25 @@ def test_nms_conventions() -> None:
         boxes[[0, 2]], np.array([0.9, 0.5], np.float32), 0.7, mode="min", plus_one=True
     ).tolist() == [0]
     assert nms(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), 0.5).size == 0
+
+
+@needs_weights
+def test_the_manifest_entry_is_what_runs(face_export: tuple[Path, Any]) -> None:
+    """NMS overlaps and pixel scaling come from the pack's entry, not from constants (issue 14)."""
+    import dataclasses
+
+    data = pytest.importorskip("skimage.data", reason="scikit-image not installed")
+    from msa_runtime.face import FaceNms
+    from msa_runtime.pack import FaceDetectorEntry
+
+    folder, entry = face_export
+    assert isinstance(entry, FaceDetectorEntry) and FaceDetectorEntry.from_dict(entry.to_dict()) == entry
+    tuned = dataclasses.replace(entry, nms=FaceNms(pnet=0.3), pixel_scale=entry.pixel_scale / 4)
+    detector = FaceDetector.from_folder(folder, tuned)
+    assert detector.nms.pnet == 0.3 and detector.pixel_scale == np.float32(entry.pixel_scale / 4)
+    boxes, _ = FaceDetector.from_folder(folder, entry).detect(data.astronaut())
+    assert len(boxes) == 1
+    dim, _ = detector.detect(data.astronaut())  # a quarter of the contrast: the cascade sees it
+    assert len(dim) != 1 or not np.allclose(dim, boxes, atol=0.5)
+    with pytest.raises(PackError, match="unknown face_detector keys"):
+        FaceDetector.from_folder(folder, {**entry.to_dict(), "nms_typo": 1})

@@ -3,10 +3,29 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 
 import click
 
 from msa_export.cli import fail_cleanly
+from msa_export.kinds import head_kinds
+
+
+class RegistryChoice(click.Choice):
+    """A choice among the names a registry holds when the command runs (kinds registered after
+    import included)."""
+
+    def __init__(self, names: Callable[[], Sequence[str]]) -> None:
+        self._names = names
+        super().__init__(list(names()))
+
+    @property  # type: ignore[override]
+    def choices(self) -> Sequence[str]:
+        return tuple(self._names())
+
+    @choices.setter
+    def choices(self, value: Sequence[str]) -> None:  # click.Choice.__init__ sets it
+        pass
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -16,7 +35,8 @@ from msa_export.cli import fail_cleanly
 @click.option("--out", required=True, type=click.Path(), help="Output folder for head.pt and the report.")
 @click.option("--modalities", default=None, help="Comma-separated subset of text,audio,vision "
               "(default: what the preset and the dataset have).")
-@click.option("--head", "head", type=click.Choice(["gated", "cms"]), default="gated", show_default=True)
+@click.option("--head", "head", type=RegistryChoice(head_kinds), default="gated", show_default=True,
+              help="Fusion head kind (registered in msa_export.kinds).")
 @click.option("--layers", default="best", show_default=True,
               help="best (the preset's), sweep, weighted, or text=N,audio=N,vision=N.")
 @click.option("--seeds", default=5, show_default=True, help="Seeds to train and average.")

@@ -37,7 +37,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from msa_runtime.errors import MsaError
+from msa_export.errors import DatasetError
 
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
 """Normalised split names."""
@@ -70,10 +70,6 @@ _ACCEPTED_FORMS = (
     "manifest (media, label, split; optional id, text, start, end)"
 )
 _SHOW = 5  # how many offending rows a message lists
-
-
-class DatasetError(MsaError):
-    """A dataset folder or CSV file is missing, malformed or inconsistent."""
 
 
 @dataclass(frozen=True)

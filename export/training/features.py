@@ -30,12 +30,13 @@ import numpy as np
 import torch
 
 from msa_export import encoders as enc
+from msa_export.errors import DatasetError
 from msa_export.presets import EncoderCard, Preset
 from msa_export.training.datasets import Sample
 from msa_runtime import media
 from msa_runtime.errors import MsaError
 from msa_runtime.face import DEFAULT_FACTOR, DEFAULT_MIN_FACE_SIZE, DEFAULT_THRESHOLDS, FaceDetector
-from msa_runtime.pack import AudioPrep, TextPrep, VisionPrep
+from msa_runtime.pack import AudioPrep, TextPrep, VisionPrep, prep_to_dict
 from msa_runtime.preprocess import (
     FACE_CROP_SIZE,
     FACE_MARGIN,
@@ -59,8 +60,7 @@ def cache_key(card: EncoderCard) -> str:
             "seed": card.seed if card.source == "random" else None,
             "config": card.config if card.source == "random" else None,
             "tokenizer": card.tokenizer, "stride": card.frame_stride,
-            "prep": {k: list(v) if isinstance(v, tuple) else v
-                     for k, v in card.prep.__dict__.items()}}
+            "prep": prep_to_dict(card.prep)}
     if isinstance(card.prep, VisionPrep) and card.prep.crop == "face":
         data["face"] = {"detector": "mtcnn", "min_face_size": DEFAULT_MIN_FACE_SIZE,
                         "factor": DEFAULT_FACTOR, "thresholds": list(DEFAULT_THRESHOLDS),
@@ -85,8 +85,8 @@ def training_face_detector(folder: str | Path, progress: Progress = lambda m: No
         tmp = root.with_name(f".{root.name}.partial-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         try:
-            entry = export_face_detector(tmp)
-            (tmp / "face_detector.json").write_text(json.dumps(entry, indent=1),
+            exported = export_face_detector(tmp)
+            (tmp / "face_detector.json").write_text(json.dumps(exported.to_dict(), indent=1),
                                                     encoding="utf-8")
             shutil.rmtree(root, ignore_errors=True)
             tmp.rename(root)
@@ -129,46 +129,45 @@ class _Extractor:
         self.text: TextEncoder | None = None
         self.detector: FaceDetector | None = None
         self.frames = self.fallbacks = 0
-        if card.modality == "text":
+        if isinstance(card.prep, TextPrep):
             from msa_export.build import _tokenizer_json
 
-            assert isinstance(card.prep, TextPrep)
             self.text = TextEncoder(card.tokenizer or card.source, card.prep,
                                     json_text=_tokenizer_json(card, offline))
         if isinstance(card.prep, VisionPrep) and card.prep.crop == "face":
             if face_dir is None:
-                raise MsaError("a face-cropped preset needs a folder for its face detector")
+                raise DatasetError("a face-cropped preset needs a folder for its face detector")
             self.detector = training_face_detector(face_dir, progress)
 
     @torch.no_grad()
     def __call__(self, sample: Sample, clip: media.Decoded | None) -> np.ndarray | None:
-        mod = self.card.modality
-        if mod == "text":
+        """All hidden states ``[states, T, D]`` of this encoder for one clip (None: nothing to
+        encode), from the runtime's own preprocessing of the clip."""
+        inputs = self._inputs(sample, clip)
+        if inputs is None:
+            return None
+        return enc.all_states(self.card, self.model, inputs).numpy()
+
+    def _inputs(self, sample: Sample, clip: media.Decoded | None
+                ) -> tuple[torch.Tensor, ...] | None:
+        prep = self.card.prep
+        if isinstance(prep, TextPrep):
             if not sample.text.strip() or self.text is None:
                 return None
             ids, mask = self.text(sample.text)
-            out = self.model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
-                             output_hidden_states=True)
-            return torch.stack(out.hidden_states)[:, 0].numpy()
+            return torch.from_numpy(ids), torch.from_numpy(mask)
         if clip is None:
             return None
-        if mod == "audio":
+        if isinstance(prep, AudioPrep):
             if clip.audio.size == 0:
                 return None
-            assert isinstance(self.card.prep, AudioPrep)
-            wave = audio_batch(clip.audio, self.card.prep)
-            out = self.model(torch.from_numpy(wave), output_hidden_states=True)
-            return torch.stack(out.hidden_states)[:, 0, :: self.card.frame_stride].numpy()
+            return (torch.from_numpy(audio_batch(clip.audio, prep)),)
         if len(clip.frames) == 0:
             return None
-        prep = self.card.prep
-        assert isinstance(prep, VisionPrep)
         squares, found = vision_squares(clip.frames, prep, self.detector, FaceTrack())
         self.frames += len(squares)
         self.fallbacks += 0 if found is None else int(len(found) - found.sum())
-        pixels = normalize_images(squares, prep)
-        out = self.model(pixel_values=torch.from_numpy(pixels), output_hidden_states=True)
-        return torch.stack(out.hidden_states)[:, :, 0].numpy()
+        return (torch.from_numpy(normalize_images(squares, prep)),)
 
 
 def _atomic_save(path: Path, array: np.ndarray) -> None:
@@ -264,7 +263,7 @@ def num_states(folder: Path) -> int:
     """How many hidden states (blocks + 1) the cached encoder has."""
     for path in folder.glob("*.npy"):
         return int(np.load(path, mmap_mode="r").shape[0])
-    raise MsaError(f"feature cache {folder} is empty: no clip gave features for this encoder")
+    raise DatasetError(f"feature cache {folder} is empty: no clip gave features for this encoder")
 
 
 def eprint(msg: str) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from msa_export.heads import HeadConfig, save_checkpoint
+from msa_export.kinds import head_kind
 from msa_export.presets import Preset
 from msa_export.training import features as fc
 from msa_export.training.datasets import Dataset, DatasetError, load_dataset
@@ -140,8 +141,8 @@ def train(dataset: str | Path, preset: Preset, out: str | Path, *,
         if m not in available:
             raise DatasetError(f"{m} needs media files, and dataset {ds.name} has none: "
                                "train with --modalities text")
-    if head == "cms" and mods[0] != "text":
-        raise DatasetError("the cms head needs text (it shifts text tokens)")
+    if head_kind(head).text_first and mods[0] != "text":
+        raise DatasetError(f"the {head} head needs text (it shifts text tokens)")
     mode = parse_layers(layers, mods)
     if seeds < 1 or epochs < 1:
         raise DatasetError("--seeds and --epochs must be >= 1")

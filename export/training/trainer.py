@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from msa_export.heads import HeadConfig, build_head
+from msa_export.kinds import head_kind
 from msa_export.training.metrics import regression_metrics
 
 
@@ -184,7 +185,7 @@ def _train(cfg: HeadConfig, train: Split, dev: Split, seed: int, opts: TrainOpti
     warm = max(1, int(total * opts.warmup))
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (
         1 + math.cos(math.pi * min(1.0, max(0, s - warm) / max(1, total - warm)))))
-    is_cms = cfg.kind == "cms"
+    is_cms = head_kind(cfg.kind).contrastive  # the cms recipe: EMA, smoothing, contrastive
     ema = copy.deepcopy(head).eval() if is_cms else None
     g = torch.Generator().manual_seed(seed)
     best: tuple[float, int, dict, dict | None] = (math.inf, -1, {}, None)
