@@ -316,6 +316,14 @@ def _export_face(tmp: Path, progress: Progress) -> tuple[FaceDetectorEntry, list
     return entry, checks
 
 
+def _check_asr(asr: str | Path, offline: bool | None, progress: Progress) -> Path:
+    """Resolve and load the ASR model before any export work, so a bad one fails fast."""
+    from msa_runtime.asr import Recognizer
+
+    progress(f"checking the ASR model {asr}")
+    return Recognizer(asr, offline=offline, threads=1).folder
+
+
 def _tools() -> dict[str, str]:
     out = {}
     for dist in ("msa-edge", "torch", "transformers", "onnx", "onnxscript", "onnxruntime"):
@@ -352,6 +360,7 @@ def build_pack(preset: Preset, out: str | Path, *, head: str | Path | None = Non
                precisions: Sequence[str] | None = None, layers: dict[str, int] | None = None,
                force: bool = False, offline: bool | None = None, exporter: str = "torchscript",
                calibrate: str | Path | None = None, gate_text: str | Path | None = None,
+               asr: str | Path | None = None,
                progress: Progress = lambda msg: None) -> BuildReport:
     """Export ``preset`` (cut at its layers, or at the checkpoint's) into the pack folder ``out``.
 
@@ -360,8 +369,10 @@ def build_pack(preset: Preset, out: str | Path, *, head: str | Path | None = Non
     ``head``, else on synthetic inputs (:mod:`msa_export.openvino`). ``gate_text`` (a dataset or
     a ``.txt`` of utterances) adds real utterances to the text encoder's validation inputs
     (default: those the checkpoint carries, else a built-in few); int8 files keep the fewest
-    MatMuls in fp32 that pass the gate (:mod:`msa_export.int8`). Nothing is written at ``out``
-    unless every file passes validation (an ov-int8 file that fails is left out).
+    MatMuls in fp32 that pass the gate (:mod:`msa_export.int8`). ``asr``: a CTranslate2 Whisper
+    model (size, hub id or folder) copied into the pack's ``asr/`` folder, hashed like every
+    file, so the pack transcribes without a hub (``msa-run --asr pack``). Nothing is written at
+    ``out`` unless every file passes validation (an ov-int8 file that fails is left out).
     """
     started = time.perf_counter()
     precisions = tuple(precisions) if precisions is not None else default_precisions()
@@ -385,6 +396,7 @@ def build_pack(preset: Preset, out: str | Path, *, head: str | Path | None = Non
     scorer = (HeadScorer(ckpt.config, ckpt.head()) if ckpt is not None
               else _untrained_scorer(preset, offline))
     out = Path(out)
+    asr_folder = _check_asr(asr, offline, progress) if asr is not None else None
     tmp = _prepare_out(out, force)
     try:
         face: FaceDetectorEntry | None = None
@@ -418,6 +430,22 @@ def build_pack(preset: Preset, out: str | Path, *, head: str | Path | None = Non
         names = sorted(p.name for p in tmp.iterdir())
         files = {n: {"sha256": sha256_file(tmp / n), "bytes": (tmp / n).stat().st_size}
                  for n in names}
+        extras: dict[str, Any] = {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                  "description": preset.description,
+                                  "gate": {"calibration": calibration_source,
+                                           "utterances": len(utterances),
+                                           "score": ("trained head" if ckpt is not None else
+                                                     "untrained head" if scorer else
+                                                     "final check only"),
+                                           "files": {m: e.gates for m, e in encoded.items()}},
+                                  "int8": {m: e.int8.to_manifest() for m, e in encoded.items()
+                                           if e.int8 is not None}}
+        if asr_folder is not None:
+            from msa_export.asr import copy_asr_model
+
+            progress(f"copying the ASR model {asr_folder} into the pack")
+            extras["asr"], asr_files = copy_asr_model(asr_folder, tmp, str(asr))
+            files.update(asr_files)
         manifest = Manifest(
             name=preset.name,
             encoders={m: e.entry for m, e in encoded.items()},
@@ -425,15 +453,7 @@ def build_pack(preset: Preset, out: str | Path, *, head: str | Path | None = Non
                            trained=ckpt is not None, gates=head_kind(cfg.kind).gates,
                            checkpoint_sha256=sha256_file(Path(head)) if head else None),
             files=files, tools=_tools(), validation=[dataclasses.asdict(c) for c in checks],
-            extras={"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "description": preset.description,
-                    "gate": {"calibration": calibration_source, "utterances": len(utterances),
-                             "score": ("trained head" if ckpt is not None else
-                                       "untrained head" if scorer else "final check only"),
-                             "files": {m: e.gates for m, e in encoded.items()}},
-                    "int8": {m: e.int8.to_manifest() for m, e in encoded.items()
-                             if e.int8 is not None}},
-            face_detector=face,
+            extras=extras, face_detector=face,
         )
         (tmp / MANIFEST).write_text(json.dumps(manifest_to_dict(manifest), indent=2),
                                     encoding="utf-8")

@@ -81,13 +81,15 @@ def _size(n: int) -> str:
               help="Utterances to validate the text encoder on: a dataset (label.csv, manifest; "
               "dev split first) or a .txt file, one per line (default: the checkpoint's dev "
               "utterances, else built-in sentences).")
+@click.option("--asr", help="Also copy a speech-recognition model into the pack (a Whisper "
+              "size, a CTranslate2 hub id or folder; needs msa-edge[asr]).")
 @click.option("--force", is_flag=True, help="Replace an existing pack at --out.")
 @click.option("--list-presets", is_flag=True, help="List the presets and exit.")
 @fail_cleanly
 def main(preset: str | None, out: str | None, head: str | None, precision: str | None,
          calibrate: str | None, tune: bool, layers: tuple[str, ...], sources: tuple[str, ...],
          random_weights: bool, exporter: str, offline: bool | None, gate_text: str | None,
-         force: bool, list_presets: bool) -> None:
+         asr: str | None, force: bool, list_presets: bool) -> None:
     """Export encoders cut at their best layer, plus the fusion head, as a validated ONNX pack."""
     from msa_export import presets as registry
 
@@ -115,7 +117,7 @@ def main(preset: str | None, out: str | None, head: str | None, precision: str |
 
     report = build_pack(chosen, out, head=head, precisions=precisions, layers=layer_map,
                         force=force, offline=offline, exporter=exporter, calibrate=calibrate,
-                        gate_text=gate_text,
+                        gate_text=gate_text, asr=asr,
                         progress=progress)
     width = max(len(r.file) for r in report.rows)
     click.echo(f"\n{'file':{width}s}  {'precision':9s}  {'size':>9s}  parity with PyTorch")

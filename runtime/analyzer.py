@@ -14,7 +14,7 @@ from typing import Any, Literal, overload
 import numpy as np
 
 from msa_runtime import media
-from msa_runtime.errors import InputError, MediaError, PackError
+from msa_runtime.errors import AsrError, InputError, MediaError, PackError
 from msa_runtime.face import FaceDetector
 from msa_runtime.pack import (
     AudioPrep,
@@ -52,6 +52,7 @@ from msa_runtime.sessions import (
     resolve_providers,
     split_device,
 )
+from msa_runtime.speech import AsrOption, make_recognizer
 from msa_runtime.transcript import read_transcript
 from msa_runtime.tuning import describe_plan, load_tuning, plan_sessions
 
@@ -88,12 +89,18 @@ class Analyzer:
     ``<pack>.tuning.json`` beside the pack; see :mod:`msa_runtime.tuning`). ``threads`` (per
     session) falls back to ``MSA_EDGE_THREADS``, then the provider's default. Sessions are built
     once here and reused by every call; :attr:`choice` says what was picked and why.
+
+    ``asr`` turns on speech recognition (extra ``msa-edge[asr]``) for inputs without text: a
+    Whisper size, hub id or CTranslate2 folder, ``"pack"`` (the pack's own model) or a
+    :class:`msa_runtime.asr.Recognizer`; ``language`` is a Whisper code (default: detected);
+    ``offline`` keeps model resolution to local files (default: ``HF_HUB_OFFLINE``).
     """
 
     def __init__(self, pack: str | os.PathLike[str], providers: str | Sequence[str] | None = None,
                  threads: int | None = None, precision: str | None = None, *,
                  verify: bool = True, concurrent: bool = False,
-                 tuning: str | os.PathLike[str] | bool | None = None) -> None:
+                 tuning: str | os.PathLike[str] | bool | None = None, asr: AsrOption = None,
+                 language: str | None = None, offline: bool | None = None) -> None:
         self.folder = Path(pack)
         self.manifest = load_manifest(self.folder, verify=verify)
         requested = providers if providers is not None else (
@@ -129,6 +136,11 @@ class Analyzer:
             prep = self.manifest.text_prep()
             self.text_encoder = TextEncoder(self.folder / prep.tokenizer, prep)
         self._pool = ThreadPoolExecutor(3) if concurrent else None
+        if language is not None and not asr:
+            raise InputError("a language is for speech recognition: give asr=MODEL with it")
+        self.recognizer = make_recognizer(asr, self.folder, self.manifest.extras,
+                                          language=language, threads=threads, offline=offline)
+        self._stream_text: Any = None  # the last stream's live transcription (for inspection)
         self.notes: tuple[str, ...] = ()
         if not self.manifest.head.trained:
             self.notes = ("untrained head: scores are not meaningful",)
@@ -204,10 +216,12 @@ class Analyzer:
 
     def score_features(self, feats: Features, timings: dict[str, float] | None = None, *,
                        notes: tuple[str, ...] = (), start: float | None = None,
-                       end: float | None = None, latency_ms: float | None = None) -> Prediction:
+                       end: float | None = None, latency_ms: float | None = None,
+                       text: str | None = None, transcript_source: str | None = None
+                       ) -> Prediction:
         """The :class:`Prediction` for encoded ``feats``: runs the head (its ms goes to
-        ``timings["head"]``), adds the pack's notes, and ``start``/``end``/``latency_ms`` for
-        stream windows."""
+        ``timings["head"]``), adds the pack's notes, ``start``/``end``/``latency_ms`` for
+        stream windows, and the ``text`` scored with where it came from."""
         timings = timings if timings is not None else {}
         t0 = time.perf_counter()
         score, gates = self.fuse(feats)
@@ -215,7 +229,8 @@ class Analyzer:
         order = tuple(m for m in self.modalities if m in feats)
         return Prediction(score=score, modalities=order, gates=gates,
                           timings_ms={k: round(v, 2) for k, v in timings.items()},
-                          notes=self.notes + notes, start=start, end=end, latency_ms=latency_ms)
+                          notes=self.notes + notes, start=start, end=end, latency_ms=latency_ms,
+                          text=text, transcript_source=transcript_source)
 
     # -- public scoring -------------------------------------------------------------------
 
@@ -252,15 +267,24 @@ class Analyzer:
             _split_face_time(timings, track.crop_ms)
             note = face_note(found[0])
             notes = (note,) if note else ()
-        return self.score_features(feats, timings, notes=notes)
+        return self.score_features(feats, timings, notes=notes, text=text,
+                                   transcript_source=None if text is None else "given")
 
     def predict(self, source: str | os.PathLike[str] | None = None, *, text: str | None = None,
                 transcript: str | os.PathLike[str] | None = None, start: float = 0.0,
-                end: float | None = None) -> Prediction:
+                end: float | None = None, asr: bool | None = None) -> Prediction:
         """Score a media file (any container FFmpeg reads), with optional text or transcript
-        sidecar; or text alone. Missing modalities are left out and reported."""
+        sidecar; or text alone. Missing modalities are left out and reported.
+
+        Without text or transcript, the clip's speech is transcribed when the Analyzer has an
+        ASR model (``asr=False`` skips it; ``asr=True`` requires it); given text always wins.
+        """
         if text is not None and transcript is not None:
             raise InputError("give text or transcript, not both")
+        if source is not None and self._wants_asr(asr, text, transcript):
+            from msa_runtime.speech import predict_clip
+
+            return predict_clip(self, source, start=start, end=end)
         cues = read_transcript(transcript) if transcript is not None else None
         if source is None:
             if cues is not None:
@@ -290,20 +314,34 @@ class Analyzer:
         return Prediction(**{**p.__dict__, "timings_ms": {"decode": round(decode_ms, 2),
                                                           **p.timings_ms}})
 
+    def _wants_asr(self, asr: bool | None, text: str | None, transcript: object) -> bool:
+        if asr is False or text is not None or transcript is not None:
+            return False
+        if self.recognizer is None:
+            if asr:
+                raise AsrError("this Analyzer has no ASR model: give one (Analyzer(..., "
+                               "asr='small'), msa-run --asr small)")
+            return False
+        return True
+
     def stream(self, source: str | os.PathLike[str], *, text: str | None = None,
                transcript: str | os.PathLike[str] | None = None, window: float = 6.0,
                hop: float = 2.0, format: str | None = None,
-               options: dict[str, str] | None = None) -> Iterator[Prediction]:
+               options: dict[str, str] | None = None, asr: bool | None = None
+               ) -> Iterator[Prediction]:
         """Score overlapping windows of a long file or live source, lazily, as they complete.
 
         ``source`` may be a file, a device or URL that PyAV opens (``format``/``options`` go to
         ``av.open``), or ``"-"`` for raw 16-bit mono PCM on standard input at the pack's rate.
-        Each sampled frame is encoded once, however many windows it falls in.
+        Each sampled frame is encoded once, however many windows it falls in. Without text or
+        transcript, an Analyzer with an ASR model transcribes the stream live (``asr`` as in
+        :meth:`predict`): words committed once two decodes agree, placed by their times.
         """
         from msa_runtime.stream import stream_windows
 
         return stream_windows(self, source, text=text, transcript=transcript, window=window,
-                              hop=hop, format=format, options=options)
+                              hop=hop, format=format, options=options,
+                              asr=self._wants_asr(asr, text, transcript))
 
     def close(self) -> None:
         if self._pool is not None:

@@ -140,13 +140,38 @@ def _one_line(exc: Exception) -> str:
 
 def _score(an: Any, name: str, text: str | None, transcript: str | None, stream: bool,
            window: float, hop: float) -> Iterator[dict[str, Any]]:
+    found = None
     if transcript is None and text is None and name != "-":
-        transcript = sidecar(name)
+        transcript = found = sidecar(name)
+
+    def record(p: Any) -> dict[str, Any]:
+        rec = _record(name, p)
+        if found is not None and rec.get("transcript_source") == "given":
+            rec["transcript_source"] = "sidecar"
+        return rec
+
     if stream:
+        totals = {"windows": 0, "latency": 0.0, "asr": 0.0, "end": 0.0}
         for p in an.stream(name, text=text, transcript=transcript, window=window, hop=hop):
-            yield _record(name, p)
+            totals["windows"] += 1
+            totals["latency"] += p.latency_ms or 0.0
+            totals["asr"] += p.timings_ms.get("asr", 0.0)
+            totals["end"] = max(totals["end"], p.end or 0.0)
+            yield record(p)
+        _stream_summary(name, totals)
     else:
-        yield _record(name, an.predict(name, text=text, transcript=transcript))
+        yield record(an.predict(name, text=text, transcript=transcript))
+
+
+def _stream_summary(name: str, totals: dict[str, float]) -> None:
+    """One stderr line: the stream's real-time factor (compute per second of media) and ASR's."""
+    if not totals["windows"] or totals["end"] <= 0:
+        return
+    rtf = totals["latency"] / 1e3 / totals["end"]
+    asr = f", ASR {totals['asr'] / 1e3 / totals['end']:.3f}" if totals["asr"] else ""
+    click.echo(f"stream {name}: {totals['windows']:.0f} windows over {totals['end']:.1f} s, "
+               f"{totals['latency'] / 1e3:.1f} s of compute: real-time factor {rtf:.3f}{asr}",
+               err=True)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -172,9 +197,17 @@ def _score(an: Any, name: str, text: str | None, transcript: str | None, stream:
               "(default: MSA_EDGE_THREADS, else ONNX Runtime's choice).")
 @click.option("--tune", is_flag=True, help="Time every file of the pack on this machine's "
               "providers and write <pack>.tuning.json beside the pack (then score INPUT, if any).")
+@click.option("--asr", help="Transcribe inputs that have no text with this speech-recognition "
+              "model: a Whisper size (tiny, base, small, ...), a CTranslate2 hub id or folder, "
+              "or 'pack' (the pack's own). Needs msa-edge[asr].")
+@click.option("--language", help="Language spoken, as a Whisper code (en, de, ...); default: "
+              "detected. With --asr.")
+@click.option("--offline", is_flag=True, default=None, help="--asr uses only local folders and "
+              "the hub cache (default: HF_HUB_OFFLINE).")
 def main(inputs: tuple[str, ...], pack: str, text: str | None, transcript: str | None, fmt: str,
          stream: bool, window: float, hop: float, providers: str | None, precision: str | None,
-         threads: int | None, tune: bool) -> None:
+         threads: int | None, tune: bool, asr: str | None, language: str | None,
+         offline: bool | None) -> None:
     """Score clips with a pack: INPUT may be files, folders or globs; with no INPUT, --text."""
     log = logging.getLogger("msa_runtime")
     handler = _LogLine(logging.WARNING)
@@ -188,7 +221,7 @@ def main(inputs: tuple[str, ...], pack: str, text: str | None, transcript: str |
                 if not inputs and text is None:
                     return
             _main(inputs, pack, text, transcript, fmt, stream, window, hop, providers, precision,
-                  threads)
+                  threads, {"asr": asr, "language": language, "offline": offline})
     finally:
         log.removeHandler(handler)
 
@@ -221,7 +254,7 @@ def _tune(pack: str, providers: str | None, threads: int | None) -> None:
 
 def _main(inputs: tuple[str, ...], pack: str, text: str | None, transcript: str | None, fmt: str,
           stream: bool, window: float, hop: float, providers: str | None, precision: str | None,
-          threads: int | None) -> None:
+          threads: int | None, speech: dict[str, Any]) -> None:
     from msa_runtime.analyzer import Analyzer
 
     if text is not None and transcript is not None:
@@ -231,8 +264,11 @@ def _main(inputs: tuple[str, ...], pack: str, text: str | None, transcript: str 
         raise click.UsageError(f"no media files found in {', '.join(inputs)}")
     if not names and text is None:
         raise click.UsageError("give INPUT files or --text")
+    if speech["language"] is not None and speech["asr"] is None:
+        raise click.UsageError("--language goes with --asr")
     try:
-        an = Analyzer(pack, providers=providers, threads=threads, precision=precision)
+        an = Analyzer(pack, providers=providers, threads=threads, precision=precision,
+                      asr=speech["asr"], language=speech["language"], offline=speech["offline"])
     except MsaError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

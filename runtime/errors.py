@@ -4,15 +4,17 @@ Every error a user can cause derives from :class:`MsaError`. Its message is one 
 what is wrong and how to fix it; the command-line tools print it without a traceback. One class
 per kind of cause, so callers can tell them apart:
 
-=====================  ==============================================================
-:class:`InputError`    the caller's arguments or settings (bad window, ``threads < 1``,
-                       ``fps <= 0``, frames of the wrong shape, nothing to score)
-:class:`MediaError`    a media file or live source (missing, not media, truncated, no
-                       usable track)
-:class:`TextError`     text or a transcript file
-:class:`PackError`     a pack folder (missing, incomplete, tampered with, unsupported)
-:class:`ProviderError` ONNX Runtime (provider missing, session cannot be built)
-=====================  ==============================================================
+==========================  ==================================================================
+:class:`InputError`         the caller's arguments or settings (bad window, ``threads < 1``,
+                            ``fps <= 0``, frames of the wrong shape, nothing to score)
+:class:`MediaError`         a media file or live source (missing, not media, truncated, no
+                            usable track)
+:class:`TextError`          text or a transcript file
+:class:`PackError`          a pack folder (missing, incomplete, tampered with, unsupported)
+:class:`ProviderError`      ONNX Runtime (provider missing, session cannot be built)
+:class:`MissingExtraError`  an optional extra is not installed (the message names it)
+:class:`AsrError`           a speech-recognition model (not found, not loadable, not copyable)
+==========================  ==================================================================
 
 The export side (``msa_export.errors``) derives its own classes from :class:`MsaError` too.
 """
@@ -43,3 +45,11 @@ class ProviderError(MsaError):
 class InputError(MsaError):
     """Arguments or settings that are invalid or do not fit together (no modality given, bad
     window, ``threads < 1``, ...)."""
+
+
+class MissingExtraError(MsaError):
+    """A feature needs an optional extra that is not installed (the message names it)."""
+
+
+class AsrError(MsaError):
+    """A speech-recognition model cannot be found, loaded or copied."""

@@ -55,6 +55,10 @@ class Prediction:
     end: float | None = None
     latency_ms: float | None = None
     notes: tuple[str, ...] = ()
+    text: str | None = None
+    """The text scored (``None``: no text); with ``transcript_source`` ``"given"`` (text or a
+    transcript file), ``"sidecar"`` (found beside the input by ``msa-run``) or ``"asr"``."""
+    transcript_source: str | None = None
 
     @property
     def polarity(self) -> str:
@@ -63,7 +67,8 @@ class Prediction:
     def to_dict(self, digits: int | None = None) -> dict[str, Any]:
         """A JSON-ready record: ``start``, ``end`` (stream windows), ``score``, ``polarity``,
         ``modalities``, ``gates`` (when the head has them), ``timings_ms``, ``latency_ms``
-        (streams) and ``notes`` (when any). ``digits`` rounds the score and gates."""
+        (streams), ``notes`` (when any), and ``text`` with ``transcript_source`` (when text was
+        scored or transcribed). ``digits`` rounds the score and gates."""
 
         def rnd(x: float) -> float:
             return x if digits is None else round(x, digits)
@@ -79,6 +84,8 @@ class Prediction:
             out["latency_ms"] = self.latency_ms
         if self.notes:  # e.g. "face not found in 3 of 15 frames: centre crop used"
             out["notes"] = list(self.notes)
+        if self.transcript_source is not None:
+            out.update(text=self.text, transcript_source=self.transcript_source)
         return out
 
 

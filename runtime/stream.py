@@ -28,6 +28,7 @@ from msa_runtime.transcript import Cue, read_transcript
 
 if TYPE_CHECKING:
     from msa_runtime.analyzer import Analyzer
+    from msa_runtime.speech import StreamText
 
 #: Seconds a track may trail the others before windows stop waiting for it (at least a window).
 LAG = 2.0
@@ -35,8 +36,12 @@ LAG = 2.0
 
 class _Windows:
     def __init__(self, an: Analyzer, window: float, hop: float, text: str | None,
-                 cues: list[Cue] | None) -> None:
+                 cues: list[Cue] | None, speech: StreamText | None = None,
+                 decode_rate: int = 0) -> None:
         self.an, self.window, self.hop, self.text, self.cues = an, window, hop, text, cues
+        self.decode_rate = decode_rate  # the audio's rate as decoded (0: no audio decoded)
+        self.speech = speech  # live ASR: fed the same decoded audio as the audio encoder
+        self.asr_ms = 0.0  # ASR time spent since the last window
         self.rate = an.prep("audio").sample_rate if "audio" in an.sessions else 0
         self.fps = an.prep("vision").fps if "vision" in an.sessions else 0.0
         self.audio = np.zeros(0, np.float32)
@@ -51,6 +56,11 @@ class _Windows:
         if isinstance(item, media.Frame):
             self.pending.append(item)
         else:
+            if self.speech is not None:
+                self.speech.add(item.samples, item.start)
+                self.asr_ms += self.speech.cues_until(self.speech.live.end)[1]
+            if not self.rate:  # audio decoded for ASR alone (the pack has no audio encoder)
+                return
             if not self.audio.size:
                 self.audio_start = item.start
             self.audio = np.concatenate([self.audio, item.samples])
@@ -79,7 +89,15 @@ class _Windows:
             clip = self.audio[a:b]
             if clip.size:
                 jobs["audio"] = lambda: self.an.encode_audio(clip)
-        words = text_for_span(self.cues, start, end) if self.cues is not None else self.text
+        source = None if self.cues is None and self.text is None else "given"
+        pending = self.asr_ms  # ASR run as audio arrived since the last window (before t0)
+        if self.speech is not None:
+            cues, ms = self.speech.cues_until(end)
+            timings["asr"] = pending + ms
+            self.asr_ms, source = 0.0, "asr"
+            words: str | None = text_for_span(cues, start, end)
+        else:
+            words = text_for_span(self.cues, start, end) if self.cues is not None else self.text
         if words and words.strip() and "text" in self.an.sessions:
             jobs["text"] = lambda: self.an.encode_text(words)
         feats_by_mod: Features = self.an.encode(jobs, timings) if jobs else {}
@@ -94,11 +112,14 @@ class _Windows:
                           f"(no {' or '.join(self.an.modalities)}): skipped", UserWarning,
                           stacklevel=2)
             return
-        latency = (time.perf_counter() - t0) * 1e3
+        latency = (time.perf_counter() - t0) * 1e3 + pending
         yield self.an.score_features(feats_by_mod, timings, notes=notes, start=round(start, 3),
-                                     end=round(end, 3), latency_ms=round(latency, 2))
+                                     end=round(end, 3), latency_ms=round(latency, 2), text=words,
+                                     transcript_source=source)
 
     def forget_before(self, t: float) -> None:
+        if self.speech is not None:
+            self.speech.forget_before(t)
         while self.cached and self.cached[0][0] < t:
             self.cached.popleft()
         if self.rate and self.audio.size:
@@ -110,8 +131,8 @@ class _Windows:
 
 def stream_windows(an: Analyzer, source: str | os.PathLike[str], *, text: str | None,
                    transcript: str | os.PathLike[str] | None, window: float, hop: float,
-                   format: str | None = None, options: dict[str, str] | None = None
-                   ) -> Iterator[Prediction]:
+                   format: str | None = None, options: dict[str, str] | None = None,
+                   asr: bool = False) -> Iterator[Prediction]:
     if window <= 0 or hop <= 0:
         raise InputError(f"window and hop must be > 0 seconds (got window={window}, hop={hop})")
     if text is not None and transcript is not None:
@@ -119,8 +140,16 @@ def stream_windows(an: Analyzer, source: str | os.PathLike[str], *, text: str | 
     cues = read_transcript(transcript) if transcript is not None else None
     fps = an.prep("vision").fps if "vision" in an.sessions else None
     rate = an.prep("audio").sample_rate if "audio" in an.sessions else None
+    speech = None
+    if asr:
+        from msa_runtime.asr import SAMPLE_RATE
+        from msa_runtime.speech import StreamText
+
+        rate = rate or SAMPLE_RATE  # a pack without an audio encoder: audio for ASR alone
+        speech = StreamText(an.recognizer, rate)
+    an._stream_text = speech
     if fps is None and rate is None:
-        raise InputError("streaming needs a pack with an audio or vision encoder")
+        raise InputError("streaming needs a pack with an audio or vision encoder (or asr)")
     name = os.fspath(source)
     kinds: set[str] | None = None
     items: Iterable[media.AudioChunk | media.Frame]
@@ -139,7 +168,7 @@ def stream_windows(an: Analyzer, source: str | os.PathLike[str], *, text: str | 
                                  f"{', '.join(an.modalities)}: give a file with {needed}")
         items = media.iter_media(name, fps=fps, sample_rate=rate, chunk_seconds=min(hop, 1.0),
                                  format=format, options=options)
-    return _run(_Windows(an, window, hop, text, cues), items, kinds)
+    return _run(_Windows(an, window, hop, text, cues, speech, rate or 0), items, kinds)
 
 
 def _run(state: _Windows, items: Iterable[media.AudioChunk | media.Frame],
@@ -160,7 +189,7 @@ def _run(state: _Windows, items: Iterable[media.AudioChunk | media.Frame],
         if isinstance(item, media.Frame):
             reached["vision"] = item.time + frame_step  # the frame covers [time, time + 1/fps)
         else:
-            reached["audio"] = item.start + len(item.samples) / max(state.rate, 1)
+            reached["audio"] = item.start + len(item.samples) / max(state.decode_rate, 1)
         expected = kinds if kinds is not None else set(reached)
         if not expected or not reached:
             continue
@@ -171,6 +200,8 @@ def _run(state: _Windows, items: Iterable[media.AudioChunk | media.Frame],
             emitted_end = next_end
             next_end += state.hop
             state.forget_before(next_end - state.window)
+    if state.speech is not None:  # the input ended (maybe mid-word): commit what is left
+        state.asr_ms += state.speech.finish()
     last = max(reached.values(), default=0.0)
     while last >= next_end:  # windows held back by a lagging track
         yield from state.score(next_end - state.window, next_end)
