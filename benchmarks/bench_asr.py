@@ -69,14 +69,20 @@ class Cpu:
         hz = os.sysconf("SC_CLK_TCK")
         total = max(sum(d[:8]) / hz, 1e-9)
         busy = (d[0] + d[1] + d[2] + d[5] + d[6]) / hz
-        return {"others_cpu_share": round(max(0.0, busy - (own_b - own_a)) / total, 3),
-                "steal_share": round((d[7] / hz if len(d) > 7 else 0.0) / total, 3)}
+        return {
+            "others_cpu_share": round(max(0.0, busy - (own_b - own_a)) / total, 3),
+            "steal_share": round((d[7] / hz if len(d) > 7 else 0.0) / total, 3),
+        }
 
 
 def stats(values: list[float]) -> dict[str, float]:
     v = sorted(values)
-    return {"median": round(statistics.median(v), 1), "p90": round(v[int(0.9 * (len(v) - 1))], 1),
-            "min": round(v[0], 1), "n": len(v)}
+    return {
+        "median": round(statistics.median(v), 1),
+        "p90": round(v[int(0.9 * (len(v) - 1))], 1),
+        "min": round(v[0], 1),
+        "n": len(v),
+    }
 
 
 def speech_audio() -> tuple[np.ndarray, str]:
@@ -114,8 +120,11 @@ def load_size(size: str, threads: int) -> tuple[Any, dict[str, Any]]:
     folder = model_for(size)
     t0 = time.perf_counter()
     rec = Recognizer(folder, language="en", threads=threads)
-    return rec, {"size": size, "load_s": round(time.perf_counter() - t0, 2),
-                 "disk_mb": round(sum(f.stat().st_size for f in folder.iterdir()) / 1e6, 1)}
+    return rec, {
+        "size": size,
+        "load_s": round(time.perf_counter() - t0, 2),
+        "disk_mb": round(sum(f.stat().st_size for f in folder.iterdir()) / 1e6, 1),
+    }
 
 
 def stream_size(rec: Any, audio: np.ndarray) -> dict[str, Any]:
@@ -129,7 +138,7 @@ def stream_size(rec: Any, audio: np.ndarray) -> dict[str, Any]:
     t_start = time.perf_counter()
     spent = 0.0
     for a in range(0, len(audio), step):
-        live.add(audio[a:a + step], a / RATE)
+        live.add(audio[a : a + step], a / RATE)
         t1 = time.perf_counter()
         live.update()
         spent += (time.perf_counter() - t1) * 1e3
@@ -140,11 +149,17 @@ def stream_size(rec: Any, audio: np.ndarray) -> dict[str, Any]:
     live.finish()
     finish_ms = (time.perf_counter() - t1) * 1e3
     wall = time.perf_counter() - t_start
-    return {"hop_ms": stats(hop_ms), "finish_ms": round(finish_ms, 1),
-            "decodes": live.stats.decodes, "skipped": live.stats.skipped,
-            "vad_ms_per_hop": round(live.stats.vad_ms / max(len(hop_ms), 1), 1),
-            "committed_words": len(live.committed), "stream_s": round(len(audio) / RATE, 1),
-            "asr_rtf": round(wall / (len(audio) / RATE), 3), "stream_cpu": cpu.result()}
+    return {
+        "hop_ms": stats(hop_ms),
+        "finish_ms": round(finish_ms, 1),
+        "decodes": live.stats.decodes,
+        "skipped": live.stats.skipped,
+        "vad_ms_per_hop": round(live.stats.vad_ms / max(len(hop_ms), 1), 1),
+        "committed_words": len(live.committed),
+        "stream_s": round(len(audio) / RATE, 1),
+        "asr_rtf": round(wall / (len(audio) / RATE), 3),
+        "stream_cpu": cpu.result(),
+    }
 
 
 TEXT = "the movie was really wonderful and i loved it"
@@ -200,40 +215,63 @@ def e2e_reference() -> dict[str, Any]:
         if hop is None and int8:  # estimate a window from the 5 s clip's stages: frames are
             st = {k: (v or {}).get("median") or 0.0 for k, v in int8["stages"].items()}
             clip_s = 5.0  # encoded once (hop's worth), audio re-encoded over the whole window
-            hop = ((st.get("vision", 0) + st.get("face", 0)) * HOP / clip_s
-                   + st.get("audio", 0) * WINDOW / clip_s + st.get("text", 0) + st.get("head", 0))
+            hop = (
+                (st.get("vision", 0) + st.get("face", 0)) * HOP / clip_s
+                + st.get("audio", 0) * WINDOW / clip_s
+                + st.get("text", 0)
+                + st.get("head", 0)
+            )
             note = "estimated from the clip's stages (frames of one hop, audio of one window)"
-        out[preset] = {"date": run.get("date"), "clip_ms": round(e2e) if e2e else None,
-                       "hop_ms": round(hop) if hop else None, "hop_note": note}
+        out[preset] = {
+            "date": run.get("date"),
+            "clip_ms": round(e2e) if e2e else None,
+            "hop_ms": round(hop) if hop else None,
+            "hop_note": note,
+        }
     return out
 
 
 def render(res: dict[str, Any]) -> str:
-    lines = [f"# Speech recognition cost on {res['host']}", "",
-             f"Written by `benchmarks/bench_asr.py` on {res['date']}; do not edit by hand.", "",
-             f"- {res['machine']}", f"- {res['versions']}",
-             f"- threads {res['threads']}, {res['repeat']} repeats; int8 compute (CTranslate2), "
-             "greedy decoding, word timestamps; seeded random weights at the real sizes",
-             f"- clip: {res['clip_s']} s of speech; stream: {res['stream_s']} s ({res['speech']}), "
-             f"{HOP:.0f} s hops", "",
-             "Random weights recognise nothing: each decode emits up to the runtime's token budget "
-             "(8 tokens per second of audio + 16), so these are upper bounds of the decoding cost; "
-             "the encoder pass (30 s of mel frames per decode, whatever the audio length) is the "
-             "real one.", "",
-             "## Whisper sizes", "",
-             "| size | disk MB (fp32) | load s | clip ms (median / p90) | stream ASR ms per 2 s hop "
-             "(median / p90) | decodes / skipped (VAD) | VAD ms per hop | ASR real-time factor "
-             "| others' CPU |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"# Speech recognition cost on {res['host']}",
+        "",
+        f"Written by `benchmarks/bench_asr.py` on {res['date']}; do not edit by hand.",
+        "",
+        f"- {res['machine']}",
+        f"- {res['versions']}",
+        f"- threads {res['threads']}, {res['repeat']} repeats; int8 compute (CTranslate2), "
+        "greedy decoding, word timestamps; seeded random weights at the real sizes",
+        f"- clip: {res['clip_s']} s of speech; stream: {res['stream_s']} s ({res['speech']}), "
+        f"{HOP:.0f} s hops",
+        "",
+        "Random weights recognise nothing: each decode emits up to the runtime's token budget "
+        "(8 tokens per second of audio + 16), so these are upper bounds of the decoding cost; "
+        "the encoder pass (30 s of mel frames per decode, whatever the audio length) is the "
+        "real one.",
+        "",
+        "## Whisper sizes",
+        "",
+        "| size | disk MB (fp32) | load s | clip ms (median / p90) | stream ASR ms per 2 s hop "
+        "(median / p90) | decodes / skipped (VAD) | VAD ms per hop | ASR real-time factor "
+        "| others' CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in res["sizes"]:
         lines.append(
             f"| {r['size']} | {r['disk_mb']:,} | {r['load_s']} | {r['clip_ms']['median']:,} / "
             f"{r['clip_ms']['p90']:,} | {r['hop_ms']['median']:,} / {r['hop_ms']['p90']:,} | "
             f"{r['decodes']} / {r['skipped']} | {r['vad_ms_per_hop']} | {r['asr_rtf']} | "
-            f"{r['stream_cpu']['others_cpu_share']:.0%} |")
-    lines += ["", "## Beside the encoders: does a 2 s hop fit in 2 s?", "",
-              "| pack | source | encoders per clip ms | encoders per hop ms | "
-              + " | ".join(f"+ {r['size']} per hop (p90) ms" for r in res["sizes"]) + " |",
-              "|---|---|---:|---:|" + "---:|" * len(res["sizes"])]
+            f"{r['stream_cpu']['others_cpu_share']:.0%} |"
+        )
+    lines += [
+        "",
+        "## Beside the encoders: does a 2 s hop fit in 2 s?",
+        "",
+        "| pack | source | encoders per clip ms | encoders per hop ms | "
+        + " | ".join(f"+ {r['size']} per hop (p90) ms" for r in res["sizes"])
+        + " |",
+        "|---|---|---:|---:|" + "---:|" * len(res["sizes"]),
+    ]
     for p in res["packs"]:
         cells = []
         for r in res["sizes"]:
@@ -245,10 +283,13 @@ def render(res: dict[str, Any]) -> str:
         clip = f"{p['clip_ms']:,.0f}" if p.get("clip_ms") else "-"
         hop = f"{p['hop_ms']:,.0f}" if p.get("hop_ms") else "-"
         lines.append(f"| {p['pack']} | {p['source']} | {clip} | {hop} | " + " | ".join(cells) + " |")
-    lines += [""] + [f"- {p['pack']} per hop: {p['hop_note']}" for p in res["packs"]
-                     if p.get("hop_note")]
-    lines += ["", "Per clip, ASR adds the clip column of the first table to the encoders' time "
-              "(one decode of the speech the VAD keeps).", ""]
+    lines += [""] + [f"- {p['pack']} per hop: {p['hop_note']}" for p in res["packs"] if p.get("hop_note")]
+    lines += [
+        "",
+        "Per clip, ASR adds the clip column of the first table to the encoders' time "
+        "(one decode of the speech the VAD keeps).",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -292,16 +333,30 @@ def main() -> None:
     sizes = []
     for rec, info in loaded:
         log(f"stream with ASR {info['size']} ...")
-        sizes.append({**info, "clip_ms": stats(clip_ms[info["size"]]), "clip_words": words[info["size"]],
-                      "clip_cpu": clip_cpu, **stream_size(rec, audio)})
+        sizes.append(
+            {
+                **info,
+                "clip_ms": stats(clip_ms[info["size"]]),
+                "clip_words": words[info["size"]],
+                "clip_cpu": clip_cpu,
+                **stream_size(rec, audio),
+            }
+        )
     packs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, _folder, an, _job in analyzers:
             log(f"stream with pack {name} ...")
             hop = pack_stream(name, an, audio, Path(tmp))
-            packs.append({"pack": name, "source": "this run", "clip_ms": stats(clip_ms[name])["median"],
-                          "hop_ms": hop["median"], "hop_detail": hop,
-                          "hop_note": "measured: audio + text windows (no video in the stream)"})
+            packs.append(
+                {
+                    "pack": name,
+                    "source": "this run",
+                    "clip_ms": stats(clip_ms[name])["median"],
+                    "hop_ms": hop["median"],
+                    "hop_detail": hop,
+                    "hop_note": "measured: audio + text windows (no video in the stream)",
+                }
+            )
     for preset, r in e2e_reference().items():
         if r.get("clip_ms"):
             packs.append({"pack": preset, "source": f"bench_e2e {r['date']}", **r})
@@ -309,17 +364,25 @@ def main() -> None:
     import faster_whisper
     import onnxruntime
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
-                            capture_output=True).stdout.strip()
-    res = {"host": socket.gethostname(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-           "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                      f"load average at end {os.getloadavg()[0]:.2f}",
-           "versions": f"faster-whisper {faster_whisper.__version__}, ctranslate2 "
-                       f"{ctranslate2.__version__}, onnxruntime {onnxruntime.__version__}, "
-                       f"Python {platform.python_version()}, msa-edge commit {commit}",
-           "threads": args.threads, "repeat": args.repeat, "clip_s": 5.0,
-           "stream_s": round(len(audio) / RATE, 1), "speech": speech, "sizes": sizes,
-           "packs": packs}
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True, capture_output=True
+    ).stdout.strip()
+    res = {
+        "host": socket.gethostname(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"load average at end {os.getloadavg()[0]:.2f}",
+        "versions": f"faster-whisper {faster_whisper.__version__}, ctranslate2 "
+        f"{ctranslate2.__version__}, onnxruntime {onnxruntime.__version__}, "
+        f"Python {platform.python_version()}, msa-edge commit {commit}",
+        "threads": args.threads,
+        "repeat": args.repeat,
+        "clip_s": 5.0,
+        "stream_s": round(len(audio) / RATE, 1),
+        "speech": speech,
+        "sizes": sizes,
+        "packs": packs,
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     base = args.out / f"asr-{socket.gethostname()}"
     base.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")

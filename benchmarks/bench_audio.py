@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parent
 
 def other_cpu() -> float:
     """Share of the machine's CPU that other processes used over the last second (0-1)."""
+
     def snap() -> tuple[int, int]:
         with open("/proc/stat", encoding="ascii") as fh:
             v = [int(x) for x in fh.readline().split()[1:]]
@@ -97,33 +98,42 @@ def speed(preset: str, seconds: float, repeat: int, threads: int, tmp: Path) -> 
     reference = enc.reference_output(card, full, (torch.from_numpy(x),))
     cut = enc.cut(full, card.blocks)
     conv = enc.AudioCut(copy.deepcopy(cut), card.layer_weights, card.frame_stride)
-    matmul = enc.AudioCut(rewrite_frontend(copy.deepcopy(cut)), card.layer_weights,
-                          card.frame_stride)
+    matmul = enc.AudioCut(rewrite_frontend(copy.deepcopy(cut)), card.layer_weights, card.frame_stride)
     smooth = enc.AudioCut(rewrite_frontend(cut), card.layer_weights, card.frame_stride)
     calibration = [torch.from_numpy(waveform(s, 10 + i)) for i, s in enumerate((1.0, 3.0))]
     smooth_frontend(smooth, calibration)
     files: dict[str, Path] = {}
     for name, module in (("conv", conv), ("matmul", matmul), ("smooth", smooth)):
         fp32 = tmp / f"{name}.fp32.onnx"
-        export_onnx(module, (torch.from_numpy(waveform(2.3, 1)),), fp32,
-                    input_names=spec.input_names, output_names=spec.output_names,
-                    dynamic_axes=spec.dynamic_axes)
+        export_onnx(
+            module,
+            (torch.from_numpy(waveform(2.3, 1)),),
+            fp32,
+            input_names=spec.input_names,
+            output_names=spec.output_names,
+            dynamic_axes=spec.dynamic_axes,
+        )
         files[f"{name} fp32"] = fp32
         files[f"{name} int8"] = quantize_int8(fp32, tmp / f"{name}.int8.onnx", card.int8_keep_fp32)
         if name == "smooth":  # the last three (smallest) layers kept fp32
             del files["smooth fp32"]
             files["smooth int8, layers 4-6 fp32"] = quantize_int8(
-                fp32, tmp / f"{name}.int8k.onnx", [*card.int8_keep_fp32, r"frontend_conv[4-6]/"])
+                fp32, tmp / f"{name}.int8k.onnx", [*card.int8_keep_fp32, r"frontend_conv[4-6]/"]
+            )
             continue
         front = module.model.feature_extractor
         path = tmp / f"{name}.front.fp32.onnx"
-        export_onnx(_FrontEnd(front), (torch.from_numpy(waveform(2.3, 1)),), path,
-                    input_names=("waveform",), output_names=("features",),
-                    dynamic_axes={"waveform": {0: "batch", 1: "samples"}})
+        export_onnx(
+            _FrontEnd(front),
+            (torch.from_numpy(waveform(2.3, 1)),),
+            path,
+            input_names=("waveform",),
+            output_names=("features",),
+            dynamic_axes={"waveform": {0: "batch", 1: "samples"}},
+        )
         files[f"{name} front fp32"] = path
         files[f"{name} front int8"] = quantize_int8(path, tmp / f"{name}.front.int8.onnx")
-    sessions = {k: make_session(p, ["CPUExecutionProvider"], threads=threads)
-                for k, p in files.items()}
+    sessions = {k: make_session(p, ["CPUExecutionProvider"], threads=threads) for k, p in files.items()}
     busy = other_cpu()
     results: dict[str, list[float]] = {k: [] for k in sessions}
     for _ in range(3):  # alternate contenders, a third of the repeats each round
@@ -131,11 +141,14 @@ def speed(preset: str, seconds: float, repeat: int, threads: int, tmp: Path) -> 
             feeds = {s.get_inputs()[0].name: x}
             results[k].append(timed(lambda s=s, f=feeds: s.run(None, f), max(1, repeat // 3)))
     busy = max(busy, other_cpu())
-    lines = [f"### {preset}: audio encoder ({card.source}, {card.blocks} blocks, "
-             f"feat_extract_norm={full.config.feat_extract_norm}), {seconds:g} s window, "
-             f"{threads} threads", "",
-             "| file | median ms | vs conv int8 | parity (mean cosine to PyTorch) |",
-             "|---|---:|---:|---:|"]
+    lines = [
+        f"### {preset}: audio encoder ({card.source}, {card.blocks} blocks, "
+        f"feat_extract_norm={full.config.feat_extract_norm}), {seconds:g} s window, "
+        f"{threads} threads",
+        "",
+        "| file | median ms | vs conv int8 | parity (mean cosine to PyTorch) |",
+        "|---|---:|---:|---:|",
+    ]
     base = statistics.median(results["conv int8"])
     for k, times in results.items():
         ms = statistics.median(times)
@@ -152,16 +165,20 @@ def sharing(seconds: float = 6.0, hop: float = 2.0) -> list[str]:
     """Window front-end features vs per-hop features of the stream, both norm kinds."""
     import transformers
 
-    lines = ["### Sharing the front end between overlapping windows (window "
-             f"{seconds:g} s, hop {hop:g} s)", "",
-             "| front end | waveform normalised per window | max abs diff, window vs per-hop "
-             "stream features | exact? |", "|---|---|---:|---|"]
+    lines = [
+        f"### Sharing the front end between overlapping windows (window {seconds:g} s, hop {hop:g} s)",
+        "",
+        "| front end | waveform normalised per window | max abs diff, window vs per-hop "
+        "stream features | exact? |",
+        "|---|---|---:|---|",
+    ]
     stream = waveform(seconds + 4 * hop, 3)[0] * 0.05 + 0.01  # a raw signal with an offset
     rate, step = 16000, int(hop * 16000)
     for norm in ("layer", "group"):
         torch.manual_seed(0)
-        config = transformers.WavLMConfig(feat_extract_norm=norm, conv_bias=norm == "layer",
-                                          num_hidden_layers=1)
+        config = transformers.WavLMConfig(
+            feat_extract_norm=norm, conv_bias=norm == "layer", num_hidden_layers=1
+        )
         model = transformers.WavLMModel(config).eval()
         front = MatMulFeatureEncoder(model.feature_extractor).eval()
         for normalise in (False, True):
@@ -170,18 +187,21 @@ def sharing(seconds: float = 6.0, hop: float = 2.0) -> list[str]:
                 whole = front(torch.from_numpy(stream[None]))[0]  # the stream, once
                 for w in range(3):
                     a = w * step
-                    clip = stream[a:a + int(seconds * rate)]
+                    clip = stream[a : a + int(seconds * rate)]
                     if normalise:
                         clip = (clip - clip.mean()) / np.sqrt(clip.var() + 1e-7)
                     own = front(torch.from_numpy(clip[None].astype(np.float32)))[0]
                     first = a // 320  # 20 ms frames: hop is a whole number of frames
-                    shared = whole[:, first:first + own.shape[1]]
+                    shared = whole[:, first : first + own.shape[1]]
                     worst = max(worst, float((own - shared).abs().max()))
             exact = "yes" if worst < 1e-4 else "no"
-            lines.append(f"| {norm} norm | {'yes' if normalise else 'no'} | {worst:.2e} | "
-                         f"{exact} |")
-    lines += ["", "Exact (float rounding only) means a stream can compute each hop's front-end "
-              "frames once and reuse them in every window that holds them.", ""]
+            lines.append(f"| {norm} norm | {'yes' if normalise else 'no'} | {worst:.2e} | {exact} |")
+    lines += [
+        "",
+        "Exact (float rounding only) means a stream can compute each hop's front-end "
+        "frames once and reuse them in every window that holds them.",
+        "",
+    ]
     return lines
 
 
@@ -195,8 +215,12 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    lines = [f"# WavLM front end: Conv vs MatMul, sharing in streams ({when})",
-             "", f"Command: `python benchmarks/bench_audio.py {' '.join(sys.argv[1:])}`", ""]
+    lines = [
+        f"# WavLM front end: Conv vs MatMul, sharing in streams ({when})",
+        "",
+        f"Command: `python benchmarks/bench_audio.py {' '.join(sys.argv[1:])}`",
+        "",
+    ]
     for preset in args.preset or ["edge"]:
         with tempfile.TemporaryDirectory() as tmp:
             lines += speed(preset, args.seconds, args.repeat, args.threads, Path(tmp))

@@ -40,7 +40,6 @@ Interference: every worker records the load average and, from /proc/stat, how mu
 other processes and the hypervisor (steal) took while it was timing; the results show it.
 """
 
-
 from __future__ import annotations
 
 import argparse
@@ -189,8 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     feats: dict[str, dict[str, np.ndarray]] = {}
     openvino = openvino_installed()
     if not openvino:
-        log("the OpenVINO EP plugin is not installed: its contenders are skipped "
-            "(pip install 'msa-edge[openvino]')")
+        log(
+            "the OpenVINO EP plugin is not installed: its contenders are skipped "
+            "(pip install 'msa-edge[openvino]')"
+        )
     for name in CONTENDERS:
         if name in OPENVINO_CONTENDERS and not openvino:
             continue

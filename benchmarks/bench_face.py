@@ -52,8 +52,7 @@ def frames() -> dict[str, np.ndarray]:
     canvas[:, 64:576] = face[16:496]
     small = np.ascontiguousarray(face[::2, ::2][16:240, 16:240])
     noise = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
-    return {"1280x720 face": wide, "640x480 face": canvas, "224x224 face": small,
-            "640x480 noise": noise}
+    return {"1280x720 face": wide, "640x480 face": canvas, "224x224 face": small, "640x480 noise": noise}
 
 
 def timed(fn: Callable[[], object], repeat: int) -> tuple[float, float]:
@@ -96,10 +95,14 @@ def main() -> None:
         if args.track:
             lines = track_table(detector, args.repeat)
             if args.out is not None:
-                head = [f"# Face tracking on this VM ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})",
-                        "", f"Command: `python benchmarks/bench_face.py {' '.join(sys.argv[1:])}`",
-                        f"threads={args.threads}; ms per frame of the whole clip (45 frames), "
-                        "median of the repeats.", ""]
+                head = [
+                    f"# Face tracking on this VM ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})",
+                    "",
+                    f"Command: `python benchmarks/bench_face.py {' '.join(sys.argv[1:])}`",
+                    f"threads={args.threads}; ms per frame of the whole clip (45 frames), "
+                    "median of the repeats.",
+                    "",
+                ]
                 tmp_out = args.out.with_suffix(".tmp")
                 tmp_out.write_text("\n".join(head + lines) + "\n", encoding="utf-8")
                 tmp_out.replace(args.out)
@@ -120,9 +123,7 @@ def main() -> None:
                 if k is not None
                 else f"{'-':>8}"
             )
-            prep_ms, _ = timed(
-                partial(vision_squares, [rgb], face_prep, detector, FaceTrack()), args.repeat
-            )
+            prep_ms, _ = timed(partial(vision_squares, [rgb], face_prep, detector, FaceTrack()), args.repeat)
             centre_ms, _ = timed(partial(vision_squares, [rgb], centre_prep), args.repeat)
             line = (
                 f"{name:<15} {len(boxes):>5} {median:10.1f} {p90:7.1f} {crop}"
@@ -141,16 +142,19 @@ def track_table(detector: FaceDetector, repeat: int) -> list[str]:
     from msa_runtime.face import box_iou
     from msa_runtime.face_track import FaceTrack, TrackOptions, locate_face
 
-    lines = ["| clip | speed px/frame | per-frame detection ms/frame | tracked ms/frame | speed-up |"
-             " full detections | mean IoU to per-frame | detector's own (1 px shift) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| clip | speed px/frame | per-frame detection ms/frame | tracked ms/frame | speed-up |"
+        " full detections | mean IoU to per-frame | detector's own (1 px shift) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for size in ((640, 360), (1280, 720)):
         for speed in (0.0, 6.0, 12.0, 24.0):
             scale = size[0] / 640
             frames = moving_face_frames(45, size=size, speed=speed * scale, zoom=0.1)
 
-            def run(options: TrackOptions, max_side: int, clip: list[np.ndarray] = frames
-                    ) -> tuple[list[np.ndarray | None], FaceTrack]:
+            def run(
+                options: TrackOptions, max_side: int, clip: list[np.ndarray] = frames
+            ) -> tuple[list[np.ndarray | None], FaceTrack]:
                 track = FaceTrack()
                 return [locate_face(f, detector, track, options, max_side) for f in clip], track
 
@@ -168,9 +172,11 @@ def track_table(detector: FaceDetector, repeat: int) -> list[str]:
                 return f"{np.mean([box_iou(x - d, y[None])[0] for x, y in pairs]):.3f}"
 
             n = len(frames)
-            lines.append(f"| {size[0]}x{size[1]} | {speed * scale:g} | {before_ms / n:.1f} | "
-                         f"{after_ms / n:.1f} | {before_ms / after_ms:.1f}x | {track.detections} "
-                         f"of {n} | {iou(tracked, reference)} | {iou(shifted, reference, 1.0)} |")
+            lines.append(
+                f"| {size[0]}x{size[1]} | {speed * scale:g} | {before_ms / n:.1f} | "
+                f"{after_ms / n:.1f} | {before_ms / after_ms:.1f}x | {track.detections} "
+                f"of {n} | {iou(tracked, reference)} | {iou(shifted, reference, 1.0)} |"
+            )
             print(lines[-1], flush=True)
     return lines
 

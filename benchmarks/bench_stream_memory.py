@@ -46,8 +46,14 @@ FPS = 15
 RATE = 16000
 
 
-def make_long_clip(path: str | os.PathLike[str], seconds: float, *, fps: int = FPS,
-                   size: tuple[int, int] = SIZE, rate: int = RATE) -> Path:
+def make_long_clip(
+    path: str | os.PathLike[str],
+    seconds: float,
+    *,
+    fps: int = FPS,
+    size: tuple[int, int] = SIZE,
+    rate: int = RATE,
+) -> Path:
     """Write a ``seconds`` long MP4 (H.264 + AAC, mono) frame by frame: memory stays flat.
 
     The picture is a moving colour gradient, the audio a tone gliding between 150 and 400 Hz
@@ -86,8 +92,9 @@ def make_long_clip(path: str | os.PathLike[str], seconds: float, *, fps: int = F
                 phases = phase + 2 * np.pi * np.cumsum(freq) / rate
                 phase = float(phases[-1])
                 wave = 0.3 * np.sin(phases) + 0.02 * rng.standard_normal(count)
-                aframe = av.AudioFrame.from_ndarray(wave.astype(np.float32)[None], format="fltp",
-                                                    layout="mono")
+                aframe = av.AudioFrame.from_ndarray(
+                    wave.astype(np.float32)[None], format="fltp", layout="mono"
+                )
                 aframe.sample_rate = rate
                 aframe.pts = sample
                 aframe.time_base = Fraction(1, rate)
@@ -128,8 +135,9 @@ class PeakSampler:
         self.peak = max(self.peak, rss_mb())
 
 
-def measure_stream(an: Any, clip: str | os.PathLike[str], *, window: float = 6.0,
-                   hop: float = 2.0, mark_every: float = 60.0) -> dict[str, Any]:
+def measure_stream(
+    an: Any, clip: str | os.PathLike[str], *, window: float = 6.0, hop: float = 2.0, mark_every: float = 60.0
+) -> dict[str, Any]:
     """Run ``an.stream(clip)`` to the end; RSS (MB) at each ``mark_every`` seconds of input."""
     marks: list[dict[str, float]] = []
     latencies: list[float] = []
@@ -144,8 +152,13 @@ def measure_stream(an: Any, clip: str | os.PathLike[str], *, window: float = 6.0
             latencies.append(float(w.latency_ms or 0.0))
             last_end = float(w.end or 0.0)
             if last_end >= next_mark - 1e-6:
-                marks.append({"input_min": round(last_end / 60, 2), "rss_mb": round(rss_mb(), 1),
-                              "wall_s": round(time.perf_counter() - t0, 1)})
+                marks.append(
+                    {
+                        "input_min": round(last_end / 60, 2),
+                        "rss_mb": round(rss_mb(), 1),
+                        "wall_s": round(time.perf_counter() - t0, 1),
+                    }
+                )
                 next_mark += mark_every
     wall = time.perf_counter() - t0
     lat = np.asarray(latencies or [0.0])
@@ -159,8 +172,7 @@ def measure_stream(an: Any, clip: str | os.PathLike[str], *, window: float = 6.0
         "latency_ms_median": round(float(np.median(lat)), 2),
         "latency_ms_p90": round(float(np.percentile(lat, 90)), 2),
         "rss_before_mb": round(rss_before, 1),
-        "rss_peak_mb": round(max(sampler.peak, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                                 / 1024), 1),
+        "rss_peak_mb": round(max(sampler.peak, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), 1),
         "rss_marks": marks,
     }
 
@@ -184,8 +196,15 @@ def _child(pack: str, clip: str, threads: int | None) -> None:
 
 def export_tiny(out: Path) -> Path:
     """Export the tiny preset with msa-export in a subprocess (torch stays out of this one)."""
-    cmd = [sys.executable, "-c", "from msa_export.cli import main; main()", "--preset", "tiny",
-           "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-c",
+        "from msa_export.cli import main; main()",
+        "--preset",
+        "tiny",
+        "--out",
+        str(out),
+    ]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return out
 
@@ -194,38 +213,51 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [
         f"## Stream memory: {meta['host']} ({meta['date']})",
         "",
-        (f"Pack `{meta['pack_name']}` ({meta['precision']}, {meta['providers']}), "
-         f"{meta['cpus']} CPUs, Python {meta['python']}, onnxruntime {meta['onnxruntime']}, "
-         f"PyAV {meta['av']}. Input: generated {SIZE[0]}x{SIZE[1]} at {FPS} fps H.264 + "
-         f"{RATE // 1000} kHz mono AAC (MP4), `Analyzer.stream(window=6, hop=2)`, "
-         "one fresh process per length."),
+        (
+            f"Pack `{meta['pack_name']}` ({meta['precision']}, {meta['providers']}), "
+            f"{meta['cpus']} CPUs, Python {meta['python']}, onnxruntime {meta['onnxruntime']}, "
+            f"PyAV {meta['av']}. Input: generated {SIZE[0]}x{SIZE[1]} at {FPS} fps H.264 + "
+            f"{RATE // 1000} kHz mono AAC (MP4), `Analyzer.stream(window=6, hop=2)`, "
+            "one fresh process per length."
+        ),
         "",
-        ("| input | windows | wall | RTF | latency median / p90 | RSS after load | "
-         "RSS peak | RSS growth after min 1 | load avg at end |"),
+        (
+            "| input | windows | wall | RTF | latency median / p90 | RSS after load | "
+            "RSS peak | RSS growth after min 1 | load avg at end |"
+        ),
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         marks = r["rss_marks"]
-        growth = (f"{marks[-1]['rss_mb'] - marks[0]['rss_mb']:+.1f} MB"
-                  if len(marks) > 1 else "n/a")
+        growth = f"{marks[-1]['rss_mb'] - marks[0]['rss_mb']:+.1f} MB" if len(marks) > 1 else "n/a"
         lines.append(
             f"| {round(r['input_s'] / 60, 2):g} min | {r['windows']} | {r['wall_s']:.1f} s | "
             f"{r['rtf']:.4f} | {r['latency_ms_median']:.1f} / {r['latency_ms_p90']:.1f} ms | "
             f"{r['rss_before_mb']:.1f} MB | {r['rss_peak_mb']:.1f} MB | {growth} | "
-            f"{r.get('load_avg_1min', 'n/a')} |")
+            f"{r.get('load_avg_1min', 'n/a')} |"
+        )
     longest = max(results, key=lambda r: r["input_s"])
     marks = longest["rss_marks"]
     if len(marks) > 13:  # minute 1, then every 5 minutes
         marks = [m for i, m in enumerate(marks) if i == 0 or (i + 1) % 5 == 0]
     if marks:
-        lines += ["", f"RSS by minute of input ({round(longest['input_s'] / 60, 2):g}-minute run):",
-                  "", "| minute | " + " | ".join(f"{m['input_min']:g}" for m in marks) + " |",
-                  "|---" * (len(marks) + 1) + "|",
-                  "| RSS MB | " + " | ".join(f"{m['rss_mb']:.1f}" for m in marks) + " |"]
-    lines += ["", ("RTF = wall time / input duration (below 1: faster than real time); latency = "
-                   "the runtime's own per-window figure (encoders + head, after decoding). Wall "
-                   "time and latency depend on other load on the machine (load average column); "
-                   "RSS does not.")]
+        lines += [
+            "",
+            f"RSS by minute of input ({round(longest['input_s'] / 60, 2):g}-minute run):",
+            "",
+            "| minute | " + " | ".join(f"{m['input_min']:g}" for m in marks) + " |",
+            "|---" * (len(marks) + 1) + "|",
+            "| RSS MB | " + " | ".join(f"{m['rss_mb']:.1f}" for m in marks) + " |",
+        ]
+    lines += [
+        "",
+        (
+            "RTF = wall time / input duration (below 1: faster than real time); latency = "
+            "the runtime's own per-window figure (encoders + head, after decoding). Wall "
+            "time and latency depend on other load on the machine (load average column); "
+            "RSS does not."
+        ),
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -259,18 +291,23 @@ def main(argv: list[str] | None = None) -> None:
             t0 = time.perf_counter()
             make_long_clip(clip, m * 60)
             gen_s = time.perf_counter() - t0
-            print(f"{m:g} min: generated {clip.stat().st_size / 2**20:.1f} MB in {gen_s:.1f} s",
-                  file=sys.stderr)
+            print(
+                f"{m:g} min: generated {clip.stat().st_size / 2**20:.1f} MB in {gen_s:.1f} s", file=sys.stderr
+            )
             cmd = [sys.executable, __file__, "--child", pack, str(clip)]
             if args.threads:
                 cmd += ["--threads", str(args.threads)]
             proc = subprocess.run(cmd, check=True, capture_output=True, text=True)
             result = json.loads(proc.stdout.strip().splitlines()[-1])
-            result.update(minutes=m, generate_s=round(gen_s, 1),
-                          clip_mb=round(clip.stat().st_size / 2**20, 1))
+            result.update(
+                minutes=m, generate_s=round(gen_s, 1), clip_mb=round(clip.stat().st_size / 2**20, 1)
+            )
             results.append(result)
-            print(f"{m:g} min: wall {result['wall_s']} s, RTF {result['rtf']}, "
-                  f"peak RSS {result['rss_peak_mb']} MB", file=sys.stderr)
+            print(
+                f"{m:g} min: wall {result['wall_s']} s, RTF {result['rtf']}, "
+                f"peak RSS {result['rss_peak_mb']} MB",
+                file=sys.stderr,
+            )
             clip.unlink()
         import onnxruntime
 
@@ -278,10 +315,15 @@ def main(argv: list[str] | None = None) -> None:
 
         manifest = load_manifest(pack, verify=False)
         meta = {
-            "host": host, "date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(),
-            "python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
-            "av": av.__version__, "pack_name": manifest.name,
-            "precision": results[0]["precision"], "providers": results[0]["providers"],
+            "host": host,
+            "date": time.strftime("%Y-%m-%d"),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "onnxruntime": onnxruntime.__version__,
+            "av": av.__version__,
+            "pack_name": manifest.name,
+            "precision": results[0]["precision"],
+            "providers": results[0]["providers"],
         }
     json_path.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
     md_path.write_text(markdown(results, meta))

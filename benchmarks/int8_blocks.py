@@ -37,18 +37,30 @@ def main() -> None:
     from msa_runtime import Analyzer
 
     preset = get_preset(args.preset)
-    blocks = ([int(b) for b in args.blocks.split(",")] if args.blocks
-              else list(range(int(preset.encoders["text"].config["num_hidden_layers"]))))
+    blocks = (
+        [int(b) for b in args.blocks.split(",")]
+        if args.blocks
+        else list(range(int(preset.encoders["text"].config["num_hidden_layers"])))
+    )
     work = Path(args.work)
     rows = []
     for block in blocks:
         run = work / f"run{block}"
         t0 = time.perf_counter()
-        metrics = train(args.dataset, preset, run, layers=f"text={block}", seeds=1,
-                        epochs=args.epochs, lr=args.lr, cache_dir=args.cache)
+        metrics = train(
+            args.dataset,
+            preset,
+            run,
+            layers=f"text={block}",
+            seeds=1,
+            epochs=args.epochs,
+            lr=args.lr,
+            cache_dir=args.cache,
+        )
         t1 = time.perf_counter()
-        report = build_pack(preset, work / f"pack{block}", head=run / "head.pt",
-                            precisions=["int8", "fp32"], force=True)
+        report = build_pack(
+            preset, work / f"pack{block}", head=run / "head.pt", precisions=["int8", "fp32"], force=True
+        )
         t2 = time.perf_counter()
         manifest = json.loads((report.out / "manifest.json").read_text())
         int8 = manifest["int8"]["text"]
@@ -59,25 +71,45 @@ def main() -> None:
 
         texts = {r["id"]: r["text"] for r in csv.DictReader(open(args.dataset, encoding="utf-8"))}
         diffs = [abs(an.predict(text=texts[i]).score - p) for i, p in list(preds.items())]
-        rows.append({"block": block, "test_mae": metrics["summary"]["mae"]["mean"],
-                     "matmuls": int8["matmuls"], "kept": len(int8["kept_fp32"]),
-                     "trials": len(int8["search"]), "min_cos": gate["min_mean_cosine"],
-                     "dev_score": gate["max_score_diff"], "utterances": manifest["gate"]["utterances"],
-                     "test_max": float(np.max(diffs)), "test_mean": float(np.mean(diffs)),
-                     "n_test": len(diffs), "train_s": t1 - t0, "export_s": t2 - t1,
-                     "kept_nodes": [k["node"] for k in int8["kept_fp32"]]})
+        rows.append(
+            {
+                "block": block,
+                "test_mae": metrics["summary"]["mae"]["mean"],
+                "matmuls": int8["matmuls"],
+                "kept": len(int8["kept_fp32"]),
+                "trials": len(int8["search"]),
+                "min_cos": gate["min_mean_cosine"],
+                "dev_score": gate["max_score_diff"],
+                "utterances": manifest["gate"]["utterances"],
+                "test_max": float(np.max(diffs)),
+                "test_mean": float(np.mean(diffs)),
+                "n_test": len(diffs),
+                "train_s": t1 - t0,
+                "export_s": t2 - t1,
+                "kept_nodes": [k["node"] for k in int8["kept_fp32"]],
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
-    lines = ["| block | head test MAE | MatMuls kept fp32 | gate runs | gate: min mean cosine | "
-             "gate: max score diff (dev utterances) | int8 pack vs trained model, test: max / mean "
-             "|score diff| | export s |", "|---:" * 8 + "|"]
+    lines = [
+        "| block | head test MAE | MatMuls kept fp32 | gate runs | gate: min mean cosine | "
+        "gate: max score diff (dev utterances) | int8 pack vs trained model, test: max / mean "
+        "|score diff| | export s |",
+        "|---:" * 8 + "|",
+    ]
     for r in rows:
-        lines.append(f"| {r['block']} | {r['test_mae']:.3f} | {r['kept']} of {r['matmuls']} | "
-                     f"{r['trials']} | {r['min_cos']:.5f} | {r['dev_score']:.4f} "
-                     f"({r['utterances']}) | {r['test_max']:.4f} / {r['test_mean']:.4f} "
-                     f"({r['n_test']}) | {r['export_s']:.0f} |")
+        lines.append(
+            f"| {r['block']} | {r['test_mae']:.3f} | {r['kept']} of {r['matmuls']} | "
+            f"{r['trials']} | {r['min_cos']:.5f} | {r['dev_score']:.4f} "
+            f"({r['utterances']}) | {r['test_max']:.4f} / {r['test_mean']:.4f} "
+            f"({r['n_test']}) | {r['export_s']:.0f} |"
+        )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n\n" + "\n".join(
-        f"- block {r['block']}: kept {', '.join(r['kept_nodes']) or 'none'}" for r in rows) + "\n")
+    Path(args.out).write_text(
+        "\n".join(lines)
+        + "\n\n"
+        + "\n".join(f"- block {r['block']}: kept {', '.join(r['kept_nodes']) or 'none'}" for r in rows)
+        + "\n"
+    )
     print("\n".join(lines))
 
 

@@ -71,27 +71,38 @@ def main() -> None:
             t0 = time.perf_counter()
             result = train_head(cfg, train, dev, seed=seed, opts=opts, weighted_states=weighted)
             m = evaluate(result, test, cfg)[0]
-            row = {"variant": name, "seed": seed, "test": m, "dev_mae": result.dev_loss,
-                   "seconds": time.perf_counter() - t0}
+            row = {
+                "variant": name,
+                "seed": seed,
+                "test": m,
+                "dev_mae": result.dev_loss,
+                "seconds": time.perf_counter() - t0,
+            }
             with log.open("a") as fh:
                 fh.write(json.dumps(row) + "\n")
             done.setdefault(name, []).append(m)
             print(json.dumps(row), flush=True)
-    lines = ["| recipe | seeds | test MAE | test Corr | Acc-2 non-0 | Acc-7 |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| recipe | seeds | test MAE | test Corr | Acc-2 non-0 | Acc-7 |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for name in names:
         runs = done.get(name, [])
         if not runs:
             continue
         s = summarize(runs)
-        lines.append(f"| {name} | {len(runs)} | {s['mae']['mean']:.3f} ± {s['mae']['std']:.3f} | "
-                     f"{s['corr']['mean']:.3f} ± {s['corr']['std']:.3f} | "
-                     f"{100 * s['acc2_non0']['mean']:.1f} | {100 * s['acc7']['mean']:.1f} |")
+        lines.append(
+            f"| {name} | {len(runs)} | {s['mae']['mean']:.3f} ± {s['mae']['std']:.3f} | "
+            f"{s['corr']['mean']:.3f} ± {s['corr']['std']:.3f} | "
+            f"{100 * s['acc2_non0']['mean']:.1f} | {100 * s['acc7']['mean']:.1f} |"
+        )
     for layer in (3, 5):
         tr, dv, te = data.splits({"text": layer})
         _, rt = ridge_baseline(tr, dv, te, "text")
-        lines.append(f"| ridge on mean-pooled block {layer} | - | {rt['mae']:.3f} | {rt['corr']:.3f} "
-                     f"| {100 * rt['acc2_non0']:.1f} | {100 * rt['acc7']:.1f} |")
+        lines.append(
+            f"| ridge on mean-pooled block {layer} | - | {rt['mae']:.3f} | {rt['corr']:.3f} "
+            f"| {100 * rt['acc2_non0']:.1f} | {100 * rt['acc7']:.1f} |"
+        )
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -32,16 +32,24 @@ WHISPER_SIZES: dict[str, tuple[int, int, int]] = {
 }
 VOCAB_SIZE = 51865  # multilingual Whisper (v1/v2): 50257 text tokens, then the special tokens
 EOT = 50257
-SPECIALS_AFTER_LANGUAGES = ("<|translate|>", "<|transcribe|>", "<|startoflm|>", "<|startofprev|>",
-                            "<|nocaptions|>", "<|notimestamps|>")
+SPECIALS_AFTER_LANGUAGES = (
+    "<|translate|>",
+    "<|transcribe|>",
+    "<|startoflm|>",
+    "<|startofprev|>",
+    "<|nocaptions|>",
+    "<|notimestamps|>",
+)
 #: Words the random models can emit (ids 0..len-1); the rest of the 50,257 text ids are fillers.
-WORDS = ("the and to of a in that is it you was he for on are with as i his they be at one have "
-         "this from or had by not word but what some we can out other were all there when up use "
-         "your how said an each she which do their time if will way about many then them write "
-         "would like so these her long make thing see him two has look more day could go come did "
-         "number sound no most people my over know water than call first who may down side been "
-         "now find good great happy sad love hate fine bad awful wonderful boring movie film "
-         "really very much liked loved terrible best worst").split()
+WORDS = (
+    "the and to of a in that is it you was he for on are with as i his they be at one have "
+    "this from or had by not word but what some we can out other were all there when up use "
+    "your how said an each she which do their time if will way about many then them write "
+    "would like so these her long make thing see him two has look more day could go come did "
+    "number sound no most people my over know water than call first who may down side been "
+    "now find good great happy sad love hate fine bad awful wonderful boring movie film "
+    "really very much liked loved terrible best worst"
+).split()
 
 
 def whisper_vocabulary() -> list[str]:
@@ -50,7 +58,7 @@ def whisper_vocabulary() -> list[str]:
     ``<|endoftext|>`` (50257), ``<|startoftranscript|>`` (50258), the 99 language tokens, the
     task and control tokens and the 1,501 timestamp tokens ``<|0.00|>`` .. ``<|30.00|>``."""
     text = [f"\u0120{w}" for w in WORDS] + list("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
-    text += ["\u0120" + p for p in ("-", "'", "(", "\"", "[", "<<", ">>", "--")]
+    text += ["\u0120" + p for p in ("-", "'", "(", '"', "[", "<<", ">>", "--")]
     text += [f"\u0120w{i}" for i in range(EOT - 1 - len(text))]
     # id 50256 is the empty token of Whisper's multilingual vocabulary; CTranslate2 4.8 tells a
     # multilingual model (language tokens in the prompt) by its presence
@@ -83,14 +91,21 @@ def _torch_modules() -> tuple[Any, Any, Any]:
         import torch
         import transformers
     except ImportError as exc:
-        raise MissingExtraError(f"building Whisper models needs torch, transformers and ctranslate2 "
-                                f"({exc.name} is missing): pip install 'msa-edge[export,asr]'"
-                                ) from exc
+        raise MissingExtraError(
+            f"building Whisper models needs torch, transformers and ctranslate2 "
+            f"({exc.name} is missing): pip install 'msa-edge[export,asr]'"
+        ) from exc
     return torch, transformers, ct2conv
 
 
-def build_random_whisper(out: str | Path, size: str = "micro", *, seed: int = 0,
-                         quantization: str | None = None, force: bool = False) -> Path:
+def build_random_whisper(
+    out: str | Path,
+    size: str = "micro",
+    *,
+    seed: int = 0,
+    quantization: str | None = None,
+    force: bool = False,
+) -> Path:
     """Write a CTranslate2 Whisper model folder with seeded random weights of Whisper ``size``
     (``micro``, ``tiny``, ``base``, ``small``, ``medium``) at ``out``; returns ``out``.
 
@@ -110,11 +125,24 @@ def build_random_whisper(out: str | Path, size: str = "micro", *, seed: int = 0,
     lang_ids = {f"<|{c}|>": EOT + 2 + i for i, c in enumerate(LANGUAGES[:99])}
     notimestamps = vocab.index("<|notimestamps|>")
     config = transformers.WhisperConfig(
-        vocab_size=VOCAB_SIZE, num_mel_bins=80, d_model=width, encoder_layers=layers,
-        decoder_layers=layers, encoder_attention_heads=heads, decoder_attention_heads=heads,
-        encoder_ffn_dim=4 * width, decoder_ffn_dim=4 * width, max_source_positions=1500,
-        max_target_positions=448, pad_token_id=EOT, bos_token_id=EOT, eos_token_id=EOT,
-        decoder_start_token_id=EOT + 1, begin_suppress_tokens=[220, EOT], suppress_tokens=[])
+        vocab_size=VOCAB_SIZE,
+        num_mel_bins=80,
+        d_model=width,
+        encoder_layers=layers,
+        decoder_layers=layers,
+        encoder_attention_heads=heads,
+        decoder_attention_heads=heads,
+        encoder_ffn_dim=4 * width,
+        decoder_ffn_dim=4 * width,
+        max_source_positions=1500,
+        max_target_positions=448,
+        pad_token_id=EOT,
+        bos_token_id=EOT,
+        eos_token_id=EOT,
+        decoder_start_token_id=EOT + 1,
+        begin_suppress_tokens=[220, EOT],
+        suppress_tokens=[],
+    )
     torch.manual_seed(seed)
     model = transformers.WhisperForConditionalGeneration(config).eval()
     gen = model.generation_config
@@ -127,15 +155,27 @@ def build_random_whisper(out: str | Path, size: str = "micro", *, seed: int = 0,
         hf = Path(tmp) / "hf"
         model.save_pretrained(hf)
         tok = transformers.PreTrainedTokenizerFast(
-            tokenizer_object=whisper_tokenizer(), eos_token="<|endoftext|>",
-            bos_token="<|endoftext|>", unk_token="\u0120w0",
-            additional_special_tokens=list(lang_ids))
+            tokenizer_object=whisper_tokenizer(),
+            eos_token="<|endoftext|>",
+            bos_token="<|endoftext|>",
+            unk_token="\u0120w0",
+            additional_special_tokens=list(lang_ids),
+        )
         tok.save_pretrained(hf)
-        (hf / "preprocessor_config.json").write_text(json.dumps({
-            "feature_size": 80, "sampling_rate": 16000, "hop_length": 160, "chunk_length": 30,
-            "n_fft": 400}))
+        (hf / "preprocessor_config.json").write_text(
+            json.dumps(
+                {
+                    "feature_size": 80,
+                    "sampling_rate": 16000,
+                    "hop_length": 160,
+                    "chunk_length": 30,
+                    "n_fft": 400,
+                }
+            )
+        )
         converter = ct2conv.TransformersConverter(
-            str(hf), copy_files=["tokenizer.json", "preprocessor_config.json"])
+            str(hf), copy_files=["tokenizer.json", "preprocessor_config.json"]
+        )
         staged = Path(tmp) / "ct2"
         converter.convert(str(staged), quantization=quantization, force=True)
         # transformers 5 drops generation_config.lang_to_id when it reloads the model, so the
@@ -150,8 +190,9 @@ def build_random_whisper(out: str | Path, size: str = "micro", *, seed: int = 0,
     return target
 
 
-def copy_asr_model(folder: Path, pack_tmp: Path, source: str, name: str = "asr"
-                   ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+def copy_asr_model(
+    folder: Path, pack_tmp: Path, source: str, name: str = "asr"
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """Copy the CTranslate2 Whisper model ``folder`` into ``pack_tmp/name``.
 
     Returns the manifest's ``asr`` entry and the ``files`` rows (sha256, bytes) of the copied
@@ -169,6 +210,10 @@ def copy_asr_model(folder: Path, pack_tmp: Path, source: str, name: str = "asr"
     if not rows:
         raise AsrError(f"{folder} holds no model files: give a CTranslate2 Whisper folder")
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    entry = {"folder": name, "source": source, "files": sorted(rows),
-             "multilingual": len(config.get("lang_ids") or []) > 1}
+    entry = {
+        "folder": name,
+        "source": source,
+        "files": sorted(rows),
+        "multilingual": len(config.get("lang_ids") or []) > 1,
+    }
     return entry, rows

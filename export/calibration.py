@@ -56,8 +56,10 @@ def load_utterances(path: str | Path, limit: int = CALIBRATION_ITEMS) -> list[st
     or a dataset :func:`msa_export.training.datasets.load_dataset` reads (dev split first)."""
     p = Path(path)
     if not p.exists():
-        raise CalibrationError(f"calibration set {p} does not exist: give a dataset (label.csv, "
-                               "manifest) or a .txt file with one utterance per line")
+        raise CalibrationError(
+            f"calibration set {p} does not exist: give a dataset (label.csv, "
+            "manifest) or a .txt file with one utterance per line"
+        )
     if p.is_file() and p.suffix.lower() == ".txt":
         try:
             lines = p.read_text(encoding="utf-8").splitlines()
@@ -69,11 +71,13 @@ def load_utterances(path: str | Path, limit: int = CALIBRATION_ITEMS) -> list[st
 
         ds = load_dataset(p, require_splits=())
         order = {"dev": 0, "test": 1, "train": 2}
-        texts = [s.text.strip() for s in sorted(ds.samples, key=lambda s: order.get(s.split, 3))
-                 if s.text.strip()]
+        texts = [
+            s.text.strip() for s in sorted(ds.samples, key=lambda s: order.get(s.split, 3)) if s.text.strip()
+        ]
     if not texts:
-        raise CalibrationError(f"calibration set {p} has no usable item (no non-empty text): "
-                               "give utterances the pack will see")
+        raise CalibrationError(
+            f"calibration set {p} has no usable item (no non-empty text): give utterances the pack will see"
+        )
     return _spread(texts, limit)
 
 
@@ -111,7 +115,7 @@ class HeadScorer:
         if x.ndim == 2:  # vision: one clip's frames
             x = x[None]
         batch = x.shape[0]
-        m = (mask.astype(np.float32) if mask is not None else np.ones(x.shape[:2], np.float32))
+        m = mask.astype(np.float32) if mask is not None else np.ones(x.shape[:2], np.float32)
         feeds: dict[str, np.ndarray] = {}
         for mod, dim in self.cfg.dims.items():
             if mod == modality:
@@ -119,16 +123,20 @@ class HeadScorer:
             else:
                 feeds[mod] = np.zeros((batch, 1, dim), np.float32)
                 feeds[f"{mod}_mask"] = np.zeros((batch, 1), np.float32)
-        feeds["present"] = np.asarray([[float(mod == modality) for mod in self.cfg.dims]] * batch,
-                                      np.float32)
+        feeds["present"] = np.asarray([[float(mod == modality) for mod in self.cfg.dims]] * batch, np.float32)
         with torch.no_grad():
             score = self.flat(*(torch.from_numpy(feeds[n]) for n in self.names))[0]
         return score.numpy().astype(np.float64)
 
 
-def make_gate(modality: str, precision: str, input_names: Sequence[str], output: str,
-              cases: Sequence[Case], scorer: HeadScorer | None
-              ) -> Callable[[Path], tuple[Gate, list[np.ndarray]]]:
+def make_gate(
+    modality: str,
+    precision: str,
+    input_names: Sequence[str],
+    output: str,
+    cases: Sequence[Case],
+    scorer: HeadScorer | None,
+) -> Callable[[Path], tuple[Gate, list[np.ndarray]]]:
     """The gate of one encoder file: a :class:`~msa_export.int8.Gate` over every case (feature
     parity, and the trained head's score when ``scorer`` is given) plus the file's outputs."""
     ref_scores = []
@@ -148,37 +156,49 @@ def make_gate(modality: str, precision: str, input_names: Sequence[str], output:
             if scorer is not None and ref_score is not None and ref_score.size:
                 mask = case.inputs[1].numpy() if modality == "text" else None
                 diff = float(np.abs(scorer(modality, got, mask) - ref_score).max())
-                checks.append(Check(file=path.name, precision=precision, output="score",
-                                    length=case.length, max_abs=0.0 if precision != "fp32" else diff,
-                                    cosine=1.0, score_diff=diff))
+                checks.append(
+                    Check(
+                        file=path.name,
+                        precision=precision,
+                        output="score",
+                        length=case.length,
+                        max_abs=0.0 if precision != "fp32" else diff,
+                        cosine=1.0,
+                        score_diff=diff,
+                    )
+                )
         return Gate(checks), outs
 
     return run
 
 
-def text_cases(card_tokenizer: Callable[[str], tuple[np.ndarray, np.ndarray]],
-               utterances: Sequence[str],
-               reference: Callable[[tuple[torch.Tensor, ...]], np.ndarray]) -> list[Case]:
+def text_cases(
+    card_tokenizer: Callable[[str], tuple[np.ndarray, np.ndarray]],
+    utterances: Sequence[str],
+    reference: Callable[[tuple[torch.Tensor, ...]], np.ndarray],
+) -> list[Case]:
     """One case per utterance (batch 1, as the runtime runs text)."""
     cases = []
     for text in utterances:
         ids, mask = card_tokenizer(text)
         x = (torch.from_numpy(ids), torch.from_numpy(mask))
-        cases.append(Case(inputs=x, reference=reference(x), length=int(ids.shape[1]),
-                          utterance=True))
+        cases.append(Case(inputs=x, reference=reference(x), length=int(ids.shape[1]), utterance=True))
     return cases
 
 
-def validation_utterances(calibration: str | Path | None, ckpt: Checkpoint | None,
-                          has_text: bool) -> tuple[list[str], str]:
+def validation_utterances(
+    calibration: str | Path | None, ckpt: Checkpoint | None, has_text: bool
+) -> tuple[list[str], str]:
     """The utterances a text encoder is validated on, and where they come from: ``calibration``,
     else the checkpoint's dev utterances, else :data:`DEFAULT_SENTENCES`. Read before any
     export work, so a bad calibration set fails fast."""
     if calibration is not None:
         texts = load_utterances(calibration)
         if not has_text:
-            raise CalibrationError(f"--gate-text {calibration}: this pack has no text encoder; "
-                                   "calibration utterances validate text encoders only")
+            raise CalibrationError(
+                f"--gate-text {calibration}: this pack has no text encoder; "
+                "calibration utterances validate text encoders only"
+            )
         return texts, f"{calibration} ({len(texts)} utterances)"
     if not has_text:
         return [], "none (no text encoder)"
@@ -187,8 +207,9 @@ def validation_utterances(calibration: str | Path | None, ckpt: Checkpoint | Non
     return list(DEFAULT_SENTENCES), f"built-in sentences ({len(DEFAULT_SENTENCES)})"
 
 
-def gate_cost(modality: str, cases: Sequence[Case], scorer: HeadScorer | None
-              ) -> Callable[[int, np.ndarray, np.ndarray], float]:
+def gate_cost(
+    modality: str, cases: Sequence[Case], scorer: HeadScorer | None
+) -> Callable[[int, np.ndarray, np.ndarray], float]:
     """The sensitivity measure of the int8 search, aligned with the gate: for case ``i``, the
     larger of ``(1 - mean cosine) / (1 - MIN_COSINE)`` and ``score diff / MAX_SCORE_DIFF`` (the
     score through the head, when there is one). 1.0 means "at the gate's limit"."""

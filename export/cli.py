@@ -14,15 +14,16 @@ from msa_runtime.errors import MsaError
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def parse_assignments(values: Sequence[str], option: str, cast: Callable[[str], Any] = str
-                      ) -> dict[str, Any]:
+def parse_assignments(values: Sequence[str], option: str, cast: Callable[[str], Any] = str) -> dict[str, Any]:
     """``("text=19", "audio=20")`` -> ``{"text": 19, "audio": 20}``; bad items are usage errors."""
     out: dict[str, Any] = {}
     for item in values:
         key, sep, value = item.partition("=")
         if not sep or key not in ("text", "audio", "vision") or not value:
-            raise click.BadParameter(f"{item!r}: expected MODALITY=VALUE with MODALITY one of "
-                                     "text, audio, vision", param_hint=option)
+            raise click.BadParameter(
+                f"{item!r}: expected MODALITY=VALUE with MODALITY one of text, audio, vision",
+                param_hint=option,
+            )
         try:
             out[key] = cast(value)
         except ValueError:
@@ -32,6 +33,7 @@ def parse_assignments(values: Sequence[str], option: str, cast: Callable[[str], 
 
 def fail_cleanly(func: F) -> F:
     """Print an :class:`MsaError` as one line and exit 2, without a traceback."""
+
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
@@ -41,6 +43,7 @@ def fail_cleanly(func: F) -> F:
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+
     wrapper.__name__, wrapper.__doc__ = func.__name__, func.__doc__
     return wrapper  # type: ignore[return-value]
 
@@ -57,39 +60,94 @@ def _size(n: int) -> str:
 @click.option("--preset", help="Preset name (see --list-presets) or path of a .toml card.")
 @click.option("--out", type=click.Path(), help="Pack folder to create.")
 @click.option("--head", "head", type=click.Path(), help="Trained head checkpoint (msa-train).")
-@click.option("--precision", default=None,
-              help="Comma-separated precisions to write: int8 (CPU EP, dynamic), fp16 (CUDA), "
-              "fp32, ov-int8 (OpenVINO EP, NNCF static). Default: int8,fp16,fp32, plus ov-int8 "
-              "when the OpenVINO plugin is installed.")
-@click.option("--calibrate", type=click.Path(), default=None, metavar="DIR_OR_CSV",
-              help="Calibration clips for the ov-int8 file: a folder of clips (with transcript "
-              "sidecars) or a dataset CSV. Default: the --head run's training clips, else "
-              "synthetic inputs.")
-@click.option("--tune", is_flag=True, help="After export, time every file on this machine's "
-              "providers and write <out>.tuning.json beside the pack (see msa-run --tune).")
-@click.option("--layer", "layers", multiple=True, metavar="MODALITY=N",
-              help="Cut an encoder after block N (0-based), e.g. --layer text=19.")
-@click.option("--source", "sources", multiple=True, metavar="MODALITY=ID",
-              help="Load an encoder from another hub id or local folder.")
-@click.option("--random-weights", is_flag=True,
-              help="Build every encoder from its config with seeded random weights (tests).")
-@click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default="torchscript",
-              show_default=True, help="torch.onnx exporter.")
-@click.option("--offline", is_flag=True, default=None,
-              help="Use only local files and the hub cache (default: HF_HUB_OFFLINE).")
-@click.option("--gate-text", type=click.Path(), default=None, metavar="DATASET_OR_TXT",
-              help="Utterances to validate the text encoder on: a dataset (label.csv, manifest; "
-              "dev split first) or a .txt file, one per line (default: the checkpoint's dev "
-              "utterances, else built-in sentences).")
-@click.option("--asr", help="Also copy a speech-recognition model into the pack (a Whisper "
-              "size, a CTranslate2 hub id or folder; needs msa-edge[asr]).")
+@click.option(
+    "--precision",
+    default=None,
+    help="Comma-separated precisions to write: int8 (CPU EP, dynamic), fp16 (CUDA), "
+    "fp32, ov-int8 (OpenVINO EP, NNCF static). Default: int8,fp16,fp32, plus ov-int8 "
+    "when the OpenVINO plugin is installed.",
+)
+@click.option(
+    "--calibrate",
+    type=click.Path(),
+    default=None,
+    metavar="DIR_OR_CSV",
+    help="Calibration clips for the ov-int8 file: a folder of clips (with transcript "
+    "sidecars) or a dataset CSV. Default: the --head run's training clips, else "
+    "synthetic inputs.",
+)
+@click.option(
+    "--tune",
+    is_flag=True,
+    help="After export, time every file on this machine's "
+    "providers and write <out>.tuning.json beside the pack (see msa-run --tune).",
+)
+@click.option(
+    "--layer",
+    "layers",
+    multiple=True,
+    metavar="MODALITY=N",
+    help="Cut an encoder after block N (0-based), e.g. --layer text=19.",
+)
+@click.option(
+    "--source",
+    "sources",
+    multiple=True,
+    metavar="MODALITY=ID",
+    help="Load an encoder from another hub id or local folder.",
+)
+@click.option(
+    "--random-weights",
+    is_flag=True,
+    help="Build every encoder from its config with seeded random weights (tests).",
+)
+@click.option(
+    "--exporter",
+    type=click.Choice(["torchscript", "dynamo"]),
+    default="torchscript",
+    show_default=True,
+    help="torch.onnx exporter.",
+)
+@click.option(
+    "--offline",
+    is_flag=True,
+    default=None,
+    help="Use only local files and the hub cache (default: HF_HUB_OFFLINE).",
+)
+@click.option(
+    "--gate-text",
+    type=click.Path(),
+    default=None,
+    metavar="DATASET_OR_TXT",
+    help="Utterances to validate the text encoder on: a dataset (label.csv, manifest; "
+    "dev split first) or a .txt file, one per line (default: the checkpoint's dev "
+    "utterances, else built-in sentences).",
+)
+@click.option(
+    "--asr",
+    help="Also copy a speech-recognition model into the pack (a Whisper "
+    "size, a CTranslate2 hub id or folder; needs msa-edge[asr]).",
+)
 @click.option("--force", is_flag=True, help="Replace an existing pack at --out.")
 @click.option("--list-presets", is_flag=True, help="List the presets and exit.")
 @fail_cleanly
-def main(preset: str | None, out: str | None, head: str | None, precision: str | None,
-         calibrate: str | None, tune: bool, layers: tuple[str, ...], sources: tuple[str, ...],
-         random_weights: bool, exporter: str, offline: bool | None, gate_text: str | None,
-         asr: str | None, force: bool, list_presets: bool) -> None:
+def main(
+    preset: str | None,
+    out: str | None,
+    head: str | None,
+    precision: str | None,
+    calibrate: str | None,
+    tune: bool,
+    layers: tuple[str, ...],
+    sources: tuple[str, ...],
+    random_weights: bool,
+    exporter: str,
+    offline: bool | None,
+    gate_text: str | None,
+    asr: str | None,
+    force: bool,
+    list_presets: bool,
+) -> None:
     """Export encoders cut at their best layer, plus the fusion head, as a validated ONNX pack."""
     from msa_export import presets as registry
 
@@ -105,8 +163,7 @@ def main(preset: str | None, out: str | None, head: str | None, precision: str |
         chosen = chosen.with_random_weights()
     chosen = chosen.with_sources(parse_assignments(sources, "--source"))
     layer_map = parse_assignments(layers, "--layer", int)
-    precisions = None if precision is None else [p.strip() for p in precision.split(",")
-                                                 if p.strip()]
+    precisions = None if precision is None else [p.strip() for p in precision.split(",") if p.strip()]
 
     from msa_export.build import build_pack
 
@@ -115,10 +172,20 @@ def main(preset: str | None, out: str | None, head: str | None, precision: str |
     def progress(msg: str) -> None:
         click.echo(f"[{time.perf_counter() - started:6.1f}s] {msg}", err=True)
 
-    report = build_pack(chosen, out, head=head, precisions=precisions, layers=layer_map,
-                        force=force, offline=offline, exporter=exporter, calibrate=calibrate,
-                        gate_text=gate_text, asr=asr,
-                        progress=progress)
+    report = build_pack(
+        chosen,
+        out,
+        head=head,
+        precisions=precisions,
+        layers=layer_map,
+        force=force,
+        offline=offline,
+        exporter=exporter,
+        calibrate=calibrate,
+        gate_text=gate_text,
+        asr=asr,
+        progress=progress,
+    )
     width = max(len(r.file) for r in report.rows)
     click.echo(f"\n{'file':{width}s}  {'precision':9s}  {'size':>9s}  parity with PyTorch")
     for r in report.rows:
@@ -134,12 +201,17 @@ def main(preset: str | None, out: str | None, head: str | None, precision: str |
         names = resolve_providers([OPENVINO] if openvino_installed() else [CPU])
         path, record = tune_pack(report.out, load_manifest(report.out), names, progress=progress)
         for mod, e in record["encoders"].items():
-            click.echo(f"tuned: {mod}: fastest {e['best']['file']} on {e['best']['provider']} "
-                       f"({e['best']['median_ms']:,.1f} ms)")
+            click.echo(
+                f"tuned: {mod}: fastest {e['best']['file']} on {e['best']['provider']} "
+                f"({e['best']['median_ms']:,.1f} ms)"
+            )
         click.echo(f"tuning record written to {path}")
     if not report.trained_head:
-        click.echo("note: no --head given: the pack has a seeded, untrained fusion head; its "
-                   "scores are not meaningful until you export a trained one (msa-train)", err=True)
+        click.echo(
+            "note: no --head given: the pack has a seeded, untrained fusion head; its "
+            "scores are not meaningful until you export a trained one (msa-train)",
+            err=True,
+        )
 
 
 if __name__ == "__main__":

@@ -31,8 +31,10 @@ MAX_SCORE_DIFF = 0.02  # on every validation input, through the (trained) head
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """Silence the exporter's chatter (progress prints, warnings); errors still propagate."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch._dynamo", "torch.export",
-                                               "onnxscript", "torch.fx.experimental", "")]
+    loggers = [
+        logging.getLogger(n)
+        for n in ("torch.onnx", "torch._dynamo", "torch.export", "onnxscript", "torch.fx.experimental", "")
+    ]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
@@ -48,9 +50,16 @@ def _quiet() -> Iterator[None]:
 EXPORTERS = ("torchscript", "dynamo")
 
 
-def export_onnx(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], path: Path, *,
-                input_names: Sequence[str], output_names: Sequence[str],
-                dynamic_axes: dict[str, dict[int, str]], exporter: str = "torchscript") -> Path:
+def export_onnx(
+    module: torch.nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    path: Path,
+    *,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    dynamic_axes: dict[str, dict[int, str]],
+    exporter: str = "torchscript",
+) -> Path:
     """Export ``module`` with dynamic axes into one self-contained ONNX file.
 
     ``torchscript`` (the default) traces in about a second and gives graphs whose attention ONNX
@@ -65,7 +74,8 @@ def export_onnx(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], path:
         dims: dict[str, torch.export.Dim] = {}
         shapes: tuple[object, ...] = tuple(
             {i: dims.setdefault(a, torch.export.Dim(a)) for i, a in dynamic_axes.get(n, {}).items()}
-            for n in input_names)
+            for n in input_names
+        )
         params = inspect.signature(module.forward).parameters.values()
         if any(p.kind is p.VAR_POSITIONAL for p in params):
             shapes = (shapes,)  # torch.export sees *args as one input
@@ -74,12 +84,20 @@ def export_onnx(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], path:
         kwargs = {"dynamo": False, "opset_version": 17, "dynamic_axes": dynamic_axes}
     try:
         with _quiet(), torch.no_grad():
-            program = torch.onnx.export(module, inputs, None if exporter == "dynamo" else str(path),
-                                        input_names=list(input_names),
-                                        output_names=list(output_names), verbose=False, **kwargs)
+            program = torch.onnx.export(
+                module,
+                inputs,
+                None if exporter == "dynamo" else str(path),
+                input_names=list(input_names),
+                output_names=list(output_names),
+                verbose=False,
+                **kwargs,
+            )
     except Exception as exc:  # the exporters raise many kinds of errors; report which module
-        raise ExportError(f"torch.onnx.export ({exporter}) failed for {path.name}: "
-                          f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from exc
+        raise ExportError(
+            f"torch.onnx.export ({exporter}) failed for {path.name}: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+        ) from exc
     if exporter == "dynamo":
         if program is None:
             raise ExportError(f"torch.onnx.export (dynamo) returned no program for {path.name}")
@@ -87,8 +105,13 @@ def export_onnx(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], path:
         if model.ByteSize() < 2**31 - 2**20:
             onnx.save_model(model, str(path))
         else:
-            onnx.save_model(model, str(path), save_as_external_data=True,
-                            location=f"{path.name}.data", all_tensors_to_one_file=True)
+            onnx.save_model(
+                model,
+                str(path),
+                save_as_external_data=True,
+                location=f"{path.name}.data",
+                all_tensors_to_one_file=True,
+            )
     return path
 
 
@@ -103,11 +126,18 @@ def quantize_int8(src: Path, dst: Path, keep_fp32: Sequence[str] = ()) -> Path:
     for node in model.graph.node:
         scope = " ".join([node.name, *(p.value for p in node.metadata_props if p.key == "namespace")])
         if any(tag in scope for tag in NEVER_QUANTIZE) or any(
-                re.search(pattern, node.name) for pattern in keep_fp32):
+            re.search(pattern, node.name) for pattern in keep_fp32
+        ):
             excluded.append(node.name)
     with _quiet():
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=excluded)
+        quantize_dynamic(
+            str(src),
+            str(dst),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=["MatMul", "Gemm"],
+            nodes_to_exclude=excluded,
+        )
     return dst
 
 
@@ -122,8 +152,9 @@ def convert_fp16(src: Path, dst: Path) -> Path:
     return dst
 
 
-def run_onnx(path: Path, feeds: dict[str, np.ndarray], threads: int | None = None,
-             providers: str = "cpu") -> list[np.ndarray]:
+def run_onnx(
+    path: Path, feeds: dict[str, np.ndarray], threads: int | None = None, providers: str = "cpu"
+) -> list[np.ndarray]:
     session = make_session(path, providers, threads=threads)
     return [np.asarray(o) for o in session.run(None, feeds)]
 
@@ -180,15 +211,30 @@ class Check:
         return text
 
 
-def compare(file: str, precision: str, output: str, length: int, got: np.ndarray,
-            ref: np.ndarray, provider: str = "cpu") -> Check:
+def compare(
+    file: str,
+    precision: str,
+    output: str,
+    length: int,
+    got: np.ndarray,
+    ref: np.ndarray,
+    provider: str = "cpu",
+) -> Check:
     if got.shape != ref.shape:
-        raise ValidationError(f"{file}: output {output} has shape {got.shape}, PyTorch gives "
-                              f"{ref.shape} (input length {length}); the export is wrong")
-    return Check(file=file, precision=precision, output=output, length=length,
-                 max_abs=float(np.abs(got.astype(np.float64) - ref).max(initial=0.0)),
-                 cosine=float(cosines(got, ref).mean()), min_cosine=cosine(got, ref),
-                 provider=provider)
+        raise ValidationError(
+            f"{file}: output {output} has shape {got.shape}, PyTorch gives "
+            f"{ref.shape} (input length {length}); the export is wrong"
+        )
+    return Check(
+        file=file,
+        precision=precision,
+        output=output,
+        length=length,
+        max_abs=float(np.abs(got.astype(np.float64) - ref).max(initial=0.0)),
+        cosine=float(cosines(got, ref).mean()),
+        min_cosine=cosine(got, ref),
+        provider=provider,
+    )
 
 
 def worst_failure(checks: Sequence[Check]) -> None:
@@ -196,6 +242,8 @@ def worst_failure(checks: Sequence[Check]) -> None:
     failed = [c for c in checks if not c.passed()]
     if not failed:
         return
-    worst = max(failed, key=lambda c: (c.max_abs if c.exact else 1 - c.cosine))
-    raise ValidationError(f"{worst.file}: output {worst.output} at input length {worst.length} "
-                          f"fails parity with PyTorch: {worst.describe()}; no pack was written")
+    worst = max(failed, key=lambda c: c.max_abs if c.exact else 1 - c.cosine)
+    raise ValidationError(
+        f"{worst.file}: output {worst.output} at input length {worst.length} "
+        f"fails parity with PyTorch: {worst.describe()}; no pack was written"
+    )

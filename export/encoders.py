@@ -48,8 +48,10 @@ def resolve_source(source: str) -> str:
 
 
 def _how_to_provide(source: str) -> str:
-    return (f"download it once where the hub is reachable (huggingface-cli download {source}), "
-            "or point the preset at a local folder (msa-export --source MODALITY=PATH)")
+    return (
+        f"download it once where the hub is reachable (huggingface-cli download {source}), "
+        "or point the preset at a local folder (msa-export --source MODALITY=PATH)"
+    )
 
 
 @dataclass(frozen=True)
@@ -101,8 +103,7 @@ class EncoderSpec:
         return self.io.dynamic_axes
 
     @property
-    def make_inputs(self) -> Callable[[EncoderCard, dict[str, Any], int, int],
-                                      tuple[torch.Tensor, ...]]:
+    def make_inputs(self) -> Callable[[EncoderCard, dict[str, Any], int, int], tuple[torch.Tensor, ...]]:
         return self.io.make_inputs
 
     @property
@@ -123,15 +124,20 @@ class EncoderSpec:
             location = resolve_source(card.source)
             offline = offline_default() if offline is None else offline
             if Path(location).exists() and not Path(location, "config.json").is_file():
-                raise ModelLoadError(f"{card.modality} source {location} is a folder without "
-                                     "config.json: give a transformers model folder or a hub id")
+                raise ModelLoadError(
+                    f"{card.modality} source {location} is a folder without "
+                    "config.json: give a transformers model folder or a hub id"
+                )
             try:
-                model = model_cls.from_pretrained(location, local_files_only=offline,
-                                                  attn_implementation="eager")
+                model = model_cls.from_pretrained(
+                    location, local_files_only=offline, attn_implementation="eager"
+                )
             except OSError as exc:
-                raise ModelLoadError(f"cannot load {card.modality} encoder {card.source!r}: "
-                                     f"{str(exc).splitlines()[0]} To fix: "
-                                     f"{_how_to_provide(card.source)}") from exc
+                raise ModelLoadError(
+                    f"cannot load {card.modality} encoder {card.source!r}: "
+                    f"{str(exc).splitlines()[0]} To fix: "
+                    f"{_how_to_provide(card.source)}"
+                ) from exc
         return model.eval()
 
 
@@ -180,8 +186,9 @@ class _Cut(nn.Module):
     """A cut encoder as exported: the hidden state of its last kept block (or the weighted mix
     of all states), sliced as the encoder kind says (:meth:`EncoderKind.output`)."""
 
-    def __init__(self, model: nn.Module, weights: Sequence[float] | None, info: EncoderKind,
-                 stride: int = 1) -> None:
+    def __init__(
+        self, model: nn.Module, weights: Sequence[float] | None, info: EncoderKind, stride: int = 1
+    ) -> None:
         super().__init__()
         self.model = model
         self.info = info
@@ -197,10 +204,10 @@ class _Cut(nn.Module):
 
 
 class TextCut(_Cut):
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask,
-                         output_hidden_states=self.mixed)
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=self.mixed)
         return self.hidden(out), attention_mask
 
 
@@ -221,8 +228,7 @@ def wrap(card: EncoderCard, model: nn.Module) -> nn.Module:
     return spec.io.wrapper(model, card.layer_weights, spec.info, card.frame_stride)
 
 
-def all_states(card: EncoderCard, model: nn.Module, inputs: tuple[torch.Tensor, ...]
-               ) -> torch.Tensor:
+def all_states(card: EncoderCard, model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
     """Every hidden state of the full-depth model for one clip, each sliced as the pack slices
     its output: ``[states, T, D]`` (the feature cache's layout)."""
     spec = SPECS[card.kind]
@@ -232,16 +238,16 @@ def all_states(card: EncoderCard, model: nn.Module, inputs: tuple[torch.Tensor, 
     return states if spec.io.frames_are_batch else states[:, 0]
 
 
-def reference_output(card: EncoderCard, full_model: nn.Module, inputs: tuple[torch.Tensor, ...]
-                     ) -> np.ndarray:
+def reference_output(
+    card: EncoderCard, full_model: nn.Module, inputs: tuple[torch.Tensor, ...]
+) -> np.ndarray:
     """What the cut encoder must give: the full model's hidden state after block ``layer``
     (or the weighted sum of all states), taken the way the research code takes it: all hidden
     states of the full-depth model, then sliced."""
     spec = SPECS[card.kind]
     with torch.no_grad():
         states = spec.io.call(full_model, inputs, True).hidden_states
-        hidden = (_mix(states, torch.tensor(card.layer_weights)) if card.layer_weights
-                  else states[card.blocks])
+        hidden = _mix(states, torch.tensor(card.layer_weights)) if card.layer_weights else states[card.blocks]
         return spec.info.output(hidden, card.frame_stride).numpy()
 
 
@@ -257,19 +263,21 @@ def _call_vision(model: nn.Module, x: tuple[torch.Tensor, ...], states: bool) ->
     return model(pixel_values=x[0], output_hidden_states=states)
 
 
-def _text_inputs(card: EncoderCard, config: dict[str, Any], length: int,
-                 seed: int) -> tuple[torch.Tensor, ...]:
+def _text_inputs(
+    card: EncoderCard, config: dict[str, Any], length: int, seed: int
+) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(seed)
     vocab = int(config.get("vocab_size", 30522))
     ids = torch.randint(1000, vocab, (2, length), generator=g)
     ids[:, 0], ids[:, -1] = 101, 102
     mask = torch.ones(2, length, dtype=torch.int64)
-    mask[1, max(2, length * 2 // 3):] = 0
+    mask[1, max(2, length * 2 // 3) :] = 0
     return ids, mask
 
 
-def _audio_inputs(card: EncoderCard, config: dict[str, Any], length: int,
-                  seed: int) -> tuple[torch.Tensor, ...]:
+def _audio_inputs(
+    card: EncoderCard, config: dict[str, Any], length: int, seed: int
+) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(seed)
     t = torch.arange(length) / 16000.0
     wave = 0.3 * torch.sin(2 * torch.pi * 220.0 * t) + 0.05 * torch.randn(length, generator=g)
@@ -277,8 +285,9 @@ def _audio_inputs(card: EncoderCard, config: dict[str, Any], length: int,
     return (wave[None].float(),)
 
 
-def _vision_inputs(card: EncoderCard, config: dict[str, Any], length: int,
-                   seed: int) -> tuple[torch.Tensor, ...]:
+def _vision_inputs(
+    card: EncoderCard, config: dict[str, Any], length: int, seed: int
+) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(seed)
     size = int(config.get("image_size", 224))
     return (torch.randn(length, 3, size, size, generator=g),)
@@ -292,20 +301,33 @@ def _text_lengths(card: EncoderCard, config: dict[str, Any]) -> tuple[int, ...]:
 
 IO: dict[str, ModalityIO] = {
     "text": ModalityIO(
-        input_names=("input_ids", "attention_mask"), output_names=("hidden", "hidden_mask"),
-        dynamic_axes={"input_ids": {0: "batch", 1: "tokens"},
-                      "attention_mask": {0: "batch", 1: "tokens"}},
-        make_inputs=_text_inputs, lengths=_text_lengths, call=_call_text, wrapper=TextCut),
+        input_names=("input_ids", "attention_mask"),
+        output_names=("hidden", "hidden_mask"),
+        dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}},
+        make_inputs=_text_inputs,
+        lengths=_text_lengths,
+        call=_call_text,
+        wrapper=TextCut,
+    ),
     "audio": ModalityIO(
-        input_names=("waveform",), output_names=("hidden", "hidden_mask"),
+        input_names=("waveform",),
+        output_names=("hidden", "hidden_mask"),
         dynamic_axes={"waveform": {0: "batch", 1: "samples"}},
-        make_inputs=_audio_inputs, lengths=lambda card, config: (16000, 37000, 64000),
-        call=_call_audio, wrapper=AudioCut),
+        make_inputs=_audio_inputs,
+        lengths=lambda card, config: (16000, 37000, 64000),
+        call=_call_audio,
+        wrapper=AudioCut,
+    ),
     "vision": ModalityIO(
-        input_names=("pixel_values",), output_names=("hidden",),
+        input_names=("pixel_values",),
+        output_names=("hidden",),
         dynamic_axes={"pixel_values": {0: "frames"}},
-        make_inputs=_vision_inputs, lengths=lambda card, config: (1, 3),
-        call=_call_vision, wrapper=VisionCut, frames_are_batch=True),
+        make_inputs=_vision_inputs,
+        lengths=lambda card, config: (1, 3),
+        call=_call_vision,
+        wrapper=VisionCut,
+        frames_are_batch=True,
+    ),
 }
 """Per-modality graph contract; an encoder kind (:mod:`msa_export.kinds`) picks its row."""
 

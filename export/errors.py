@@ -22,8 +22,16 @@ from __future__ import annotations
 
 from msa_runtime.errors import MsaError
 
-__all__ = ["CheckpointError", "DatasetError", "ExportError", "ExportSideError", "FaceExportError",
-           "ModelLoadError", "PresetError", "ValidationError"]
+__all__ = [
+    "CheckpointError",
+    "DatasetError",
+    "ExportError",
+    "ExportSideError",
+    "FaceExportError",
+    "ModelLoadError",
+    "PresetError",
+    "ValidationError",
+]
 
 
 class ExportSideError(MsaError):

@@ -138,9 +138,7 @@ def _facenet_stages() -> dict[str, nn.Module]:
     return {"pnet": PNet(), "rnet": RNet(), "onet": ONet()}
 
 
-def load_mtcnn_stages(
-    *, prefer_facenet: bool = True
-) -> tuple[dict[str, nn.Module], dict[str, str]]:
+def load_mtcnn_stages(*, prefer_facenet: bool = True) -> tuple[dict[str, nn.Module], dict[str, str]]:
     """MTCNN's P-, R- and O-net with facenet-pytorch's pretrained weights, in eval mode.
 
     Uses facenet-pytorch's own modules when the package imports; when it is installed but does
@@ -167,9 +165,7 @@ def load_mtcnn_stages(
         except (ImportError, RuntimeError, AttributeError, OSError, KeyError) as exc:
             # no torchvision / requests / tqdm; "operator torchvision::nms does not exist"; KeyError
             # from importlib when an earlier failed import left facenet_pytorch half registered
-            info["modules"] = (
-                f"msa_export.face (facenet_pytorch did not import: {type(exc).__name__})"
-            )
+            info["modules"] = f"msa_export.face (facenet_pytorch did not import: {type(exc).__name__})"
     else:
         info["modules"] = "msa_export.face"
     if stages is None:
@@ -289,9 +285,7 @@ def export_face_detector(out_dir: Path, *, tolerance: float = TOLERANCE) -> Face
         files[stage] = {
             "file": FACE_FILES[stage],
             "input": FACE_INPUT_NAME,
-            "input_shape": ["batch", 3, "height", "width"]
-            if stage == "pnet"
-            else ["batch", 3, side, side],
+            "input_shape": ["batch", 3, "height", "width"] if stage == "pnet" else ["batch", 3, side, side],
             "outputs": list(FACE_OUTPUT_NAMES[stage]),
         }
     import onnx

@@ -45,28 +45,30 @@ class StridedMatMul(nn.Module):
             raise ValueError("only unpadded, undilated, ungrouped Conv1d layers can be rewritten")
         self.kernel, self.stride = int(conv.kernel_size[0]), int(conv.stride[0])
         if self.kernel not in (self.stride, self.stride + 1):
-            raise ValueError(f"kernel {self.kernel} with stride {self.stride}: only kernel = "
-                             "stride or stride + 1 is supported (WavLM's layers 1-6)")
+            raise ValueError(
+                f"kernel {self.kernel} with stride {self.stride}: only kernel = "
+                "stride or stride + 1 is supported (WavLM's layers 1-6)"
+            )
         weight = conv.weight.detach()  # [C_out, C_in, k]
         c_out, c_in, _ = weight.shape
         self.channels = c_in
 
         def taps(w: torch.Tensor) -> nn.Parameter:  # [C_out, C_in, n] -> [n * C_in, C_out]
-            return nn.Parameter(w.permute(2, 1, 0).reshape(-1, c_out).contiguous(),
-                                requires_grad=False)
+            return nn.Parameter(w.permute(2, 1, 0).reshape(-1, c_out).contiguous(), requires_grad=False)
 
-        self.head = taps(weight[:, :, :self.stride])
-        self.tail = taps(weight[:, :, self.stride:]) if self.kernel > self.stride else None
-        self.bias = (nn.Parameter(conv.bias.detach().clone(), requires_grad=False)
-                     if conv.bias is not None else None)
+        self.head = taps(weight[:, :, : self.stride])
+        self.tail = taps(weight[:, :, self.stride :]) if self.kernel > self.stride else None
+        self.bias = (
+            nn.Parameter(conv.bias.detach().clone(), requires_grad=False) if conv.bias is not None else None
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s, k, c = self.stride, self.kernel, self.channels
         length = (x.shape[1] - k) // s + 1
-        f = x[:, :length * s].reshape(x.shape[0], length, s * c)  # f[t] = x[s*t : s*t + s]
+        f = x[:, : length * s].reshape(x.shape[0], length, s * c)  # f[t] = x[s*t : s*t + s]
         out = torch.matmul(f, self.head)
         if self.tail is not None:
-            nxt = x[:, s:s * length + 1:s]  # x[s*t + s]: one strided slice of whole rows
+            nxt = x[:, s : s * length + 1 : s]  # x[s*t + s]: one strided slice of whole rows
             out = out + torch.matmul(nxt, self.tail)
         return out + self.bias if self.bias is not None else out
 
@@ -157,6 +159,7 @@ def smooth_frontend(model: nn.Module, inputs: list[torch.Tensor], alpha: float =
         def record(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
             a = args[0].detach().abs().amax(dim=(0, 1))
             amax[index] = torch.maximum(amax[index], a) if index in amax else a
+
         return record
 
     handles = [layer.conv.register_forward_pre_hook(hook(i)) for i, layer in enumerate(layers)]

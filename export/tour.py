@@ -21,8 +21,9 @@ import numpy as np
 from msa_export.cli import fail_cleanly
 
 
-def run_tour(out: str | Path, *, epochs: int = 60, lr: float = 1e-3, seeds: int = 1,
-             progress: Any = print) -> dict[str, Any]:
+def run_tour(
+    out: str | Path, *, epochs: int = 60, lr: float = 1e-3, seeds: int = 1, progress: Any = print
+) -> dict[str, Any]:
     """Run every step into ``out`` (reusing the dataset and feature cache of an earlier run)."""
     from msa_export.build import build_pack
     from msa_export.presets import get_preset
@@ -42,11 +43,25 @@ def run_tour(out: str | Path, *, epochs: int = 60, lr: float = 1e-3, seeds: int 
         progress(f"1/4 reusing the dataset in {data}")
     progress("2/4 training the gated head on the tiny preset (msa-train)")
     preset = get_preset("tiny")
-    metrics = train(manifest, preset, out / "run", epochs=epochs, lr=lr, seeds=seeds,
-                    cache_dir=out / "cache", progress=progress)
+    metrics = train(
+        manifest,
+        preset,
+        out / "run",
+        epochs=epochs,
+        lr=lr,
+        seeds=seeds,
+        cache_dir=out / "cache",
+        progress=progress,
+    )
     progress("3/4 exporting the pack with the trained head (msa-export --head)")
-    build_pack(preset, out / "pack", head=out / "run" / "head.pt", precisions=["int8", "fp32"],
-               force=True, progress=progress)
+    build_pack(
+        preset,
+        out / "pack",
+        head=out / "run" / "head.pt",
+        precisions=["int8", "fp32"],
+        force=True,
+        progress=progress,
+    )
     progress("4/4 scoring the test clips with the pack (msa-run)")
     ds = load_dataset(manifest)
     trained = metrics["test_predictions"]
@@ -83,9 +98,11 @@ def main(out: str, epochs: int) -> None:
     s = run_tour(out, epochs=epochs, progress=progress)
     uni = ", ".join(f"{m} {v:.3f}" for m, v in s["unimodal_test_mae"].items())
     click.echo(f"\ntest MAE, multimodal head: {s['multimodal_test_mae']:.3f} (unimodal: {uni})")
-    click.echo(f"pack (int8, ONNX Runtime) on {s['clips']} test clips: MAE {s['pack_mae']:.3f}; "
-               f"largest difference to the trained model's predictions "
-               f"{s['max_diff_pack_vs_trained']:.4f}")
+    click.echo(
+        f"pack (int8, ONNX Runtime) on {s['clips']} test clips: MAE {s['pack_mae']:.3f}; "
+        f"largest difference to the trained model's predictions "
+        f"{s['max_diff_pack_vs_trained']:.4f}"
+    )
     click.echo(f"done in {s['seconds']:.0f} s. Try: msa-run {out}/data/media --pack {out}/pack")
 
 

@@ -1,13 +1,22 @@
 """msa_runtime: run msa-edge packs with ONNX Runtime (numpy, tokenizers and PyAV only).
 
-    from msa_runtime import Analyzer
-    an = Analyzer("pack/")
-    print(an.predict("clip.mp4", text="i loved it").score)
+from msa_runtime import Analyzer
+an = Analyzer("pack/")
+print(an.predict("clip.mp4", text="i loved it").score)
 """
 
 from msa_runtime.analyzer import Analyzer
 from msa_runtime.errors import InputError, MediaError, MsaError, PackError, ProviderError, TextError
 from msa_runtime.scoring import EncodedFrames, Prediction
 
-__all__ = ["Analyzer", "EncodedFrames", "InputError", "MediaError", "MsaError", "PackError",
-           "Prediction", "ProviderError", "TextError"]
+__all__ = [
+    "Analyzer",
+    "EncodedFrames",
+    "InputError",
+    "MediaError",
+    "MsaError",
+    "PackError",
+    "Prediction",
+    "ProviderError",
+    "TextError",
+]

@@ -59,8 +59,7 @@ from msa_runtime.tuning import describe_plan, load_tuning, plan_sessions
 __all__ = ["Analyzer", "EncodedFrames", "Features", "Prediction"]
 
 
-def _face_detector(manifest: Manifest, folder: Path, threads: int | None
-                   ) -> FaceDetector | None:
+def _face_detector(manifest: Manifest, folder: Path, threads: int | None) -> FaceDetector | None:
     """The pack's face detector when its vision encoder expects face crops (else None).
 
     It runs on CPU whatever the encoders use: the same ONNX Runtime provider as the training
@@ -69,11 +68,14 @@ def _face_detector(manifest: Manifest, folder: Path, threads: int | None
     if "vision" not in manifest.encoders or manifest.vision_prep().crop != "face":
         return None
     if manifest.face_detector is None:
-        raise PackError(f"pack {folder}: its vision encoder expects face crops (vision "
-                        "preprocess crop = 'face') but the pack has no face detector; re-export "
-                        "it with msa-export (pip install --no-deps facenet-pytorch first)")
-    return FaceDetector.from_folder(folder, manifest.face_detector, threads=threads,
-                                    providers=["CPUExecutionProvider"])
+        raise PackError(
+            f"pack {folder}: its vision encoder expects face crops (vision "
+            "preprocess crop = 'face') but the pack has no face detector; re-export "
+            "it with msa-export (pip install --no-deps facenet-pytorch first)"
+        )
+    return FaceDetector.from_folder(
+        folder, manifest.face_detector, threads=threads, providers=["CPUExecutionProvider"]
+    )
 
 
 class Analyzer:
@@ -96,21 +98,32 @@ class Analyzer:
     ``offline`` keeps model resolution to local files (default: ``HF_HUB_OFFLINE``).
     """
 
-    def __init__(self, pack: str | os.PathLike[str], providers: str | Sequence[str] | None = None,
-                 threads: int | None = None, precision: str | None = None, *,
-                 verify: bool = True, concurrent: bool = False,
-                 tuning: str | os.PathLike[str] | bool | None = None, asr: AsrOption = None,
-                 language: str | None = None, offline: bool | None = None) -> None:
+    def __init__(
+        self,
+        pack: str | os.PathLike[str],
+        providers: str | Sequence[str] | None = None,
+        threads: int | None = None,
+        precision: str | None = None,
+        *,
+        verify: bool = True,
+        concurrent: bool = False,
+        tuning: str | os.PathLike[str] | bool | None = None,
+        asr: AsrOption = None,
+        language: str | None = None,
+        offline: bool | None = None,
+    ) -> None:
         self.folder = Path(pack)
         self.manifest = load_manifest(self.folder, verify=verify)
-        requested = providers if providers is not None else (
-            os.environ.get("MSA_EDGE_PROVIDERS") or "auto")
+        requested = providers if providers is not None else (os.environ.get("MSA_EDGE_PROVIDERS") or "auto")
         auto = isinstance(requested, str) and requested.strip().lower() == "auto"
         self.providers = resolve_providers(requested)
         first = split_device(self.providers[0])[0]
         # the head is tiny and fp32: on OpenVINO's machines it stays on the CPU EP (exact fp32)
-        self.head = make_session(self.folder / self.manifest.head.file,
-                                 [CPU] if first == OPENVINO else self.providers, threads=threads)
+        self.head = make_session(
+            self.folder / self.manifest.head.file,
+            [CPU] if first == OPENVINO else self.providers,
+            threads=threads,
+        )
         if first == CUDA and CUDA not in self.head.get_providers():
             # CUDA fell back to CPU (warned once by make_session): the encoders follow, at the
             # CPU precision, instead of each failing over with its own warning.
@@ -138,14 +151,19 @@ class Analyzer:
         self._pool = ThreadPoolExecutor(3) if concurrent else None
         if language is not None and not asr:
             raise InputError("a language is for speech recognition: give asr=MODEL with it")
-        self.recognizer = make_recognizer(asr, self.folder, self.manifest.extras,
-                                          language=language, threads=threads, offline=offline)
+        self.recognizer = make_recognizer(
+            asr, self.folder, self.manifest.extras, language=language, threads=threads, offline=offline
+        )
         self._stream_text: Any = None  # the last stream's live transcription (for inspection)
         self.notes: tuple[str, ...] = ()
         if not self.manifest.head.trained:
             self.notes = ("untrained head: scores are not meaningful",)
-            warnings.warn(f"pack {self.folder} has an untrained fusion head (exported without "
-                          "--head): its scores are not meaningful", UserWarning, stacklevel=2)
+            warnings.warn(
+                f"pack {self.folder} has an untrained fusion head (exported without "
+                "--head): its scores are not meaningful",
+                UserWarning,
+                stacklevel=2,
+            )
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -180,8 +198,9 @@ class Analyzer:
         wave = audio_batch(samples, self.prep("audio"))
         return feature(self.sessions["audio"].run(["hidden"], {"waveform": wave})[0])
 
-    def encode_frames(self, frames: np.ndarray | list[np.ndarray],
-                      track: FaceTrack | None = None) -> EncodedFrames:
+    def encode_frames(
+        self, frames: np.ndarray | list[np.ndarray], track: FaceTrack | None = None
+    ) -> EncodedFrames:
         """Per-frame features ``[N, D]`` (N may be 0), cropped as the pack says (centre or face),
         and per frame whether a face was found (``face_found``; ``None`` for a centre-crop pack).
 
@@ -194,11 +213,9 @@ class Analyzer:
             empty = np.zeros((0, self.manifest.encoders["vision"].hidden_size), np.float32)
             return EncodedFrames(empty, found)
         batch = normalize_images(squares, prep)
-        return EncodedFrames(self.sessions["vision"].run(["hidden"], {"pixel_values": batch})[0],
-                             found)
+        return EncodedFrames(self.sessions["vision"].run(["hidden"], {"pixel_values": batch})[0], found)
 
-    def encode(self, jobs: Mapping[str, Job], timings: dict[str, float] | None = None
-               ) -> Features:
+    def encode(self, jobs: Mapping[str, Job], timings: dict[str, float] | None = None) -> Features:
         """Run encoder jobs (``{modality: callable returning a Feature}``), concurrently when the
         Analyzer was made with ``concurrent=True``; each job's ms goes to ``timings``."""
         return run_jobs(jobs, timings if timings is not None else {}, self._pool)
@@ -214,11 +231,18 @@ class Analyzer:
             gate_map = {m: float(g) for m, g in zip(head.modalities, gates[0]) if m in feats}
         return float(score[0]), gate_map
 
-    def score_features(self, feats: Features, timings: dict[str, float] | None = None, *,
-                       notes: tuple[str, ...] = (), start: float | None = None,
-                       end: float | None = None, latency_ms: float | None = None,
-                       text: str | None = None, transcript_source: str | None = None
-                       ) -> Prediction:
+    def score_features(
+        self,
+        feats: Features,
+        timings: dict[str, float] | None = None,
+        *,
+        notes: tuple[str, ...] = (),
+        start: float | None = None,
+        end: float | None = None,
+        latency_ms: float | None = None,
+        text: str | None = None,
+        transcript_source: str | None = None,
+    ) -> Prediction:
         """The :class:`Prediction` for encoded ``feats``: runs the head (its ms goes to
         ``timings["head"]``), adds the pack's notes, ``start``/``end``/``latency_ms`` for
         stream windows, and the ``text`` scored with where it came from."""
@@ -227,16 +251,29 @@ class Analyzer:
         score, gates = self.fuse(feats)
         timings["head"] = (time.perf_counter() - t0) * 1e3
         order = tuple(m for m in self.modalities if m in feats)
-        return Prediction(score=score, modalities=order, gates=gates,
-                          timings_ms={k: round(v, 2) for k, v in timings.items()},
-                          notes=self.notes + notes, start=start, end=end, latency_ms=latency_ms,
-                          text=text, transcript_source=transcript_source)
+        return Prediction(
+            score=score,
+            modalities=order,
+            gates=gates,
+            timings_ms={k: round(v, 2) for k, v in timings.items()},
+            notes=self.notes + notes,
+            start=start,
+            end=end,
+            latency_ms=latency_ms,
+            text=text,
+            transcript_source=transcript_source,
+        )
 
     # -- public scoring -------------------------------------------------------------------
 
-    def predict_arrays(self, *, frames: np.ndarray | list[np.ndarray] | None = None,
-                       audio: np.ndarray | None = None, sample_rate: int | None = None,
-                       text: str | None = None) -> Prediction:
+    def predict_arrays(
+        self,
+        *,
+        frames: np.ndarray | list[np.ndarray] | None = None,
+        audio: np.ndarray | None = None,
+        sample_rate: int | None = None,
+        text: str | None = None,
+    ) -> Prediction:
         """Score decoded inputs: RGB uint8 frames sampled at the pack's fps, mono float audio at
         ``sample_rate`` (resampled when it differs from the pack's), and/or text."""
         timings: dict[str, float] = {}
@@ -253,26 +290,38 @@ class Analyzer:
         track = FaceTrack()
         found: list[np.ndarray | None] = [None]
         if frames is not None and len(frames) and "vision" in self.sessions:
+
             def vision() -> Feature:
                 encoded = self.encode_frames(frames, track)
                 found[0] = encoded.face_found
                 return feature(encoded.features)
+
             jobs["vision"] = vision
         if not jobs:
-            raise InputError("nothing to score: give media with audio or video, or text, for a "
-                             f"pack with {', '.join(self.modalities)}")
+            raise InputError(
+                "nothing to score: give media with audio or video, or text, for a "
+                f"pack with {', '.join(self.modalities)}"
+            )
         feats = self.encode(jobs, timings)
         notes: tuple[str, ...] = ()
         if track.detections:
             _split_face_time(timings, track.crop_ms)
             note = face_note(found[0])
             notes = (note,) if note else ()
-        return self.score_features(feats, timings, notes=notes, text=text,
-                                   transcript_source=None if text is None else "given")
+        return self.score_features(
+            feats, timings, notes=notes, text=text, transcript_source=None if text is None else "given"
+        )
 
-    def predict(self, source: str | os.PathLike[str] | None = None, *, text: str | None = None,
-                transcript: str | os.PathLike[str] | None = None, start: float = 0.0,
-                end: float | None = None, asr: bool | None = None) -> Prediction:
+    def predict(
+        self,
+        source: str | os.PathLike[str] | None = None,
+        *,
+        text: str | None = None,
+        transcript: str | os.PathLike[str] | None = None,
+        start: float = 0.0,
+        end: float | None = None,
+        asr: bool | None = None,
+    ) -> Prediction:
         """Score a media file (any container FFmpeg reads), with optional text or transcript
         sidecar; or text alone. Missing modalities are left out and reported.
 
@@ -306,29 +355,42 @@ class Analyzer:
         if cues is not None:  # the cues of the span decoded, as a stream window takes them
             text = text_for_span(cues, start, _media_end(clip, fps, rate, start, end))
         if len(clip.frames) == 0 and len(clip.audio) == 0 and not text:
-            raise MediaError(f"{source}: no {'audio or video' if fps and rate else 'usable media'} "
-                             f"for this pack (it scores {', '.join(self.modalities)})")
-        p = self.predict_arrays(frames=clip.frames if len(clip.frames) else None,
-                                audio=clip.audio if len(clip.audio) else None,
-                                sample_rate=rate, text=text)
-        return Prediction(**{**p.__dict__, "timings_ms": {"decode": round(decode_ms, 2),
-                                                          **p.timings_ms}})
+            raise MediaError(
+                f"{source}: no {'audio or video' if fps and rate else 'usable media'} "
+                f"for this pack (it scores {', '.join(self.modalities)})"
+            )
+        p = self.predict_arrays(
+            frames=clip.frames if len(clip.frames) else None,
+            audio=clip.audio if len(clip.audio) else None,
+            sample_rate=rate,
+            text=text,
+        )
+        return Prediction(**{**p.__dict__, "timings_ms": {"decode": round(decode_ms, 2), **p.timings_ms}})
 
     def _wants_asr(self, asr: bool | None, text: str | None, transcript: object) -> bool:
         if asr is False or text is not None or transcript is not None:
             return False
         if self.recognizer is None:
             if asr:
-                raise AsrError("this Analyzer has no ASR model: give one (Analyzer(..., "
-                               "asr='small'), msa-run --asr small)")
+                raise AsrError(
+                    "this Analyzer has no ASR model: give one (Analyzer(..., "
+                    "asr='small'), msa-run --asr small)"
+                )
             return False
         return True
 
-    def stream(self, source: str | os.PathLike[str], *, text: str | None = None,
-               transcript: str | os.PathLike[str] | None = None, window: float = 6.0,
-               hop: float = 2.0, format: str | None = None,
-               options: dict[str, str] | None = None, asr: bool | None = None
-               ) -> Iterator[Prediction]:
+    def stream(
+        self,
+        source: str | os.PathLike[str],
+        *,
+        text: str | None = None,
+        transcript: str | os.PathLike[str] | None = None,
+        window: float = 6.0,
+        hop: float = 2.0,
+        format: str | None = None,
+        options: dict[str, str] | None = None,
+        asr: bool | None = None,
+    ) -> Iterator[Prediction]:
         """Score overlapping windows of a long file or live source, lazily, as they complete.
 
         ``source`` may be a file, a device or URL that PyAV opens (``format``/``options`` go to
@@ -339,9 +401,17 @@ class Analyzer:
         """
         from msa_runtime.stream import stream_windows
 
-        return stream_windows(self, source, text=text, transcript=transcript, window=window,
-                              hop=hop, format=format, options=options,
-                              asr=self._wants_asr(asr, text, transcript))
+        return stream_windows(
+            self,
+            source,
+            text=text,
+            transcript=transcript,
+            window=window,
+            hop=hop,
+            format=format,
+            options=options,
+            asr=self._wants_asr(asr, text, transcript),
+        )
 
     def close(self) -> None:
         if self._pool is not None:
@@ -354,8 +424,9 @@ class Analyzer:
         self.close()
 
 
-def _media_end(clip: media.Decoded, fps: float | None, rate: int | None, start: float,
-               end: float | None) -> float:
+def _media_end(
+    clip: media.Decoded, fps: float | None, rate: int | None, start: float, end: float | None
+) -> float:
     """Where the decoded span ends: its last frame's interval or last sample, whichever is later
     (as a stream's last window ends), capped at ``end``. With nothing decoded (a file without
     the tracks the pack scores), the span is open: ``end``, else infinity, so its text is used."""
@@ -376,16 +447,17 @@ def _split_face_time(timings: dict[str, float], face_ms: float) -> None:
     timings["face"] = face_ms
 
 
-def _check_frames(frames: np.ndarray | list[np.ndarray] | None
-                  ) -> np.ndarray | list[np.ndarray] | None:
+def _check_frames(frames: np.ndarray | list[np.ndarray] | None) -> np.ndarray | list[np.ndarray] | None:
     """Frames must be H x W x 3 uint8 RGB (an ``[N, H, W, 3]`` array or a list)."""
     if frames is None:
         return None
     for f in frames:
         f = np.asarray(f)
         if f.ndim != 3 or f.shape[2] != 3 or f.dtype != np.uint8:
-            raise InputError(f"frames must be H x W x 3 uint8 RGB images, got shape {f.shape} "
-                             f"{f.dtype}: convert them (e.g. frame.to_ndarray(format='rgb24'))")
+            raise InputError(
+                f"frames must be H x W x 3 uint8 RGB images, got shape {f.shape} "
+                f"{f.dtype}: convert them (e.g. frame.to_ndarray(format='rgb24'))"
+            )
     return frames
 
 
@@ -397,8 +469,10 @@ def _check_audio(audio: np.ndarray | None) -> np.ndarray | None:
     if x.ndim == 2 and 1 in x.shape:
         x = x.reshape(-1)
     if x.ndim != 1 or not np.issubdtype(x.dtype, np.number):
-        raise InputError(f"audio must be mono 1-D float samples, got shape {x.shape} {x.dtype}: "
-                         "downmix first (e.g. audio.mean(axis=0) for [channels, n])")
+        raise InputError(
+            f"audio must be mono 1-D float samples, got shape {x.shape} {x.dtype}: "
+            "downmix first (e.g. audio.mean(axis=0) for [channels, n])"
+        )
     return x.astype(np.float32, copy=False)
 
 
@@ -406,8 +480,7 @@ def _resample(samples: np.ndarray, src: int, dst: int) -> np.ndarray:
     """Resample mono float audio with FFmpeg's resampler (the same one decoding uses)."""
     import av
 
-    frame = av.AudioFrame.from_ndarray(np.asarray(samples, np.float32)[None], format="flt",
-                                       layout="mono")
+    frame = av.AudioFrame.from_ndarray(np.asarray(samples, np.float32)[None], format="flt", layout="mono")
     frame.sample_rate = src
     resampler = av.AudioResampler(format="flt", layout="mono", rate=dst)
     out = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]

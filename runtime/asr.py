@@ -35,10 +35,18 @@ LANGUAGES = tuple(
     "en zh de es ru ko fr ja pt tr pl ca nl ar sv it id hi fi vi he uk el ms cs ro da hu ta no th "
     "ur hr bg lt la mi ml cy sk te fa lv bn sr az sl kn et mk br eu is hy ne mn bs kk sq sw gl mr "
     "pa si km sn yo so af oc ka be tg sd gu am yi lo uz fo ht ps tk nn mt sa lb my bo tl mg as tt "
-    "haw ln ha ba jw su yue".split())
+    "haw ln ha ba jw su yue".split()
+)
 #: Files of a CTranslate2 Whisper folder that belong in a pack (those faster-whisper reads).
-MODEL_FILES = ("model.bin", "config.json", "tokenizer.json", "preprocessor_config.json",
-               "vocabulary.json", "vocabulary.txt", "vocab.json")
+MODEL_FILES = (
+    "model.bin",
+    "config.json",
+    "tokenizer.json",
+    "preprocessor_config.json",
+    "vocabulary.json",
+    "vocabulary.txt",
+    "vocab.json",
+)
 #: Upper bound of tokens a decode may emit per second of audio (fast speech is ~5 with
 #: timestamps); stops a looping decoder from spending seconds on a short buffer.
 TOKENS_PER_SECOND = 8
@@ -48,8 +56,9 @@ def _faster_whisper() -> Any:
     try:
         import faster_whisper
     except ImportError as exc:
-        raise MissingExtraError(f"speech recognition needs faster-whisper ({exc.name} is "
-                                f"missing): {INSTALL}") from exc
+        raise MissingExtraError(
+            f"speech recognition needs faster-whisper ({exc.name} is missing): {INSTALL}"
+        ) from exc
     return faster_whisper
 
 
@@ -87,21 +96,28 @@ def model_files(folder: Path) -> list[Path]:
 def check_model_folder(folder: Path) -> None:
     """Raise :class:`AsrError` unless ``folder`` looks like a CTranslate2 Whisper model."""
     if not folder.is_dir():
-        raise AsrError(f"ASR model folder {folder} does not exist: give a size (tiny, base, small), "
-                       "a hub id or a CTranslate2 Whisper folder")
+        raise AsrError(
+            f"ASR model folder {folder} does not exist: give a size (tiny, base, small), "
+            "a hub id or a CTranslate2 Whisper folder"
+        )
     missing = [n for n in ("model.bin", "config.json") if not (folder / n).is_file()]
     if missing:
-        raise AsrError(f"{folder} is not a CTranslate2 Whisper model ({', '.join(missing)} "
-                       "missing): convert one with ct2-transformers-converter --model "
-                       "openai/whisper-small --output_dir DIR --copy_files tokenizer.json")
+        raise AsrError(
+            f"{folder} is not a CTranslate2 Whisper model ({', '.join(missing)} "
+            "missing): convert one with ct2-transformers-converter --model "
+            "openai/whisper-small --output_dir DIR --copy_files tokenizer.json"
+        )
     try:
         json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AsrError(f"{folder}/config.json is not valid JSON ({exc}): re-convert or re-copy "
-                       "the model") from exc
+        raise AsrError(
+            f"{folder}/config.json is not valid JSON ({exc}): re-convert or re-copy the model"
+        ) from exc
     if not (folder / "tokenizer.json").is_file():
-        raise AsrError(f"{folder} has no tokenizer.json (faster-whisper would download one): "
-                       "re-convert with --copy_files tokenizer.json")
+        raise AsrError(
+            f"{folder} has no tokenizer.json (faster-whisper would download one): "
+            "re-convert with --copy_files tokenizer.json"
+        )
 
 
 def resolve_model(model: str | os.PathLike[str], *, offline: bool | None = None) -> Path:
@@ -119,14 +135,18 @@ def resolve_model(model: str | os.PathLike[str], *, offline: bool | None = None)
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     fw = _faster_whisper()
     if "/" not in name and name not in fw.available_models():
-        raise AsrError(f"unknown ASR model {name!r}: give a size ({', '.join(fw.available_models())}"
-                       "), a hub id like Systran/faster-whisper-small or a local folder")
+        raise AsrError(
+            f"unknown ASR model {name!r}: give a size ({', '.join(fw.available_models())}"
+            "), a hub id like Systran/faster-whisper-small or a local folder"
+        )
     try:
         found = Path(fw.download_model(name, local_files_only=bool(offline)))
     except Exception as exc:  # huggingface_hub raises many types (offline, 404, network)
-        how = (f"download it once where the hub is reachable (huggingface-cli download "
-               f"{name if '/' in name else 'Systran/faster-whisper-' + name}) or give a local "
-               "CTranslate2 folder")
+        how = (
+            f"download it once where the hub is reachable (huggingface-cli download "
+            f"{name if '/' in name else 'Systran/faster-whisper-' + name}) or give a local "
+            "CTranslate2 folder"
+        )
         state = "not in the hub cache (offline)" if offline else f"not available ({type(exc).__name__})"
         raise AsrError(f"ASR model {name!r} is {state}: {how}") from exc
     check_model_folder(found)
@@ -151,19 +171,33 @@ class Recognizer:
     the same audio gives the same words (live streams rely on that).
     """
 
-    def __init__(self, model: str | os.PathLike[str], *, language: str | None = None,
-                 threads: int | None = None, compute_type: str = "int8", beam_size: int = 1,
-                 offline: bool | None = None, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        model: str | os.PathLike[str],
+        *,
+        language: str | None = None,
+        threads: int | None = None,
+        compute_type: str = "int8",
+        beam_size: int = 1,
+        offline: bool | None = None,
+        device: str = "cpu",
+    ) -> None:
         fw = _faster_whisper()
         self.folder = resolve_model(model, offline=offline)
         self.source = os.fspath(model)
         try:
-            self.model = fw.WhisperModel(str(self.folder), device=device, compute_type=compute_type,
-                                         cpu_threads=default_threads(threads))
+            self.model = fw.WhisperModel(
+                str(self.folder),
+                device=device,
+                compute_type=compute_type,
+                cpu_threads=default_threads(threads),
+            )
         except Exception as exc:  # CTranslate2 and tokenizers raise several types
             first = (str(exc).splitlines() or [""])[0][:200]
-            raise AsrError(f"ASR model {self.folder} cannot be loaded ({first}): it is corrupt or "
-                           "not a CTranslate2 Whisper model; re-convert or re-download it") from exc
+            raise AsrError(
+                f"ASR model {self.folder} cannot be loaded ({first}): it is corrupt or "
+                "not a CTranslate2 Whisper model; re-convert or re-download it"
+            ) from exc
         self.pipeline = fw.BatchedInferencePipeline(self.model)
         self.beam_size = beam_size
         self.language = self.check_language(language)
@@ -175,14 +209,16 @@ class Recognizer:
         code = language.strip().lower()
         known = self.model.supported_languages
         tok = self.model.hf_tokenizer
-        if code not in known or (self.model.model.is_multilingual
-                                 and tok.token_to_id(f"<|{code}|>") is None):
-            raise InputError(f"unknown language {language!r} for this ASR model: use a Whisper "
-                             f"language code ({', '.join(sorted(known)[:12])}, ...)")
+        if code not in known or (self.model.model.is_multilingual and tok.token_to_id(f"<|{code}|>") is None):
+            raise InputError(
+                f"unknown language {language!r} for this ASR model: use a Whisper "
+                f"language code ({', '.join(sorted(known)[:12])}, ...)"
+            )
         return code
 
-    def speech(self, samples: np.ndarray, *, min_silence_ms: int = 500,
-               pad_ms: int = 200) -> list[tuple[int, int]]:
+    def speech(
+        self, samples: np.ndarray, *, min_silence_ms: int = 500, pad_ms: int = 200
+    ) -> list[tuple[int, int]]:
         """Speech regions ``[(first, end), ...]`` in samples (Silero VAD)."""
         from faster_whisper.vad import VadOptions, get_speech_timestamps
 
@@ -191,8 +227,9 @@ class Recognizer:
         opts = VadOptions(min_silence_duration_ms=min_silence_ms, speech_pad_ms=pad_ms)
         return [(c["start"], c["end"]) for c in get_speech_timestamps(samples, opts)]
 
-    def transcribe(self, samples: np.ndarray, *, offset: float = 0.0, vad: bool = True,
-                   prompt: str | None = None) -> Transcript:
+    def transcribe(
+        self, samples: np.ndarray, *, offset: float = 0.0, vad: bool = True, prompt: str | None = None
+    ) -> Transcript:
         """Transcribe mono float samples at 16 kHz; word times are ``offset`` + seconds.
 
         With ``vad`` only the speech the VAD finds is decoded (the speech regions are joined into
@@ -209,11 +246,19 @@ class Recognizer:
         # pass per chunk, word times from the cross-attention alignment. (The sequential
         # pipeline re-seeks to the last word's end, costing a second encoder pass per call.)
         segments, info = self.pipeline.transcribe(
-            audio, language=self.language, beam_size=self.beam_size, temperature=0.0,
-            word_timestamps=True, vad_filter=vad, batch_size=4,
+            audio,
+            language=self.language,
+            beam_size=self.beam_size,
+            temperature=0.0,
+            word_timestamps=True,
+            vad_filter=vad,
+            batch_size=4,
             vad_parameters={"min_silence_duration_ms": 500, "speech_pad_ms": 200},
-            initial_prompt=prompt or None, max_new_tokens=budget, without_timestamps=True,
-            clip_timestamps=None if vad else [{"start": 0.0, "end": min(seconds, 30.0)}])
+            initial_prompt=prompt or None,
+            max_new_tokens=budget,
+            without_timestamps=True,
+            clip_timestamps=None if vad else [{"start": 0.0, "end": min(seconds, 30.0)}],
+        )
         words = []
         for seg in segments:
             for w in seg.words or ():
@@ -221,12 +266,14 @@ class Recognizer:
                 if text:  # alignment may run past the last sample (chunks are padded): clamp
                     start = offset + min(max(float(w.start), 0.0), seconds)
                     end = offset + min(max(float(w.end), 0.0), seconds)
-                    words.append(Word(round(start, 3), round(max(start, end), 3), text,
-                                      round(float(w.probability), 4)))
+                    words.append(
+                        Word(round(start, 3), round(max(start, end), 3), text, round(float(w.probability), 4))
+                    )
         text = " ".join(w.text for w in words)
         speech = float(info.duration_after_vad) if vad else seconds
-        return Transcript(text, tuple(words), info.language, round(speech, 3),
-                          (time.perf_counter() - t0) * 1e3)
+        return Transcript(
+            text, tuple(words), info.language, round(speech, 3), (time.perf_counter() - t0) * 1e3
+        )
 
 
 def pack_model(folder: str | os.PathLike[str], extras: dict[str, Any]) -> Path | None:

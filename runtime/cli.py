@@ -20,8 +20,25 @@ import click
 from msa_runtime.errors import MsaError
 from msa_runtime.scoring import Prediction
 
-MEDIA_SUFFIXES = {".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".mpg", ".mpeg", ".ts",
-                  ".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac"}
+MEDIA_SUFFIXES = {
+    ".mp4",
+    ".m4v",
+    ".mov",
+    ".webm",
+    ".mkv",
+    ".avi",
+    ".mpg",
+    ".mpeg",
+    ".ts",
+    ".wav",
+    ".flac",
+    ".ogg",
+    ".oga",
+    ".opus",
+    ".mp3",
+    ".m4a",
+    ".aac",
+}
 SIDECARS = (".srt", ".vtt", ".txt")
 COLUMNS = ("input", "start", "end", "score", "polarity", "modalities", "total_ms", "error")
 
@@ -61,8 +78,9 @@ class Writer:
     """Writes records as a table, json, jsonl or csv; jsonl and csv stream line by line, and so
     does the table when ``live`` (stream windows), with fixed column widths."""
 
-    def __init__(self, fmt: str, out: io.TextIOBase | Any, live: bool = False,
-                 names: list[str] | None = None) -> None:
+    def __init__(
+        self, fmt: str, out: io.TextIOBase | Any, live: bool = False, names: list[str] | None = None
+    ) -> None:
         self.fmt, self.out, self.live = fmt, out, live
         self.rows: list[dict[str, Any]] = []
         self.csv: Any = None
@@ -94,8 +112,15 @@ class Writer:
 
     def _live_row(self, rec: dict[str, Any]) -> None:
         if self.widths is None:
-            self.widths = {"input": self.input_width, "start": 8, "end": 8, "score": 8,
-                           "polarity": 8, "modalities": 18, "total_ms": 8}
+            self.widths = {
+                "input": self.input_width,
+                "start": 8,
+                "end": 8,
+                "score": 8,
+                "polarity": 8,
+                "modalities": 18,
+                "total_ms": 8,
+            }
             self.out.write(self._line({c: c for c in [*self.widths, "error"]}))
         flat = {k: "" if v is None else str(v) for k, v in self._flat(rec).items()}
         self.out.write(self._line(flat))
@@ -138,8 +163,9 @@ def _one_line(exc: Exception) -> str:
     return f"unexpected {type(exc).__name__}: {first} (please report it)"
 
 
-def _score(an: Any, name: str, text: str | None, transcript: str | None, stream: bool,
-           window: float, hop: float) -> Iterator[dict[str, Any]]:
+def _score(
+    an: Any, name: str, text: str | None, transcript: str | None, stream: bool, window: float, hop: float
+) -> Iterator[dict[str, Any]]:
     found = None
     if transcript is None and text is None and name != "-":
         transcript = found = sidecar(name)
@@ -169,45 +195,94 @@ def _stream_summary(name: str, totals: dict[str, float]) -> None:
         return
     rtf = totals["latency"] / 1e3 / totals["end"]
     asr = f", ASR {totals['asr'] / 1e3 / totals['end']:.3f}" if totals["asr"] else ""
-    click.echo(f"stream {name}: {totals['windows']:.0f} windows over {totals['end']:.1f} s, "
-               f"{totals['latency'] / 1e3:.1f} s of compute: real-time factor {rtf:.3f}{asr}",
-               err=True)
+    click.echo(
+        f"stream {name}: {totals['windows']:.0f} windows over {totals['end']:.1f} s, "
+        f"{totals['latency'] / 1e3:.1f} s of compute: real-time factor {rtf:.3f}{asr}",
+        err=True,
+    )
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("inputs", nargs=-1)
 @click.option("--pack", required=True, type=click.Path(), help="Pack folder (msa-export).")
 @click.option("--text", help="What was said (the same text for every input).")
-@click.option("--transcript", type=click.Path(), help="Transcript file: .txt, .srt or .vtt. "
-              "Default: a sidecar with the input's name, if present.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "jsonl", "csv"]),
-              default="table", show_default=True)
-@click.option("--stream", is_flag=True, help="Score overlapping windows (files, devices, URLs, "
-              "or - for raw 16-bit mono PCM on stdin).")
+@click.option(
+    "--transcript",
+    type=click.Path(),
+    help="Transcript file: .txt, .srt or .vtt. Default: a sidecar with the input's name, if present.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "jsonl", "csv"]),
+    default="table",
+    show_default=True,
+)
+@click.option(
+    "--stream",
+    is_flag=True,
+    help="Score overlapping windows (files, devices, URLs, or - for raw 16-bit mono PCM on stdin).",
+)
 @click.option("--window", default=6.0, show_default=True, help="Window length in seconds.")
 @click.option("--hop", default=2.0, show_default=True, help="Hop between windows in seconds.")
-@click.option("--providers", default=None,
-              help="auto (CUDA, else OpenVINO when its plugin is installed, else CPU), cpu, cuda, "
-              "openvino[:DEVICE], or comma-separated ONNX Runtime provider names. Default: "
-              "MSA_EDGE_PROVIDERS, else auto.")
-@click.option("--precision", type=click.Choice(["int8", "fp16", "fp32", "ov-int8"]), default=None,
-              help="Force one file kind. Default: the pack's file for the provider (CPU int8, "
-              "CUDA fp16, OpenVINO ov-int8 else fp32), or the tuning record's fastest.")
-@click.option("--threads", type=int, default=None, help="Threads per session "
-              "(default: MSA_EDGE_THREADS, else ONNX Runtime's choice).")
-@click.option("--tune", is_flag=True, help="Time every file of the pack on this machine's "
-              "providers and write <pack>.tuning.json beside the pack (then score INPUT, if any).")
-@click.option("--asr", help="Transcribe inputs that have no text with this speech-recognition "
-              "model: a Whisper size (tiny, base, small, ...), a CTranslate2 hub id or folder, "
-              "or 'pack' (the pack's own). Needs msa-edge[asr].")
-@click.option("--language", help="Language spoken, as a Whisper code (en, de, ...); default: "
-              "detected. With --asr.")
-@click.option("--offline", is_flag=True, default=None, help="--asr uses only local folders and "
-              "the hub cache (default: HF_HUB_OFFLINE).")
-def main(inputs: tuple[str, ...], pack: str, text: str | None, transcript: str | None, fmt: str,
-         stream: bool, window: float, hop: float, providers: str | None, precision: str | None,
-         threads: int | None, tune: bool, asr: str | None, language: str | None,
-         offline: bool | None) -> None:
+@click.option(
+    "--providers",
+    default=None,
+    help="auto (CUDA, else OpenVINO when its plugin is installed, else CPU), cpu, cuda, "
+    "openvino[:DEVICE], or comma-separated ONNX Runtime provider names. Default: "
+    "MSA_EDGE_PROVIDERS, else auto.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["int8", "fp16", "fp32", "ov-int8"]),
+    default=None,
+    help="Force one file kind. Default: the pack's file for the provider (CPU int8, "
+    "CUDA fp16, OpenVINO ov-int8 else fp32), or the tuning record's fastest.",
+)
+@click.option(
+    "--threads",
+    type=int,
+    default=None,
+    help="Threads per session (default: MSA_EDGE_THREADS, else ONNX Runtime's choice).",
+)
+@click.option(
+    "--tune",
+    is_flag=True,
+    help="Time every file of the pack on this machine's "
+    "providers and write <pack>.tuning.json beside the pack (then score INPUT, if any).",
+)
+@click.option(
+    "--asr",
+    help="Transcribe inputs that have no text with this speech-recognition "
+    "model: a Whisper size (tiny, base, small, ...), a CTranslate2 hub id or folder, "
+    "or 'pack' (the pack's own). Needs msa-edge[asr].",
+)
+@click.option(
+    "--language", help="Language spoken, as a Whisper code (en, de, ...); default: detected. With --asr."
+)
+@click.option(
+    "--offline",
+    is_flag=True,
+    default=None,
+    help="--asr uses only local folders and the hub cache (default: HF_HUB_OFFLINE).",
+)
+def main(
+    inputs: tuple[str, ...],
+    pack: str,
+    text: str | None,
+    transcript: str | None,
+    fmt: str,
+    stream: bool,
+    window: float,
+    hop: float,
+    providers: str | None,
+    precision: str | None,
+    threads: int | None,
+    tune: bool,
+    asr: str | None,
+    language: str | None,
+    offline: bool | None,
+) -> None:
     """Score clips with a pack: INPUT may be files, folders or globs; with no INPUT, --text."""
     log = logging.getLogger("msa_runtime")
     handler = _LogLine(logging.WARNING)
@@ -220,8 +295,20 @@ def main(inputs: tuple[str, ...], pack: str, text: str | None, transcript: str |
                 _tune(pack, providers, threads)
                 if not inputs and text is None:
                     return
-            _main(inputs, pack, text, transcript, fmt, stream, window, hop, providers, precision,
-                  threads, {"asr": asr, "language": language, "offline": offline})
+            _main(
+                inputs,
+                pack,
+                text,
+                transcript,
+                fmt,
+                stream,
+                window,
+                hop,
+                providers,
+                precision,
+                threads,
+                {"asr": asr, "language": language, "offline": offline},
+            )
     finally:
         log.removeHandler(handler)
 
@@ -237,24 +324,38 @@ def _tune(pack: str, providers: str | None, threads: int | None) -> None:
         manifest = load_manifest(pack)
         names = resolve_providers(providers)
         if (providers or os.environ.get("MSA_EDGE_PROVIDERS") or "auto").strip().lower() == "auto":
-            names = [p for p in (CUDA, OPENVINO, CPU) if p in names
-                     or (p == OPENVINO and openvino_installed())]
+            names = [
+                p for p in (CUDA, OPENVINO, CPU) if p in names or (p == OPENVINO and openvino_installed())
+            ]
             names = resolve_providers(names) if names != [CPU] else names
-        path, record = tune(Path(pack), manifest, names, threads=threads,
-                            progress=lambda m: click.echo(m, err=True))
+        path, record = tune(
+            Path(pack), manifest, names, threads=threads, progress=lambda m: click.echo(m, err=True)
+        )
     except MsaError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     for mod, e in record["encoders"].items():
         b = e["best"]
-        click.echo(f"tune: {mod}: fastest {b['file']} on {b['provider']} "
-                   f"({b['median_ms']:,.1f} ms)", err=True)
+        click.echo(
+            f"tune: {mod}: fastest {b['file']} on {b['provider']} ({b['median_ms']:,.1f} ms)", err=True
+        )
     click.echo(f"tune: wrote {path}", err=True)
 
 
-def _main(inputs: tuple[str, ...], pack: str, text: str | None, transcript: str | None, fmt: str,
-          stream: bool, window: float, hop: float, providers: str | None, precision: str | None,
-          threads: int | None, speech: dict[str, Any]) -> None:
+def _main(
+    inputs: tuple[str, ...],
+    pack: str,
+    text: str | None,
+    transcript: str | None,
+    fmt: str,
+    stream: bool,
+    window: float,
+    hop: float,
+    providers: str | None,
+    precision: str | None,
+    threads: int | None,
+    speech: dict[str, Any],
+) -> None:
     from msa_runtime.analyzer import Analyzer
 
     if text is not None and transcript is not None:
@@ -267,8 +368,15 @@ def _main(inputs: tuple[str, ...], pack: str, text: str | None, transcript: str 
     if speech["language"] is not None and speech["asr"] is None:
         raise click.UsageError("--language goes with --asr")
     try:
-        an = Analyzer(pack, providers=providers, threads=threads, precision=precision,
-                      asr=speech["asr"], language=speech["language"], offline=speech["offline"])
+        an = Analyzer(
+            pack,
+            providers=providers,
+            threads=threads,
+            precision=precision,
+            asr=speech["asr"],
+            language=speech["language"],
+            offline=speech["offline"],
+        )
     except MsaError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

@@ -85,6 +85,7 @@ class FaceNms:
     rnet: float = 0.7
     onet_min: float = 0.7
 
+
 _BATCH = 512  # crops per R-/O-net run (bounds memory on busy frames)
 
 # --------------------------------------------------------------------------------------------
@@ -150,6 +151,7 @@ def _session(source: Any, stage: str, threads: int | None, providers: Sequence[s
         )
     return session
 
+
 # --------------------------------------------------------------------------------------------
 # Detector
 
@@ -188,14 +190,10 @@ class FaceDetector:
         if not min_face_size > 0:
             raise InputError(f"min_face_size must be positive, got {min_face_size}")
         if not 0.0 < factor < 1.0:
-            raise InputError(
-                f"the pyramid factor must be between 0 and 1 (exclusive), got {factor}"
-            )
+            raise InputError(f"the pyramid factor must be between 0 and 1 (exclusive), got {factor}")
         thresholds = tuple(float(t) for t in thresholds)
         if len(thresholds) != 3 or not all(0.0 <= t <= 1.0 for t in thresholds):
-            raise InputError(
-                f"thresholds must be three probabilities (P, R, O-net), got {thresholds}"
-            )
+            raise InputError(f"thresholds must be three probabilities (P, R, O-net), got {thresholds}")
         if threads is not None and threads < 1:
             raise InputError(f"threads must be at least 1, got {threads}")
         self.max_side = max_side
@@ -231,17 +229,16 @@ class FaceDetector:
             raise InputError(f"max_side must be at least {_CELL} px, got {max_side}")
         root = Path(folder)
         try:
-            entry = (params if isinstance(params, FaceDetectorEntry)
-                     else FaceDetectorEntry.from_dict(params or {}))
+            entry = (
+                params if isinstance(params, FaceDetectorEntry) else FaceDetectorEntry.from_dict(params or {})
+            )
         except (TypeError, ValueError) as exc:
             raise PackError(f"bad face detector parameters in {root}: {exc}") from exc
         paths = []
         for name in entry.files().values():
             path = (root / name).resolve()
             if not path.is_relative_to(root.resolve()):
-                raise PackError(
-                    f"face detector file {name!r} points outside the pack folder {root}"
-                )
+                raise PackError(f"face detector file {name!r} points outside the pack folder {root}")
             paths.append(path)
         try:
             return cls(
@@ -350,9 +347,7 @@ class FaceDetector:
 
     # -- public -----------------------------------------------------------------------------
 
-    def detect(
-        self, rgb: np.ndarray, *, max_side: int | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def detect(self, rgb: np.ndarray, *, max_side: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Faces in an ``(H, W, 3)`` uint8 RGB frame.
 
         Returns boxes ``(N, 4)`` float32 (x1, y1, x2, y2 in pixels, may extend past the frame) and
@@ -397,8 +392,11 @@ class FaceDetector:
             boxes[:, [1, 3, 6, 8]] *= np.float32(scale_y)
         area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         boxes = boxes[np.argsort(area)[::-1]]
-        return (np.ascontiguousarray(boxes[:, :4]), np.ascontiguousarray(boxes[:, 4]),
-                np.ascontiguousarray(boxes[:, 5:9]))
+        return (
+            np.ascontiguousarray(boxes[:, :4]),
+            np.ascontiguousarray(boxes[:, 4]),
+            np.ascontiguousarray(boxes[:, 5:9]),
+        )
 
     def follow(
         self, rgb: np.ndarray, box: np.ndarray, *, passes: int = 2, square: bool = True

@@ -48,12 +48,8 @@ def nms(
         i = int(order[0])
         keep.append(i)
         rest = order[1:]
-        w = np.maximum(
-            np.float32(0.0), np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + one
-        )
-        h = np.maximum(
-            np.float32(0.0), np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + one
-        )
+        w = np.maximum(np.float32(0.0), np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + one)
+        h = np.maximum(np.float32(0.0), np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + one)
         inter = w * h
         if mode == "min":
             overlap = inter / np.minimum(area[i], area[rest])
@@ -107,18 +103,14 @@ def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     h = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0.0, None)
     inter = w * h
     area = max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0)
-    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0.0, None) * np.clip(
-        boxes[:, 3] - boxes[:, 1], 0.0, None
-    )
+    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0.0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0.0, None)
     union = area + areas - inter
     return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
 def check_frame(rgb: Any) -> np.ndarray:
     if not isinstance(rgb, np.ndarray):
-        raise InputError(
-            f"a frame must be a numpy array (H, W, 3) uint8 RGB, got {type(rgb).__name__}"
-        )
+        raise InputError(f"a frame must be a numpy array (H, W, 3) uint8 RGB, got {type(rgb).__name__}")
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise InputError(
             f"a frame must be RGB with shape (H, W, 3), got {rgb.shape}; convert grayscale with "
@@ -147,9 +139,7 @@ def choose_face(
     ``method`` decides: "largest" area (facenet-pytorch's default) or highest "probability".
     """
     if method not in ("largest", "probability"):
-        raise InputError(
-            f"unknown face selection method {method!r}; use 'largest' or 'probability'"
-        )
+        raise InputError(f"unknown face selection method {method!r}; use 'largest' or 'probability'")
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     probs = np.asarray(probs, dtype=np.float64).reshape(-1)
     if len(boxes) != len(probs):

@@ -48,10 +48,10 @@ class TrackOptions:
 
     def __post_init__(self) -> None:
         if self.redetect < 1:
-            raise InputError(f"face_redetect must be at least 1 (1: detect every frame), "
-                             f"got {self.redetect}")
-        if not (0.0 <= self.min_score <= 1.0 and 0.0 <= self.min_overlap <= 1.0
-                and 0.0 <= self.max_outside <= 1.0):
+            raise InputError(f"face_redetect must be at least 1 (1: detect every frame), got {self.redetect}")
+        if not (
+            0.0 <= self.min_score <= 1.0 and 0.0 <= self.min_overlap <= 1.0 and 0.0 <= self.max_outside <= 1.0
+        ):
             raise InputError("min_score, min_overlap and max_outside must lie in [0, 1]")
 
 
@@ -95,8 +95,7 @@ def relate(anchor: np.ndarray, ref: np.ndarray) -> np.ndarray:
 def place(relation: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """The box that stands to ``ref`` as :func:`relate` recorded (inverse of it)."""
     centre, side = _centre_size(ref)
-    return np.concatenate([centre + relation[:2] * side,
-                           centre + relation[2:4] * side]).astype(np.float32)
+    return np.concatenate([centre + relation[:2] * side, centre + relation[2:4] * side]).astype(np.float32)
 
 
 def outside_fraction(box: np.ndarray, width: int, height: int) -> float:
@@ -105,13 +104,13 @@ def outside_fraction(box: np.ndarray, width: int, height: int) -> float:
     area = max(b[2] - b[0], 0.0) * max(b[3] - b[1], 0.0)
     if area <= 0:
         return 1.0
-    inside = max(min(b[2], width) - max(b[0], 0.0), 0.0) * max(min(b[3], height) - max(b[1], 0.0),
-                                                                0.0)
+    inside = max(min(b[2], width) - max(b[0], 0.0), 0.0) * max(min(b[3], height) - max(b[1], 0.0), 0.0)
     return 1.0 - inside / area
 
 
-def _follow(rgb: np.ndarray, detector: FaceDetector, track: FaceTrack,
-            options: TrackOptions) -> np.ndarray | None:
+def _follow(
+    rgb: np.ndarray, detector: FaceDetector, track: FaceTrack, options: TrackOptions
+) -> np.ndarray | None:
     """The tracked box in this frame, or None when the track must be re-detected."""
     assert track.previous is not None and track.relation is not None  # callers check active
     moved, score = detector.follow(rgb, track.previous, passes=options.passes)
@@ -119,15 +118,18 @@ def _follow(rgb: np.ndarray, detector: FaceDetector, track: FaceTrack,
         return None
     box, score = detector.follow(rgb, place(track.relation, moved), passes=1, square=False)
     height, width = rgb.shape[:2]
-    if (score < options.min_score
-            or box_iou(track.previous, box[None])[0] < options.min_overlap
-            or outside_fraction(box, width, height) > options.max_outside):
+    if (
+        score < options.min_score
+        or box_iou(track.previous, box[None])[0] < options.min_overlap
+        or outside_fraction(box, width, height) > options.max_outside
+    ):
         return None
     return box
 
 
-def _detect(rgb: np.ndarray, detector: FaceDetector, track: FaceTrack, options: TrackOptions,
-            max_side: int) -> np.ndarray | None:
+def _detect(
+    rgb: np.ndarray, detector: FaceDetector, track: FaceTrack, options: TrackOptions, max_side: int
+) -> np.ndarray | None:
     boxes, probs, anchors = detector.detect_anchored(rgb, max_side=max_side)
     track.detections += 1
     track.since_detect = 0
@@ -142,14 +144,22 @@ def _detect(rgb: np.ndarray, detector: FaceDetector, track: FaceTrack, options: 
     return box
 
 
-def locate_face(rgb: np.ndarray, detector: FaceDetector, track: FaceTrack,
-                options: TrackOptions = TrackOptions(), max_side: int = DEFAULT_MAX_SIDE
-                ) -> np.ndarray | None:
+def locate_face(
+    rgb: np.ndarray,
+    detector: FaceDetector,
+    track: FaceTrack,
+    options: TrackOptions = TrackOptions(),
+    max_side: int = DEFAULT_MAX_SIDE,
+) -> np.ndarray | None:
     """The speaker's face box in this frame (None: no face), following or detecting as
     :class:`TrackOptions` says, and updating ``track``."""
     box = None
-    if (track.active and track.previous is not None and track.relation is not None
-            and track.since_detect + 1 < options.redetect):
+    if (
+        track.active
+        and track.previous is not None
+        and track.relation is not None
+        and track.since_detect + 1 < options.redetect
+    ):
         box = _follow(rgb, detector, track, options)
         if box is not None:
             track.tracked += 1
@@ -162,10 +172,18 @@ def locate_face(rgb: np.ndarray, detector: FaceDetector, track: FaceTrack,
     return box
 
 
-def face_squares(frames: Sequence[np.ndarray] | np.ndarray, size: int, detector: FaceDetector,
-                 track: FaceTrack, fallback: Callable[[np.ndarray, int], np.ndarray], *,
-                 crop_size: int, margin: float, options: TrackOptions = TrackOptions(),
-                 max_side: int = DEFAULT_MAX_SIDE) -> tuple[np.ndarray, np.ndarray]:
+def face_squares(
+    frames: Sequence[np.ndarray] | np.ndarray,
+    size: int,
+    detector: FaceDetector,
+    track: FaceTrack,
+    fallback: Callable[[np.ndarray, int], np.ndarray],
+    *,
+    crop_size: int,
+    margin: float,
+    options: TrackOptions = TrackOptions(),
+    max_side: int = DEFAULT_MAX_SIDE,
+) -> tuple[np.ndarray, np.ndarray]:
     """Per frame, the face crop (``crop_size`` px square, ``margin``) resized by ``fallback`` to
     ``size`` (the centre-square resize), or ``fallback`` of the whole frame when there is no face.
     Returns ``[N, size, size, 3]`` uint8 squares and a bool per frame (face found)."""

@@ -56,8 +56,14 @@ class LiveTranscriber:
     hypothesis is committed without agreement (Whisper sees at most 30 s).
     """
 
-    def __init__(self, recognizer: Recognizer, *, min_step: float = 1.0,
-                 trim_seconds: float = 12.0, max_seconds: float = 24.0) -> None:
+    def __init__(
+        self,
+        recognizer: Recognizer,
+        *,
+        min_step: float = 1.0,
+        trim_seconds: float = 12.0,
+        max_seconds: float = 24.0,
+    ) -> None:
         if not 0 < trim_seconds < max_seconds <= 30:
             raise ValueError("need 0 < trim_seconds < max_seconds <= 30")
         self.rec = recognizer
@@ -158,8 +164,9 @@ class LiveTranscriber:
     def _decode(self, until: float) -> list[Word]:
         start = self.buffer_start or 0.0
         prompt = " ".join(w.text for w in self.committed if w.end <= start)[-200:]
-        result = self.rec.transcribe(self._audio(start, until), offset=start, vad=False,
-                                     prompt=prompt or None)
+        result = self.rec.transcribe(
+            self._audio(start, until), offset=start, vad=False, prompt=prompt or None
+        )
         self.stats.decodes += 1
         self.stats.decode_ms += result.decode_ms
         self.decoded_until, self.heard_speech = until, False

@@ -21,8 +21,7 @@ from msa_runtime.timeline import AudioChunk, Frame, frame_duration
 from msa_runtime.timeline import AudioChunker as _AudioChunker
 from msa_runtime.timeline import FrameSampler as _FrameSampler
 
-__all__ = ["AudioChunk", "Decoded", "Frame", "MediaInfo", "decode", "iter_media", "iter_pcm",
-           "probe"]
+__all__ = ["AudioChunk", "Decoded", "Frame", "MediaInfo", "decode", "iter_media", "iter_pcm", "probe"]
 
 _log = logging.getLogger(__name__)
 _SEEK_MARGIN = 0.5  # seek this far before ``start``: decoder pre-roll, inexact demuxers
@@ -192,8 +191,14 @@ def iter_media(
 
 
 def _iterate(
-    name: str, fps: float | None, sample_rate: int | None, start: float, end: float | None,
-    chunk_seconds: float, format: str | None, options: dict[str, str] | None,
+    name: str,
+    fps: float | None,
+    sample_rate: int | None,
+    start: float,
+    end: float | None,
+    chunk_seconds: float,
+    format: str | None,
+    options: dict[str, str] | None,
     info_out: list[MediaInfo] | None = None,
 ) -> Iterator[AudioChunk | Frame]:
     container = _open(name, format, options)
@@ -264,8 +269,14 @@ def _iterate(
         # containers just estimate their duration (MP3 without a header: from the bit rate).
         declared = info.duration
         if at_eof and declared is not None and declared - media_end > max(0.5, declared / 20):
-            _log.warning("%s seems truncated: its media ends at %.2f s but it declares %.2f s; "
-                         "%s if that is not expected", name, media_end, declared, _REDO)
+            _log.warning(
+                "%s seems truncated: its media ends at %.2f s but it declares %.2f s; "
+                "%s if that is not expected",
+                name,
+                media_end,
+                declared,
+                _REDO,
+            )
     finally:
         container.close()
 

@@ -122,11 +122,11 @@ class VisionPrep:
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ValueError("vision.mean and vision.std need 3 values each, std > 0")
         if self.face_max_side != 0 and self.face_max_side < 48:
-            raise ValueError(f"vision.face_max_side must be 0 (off) or >= 48, got "
-                             f"{self.face_max_side}")
+            raise ValueError(f"vision.face_max_side must be 0 (off) or >= 48, got {self.face_max_side}")
         if self.face_redetect < 1:
-            raise ValueError(f"vision.face_redetect must be >= 1 (1: detect every frame), got "
-                             f"{self.face_redetect}")
+            raise ValueError(
+                f"vision.face_redetect must be >= 1 (1: detect every frame), got {self.face_redetect}"
+            )
 
 
 Prep = TextPrep | AudioPrep | VisionPrep
@@ -162,8 +162,10 @@ def prep_to_dict(prep: Prep) -> dict[str, Any]:
 
 def _typed(entry: EncoderEntry, cls: type[Prep]) -> Any:
     if not isinstance(entry.prep, cls):
-        raise PackError(f"the {entry.modality} encoder's preprocessing is a "
-                        f"{type(entry.prep).__name__}, not a {cls.__name__}; rebuild the pack")
+        raise PackError(
+            f"the {entry.modality} encoder's preprocessing is a "
+            f"{type(entry.prep).__name__}, not a {cls.__name__}; rebuild the pack"
+        )
     return entry.prep
 
 
@@ -303,8 +305,9 @@ class Manifest:
 
     def _prep(self, modality: str, cls: type[Prep]) -> Any:
         if modality not in self.encoders:
-            raise PackError(f"pack {self.name} has no {modality} encoder; it has "
-                            f"{', '.join(self.modalities)}")
+            raise PackError(
+                f"pack {self.name} has no {modality} encoder; it has {', '.join(self.modalities)}"
+            )
         return _typed(self.encoders[modality], cls)
 
 
@@ -329,8 +332,13 @@ def manifest_to_dict(m: Manifest) -> dict[str, Any]:
     for mod, e in m.encoders.items():
         prep = prep_to_dict(e.prep)
         encoders[mod] = {
-            "kind": e.kind, "source": e.source, "layer": e.layer, "num_layers": e.num_layers,
-            "hidden_size": e.hidden_size, "frame_stride": e.frame_stride, "preprocess": prep,
+            "kind": e.kind,
+            "source": e.source,
+            "layer": e.layer,
+            "num_layers": e.num_layers,
+            "hidden_size": e.hidden_size,
+            "frame_stride": e.frame_stride,
+            "preprocess": prep,
             "files": e.files,
         }
         if e.layer_weights is not None:
@@ -340,9 +348,15 @@ def manifest_to_dict(m: Manifest) -> dict[str, Any]:
     head = dict(m.head.__dict__)
     head["modalities"] = list(m.head.modalities)
     out = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "name": m.name,
-        "encoders": encoders, "head": head, "files": m.files, "tools": m.tools,
-        "validation": m.validation, **m.extras,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "name": m.name,
+        "encoders": encoders,
+        "head": head,
+        "files": m.files,
+        "tools": m.tools,
+        "validation": m.validation,
+        **m.extras,
     }
     if m.face_detector is not None:
         out["face_detector"] = m.face_detector.to_dict()
@@ -355,28 +369,53 @@ def _parse(data: dict[str, Any], where: str) -> Manifest:
         if mod not in MODALITIES:
             raise PackError(f"{where}: unknown modality {mod!r}; valid: {', '.join(MODALITIES)}")
         encoders[mod] = EncoderEntry(
-            modality=mod, kind=e["kind"], source=e["source"], layer=int(e["layer"]),
-            num_layers=int(e["num_layers"]), hidden_size=int(e["hidden_size"]),
-            frame_stride=int(e.get("frame_stride", 1)), prep=prep_from_dict(mod, e["preprocess"]),
+            modality=mod,
+            kind=e["kind"],
+            source=e["source"],
+            layer=int(e["layer"]),
+            num_layers=int(e["num_layers"]),
+            hidden_size=int(e["hidden_size"]),
+            frame_stride=int(e.get("frame_stride", 1)),
+            prep=prep_from_dict(mod, e["preprocess"]),
             files=dict(e["files"]),
             layer_weights=tuple(e["layer_weights"]) if "layer_weights" in e else None,
             providers={str(k): tuple(v) for k, v in e.get("providers", {}).items()},
         )
         unknown = {p for v in encoders[mod].providers.values() for p in v} - set(e["files"])
         if unknown:
-            raise ValueError(f"encoder {mod}: providers name precisions without files: "
-                             f"{sorted(unknown)}")
+            raise ValueError(f"encoder {mod}: providers name precisions without files: {sorted(unknown)}")
     h = data["head"]
-    head = HeadEntry(kind=h["kind"], file=h["file"], modalities=tuple(h["modalities"]),
-                     trained=bool(h["trained"]), gates=bool(h["gates"]),
-                     checkpoint_sha256=h.get("checkpoint_sha256"))
+    head = HeadEntry(
+        kind=h["kind"],
+        file=h["file"],
+        modalities=tuple(h["modalities"]),
+        trained=bool(h["trained"]),
+        gates=bool(h["gates"]),
+        checkpoint_sha256=h.get("checkpoint_sha256"),
+    )
     raw_face = data.get("face_detector")
     face = FaceDetectorEntry.from_dict(raw_face) if raw_face is not None else None
-    known = {"format", "format_version", "name", "encoders", "head", "files", "tools", "validation",
-             "face_detector"}
-    return Manifest(name=data["name"], encoders=encoders, head=head, files=dict(data["files"]),
-                    tools=dict(data.get("tools", {})), validation=list(data.get("validation", [])),
-                    extras={k: v for k, v in data.items() if k not in known}, face_detector=face)
+    known = {
+        "format",
+        "format_version",
+        "name",
+        "encoders",
+        "head",
+        "files",
+        "tools",
+        "validation",
+        "face_detector",
+    }
+    return Manifest(
+        name=data["name"],
+        encoders=encoders,
+        head=head,
+        files=dict(data["files"]),
+        tools=dict(data.get("tools", {})),
+        validation=list(data.get("validation", [])),
+        extras={k: v for k, v in data.items() if k not in known},
+        face_detector=face,
+    )
 
 
 def face_detector_files(manifest: Manifest) -> list[str]:
@@ -404,12 +443,12 @@ def load_manifest(folder: str | Path, *, verify: bool = True) -> Manifest:
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise PackError(
             f"pack {root} has format version {version}, this runtime reads up to "
-            f"{FORMAT_VERSION}: upgrade msa-edge (pip install -U msa-edge)")
+            f"{FORMAT_VERSION}: upgrade msa-edge (pip install -U msa-edge)"
+        )
     try:
         manifest = _parse(data, str(path))
     except (KeyError, TypeError, ValueError) as exc:
-        raise PackError(f"{path} is malformed ({type(exc).__name__}: {exc}); "
-                        "rebuild the pack") from exc
+        raise PackError(f"{path} is malformed ({type(exc).__name__}: {exc}); rebuild the pack") from exc
     paths = {name: _inside(root, name) for name in manifest.files}
     for name, file in paths.items():
         if not file.is_file():
@@ -418,16 +457,17 @@ def load_manifest(folder: str | Path, *, verify: bool = True) -> Manifest:
         if verify and sha256_file(paths[name]) != meta.get("sha256"):
             raise PackError(
                 f"pack {root}: {name} does not match its sha256 in the manifest (tampered or "
-                "corrupted); rebuild or re-copy the pack")
+                "corrupted); rebuild or re-copy the pack"
+            )
     for entry in manifest.encoders.values():
         for fname in entry.files.values():
             if fname not in manifest.files:
                 raise PackError(f"pack {root}: {fname} is not listed with a sha256 in the manifest")
     if manifest.head.file not in manifest.files:
-        raise PackError(f"pack {root}: head file {manifest.head.file} has no sha256 in the "
-                        "manifest")
+        raise PackError(f"pack {root}: head file {manifest.head.file} has no sha256 in the manifest")
     for fname in face_detector_files(manifest):
         if fname not in manifest.files:
-            raise PackError(f"pack {root}: face detector file {fname} is not listed with a "
-                            "sha256 in the manifest")
+            raise PackError(
+                f"pack {root}: face detector file {fname} is not listed with a sha256 in the manifest"
+            )
     return manifest

@@ -42,7 +42,7 @@ def center_square(rgb: np.ndarray, size: int) -> np.ndarray:
     nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
     resized = resize_rgb(rgb, nw, nh)
     top, left = (nh - size) // 2, (nw - size) // 2
-    return resized[top:top + size, left:left + size]
+    return resized[top : top + size, left : left + size]
 
 
 def normalize_images(squares: np.ndarray, prep: VisionPrep) -> np.ndarray:
@@ -62,9 +62,12 @@ def vision_batch(frames: np.ndarray | list[np.ndarray], prep: VisionPrep) -> np.
     return normalize_images(squares, prep)
 
 
-def vision_squares(frames: np.ndarray | Sequence[np.ndarray], prep: VisionPrep,
-                   detector: FaceDetector | None = None, track: FaceTrack | None = None
-                   ) -> tuple[np.ndarray, np.ndarray | None]:
+def vision_squares(
+    frames: np.ndarray | Sequence[np.ndarray],
+    prep: VisionPrep,
+    detector: FaceDetector | None = None,
+    track: FaceTrack | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Frames -> ``[N, S, S, 3]`` uint8 squares (``S = prep.image_size``), the crop of the pack.
 
     The one crop used by serving (:class:`msa_runtime.Analyzer`, streams) and training (the
@@ -84,12 +87,23 @@ def vision_squares(frames: np.ndarray | Sequence[np.ndarray], prep: VisionPrep,
             return np.zeros((0, size, size, 3), np.uint8), None
         return np.stack([center_square(np.asarray(f), size) for f in frames]), None
     if detector is None:
-        raise PackError("the vision preprocessing says crop = 'face' but no face detector was "
-                        "given (a face-crop pack carries face_pnet/rnet/onet.onnx)")
+        raise PackError(
+            "the vision preprocessing says crop = 'face' but no face detector was "
+            "given (a face-crop pack carries face_pnet/rnet/onet.onnx)"
+        )
     track = track if track is not None else FaceTrack()
     options = TrackOptions(redetect=prep.face_redetect)
-    return face_squares(frames, size, detector, track, center_square, crop_size=FACE_CROP_SIZE,
-                        margin=FACE_MARGIN, options=options, max_side=prep.face_max_side)
+    return face_squares(
+        frames,
+        size,
+        detector,
+        track,
+        center_square,
+        crop_size=FACE_CROP_SIZE,
+        margin=FACE_MARGIN,
+        options=options,
+        max_side=prep.face_max_side,
+    )
 
 
 def face_note(found: np.ndarray | None) -> str | None:
@@ -121,8 +135,9 @@ class TextEncoder:
         from tokenizers import Tokenizer
 
         try:
-            self.tokenizer = (Tokenizer.from_str(json_text) if json_text is not None
-                              else Tokenizer.from_file(str(path)))
+            self.tokenizer = (
+                Tokenizer.from_str(json_text) if json_text is not None else Tokenizer.from_file(str(path))
+            )
         except Exception as exc:  # tokenizers raises a bare Exception on a bad file
             raise PackError(f"cannot read tokenizer {path}: {exc}; rebuild the pack") from exc
         self.tokenizer.no_padding()
@@ -134,8 +149,9 @@ class TextEncoder:
         ids = self.tokenizer.encode(text).ids
         limit = self.prep.max_tokens
         if len(ids) > limit:
-            warnings.warn(f"text has {len(ids)} tokens; cut to the pack's limit of {limit}",
-                          UserWarning, stacklevel=3)
-            ids = ids[:limit - 1] + ids[-1:]  # keep the closing [SEP]
+            warnings.warn(
+                f"text has {len(ids)} tokens; cut to the pack's limit of {limit}", UserWarning, stacklevel=3
+            )
+            ids = ids[: limit - 1] + ids[-1:]  # keep the closing [SEP]
         arr = np.asarray([ids], np.int64)
         return arr, np.ones_like(arr)

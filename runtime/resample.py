@@ -75,13 +75,9 @@ def area_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     bit-identical.
     """
     if image.dtype != np.uint8 or image.ndim != 3:
-        raise InputError(
-            f"area_resize needs an (H, W, C) uint8 image, got {image.dtype} {image.shape}"
-        )
+        raise InputError(f"area_resize needs an (H, W, C) uint8 image, got {image.dtype} {image.shape}")
     if height < 1 or width < 1 or image.shape[0] < 1 or image.shape[1] < 1:
-        raise InputError(
-            f"cannot resize a {image.shape[1]}x{image.shape[0]} image to {width}x{height}"
-        )
+        raise InputError(f"cannot resize a {image.shape[1]}x{image.shape[0]} image to {width}x{height}")
     return area_grid(integral_image(image), height, width).transpose(1, 2, 0)
 
 

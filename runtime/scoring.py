@@ -36,8 +36,17 @@ Features = dict[str, Feature]
 Job = Callable[[], Feature]
 """A deferred encoder call that returns one modality's :data:`Feature`."""
 
-__all__ = ["EncodedFrames", "Feature", "Features", "Job", "Prediction", "feature", "head_feeds",
-           "run_jobs", "text_for_span"]
+__all__ = [
+    "EncodedFrames",
+    "Feature",
+    "Features",
+    "Job",
+    "Prediction",
+    "feature",
+    "head_feeds",
+    "run_jobs",
+    "text_for_span",
+]
 
 
 @dataclass(frozen=True)
@@ -112,9 +121,12 @@ def feature(hidden: np.ndarray, mask: np.ndarray | None = None) -> Feature:
     return x, m
 
 
-def head_feeds(feats: Mapping[str, Feature], modalities: Sequence[str],
-               dims: Mapping[str, int] | None = None, names: Sequence[str] | None = None
-               ) -> dict[str, np.ndarray]:
+def head_feeds(
+    feats: Mapping[str, Feature],
+    modalities: Sequence[str],
+    dims: Mapping[str, int] | None = None,
+    names: Sequence[str] | None = None,
+) -> dict[str, np.ndarray]:
     """The fusion head's feeds: ``{mod}``, ``{mod}_mask`` per head modality and ``present``.
 
     ``modalities`` are the head's, in its order; one missing from ``feats`` is fed as a single
@@ -137,8 +149,7 @@ def head_feeds(feats: Mapping[str, Feature], modalities: Sequence[str],
     return feeds if names is None else {k: feeds[k] for k in names}
 
 
-def run_jobs(jobs: Mapping[str, Job], timings: dict[str, float], pool: Executor | None = None
-             ) -> Features:
+def run_jobs(jobs: Mapping[str, Job], timings: dict[str, float], pool: Executor | None = None) -> Features:
     """Run encoder jobs (on ``pool`` when given and there are several), recording each one's
     wall time in ``timings[modality]`` (ms)."""
 

@@ -42,7 +42,8 @@ def import_ort() -> Any:
     except ImportError as exc:
         raise ProviderError(
             "ONNX Runtime is not installed: pip install 'msa-edge[cpu]' (or 'msa-edge[gpu]' for "
-            "CUDA; never both, the two packages overwrite each other)") from exc
+            "CUDA; never both, the two packages overwrite each other)"
+        ) from exc
     return onnxruntime
 
 
@@ -59,19 +60,21 @@ def register_openvino() -> str:
     try:
         import onnxruntime_ep_openvino as plugin
     except ImportError as exc:
-        raise ProviderError(f"the OpenVINO execution provider is not installed: {OPENVINO_HINT}"
-                            ) from exc
+        raise ProviderError(f"the OpenVINO execution provider is not installed: {OPENVINO_HINT}") from exc
     if not hasattr(ort, "register_execution_provider_library"):
-        raise ProviderError(f"onnxruntime {ort.__version__} cannot load execution provider "
-                            "plugins (needs 1.22 or newer): pip install -U onnxruntime")
+        raise ProviderError(
+            f"onnxruntime {ort.__version__} cannot load execution provider "
+            "plugins (needs 1.22 or newer): pip install -U onnxruntime"
+        )
     name, library = plugin.get_ep_name(), plugin.get_library_path()
     try:
         ort.register_execution_provider_library(name, library)
     except Exception as exc:  # ORT raises its own Fail type; "already registered" is fine
         if "already registered" not in str(exc):
             first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-            raise ProviderError(f"the OpenVINO plugin failed to load ({first}); reinstall it: "
-                                f"{OPENVINO_HINT}") from exc
+            raise ProviderError(
+                f"the OpenVINO plugin failed to load ({first}); reinstall it: {OPENVINO_HINT}"
+            ) from exc
     _registered[OPENVINO] = library
     return OPENVINO
 
@@ -109,8 +112,10 @@ def describe_auto(providers: Sequence[str]) -> str:
         return "auto picked CUDA (onnxruntime-gpu lists it)"
     if first == OPENVINO:
         return "auto picked OpenVINO (no CUDA; the onnxruntime-ep-openvino plugin is installed)"
-    return ("auto picked the CPU execution provider (no CUDA; no OpenVINO plugin: "
-            "pip install 'msa-edge[openvino]' adds it)")
+    return (
+        "auto picked the CPU execution provider (no CUDA; no OpenVINO plugin: "
+        "pip install 'msa-edge[openvino]' adds it)"
+    )
 
 
 def resolve_providers(providers: str | Sequence[str] | None = "auto") -> list[str]:
@@ -128,8 +133,9 @@ def resolve_providers(providers: str | Sequence[str] | None = "auto") -> list[st
                 try:
                     register_openvino()
                 except ProviderError as exc:
-                    warnings.warn(f"{exc}; auto uses the CPU execution provider", RuntimeWarning,
-                                  stacklevel=2)
+                    warnings.warn(
+                        f"{exc}; auto uses the CPU execution provider", RuntimeWarning, stacklevel=2
+                    )
                     names.remove(OPENVINO)
             return names
         wanted = [p.strip() for p in providers.split(",") if p.strip()]
@@ -147,16 +153,20 @@ def resolve_providers(providers: str | Sequence[str] | None = "auto") -> list[st
         hint = ""
         if CUDA in missing:
             hint = " (for CUDA: pip uninstall onnxruntime && pip install 'msa-edge[gpu]')"
-        raise ProviderError(f"execution provider {', '.join(missing) or '(none)'} is not "
-                            f"available; available: {', '.join(available)}{hint}")
+        raise ProviderError(
+            f"execution provider {', '.join(missing) or '(none)'} is not "
+            f"available; available: {', '.join(available)}{hint}"
+        )
     for n in names:
         base, device = split_device(n)
         if base == OPENVINO:
             devices = openvino_devices()
             if device not in devices:
-                raise ProviderError(f"OpenVINO device {device} is not there; this machine offers "
-                                    f"{', '.join(sorted(devices)) or 'none'} (e.g. --providers "
-                                    "openvino for its CPU)")
+                raise ProviderError(
+                    f"OpenVINO device {device} is not there; this machine offers "
+                    f"{', '.join(sorted(devices)) or 'none'} (e.g. --providers "
+                    "openvino for its CPU)"
+                )
     if CPU not in names:
         names.append(CPU)
     return names
@@ -170,13 +180,20 @@ def default_threads(threads: int | None = None) -> int | None:
         try:
             return int(env)
         except ValueError:
-            raise InputError(f"MSA_EDGE_THREADS must be an integer, got {env!r}: "
-                             "set it to a thread count such as 2, or unset it") from None
+            raise InputError(
+                f"MSA_EDGE_THREADS must be an integer, got {env!r}: "
+                "set it to a thread count such as 2, or unset it"
+            ) from None
     return None
 
 
-def make_session(path: str | Path | bytes, providers: str | Sequence[str] | None = "auto", *,
-                 threads: int | None = None, spinning: bool = False) -> Any:
+def make_session(
+    path: str | Path | bytes,
+    providers: str | Sequence[str] | None = "auto",
+    *,
+    threads: int | None = None,
+    spinning: bool = False,
+) -> Any:
     """An ``InferenceSession`` for ``path`` (a file, or the serialized model as bytes).
 
     ``spinning=False`` stops idle worker threads from busy-waiting: with several sessions taking
@@ -204,11 +221,15 @@ def make_session(path: str | Path | bytes, providers: str | Sequence[str] | None
         else:
             session = ort.InferenceSession(model, sess_options=opts, providers=names)
     except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
-        raise ProviderError(f"ONNX Runtime cannot load {label} with {SHORT.get(base, base)}: "
-                            f"{str(exc).splitlines()[0][:300]}") from exc
+        raise ProviderError(
+            f"ONNX Runtime cannot load {label} with {SHORT.get(base, base)}: {str(exc).splitlines()[0][:300]}"
+        ) from exc
     used = session.get_providers()
     if base != CPU and base not in used:
-        warnings.warn(f"{base} was requested for {label} but ONNX Runtime fell back "
-                      f"to {', '.join(used)} (check the CUDA and cuDNN libraries)", RuntimeWarning,
-                      stacklevel=2)
+        warnings.warn(
+            f"{base} was requested for {label} but ONNX Runtime fell back "
+            f"to {', '.join(used)} (check the CUDA and cuDNN libraries)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return session

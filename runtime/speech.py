@@ -25,9 +25,15 @@ AsrOption: TypeAlias = Union[str, "os.PathLike[str]", bool, Recognizer, None]
 size, hub id or folder; or a ready :class:`Recognizer`."""
 
 
-def make_recognizer(asr: AsrOption, pack: Path, extras: dict[str, Any], *,
-                    language: str | None = None, threads: int | None = None,
-                    offline: bool | None = None) -> Recognizer | None:
+def make_recognizer(
+    asr: AsrOption,
+    pack: Path,
+    extras: dict[str, Any],
+    *,
+    language: str | None = None,
+    threads: int | None = None,
+    offline: bool | None = None,
+) -> Recognizer | None:
     """The :class:`Recognizer` an Analyzer uses for ``asr`` (see :data:`AsrOption`)."""
     if asr is None or asr is False:
         return None
@@ -36,8 +42,10 @@ def make_recognizer(asr: AsrOption, pack: Path, extras: dict[str, Any], *,
     if asr is True or asr == "pack":
         folder = pack_model(pack, extras)
         if folder is None:
-            raise AsrError(f"pack {pack} carries no ASR model: give one (--asr small, a hub id or "
-                           "a folder) or re-export the pack with msa-export --asr MODEL")
+            raise AsrError(
+                f"pack {pack} carries no ASR model: give one (--asr small, a hub id or "
+                "a folder) or re-export the pack with msa-export --asr MODEL"
+            )
         return Recognizer(folder, language=language, threads=threads, offline=True)
     return Recognizer(asr, language=language, threads=threads, offline=offline)
 
@@ -61,20 +69,21 @@ class ClipText:
     transcript: Transcript | None
 
 
-def clip_text(rec: Recognizer, audio: np.ndarray | None, rate: int | None, *,
-              offset: float = 0.0) -> ClipText:
+def clip_text(
+    rec: Recognizer, audio: np.ndarray | None, rate: int | None, *, offset: float = 0.0
+) -> ClipText:
     """Transcribe a decoded clip; no audio or no speech gives empty text and a note."""
     if audio is None or not len(audio) or not rate:
-        return ClipText("", ("asr: the input has no audio track: nothing to transcribe",), 0.0,
-                        None)
+        return ClipText("", ("asr: the input has no audio track: nothing to transcribe",), 0.0, None)
     t0 = time.perf_counter()
     tr = rec.transcribe(to_16k(audio, rate), offset=offset)
     ms = (time.perf_counter() - t0) * 1e3
     if not tr.words:
         return ClipText("", ("asr: no speech found: scored without text",), ms, tr)
     lang = f", language {tr.language}" if tr.language else ""
-    return ClipText(tr.text, (f"asr: {len(tr.words)} words from {tr.speech_seconds:.1f} s of "
-                              f"speech{lang}",), ms, tr)
+    return ClipText(
+        tr.text, (f"asr: {len(tr.words)} words from {tr.speech_seconds:.1f} s of speech{lang}",), ms, tr
+    )
 
 
 class StreamText:
@@ -100,8 +109,7 @@ class StreamText:
 
         if self._resampler is None:
             self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-        frame = av.AudioFrame.from_ndarray(np.asarray(samples, np.float32)[None], format="flt",
-                                           layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.asarray(samples, np.float32)[None], format="flt", layout="mono")
         frame.sample_rate = self.rate
         out = [f.to_ndarray().reshape(-1) for f in self._resampler.resample(frame)]
         return np.concatenate(out) if out else np.zeros(0, np.float32)
@@ -125,8 +133,9 @@ class StreamText:
         self.live.forget_before(t)
 
 
-def predict_clip(an: Any, source: str | os.PathLike[str], *, start: float = 0.0,
-                 end: float | None = None) -> Any:
+def predict_clip(
+    an: Any, source: str | os.PathLike[str], *, start: float = 0.0, end: float | None = None
+) -> Any:
     """:meth:`Analyzer.predict` for a clip whose text comes from ASR: decode once (frames at
     the pack's fps, audio at the pack's rate, or at 16 kHz for ASR alone), transcribe, score.
 
@@ -147,9 +156,12 @@ def predict_clip(an: Any, source: str | os.PathLike[str], *, start: float = 0.0,
     frames = clip.frames if len(clip.frames) else None
     audio = clip.audio if len(clip.audio) and "audio" in an.sessions else None
     if frames is None and audio is None and not heard.text:
-        raise MediaError(f"{source}: nothing to score: no usable audio or video for this pack "
-                         f"(it scores {', '.join(an.modalities)}) and no speech was recognised")
+        raise MediaError(
+            f"{source}: nothing to score: no usable audio or video for this pack "
+            f"(it scores {', '.join(an.modalities)}) and no speech was recognised"
+        )
     p = an.predict_arrays(frames=frames, audio=audio, sample_rate=rate, text=heard.text or None)
     timings = {"decode": round(decode_ms, 2), "asr": round(heard.ms, 2), **p.timings_ms}
-    return dataclasses.replace(p, timings_ms=timings, notes=p.notes + heard.notes,
-                               text=heard.text, transcript_source="asr")
+    return dataclasses.replace(
+        p, timings_ms=timings, notes=p.notes + heard.notes, text=heard.text, transcript_source="asr"
+    )

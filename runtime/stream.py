@@ -35,9 +35,16 @@ LAG = 2.0
 
 
 class _Windows:
-    def __init__(self, an: Analyzer, window: float, hop: float, text: str | None,
-                 cues: list[Cue] | None, speech: StreamText | None = None,
-                 decode_rate: int = 0) -> None:
+    def __init__(
+        self,
+        an: Analyzer,
+        window: float,
+        hop: float,
+        text: str | None,
+        cues: list[Cue] | None,
+        speech: StreamText | None = None,
+        decode_rate: int = 0,
+    ) -> None:
         self.an, self.window, self.hop, self.text, self.cues = an, window, hop, text, cues
         self.decode_rate = decode_rate  # the audio's rate as decoded (0: no audio decoded)
         self.speech = speech  # live ASR: fed the same decoded audio as the audio encoder
@@ -108,14 +115,24 @@ class _Windows:
             note = face_note(np.asarray([found for _, found in inside], bool))
             notes = (note,) if note else ()
         if not feats_by_mod:
-            warnings.warn(f"window {start:.1f}-{end:.1f} s has nothing this pack can score "
-                          f"(no {' or '.join(self.an.modalities)}): skipped", UserWarning,
-                          stacklevel=2)
+            warnings.warn(
+                f"window {start:.1f}-{end:.1f} s has nothing this pack can score "
+                f"(no {' or '.join(self.an.modalities)}): skipped",
+                UserWarning,
+                stacklevel=2,
+            )
             return
         latency = (time.perf_counter() - t0) * 1e3 + pending
-        yield self.an.score_features(feats_by_mod, timings, notes=notes, start=round(start, 3),
-                                     end=round(end, 3), latency_ms=round(latency, 2), text=words,
-                                     transcript_source=source)
+        yield self.an.score_features(
+            feats_by_mod,
+            timings,
+            notes=notes,
+            start=round(start, 3),
+            end=round(end, 3),
+            latency_ms=round(latency, 2),
+            text=words,
+            transcript_source=source,
+        )
 
     def forget_before(self, t: float) -> None:
         if self.speech is not None:
@@ -129,10 +146,18 @@ class _Windows:
                 self.audio_start += drop / self.rate
 
 
-def stream_windows(an: Analyzer, source: str | os.PathLike[str], *, text: str | None,
-                   transcript: str | os.PathLike[str] | None, window: float, hop: float,
-                   format: str | None = None, options: dict[str, str] | None = None,
-                   asr: bool = False) -> Iterator[Prediction]:
+def stream_windows(
+    an: Analyzer,
+    source: str | os.PathLike[str],
+    *,
+    text: str | None,
+    transcript: str | os.PathLike[str] | None,
+    window: float,
+    hop: float,
+    format: str | None = None,
+    options: dict[str, str] | None = None,
+    asr: bool = False,
+) -> Iterator[Prediction]:
     if window <= 0 or hop <= 0:
         raise InputError(f"window and hop must be > 0 seconds (got window={window}, hop={hop})")
     if text is not None and transcript is not None:
@@ -160,19 +185,26 @@ def stream_windows(an: Analyzer, source: str | os.PathLike[str], *, text: str | 
     else:
         if format is None and os.path.isfile(name):
             info = media.probe(name)
-            kinds = {k for k, has in (("audio", info.has_audio and rate),
-                                      ("vision", info.has_video and fps)) if has}
+            kinds = {
+                k
+                for k, has in (("audio", info.has_audio and rate), ("vision", info.has_video and fps))
+                if has
+            }
             if not kinds:
                 needed = " or ".join(k for k, v in (("audio", rate), ("video", fps)) if v)
-                raise MediaError(f"{name} has no {needed} track, and this pack scores "
-                                 f"{', '.join(an.modalities)}: give a file with {needed}")
-        items = media.iter_media(name, fps=fps, sample_rate=rate, chunk_seconds=min(hop, 1.0),
-                                 format=format, options=options)
+                raise MediaError(
+                    f"{name} has no {needed} track, and this pack scores "
+                    f"{', '.join(an.modalities)}: give a file with {needed}"
+                )
+        items = media.iter_media(
+            name, fps=fps, sample_rate=rate, chunk_seconds=min(hop, 1.0), format=format, options=options
+        )
     return _run(_Windows(an, window, hop, text, cues, speech, rate or 0), items, kinds)
 
 
-def _run(state: _Windows, items: Iterable[media.AudioChunk | media.Frame],
-         kinds: set[str] | None) -> Iterator[Prediction]:
+def _run(
+    state: _Windows, items: Iterable[media.AudioChunk | media.Frame], kinds: set[str] | None
+) -> Iterator[Prediction]:
     """Emit every window as soon as all expected tracks have reached its end.
 
     A track that falls more than ``max(window, LAG)`` seconds behind the others (it ended early,
@@ -209,6 +241,9 @@ def _run(state: _Windows, items: Iterable[media.AudioChunk | media.Frame],
         next_end += state.hop
         state.forget_before(next_end - state.window)
     start = max(0.0, next_end - state.window)
-    if last > start + 1e-6 and last > emitted_end + 1e-6 and (
-            emitted_end == 0.0 or last - emitted_end >= state.hop / 2):
+    if (
+        last > start + 1e-6
+        and last > emitted_end + 1e-6
+        and (emitted_end == 0.0 or last - emitted_end >= state.hop / 2)
+    ):
         yield from state.score(start, last)

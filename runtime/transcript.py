@@ -127,8 +127,7 @@ def read_transcript(path: str | os.PathLike[str]) -> list[Cue]:
     suffix = file.suffix.lower()
     if suffix not in SUFFIXES:
         raise TextError(
-            f"{file}: unknown transcript type {suffix or '(no extension)'!r}: "
-            f"use one of {' '.join(SUFFIXES)}"
+            f"{file}: unknown transcript type {suffix or '(no extension)'!r}: use one of {' '.join(SUFFIXES)}"
         )
     try:
         data = file.read_bytes()

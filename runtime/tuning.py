@@ -78,17 +78,21 @@ def machine_key() -> dict[str, Any]:
             versions[dist] = md.version(dist)
         except md.PackageNotFoundError:
             continue
-    return {"cpu": cpu, "cores": os.cpu_count(),
-            "flags_sha256": hashlib.sha256(" ".join(sorted(flags.split())).encode()).hexdigest()[:16],
-            "versions": versions}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "flags_sha256": hashlib.sha256(" ".join(sorted(flags.split())).encode()).hexdigest()[:16],
+        "versions": versions,
+    }
 
 
 def manifest_sha256(pack: Path) -> str:
     return hashlib.sha256((pack / MANIFEST).read_bytes()).hexdigest()
 
 
-def load_tuning(pack: Path, tuning: str | os.PathLike[str] | bool | None = None
-                ) -> tuple[dict[str, Any] | None, str | None]:
+def load_tuning(
+    pack: Path, tuning: str | os.PathLike[str] | bool | None = None
+) -> tuple[dict[str, Any] | None, str | None]:
     """The tuning record of ``pack`` if there is one for this pack and machine, and a note
     (why it is used or ignored). ``tuning=False`` ignores any record."""
     if tuning is False:
@@ -96,8 +100,9 @@ def load_tuning(pack: Path, tuning: str | os.PathLike[str] | bool | None = None
     path = tuning_path(pack, None if tuning is True else tuning)
     if not path.is_file():
         if tuning not in (None, True):
-            raise InputError(f"tuning record {path} does not exist; write one with "
-                             f"msa-run --tune --pack {pack}")
+            raise InputError(
+                f"tuning record {path} does not exist; write one with msa-run --tune --pack {pack}"
+            )
         return None, None
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
@@ -106,11 +111,15 @@ def load_tuning(pack: Path, tuning: str | os.PathLike[str] | bool | None = None
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         return None, f"{path} is not an msa-edge tuning record: ignored"
     if record.get("manifest_sha256") != manifest_sha256(pack):
-        return None, (f"tuning record {path.name} was made for another build of this pack: "
-                      "ignored; re-run msa-run --tune")
+        return None, (
+            f"tuning record {path.name} was made for another build of this pack: "
+            "ignored; re-run msa-run --tune"
+        )
     if record.get("machine") != machine_key():
-        return None, (f"tuning record {path.name} was made on another machine or library "
-                      "version: ignored; re-run msa-run --tune")
+        return None, (
+            f"tuning record {path.name} was made on another machine or library "
+            "version: ignored; re-run msa-run --tune"
+        )
     return record, f"tuning record {path.name} (made {record.get('created', '?')})"
 
 
@@ -122,8 +131,13 @@ def _provider_of(short: str, providers: Sequence[str]) -> tuple[str, ...] | None
     return None
 
 
-def plan_sessions(manifest: Manifest, providers: Sequence[str], precision: str | None,
-                  record: dict[str, Any] | None, auto: bool) -> dict[str, Choice]:
+def plan_sessions(
+    manifest: Manifest,
+    providers: Sequence[str],
+    precision: str | None,
+    record: dict[str, Any] | None,
+    auto: bool,
+) -> dict[str, Choice]:
     """Per encoder, the file and providers its session uses.
 
     ``precision`` (explicit) wins for every encoder; else the tuning ``record`` (with ``auto``
@@ -149,15 +163,16 @@ def plan_sessions(manifest: Manifest, providers: Sequence[str], precision: str |
         if pick:
             session = _provider_of(pick["provider"], providers)
             if session is not None and pick["precision"] in entry.provider_precisions(pick["provider"]):
-                out[mod] = Choice(mod, entry.files[pick["precision"]], pick["precision"], session,
-                                  "tuning")
+                out[mod] = Choice(mod, entry.files[pick["precision"]], pick["precision"], session, "tuning")
                 continue
         ok = entry.provider_precisions(short)
         if not ok:
             if short == "openvino":
-                raise PackError(f"the pack has no {mod} file for OpenVINO (ov-int8 or fp32); "
-                                "re-export it with msa-export --precision int8,fp32,ov-int8, or "
-                                "use --providers cpu")
+                raise PackError(
+                    f"the pack has no {mod} file for OpenVINO (ov-int8 or fp32); "
+                    "re-export it with msa-export --precision int8,fp32,ov-int8, or "
+                    "use --providers cpu"
+                )
             ok = tuple(entry.files)
         out[mod] = Choice(mod, entry.files[ok[0]], ok[0], main, "manifest")
     return out
@@ -167,13 +182,15 @@ def describe_plan(plan: dict[str, Choice]) -> str:
     parts = []
     for c in plan.values():
         bf16 = " as bf16 where the CPU has it" if c.provider == "openvino" and c.precision == "fp32" else ""
-        parts.append(f"{c.modality} {c.file} on {c.provider}{bf16}"
-                     + (" (tuned)" if c.reason == "tuning" else ""))
+        parts.append(
+            f"{c.modality} {c.file} on {c.provider}{bf16}" + (" (tuned)" if c.reason == "tuning" else "")
+        )
     return "; ".join(parts)
 
 
-def tuning_inputs(manifest: Manifest, folder: Path, seconds: float = 5.0, frames: int = 15
-                  ) -> dict[str, dict[str, np.ndarray]]:
+def tuning_inputs(
+    manifest: Manifest, folder: Path, seconds: float = 5.0, frames: int = 15
+) -> dict[str, dict[str, np.ndarray]]:
     """Feeds of a typical clip for each encoder, through the pack's own preprocessing: a
     sentence, ``seconds`` of a voiced-sounding tone, ``frames`` noise frames."""
     from msa_runtime.preprocess import TextEncoder, audio_batch, normalize_images
@@ -197,9 +214,16 @@ def tuning_inputs(manifest: Manifest, folder: Path, seconds: float = 5.0, frames
     return feeds
 
 
-def tune(folder: Path, manifest: Manifest, providers: Sequence[str], *, threads: int | None = None,
-         repeat: int = 5, out: str | os.PathLike[str] | None = None,
-         progress: Callable[[str], None] = lambda m: None) -> tuple[Path, dict[str, Any]]:
+def tune(
+    folder: Path,
+    manifest: Manifest,
+    providers: Sequence[str],
+    *,
+    threads: int | None = None,
+    repeat: int = 5,
+    out: str | os.PathLike[str] | None = None,
+    progress: Callable[[str], None] = lambda m: None,
+) -> tuple[Path, dict[str, Any]]:
     """Time every candidate file of every encoder on each of ``providers`` (resolved names);
     write the record beside the pack (atomically) and return its path and content."""
     feeds = tuning_inputs(manifest, folder)
@@ -212,8 +236,7 @@ def tune(folder: Path, manifest: Manifest, providers: Sequence[str], *, threads:
                 continue
             for prec in entry.provider_precisions(short):
                 session_providers = [p, CPU] if p != CPU else [CPU]
-                session = make_session(folder / entry.files[prec], session_providers,
-                                       threads=threads)
+                session = make_session(folder / entry.files[prec], session_providers, threads=threads)
                 session.run(["hidden"], feeds[mod])
                 times = []
                 for _ in range(repeat):
@@ -222,8 +245,15 @@ def tune(folder: Path, manifest: Manifest, providers: Sequence[str], *, threads:
                     times.append((time.perf_counter() - t0) * 1e3)
                 del session
                 ms = float(np.median(times))
-                rows.append({"provider": short, "precision": prec, "file": entry.files[prec],
-                             "median_ms": round(ms, 3), "min_ms": round(min(times), 3)})
+                rows.append(
+                    {
+                        "provider": short,
+                        "precision": prec,
+                        "file": entry.files[prec],
+                        "median_ms": round(ms, 3),
+                        "min_ms": round(min(times), 3),
+                    }
+                )
                 progress(f"tune: {mod} {entry.files[prec]} on {short}: {ms:,.1f} ms")
         best = min(rows, key=lambda r: r["median_ms"])
         per: dict[str, Any] = {}
@@ -231,12 +261,18 @@ def tune(folder: Path, manifest: Manifest, providers: Sequence[str], *, threads:
             if r["provider"] not in per or r["median_ms"] < per[r["provider"]]["median_ms"]:
                 per[r["provider"]] = r
         encoders[mod] = {"candidates": rows, "best": best, "best_per_provider": per}
-    record = {"format": FORMAT, "version": 1, "pack": folder.resolve().name,
-              "manifest_sha256": manifest_sha256(folder), "machine": machine_key(),
-              "threads": threads, "repeat": repeat,
-              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "inputs": {m: {k: list(v.shape) for k, v in f.items()} for m, f in feeds.items()},
-              "encoders": encoders}
+    record = {
+        "format": FORMAT,
+        "version": 1,
+        "pack": folder.resolve().name,
+        "manifest_sha256": manifest_sha256(folder),
+        "machine": machine_key(),
+        "threads": threads,
+        "repeat": repeat,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "inputs": {m: {k: list(v.shape) for k, v in f.items()} for m, f in feeds.items()},
+        "encoders": encoders,
+    }
     path = tuning_path(folder, out)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -244,10 +280,20 @@ def tune(folder: Path, manifest: Manifest, providers: Sequence[str], *, threads:
         tmp.replace(path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise InputError(f"cannot write the tuning record {path}: {exc.strerror}; give a "
-                         "writable path with MSA_EDGE_TUNING") from exc
+        raise InputError(
+            f"cannot write the tuning record {path}: {exc.strerror}; give a "
+            "writable path with MSA_EDGE_TUNING"
+        ) from exc
     return path, record
 
 
-__all__ = ["Choice", "CUDA", "OPENVINO", "describe_plan", "load_tuning", "plan_sessions", "tune",
-           "tuning_path"]
+__all__ = [
+    "Choice",
+    "CUDA",
+    "OPENVINO",
+    "describe_plan",
+    "load_tuning",
+    "plan_sessions",
+    "tune",
+    "tuning_path",
+]

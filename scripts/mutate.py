@@ -46,93 +46,228 @@ class Mutation:
 M = Mutation
 MUTATIONS: tuple[Mutation, ...] = (
     # -- preprocessing (README: "one preprocessing implementation", DESIGN.md) ----------------
-    M("audio-no-normalisation", "runtime/preprocess.py", "    if prep.normalize:\n", "    if False:\n",
-      ("tests/test_references.py", "tests/test_trained_pack.py"),
-      "audio is no longer normalised to zero mean, unit variance"),
-    M("audio-no-padding", "runtime/preprocess.py", "    if x.size < minimum:\n", "    if False:\n",
-      ("tests/test_references.py",), "short audio is not padded to min_seconds"),
-    M("image-no-255", "runtime/preprocess.py", "squares.astype(np.float32) / 255.0",
-      "squares.astype(np.float32) / 256.0", ("tests/test_references.py",),
-      "pixels scaled by 1/256 instead of 1/255"),
-    M("image-bgr", "runtime/preprocess.py", "np.ascontiguousarray(x.transpose(0, 3, 1, 2))",
-      "np.ascontiguousarray(x[..., ::-1].transpose(0, 3, 1, 2))", ("tests/test_references.py",),
-      "channels fed in BGR order"),
-    M("image-std-mean-swap", "runtime/preprocess.py",
-      "x = (x - np.asarray(prep.mean, np.float32)) / np.asarray(prep.std, np.float32)",
-      "x = (x - np.asarray(prep.std, np.float32)) / np.asarray(prep.mean, np.float32)",
-      ("tests/test_references.py",), "mean and std swapped"),
-    M("image-top-left-crop", "runtime/preprocess.py",
-      "top, left = (nh - size) // 2, (nw - size) // 2", "top, left = 0, 0",
-      ("tests/test_references.py",), "top-left square instead of the centre"),
-    M("image-bilinear", "runtime/preprocess.py", 'interpolation="BICUBIC"', 'interpolation="BILINEAR"',
-      ("tests/test_references.py",), "bilinear resize instead of bicubic"),
-    M("image-squash", "runtime/preprocess.py",
-      "nw, nh = max(size, round(w * scale)), max(size, round(h * scale))", "nw, nh = size, size",
-      ("tests/test_references.py",), "aspect ratio not kept before the crop"),
-    M("tokens-drop-sep", "runtime/preprocess.py", "ids = ids[:limit - 1] + ids[-1:]",
-      "ids = ids[:limit]", ("tests/test_references.py",), "a cut text loses its closing [SEP]"),
-    M("face-margin", "runtime/preprocess.py", "FACE_MARGIN = 0\n", "FACE_MARGIN = 20\n",
-      ("tests/test_face.py", "tests/test_face_integration.py"),
-      "the face crop gets facenet's default margin instead of the paper's 0"),
+    M(
+        "audio-no-normalisation",
+        "runtime/preprocess.py",
+        "    if prep.normalize:\n",
+        "    if False:\n",
+        ("tests/test_references.py", "tests/test_trained_pack.py"),
+        "audio is no longer normalised to zero mean, unit variance",
+    ),
+    M(
+        "audio-no-padding",
+        "runtime/preprocess.py",
+        "    if x.size < minimum:\n",
+        "    if False:\n",
+        ("tests/test_references.py",),
+        "short audio is not padded to min_seconds",
+    ),
+    M(
+        "image-no-255",
+        "runtime/preprocess.py",
+        "squares.astype(np.float32) / 255.0",
+        "squares.astype(np.float32) / 256.0",
+        ("tests/test_references.py",),
+        "pixels scaled by 1/256 instead of 1/255",
+    ),
+    M(
+        "image-bgr",
+        "runtime/preprocess.py",
+        "np.ascontiguousarray(x.transpose(0, 3, 1, 2))",
+        "np.ascontiguousarray(x[..., ::-1].transpose(0, 3, 1, 2))",
+        ("tests/test_references.py",),
+        "channels fed in BGR order",
+    ),
+    M(
+        "image-std-mean-swap",
+        "runtime/preprocess.py",
+        "x = (x - np.asarray(prep.mean, np.float32)) / np.asarray(prep.std, np.float32)",
+        "x = (x - np.asarray(prep.std, np.float32)) / np.asarray(prep.mean, np.float32)",
+        ("tests/test_references.py",),
+        "mean and std swapped",
+    ),
+    M(
+        "image-top-left-crop",
+        "runtime/preprocess.py",
+        "top, left = (nh - size) // 2, (nw - size) // 2",
+        "top, left = 0, 0",
+        ("tests/test_references.py",),
+        "top-left square instead of the centre",
+    ),
+    M(
+        "image-bilinear",
+        "runtime/preprocess.py",
+        'interpolation="BICUBIC"',
+        'interpolation="BILINEAR"',
+        ("tests/test_references.py",),
+        "bilinear resize instead of bicubic",
+    ),
+    M(
+        "image-squash",
+        "runtime/preprocess.py",
+        "nw, nh = max(size, round(w * scale)), max(size, round(h * scale))",
+        "nw, nh = size, size",
+        ("tests/test_references.py",),
+        "aspect ratio not kept before the crop",
+    ),
+    M(
+        "tokens-drop-sep",
+        "runtime/preprocess.py",
+        "ids = ids[:limit - 1] + ids[-1:]",
+        "ids = ids[:limit]",
+        ("tests/test_references.py",),
+        "a cut text loses its closing [SEP]",
+    ),
+    M(
+        "face-margin",
+        "runtime/preprocess.py",
+        "FACE_MARGIN = 0\n",
+        "FACE_MARGIN = 20\n",
+        ("tests/test_face.py", "tests/test_face_integration.py"),
+        "the face crop gets facenet's default margin instead of the paper's 0",
+    ),
     # -- the analyzer ---------------------------------------------------------------------------
-    M("no-resampling", "runtime/analyzer.py",
-      "samples = audio if sample_rate == rate else _resample(audio, sample_rate, rate)",
-      "samples = audio", ("tests/test_trained_pack.py",),
-      "predict_arrays ignores sample_rate (no resampling)"),
-    M("absent-counts-as-present", "runtime/scoring.py", "            present.append(0.0)\n",
-      "            present.append(1.0)\n", ("tests/test_trained_pack.py", "tests/test_runtime.py"),
-      "a missing modality is fed to the head as present zeros"),
-    M("cpu-prefers-fp32", "runtime/pack.py", '"cpu": ("int8", "fp32", "fp16")',
-      '"cpu": ("fp32", "int8", "fp16")', ("tests/test_trained_pack.py", "tests/test_runtime.py"),
-      "the CPU default precision is fp32 instead of int8"),
+    M(
+        "no-resampling",
+        "runtime/analyzer.py",
+        "samples = audio if sample_rate == rate else _resample(audio, sample_rate, rate)",
+        "samples = audio",
+        ("tests/test_trained_pack.py",),
+        "predict_arrays ignores sample_rate (no resampling)",
+    ),
+    M(
+        "absent-counts-as-present",
+        "runtime/scoring.py",
+        "            present.append(0.0)\n",
+        "            present.append(1.0)\n",
+        ("tests/test_trained_pack.py", "tests/test_runtime.py"),
+        "a missing modality is fed to the head as present zeros",
+    ),
+    M(
+        "cpu-prefers-fp32",
+        "runtime/pack.py",
+        '"cpu": ("int8", "fp32", "fp16")',
+        '"cpu": ("fp32", "int8", "fp16")',
+        ("tests/test_trained_pack.py", "tests/test_runtime.py"),
+        "the CPU default precision is fp32 instead of int8",
+    ),
     # -- streams --------------------------------------------------------------------------------
-    M("stream-keeps-frames", "runtime/stream.py", "            self.cached.popleft()\n",
-      "            break\n", ("tests/test_stream_buffers.py",),
-      "frame features are never forgotten"),
-    M("stream-keeps-audio", "runtime/stream.py",
-      "            drop = round((t - self.audio_start) * self.rate)\n", "            drop = 0\n",
-      ("tests/test_stream_buffers.py",), "stream audio is never forgotten"),
+    M(
+        "stream-keeps-frames",
+        "runtime/stream.py",
+        "            self.cached.popleft()\n",
+        "            break\n",
+        ("tests/test_stream_buffers.py",),
+        "frame features are never forgotten",
+    ),
+    M(
+        "stream-keeps-audio",
+        "runtime/stream.py",
+        "            drop = round((t - self.audio_start) * self.rate)\n",
+        "            drop = 0\n",
+        ("tests/test_stream_buffers.py",),
+        "stream audio is never forgotten",
+    ),
     # (a window also taking the frames of the hop before it is an equivalent mutant: those
     # frames are already forgotten when the window is scored)
-    M("stream-audio-offset", "runtime/stream.py",
-      "a = max(0, round((start - self.audio_start) * self.rate))",
-      "a = max(0, round((start + 0.5 - self.audio_start) * self.rate))",
-      ("tests/test_trained_pack.py", "tests/test_runtime.py"),
-      "a stream window loses the first half second of its audio"),
+    M(
+        "stream-audio-offset",
+        "runtime/stream.py",
+        "a = max(0, round((start - self.audio_start) * self.rate))",
+        "a = max(0, round((start + 0.5 - self.audio_start) * self.rate))",
+        ("tests/test_trained_pack.py", "tests/test_runtime.py"),
+        "a stream window loses the first half second of its audio",
+    ),
     # -- export: the parity gate ---------------------------------------------------------------
-    M("gate-int8-loose", "export/convert.py", "self.cosine < MIN_COSINE:", "self.cosine < MIN_COSINE - 0.5:",
-      ("tests/test_parity_gate.py",), "int8/fp16 cosine gate loosened by 0.5"),
-    M("gate-no-score", "export/convert.py",
-      "return self.score_diff is None or self.score_diff <= MAX_SCORE_DIFF", "return True",
-      ("tests/test_parity_gate.py",), "the score difference is never checked"),
-    M("gate-fp32-loose", "export/convert.py", "if self.exact and self.max_abs > FP32_ATOL:",
-      "if self.exact and self.max_abs > FP32_ATOL * 100:",
-      ("tests/test_parity_gate.py", "tests/test_export.py"), "fp32 tolerance 1e-2 instead of 1e-4"),
-    M("gate-reports-first", "export/convert.py",
-      "worst = max(failed, key=lambda c: (c.max_abs if c.exact else 1 - c.cosine))",
-      "worst = failed[0]", ("tests/test_parity_gate.py",),
-      "the error names the first failure, not the worst"),
+    M(
+        "gate-int8-loose",
+        "export/convert.py",
+        "self.cosine < MIN_COSINE:",
+        "self.cosine < MIN_COSINE - 0.5:",
+        ("tests/test_parity_gate.py",),
+        "int8/fp16 cosine gate loosened by 0.5",
+    ),
+    M(
+        "gate-no-score",
+        "export/convert.py",
+        "return self.score_diff is None or self.score_diff <= MAX_SCORE_DIFF",
+        "return True",
+        ("tests/test_parity_gate.py",),
+        "the score difference is never checked",
+    ),
+    M(
+        "gate-fp32-loose",
+        "export/convert.py",
+        "if self.exact and self.max_abs > FP32_ATOL:",
+        "if self.exact and self.max_abs > FP32_ATOL * 100:",
+        ("tests/test_parity_gate.py", "tests/test_export.py"),
+        "fp32 tolerance 1e-2 instead of 1e-4",
+    ),
+    M(
+        "gate-reports-first",
+        "export/convert.py",
+        "worst = max(failed, key=lambda c: (c.max_abs if c.exact else 1 - c.cosine))",
+        "worst = failed[0]",
+        ("tests/test_parity_gate.py",),
+        "the error names the first failure, not the worst",
+    ),
     # -- export: writing the pack --------------------------------------------------------------
-    M("force-ignored", "export/build.py", "    if out.exists() and not force:\n", "    if out.exists():\n",
-      ("tests/test_cli_paths.py",), "--force no longer replaces an existing pack"),
-    M("force-keeps-old-files", "export/build.py", "    if out.exists():\n        old = ",
-      "    if False:\n        old = ", ("tests/test_cli_paths.py",),
-      "--force merges into the old folder instead of replacing it whole"),
-    M("pack-hash-unchecked", "runtime/pack.py",
-      "        if verify and sha256_file(paths[name]) != meta.get(\"sha256\"):",
-      "        if False:", ("tests/test_export.py",), "tampered files are accepted"),
+    M(
+        "force-ignored",
+        "export/build.py",
+        "    if out.exists() and not force:\n",
+        "    if out.exists():\n",
+        ("tests/test_cli_paths.py",),
+        "--force no longer replaces an existing pack",
+    ),
+    M(
+        "force-keeps-old-files",
+        "export/build.py",
+        "    if out.exists():\n        old = ",
+        "    if False:\n        old = ",
+        ("tests/test_cli_paths.py",),
+        "--force merges into the old folder instead of replacing it whole",
+    ),
+    M(
+        "pack-hash-unchecked",
+        "runtime/pack.py",
+        '        if verify and sha256_file(paths[name]) != meta.get("sha256"):',
+        "        if False:",
+        ("tests/test_export.py",),
+        "tampered files are accepted",
+    ),
     # -- msa-run --------------------------------------------------------------------------------
-    M("batch-stops-at-bad-input", "runtime/cli.py", "                failed += 1\n",
-      "                raise\n", ("tests/test_runtime.py",), "a batch stops at the first bad input"),
-    M("batch-exit-zero", "runtime/cli.py", "        sys.exit(1)\n", "        sys.exit(0)\n",
-      ("tests/test_runtime.py",), "a batch with failures exits 0"),
+    M(
+        "batch-stops-at-bad-input",
+        "runtime/cli.py",
+        "                failed += 1\n",
+        "                raise\n",
+        ("tests/test_runtime.py",),
+        "a batch stops at the first bad input",
+    ),
+    M(
+        "batch-exit-zero",
+        "runtime/cli.py",
+        "        sys.exit(1)\n",
+        "        sys.exit(0)\n",
+        ("tests/test_runtime.py",),
+        "a batch with failures exits 0",
+    ),
 )
 
 
 def copy_tree(dest: Path) -> None:
     """The tracked files plus the untracked, unignored ones (work in progress) into ``dest``."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            cwd=ROOT, check=True, capture_output=True).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for rel in filter(None, listed):
         src = ROOT / rel
         if src.is_file():
@@ -148,17 +283,19 @@ def copy_tree(dest: Path) -> None:
 
 def environment(dest: Path) -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(dest / ".mutant-path"),
-                                                      env.get("PYTHONPATH", "")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(dest / ".mutant-path"), env.get("PYTHONPATH", "")]))
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env
 
 
 def check_imports(dest: Path, python: str) -> None:
-    code = ("import msa_runtime, msa_export, msa_export.cards as c; "
-            "print(msa_runtime.__file__, msa_export.__file__, list(c.__path__)[0])")
-    out = subprocess.run([python, "-c", code], cwd=dest, env=environment(dest), check=True,
-                         capture_output=True, text=True).stdout.split()
+    code = (
+        "import msa_runtime, msa_export, msa_export.cards as c; "
+        "print(msa_runtime.__file__, msa_export.__file__, list(c.__path__)[0])"
+    )
+    out = subprocess.run(
+        [python, "-c", code], cwd=dest, env=environment(dest), check=True, capture_output=True, text=True
+    ).stdout.split()
     if not all(p.startswith(str(dest)) for p in out):
         sys.exit(f"the copy's packages are not the ones imported: {out}")
 
@@ -173,24 +310,39 @@ def run(mutation: Mutation, dest: Path, python: str, all_tests: bool, timeout: f
     tests = ["tests"] if all_tests else list(mutation.tests)
     started = time.perf_counter()
     try:
-        proc = subprocess.run([python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
-                              cwd=dest, env=environment(dest), capture_output=True, text=True,
-                              timeout=timeout)
+        proc = subprocess.run(
+            [python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
+            cwd=dest,
+            env=environment(dest),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         code, tail = proc.returncode, (proc.stdout.strip().splitlines() or [""])[-1]
     except subprocess.TimeoutExpired:
         code, tail = -1, f"timed out after {timeout:.0f} s"
     finally:
         path.write_text(original, encoding="utf-8")
-    result = ("survived" if code == 0 else "no tests ran" if code == 5 else
-              "timeout" if code == -1 else "killed")
-    return {"id": mutation.id, "result": result, "seconds": round(time.perf_counter() - started, 1),
-            "detail": tail, "why": mutation.why}
+    result = (
+        "survived" if code == 0 else "no tests ran" if code == 5 else "timeout" if code == -1 else "killed"
+    )
+    return {
+        "id": mutation.id,
+        "result": result,
+        "seconds": round(time.perf_counter() - started, 1),
+        "detail": tail,
+        "why": mutation.why,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("-k", dest="keyword", default="",
-                    help="only mutations whose id contains this (comma-separated: any of these)")
+    ap.add_argument(
+        "-k",
+        dest="keyword",
+        default="",
+        help="only mutations whose id contains this (comma-separated: any of these)",
+    )
     ap.add_argument("--list", action="store_true", help="list the mutations and exit")
     ap.add_argument("--all-tests", action="store_true", help="run the whole default suite per mutant")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per mutant")
@@ -211,8 +363,10 @@ def main(argv: list[str] | None = None) -> int:
         for i, m in enumerate(chosen, 1):
             r = run(m, dest, python, args.all_tests, args.timeout)
             results.append(r)
-            print(f"[{i}/{len(chosen)}] {r['result']:9s} {m.id:28s} {r.get('seconds', 0):6.1f}s  "
-                  f"{r['detail']}", flush=True)
+            print(
+                f"[{i}/{len(chosen)}] {r['result']:9s} {m.id:28s} {r.get('seconds', 0):6.1f}s  {r['detail']}",
+                flush=True,
+            )
     killed = sum(r["result"] == "killed" for r in results)
     bad = [r for r in results if r["result"] != "killed"]
     print(f"\nmutation score: {killed}/{len(results)} killed")

@@ -60,8 +60,9 @@ def trained_pack(tiny_pack: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 def face_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     """The MTCNN face detector exported once (weights from the facenet-pytorch wheel)."""
     if importlib.util.find_spec("facenet_pytorch") is None:
-        pytest.skip("facenet-pytorch (the MTCNN weights) not installed: "
-                    "pip install --no-deps facenet-pytorch")
+        pytest.skip(
+            "facenet-pytorch (the MTCNN weights) not installed: pip install --no-deps facenet-pytorch"
+        )
     if importlib.util.find_spec("torch") is None:
         pytest.skip("torch not installed (the export side)")
     from msa_export.face import export_face_detector
@@ -85,8 +86,9 @@ def whisper_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A CTranslate2 Whisper model folder (2 layers, width 64, seeded random weights, Whisper's
     multilingual vocabulary and special-token ids), converted offline by CTranslate2's own
     converter: it decodes real words with word timestamps at a tiny cost, recognising nothing."""
-    pytest.importorskip("faster_whisper", reason="the asr extra is not installed: "
-                        "pip install 'msa-edge[asr]'")
+    pytest.importorskip(
+        "faster_whisper", reason="the asr extra is not installed: pip install 'msa-edge[asr]'"
+    )
     pytest.importorskip("torch")
     from msa_export.asr import build_random_whisper
 

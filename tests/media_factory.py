@@ -257,9 +257,9 @@ def make_corrupt(
     data = bytearray(Path(src).read_bytes())
     pos = int(len(data) * at)
     rng = np.random.default_rng(1234)
-    data[pos : pos + length] = rng.integers(0, 256, size=min(length, len(data) - pos)).astype(
-        np.uint8
-    ).tobytes()
+    data[pos : pos + length] = (
+        rng.integers(0, 256, size=min(length, len(data) - pos)).astype(np.uint8).tobytes()
+    )
     dst = Path(dst)
     dst.write_bytes(bytes(data))
     return dst

@@ -15,8 +15,7 @@ import av
 import numpy as np
 
 RATE = 16000
-_VOWELS = ((730, 1090, 2440), (270, 2290, 3010), (300, 870, 2240), (530, 1840, 2480),
-           (570, 840, 2410))
+_VOWELS = ((730, 1090, 2440), (270, 2290, 3010), (300, 870, 2240), (530, 1840, 2480), (570, 840, 2410))
 
 
 def _resonate(x: np.ndarray, freq: float, bandwidth: float) -> np.ndarray:
@@ -41,16 +40,17 @@ def vowel_speech(seconds: float, seed: int = 0) -> np.ndarray:
     out = np.zeros(n, np.float32)
     syllable = RATE // 4
     for a in range(0, n, syllable):
-        seg = pulses[a:a + syllable]
+        seg = pulses[a : a + syllable]
         formants = _VOWELS[rng.integers(len(_VOWELS))]
         y = sum(_resonate(seg, f, bw) for f, bw in zip(formants, (80, 100, 120)))
-        out[a:a + syllable] = y * np.sin(np.linspace(0, np.pi, len(seg))) ** 0.5
+        out[a : a + syllable] = y * np.sin(np.linspace(0, np.pi, len(seg))) ** 0.5
     out += 0.003 * rng.standard_normal(n).astype(np.float32)
     return (0.3 * out / np.abs(out).max()).astype(np.float32)
 
 
-def write_clip(path: str | os.PathLike[str], audio: np.ndarray | None, *, video_seconds: float = 0,
-               fps: int = 10) -> Path:
+def write_clip(
+    path: str | os.PathLike[str], audio: np.ndarray | None, *, video_seconds: float = 0, fps: int = 10
+) -> Path:
     """A ``.wav`` (audio only) or ``.mkv`` clip: 16-bit PCM ``audio`` at 16 kHz and, for .mkv,
     ``video_seconds`` of a grey 64x48 MPEG-4 picture."""
     path = Path(path)

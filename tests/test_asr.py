@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 from conftest import SHARED, shared_path
 
-pytest.importorskip("faster_whisper", reason="the asr extra is not installed: "
-                    "pip install 'msa-edge[asr]'")
+pytest.importorskip("faster_whisper", reason="the asr extra is not installed: pip install 'msa-edge[asr]'")
 
 from msa_runtime.asr import Recognizer, Word, resolve_model  # noqa: E402
 from msa_runtime.errors import AsrError, InputError, MissingExtraError, MsaError  # noqa: E402
@@ -86,11 +85,11 @@ def test_unknown_language_and_bad_models(whisper_model: Path, tmp_path: Path) ->
         Recognizer(corrupt)
 
 
-def test_offline_size_name_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch,
-                                              tmp_path: Path) -> None:
+def test_offline_size_name_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    with pytest.raises(AsrError, match="not in the hub cache.*huggingface-cli download "
-                                       "Systran/faster-whisper-tiny"):
+    with pytest.raises(
+        AsrError, match="not in the hub cache.*huggingface-cli download Systran/faster-whisper-tiny"
+    ):
         resolve_model("tiny", offline=True)
 
 
@@ -105,15 +104,14 @@ def _feed(live: LiveTranscriber, audio: np.ndarray, step: float, every: int) -> 
     out = []
     n = round(step * RATE)
     for i, a in enumerate(range(0, len(audio), n)):
-        live.add(audio[a:a + n], a / RATE)
+        live.add(audio[a : a + n], a / RATE)
         if (i + 1) % every == 0:
             out.append(live.update())
     return out
 
 
 def test_live_commits_only_words_two_decodes_agree_on(rec: Recognizer) -> None:
-    audio = np.concatenate([np.zeros(3 * RATE, np.float32), _speech(9.0),
-                            np.zeros(3 * RATE, np.float32)])
+    audio = np.concatenate([np.zeros(3 * RATE, np.float32), _speech(9.0), np.zeros(3 * RATE, np.float32)])
     live = LiveTranscriber(rec)
     seen: list[tuple[float, list[Word]]] = []
     real = live._decode
@@ -126,15 +124,15 @@ def test_live_commits_only_words_two_decodes_agree_on(rec: Recognizer) -> None:
     live._decode = spy  # type: ignore[method-assign]
     committed: list[Word] = []
     for a in range(0, len(audio), 2 * RATE):
-        live.add(audio[a:a + 2 * RATE], a / RATE)
+        live.add(audio[a : a + 2 * RATE], a / RATE)
         before = len(seen)
         new = live.update()
         if new:  # committed now: the prefix this decode shares with the previous one
             assert len(seen) == before + 1 and before >= 1
             key = [w.text for w in new]
-            assert [w.text for w in seen[-1][1][:len(key)]] == key
+            assert [w.text for w in seen[-1][1][: len(key)]] == key
             previous = [w.text for w in seen[-2][1]]
-            assert any(previous[i:i + len(key)] == key for i in range(len(previous)))
+            assert any(previous[i : i + len(key)] == key for i in range(len(previous)))
         committed += new
     committed += live.finish()
     assert committed and committed == live.committed
@@ -204,8 +202,9 @@ def test_export_with_a_bad_asr_model_fails_fast(tmp_path: Path) -> None:
     from msa_export.cli import main
 
     out = tmp_path / "pack"
-    result = CliRunner().invoke(main, ["--preset", "tiny", "--out", str(out), "--asr",
-                                       str(tmp_path / "missing-model")])
+    result = CliRunner().invoke(
+        main, ["--preset", "tiny", "--out", str(out), "--asr", str(tmp_path / "missing-model")]
+    )
     assert result.exit_code == 2
     assert "error: ASR model folder" in result.output and "Traceback" not in result.output
     assert not out.exists()
@@ -214,8 +213,7 @@ def test_export_with_a_bad_asr_model_fails_fast(tmp_path: Path) -> None:
 def test_clip_text_notes(rec: Recognizer) -> None:
     from msa_runtime.speech import clip_text
 
-    assert clip_text(rec, None, None).notes == (
-        "asr: the input has no audio track: nothing to transcribe",)
+    assert clip_text(rec, None, None).notes == ("asr: the input has no audio track: nothing to transcribe",)
     quiet = clip_text(rec, np.zeros(3 * 22050, np.float32), 22050)
     assert quiet.text == "" and quiet.notes == ("asr: no speech found: scored without text",)
     spoken = clip_text(rec, _speech(4.0), RATE, offset=2.0)
@@ -230,7 +228,7 @@ def test_stream_text_resamples_to_16k(rec: Recognizer) -> None:
     audio = _resample(_speech(6.0), RATE, 44100)
     st = StreamText(rec, 44100)
     for a in range(0, len(audio), 44100):
-        st.add(audio[a:a + 44100], a / 44100)
+        st.add(audio[a : a + 44100], a / 44100)
     assert abs(st.live.end - 6.0) < 0.05  # 16 kHz samples on the stream's clock
     st.cues_until(6.0)
     st.finish()
@@ -245,7 +243,7 @@ def test_live_buffer_stays_bounded_in_long_speech(rec: Recognizer) -> None:
     audio = vowel_speech(24.0, seed=3)
     longest = 0.0
     for a in range(0, len(audio), 2 * RATE):
-        live.add(audio[a:a + 2 * RATE], a / RATE)
+        live.add(audio[a : a + 2 * RATE], a / RATE)
         live.update()
         longest = max(longest, live.end - live.buffer_start)  # type: ignore[operator]
     live.finish()

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 from speech_factory import RATE, vowel_speech, write_clip
 
-pytest.importorskip("faster_whisper", reason="the asr extra is not installed: "
-                    "pip install 'msa-edge[asr]'")
+pytest.importorskip("faster_whisper", reason="the asr extra is not installed: pip install 'msa-edge[asr]'")
 
 from msa_runtime import Analyzer  # noqa: E402
 from msa_runtime.errors import AsrError  # noqa: E402
@@ -42,8 +41,7 @@ def an(asr_pack: Path) -> Analyzer:
         return Analyzer(asr_pack, providers="cpu", threads=1, asr="pack", language="en")
 
 
-def test_clip_is_transcribed_when_no_text_is_given(an: Analyzer, speech_files: dict[str, Path]
-                                                   ) -> None:
+def test_clip_is_transcribed_when_no_text_is_given(an: Analyzer, speech_files: dict[str, Path]) -> None:
     p = an.predict(speech_files["mkv"])
     assert p.transcript_source == "asr" and p.text
     assert p.modalities == ("text", "audio", "vision")
@@ -80,8 +78,7 @@ def test_asr_without_a_model_is_an_error(tiny_pack: Path, speech_files: dict[str
         plain.predict(speech_files["wav"], asr=True)
 
 
-def test_stream_places_committed_words_into_windows(an: Analyzer,
-                                                    speech_files: dict[str, Path]) -> None:
+def test_stream_places_committed_words_into_windows(an: Analyzer, speech_files: dict[str, Path]) -> None:
     windows = list(an.stream(speech_files["wav"], window=4.0, hop=1.0))
     assert windows and all(w.transcript_source == "asr" for w in windows)
     assert all("asr" in w.timings_ms for w in windows)
@@ -112,39 +109,68 @@ def _run(args: list[str]) -> tuple[int, str, str]:
     return r.exit_code, r.stdout, r.stderr
 
 
-def test_msa_run_asr_records_and_bad_input(asr_pack: Path, speech_files: dict[str, Path],
-                                           tmp_path: Path) -> None:
+def test_msa_run_asr_records_and_bad_input(
+    asr_pack: Path, speech_files: dict[str, Path], tmp_path: Path
+) -> None:
     side = tmp_path / "side.wav"
     side.write_bytes(speech_files["wav"].read_bytes())
     (tmp_path / "side.txt").write_text("what a lovely day\n", encoding="utf-8")
-    code, out, err = _run([str(speech_files["wav"]), str(side), str(tmp_path / "missing.wav"),
-                           "--pack", str(asr_pack), "--asr", "pack", "--format", "jsonl"])
+    code, out, err = _run(
+        [
+            str(speech_files["wav"]),
+            str(side),
+            str(tmp_path / "missing.wav"),
+            "--pack",
+            str(asr_pack),
+            "--asr",
+            "pack",
+            "--format",
+            "jsonl",
+        ]
+    )
     assert code == 1 and "Traceback" not in err
     recs = [json.loads(line) for line in out.splitlines()]
     assert recs[0]["transcript_source"] == "asr" and recs[0]["text"]
     assert recs[1]["transcript_source"] == "sidecar" and recs[1]["text"] == "what a lovely day"
     assert "error" in recs[2] and "1 of 3 inputs failed" in err
-    code, out, err = _run([str(speech_files["wav"]), "--pack", str(asr_pack), "--asr", "pack",
-                           "--stream", "--window", "4", "--hop", "2", "--format", "jsonl"])
+    code, out, err = _run(
+        [
+            str(speech_files["wav"]),
+            "--pack",
+            str(asr_pack),
+            "--asr",
+            "pack",
+            "--stream",
+            "--window",
+            "4",
+            "--hop",
+            "2",
+            "--format",
+            "jsonl",
+        ]
+    )
     assert code == 0 and "real-time factor" in err and "ASR" in err
-    code, _, err = _run([str(speech_files["wav"]), "--pack", str(asr_pack), "--asr",
-                         str(tmp_path / "no-model")])
+    code, _, err = _run(
+        [str(speech_files["wav"]), "--pack", str(asr_pack), "--asr", str(tmp_path / "no-model")]
+    )
     assert code == 2 and err.startswith("error: ASR model folder") and "Traceback" not in err
-    code, _, err = _run([str(speech_files["wav"]), "--pack", str(asr_pack), "--asr", "pack",
-                         "--language", "klingon"])
+    code, _, err = _run(
+        [str(speech_files["wav"]), "--pack", str(asr_pack), "--asr", "pack", "--language", "klingon"]
+    )
     assert code == 2 and "unknown language 'klingon'" in err
 
 
 @pytest.mark.slow
-def test_text_only_pack_gets_text_from_speech(tmp_path_factory: pytest.TempPathFactory,
-                                              whisper_model: Path,
-                                              speech_files: dict[str, Path]) -> None:
+def test_text_only_pack_gets_text_from_speech(
+    tmp_path_factory: pytest.TempPathFactory, whisper_model: Path, speech_files: dict[str, Path]
+) -> None:
     """minilm-text (real MiniLM weights, text only): audio is decoded for ASR alone."""
     from msa_export.build import build_pack
     from msa_export.presets import get_preset
 
-    pack = build_pack(get_preset("minilm-text"), tmp_path_factory.mktemp("minilm") / "pack",
-                      precisions=["int8"]).out
+    pack = build_pack(
+        get_preset("minilm-text"), tmp_path_factory.mktemp("minilm") / "pack", precisions=["int8"]
+    ).out
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         text_only = Analyzer(pack, providers="cpu", threads=1, asr=whisper_model, language="en")

@@ -84,7 +84,10 @@ def test_bench_e2e_quick(tmp_path: Path, tiny_pack: Path) -> None:
         "Targets of issue 5",
         "Distance to the limit",
         "Streaming",
-        *(("ORT+OpenVINO EP, ov-int8 file (pack)", "Per encoder: CPU EP int8 against OpenVINO")
-          if OPENVINO else ()),
+        *(
+            ("ORT+OpenVINO EP, ov-int8 file (pack)", "Per encoder: CPU EP int8 against OpenVINO")
+            if OPENVINO
+            else ()
+        ),
     ):
         assert label in report, label

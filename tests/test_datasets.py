@@ -245,9 +245,7 @@ def test_labels_out_of_range(tmp_path: Path) -> None:
 
 
 def test_unknown_split(tmp_path: Path) -> None:
-    path = write(
-        tmp_path / "a.csv", "id,text,label,mode\na,x,1,train\nb,x,1,holdout\nc,x,1,\nd,x,1,test\n"
-    )
+    path = write(tmp_path / "a.csv", "id,text,label,mode\na,x,1,train\nb,x,1,holdout\nc,x,1,\nd,x,1,test\n")
     expect_error(path, "unknown mode value(s)", "'holdout' (line 3)", "'' (line 4)")
 
 

@@ -51,10 +51,15 @@ def test_exported_graph_keeps_only_the_blocks_up_to_the_layer(tiny_pack: Path) -
         assert _block_indices(tiny_pack / f"{mod}.fp32.onnx") == set(range(card.layer + 1)), mod
 
 
-@pytest.mark.parametrize("mod,overrides", [
-    ("text", {}), ("vision", {}), ("audio", {}),
-    ("audio", {"do_stable_layer_norm": True, "feat_extract_norm": "layer"}),
-])
+@pytest.mark.parametrize(
+    "mod,overrides",
+    [
+        ("text", {}),
+        ("vision", {}),
+        ("audio", {}),
+        ("audio", {"do_stable_layer_norm": True, "feat_extract_norm": "layer"}),
+    ],
+)
 def test_cut_reproduces_full_model_hidden_state(mod: str, overrides: dict) -> None:
     base = get_preset("tiny").encoders[mod]
     for layer in range(base.config["num_hidden_layers"]):
@@ -113,8 +118,9 @@ def test_tampered_file_and_newer_format_are_refused(tiny_pack: Path, tmp_path: P
         load_manifest(copy)
 
 
-def test_failed_validation_names_file_and_writes_nothing(tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_validation_names_file_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(convert, "FP32_ATOL", 0.0)
     out = tmp_path / "pack"
     with pytest.raises(convert.ValidationError, match=r"text\.fp32\.onnx: output hidden .*max \|diff\|"):
@@ -126,8 +132,7 @@ def test_trained_head_checkpoint_is_exported_and_its_layers_used(tmp_path: Path)
     cfg = HeadConfig(kind="gated", dims={"text": 32}, hidden=16, embed=8)
     head = build_head(cfg, seed=3)
     ckpt = tmp_path / "head.pt"
-    save_checkpoint(ckpt, head, cfg, layers={"text": 1}, encoders={"text": {"kind": "bert"}},
-                    preset="tiny")
+    save_checkpoint(ckpt, head, cfg, layers={"text": 1}, encoders={"text": {"kind": "bert"}}, preset="tiny")
     pack = build_pack(get_preset("tiny"), tmp_path / "pack", head=ckpt, precisions=["int8"]).out
     m = load_manifest(pack)
     assert m.head.trained and m.modalities == ("text",) and m.encoders["text"].layer == 1

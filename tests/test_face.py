@@ -53,10 +53,7 @@ def _facenet_unavailable() -> str | None:
 
 def _weights_unavailable() -> str | None:
     if importlib.util.find_spec("facenet_pytorch") is None:
-        return (
-            "facenet-pytorch (the MTCNN weights) not installed: "
-            "pip install --no-deps facenet-pytorch"
-        )
+        return "facenet-pytorch (the MTCNN weights) not installed: pip install --no-deps facenet-pytorch"
     if importlib.util.find_spec("torch") is None:
         return "torch not installed (the export side)"
     return None
@@ -170,9 +167,7 @@ def test_onnx_stages_match_pytorch_on_other_sizes(face_export: tuple[Path, dict[
         "onet": [(4, 3, 48, 48)],
     }
     for stage, shapes in cases.items():
-        session = ort.InferenceSession(
-            str(folder / FACE_FILES[stage]), providers=["CPUExecutionProvider"]
-        )
+        session = ort.InferenceSession(str(folder / FACE_FILES[stage]), providers=["CPUExecutionProvider"])
         for shape in shapes:
             x = rng.uniform(-1, 1, size=shape).astype(np.float32)
             with torch.no_grad():
@@ -318,7 +313,10 @@ def test_face_square_matches_the_papers_extraction(detector: FaceDetector) -> No
     from msa_runtime.preprocess import FACE_CROP_SIZE, FaceTrack, vision_squares
 
     paper = MTCNN(
-        image_size=FACE_CROP_SIZE, margin=0, select_largest=True, keep_all=False,
+        image_size=FACE_CROP_SIZE,
+        margin=0,
+        select_largest=True,
+        keep_all=False,
         post_process=False,
     )
     prep = VisionPrep(crop="face", image_size=FACE_CROP_SIZE)
@@ -378,9 +376,7 @@ def test_frame_checks_with_stub_sessions() -> None:
     boxes, probs = det.detect(np.zeros((64, 80, 3), dtype=np.uint8))
     assert boxes.shape == (0, 4) and probs.shape == (0,)
     with pytest.raises(InputError, match="thresholds"):
-        FaceDetector(
-            StubSession("pnet"), StubSession("rnet"), StubSession("onet"), thresholds=(0.6, 0.7)
-        )
+        FaceDetector(StubSession("pnet"), StubSession("rnet"), StubSession("onet"), thresholds=(0.6, 0.7))
     with pytest.raises(InputError, match="factor"):
         FaceDetector(StubSession("pnet"), StubSession("rnet"), StubSession("onet"), factor=1.2)
 
@@ -389,9 +385,7 @@ def test_missing_or_foreign_model_files(tmp_path: Path) -> None:
     with pytest.raises(PackError, match="face_pnet.onnx is missing"):
         FaceDetector.from_folder(tmp_path)
     with pytest.raises(PackError, match="not an MTCNN rnet export"):
-        FaceDetector(
-            StubSession("pnet"), StubSession("rnet", inputs=("input_ids",)), StubSession("onet")
-        )
+        FaceDetector(StubSession("pnet"), StubSession("rnet", inputs=("input_ids",)), StubSession("onet"))
     with pytest.raises(PackError, match="outside the pack folder"):
         FaceDetector.from_folder(tmp_path, {"stages": {"pnet": {"file": "../face_pnet.onnx"}}})
 
@@ -441,9 +435,9 @@ def test_choose_face_is_stable_across_frames() -> None:
     # a face far from the previous one: back to the largest
     far = np.array([[300.0, 20.0, 420.0, 140.0], [500.0, 300.0, 520.0, 320.0]])
     assert choose_face(far, np.array([0.9, 0.99]), previous=np.array([0.0, 0.0, 50.0, 50.0])) == 0
-    assert box_iou(
-        np.array([0, 0, 10, 10]), np.array([[0, 0, 10, 10], [5, 0, 15, 10]])
-    ) == pytest.approx([1.0, 1 / 3])
+    assert box_iou(np.array([0, 0, 10, 10]), np.array([[0, 0, 10, 10], [5, 0, 15, 10]])) == pytest.approx(
+        [1.0, 1 / 3]
+    )
 
 
 def test_crop_face_margin_convention_and_errors() -> None:
@@ -483,9 +477,9 @@ def test_nms_conventions() -> None:
     assert nms(boxes, scores, 0.7).tolist() == [2, 0, 3]
     # "min" divides by the smaller area: boxes containing the small, best box go
     assert nms(boxes, scores, 0.7, mode="min", plus_one=True).tolist() == [2, 3]
-    assert nms(
-        boxes[[0, 2]], np.array([0.9, 0.5], np.float32), 0.7, mode="min", plus_one=True
-    ).tolist() == [0]
+    assert nms(boxes[[0, 2]], np.array([0.9, 0.5], np.float32), 0.7, mode="min", plus_one=True).tolist() == [
+        0
+    ]
     assert nms(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), 0.5).size == 0
 
 

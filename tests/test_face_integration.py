@@ -105,9 +105,7 @@ def _has_encoder(name: str) -> bool:
 def face_card(tmp_path_factory: pytest.TempPathFactory) -> Path:
     text = (ROOT / "models" / "tiny.toml").read_text(encoding="utf-8")
     assert 'crop = "center"' in text
-    text = text.replace('name = "tiny"', 'name = "tiny-face"').replace(
-        'crop = "center"', 'crop = "face"'
-    )
+    text = text.replace('name = "tiny"', 'name = "tiny-face"').replace('crop = "center"', 'crop = "face"')
     card = tmp_path_factory.mktemp("cards") / "tiny-face.toml"
     card.write_text(text, encoding="utf-8")
     return card
@@ -230,9 +228,7 @@ def test_noise_clip_falls_back_to_the_centre_crop(an: Analyzer, clips: dict[str,
     p = an.predict(clips["noise"])
     assert "face not found in 6 of 6 frames: centre crop used" in p.notes, p.notes
     assert p.to_dict()["notes"][-1].startswith("face not found")
-    result = CliRunner().invoke(
-        cli_main, ["--pack", str(an.folder), str(clips["noise"]), "--format", "json"]
-    )
+    result = CliRunner().invoke(cli_main, ["--pack", str(an.folder), str(clips["noise"]), "--format", "json"])
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)[0]
     assert "face not found in 6 of 6 frames: centre crop used" in record["notes"]
@@ -289,9 +285,7 @@ def test_too_small_frame_is_an_input_error(an: Analyzer, clips: dict[str, Path])
     with pytest.raises(InputError, match="too small for face detection") as info:
         an.predict_arrays(frames=[np.zeros((16, 24, 3), np.uint8)])
     assert "\n" not in str(info.value)
-    result = CliRunner().invoke(
-        cli_main, ["--pack", str(an.folder), str(clips["tiny"]), str(clips["face"])]
-    )
+    result = CliRunner().invoke(cli_main, ["--pack", str(an.folder), str(clips["tiny"]), str(clips["face"])])
     assert result.exit_code == 1, result.output
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "tiny.mp4" in errors[0], result.output
@@ -300,9 +294,7 @@ def test_too_small_frame_is_an_input_error(an: Analyzer, clips: dict[str, Path])
     assert "face.mp4" in result.output  # the batch went on to the next input
 
 
-def test_stream_detects_each_frame_once_and_keeps_the_face(
-    an: Analyzer, clips: dict[str, Path]
-) -> None:
+def test_stream_detects_each_frame_once_and_keeps_the_face(an: Analyzer, clips: dict[str, Path]) -> None:
     assert an.face_detector is not None
     calls: list[tuple[int, ...]] = []
     real = an.face_detector.detect_anchored
@@ -380,9 +372,7 @@ def test_training_cache_crops_like_the_runtime(
 
     # the whole extraction: the detector is exported once into the cache and reused
     samples = [
-        Sample(
-            id="face", text="", label=0.0, split="train", media=clips["face"], start=None, end=None
-        ),
+        Sample(id="face", text="", label=0.0, split="train", media=clips["face"], start=None, end=None),
         Sample(
             id="noise",
             text="",
@@ -394,9 +384,7 @@ def test_training_cache_crops_like_the_runtime(
         ),
     ]
     messages: list[str] = []
-    report = extract_features(
-        samples, preset, tmp_path, modalities=["vision"], progress=messages.append
-    )
+    report = extract_features(samples, preset, tmp_path, modalities=["vision"], progress=messages.append)
     assert not report.failed and report.extracted == 2
     assert report.face_frames == 12 and report.face_fallbacks == 6
     assert report.folders["vision"].name == cache_key(card)

@@ -31,8 +31,9 @@ from media_factory import moving_face_frames  # noqa: E402
 EVERY_FRAME = TrackOptions(redetect=1)
 
 
-def _boxes(frames: list[np.ndarray], detector: Any, options: TrackOptions, max_side: int
-           ) -> tuple[list[np.ndarray | None], FaceTrack]:
+def _boxes(
+    frames: list[np.ndarray], detector: Any, options: TrackOptions, max_side: int
+) -> tuple[list[np.ndarray | None], FaceTrack]:
     track = FaceTrack()
     return [locate_face(f, detector, track, options, max_side) for f in frames], track
 
@@ -139,13 +140,16 @@ def test_tracked_crops_give_the_same_vision_features(detector: Any, tiny_pack: A
     tracked = cosine(features(frames, prep), reference)
     # the detector's own floor: detect on the frames moved by 1 px, crop the unmoved frames there
     track = FaceTrack()
-    boxes = [locate_face(np.roll(f, (1, 1), axis=(0, 1)), detector, track, EVERY_FRAME, 0)
-             for f in frames]
+    boxes = [locate_face(np.roll(f, (1, 1), axis=(0, 1)), detector, track, EVERY_FRAME, 0) for f in frames]
     from msa_runtime.face_boxes import crop_face
     from msa_runtime.preprocess import center_square
 
-    squares = np.stack([center_square(crop_face(f, b - 1.0, 256, 0), prep.image_size)  # type: ignore[operator]
-                        for f, b in zip(frames, boxes)])
+    squares = np.stack(
+        [
+            center_square(crop_face(f, b - 1.0, 256, 0), prep.image_size)  # type: ignore[operator]
+            for f, b in zip(frames, boxes)
+        ]
+    )
     moved = an.sessions["vision"].run(["hidden"], {"pixel_values": normalize_images(squares, prep)})
     floor = cosine(np.asarray(moved[0], np.float64), reference)
     assert tracked >= min(0.999, floor) - 0.002, (tracked, floor)

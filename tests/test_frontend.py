@@ -18,9 +18,17 @@ from msa_export.frontend import (  # noqa: E402
 def _model(norm: str) -> object:
     torch.manual_seed(0)
     config = transformers.WavLMConfig(
-        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-        conv_dim=[48] * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
-        feat_extract_norm=norm, do_stable_layer_norm=norm == "layer", conv_bias=norm == "layer")
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=[48] * 7,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
+        feat_extract_norm=norm,
+        do_stable_layer_norm=norm == "layer",
+        conv_bias=norm == "layer",
+    )
     return transformers.WavLMModel(config).eval()
 
 

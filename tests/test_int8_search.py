@@ -41,8 +41,14 @@ def outlier(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Case]]
     model = _Outlier().eval()
     g = torch.Generator().manual_seed(1)
     xs = [torch.randn(2, n, 32, generator=g) for n in (3, 9, 17)]
-    fp32 = convert.export_onnx(model, (xs[0],), folder / "m.fp32.onnx", input_names=["x"],
-                               output_names=["hidden"], dynamic_axes={"x": {0: "b", 1: "t"}})
+    fp32 = convert.export_onnx(
+        model,
+        (xs[0],),
+        folder / "m.fp32.onnx",
+        input_names=["x"],
+        output_names=["hidden"],
+        dynamic_axes={"x": {0: "b", 1: "t"}},
+    )
     with torch.no_grad():
         cases = [Case(inputs=(x,), reference=model(x).numpy(), length=x.shape[1]) for x in xs]
     return fp32, cases
@@ -58,15 +64,17 @@ def _kept_fp32(path: Path) -> set[str]:
 
 
 def test_all_int8_fails_and_the_search_keeps_only_the_outlier_matmul(
-        outlier: tuple[Path, list[Case]], tmp_path: Path) -> None:
+    outlier: tuple[Path, list[Case]], tmp_path: Path
+) -> None:
     fp32, cases = outlier
     nodes = weight_matmuls(onnx.load(str(fp32)))
     assert len(nodes) == 3
     dst = tmp_path / "m.int8.onnx"
     convert.quantize_int8(fp32, dst)
     assert not _gate(cases)(dst).passed, "the fixture must fail the gate in plain int8"
-    outcome = accuracy_aware_int8(fp32, dst, evaluate=_gate(cases),
-                                  inputs=[{"x": c.inputs[0].numpy()} for c in cases])
+    outcome = accuracy_aware_int8(
+        fp32, dst, evaluate=_gate(cases), inputs=[{"x": c.inputs[0].numpy()} for c in cases]
+    )
     assert outcome.kept == ["/b/MatMul"] and outcome.quantized == 2
     assert _kept_fp32(dst) == {"/b/MatMul"}  # the file on disk is the chosen one
     assert outcome.gate is not None and outcome.gate.passed
@@ -88,24 +96,27 @@ def test_sensitivity_ranks_the_outlier_matmul_first(outlier: tuple[Path, list[Ca
 
 
 def test_override_is_kept_and_search_adds_nothing_when_it_suffices(
-        outlier: tuple[Path, list[Case]], tmp_path: Path) -> None:
+    outlier: tuple[Path, list[Case]], tmp_path: Path
+) -> None:
     fp32, cases = outlier
     dst = tmp_path / "m.int8.onnx"
-    outcome = accuracy_aware_int8(fp32, dst, evaluate=_gate(cases), inputs=[],
-                                  keep_fp32=[r"/b/"])
+    outcome = accuracy_aware_int8(fp32, dst, evaluate=_gate(cases), inputs=[], keep_fp32=[r"/b/"])
     assert outcome.override == ["/b/MatMul"] and outcome.kept == [] and len(outcome.trials) == 1
-    assert outcome.to_manifest()["kept_fp32"] == [{"node": "/b/MatMul",
-                                                   "reason": "int8_keep_fp32 (preset card)"}]
+    assert outcome.to_manifest()["kept_fp32"] == [
+        {"node": "/b/MatMul", "reason": "int8_keep_fp32 (preset card)"}
+    ]
 
 
-def test_failure_says_what_was_tried(outlier: tuple[Path, list[Case]], tmp_path: Path,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failure_says_what_was_tried(
+    outlier: tuple[Path, list[Case]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fp32, cases = outlier
     monkeypatch.setattr(convert, "MIN_COSINE", 1.5)  # nothing can pass
     dst = tmp_path / "m.int8.onnx"
     with pytest.raises(convert.ValidationError) as info:
-        accuracy_aware_int8(fp32, dst, evaluate=_gate(cases),
-                            inputs=[{"x": c.inputs[0].numpy()} for c in cases])
+        accuracy_aware_int8(
+            fp32, dst, evaluate=_gate(cases), inputs=[{"x": c.inputs[0].numpy()} for c in cases]
+        )
     msg = str(info.value)
     assert "even with all 3 MatMuls kept in fp32" in msg and "tried 0 kept:" in msg
     assert "no pack was written" in msg and "\n" not in msg
@@ -124,5 +135,6 @@ def test_gate_scores_through_the_head(outlier: tuple[Path, list[Case]], tmp_path
     scores = [c for c in gate.checks if c.output == "score"]
     assert len(scores) == len(cases) == len(outs)
     assert all(c.score_diff is not None for c in scores)
-    assert any(not c.passed() for c in scores) == (max(c.score_diff or 0 for c in scores)
-                                                    > convert.MAX_SCORE_DIFF)
+    assert any(not c.passed() for c in scores) == (
+        max(c.score_diff or 0 for c in scores) > convert.MAX_SCORE_DIFF
+    )

@@ -19,16 +19,23 @@ from msa_export import kinds  # noqa: E402
 from msa_export.heads import HeadConfig, build_head  # noqa: E402
 from msa_export.presets import PresetError, parse_preset  # noqa: E402
 
-HUBERT_CONFIG = {"hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 2,
-                 "intermediate_size": 64, "conv_dim": [32] * 7, "num_conv_pos_embeddings": 16,
-                 "num_conv_pos_embedding_groups": 4}
+HUBERT_CONFIG = {
+    "hidden_size": 32,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "conv_dim": [32] * 7,
+    "num_conv_pos_embeddings": 16,
+    "num_conv_pos_embedding_groups": 4,
+}
 
 
 @pytest.fixture
 def hubert() -> Iterator[kinds.EncoderKind]:
     """HuBERT, added the way a user adds a family: one registry entry (plus a card)."""
-    kind = kinds.register_encoder_kind(kinds.EncoderKind(
-        "hubert", "audio", "HubertModel", "HubertConfig", flops=kinds.wav2vec2_flops))
+    kind = kinds.register_encoder_kind(
+        kinds.EncoderKind("hubert", "audio", "HubertModel", "HubertConfig", flops=kinds.wav2vec2_flops)
+    )
     yield kind
     kinds.ENCODER_KINDS.pop("hubert")
 
@@ -41,10 +48,13 @@ class MeanHead(nn.Module):
         self.cfg = cfg
         self.out = nn.ModuleDict({m: nn.Linear(d, 1) for m, d in cfg.dims.items()})
 
-    def forward(self, feats: list[torch.Tensor], masks: list[torch.Tensor],
-                present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        parts = [lin((f * m[..., None]).sum(1) / m.sum(1, keepdim=True).clamp(min=1)).squeeze(-1)
-                 for lin, f, m in zip(self.out.values(), feats, masks)]
+    def forward(
+        self, feats: list[torch.Tensor], masks: list[torch.Tensor], present: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        parts = [
+            lin((f * m[..., None]).sum(1) / m.sum(1, keepdim=True).clamp(min=1)).squeeze(-1)
+            for lin, f, m in zip(self.out.values(), feats, masks)
+        ]
         score = (torch.stack(parts, 1) * present).sum(1)
         return score.clamp(-3.0, 3.0), present
 
@@ -57,8 +67,10 @@ def mean_head() -> Iterator[kinds.HeadKind]:
 
 
 def _card(kind: str) -> dict[str, Any]:
-    return {"name": "hubert-tiny", "audio": {"kind": kind, "source": "random", "layer": 1,
-                                             "frame_stride": 10, "config": HUBERT_CONFIG}}
+    return {
+        "name": "hubert-tiny",
+        "audio": {"kind": kind, "source": "random", "layer": 1, "frame_stride": 10, "config": HUBERT_CONFIG},
+    }
 
 
 def test_builtin_registries_feed_the_lists() -> None:
@@ -102,9 +114,13 @@ def test_head_kind_registered_from_outside(mean_head: kinds.HeadKind) -> None:
     masks = [torch.ones(2, 3), torch.ones(2, 5)]
     score, _ = head(feats, masks, torch.ones(2, 2))
     assert score.shape == (2,)
-    preset = parse_preset({"name": "p", "text": {"kind": "bert", "source": "random", "layer": 0,
-                                                 "config": {"num_hidden_layers": 2}},
-                           "head": {"kind": "mean"}})
+    preset = parse_preset(
+        {
+            "name": "p",
+            "text": {"kind": "bert", "source": "random", "layer": 0, "config": {"num_hidden_layers": 2}},
+            "head": {"kind": "mean"},
+        }
+    )
     assert preset.head.kind == "mean"
     from msa_export.training.cli import main as train_main
 

@@ -352,9 +352,7 @@ def rss_bytes() -> Iterator[int]:
 def test_streaming_memory_stays_flat(tmp_path: Path) -> None:
     # Two minutes of 320x240 video at 10 fps and 48 kHz stereo FLAC (fast to encode). Kept in
     # memory, the output would take 120*3 frames * 230 KB = 83 MB plus 7.7 MB of 16 kHz audio.
-    path = mf.make_clip(
-        tmp_path / "long.mkv", duration=120.0, fps=10, size=(320, 240), sample_rate=48000
-    )
+    path = mf.make_clip(tmp_path / "long.mkv", duration=120.0, fps=10, size=(320, 240), sample_rate=48000)
     rss = rss_bytes()
     baseline = peak = 0
     count = 0

@@ -124,9 +124,7 @@ def test_matches_scikit_learn_when_installed() -> None:
     m = regression_metrics(pred, true)
     assert m["f1_has0"] == pytest.approx(skm.f1_score(true >= 0, pred >= 0, average="weighted"))
     nz = true != 0
-    assert m["f1_non0"] == pytest.approx(
-        skm.f1_score(true[nz] > 0, pred[nz] > 0, average="weighted")
-    )
+    assert m["f1_non0"] == pytest.approx(skm.f1_score(true[nz] > 0, pred[nz] > 0, average="weighted"))
     assert m["acc2_non0"] == pytest.approx(skm.accuracy_score(true[nz] > 0, pred[nz] > 0))
     assert m["corr"] == pytest.approx(np.corrcoef(pred, true)[0, 1])
 

@@ -19,8 +19,9 @@ from msa_runtime.sessions import make_session
 
 @pytest.fixture(scope="module")
 def minilm_pack(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_pack(get_preset("minilm-text"), tmp_path_factory.mktemp("minilm") / "pack",
-                      precisions=["int8", "fp32"]).out
+    return build_pack(
+        get_preset("minilm-text"), tmp_path_factory.mktemp("minilm") / "pack", precisions=["int8", "fp32"]
+    ).out
 
 
 def test_int8_text_encoder_keeps_cosine_on_real_mosi_sentences(minilm_pack: Path) -> None:

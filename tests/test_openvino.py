@@ -26,10 +26,14 @@ from msa_runtime.sessions import CPU, OPENVINO, resolve_providers
 
 HAVE_PLUGIN = importlib.util.find_spec("onnxruntime_ep_openvino") is not None
 HAVE_NNCF = importlib.util.find_spec("nncf") is not None
-plugin = pytest.mark.skipif(not HAVE_PLUGIN, reason="onnxruntime-ep-openvino is not installed "
-                            "(pip install 'msa-edge[openvino]')")
-nncf = pytest.mark.skipif(not (HAVE_PLUGIN and HAVE_NNCF), reason="NNCF and the OpenVINO plugin "
-                          "are needed for ov-int8 files (pip install 'msa-edge[export,openvino]')")
+plugin = pytest.mark.skipif(
+    not HAVE_PLUGIN, reason="onnxruntime-ep-openvino is not installed (pip install 'msa-edge[openvino]')"
+)
+nncf = pytest.mark.skipif(
+    not (HAVE_PLUGIN and HAVE_NNCF),
+    reason="NNCF and the OpenVINO plugin "
+    "are needed for ov-int8 files (pip install 'msa-edge[export,openvino]')",
+)
 
 
 def quiet_analyzer(pack: Path, **kwargs: object) -> Analyzer:
@@ -41,9 +45,12 @@ def quiet_analyzer(pack: Path, **kwargs: object) -> Analyzer:
 def clip_arrays() -> dict[str, object]:
     rng = np.random.default_rng(0)
     t = np.arange(32000) / 16000
-    return {"frames": rng.integers(0, 256, (4, 48, 64, 3), dtype=np.uint8),
-            "audio": (0.1 * np.sin(2 * np.pi * 180 * t)).astype(np.float32),
-            "sample_rate": 16000, "text": "what a wonderful surprise"}
+    return {
+        "frames": rng.integers(0, 256, (4, 48, 64, 3), dtype=np.uint8),
+        "audio": (0.1 * np.sin(2 * np.pi * 180 * t)).astype(np.float32),
+        "sample_rate": 16000,
+        "text": "what a wonderful surprise",
+    }
 
 
 # -- providers ------------------------------------------------------------------------------
@@ -65,8 +72,9 @@ def test_auto_picks_openvino_and_says_so(tiny_pack: Path) -> None:
     assert an.providers[0] == OPENVINO and "auto picked OpenVINO" in an.choice
     assert all(OPENVINO in s.get_providers() for s in an.sessions.values())
     assert an.head.get_providers() == [CPU]  # the tiny fp32 head stays exact
-    result = CliRunner().invoke(run_main, ["--pack", str(tiny_pack), "--providers", "auto",
-                                           "--text", "great", "--threads", "1"])
+    result = CliRunner().invoke(
+        run_main, ["--pack", str(tiny_pack), "--providers", "auto", "--text", "great", "--threads", "1"]
+    )
     assert result.exit_code == 0, result.output
     assert any(line.startswith("note: auto picked OpenVINO") for line in result.stderr.splitlines())
 
@@ -79,14 +87,17 @@ def test_openvino_device_that_is_not_there() -> None:
 
 @plugin
 def test_plugin_that_fails_to_load_is_a_one_line_error(tmp_path: Path) -> None:
-    code = ("import onnxruntime_ep_openvino as p, sys\n"
-            f"p.get_library_path = lambda: {str(tmp_path / 'missing.so')!r}\n"
-            "from msa_runtime.sessions import resolve_providers\n"
-            "from msa_runtime.errors import ProviderError\n"
-            "try:\n    resolve_providers('openvino')\n"
-            "except ProviderError as e:\n    print('ERR', e); sys.exit(3)\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          check=False)
+    code = (
+        "import onnxruntime_ep_openvino as p, sys\n"
+        f"p.get_library_path = lambda: {str(tmp_path / 'missing.so')!r}\n"
+        "from msa_runtime.sessions import resolve_providers\n"
+        "from msa_runtime.errors import ProviderError\n"
+        "try:\n    resolve_providers('openvino')\n"
+        "except ProviderError as e:\n    print('ERR', e); sys.exit(3)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
     assert proc.returncode == 3, proc.stdout + proc.stderr
     line = proc.stdout.strip()
     assert line.startswith("ERR the OpenVINO plugin failed to load") and "msa-edge[openvino]" in line
@@ -101,8 +112,7 @@ def test_pack_without_a_file_for_openvino(tmp_path: Path) -> None:
     pack = build_pack(get_preset("tiny"), tmp_path / "int8only", precisions=["int8"]).out
     with pytest.raises(PackError, match="no text file for OpenVINO .*--precision int8,fp32,ov-int8"):
         quiet_analyzer(pack, providers="openvino")
-    result = CliRunner().invoke(run_main, ["--pack", str(pack), "--providers", "openvino",
-                                           "--text", "hi"])
+    result = CliRunner().invoke(run_main, ["--pack", str(pack), "--providers", "openvino", "--text", "hi"])
     assert result.exit_code == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in result.output
@@ -137,8 +147,9 @@ def test_openvino_scores_follow_the_cpu_pack(tiny_pack: Path) -> None:
     ov = quiet_analyzer(tiny_pack, providers="openvino", threads=1, tuning=False)
     manifest = load_manifest(tiny_pack)
     for mod, c in ov.plan.items():
-        assert c.file == manifest.encoders[mod].files[manifest.encoders[mod].provider_precisions(
-            "openvino")[0]]
+        assert (
+            c.file == manifest.encoders[mod].files[manifest.encoders[mod].provider_precisions("openvino")[0]]
+        )
         assert c.provider == "openvino"
     a = cpu.predict_arrays(**clip_arrays())  # type: ignore[arg-type]
     b = ov.predict_arrays(**clip_arrays())  # type: ignore[arg-type]
@@ -151,9 +162,13 @@ def test_ov_int8_needs_its_extras(tmp_path: Path) -> None:
     from msa_export.convert import ExportError
     from msa_export.presets import get_preset
 
-    with (mock.patch("msa_export.build.openvino_ready", return_value="NNCF is not installed: pip "
-                     "install 'msa-edge[export]'"),
-          pytest.raises(ExportError, match=r"ov-int8 needs NNCF .*msa-edge\[export\]")):
+    with (
+        mock.patch(
+            "msa_export.build.openvino_ready",
+            return_value="NNCF is not installed: pip install 'msa-edge[export]'",
+        ),
+        pytest.raises(ExportError, match=r"ov-int8 needs NNCF .*msa-edge\[export\]"),
+    ):
         build_pack(get_preset("tiny"), tmp_path / "p", precisions=["int8", "ov-int8"])
     assert not (tmp_path / "p").exists()
 
@@ -198,8 +213,10 @@ def test_export_cli_rejects_an_empty_calibration_folder(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     out = tmp_path / "pack"
-    result = CliRunner().invoke(export_main, ["--preset", "tiny", "--out", str(out),
-                                              "--precision", "int8,ov-int8", "--calibrate", str(empty)])
+    result = CliRunner().invoke(
+        export_main,
+        ["--preset", "tiny", "--out", str(out), "--precision", "int8,ov-int8", "--calibrate", str(empty)],
+    )
     assert result.exit_code != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "holds no media files" in errors[0], result.output
@@ -213,8 +230,9 @@ def test_tuning_record_beside_the_pack(tiny_pack: Path, tmp_path: Path) -> None:
     pack = tmp_path / "tiny"
     shutil.copytree(tiny_pack, pack)
     hashes = {p.name: sha256_file(p) for p in pack.iterdir()}
-    result = CliRunner().invoke(run_main, ["--pack", str(pack), "--tune", "--threads", "1",
-                                           "--providers", "cpu"])
+    result = CliRunner().invoke(
+        run_main, ["--pack", str(pack), "--tune", "--threads", "1", "--providers", "cpu"]
+    )
     assert result.exit_code == 0, result.output
     record_path = tmp_path / "tiny.tuning.json"
     assert record_path.is_file() and not (pack / "tiny.tuning.json").exists()
@@ -226,7 +244,8 @@ def test_tuning_record_beside_the_pack(tiny_pack: Path, tmp_path: Path) -> None:
         assert e["best"]["median_ms"] == min(c["median_ms"] for c in e["candidates"])
         # make the record's choice visible: fp32 is "fastest" for every encoder
         e["best"] = e["best_per_provider"]["cpu"] = next(
-            c for c in e["candidates"] if c["precision"] == "fp32")
+            c for c in e["candidates"] if c["precision"] == "fp32"
+        )
     record_path.write_text(json.dumps(record))
     an = quiet_analyzer(pack, providers="cpu")
     assert an.precision == "fp32" and "tuning record tiny.tuning.json" in an.choice
@@ -245,8 +264,7 @@ def test_tune_times_openvino_candidates(tiny_pack: Path, tmp_path: Path) -> None
 
     pack = tmp_path / "tiny"
     shutil.copytree(tiny_pack, pack)
-    path, record = tune(pack, load_manifest(pack), resolve_providers("openvino"), threads=1,
-                        repeat=2)
+    path, record = tune(pack, load_manifest(pack), resolve_providers("openvino"), threads=1, repeat=2)
     assert path == tmp_path / "tiny.tuning.json"
     for mod, e in record["encoders"].items():
         providers = {c["provider"] for c in e["candidates"]}

@@ -41,11 +41,13 @@ def _wrap_output(path: Path, op: str, value: np.ndarray | float, output: str = "
 
 def _broken(real: Callable[..., Path], match: str, op: str, value: Any) -> Callable[..., Path]:
     """``real`` (an exporter/converter step), then ``op`` applied to files named ``match``."""
+
     def step(*args: Any, **kwargs: Any) -> Path:
         out = real(*args, **kwargs)
         if Path(out).name == match:
             _wrap_output(Path(out), op, value)
         return out
+
     return step
 
 
@@ -53,8 +55,9 @@ def _offset(dim: int) -> np.ndarray:
     return np.random.default_rng(0).normal(0.0, 0.5, dim).astype(np.float32)
 
 
-def _assert_refused(out: Path, exc: pytest.ExceptionInfo[convert.ValidationError], file: str,
-                    what: str) -> float:
+def _assert_refused(
+    out: Path, exc: pytest.ExceptionInfo[convert.ValidationError], file: str, what: str
+) -> float:
     """The error names the file, the output and the measured value; nothing was written."""
     msg = str(exc.value)
     # int8 files go through the accuracy-aware search, whose error lists every attempt
@@ -69,8 +72,9 @@ def _assert_refused(out: Path, exc: pytest.ExceptionInfo[convert.ValidationError
 
 def test_int8_file_with_low_cosine_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Mean cosine about 0.9: well under 0.999, well above what a loosened gate would accept."""
-    monkeypatch.setattr(build, "quantize_int8",
-                        _broken(build.quantize_int8, "text.int8.onnx", "Add", _offset(32)))
+    monkeypatch.setattr(
+        build, "quantize_int8", _broken(build.quantize_int8, "text.int8.onnx", "Add", _offset(32))
+    )
     out = tmp_path / "pack"
     with pytest.raises(convert.ValidationError) as exc:
         build.build_pack(get_preset("tiny"), out, precisions=["int8"])
@@ -80,8 +84,9 @@ def test_int8_file_with_low_cosine_is_refused(tmp_path: Path, monkeypatch: pytes
 
 
 def test_fp16_file_with_low_cosine_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(build, "convert_fp16",
-                        _broken(build.convert_fp16, "audio.fp16.onnx", "Add", _offset(32)))
+    monkeypatch.setattr(
+        build, "convert_fp16", _broken(build.convert_fp16, "audio.fp16.onnx", "Add", _offset(32))
+    )
     out = tmp_path / "pack"
     with pytest.raises(convert.ValidationError) as exc:
         build.build_pack(get_preset("tiny"), out, precisions=["fp16"])
@@ -89,11 +94,9 @@ def test_fp16_file_with_low_cosine_is_refused(tmp_path: Path, monkeypatch: pytes
     assert 0.6 < value < 0.99
 
 
-def test_fp32_drift_over_the_tolerance_is_refused(tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fp32_drift_over_the_tolerance_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A 0.1 % scale: the cosine stays 1, the absolute difference exceeds 1e-4."""
-    monkeypatch.setattr(build, "export_onnx",
-                        _broken(build.export_onnx, "vision.fp32.onnx", "Mul", 1.001))
+    monkeypatch.setattr(build, "export_onnx", _broken(build.export_onnx, "vision.fp32.onnx", "Mul", 1.001))
     out = tmp_path / "pack"
     with pytest.raises(convert.ValidationError) as exc:
         build.build_pack(get_preset("tiny"), out, precisions=["fp32"])
@@ -102,11 +105,11 @@ def test_fp32_drift_over_the_tolerance_is_refused(tmp_path: Path,
 
 
 def test_score_difference_is_checked_even_when_the_cosine_is_perfect(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trained_pack: Path) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trained_pack: Path
+) -> None:
     """Text features scaled by 3 keep every cosine at 1.0, but the trained head's score moves:
     the score check (|diff| <= 0.02) must refuse the pack."""
-    monkeypatch.setattr(build, "quantize_int8",
-                        _broken(build.quantize_int8, "text.int8.onnx", "Mul", 3.0))
+    monkeypatch.setattr(build, "quantize_int8", _broken(build.quantize_int8, "text.int8.onnx", "Mul", 3.0))
     head = trained_pack.parent / "head.pt"
     out = tmp_path / "pack"
     with pytest.raises(convert.ValidationError) as exc:
@@ -121,8 +124,12 @@ def test_score_difference_is_checked_even_when_the_cosine_is_perfect(
 
 def test_an_unbroken_build_passes_the_same_gate(tmp_path: Path, trained_pack: Path) -> None:
     """The counterpart: the same build without the breakage is accepted, within the limits."""
-    report = build.build_pack(get_preset("tiny"), tmp_path / "pack",
-                              head=trained_pack.parent / "head.pt", precisions=["int8", "fp32"])
+    report = build.build_pack(
+        get_preset("tiny"),
+        tmp_path / "pack",
+        head=trained_pack.parent / "head.pt",
+        precisions=["int8", "fp32"],
+    )
     checks = report.checks
     assert checks and all(c.passed() for c in checks)
     assert max(c.max_abs for c in checks if c.precision == "fp32" and c.output == "hidden") < 1e-4
@@ -133,14 +140,32 @@ def test_an_unbroken_build_passes_the_same_gate(tmp_path: Path, trained_pack: Pa
 
 def test_the_worst_failure_is_the_one_reported() -> None:
     checks = [
-        convert.Check(file="a.int8.onnx", precision="int8", output="hidden", length=4,
-                      max_abs=0.1, cosine=0.998, min_cosine=0.99),
-        convert.Check(file="b.int8.onnx", precision="int8", output="hidden", length=9,
-                      max_abs=0.1, cosine=0.95, min_cosine=0.90),
-        convert.Check(file="c.fp32.onnx", precision="fp32", output="hidden", length=9,
-                      max_abs=1e-6, cosine=1.0),
+        convert.Check(
+            file="a.int8.onnx",
+            precision="int8",
+            output="hidden",
+            length=4,
+            max_abs=0.1,
+            cosine=0.998,
+            min_cosine=0.99,
+        ),
+        convert.Check(
+            file="b.int8.onnx",
+            precision="int8",
+            output="hidden",
+            length=9,
+            max_abs=0.1,
+            cosine=0.95,
+            min_cosine=0.90,
+        ),
+        convert.Check(
+            file="c.fp32.onnx", precision="fp32", output="hidden", length=9, max_abs=1e-6, cosine=1.0
+        ),
     ]
-    with pytest.raises(convert.ValidationError, match=r"^b\.int8\.onnx: output hidden at input "
-                                                      r"length 9 .*mean cosine 0\.95000"):
+    with pytest.raises(
+        convert.ValidationError,
+        match=r"^b\.int8\.onnx: output hidden at input "
+        r"length 9 .*mean cosine 0\.95000",
+    ):
         convert.worst_failure(checks)
     convert.worst_failure(checks[2:])  # passing checks raise nothing

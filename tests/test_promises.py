@@ -12,8 +12,9 @@ from msa_runtime import Analyzer, MsaError
 from msa_runtime.sessions import make_session
 
 
-def test_without_onnxruntime_the_runtime_names_the_extra(tiny_pack: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_onnxruntime_the_runtime_names_the_extra(
+    tiny_pack: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # "import onnxruntime" now fails
     with pytest.raises(MsaError) as info:
         Analyzer(tiny_pack)
@@ -22,8 +23,9 @@ def test_without_onnxruntime_the_runtime_names_the_extra(tiny_pack: Path,
     assert "pip install 'msa-edge[cpu]'" in msg and "msa-edge[gpu]" in msg
 
 
-def test_threads_argument_then_environment_then_default(tiny_pack: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_threads_argument_then_environment_then_default(
+    tiny_pack: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     head = tiny_pack / "head.onnx"
 
     def threads(**kwargs: int) -> int:

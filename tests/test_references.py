@@ -47,8 +47,9 @@ def _signals() -> list[np.ndarray]:
 @pytest.mark.parametrize("index", [0, 1, 2])
 def test_audio_normalisation_matches_wav2vec2_feature_extractor(index: int) -> None:
     x = _signals()[index]
-    fe = transformers.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000,
-                                               padding_value=0.0, do_normalize=True)
+    fe = transformers.Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True
+    )
     ref = fe(x, sampling_rate=16000, return_tensors="np")["input_values"]
     got = audio_batch(x, AudioPrep(sample_rate=16000, normalize=True))
     assert got.shape == ref.shape == (1, x.size) and got.dtype == np.float32
@@ -76,10 +77,8 @@ def _write_wav(path: Path, channels: np.ndarray, rate: int) -> np.ndarray:
     return pcm.T.astype(np.float64) / 32768.0
 
 
-@pytest.mark.parametrize("rate_in,rate_out", [(44100, 16000), (48000, 16000), (16000, 16000),
-                                              (22050, 16000)])
-def test_decoding_mixes_to_mono_and_resamples_like_scipy(tmp_path: Path, rate_in: int,
-                                                         rate_out: int) -> None:
+@pytest.mark.parametrize("rate_in,rate_out", [(44100, 16000), (48000, 16000), (16000, 16000), (22050, 16000)])
+def test_decoding_mixes_to_mono_and_resamples_like_scipy(tmp_path: Path, rate_in: int, rate_out: int) -> None:
     """A stereo file with a different tone in each channel: the decoded audio is their sum
     (times FFmpeg's gain), resampled as scipy's polyphase filter does, sample for sample."""
     from math import gcd
@@ -109,21 +108,27 @@ def _picture(h: int, w: int) -> np.ndarray:
     g = 128 + 90 * np.cos(2 * np.pi * yy * 2)
     b = 255 * xx * yy
     img = np.stack([r, g, b], -1)
-    img[h // 3:h // 2, w // 5:w // 3] = (20, 30, 200)
+    img[h // 3 : h // 2, w // 5 : w // 3] = (20, 30, 200)
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-@pytest.mark.parametrize("h,w,size,limit", [
-    (480, 640, 224, 0.01),   # landscape, shrink
-    (300, 200, 64, 0.0025),  # portrait, shrink
-    (100, 100, 224, 0.0025),  # enlarge
-    (120, 160, 32, 0.06),    # strong shrink: PIL's and swscale's antialiasing differ most
-])
+@pytest.mark.parametrize(
+    "h,w,size,limit",
+    [
+        (480, 640, 224, 0.01),  # landscape, shrink
+        (300, 200, 64, 0.0025),  # portrait, shrink
+        (100, 100, 224, 0.0025),  # enlarge
+        (120, 160, 32, 0.06),  # strong shrink: PIL's and swscale's antialiasing differ most
+    ],
+)
 def test_frames_match_clip_image_processor(h: int, w: int, size: int, limit: float) -> None:
     """Short side resized (bicubic) to ``size``, centre square, /255, CLIP mean and std."""
-    proc = transformers.CLIPImageProcessor(size={"shortest_edge": size},
-                                           crop_size={"height": size, "width": size},
-                                           image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD))
+    proc = transformers.CLIPImageProcessor(
+        size={"shortest_edge": size},
+        crop_size={"height": size, "width": size},
+        image_mean=list(CLIP_MEAN),
+        image_std=list(CLIP_STD),
+    )
     x = _picture(h, w)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -146,8 +151,9 @@ def test_frame_of_the_encoder_size_is_only_normalised() -> None:
     got = normalize_images(vision_squares([x], prep)[0], prep)
     hand = ((x / 255.0 - np.array(CLIP_MEAN)) / np.array(CLIP_STD)).transpose(2, 0, 1)[None]
     np.testing.assert_allclose(got, hand, atol=1e-5)
-    proc = transformers.CLIPImageProcessor(size={"shortest_edge": 224},
-                                           crop_size={"height": 224, "width": 224})
+    proc = transformers.CLIPImageProcessor(
+        size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}
+    )
     ref = proc(images=[x], return_tensors="np")["pixel_values"]
     np.testing.assert_allclose(got, ref, atol=1e-5)
 

@@ -131,8 +131,7 @@ def test_cli_scores_a_folder_of_every_container(tiny_pack: Path, clips: dict[str
     result = run_cli(folder, "--pack", tiny_pack, "--format", "jsonl", "--text", "fine")
     assert result.exit_code == 0, result.output
     recs = records(result)
-    assert sorted(Path(r["input"]).suffix for r in recs) == sorted(
-        s for s in SUFFIXES if s in clips)
+    assert sorted(Path(r["input"]).suffix for r in recs) == sorted(s for s in SUFFIXES if s in clips)
     for rec in recs:
         assert {"input", "score", "polarity", "modalities", "timings_ms"} <= set(rec)
         av_file = Path(rec["input"]).suffix in AV_SUFFIXES
@@ -142,8 +141,21 @@ def test_cli_scores_a_folder_of_every_container(tiny_pack: Path, clips: dict[str
 
 def test_cli_real_subprocess(tiny_pack: Path, clips: dict[str, Path]) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "msa_runtime.cli", str(clips[".webm"]), "--pack", str(tiny_pack),
-         "--format", "json"], capture_output=True, text=True, timeout=120, check=False)
+        [
+            sys.executable,
+            "-m",
+            "msa_runtime.cli",
+            str(clips[".webm"]),
+            "--pack",
+            str(tiny_pack),
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     (rec,) = json.loads(proc.stdout)
     assert rec["modalities"] == ["audio", "vision"] and -3 <= rec["score"] <= 3
@@ -170,16 +182,15 @@ def test_cli_text_only(tiny_pack: Path) -> None:
 
 SIDECARS = {
     ".txt": "what a wonderful film\n",
-    ".srt": "1\n00:00:00,000 --> 00:00:01,000\nwhat a\n\n2\n00:00:01,000 --> 00:00:02,000\n"
-            "wonderful film\n",
-    ".vtt": "WEBVTT\n\n00:00.000 --> 00:01.000\nwhat a\n\n00:01.000 --> 00:02.000\n"
-            "wonderful film\n",
+    ".srt": "1\n00:00:00,000 --> 00:00:01,000\nwhat a\n\n2\n00:00:01,000 --> 00:00:02,000\nwonderful film\n",
+    ".vtt": "WEBVTT\n\n00:00.000 --> 00:01.000\nwhat a\n\n00:01.000 --> 00:02.000\nwonderful film\n",
 }
 
 
 @pytest.mark.parametrize("kind", sorted(SIDECARS))
-def test_transcript_sidecars(an: Analyzer, tiny_pack: Path, clips: dict[str, Path],
-                             tmp_path: Path, kind: str) -> None:
+def test_transcript_sidecars(
+    an: Analyzer, tiny_pack: Path, clips: dict[str, Path], tmp_path: Path, kind: str
+) -> None:
     clip = shutil.copy(clips[".mkv"], tmp_path / "talk.mkv")
     sidecar = tmp_path / f"talk{kind}"
     sidecar.write_text(SIDECARS[kind], encoding="utf-8")
@@ -218,10 +229,14 @@ def test_predict_arrays(an: Analyzer) -> None:
     assert_score(an.predict_arrays(audio=audio[None], sample_rate=44100), ("audio",))
     # resampling inside equals resampling by the caller's rate being the pack's
     assert an.predict_arrays(audio=audio[:16000], sample_rate=16000).score == pytest.approx(
-        an.predict_arrays(audio=audio[:16000].copy(), sample_rate=16000).score)
+        an.predict_arrays(audio=audio[:16000].copy(), sample_rate=16000).score
+    )
     bad: list[dict[str, Any]] = [
-        {}, {"text": "  "}, {"audio": audio},  # nothing / blank text / no sample rate
-        {"frames": frames[..., 0]}, {"frames": frames.astype(np.float32)},
+        {},
+        {"text": "  "},
+        {"audio": audio},  # nothing / blank text / no sample rate
+        {"frames": frames[..., 0]},
+        {"frames": frames.astype(np.float32)},
         {"audio": np.stack([audio, audio], 1), "sample_rate": 44100},
     ]
     for kwargs in bad:
@@ -257,17 +272,17 @@ def test_stream_windows_and_frame_cache(an: Analyzer, clips: dict[str, Path]) ->
     assert sum(encoded) == round(13.0 * fps)
 
 
-def test_stream_transcript_cues_feed_windows(an: Analyzer, clips: dict[str, Path],
-                                              tmp_path: Path) -> None:
+def test_stream_transcript_cues_feed_windows(an: Analyzer, clips: dict[str, Path], tmp_path: Path) -> None:
     srt = tmp_path / "talk.srt"
-    srt.write_text("1\n00:00:00,500 --> 00:00:01,500\nhello\n\n"
-                   "2\n00:00:11,000 --> 00:00:12,500\ngoodbye\n", encoding="utf-8")
+    srt.write_text(
+        "1\n00:00:00,500 --> 00:00:01,500\nhello\n\n2\n00:00:11,000 --> 00:00:12,500\ngoodbye\n",
+        encoding="utf-8",
+    )
     windows = list(an.stream(clips["long"], transcript=srt, window=4.0, hop=2.0))
     assert [w.start for w in windows] == [0, 2, 4, 6, 8, 10]
     assert [w.start for w in windows if "text" in w.modalities] == [0, 8, 10]
     hello = next(w for w in windows if w.start == 0)
-    assert hello.score == pytest.approx(
-        an.predict(clips["long"], text="hello", end=4.0).score, abs=0.02)
+    assert hello.score == pytest.approx(an.predict(clips["long"], text="hello", end=4.0).score, abs=0.02)
 
 
 def test_stream_hop_longer_than_window(an: Analyzer, clips: dict[str, Path]) -> None:
@@ -293,8 +308,22 @@ def test_stream_raw_pcm_on_stdin(tiny_pack: Path) -> None:
     t = np.arange(16000 * 9) / 16000
     pcm = (8000 * np.sin(2 * np.pi * 220 * t)).astype("<i2").tobytes()
     proc = subprocess.run(
-        [sys.executable, "-m", "msa_runtime.cli", "-", "--pack", str(tiny_pack), "--stream",
-         "--format", "jsonl"], input=pcm, capture_output=True, timeout=120, check=False)
+        [
+            sys.executable,
+            "-m",
+            "msa_runtime.cli",
+            "-",
+            "--pack",
+            str(tiny_pack),
+            "--stream",
+            "--format",
+            "jsonl",
+        ],
+        input=pcm,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr.decode()
     recs = [json.loads(line) for line in proc.stdout.decode().splitlines()]
     assert [(r["start"], r["end"]) for r in recs] == [(0, 6), (2, 8), (4, 9)]
@@ -311,8 +340,9 @@ def _lavfi(graph: str) -> str:
 
 
 def test_stream_live_lavfi_source(an: Analyzer) -> None:
-    graph = _lavfi("testsrc=size=160x120:rate=15:duration=7[out0];"
-                   "sine=frequency=440:sample_rate=16000:duration=7[out1]")
+    graph = _lavfi(
+        "testsrc=size=160x120:rate=15:duration=7[out0];sine=frequency=440:sample_rate=16000:duration=7[out1]"
+    )
     windows = list(an.stream(graph, format="lavfi", window=3.0, hop=2.0))
     assert [w.start for w in windows] == [0, 2, 4]
     assert all(w.modalities == ("audio", "vision") for w in windows)
@@ -321,8 +351,9 @@ def test_stream_live_lavfi_source(an: Analyzer) -> None:
 def test_stream_keeps_going_when_a_track_ends_early(an: Analyzer) -> None:
     """Audio ends at 3 s, video runs to 20 s: windows must not stall until the end (which
     buffered every frame and emitted one 18-second window)."""
-    graph = _lavfi("testsrc=size=160x120:rate=15:duration=20[out0];"
-                   "sine=frequency=440:sample_rate=16000:duration=3[out1]")
+    graph = _lavfi(
+        "testsrc=size=160x120:rate=15:duration=20[out0];sine=frequency=440:sample_rate=16000:duration=3[out1]"
+    )
     windows = list(an.stream(graph, format="lavfi", window=3.0, hop=2.0))
     assert [w.start for w in windows] == list(range(0, 19, 2))
     assert all((w.end or 0) - (w.start or 0) <= 3.0 + 1e-6 for w in windows)
@@ -330,8 +361,16 @@ def test_stream_keeps_going_when_a_track_ends_early(an: Analyzer) -> None:
 
 
 def test_cli_stream_formats(tiny_pack: Path, clips: dict[str, Path]) -> None:
-    args: list[str | os.PathLike[str]] = [clips["long"], "--pack", tiny_pack, "--stream",
-                                          "--window", "6", "--hop", "4"]
+    args: list[str | os.PathLike[str]] = [
+        clips["long"],
+        "--pack",
+        tiny_pack,
+        "--stream",
+        "--window",
+        "6",
+        "--hop",
+        "4",
+    ]
     table = run_cli(*args, "--format", "table")
     assert table.exit_code == 0, table.output
     lines = table.stdout.splitlines()
@@ -347,8 +386,7 @@ def test_cli_stream_formats(tiny_pack: Path, clips: dict[str, Path]) -> None:
 
 
 def test_batch_keeps_going_past_bad_inputs(tiny_pack: Path, clips: dict[str, Path]) -> None:
-    inputs = [clips[".wav"], clips["not_media"], clips[".wav"].parent / "missing.mp4",
-              clips["silent"]]
+    inputs = [clips[".wav"], clips["not_media"], clips[".wav"].parent / "missing.mp4", clips["silent"]]
     for fmt in ("jsonl", "json", "csv"):
         result = run_cli(*inputs, "--pack", tiny_pack, "--format", fmt)
         assert result.exit_code == 1, result.output
@@ -394,16 +432,19 @@ BAD_INPUTS: dict[str, tuple[Build, int, list[str]]] = {
     "truncated": (lambda c, p, t: ([c["truncated"]], p, []), 1, ["truncated"]),
     "corrupt": (lambda c, p, t: ([c["corrupt"]], p, []), 1, ["corrupt"]),
     "zero duration": (lambda c, p, t: ([c["empty"]], p, []), 1, ["zero duration"]),
-    "transcript encoding": (
-        lambda c, p, t: ([c[".wav"]], p, ["--transcript", _latin1(t)]), 1, ["not UTF-8"]),
-    "missing pack": (lambda c, p, t: ([c[".wav"]], t / "no-pack", []), 2,
-                     ["no pack", "msa-export"]),
-    "tampered pack": (lambda c, p, t: ([c[".wav"]], _tampered(p, t / "pk"), []), 2,
-                      ["sha256", "head.onnx"]),
-    "newer pack": (lambda c, p, t: ([c[".wav"]], _newer(p, t / "pk"), []), 2,
-                   ["format version 99", "upgrade"]),
-    "unavailable provider": (lambda c, p, t: ([c[".wav"]], p, ["--providers", "cuda"]), 2,
-                             ["CUDAExecutionProvider", "available: ", "CPUExecutionProvider"]),
+    "transcript encoding": (lambda c, p, t: ([c[".wav"]], p, ["--transcript", _latin1(t)]), 1, ["not UTF-8"]),
+    "missing pack": (lambda c, p, t: ([c[".wav"]], t / "no-pack", []), 2, ["no pack", "msa-export"]),
+    "tampered pack": (lambda c, p, t: ([c[".wav"]], _tampered(p, t / "pk"), []), 2, ["sha256", "head.onnx"]),
+    "newer pack": (
+        lambda c, p, t: ([c[".wav"]], _newer(p, t / "pk"), []),
+        2,
+        ["format version 99", "upgrade"],
+    ),
+    "unavailable provider": (
+        lambda c, p, t: ([c[".wav"]], p, ["--providers", "cuda"]),
+        2,
+        ["CUDAExecutionProvider", "available: ", "CPUExecutionProvider"],
+    ),
 }
 
 
@@ -414,8 +455,9 @@ def _latin1(folder: Path) -> Path:
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
-def test_bad_input_gives_one_line_error(tiny_pack: Path, clips: dict[str, Path], tmp_path: Path,
-                                         case: str) -> None:
+def test_bad_input_gives_one_line_error(
+    tiny_pack: Path, clips: dict[str, Path], tmp_path: Path, case: str
+) -> None:
     build, code, words = BAD_INPUTS[case]
     inputs, pack, extra = build(clips, tiny_pack, tmp_path)
     result = run_cli(*inputs, "--pack", pack, *extra, "--format", "jsonl")
@@ -430,8 +472,9 @@ def test_bad_input_gives_one_line_error(tiny_pack: Path, clips: dict[str, Path],
         assert set(rec) == {"input", "error"} and rec["error"] in line
 
 
-def test_library_errors_are_typed(tiny_pack: Path, an: Analyzer, clips: dict[str, Path],
-                                  tmp_path: Path) -> None:
+def test_library_errors_are_typed(
+    tiny_pack: Path, an: Analyzer, clips: dict[str, Path], tmp_path: Path
+) -> None:
     with pytest.raises(MediaError, match="no such file"):
         an.predict(tmp_path / "nope.mp4")
     with pytest.raises(PackError, match="sha256"):
@@ -442,8 +485,9 @@ def test_library_errors_are_typed(tiny_pack: Path, an: Analyzer, clips: dict[str
         an.predict(clips[".wav"], text="a", transcript=tmp_path / "a.srt")
 
 
-def test_stream_of_a_file_without_usable_tracks(tmp_path: Path, tiny_pack: Path,
-                                                 clips: dict[str, Path]) -> None:
+def test_stream_of_a_file_without_usable_tracks(
+    tmp_path: Path, tiny_pack: Path, clips: dict[str, Path]
+) -> None:
     pack = _pack_copy(tiny_pack, tmp_path / "pk")
     manifest = json.loads((pack / "manifest.json").read_text())
     del manifest["encoders"]["audio"]
@@ -512,8 +556,10 @@ def test_providers_fall_back_to_cpu(tiny_pack: Path) -> None:
         Analyzer(tiny_pack, providers="cuda")
     # onnxruntime-gpu that lists CUDA but cannot use it: one warning, then CPU at int8
     cuda_listed = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    with (mock.patch.object(ort, "get_available_providers", return_value=cuda_listed),
-          pytest.warns(RuntimeWarning, match="fell back") as caught):
+    with (
+        mock.patch.object(ort, "get_available_providers", return_value=cuda_listed),
+        pytest.warns(RuntimeWarning, match="fell back") as caught,
+    ):
         fallback = Analyzer(tiny_pack, providers="auto")
     assert fallback.providers == ["CPUExecutionProvider"] and fallback.precision == "int8"
     assert sum("fell back" in str(w.message) for w in caught) == 1
@@ -535,6 +581,11 @@ sys.exit(1 if heavy else 0)
 
 
 def test_runtime_never_imports_torch(tiny_pack: Path, clips: dict[str, Path]) -> None:
-    proc = subprocess.run([sys.executable, "-c", NO_TORCH, str(tiny_pack), str(clips[".mp4"])],
-                          capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", NO_TORCH, str(tiny_pack), str(clips[".mp4"])],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0 and "loaded: []" in proc.stdout, proc.stdout + proc.stderr

@@ -57,8 +57,7 @@ def test_instant_cue_at_span_start_counts_in_predict_as_in_streams(
     predicted = _texts(an, lambda: an.predict(clip, transcript=srt, start=2.0, end=6.0))
     assert predicted == ["instant"]
     windows: list[Prediction] = []
-    streamed = _texts(an, lambda: windows.extend(an.stream(clip, transcript=srt, window=4.0,
-                                                           hop=2.0)))
+    streamed = _texts(an, lambda: windows.extend(an.stream(clip, transcript=srt, window=4.0, hop=2.0)))
     assert [(w.start, w.end) for w in windows][:2] == [(0, 4), (2, 6)]
     with_text = [(w.start, w.end) for w in windows if "text" in w.modalities]
     assert (2, 6) in with_text and streamed.count("instant") == len(with_text)
@@ -69,8 +68,10 @@ def test_cue_beyond_the_clip_is_ignored_by_predict_as_by_streams(
 ) -> None:
     """The 8 s clip's transcript runs on to 20 s: that cue belongs to no decoded span."""
     srt = tmp_path / "long.srt"
-    srt.write_text("1\n00:00:01,000 --> 00:00:02,000\nhello\n\n"
-                   "2\n00:00:20,000 --> 00:00:21,000\nghost\n", encoding="utf-8")
+    srt.write_text(
+        "1\n00:00:01,000 --> 00:00:02,000\nhello\n\n2\n00:00:20,000 --> 00:00:21,000\nghost\n",
+        encoding="utf-8",
+    )
     assert _texts(an, lambda: an.predict(clip, transcript=srt)) == ["hello"]
     streamed = _texts(an, lambda: list(an.stream(clip, transcript=srt, window=4.0, hop=2.0)))
     assert streamed and "ghost" not in " ".join(streamed)
@@ -90,8 +91,7 @@ def test_head_feeds_mark_absent_modalities() -> None:
     text = feature(np.ones((1, 4, 8), np.float32), np.array([[1, 1, 1, 0]]))
     vision = feature(np.ones((3, 6), np.float32))  # per-frame features get the batch axis
     assert vision[0].shape == (1, 3, 6) and vision[1].tolist() == [[1.0, 1.0, 1.0]]
-    feeds = head_feeds({"text": text, "vision": vision}, ["text", "audio", "vision"],
-                       {"audio": 5})
+    feeds = head_feeds({"text": text, "vision": vision}, ["text", "audio", "vision"], {"audio": 5})
     assert feeds["present"].tolist() == [[1.0, 0.0, 1.0]]
     assert feeds["audio"].shape == (1, 1, 5) and not feeds["audio_mask"].any()
     assert feeds["text_mask"].dtype == np.float32 and feeds["text_mask"].tolist() == [[1, 1, 1, 0]]
@@ -109,8 +109,13 @@ def test_public_core_matches_predict(an: Analyzer, clip: Path) -> None:
     encoded = an.encode_frames(frames)
     assert isinstance(encoded, EncodedFrames) and encoded.face_found is None  # centre crop
     timings: dict[str, float] = {}
-    feats = an.encode({"text": lambda: an.encode_text("i loved it"),
-                       "vision": lambda: feature(an.encode_frames(frames).features)}, timings)
+    feats = an.encode(
+        {
+            "text": lambda: an.encode_text("i loved it"),
+            "vision": lambda: feature(an.encode_frames(frames).features),
+        },
+        timings,
+    )
     p = an.score_features(feats, timings, start=1.0, end=5.0, latency_ms=3.0)
     ref = an.predict_arrays(frames=frames, text="i loved it")
     assert p.score == pytest.approx(ref.score, abs=1e-6) and p.modalities == ref.modalities

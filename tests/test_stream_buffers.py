@@ -83,8 +83,10 @@ def footprint(arrays: list[np.ndarray], feature_dim: int) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    samples = [make_sample(i % 3 - 1, (i + 1) % 3 - 1, (i + 2) % 3 - 1, seed=300 + i)
-               for i in range(int(SECONDS / 2))]
+    samples = [
+        make_sample(i % 3 - 1, (i + 1) % 3 - 1, (i + 2) % 3 - 1, seed=300 + i)
+        for i in range(int(SECONDS / 2))
+    ]
     return write_clip(tmp_path_factory.mktemp("long") / "long.mkv", samples)
 
 

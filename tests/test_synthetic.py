@@ -36,9 +36,7 @@ def read_rows(manifest: Path) -> list[dict[str, str]]:
 def decode(path: Path) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.float64], int]:
     """RGB frames, mono audio as floats in [-1, 1], audio sample rate."""
     with av.open(str(path)) as container:
-        frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)]).astype(
-            np.uint8
-        )
+        frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)]).astype(np.uint8)
     with av.open(str(path)) as container:
         rate = container.streams.audio[0].rate
         chunks = []
@@ -143,9 +141,7 @@ def test_fallback_codecs(tmp_path: Path) -> None:
         choose_codecs(set())
     for codecs in (("mkv", "mpeg4", "mp2"), ("mkv", "mpeg4", "pcm_s16le")):
         out = tmp_path / codecs[2]
-        manifest = make_synthetic_dataset(
-            out, n_train=1, n_dev=1, n_test=1, duration=0.5, codecs=codecs
-        )
+        manifest = make_synthetic_dataset(out, n_train=1, n_dev=1, n_test=1, duration=0.5, codecs=codecs)
         for row in read_rows(manifest):
             assert row["media"].endswith(".mkv")
             frames, wave, rate = decode(out / row["media"])

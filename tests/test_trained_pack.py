@@ -27,11 +27,15 @@ def an(trained_pack: Path) -> Iterator[Analyzer]:
 
 
 def score(an: Analyzer, s: Sample, *, without: str = "", **changes: object) -> float:
-    args: dict[str, object] = {"text": s.text, "audio": s.audio, "sample_rate": RATE,
-                               "frames": s.frames}
+    args: dict[str, object] = {"text": s.text, "audio": s.audio, "sample_rate": RATE, "frames": s.frames}
     if without:
-        args.update({"text": None} if without == "text" else
-                    {"audio": None, "sample_rate": None} if without == "audio" else {"frames": None})
+        args.update(
+            {"text": None}
+            if without == "text"
+            else {"audio": None, "sample_rate": None}
+            if without == "audio"
+            else {"frames": None}
+        )
     args.update(changes)
     return an.predict_arrays(**args).score  # type: ignore[arg-type]
 
@@ -65,8 +69,7 @@ def test_each_modality_moves_the_score_its_way(an: Analyzer, modality: str) -> N
 
 
 @pytest.mark.parametrize("missing", ["text", "audio", "vision"])
-def test_a_missing_modality_is_left_out_and_the_rest_still_counts(an: Analyzer,
-                                                                  missing: str) -> None:
+def test_a_missing_modality_is_left_out_and_the_rest_still_counts(an: Analyzer, missing: str) -> None:
     kept = [m for m in MODALITY_INDEX if m != missing]
     for m in kept:
         lo, hi = [0, 0, 0], [0, 0, 0]
@@ -79,8 +82,7 @@ def test_a_missing_modality_is_left_out_and_the_rest_still_counts(an: Analyzer,
 
 
 def _args(s: Sample, missing: str) -> dict[str, object]:
-    out: dict[str, object] = {"text": s.text, "audio": s.audio, "sample_rate": RATE,
-                              "frames": s.frames}
+    out: dict[str, object] = {"text": s.text, "audio": s.audio, "sample_rate": RATE, "frames": s.frames}
     if missing == "text":
         out["text"] = None
     elif missing == "audio":
@@ -153,8 +155,7 @@ def test_file_scores_like_its_arrays(an: Analyzer, flip_clip: tuple[Path, list[S
     assert late.score - whole.score > 4.0
 
 
-def test_stream_windows_follow_the_content(an: Analyzer,
-                                           flip_clip: tuple[Path, list[Sample]]) -> None:
+def test_stream_windows_follow_the_content(an: Analyzer, flip_clip: tuple[Path, list[Sample]]) -> None:
     path, _ = flip_clip
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -178,10 +179,13 @@ def test_stream_windows_follow_the_content(an: Analyzer,
 def test_cli_scores_text_with_the_trained_pack(trained_pack: Path) -> None:
     runner = CliRunner()
     out = {}
-    for name, text in (("pos", "the movie was wonderful and really great"),
-                       ("neg", "the movie was terrible and really awful")):
-        result = runner.invoke(run_main, ["--pack", str(trained_pack), "--text", text,
-                                          "--format", "json", "--providers", "cpu"])
+    for name, text in (
+        ("pos", "the movie was wonderful and really great"),
+        ("neg", "the movie was terrible and really awful"),
+    ):
+        result = runner.invoke(
+            run_main, ["--pack", str(trained_pack), "--text", text, "--format", "json", "--providers", "cpu"]
+        )
         assert result.exit_code == 0, result.output
         out[name] = json.loads(result.stdout)
     pos = out["pos"][0] if isinstance(out["pos"], list) else out["pos"]

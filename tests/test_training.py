@@ -64,15 +64,25 @@ def test_cache_is_resumable_and_atomic(tour: tuple[Path, dict[str, Any]]) -> Non
 
 
 @pytest.mark.parametrize("head,layers", [("cms", "best"), ("gated", "weighted")])
-def test_other_heads_train_and_export(tour: tuple[Path, dict[str, Any]], tmp_path: Path,
-                                      head: str, layers: str) -> None:
+def test_other_heads_train_and_export(
+    tour: tuple[Path, dict[str, Any]], tmp_path: Path, head: str, layers: str
+) -> None:
     out, _ = tour
-    metrics = train(out / "data" / "manifest.csv", get_preset("tiny"), tmp_path / "run",
-                    head=head, layers=layers, seeds=2, epochs=8, lr=1e-3,
-                    cache_dir=out / "cache")
+    metrics = train(
+        out / "data" / "manifest.csv",
+        get_preset("tiny"),
+        tmp_path / "run",
+        head=head,
+        layers=layers,
+        seeds=2,
+        epochs=8,
+        lr=1e-3,
+        cache_dir=out / "cache",
+    )
     assert len(metrics["runs"]) == 2 and np.isfinite(metrics["summary"]["mae"]["mean"])
-    pack = build_pack(get_preset("tiny"), tmp_path / "pack", head=tmp_path / "run" / "head.pt",
-                      precisions=["fp32"]).out
+    pack = build_pack(
+        get_preset("tiny"), tmp_path / "pack", head=tmp_path / "run" / "head.pt", precisions=["fp32"]
+    ).out
     m = load_manifest(pack)
     assert m.head.kind == head
     if layers == "weighted":
@@ -102,10 +112,29 @@ def _mosi_subset(tmp_path: Path, per_split: dict[str, int]) -> Path:
 
 def test_layer_sweep_on_real_mosi_text(tmp_path: Path) -> None:
     labels = _mosi_subset(tmp_path, {"train": 240, "dev": 80, "test": 80})
-    result = CliRunner().invoke(train_main, [
-        "--dataset", str(labels), "--preset", "minilm-text", "--out", str(tmp_path / "run"),
-        "--layers", "sweep", "--seeds", "1", "--sweep-seeds", "2", "--epochs", "4", "--lr", "1e-3",
-        "--cache", str(tmp_path / "cache")])
+    result = CliRunner().invoke(
+        train_main,
+        [
+            "--dataset",
+            str(labels),
+            "--preset",
+            "minilm-text",
+            "--out",
+            str(tmp_path / "run"),
+            "--layers",
+            "sweep",
+            "--seeds",
+            "1",
+            "--sweep-seeds",
+            "2",
+            "--epochs",
+            "4",
+            "--lr",
+            "1e-3",
+            "--cache",
+            str(tmp_path / "cache"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     sweep = metrics["sweep"]["text"]
@@ -123,8 +152,14 @@ def _row(layer: int, dev: float, std: float, seeds: int = 4) -> dict[str, object
 
 
 def test_layer_choice_prefers_the_middle_among_layers_tied_within_one_standard_error() -> None:
-    rows = [_row(0, 0.95, 0.02), _row(1, 0.90, 0.02), _row(2, 0.870, 0.02), _row(3, 0.861, 0.02),
-            _row(4, 0.858, 0.02), _row(5, 0.850, 0.04)]
+    rows = [
+        _row(0, 0.95, 0.02),
+        _row(1, 0.90, 0.02),
+        _row(2, 0.870, 0.02),
+        _row(3, 0.861, 0.02),
+        _row(4, 0.858, 0.02),
+        _row(5, 0.850, 0.04),
+    ]
     # best 5 (0.850); its standard error 0.04 / 2 = 0.02: layers 2..5 are tied; 2 and 3 are
     # nearest the middle (2.5), 3 has the lower dev MAE
     assert choose_layer(rows) == (3, [2, 3, 4, 5])
@@ -150,8 +185,16 @@ def test_undecodable_clips_are_skipped_and_counted(tmp_path: Path) -> None:
         writer.writeheader()
         writer.writerows(rows)
     messages: list[str] = []
-    metrics = train(manifest, get_preset("tiny"), tmp_path / "run", modalities=["audio"],
-                    seeds=1, epochs=1, cache_dir=tmp_path / "cache", progress=messages.append)
+    metrics = train(
+        manifest,
+        get_preset("tiny"),
+        tmp_path / "run",
+        modalities=["audio"],
+        seeds=1,
+        epochs=1,
+        cache_dir=tmp_path / "cache",
+        progress=messages.append,
+    )
     assert metrics["counts"]["train"] == 3 and len(metrics["failed_clips"]) == 1
     assert any("1 clips failed to decode and were skipped" in m for m in messages)
 
@@ -159,21 +202,26 @@ def test_undecodable_clips_are_skipped_and_counted(tmp_path: Path) -> None:
 def test_cli_bad_input(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("foo,bar\n1,2\n")
-    run = CliRunner().invoke(train_main, ["--dataset", str(bad), "--preset", "tiny",
-                                          "--out", str(tmp_path / "o")])
+    run = CliRunner().invoke(
+        train_main, ["--dataset", str(bad), "--preset", "tiny", "--out", str(tmp_path / "o")]
+    )
     assert run.exit_code == 2 and "lacks column" in run.output and "Traceback" not in run.output
     labels = tmp_path / "label.csv"
     labels.write_text("id,text,label,mode\na_1,good,5.0,train\n")
-    run = CliRunner().invoke(train_main, ["--dataset", str(labels), "--preset", "tiny",
-                                          "--out", str(tmp_path / "o")])
+    run = CliRunner().invoke(
+        train_main, ["--dataset", str(labels), "--preset", "tiny", "--out", str(tmp_path / "o")]
+    )
     assert run.exit_code == 2 and "[-3, 3]" in run.output
     labels.write_text("id,text,label,mode\na_1,good,1.0,train\na_2,bad,-1,dev\n")
-    run = CliRunner().invoke(train_main, ["--dataset", str(labels), "--preset", "tiny",
-                                          "--out", str(tmp_path / "o")])
+    run = CliRunner().invoke(
+        train_main, ["--dataset", str(labels), "--preset", "tiny", "--out", str(tmp_path / "o")]
+    )
     assert run.exit_code == 2 and "split(s) test have no samples" in run.output
     labels.write_text("id,text,label,mode\na_1,good,1.0,train\na_2,bad,-1,dev\na_3,ok,0,test\n")
-    run = CliRunner().invoke(train_main, ["--dataset", str(labels), "--preset", "tiny",
-                                          "--out", str(tmp_path / "o"), "--modalities", "audio"])
+    run = CliRunner().invoke(
+        train_main,
+        ["--dataset", str(labels), "--preset", "tiny", "--out", str(tmp_path / "o"), "--modalities", "audio"],
+    )
     assert run.exit_code == 2 and "needs media files" in run.output
 
 
@@ -185,8 +233,12 @@ def test_tour_command_line(tour: tuple[Path, dict[str, Any]], tmp_path: Path) ->
     again.mkdir()
     shutil.copytree(out / "data", again / "data")
     shutil.copytree(out / "cache", again / "cache")
-    proc = subprocess.run([sys.executable, "-m", "msa_export.tour", "--out", str(again),
-                           "--epochs", "4"], capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-m", "msa_export.tour", "--out", str(again), "--epochs", "4"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "1/4 reusing the dataset" in proc.stderr
     assert "test MAE, multimodal head:" in proc.stdout and "pack (int8, ONNX Runtime) on 54" in proc.stdout

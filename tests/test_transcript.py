@@ -139,9 +139,7 @@ def test_malformed_srt(tmp_path: Path, body: str, match: str) -> None:
 
 def test_blank_line_inside_cue_continues_it(tmp_path: Path) -> None:
     body = "1\n00:00:01,000 --> 00:00:02,000\nfirst part\n\nsecond part\n"
-    assert read_transcript(write(tmp_path / "b.srt", body)) == [
-        Cue(1.0, 2.0, "first part second part")
-    ]
+    assert read_transcript(write(tmp_path / "b.srt", body)) == [Cue(1.0, 2.0, "first part second part")]
 
 
 def test_text_between() -> None:

@@ -53,8 +53,10 @@ def make_sample(text: int, audio: int, video: int, seed: int, *, rate: int = RAT
 def all_factor_samples(seed: int) -> list[Sample]:
     """One sample of each of the 27 factor combinations."""
     f = (-1, 0, 1)
-    return [make_sample(t, a, v, seed * 1000 + i)
-            for i, (t, a, v) in enumerate((t, a, v) for t in f for a in f for v in f)]
+    return [
+        make_sample(t, a, v, seed * 1000 + i)
+        for i, (t, a, v) in enumerate((t, a, v) for t in f for a in f for v in f)
+    ]
 
 
 class Features:
@@ -70,9 +72,9 @@ class Features:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
         self.sessions = {
-            m: ort.InferenceSession(str(pack / e.files["fp32"]), opts,
-                                    providers=["CPUExecutionProvider"])
-            for m, e in self.manifest.encoders.items()}
+            m: ort.InferenceSession(str(pack / e.files["fp32"]), opts, providers=["CPUExecutionProvider"])
+            for m, e in self.manifest.encoders.items()
+        }
         text = self.manifest.encoders["text"].prep
         self.tokens = TextEncoder(pack / text.tokenizer, text)
 
@@ -100,17 +102,25 @@ def train_head_checkpoint(pack: Path, out: Path, *, epochs: int = 80) -> Path:
     def split(seeds: range) -> Split:
         samples = [s for seed in seeds for s in all_factor_samples(seed)]
         rows = [feats(s) for s in samples]
-        return Split(feats={m: [r[m] for r in rows] for m in ("text", "audio", "vision")},
-                     labels=np.array([s.label for s in samples], np.float32),
-                     ids=[str(i) for i in range(len(samples))])
+        return Split(
+            feats={m: [r[m] for r in rows] for m in ("text", "audio", "vision")},
+            labels=np.array([s.label for s in samples], np.float32),
+            ids=[str(i) for i in range(len(samples))],
+        )
 
     train, dev = split(range(8)), split(range(100, 102))
     dims = {m: feats.manifest.encoders[m].hidden_size for m in ("text", "audio", "vision")}
     cfg = HeadConfig(kind="gated", dims=dims, hidden=32, embed=16, heads=4, dropout=0.0)
     result = train_head(cfg, train, dev, seed=0, opts=TrainOptions(epochs=epochs, lr=3e-3))
-    save_checkpoint(out, result.head, cfg, layers=dict(LAYERS),
-                    encoders={m: {"kind": e.kind} for m, e in feats.manifest.encoders.items()},
-                    preset="tiny", metrics={"dev_mae": result.dev_loss})
+    save_checkpoint(
+        out,
+        result.head,
+        cfg,
+        layers=dict(LAYERS),
+        encoders={m: {"kind": e.kind} for m, e in feats.manifest.encoders.items()},
+        preset="tiny",
+        metrics={"dev_mae": result.dev_loss},
+    )
     return out
 
 

@@ -78,7 +78,9 @@ def analyse(
     }
     for m in preset.encoders:
         row: dict[str, Any] = {
-            "flops": flops[m]["total"], "parts": flops[m], "full_depth_flops": full_flops[m]
+            "flops": flops[m]["total"],
+            "parts": flops[m],
+            "full_depth_flops": full_flops[m],
         }
         for name in ("ort_int8_cut", "ort_fp32_cut", "torch_cut", "ov_bf16_cut", "ov_int8_cut"):
             if name not in run["contenders"]:
@@ -108,12 +110,12 @@ def analyse(
     run["limit"] = limit
 
 
-
-
 def noise_text(q: dict[str, Any]) -> str:
     if noisy(q):
-        return (f" (while it was timed, other processes took {q['others_cpu_share']:.0%} of the "
-                f"CPU and the hypervisor {q['steal_share']:.0%}: the machine was not quiet)")
+        return (
+            f" (while it was timed, other processes took {q['others_cpu_share']:.0%} of the "
+            f"CPU and the hypervisor {q['steal_share']:.0%}: the machine was not quiet)"
+        )
     if q["steal_share"] >= 0.05:
         return f" (hypervisor steal {q['steal_share']:.0%} while it was timed)"
     return ""
@@ -176,8 +178,11 @@ def explain(doc: dict[str, Any]) -> list[str]:
                     f" Best measured vision lever (`bench_levers.py`): {lev['lever']}, "
                     f"'{lev['variant']}' ({gain:.2f}x on the vision encoder, cosine "
                     f"{lev['cosine']:.5f}"
-                    + (f"; within the run-to-run spread of {lev['spread']:.0%}"
-                       if abs(gain - 1) <= lev["spread"] else "")
+                    + (
+                        f"; within the run-to-run spread of {lev['spread']:.0%}"
+                        if abs(gain - 1) <= lev["spread"]
+                        else ""
+                    )
                     + f"): end to end would be about {fmt_ms(proj)} ms = {ref / proj:.2f}x."
                 )
             lines.append(text)
@@ -191,9 +196,11 @@ def explain(doc: dict[str, Any]) -> list[str]:
                 f"{lim['int8_peak_gops']:,.0f}{noise}."
             )
             sus = sustained_int8(r)
-            text += (f" The peak is the best single run; the same matmul's median over its 4 s "
-                     f"is {sus:,.0f} GOP/s, and against that the encoders reach "
-                     f"{lim['all_encoders']['int8_gops'] / sus:.0%}.")
+            text += (
+                f" The peak is the best single run; the same matmul's median over its 4 s "
+                f"is {sus:,.0f} GOP/s, and against that the encoders reach "
+                f"{lim['all_encoders']['int8_gops'] / sus:.0%}."
+            )
             dq = r["peak"]["peaks"].get("square/dq_int8")
             if dq:
                 text += (
@@ -292,9 +299,15 @@ def targets(runs: dict[str, Any]) -> list[dict[str, Any]]:
             {
                 "target": f"{preset}: int8 cut encoders >= {TARGETS['peak_fraction']:.0%} of the "
                 "measured int8 MatMul peak",
-                "measured": None if got is None else f"{got:.0%}"
-                + ("" if ov is None else f" (CPU EP {a['int8_fraction_of_int8_peak']:.0%}, OpenVINO "
-                   f"{ov / r['limit']['int8_peak_gops']:.0%})"),
+                "measured": None
+                if got is None
+                else f"{got:.0%}"
+                + (
+                    ""
+                    if ov is None
+                    else f" (CPU EP {a['int8_fraction_of_int8_peak']:.0%}, OpenVINO "
+                    f"{ov / r['limit']['int8_peak_gops']:.0%})"
+                ),
                 "met": None if got is None else got >= TARGETS["peak_fraction"],
                 "preset": preset,
                 "key": "peak",

@@ -9,7 +9,13 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent.parent
 HERE = BENCH_DIR
 CONTENDERS = (
-    "reference", "torch_cut", "ort_fp32_full", "ort_fp32_cut", "ort_int8_cut", "ov_bf16_cut", "ov_int8_cut"
+    "reference",
+    "torch_cut",
+    "ort_fp32_full",
+    "ort_fp32_cut",
+    "ort_int8_cut",
+    "ov_bf16_cut",
+    "ov_int8_cut",
 )
 # run only when the OpenVINO execution provider plugin is installed (msa-edge[openvino])
 OPENVINO_CONTENDERS = ("ov_bf16_cut", "ov_int8_cut")

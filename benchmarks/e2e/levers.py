@@ -28,8 +28,9 @@ def best_lever(doc: dict[str, Any], preset: str, min_cosine: float = 0.999) -> d
 def lever_baseline(rows: list[dict[str, Any]]) -> tuple[float | None, float]:
     """The pack's int8 time (the faster of its first and last timing) and the run-to-run
     spread between those two timings (at least 5 %)."""
-    base = [r["median"] for r in rows
-            if r["lever"] == "baseline" and "int8" in r["variant"] and r.get("median")]
+    base = [
+        r["median"] for r in rows if r["lever"] == "baseline" and "int8" in r["variant"] and r.get("median")
+    ]
     if not base:
         return None, 0.05
     return min(base), max(0.05, max(base) / min(base) - 1)
@@ -41,12 +42,15 @@ def lever_summary(rows: list[dict[str, Any]]) -> list[str]:
     if base is None:
         return []
     out = []
-    firsts = [r["median"] for r in rows
-              if r["lever"] == "baseline" and "int8" in r["variant"] and r.get("median")]
+    firsts = [
+        r["median"] for r in rows if r["lever"] == "baseline" and "int8" in r["variant"] and r.get("median")
+    ]
     if len(firsts) > 1:
-        out.append(f"run-to-run spread: the pack's int8 file took {firsts[0]:,.0f} ms first and "
-                   f"{firsts[-1]:,.0f} ms last ({spread:.0%}); ratios below use the faster, "
-                   "and changes within the spread are noise")
+        out.append(
+            f"run-to-run spread: the pack's int8 file took {firsts[0]:,.0f} ms first and "
+            f"{firsts[-1]:,.0f} ms last ({spread:.0%}); ratios below use the faster, "
+            "and changes within the spread are noise"
+        )
     by_lever: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         if r.get("median") and r["lever"] != "baseline":
@@ -54,11 +58,12 @@ def lever_summary(rows: list[dict[str, Any]]) -> list[str]:
     for lever, rs in by_lever.items():
         best = min(rs, key=lambda r: r["median"])
         change = base / best["median"]
-        verdict = ("within noise" if abs(change - 1) <= spread
-                   else "faster" if change > 1 else "slower")
-        out.append(f"{lever}: best is '{best['variant']}' at {best['median']:,.0f} ms "
-                   f"({change:.2f}x the pack's int8 {base:,.0f} ms, {verdict}; "
-                   f"cosine {best['cosine']:.5f})")
+        verdict = "within noise" if abs(change - 1) <= spread else "faster" if change > 1 else "slower"
+        out.append(
+            f"{lever}: best is '{best['variant']}' at {best['median']:,.0f} ms "
+            f"({change:.2f}x the pack's int8 {base:,.0f} ms, {verdict}; "
+            f"cosine {best['cosine']:.5f})"
+        )
     return out
 
 

@@ -69,9 +69,7 @@ def worker_peak(task: dict[str, Any]) -> dict[str, Any]:
             opts.intra_op_num_threads = THREADS
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
             opts.log_severity_level = 3
-            sess = ort.InferenceSession(
-                matmul_model(kind, m, k, n), opts, providers=["CPUExecutionProvider"]
-            )
+            sess = ort.InferenceSession(matmul_model(kind, m, k, n), opts, providers=["CPUExecutionProvider"])
             rng = np.random.default_rng(1)
             a = (
                 rng.integers(0, 256, (m, k), dtype=np.uint8)

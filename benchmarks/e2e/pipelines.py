@@ -234,8 +234,9 @@ class OrtPipeline:
     ``providers`` "cpu" (the CPU EP) or "openvino" (the OpenVINO EP plugin; the head stays on
     the CPU EP, as in the runtime)."""
 
-    def __init__(self, files: dict[str, Path], head: Path, threads: int = THREADS,
-                 providers: str = "cpu") -> None:
+    def __init__(
+        self, files: dict[str, Path], head: Path, threads: int = THREADS, providers: str = "cpu"
+    ) -> None:
         from msa_runtime.sessions import make_session
 
         self.sessions = {

@@ -57,7 +57,9 @@ def render(doc: dict[str, Any]) -> str:
             for c in cols:
                 cc = r["contenders"].get(c)
                 cells.append(
-                    "not run" if cc is None else f"{fmt_ms(cc['stages']['total']['median'])} ms"
+                    "not run"
+                    if cc is None
+                    else f"{fmt_ms(cc['stages']['total']['median'])} ms"
                     + ("" if c == "reference" else f" ({cc['ratio_to_reference']['total']:.2f}x)")
                 )
             best = best_pack(r)
@@ -144,10 +146,12 @@ def render_run(p: str, r: dict[str, Any]) -> list[str]:
     found = r["contenders"]["ort_int8_cut"].get("faces_found")
     if found is not None:
         L.append("")
-        L.append(f"The pack crops faces: its detector (MTCNN stages in ONNX Runtime, numpy cascade) "
-                 f"found a face in {found} of {r['limit']['inputs']['vision']} frames of the clip "
-                 "(frames without one get the centre crop); the same preprocessing feeds every "
-                 "contender and is timed as 'face detect + crop'.")
+        L.append(
+            f"The pack crops faces: its detector (MTCNN stages in ONNX Runtime, numpy cascade) "
+            f"found a face in {found} of {r['limit']['inputs']['vision']} frames of the clip "
+            "(frames without one get the centre crop); the same preprocessing feeds every "
+            "contender and is timed as 'face detect + crop'."
+        )
     la, lb = r.get("loadavg_at_start"), r.get("loadavg_at_end")
     qw = r.get("quiet_wait")
     if la and lb:

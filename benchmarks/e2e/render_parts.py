@@ -70,8 +70,10 @@ def render_openvino(r: dict[str, Any]) -> list[str]:
     names = [n for n in ("ort_int8_cut", "ov_bf16_cut", "ov_int8_cut") if n in c]
     if len(names) < 2:
         return []
-    L = ["### Per encoder: CPU EP int8 against OpenVINO (median ms, min cosine to the reference, "
-         "G(FL)OP/s)", ""]
+    L = [
+        "### Per encoder: CPU EP int8 against OpenVINO (median ms, min cosine to the reference, G(FL)OP/s)",
+        "",
+    ]
     L.append("| encoder | " + " | ".join(LABELS[n] for n in names) + " | fastest |")
     L.append("|---|" + "---|" * (len(names) + 1))
     lim = r["limit"]["encoders"]
@@ -82,8 +84,12 @@ def render_openvino(r: dict[str, Any]) -> list[str]:
             cos = c[n]["fidelity"]["cosine_min"][m]
             rate = lim[m].get(f"{n}_gflops")
             file = (c[n].get("files") or {}).get(m)
-            cells.append(f"{fmt_ms(ms)} (cos {cos:.4f}"
-                         + (f", {rate:,.0f}" if rate else "") + ")" + (f" `{file}`" if file else ""))
+            cells.append(
+                f"{fmt_ms(ms)} (cos {cos:.4f}"
+                + (f", {rate:,.0f}" if rate else "")
+                + ")"
+                + (f" `{file}`" if file else "")
+            )
         fastest = min(names, key=lambda n: c[n]["stages"][m]["median"])
         L.append(f"| {m} | " + " | ".join(cells) + f" | {LABELS[fastest]} |")
     L.append("")

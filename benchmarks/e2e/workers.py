@@ -45,8 +45,10 @@ def worker_contender(task: dict[str, Any]) -> dict[str, Any]:
         if name == "ort_fp32_full":
             files = {m: Path(task["full"]) / f"{m}.fp32.onnx" for m in manifest.encoders}
         elif name == "ov_int8_cut":  # the ov-int8 file, else what the manifest gives OpenVINO
-            files = {m: pack / e.files[(e.provider_precisions("openvino") or ("fp32",))[0]]
-                     for m, e in manifest.encoders.items()}
+            files = {
+                m: pack / e.files[(e.provider_precisions("openvino") or ("fp32",))[0]]
+                for m, e in manifest.encoders.items()
+            }
         elif name == "ov_bf16_cut":
             files = {m: pack / e.files["fp32"] for m, e in manifest.encoders.items()}
         else:
@@ -104,8 +106,13 @@ def worker_stream(task: dict[str, Any]) -> dict[str, Any]:
 
     warnings.simplefilter("ignore", UserWarning)  # the untrained-head warning
     t0 = time.perf_counter()
-    an = Analyzer(task["pack"], providers=task.get("providers", "cpu"), threads=THREADS,
-                  precision=task["precision"], tuning=False)
+    an = Analyzer(
+        task["pack"],
+        providers=task.get("providers", "cpu"),
+        threads=THREADS,
+        precision=task["precision"],
+        tuning=False,
+    )
     load_s = time.perf_counter() - t0
     trim_heap()
     reset_peak_rss()

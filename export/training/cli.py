@@ -29,30 +29,72 @@ class RegistryChoice(click.Choice):
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--dataset", required=True, type=click.Path(),
-              help="MMSA folder (label.csv + Raw/), a MOSI-style label.csv, or a CSV manifest.")
+@click.option(
+    "--dataset",
+    required=True,
+    type=click.Path(),
+    help="MMSA folder (label.csv + Raw/), a MOSI-style label.csv, or a CSV manifest.",
+)
 @click.option("--preset", required=True, help="Preset name or .toml card (see msa-export --list-presets).")
 @click.option("--out", required=True, type=click.Path(), help="Output folder for head.pt and the report.")
-@click.option("--modalities", default=None, help="Comma-separated subset of text,audio,vision "
-              "(default: what the preset and the dataset have).")
-@click.option("--head", "head", type=RegistryChoice(head_kinds), default="gated", show_default=True,
-              help="Fusion head kind (registered in msa_export.kinds).")
-@click.option("--layers", default="best", show_default=True,
-              help="best (the preset's), sweep, weighted, or text=N,audio=N,vision=N.")
+@click.option(
+    "--modalities",
+    default=None,
+    help="Comma-separated subset of text,audio,vision (default: what the preset and the dataset have).",
+)
+@click.option(
+    "--head",
+    "head",
+    type=RegistryChoice(head_kinds),
+    default="gated",
+    show_default=True,
+    help="Fusion head kind (registered in msa_export.kinds).",
+)
+@click.option(
+    "--layers",
+    default="best",
+    show_default=True,
+    help="best (the preset's), sweep, weighted, or text=N,audio=N,vision=N.",
+)
 @click.option("--seeds", default=5, show_default=True, help="Seeds to train and average.")
-@click.option("--sweep-seeds", default=3, show_default=True,
-              help="Seeds per layer in --layers sweep (the choice uses their mean and spread).")
+@click.option(
+    "--sweep-seeds",
+    default=3,
+    show_default=True,
+    help="Seeds per layer in --layers sweep (the choice uses their mean and spread).",
+)
 @click.option("--epochs", default=50, show_default=True)
-@click.option("--lr", default=1e-4, show_default=True, help="Adam learning rate (the paper's 1e-4; "
-              "small datasets learn faster with 1e-3).")
-@click.option("--cache", "cache", type=click.Path(), default=None,
-              help="Feature cache folder (default: MSA_EDGE_CACHE, else ~/.cache/msa-edge/features).")
+@click.option(
+    "--lr",
+    default=1e-4,
+    show_default=True,
+    help="Adam learning rate (the paper's 1e-4; small datasets learn faster with 1e-3).",
+)
+@click.option(
+    "--cache",
+    "cache",
+    type=click.Path(),
+    default=None,
+    help="Feature cache folder (default: MSA_EDGE_CACHE, else ~/.cache/msa-edge/features).",
+)
 @click.option("--random-weights", is_flag=True, help="Encoders with seeded random weights.")
 @click.option("--offline", is_flag=True, default=None, help="Use only local files and the hub cache.")
 @fail_cleanly
-def main(dataset: str, preset: str, out: str, modalities: str | None, head: str, layers: str,
-         seeds: int, sweep_seeds: int, epochs: int, lr: float, cache: str | None, random_weights: bool,
-         offline: bool | None) -> None:
+def main(
+    dataset: str,
+    preset: str,
+    out: str,
+    modalities: str | None,
+    head: str,
+    layers: str,
+    seeds: int,
+    sweep_seeds: int,
+    epochs: int,
+    lr: float,
+    cache: str | None,
+    random_weights: bool,
+    offline: bool | None,
+) -> None:
     """Cache encoder features, sweep layers, train a fusion head, report MOSI/MOSEI metrics."""
     from msa_export.presets import get_preset
     from msa_export.training.run import train
@@ -66,13 +108,27 @@ def main(dataset: str, preset: str, out: str, modalities: str | None, head: str,
     def progress(msg: str) -> None:
         click.echo(f"[{time.perf_counter() - started:7.1f}s] {msg}", err=True)
 
-    metrics = train(dataset, chosen, out, modalities=mods, head=head, layers=layers, seeds=seeds,
-                    epochs=epochs, lr=lr, cache_dir=cache, offline=offline,
-                    sweep_seeds=sweep_seeds, progress=progress)
+    metrics = train(
+        dataset,
+        chosen,
+        out,
+        modalities=mods,
+        head=head,
+        layers=layers,
+        seeds=seeds,
+        epochs=epochs,
+        lr=lr,
+        cache_dir=cache,
+        offline=offline,
+        sweep_seeds=sweep_seeds,
+        progress=progress,
+    )
     s = metrics["summary"]
-    click.echo(f"test MAE {s['mae']['mean']:.3f} ± {s['mae']['std']:.3f}, Corr "
-               f"{s['corr']['mean']:.3f} ± {s['corr']['std']:.3f}, Acc-2 (non-0) "
-               f"{100 * s['acc2_non0']['mean']:.1f}; layers {metrics['layers']}; report: {out}/report.md")
+    click.echo(
+        f"test MAE {s['mae']['mean']:.3f} ± {s['mae']['std']:.3f}, Corr "
+        f"{s['corr']['mean']:.3f} ± {s['corr']['std']:.3f}, Acc-2 (non-0) "
+        f"{100 * s['acc2_non0']['mean']:.1f}; layers {metrics['layers']}; report: {out}/report.md"
+    )
 
 
 if __name__ == "__main__":

@@ -104,9 +104,7 @@ class Dataset:
         """The samples of one split (``train``, ``dev``/``valid``/``val``, ``test``)."""
         key = _SPLIT_ALIASES.get(name.strip().lower())
         if key is None:
-            raise DatasetError(
-                f"unknown split name {name!r}: use one of train, dev (or valid/val), test"
-            )
+            raise DatasetError(f"unknown split name {name!r}: use one of train, dev (or valid/val), test")
         return [s for s in self.samples if s.split == key]
 
     @property
@@ -196,15 +194,13 @@ def _read_rows(csv_path: Path) -> tuple[list[str], list[tuple[int, dict[str, str
             header_row = next(reader, None)
             if header_row is None:
                 raise DatasetError(
-                    f"{csv_path} is empty: it needs a header row and one row per clip; "
-                    f"{_ACCEPTED_FORMS}"
+                    f"{csv_path} is empty: it needs a header row and one row per clip; {_ACCEPTED_FORMS}"
                 )
             header = [h.strip().lower() for h in header_row]
             dupes = sorted({h for h in header if header.count(h) > 1 and h})
             if dupes:
                 raise DatasetError(
-                    f"{csv_path} has duplicate column(s) {', '.join(dupes)}: "
-                    "keep one column of each name"
+                    f"{csv_path} has duplicate column(s) {', '.join(dupes)}: keep one column of each name"
                 )
             rows: list[tuple[int, dict[str, str]]] = []
             for raw in reader:
@@ -245,9 +241,7 @@ def load_dataset(
     for name in require_splits:
         key = normalize_split(name)
         if key is None:
-            raise DatasetError(
-                f"unknown split name {name!r} in require_splits: use train, dev or test"
-            )
+            raise DatasetError(f"unknown split name {name!r} in require_splits: use train, dev or test")
         required.append(key)
 
     csv_path = _resolve_csv(Path(path))

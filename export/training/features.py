@@ -56,21 +56,30 @@ Progress = Callable[[str], None]
 def cache_key(card: EncoderCard) -> str:
     """A short hash of everything that changes the features: encoder, weights, preprocessing
     (the crop mode among it) and, for face crops, the detector's parameters."""
-    data = {"v": CACHE_VERSION, "kind": card.kind, "source": card.source,
-            "seed": card.seed if card.source == "random" else None,
-            "config": card.config if card.source == "random" else None,
-            "tokenizer": card.tokenizer, "stride": card.frame_stride,
-            "prep": prep_to_dict(card.prep)}
+    data = {
+        "v": CACHE_VERSION,
+        "kind": card.kind,
+        "source": card.source,
+        "seed": card.seed if card.source == "random" else None,
+        "config": card.config if card.source == "random" else None,
+        "tokenizer": card.tokenizer,
+        "stride": card.frame_stride,
+        "prep": prep_to_dict(card.prep),
+    }
     if isinstance(card.prep, VisionPrep) and card.prep.crop == "face":
-        data["face"] = {"detector": "mtcnn", "min_face_size": DEFAULT_MIN_FACE_SIZE,
-                        "factor": DEFAULT_FACTOR, "thresholds": list(DEFAULT_THRESHOLDS),
-                        "crop_size": FACE_CROP_SIZE, "margin": FACE_MARGIN}
+        data["face"] = {
+            "detector": "mtcnn",
+            "min_face_size": DEFAULT_MIN_FACE_SIZE,
+            "factor": DEFAULT_FACTOR,
+            "thresholds": list(DEFAULT_THRESHOLDS),
+            "crop_size": FACE_CROP_SIZE,
+            "margin": FACE_MARGIN,
+        }
     blob = json.dumps(data, sort_keys=True)
     return f"{card.modality}-{card.kind}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 
-def training_face_detector(folder: str | Path, progress: Progress = lambda m: None
-                           ) -> FaceDetector:
+def training_face_detector(folder: str | Path, progress: Progress = lambda m: None) -> FaceDetector:
     """The face detector of face-cropped presets, as ONNX in ``folder`` (exported on first use).
 
     The same export a pack gets (:func:`msa_export.face.export_face_detector`), run by the same
@@ -86,8 +95,9 @@ def training_face_detector(folder: str | Path, progress: Progress = lambda m: No
         shutil.rmtree(tmp, ignore_errors=True)
         try:
             exported = export_face_detector(tmp)
-            (tmp / "face_detector.json").write_text(json.dumps(exported.to_dict(), indent=1),
-                                                    encoding="utf-8")
+            (tmp / "face_detector.json").write_text(
+                json.dumps(exported.to_dict(), indent=1), encoding="utf-8"
+            )
             shutil.rmtree(root, ignore_errors=True)
             tmp.rename(root)
         finally:
@@ -121,8 +131,14 @@ class _Extractor:
     a face (centre crop used).
     """
 
-    def __init__(self, card: EncoderCard, offline: bool | None, *,
-                 face_dir: Path | None = None, progress: Progress = lambda m: None) -> None:
+    def __init__(
+        self,
+        card: EncoderCard,
+        offline: bool | None,
+        *,
+        face_dir: Path | None = None,
+        progress: Progress = lambda m: None,
+    ) -> None:
         self.card = card
         self.model = enc.SPECS[card.kind].build(card, offline)
         self.layers = enc.num_blocks(self.model)
@@ -132,8 +148,9 @@ class _Extractor:
         if isinstance(card.prep, TextPrep):
             from msa_export.build import _tokenizer_json
 
-            self.text = TextEncoder(card.tokenizer or card.source, card.prep,
-                                    json_text=_tokenizer_json(card, offline))
+            self.text = TextEncoder(
+                card.tokenizer or card.source, card.prep, json_text=_tokenizer_json(card, offline)
+            )
         if isinstance(card.prep, VisionPrep) and card.prep.crop == "face":
             if face_dir is None:
                 raise DatasetError("a face-cropped preset needs a folder for its face detector")
@@ -148,8 +165,7 @@ class _Extractor:
             return None
         return enc.all_states(self.card, self.model, inputs).numpy()
 
-    def _inputs(self, sample: Sample, clip: media.Decoded | None
-                ) -> tuple[torch.Tensor, ...] | None:
+    def _inputs(self, sample: Sample, clip: media.Decoded | None) -> tuple[torch.Tensor, ...] | None:
         prep = self.card.prep
         if isinstance(prep, TextPrep):
             if not sample.text.strip() or self.text is None:
@@ -177,9 +193,15 @@ def _atomic_save(path: Path, array: np.ndarray) -> None:
     tmp.replace(path)
 
 
-def extract_features(samples: Sequence[Sample], preset: Preset, cache_dir: str | Path, *,
-                     modalities: Sequence[str], offline: bool | None = None,
-                     progress: Progress = lambda m: None) -> CacheReport:
+def extract_features(
+    samples: Sequence[Sample],
+    preset: Preset,
+    cache_dir: str | Path,
+    *,
+    modalities: Sequence[str],
+    offline: bool | None = None,
+    progress: Progress = lambda m: None,
+) -> CacheReport:
     """Fill the cache for ``samples`` (missing files only) and return where it is."""
     root = Path(cache_dir)
     report = CacheReport()
@@ -189,11 +211,16 @@ def extract_features(samples: Sequence[Sample], preset: Preset, cache_dir: str |
         card = preset.encoders[mod]
         folder = root / cache_key(card)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "encoder.json").write_text(json.dumps(
-            {"modality": mod, "kind": card.kind, "source": card.source}, indent=1))
+        (folder / "encoder.json").write_text(
+            json.dumps({"modality": mod, "kind": card.kind, "source": card.source}, indent=1)
+        )
         report.folders[mod] = folder
-        todo[mod] = {s.id for s in samples if not (folder / _file_name(s.id)).exists()
-                     and not (folder / (_file_name(s.id) + ".none")).exists()}
+        todo[mod] = {
+            s.id
+            for s in samples
+            if not (folder / _file_name(s.id)).exists()
+            and not (folder / (_file_name(s.id) + ".none")).exists()
+        }
         report.reused += len(samples) - len(todo[mod])
     wanted = set().union(*todo.values())
     pending = [s for s in samples if s.id in wanted]
@@ -203,19 +230,20 @@ def extract_features(samples: Sequence[Sample], preset: Preset, cache_dir: str |
     for mod in modalities:
         if todo[mod]:
             progress(f"features: loading {mod} encoder {preset.encoders[mod].source}")
-            extractors[mod] = _Extractor(preset.encoders[mod], offline,
-                                         face_dir=root / FACE_FOLDER, progress=progress)
+            extractors[mod] = _Extractor(
+                preset.encoders[mod], offline, face_dir=root / FACE_FOLDER, progress=progress
+            )
     vprep, aprep = extractors.get("vision"), extractors.get("audio")
     fps = vprep.card.prep.fps if vprep and isinstance(vprep.card.prep, VisionPrep) else None
-    rate = (aprep.card.prep.sample_rate if aprep and isinstance(aprep.card.prep, AudioPrep)
-            else None)
+    rate = aprep.card.prep.sample_rate if aprep and isinstance(aprep.card.prep, AudioPrep) else None
     started = time.perf_counter()
     for i, sample in enumerate(pending, 1):
         clip = None
         try:
             if sample.media is not None and (fps or rate):
-                clip = media.decode(sample.media, fps=fps, sample_rate=rate,
-                                    start=sample.start or 0.0, end=sample.end)
+                clip = media.decode(
+                    sample.media, fps=fps, sample_rate=rate, start=sample.start or 0.0, end=sample.end
+                )
             for mod, ex in extractors.items():
                 name = _file_name(sample.id)
                 if sample.id not in todo[mod]:
@@ -230,19 +258,26 @@ def extract_features(samples: Sequence[Sample], preset: Preset, cache_dir: str |
             report.failed[sample.id] = str(exc)
         if i == len(pending) or i % max(1, len(pending) // 20) == 0:
             rate_s = (time.perf_counter() - started) / i
-            progress(f"features: {i}/{len(pending)} clips, {rate_s:.2f} s/clip, "
-                     f"ETA {rate_s * (len(pending) - i):.0f} s"
-                     + (f", {len(report.failed)} failed" if report.failed else ""))
+            progress(
+                f"features: {i}/{len(pending)} clips, {rate_s:.2f} s/clip, "
+                f"ETA {rate_s * (len(pending) - i):.0f} s"
+                + (f", {len(report.failed)} failed" if report.failed else "")
+            )
     vision = extractors.get("vision")
     if vision is not None and vision.detector is not None:
         report.face_frames, report.face_fallbacks = vision.frames, vision.fallbacks
-        progress(f"features: face found in {vision.frames - vision.fallbacks} of "
-                 f"{vision.frames} frames (centre crop for the rest)")
+        progress(
+            f"features: face found in {vision.frames - vision.fallbacks} of "
+            f"{vision.frames} frames (centre crop for the rest)"
+        )
     return report
 
 
-def load_layer(folder: Path, samples: Sequence[Sample], layer: int | None,
-               ) -> tuple[list[np.ndarray | None], int]:
+def load_layer(
+    folder: Path,
+    samples: Sequence[Sample],
+    layer: int | None,
+) -> tuple[list[np.ndarray | None], int]:
     """Per sample the features of one hidden state (``layer`` = block index; ``None`` = all
     states stacked), or None when the clip has none. Returns the list and the feature size."""
     out: list[np.ndarray | None] = []

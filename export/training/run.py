@@ -44,8 +44,10 @@ def parse_layers(value: str, modalities: Sequence[str]) -> str | dict[str, int]:
     for item in value.split(","):
         key, _, num = item.partition("=")
         if key not in modalities or not num.strip().lstrip("-").isdigit():
-            raise DatasetError(f"--layers {value!r}: use best, sweep, weighted or "
-                               f"MODALITY=N pairs for {', '.join(modalities)}")
+            raise DatasetError(
+                f"--layers {value!r}: use best, sweep, weighted or "
+                f"MODALITY=N pairs for {', '.join(modalities)}"
+            )
         out[key] = int(num)
     return out
 
@@ -76,8 +78,7 @@ class _Data:
 
 def _config(preset: Preset, kind: str, dims: dict[str, int]) -> HeadConfig:
     h = preset.head
-    return HeadConfig(kind=kind, dims=dims, hidden=h.hidden, embed=h.embed, heads=h.heads,
-                      dropout=h.dropout)
+    return HeadConfig(kind=kind, dims=dims, hidden=h.hidden, embed=h.embed, heads=h.heads, dropout=h.dropout)
 
 
 def _mean_std(runs: Sequence[dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
@@ -87,8 +88,14 @@ def _mean_std(runs: Sequence[dict[str, float]]) -> tuple[dict[str, float], dict[
     return mean, std
 
 
-def _sweep(data: _Data, preset: Preset, modalities: Sequence[str], opts: TrainOptions,
-           progress: Progress, seeds: int = 1) -> dict[str, list[dict[str, Any]]]:
+def _sweep(
+    data: _Data,
+    preset: Preset,
+    modalities: Sequence[str],
+    opts: TrainOptions,
+    progress: Progress,
+    seeds: int = 1,
+) -> dict[str, list[dict[str, Any]]]:
     """A unimodal gated head per layer and modality, trained with ``seeds`` seeds: per layer the
     mean and sample std over seeds of the dev and test metrics, and the ridge baseline."""
     table: dict[str, list[dict[str, Any]]] = {}
@@ -106,9 +113,18 @@ def _sweep(data: _Data, preset: Preset, modalities: Sequence[str], opts: TrainOp
             dev_m, dev_s = _mean_std(devs)
             test_m, test_s = _mean_std(tests)
             ridge_dev, ridge_test = ridge_baseline(train, dev, test, m)
-            table[m].append({"layer": layer, "seeds": seeds, "dev": dev_m, "dev_std": dev_s,
-                             "test": test_m, "test_std": test_s,
-                             "ridge_dev": ridge_dev, "ridge_test": ridge_test})
+            table[m].append(
+                {
+                    "layer": layer,
+                    "seeds": seeds,
+                    "dev": dev_m,
+                    "dev_std": dev_s,
+                    "test": test_m,
+                    "test_std": test_s,
+                    "ridge_dev": ridge_dev,
+                    "ridge_test": ridge_test,
+                }
+            )
     return table
 
 
@@ -139,8 +155,14 @@ def _plot(table: dict[str, list[dict[str, Any]]], path: Path) -> None:
         layers = np.asarray([r["layer"] for r in rows], float)
         for key, style, dx in (("dev", "o-", -0.06), ("test", "s-", 0.06)):
             err = [r.get(f"{key}_std", {}).get("mae", 0.0) for r in rows]
-            ax.errorbar(layers + dx, [r[key]["mae"] for r in rows], yerr=err, fmt=style,
-                        capsize=3, label=f"{key} (mean ± std, {rows[0].get('seeds', 1)} seeds)")
+            ax.errorbar(
+                layers + dx,
+                [r[key]["mae"] for r in rows],
+                yerr=err,
+                fmt=style,
+                capsize=3,
+                label=f"{key} (mean ± std, {rows[0].get('seeds', 1)} seeds)",
+            )
         ax.plot(layers, [r["ridge_test"]["mae"] for r in rows], "x--", label="ridge test")
         chosen, _ = choose_layer(rows)
         ax.axvline(chosen, color="grey", lw=0.8, ls=":", label=f"chosen: {chosen}")
@@ -161,11 +183,22 @@ def _write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def train(dataset: str | Path, preset: Preset, out: str | Path, *,
-          modalities: Sequence[str] | None = None, head: str = "gated", layers: str = "best",
-          seeds: int = 5, epochs: int = 50, lr: float = 1e-4, cache_dir: str | Path | None = None,
-          offline: bool | None = None, sweep_seeds: int = 3,
-          progress: Progress = lambda m: None) -> dict[str, Any]:
+def train(
+    dataset: str | Path,
+    preset: Preset,
+    out: str | Path,
+    *,
+    modalities: Sequence[str] | None = None,
+    head: str = "gated",
+    layers: str = "best",
+    seeds: int = 5,
+    epochs: int = 50,
+    lr: float = 1e-4,
+    cache_dir: str | Path | None = None,
+    offline: bool | None = None,
+    sweep_seeds: int = 3,
+    progress: Progress = lambda m: None,
+) -> dict[str, Any]:
     """Train a fusion head on ``dataset`` with ``preset``'s encoders; write into ``out``:
     ``head.pt``, ``metrics.json``, ``report.md`` and (for a sweep) ``sweep.png``.
 
@@ -175,11 +208,13 @@ def train(dataset: str | Path, preset: Preset, out: str | Path, *,
     mods = list(modalities) if modalities else available
     for m in mods:
         if m not in preset.encoders:
-            raise DatasetError(f"preset {preset.name} has no {m} encoder; it has "
-                               f"{', '.join(preset.modalities)}")
+            raise DatasetError(
+                f"preset {preset.name} has no {m} encoder; it has {', '.join(preset.modalities)}"
+            )
         if m not in available:
-            raise DatasetError(f"{m} needs media files, and dataset {ds.name} has none: "
-                               "train with --modalities text")
+            raise DatasetError(
+                f"{m} needs media files, and dataset {ds.name} has none: train with --modalities text"
+            )
     if head_kind(head).text_first and mods[0] != "text":
         raise DatasetError(f"the {head} head needs text (it shifts text tokens)")
     mode = parse_layers(layers, mods)
@@ -188,18 +223,22 @@ def train(dataset: str | Path, preset: Preset, out: str | Path, *,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if ds.missing_media:
-        progress(f"warning: {len(ds.missing_media)} clips have no media file on disk; they count "
-                 "as missing audio/vision")
-    report = fc.extract_features(ds.samples, preset, cache_dir or default_cache(), modalities=mods,
-                                 offline=offline, progress=progress)
+        progress(
+            f"warning: {len(ds.missing_media)} clips have no media file on disk; they count "
+            "as missing audio/vision"
+        )
+    report = fc.extract_features(
+        ds.samples, preset, cache_dir or default_cache(), modalities=mods, offline=offline, progress=progress
+    )
     if report.failed:
         first = next(iter(report.failed.items()))
-        progress(f"warning: {len(report.failed)} clips failed to decode and were skipped "
-                 f"(first: {first[0]}: {first[1]})")
+        progress(
+            f"warning: {len(report.failed)} clips failed to decode and were skipped "
+            f"(first: {first[0]}: {first[1]})"
+        )
     data = _Data(ds, report.folders, set(report.failed))
     opts = TrainOptions(epochs=epochs, lr=lr)
-    sweep = (_sweep(data, preset, mods, opts, progress, seeds=sweep_seeds) if mode == "sweep"
-             else None)
+    sweep = _sweep(data, preset, mods, opts, progress, seeds=sweep_seeds) if mode == "sweep" else None
     if sweep is not None:
         chosen: dict[str, int | None] = {m: choose_layer(rows)[0] for m, rows in sweep.items()}
         _plot(sweep, out / "sweep.png")
@@ -219,8 +258,9 @@ def train(dataset: str | Path, preset: Preset, out: str | Path, *,
     runs: list[tuple[TrainResult, dict[str, float]]] = []
     for seed in range(seeds):
         progress(f"seed {seed}")
-        result = train_head(cfg, train_s, dev_s, seed=seed, opts=opts, weighted_states=weighted,
-                            progress=progress)
+        result = train_head(
+            cfg, train_s, dev_s, seed=seed, opts=opts, weighted_states=weighted, progress=progress
+        )
         runs.append((result, evaluate(result, test_s, cfg)[0]))
     best_result, _ = min(runs, key=lambda r: r[0].dev_loss)
     unimodal: dict[str, dict[str, float]] = {}
@@ -230,28 +270,47 @@ def train(dataset: str | Path, preset: Preset, out: str | Path, *,
             single = {m: chosen[m]}
             tr, dv, te = data.splits(single)
             ucfg = _config(preset, "gated", {m: data.dims[m]})
-            r = train_head(ucfg, tr, dv, seed=0, opts=opts,
-                           weighted_states={m: data.states[m]} if weighted else None)
+            r = train_head(
+                ucfg, tr, dv, seed=0, opts=opts, weighted_states={m: data.states[m]} if weighted else None
+            )
             unimodal[m] = evaluate(r, te, ucfg)[0]
     layer_out = {m: (v if v is not None else data.states[m] - 2) for m, v in chosen.items()}
     if best_result.mix is not None:
         cfg = HeadConfig(**{**cfg.__dict__, "extra": {"layer_weights": best_result.mix.weights()}})
     test_preds = evaluate(best_result, test_s, cfg)[1]
     metrics: dict[str, Any] = {
-        "dataset": str(dataset), "preset": preset.name, "head": head, "modalities": mods,
+        "dataset": str(dataset),
+        "preset": preset.name,
+        "head": head,
+        "modalities": mods,
         "layers": {m: ("weighted" if v is None else v) for m, v in chosen.items()},
-        "counts": {s: len(data.samples[s]) for s in SPLITS}, "epochs": epochs, "lr": lr,
-        "failed_clips": report.failed, "runs": [r[1] for r in runs],
-        "summary": summarize([r[1] for r in runs]), "unimodal": unimodal, "sweep": sweep,
+        "counts": {s: len(data.samples[s]) for s in SPLITS},
+        "epochs": epochs,
+        "lr": lr,
+        "failed_clips": report.failed,
+        "runs": [r[1] for r in runs],
+        "summary": summarize([r[1] for r in runs]),
+        "unimodal": unimodal,
+        "sweep": sweep,
         "best_seed": runs.index(min(runs, key=lambda r: r[0].dev_loss)),
         "test_predictions": dict(zip(test_s.ids, map(float, test_preds))),
     }
-    encoders = {m: {"kind": preset.encoders[m].kind, "source": preset.encoders[m].source,
-                    "hidden_size": data.dims[m]} for m in mods}
-    save_checkpoint(out / "head.pt", best_result.head, cfg, layers=layer_out, encoders=encoders,
-                    preset=preset.name, metrics=metrics["summary"],
-                    utterances=_spread([s.text for s in data.samples["dev"] if s.text.strip()],
-                                       CHECKPOINT_UTTERANCES) if "text" in mods else ())
+    encoders = {
+        m: {"kind": preset.encoders[m].kind, "source": preset.encoders[m].source, "hidden_size": data.dims[m]}
+        for m in mods
+    }
+    save_checkpoint(
+        out / "head.pt",
+        best_result.head,
+        cfg,
+        layers=layer_out,
+        encoders=encoders,
+        preset=preset.name,
+        metrics=metrics["summary"],
+        utterances=_spread([s.text for s in data.samples["dev"] if s.text.strip()], CHECKPOINT_UTTERANCES)
+        if "text" in mods
+        else (),
+    )
     _write(out / "metrics.json", json.dumps(metrics, indent=1, default=float))
     _write(out / "report.md", render_report(metrics))
     progress(f"wrote {out / 'head.pt'}, metrics.json, report.md")
@@ -260,26 +319,36 @@ def train(dataset: str | Path, preset: Preset, out: str | Path, *,
 
 def render_report(metrics: dict[str, Any]) -> str:
     """The markdown report of a training run."""
-    lines = [f"# msa-train: {metrics['preset']} on {metrics['dataset']}", "",
-             f"Head `{metrics['head']}`, modalities {', '.join(metrics['modalities'])}, layers "
-             f"{metrics['layers']}, {metrics['epochs']} epochs, {len(metrics['runs'])} seed(s). "
-             f"Clips: {metrics['counts']}.", ""]
+    lines = [
+        f"# msa-train: {metrics['preset']} on {metrics['dataset']}",
+        "",
+        f"Head `{metrics['head']}`, modalities {', '.join(metrics['modalities'])}, layers "
+        f"{metrics['layers']}, {metrics['epochs']} epochs, {len(metrics['runs'])} seed(s). "
+        f"Clips: {metrics['counts']}.",
+        "",
+    ]
     if metrics["failed_clips"]:
         lines += [f"{len(metrics['failed_clips'])} clips failed to decode and were skipped.", ""]
-    rows: dict[str, Any] = {f"{'+'.join(metrics['modalities'])} (mean ± std over seeds)":
-                            metrics["summary"]}
+    rows: dict[str, Any] = {f"{'+'.join(metrics['modalities'])} (mean ± std over seeds)": metrics["summary"]}
     rows.update({f"{m} only": v for m, v in metrics["unimodal"].items()})
     lines += ["## Test", "", format_table(rows), ""]
     if metrics["sweep"]:
         n = next(iter(metrics["sweep"].values()))[0].get("seeds", 1)
-        lines += [f"## Layer sweep (unimodal gated head, mean ± std over {n} seed(s); ridge on "
-                  "mean-pooled features)", "",
-                  "Chosen: the layer nearest the middle of the stack among those whose mean dev MAE "
-                  "is within one standard error of the best (tied).", "",
-                  "![sweep](sweep.png)", ""]
+        lines += [
+            f"## Layer sweep (unimodal gated head, mean ± std over {n} seed(s); ridge on "
+            "mean-pooled features)",
+            "",
+            "Chosen: the layer nearest the middle of the stack among those whose mean dev MAE "
+            "is within one standard error of the best (tied).",
+            "",
+            "![sweep](sweep.png)",
+            "",
+        ]
         for m, table in metrics["sweep"].items():
-            header = ("| layer | dev MAE | test MAE | test Corr | test Acc-2 | ridge dev MAE "
-                      "| ridge test MAE | ridge test Corr |")
+            header = (
+                "| layer | dev MAE | test MAE | test Corr | test Acc-2 | ridge dev MAE "
+                "| ridge test MAE | ridge test Corr |"
+            )
             lines += [f"### {m}", "", header, "|---:" * 8 + "|"]
             chosen, tied = choose_layer(table)
 
@@ -288,11 +357,12 @@ def render_report(metrics: dict[str, Any]) -> str:
                 return f"{r[key][metric]:.3f}" + (f" ± {std:.3f}" if std else "")
 
             for r in table:
-                mark = (" **(chosen)**" if r["layer"] == chosen
-                        else " (tied)" if r["layer"] in tied else "")
-                lines.append(f"| {r['layer']}{mark} | {pm(r, 'dev', 'mae')} | {pm(r, 'test', 'mae')} "
-                             f"| {pm(r, 'test', 'corr')} | {100 * r['test']['acc2_non0']:.1f} "
-                             f"| {r['ridge_dev']['mae']:.3f} | {r['ridge_test']['mae']:.3f} "
-                             f"| {r['ridge_test']['corr']:.3f} |")
+                mark = " **(chosen)**" if r["layer"] == chosen else " (tied)" if r["layer"] in tied else ""
+                lines.append(
+                    f"| {r['layer']}{mark} | {pm(r, 'dev', 'mae')} | {pm(r, 'test', 'mae')} "
+                    f"| {pm(r, 'test', 'corr')} | {100 * r['test']['acc2_non0']:.1f} "
+                    f"| {r['ridge_dev']['mae']:.3f} | {r['ridge_test']['mae']:.3f} "
+                    f"| {r['ridge_test']['corr']:.3f} |"
+                )
             lines.append("")
     return "\n".join(lines)

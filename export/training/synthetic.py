@@ -237,9 +237,7 @@ def _yuv_frame(rgb: UInt8Array, reformatter: VideoReformatter) -> av.VideoFrame:
     # Zero the row padding of each plane: encoders may read it, and uninitialised bytes there
     # would make the output differ from run to run.
     for plane in frame.planes:
-        buf = np.frombuffer(memoryview(plane), dtype=np.uint8).reshape(
-            plane.height, plane.line_size
-        )
+        buf = np.frombuffer(memoryview(plane), dtype=np.uint8).reshape(plane.height, plane.line_size)
         buf[:, plane.width :] = 0
     return frame
 
@@ -312,18 +310,14 @@ def _check_args(
     if size % 2 or not 16 <= size <= 512:
         raise InputError(f"size is {size!r}: choose an even frame size between 16 and 512")
     if rate not in SAMPLE_RATES:
-        raise InputError(
-            f"sample_rate is {rate!r}: choose one of {', '.join(map(str, SAMPLE_RATES))}"
-        )
+        raise InputError(f"sample_rate is {rate!r}: choose one of {', '.join(map(str, SAMPLE_RATES))}")
 
 
 def _check_out_dir(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise DatasetError(f"{out} exists and is not a folder: choose a new output folder")
     if out.is_dir() and any(out.iterdir()):
-        raise DatasetError(
-            f"{out} already exists and is not empty: remove it or choose a new output folder"
-        )
+        raise DatasetError(f"{out} already exists and is not empty: remove it or choose a new output folder")
 
 
 def make_synthetic_dataset(
@@ -375,9 +369,7 @@ def make_synthetic_dataset(
                 noise = rng.normal(0.0, label_noise) if label_noise > 0 else 0.0
                 label = float(np.clip(ft + fa + fv + noise, -3.0, 3.0))
                 rel = f"media/{clip_id}.{ext}"
-                _write_clip(
-                    tmp / rel, frames, wave, fps=fps, sample_rate=sample_rate, codecs=chosen
-                )
+                _write_clip(tmp / rel, frames, wave, fps=fps, sample_rate=sample_rate, codecs=chosen)
                 rows.append(
                     {
                         "id": clip_id,

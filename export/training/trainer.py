@@ -78,8 +78,9 @@ class LayerMix(nn.Module):
         return torch.einsum("l,bltd->btd", w, x)
 
 
-def make_batch(split: Split, idx: Sequence[int], modalities: Sequence[str], dims: dict[str, int]
-               ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor]:
+def make_batch(
+    split: Split, idx: Sequence[int], modalities: Sequence[str], dims: dict[str, int]
+) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor]:
     """Pad a batch: features ``[B, T, D]`` (``[B, L+1, T, D]`` weighted), masks, present, labels."""
     feats, masks, present = [], [], []
     for m in modalities:
@@ -99,8 +100,13 @@ def make_batch(split: Split, idx: Sequence[int], modalities: Sequence[str], dims
     return feats, masks, pres, torch.from_numpy(split.labels[list(idx)].astype(np.float32))
 
 
-def _augment(feats: list[torch.Tensor], masks: list[torch.Tensor], present: torch.Tensor,
-             opts: TrainOptions, g: torch.Generator) -> tuple[list[torch.Tensor], torch.Tensor]:
+def _augment(
+    feats: list[torch.Tensor],
+    masks: list[torch.Tensor],
+    present: torch.Tensor,
+    opts: TrainOptions,
+    g: torch.Generator,
+) -> tuple[list[torch.Tensor], torch.Tensor]:
     out = []
     for x, mask in zip(feats, masks):
         x = x.clone()
@@ -109,12 +115,12 @@ def _augment(feats: list[torch.Tensor], masks: list[torch.Tensor], present: torc
             span = int(torch.randint(0, max(1, int(n * opts.mask_time)) + 1, (1,), generator=g))
             if span and n > span:
                 s = int(torch.randint(0, n - span + 1, (1,), generator=g))
-                x[j, ..., s:s + span, :] = 0
+                x[j, ..., s : s + span, :] = 0
             d = x.shape[-1]
             width = int(torch.randint(0, max(1, int(d * opts.mask_feature)) + 1, (1,), generator=g))
             if width:
                 s = int(torch.randint(0, d - width + 1, (1,), generator=g))
-                x[j, ..., s:s + width] = 0
+                x[j, ..., s : s + width] = 0
         out.append(x)
     if opts.modality_dropout > 0 and present.shape[1] > 1:
         drop = (torch.rand(present.shape, generator=g) < opts.modality_dropout).float()
@@ -124,8 +130,9 @@ def _augment(feats: list[torch.Tensor], masks: list[torch.Tensor], present: torc
     return out, present
 
 
-def _contrastive(emb: dict[str, torch.Tensor], present: torch.Tensor, modalities: Sequence[str],
-                 temperature: float) -> torch.Tensor:
+def _contrastive(
+    emb: dict[str, torch.Tensor], present: torch.Tensor, modalities: Sequence[str], temperature: float
+) -> torch.Tensor:
     """InfoNCE between text and each other modality of the same utterance."""
     loss = torch.zeros(())
     anchor = F.normalize(emb[modalities[0]], dim=-1)
@@ -140,17 +147,23 @@ def _contrastive(emb: dict[str, torch.Tensor], present: torch.Tensor, modalities
     return loss
 
 
-def _forward(head: nn.Module, mix: LayerMix | None, feats: list[torch.Tensor],
-             masks: list[torch.Tensor], present: torch.Tensor, modalities: Sequence[str]
-             ) -> tuple[list[torch.Tensor], torch.Tensor]:
+def _forward(
+    head: nn.Module,
+    mix: LayerMix | None,
+    feats: list[torch.Tensor],
+    masks: list[torch.Tensor],
+    present: torch.Tensor,
+    modalities: Sequence[str],
+) -> tuple[list[torch.Tensor], torch.Tensor]:
     if mix is not None:
         feats = [mix(m, x) for m, x in zip(modalities, feats)]
     return feats, head(feats, masks, present)[0]
 
 
 @torch.no_grad()
-def predict(head: nn.Module, mix: LayerMix | None, split: Split, cfg: HeadConfig,
-            batch_size: int = 64) -> np.ndarray:
+def predict(
+    head: nn.Module, mix: LayerMix | None, split: Split, cfg: HeadConfig, batch_size: int = 64
+) -> np.ndarray:
     head.eval()
     preds = []
     for s in range(0, len(split), batch_size):
@@ -160,9 +173,16 @@ def predict(head: nn.Module, mix: LayerMix | None, split: Split, cfg: HeadConfig
     return np.concatenate(preds) if preds else np.zeros(0, np.float32)
 
 
-def train_head(cfg: HeadConfig, train: Split, dev: Split, *, seed: int = 0,
-               opts: TrainOptions | None = None, weighted_states: dict[str, int] | None = None,
-               progress: Callable[[str], None] = lambda m: None) -> TrainResult:
+def train_head(
+    cfg: HeadConfig,
+    train: Split,
+    dev: Split,
+    *,
+    seed: int = 0,
+    opts: TrainOptions | None = None,
+    weighted_states: dict[str, int] | None = None,
+    progress: Callable[[str], None] = lambda m: None,
+) -> TrainResult:
     """Train one head; returns the weights of the epoch with the lowest dev loss."""
     opts = opts or TrainOptions()
     threads = torch.get_num_threads()
@@ -173,8 +193,15 @@ def train_head(cfg: HeadConfig, train: Split, dev: Split, *, seed: int = 0,
         torch.set_num_threads(threads)
 
 
-def _train(cfg: HeadConfig, train: Split, dev: Split, seed: int, opts: TrainOptions,
-           weighted_states: dict[str, int] | None, progress: Callable[[str], None]) -> TrainResult:
+def _train(
+    cfg: HeadConfig,
+    train: Split,
+    dev: Split,
+    seed: int,
+    opts: TrainOptions,
+    weighted_states: dict[str, int] | None,
+    progress: Callable[[str], None],
+) -> TrainResult:
     torch.manual_seed(seed)
     head = build_head(cfg, seed=seed).train()
     mix = LayerMix(weighted_states) if weighted_states else None
@@ -183,8 +210,14 @@ def _train(cfg: HeadConfig, train: Split, dev: Split, seed: int, opts: TrainOpti
     steps_per_epoch = max(1, math.ceil(len(train) / opts.batch_size))
     total = steps_per_epoch * opts.epochs
     warm = max(1, int(total * opts.warmup))
-    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (
-        1 + math.cos(math.pi * min(1.0, max(0, s - warm) / max(1, total - warm)))))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        optim,
+        lambda s: (
+            min(1.0, (s + 1) / warm)
+            * 0.5
+            * (1 + math.cos(math.pi * min(1.0, max(0, s - warm) / max(1, total - warm))))
+        ),
+    )
     is_cms = head_kind(cfg.kind).contrastive  # the cms recipe: EMA, smoothing, contrastive
     ema = copy.deepcopy(head).eval() if is_cms else None
     g = torch.Generator().manual_seed(seed)
@@ -195,7 +228,7 @@ def _train(cfg: HeadConfig, train: Split, dev: Split, seed: int, opts: TrainOpti
         order = torch.randperm(len(train), generator=g).tolist()
         running = 0.0
         for s in range(0, len(order), opts.batch_size):
-            idx = order[s:s + opts.batch_size]
+            idx = order[s : s + opts.batch_size]
             feats, masks, present, y = make_batch(train, idx, cfg.modalities, cfg.dims)
             feats, present = _augment(feats, masks, present, opts, g)
             mixed, pred = _forward(head, mix, feats, masks, present, cfg.modalities)
@@ -203,8 +236,7 @@ def _train(cfg: HeadConfig, train: Split, dev: Split, seed: int, opts: TrainOpti
             loss = F.l1_loss(pred, target)
             if is_cms and opts.contrastive > 0:
                 emb = head.aligned(mixed, masks, present)
-                loss = loss + opts.contrastive * _contrastive(emb, present, cfg.modalities,
-                                                              opts.temperature)
+                loss = loss + opts.contrastive * _contrastive(emb, present, cfg.modalities, opts.temperature)
             optim.zero_grad()
             loss.backward()
             optim.step()
@@ -218,18 +250,23 @@ def _train(cfg: HeadConfig, train: Split, dev: Split, seed: int, opts: TrainOpti
         dev_loss = float(np.abs(predict(evaluated, mix, dev, cfg) - dev.labels).mean())
         history.append((running / len(train), dev_loss))
         if (epoch + 1) % max(1, opts.epochs // 5) == 0:
-            progress(f"  epoch {epoch + 1}/{opts.epochs}: train loss {running / len(train):.4f}, "
-                     f"dev MAE {dev_loss:.4f}")
+            progress(
+                f"  epoch {epoch + 1}/{opts.epochs}: train loss {running / len(train):.4f}, "
+                f"dev MAE {dev_loss:.4f}"
+            )
         if dev_loss < best[0]:
-            best = (dev_loss, epoch, copy.deepcopy(evaluated.state_dict()),
-                    copy.deepcopy(mix.state_dict()) if mix is not None else None)
+            best = (
+                dev_loss,
+                epoch,
+                copy.deepcopy(evaluated.state_dict()),
+                copy.deepcopy(mix.state_dict()) if mix is not None else None,
+            )
     final = build_head(cfg)
     final.load_state_dict(best[2])
     if mix is not None and best[3] is not None:
         mix.load_state_dict(best[3])
     progress(f"  best dev MAE {best[0]:.4f} at epoch {best[1] + 1}/{opts.epochs}")
-    return TrainResult(head=final.eval(), mix=mix, best_epoch=best[1], dev_loss=best[0],
-                       history=history)
+    return TrainResult(head=final.eval(), mix=mix, best_epoch=best[1], dev_loss=best[0], history=history)
 
 
 def evaluate(result: TrainResult, split: Split, cfg: HeadConfig) -> tuple[dict[str, float], np.ndarray]:
@@ -237,14 +274,16 @@ def evaluate(result: TrainResult, split: Split, cfg: HeadConfig) -> tuple[dict[s
     return regression_metrics(preds, split.labels), preds
 
 
-def ridge_baseline(train: Split, dev: Split, test: Split, mod: str,
-                   alphas: Sequence[float] = (0.1, 1.0, 10.0, 100.0, 1000.0)
-                   ) -> tuple[dict[str, float], dict[str, float]]:
+def ridge_baseline(
+    train: Split, dev: Split, test: Split, mod: str, alphas: Sequence[float] = (0.1, 1.0, 10.0, 100.0, 1000.0)
+) -> tuple[dict[str, float], dict[str, float]]:
     """Ridge regression on mean-pooled features; alpha picked on dev. (dev, test) metrics."""
+
     def pooled(split: Split) -> tuple[np.ndarray, np.ndarray]:
         rows = [i for i, x in enumerate(split.feats[mod]) if x is not None]
         x = np.stack([split.feats[mod][i].mean(-2) for i in rows])  # type: ignore[union-attr]
         return x, split.labels[rows]
+
     xtr, ytr = pooled(train)
     mean, std = xtr.mean(0), xtr.std(0) + 1e-6
     xtr = np.c_[(xtr - mean) / std, np.ones(len(xtr))]
