@@ -115,20 +115,26 @@ def export_onnx(
     return path
 
 
+def excluded_nodes(model: onnx.ModelProto, keep_fp32: Sequence[str]) -> list[str]:
+    """Nodes that stay fp32 in every int8 flavour: WavLM's relative-position subgraph, and the
+    card's ``int8_keep_fp32`` patterns (regular expressions over node names)."""
+    names = []
+    for node in model.graph.node:
+        scope = " ".join([node.name, *(p.value for p in node.metadata_props if p.key == "namespace")])
+        if any(tag in scope for tag in NEVER_QUANTIZE) or any(
+            re.search(pattern, node.name) for pattern in keep_fp32
+        ):
+            names.append(node.name)
+    return names
+
+
 def quantize_int8(src: Path, dst: Path, keep_fp32: Sequence[str] = ()) -> Path:
     """Dynamic int8, per channel, MatMul and Gemm only (never Conv: ConvInteger is slow here;
     never WavLM's relative-position subgraph). Nodes whose name matches a ``keep_fp32`` regular
     expression stay fp32 too (for encoders with activation outliers, such as MiniLM's FFN)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    model = onnx.load(str(src), load_external_data=False)
-    excluded = []
-    for node in model.graph.node:
-        scope = " ".join([node.name, *(p.value for p in node.metadata_props if p.key == "namespace")])
-        if any(tag in scope for tag in NEVER_QUANTIZE) or any(
-            re.search(pattern, node.name) for pattern in keep_fp32
-        ):
-            excluded.append(node.name)
+    excluded = excluded_nodes(onnx.load(str(src), load_external_data=False), keep_fp32)
     with _quiet():
         quantize_dynamic(
             str(src),

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from msa_export.convert import NEVER_QUANTIZE, _quiet
+from msa_export.convert import _quiet, excluded_nodes
 from msa_export.errors import CalibrationError, ExportError
 from msa_runtime.errors import MsaError
 from msa_runtime.sessions import openvino_installed
@@ -176,18 +175,6 @@ def clip_feeds(
             squares, _ = vision_squares(decoded.frames, card.prep, face_detector, FaceTrack())
             out.append({input_names[0]: normalize_images(squares, card.prep)})
     return out
-
-
-def excluded_nodes(model: onnx.ModelProto, keep_fp32: Sequence[str]) -> list[str]:
-    """Nodes that stay fp32: WavLM's relative-position subgraph, and the card's patterns."""
-    names = []
-    for node in model.graph.node:
-        scope = " ".join([node.name, *(p.value for p in node.metadata_props if p.key == "namespace")])
-        if any(tag in scope for tag in NEVER_QUANTIZE) or any(
-            re.search(pattern, node.name) for pattern in keep_fp32
-        ):
-            names.append(node.name)
-    return names
 
 
 def quantize_openvino(
