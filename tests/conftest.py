@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,19 @@ def tiny_pack(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("packs") / "tiny"
     build_pack(get_preset("tiny"), out)
     return out
+
+
+@pytest.fixture(scope="module")
+def an(tiny_pack: Path) -> Iterator[Any]:
+    """An :class:`msa_runtime.Analyzer` on the tiny pack (its untrained-head warning silenced);
+    test modules that need another pack define their own ``an``."""
+    from msa_runtime import Analyzer
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        analyzer = Analyzer(tiny_pack)
+    yield analyzer
+    analyzer.close()
 
 
 @pytest.fixture(scope="session")

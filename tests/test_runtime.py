@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -55,15 +55,6 @@ SUFFIXES = AV_SUFFIXES + AUDIO_ONLY_SUFFIXES
 
 
 # -- fixtures ------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def an(tiny_pack: Path) -> Iterator[Analyzer]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        analyzer = Analyzer(tiny_pack)
-    yield analyzer
-    analyzer.close()
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,6 @@ streams; one builder of head inputs; one serialisation of a prediction; public c
 from __future__ import annotations
 
 import json
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from unittest import mock
 
@@ -18,15 +16,6 @@ from msa_runtime.scoring import feature, head_feeds, text_for_span
 from msa_runtime.transcript import Cue
 
 pytestmark = pytest.mark.filterwarnings("ignore:pack .* untrained fusion head:UserWarning")
-
-
-@pytest.fixture(scope="module")
-def an(tiny_pack: Path) -> Iterator[Analyzer]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        analyzer = Analyzer(tiny_pack)
-    yield analyzer
-    analyzer.close()
 
 
 @pytest.fixture(scope="module")
