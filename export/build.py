@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata as md
-import json
-import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -50,9 +48,9 @@ from msa_export.openvino import Calibrate, calibration, openvino_files
 from msa_export.openvino import ready as openvino_ready
 from msa_export.preflight import check_checkpoint, encoder_config
 from msa_export.presets import EncoderCard, Preset
+from msa_export.packdir import prepare_out, swap_into_place
 from msa_export.report import BuildReport, file_rows
 from msa_runtime.pack import (
-    MANIFEST,
     PRECISIONS,
     EncoderEntry,
     FaceDetectorEntry,
@@ -63,6 +61,7 @@ from msa_runtime.pack import (
     default_providers,
     manifest_to_dict,
     sha256_file,
+    write_manifest,
 )
 from msa_runtime.preprocess import TextEncoder
 from msa_runtime.scoring import Features, feature, head_feeds
@@ -417,22 +416,6 @@ def _tools() -> dict[str, str]:
     return out
 
 
-def _prepare_out(out: Path, force: bool) -> Path:
-    if out.exists() and not force:
-        raise ExportError(f"{out} already exists; pass --force to replace it")
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"{out} exists and is not a folder; choose another --out")
-    parent = out.resolve().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = parent / f".{out.name}.partial-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-    except OSError as exc:
-        raise ExportError(f"cannot write to {parent}: {exc.strerror}; choose a writable --out") from exc
-    return tmp
-
-
 def default_precisions() -> tuple[str, ...]:
     """int8, fp16 and fp32, plus ov-int8 when NNCF and the OpenVINO plugin are installed."""
     return ("int8", "fp16", "fp32") + (("ov-int8",) if openvino_ready() is None else ())
@@ -487,7 +470,7 @@ def build_pack(
     scorer = HeadScorer(ckpt.config, ckpt.head()) if ckpt is not None else _untrained_scorer(preset, offline)
     out = Path(out)
     asr_folder = _check_asr(asr, offline, progress) if asr is not None else None
-    tmp = _prepare_out(out, force)
+    tmp = prepare_out(out, force)
     try:
         face: FaceDetectorEntry | None = None
         face_checks: list[Check] = []
@@ -572,8 +555,8 @@ def build_pack(
             extras=extras,
             face_detector=face,
         )
-        (tmp / MANIFEST).write_text(json.dumps(manifest_to_dict(manifest), indent=2), encoding="utf-8")
-        _swap_into_place(tmp, out)
+        write_manifest(tmp, manifest_to_dict(manifest))
+        swap_into_place(tmp, out, force)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -586,14 +569,3 @@ def build_pack(
     )
     report.rows = file_rows(files, checks)
     return report
-
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    """Rename the finished folder into place; an existing pack (``--force``) is replaced whole."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        out.rename(old)
-    tmp.rename(out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

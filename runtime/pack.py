@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, overload
 
+from msa_runtime import schema as sc
 from msa_runtime.errors import PackError
 from msa_runtime.face import (
     DEFAULT_FACTOR,
@@ -42,6 +44,7 @@ from msa_runtime.face_track import DEFAULT_MAX_SIDE, DEFAULT_REDETECT
 FORMAT = "msa-edge-pack"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+MANIFEST_DIGEST = "manifest.sha256"
 MODALITIES = ("text", "audio", "vision")
 PRECISIONS = ("int8", "fp16", "fp32", "ov-int8")
 # per provider (short name), the precisions it runs by preference: CPU EP dynamic int8, CUDA
@@ -72,8 +75,7 @@ class TextPrep:
     max_tokens: int = 128
 
     def __post_init__(self) -> None:
-        if self.max_tokens < 2:
-            raise ValueError(f"text.max_tokens must be >= 2, got {self.max_tokens}")
+        _check_prep(self, "text")
 
 
 @dataclass(frozen=True)
@@ -85,8 +87,7 @@ class AudioPrep:
     min_seconds: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.sample_rate < 1000:
-            raise ValueError(f"audio.sample_rate must be >= 1000, got {self.sample_rate}")
+        _check_prep(self, "audio")
 
 
 @dataclass(frozen=True)
@@ -113,20 +114,7 @@ class VisionPrep:
     face_redetect: int = DEFAULT_REDETECT
 
     def __post_init__(self) -> None:
-        if self.fps <= 0:
-            raise ValueError(f"vision.fps must be > 0, got {self.fps}")
-        if self.image_size < 8:
-            raise ValueError(f"vision.image_size must be >= 8, got {self.image_size}")
-        if self.crop not in ("center", "face"):
-            raise ValueError(f"vision.crop must be 'center' or 'face', got {self.crop!r}")
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ValueError("vision.mean and vision.std need 3 values each, std > 0")
-        if self.face_max_side != 0 and self.face_max_side < 48:
-            raise ValueError(f"vision.face_max_side must be 0 (off) or >= 48, got {self.face_max_side}")
-        if self.face_redetect < 1:
-            raise ValueError(
-                f"vision.face_redetect must be >= 1 (1: detect every frame), got {self.face_redetect}"
-            )
+        _check_prep(self, "vision")
 
 
 Prep = TextPrep | AudioPrep | VisionPrep
@@ -134,6 +122,55 @@ PREP_TYPES: dict[str, type[Prep]] = {"text": TextPrep, "audio": AudioPrep, "visi
 """The one preprocessing schema per modality: a preset card's ``[MODALITY.preprocess]`` table and
 a manifest's ``encoders.MODALITY.preprocess`` object are both read by :func:`prep_from_dict` and
 written by :func:`prep_to_dict`."""
+
+PREP_LIMITS: dict[str, tuple[float, float]] = {
+    "text.max_tokens": (2, 8192),
+    "audio.sample_rate": (1000, 384_000),
+    "audio.min_seconds": (0.0, 60.0),
+    "vision.fps": (0.0, 60.0),  # (0, 60]
+    "vision.image_size": (8, 2048),
+    "vision.face_max_side": (48, 16384),  # or 0 (off)
+    "vision.face_redetect": (1, 100_000),
+}
+"""The range of every size-bearing preprocessing number (a manifest or a card outside it is
+refused before anything is allocated)."""
+
+
+def _check_prep(prep: Prep, modality: str) -> None:
+    """Types and ranges of a preprocessing dataclass (:class:`SchemaError`, a ValueError)."""
+    lim = PREP_LIMITS
+    if isinstance(prep, TextPrep):
+        sc.file_name(prep.tokenizer, "text.tokenizer")
+        sc.integer(prep.max_tokens, "text.max_tokens", *map(int, lim["text.max_tokens"]))
+    elif isinstance(prep, AudioPrep):
+        sc.integer(prep.sample_rate, "audio.sample_rate", *map(int, lim["audio.sample_rate"]))
+        sc.boolean(prep.normalize, "audio.normalize")
+        sc.number(prep.min_seconds, "audio.min_seconds", *lim["audio.min_seconds"])
+    else:
+        sc.number(prep.fps, "vision.fps", *lim["vision.fps"], above=True)
+        sc.integer(prep.image_size, "vision.image_size", *map(int, lim["vision.image_size"]))
+        for key in ("mean", "std"):
+            values = sc.array(getattr(prep, key), f"vision.{key}")
+            if len(values) != 3:
+                raise sc.SchemaError(f"vision.mean and vision.std need 3 values each, got {len(values)}")
+            for i, v in enumerate(values):
+                sc.number(v, f"vision.{key}[{i}]", 0.0 if key == "std" else -10.0, 10.0, above=key == "std")
+        sc.choice(prep.crop, "vision.crop", ("center", "face"))
+        if prep.face_max_side != 0:
+            lo, hi = map(int, lim["vision.face_max_side"])
+            if isinstance(prep.face_max_side, bool) or not isinstance(prep.face_max_side, int):
+                sc.integer(prep.face_max_side, "vision.face_max_side", lo, hi)
+            if not lo <= prep.face_max_side <= hi:
+                raise sc.SchemaError(
+                    f"vision.face_max_side must be 0 (off) or in [{lo}, {hi}], got {prep.face_max_side}"
+                )
+        lo, hi = map(int, lim["vision.face_redetect"])
+        if isinstance(prep.face_redetect, int) and not isinstance(prep.face_redetect, bool):
+            if prep.face_redetect < lo:
+                raise sc.SchemaError(
+                    f"vision.face_redetect must be >= 1 (1: detect every frame), got {prep.face_redetect}"
+                )
+        sc.integer(prep.face_redetect, "vision.face_redetect", lo, hi)
 
 
 @overload
@@ -145,8 +182,10 @@ def prep_from_dict(modality: Literal["vision"], data: Mapping[str, Any]) -> Visi
 @overload
 def prep_from_dict(modality: str, data: Mapping[str, Any]) -> Prep: ...
 def prep_from_dict(modality: str, data: Mapping[str, Any]) -> Prep:
-    """Build the preprocessing dataclass of ``modality`` from a manifest or preset table."""
+    """Build the preprocessing dataclass of ``modality`` from a manifest or preset table
+    (unknown keys, wrong types and out-of-range numbers raise a ValueError naming the key)."""
     cls: Any = PREP_TYPES[modality]
+    data = sc.obj(data, f"{modality} preprocessing")
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -189,12 +228,26 @@ class FaceDetectorEntry:
     versions: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.kind != "mtcnn":
-            raise ValueError(f"face_detector.kind {self.kind!r} is not supported (mtcnn)")
-        if len(self.thresholds) != 3:
-            raise ValueError(f"face_detector.thresholds needs 3 values, got {self.thresholds}")
-        if not isinstance(self.stages, dict):
-            raise TypeError("face_detector.stages must be an object")
+        w = "face_detector"
+        sc.choice(self.kind, f"{w}.kind", ("mtcnn",))
+        stages = sc.obj(self.stages, f"{w}.stages")
+        sc.only_keys(stages, FACE_FILES, f"{w}.stages")
+        for stage, entry in stages.items():
+            entry = sc.obj(entry, f"{w}.stages.{stage}")
+            if "file" in entry:
+                sc.file_name(entry["file"], f"{w}.stages.{stage}.file")
+        sc.number(self.min_face_size, f"{w}.min_face_size", 4.0, 4096.0)
+        sc.number(self.factor, f"{w}.factor", 0.1, 0.95)
+        if len(sc.array(self.thresholds, f"{w}.thresholds")) != 3:
+            raise sc.SchemaError(f"face_detector.thresholds needs 3 values, got {self.thresholds}")
+        for i, t in enumerate(self.thresholds):
+            sc.number(t, f"{w}.thresholds[{i}]", 0.0, 1.0)
+        sc.number(self.pixel_mean, f"{w}.pixel_mean", -1000.0, 1000.0)
+        sc.number(self.pixel_scale, f"{w}.pixel_scale", 0.0, 1000.0, above=True)
+        for key, value in asdict(self.nms).items():
+            sc.number(value, f"{w}.nms.{key}", 0.0, 1.0)
+        for key in ("source", "validation", "versions"):
+            sc.obj(getattr(self, key), f"{w}.{key}")
 
     def files(self) -> dict[str, str]:
         """The file of each stage (``pnet``, ``rnet``, ``onet``), standard names by default."""
@@ -206,20 +259,16 @@ class FaceDetectorEntry:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FaceDetectorEntry:
-        if not isinstance(data, Mapping):
-            raise TypeError(f"face_detector must be an object, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown face_detector keys {unknown}; valid: {sorted(known)}")
+        """Read the manifest's ``face_detector`` object (:class:`SchemaError` when malformed)."""
+        data = sc.obj(data, "face_detector")
+        sc.only_keys(data, {f.name for f in fields(cls)}, "face_detector")
         values = dict(data)
         if "thresholds" in values:
-            values["thresholds"] = tuple(float(x) for x in values["thresholds"])
+            values["thresholds"] = tuple(sc.array(values["thresholds"], "face_detector.thresholds"))
         if "nms" in values:
-            values["nms"] = FaceNms(**values["nms"])
-        for key in ("factor", "pixel_mean", "pixel_scale"):
-            if key in values:
-                values[key] = float(values[key])
+            nms = sc.obj(values["nms"], "face_detector.nms")
+            sc.only_keys(nms, {f.name for f in fields(FaceNms)}, "face_detector.nms")
+            values["nms"] = FaceNms(**nms)
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -320,7 +369,10 @@ def sha256_file(path: Path) -> str:
 
 
 def _inside(root: Path, name: str) -> Path:
-    path = (root / name).resolve()
+    try:
+        path = (root / name).resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, an unusable name
+        raise PackError(f"pack {root}: file {name!r} cannot be resolved ({exc}); rebuild the pack") from exc
     if not path.is_relative_to(root.resolve()):
         raise PackError(f"pack {root}: file {name!r} points outside the pack folder; refusing it")
     return path
@@ -363,59 +415,153 @@ def manifest_to_dict(m: Manifest) -> dict[str, Any]:
     return out
 
 
-def _parse(data: dict[str, Any], where: str) -> Manifest:
-    encoders = {}
-    for mod, e in data["encoders"].items():
-        if mod not in MODALITIES:
-            raise PackError(f"{where}: unknown modality {mod!r}; valid: {', '.join(MODALITIES)}")
-        encoders[mod] = EncoderEntry(
-            modality=mod,
-            kind=e["kind"],
-            source=e["source"],
-            layer=int(e["layer"]),
-            num_layers=int(e["num_layers"]),
-            hidden_size=int(e["hidden_size"]),
-            frame_stride=int(e.get("frame_stride", 1)),
-            prep=prep_from_dict(mod, e["preprocess"]),
-            files=dict(e["files"]),
-            layer_weights=tuple(e["layer_weights"]) if "layer_weights" in e else None,
-            providers={str(k): tuple(v) for k, v in e.get("providers", {}).items()},
+_ENCODER_KEYS = (
+    "kind",
+    "source",
+    "layer",
+    "num_layers",
+    "hidden_size",
+    "frame_stride",
+    "preprocess",
+    "files",
+    "layer_weights",
+    "providers",
+)
+_HEAD_KEYS = ("kind", "file", "modalities", "trained", "gates", "checkpoint_sha256")
+_TOP_KEYS = ("format", "format_version", "name", "encoders", "head", "files", "tools", "validation")
+MAX_MANIFEST_BYTES = 64 << 20
+
+
+def _format_version(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise PackError(f"format_version must be an integer >= 1, got {sc._show(value)}; rebuild the pack")
+    if value > FORMAT_VERSION:
+        raise PackError(
+            f"the pack has format version {value}, this runtime reads up to {FORMAT_VERSION}: "
+            "upgrade msa-edge (pip install -U msa-edge)"
         )
-        unknown = {p for v in encoders[mod].providers.values() for p in v} - set(e["files"])
-        if unknown:
-            raise ValueError(f"encoder {mod}: providers name precisions without files: {sorted(unknown)}")
-    h = data["head"]
-    head = HeadEntry(
-        kind=h["kind"],
-        file=h["file"],
-        modalities=tuple(h["modalities"]),
-        trained=bool(h["trained"]),
-        gates=bool(h["gates"]),
-        checkpoint_sha256=h.get("checkpoint_sha256"),
+    return value
+
+
+def _encoder(mod: str, raw: Any) -> EncoderEntry:
+    w = f"encoders.{mod}"
+    e = sc.obj(raw, w)
+    sc.only_keys(e, _ENCODER_KEYS, w)
+    num_layers = sc.integer(sc.required(e, "num_layers", w), f"{w}.num_layers", 1, 1000)
+    files = sc.obj(sc.required(e, "files", w), f"{w}.files", nonempty=True)
+    for precision, name in files.items():
+        sc.choice(precision, f"{w}.files key", PRECISIONS)
+        sc.file_name(name, f"{w}.files.{precision}")
+    providers: dict[str, tuple[str, ...]] = {}
+    for provider, raw_list in sc.obj(e.get("providers", {}), f"{w}.providers").items():
+        sc.choice(provider, f"{w}.providers key", PROVIDER_ORDER)
+        listed = sc.array(raw_list, f"{w}.providers.{provider}", nonempty=True, max_len=len(PRECISIONS))
+        for p in listed:
+            if sc.choice(p, f"{w}.providers.{provider}[]", PRECISIONS) not in files:
+                raise sc.SchemaError(f"{w}.providers.{provider} names precision {p} without a file")
+        providers[provider] = tuple(listed)
+    weights = None
+    if "layer_weights" in e:
+        raw_w = sc.array(e["layer_weights"], f"{w}.layer_weights", nonempty=True, max_len=num_layers + 1)
+        weights = tuple(sc.number(x, f"{w}.layer_weights[]", -1e6, 1e6) for x in raw_w)
+    try:
+        prep = prep_from_dict(mod, sc.required(e, "preprocess", w))
+    except ValueError as exc:
+        raise sc.SchemaError(f"{w}.preprocess: {exc}") from exc
+    return EncoderEntry(
+        modality=mod,
+        kind=sc.text(sc.required(e, "kind", w), f"{w}.kind", max_len=200),
+        source=sc.text(sc.required(e, "source", w), f"{w}.source"),
+        layer=sc.integer(sc.required(e, "layer", w), f"{w}.layer", 0, num_layers - 1),
+        num_layers=num_layers,
+        hidden_size=sc.integer(sc.required(e, "hidden_size", w), f"{w}.hidden_size", 1, 65536),
+        frame_stride=sc.integer(e.get("frame_stride", 1), f"{w}.frame_stride", 1, 10_000),
+        prep=prep,
+        files={str(k): str(v) for k, v in files.items()},
+        layer_weights=weights,
+        providers=providers,
     )
+
+
+def _head(raw: Any) -> HeadEntry:
+    h = sc.obj(raw, "head")
+    sc.only_keys(h, _HEAD_KEYS, "head")
+    mods = sc.array(sc.required(h, "modalities", "head"), "head.modalities", nonempty=True, max_len=3)
+    for mod in mods:
+        sc.choice(mod, "head.modalities[]", MODALITIES)
+    if len(set(mods)) != len(mods):
+        raise sc.SchemaError(f"head.modalities repeats a modality: {mods}")
+    ckpt = h.get("checkpoint_sha256")
+    return HeadEntry(
+        kind=sc.text(sc.required(h, "kind", "head"), "head.kind", max_len=200),
+        file=sc.file_name(sc.required(h, "file", "head"), "head.file"),
+        modalities=tuple(mods),
+        trained=sc.boolean(sc.required(h, "trained", "head"), "head.trained"),
+        gates=sc.boolean(sc.required(h, "gates", "head"), "head.gates"),
+        checkpoint_sha256=None if ckpt is None else sc.sha256_hex(ckpt, "head.checkpoint_sha256"),
+    )
+
+
+def _files(raw: Any) -> dict[str, dict[str, Any]]:
+    out = {}
+    for name, meta in sc.obj(raw, "files", nonempty=True).items():
+        sc.file_name(name, "files key")
+        entry = sc.obj(meta, f"files.{name}")
+        sc.sha256_hex(sc.required(entry, "sha256", f"files.{name}"), f"files.{name}.sha256")
+        if "bytes" in entry:
+            sc.integer(entry["bytes"], f"files.{name}.bytes", 0, 1 << 50)
+        out[name] = entry
+    return out
+
+
+def _loaded_files(m: Manifest) -> list[tuple[str, str]]:
+    """(what, file) of every file the runtime loads from the pack."""
+    out = [(f"the {e.modality} encoder's {p} file", f) for e in m.encoders.values() for p, f in e.files.items()]
+    out.append(("the head file", m.head.file))
+    if "text" in m.encoders:
+        out.append(("the tokenizer", m.text_prep().tokenizer))
+    out += [("the face detector file", f) for f in face_detector_files(m)]
+    return out
+
+
+def _parse(data: Any) -> Manifest:
+    data = sc.obj(data, "the manifest")
+    if data.get("format") != FORMAT:
+        raise PackError(f"not an msa-edge pack manifest (its format is {data.get('format')!r}, not {FORMAT!r})")
+    _format_version(data.get("format_version"))
+    encoders = {}
+    for mod, raw in sc.obj(sc.required(data, "encoders", "the manifest"), "encoders", nonempty=True).items():
+        encoders[sc.choice(mod, "encoders key (modality)", MODALITIES)] = _encoder(mod, raw)
     raw_face = data.get("face_detector")
-    face = FaceDetectorEntry.from_dict(raw_face) if raw_face is not None else None
-    known = {
-        "format",
-        "format_version",
-        "name",
-        "encoders",
-        "head",
-        "files",
-        "tools",
-        "validation",
-        "face_detector",
-    }
-    return Manifest(
-        name=data["name"],
+    manifest = Manifest(
+        name=sc.text(sc.required(data, "name", "the manifest"), "name", max_len=200),
         encoders=encoders,
-        head=head,
-        files=dict(data["files"]),
-        tools=dict(data.get("tools", {})),
-        validation=list(data.get("validation", [])),
-        extras={k: v for k, v in data.items() if k not in known},
-        face_detector=face,
+        head=_head(sc.required(data, "head", "the manifest")),
+        files=_files(sc.required(data, "files", "the manifest")),
+        tools=sc.obj(data.get("tools", {}), "tools"),
+        validation=sc.array(data.get("validation", []), "validation"),
+        extras={k: v for k, v in data.items() if k not in (*_TOP_KEYS, "face_detector")},
+        face_detector=None if raw_face is None else FaceDetectorEntry.from_dict(raw_face),
     )
+    if "vision" in encoders and manifest.vision_prep().crop == "face" and raw_face is None:
+        raise sc.SchemaError("the vision encoder expects face crops but face_detector is missing")
+    for what, name in _loaded_files(manifest):
+        if name not in manifest.files:
+            raise sc.SchemaError(f"{what} {name} is not listed with a sha256 in files")
+    return manifest
+
+
+def parse_manifest(data: Any, where: str = MANIFEST) -> Manifest:
+    """Validate a manifest's parsed JSON against the pack format and build the :class:`Manifest`:
+    types, ranges, known modalities and precisions, every file the runtime loads listed with a
+    sha256. The one validation layer of a pack; anything wrong is a :class:`PackError` naming
+    the key (never another exception)."""
+    try:
+        return _parse(data)
+    except PackError as exc:
+        raise PackError(f"{where}: {exc}") from None
+    except (ValueError, TypeError, KeyError) as exc:
+        raise PackError(f"{where} is malformed: {exc}; rebuild the pack") from exc
 
 
 def face_detector_files(manifest: Manifest) -> list[str]:
@@ -425,30 +571,70 @@ def face_detector_files(manifest: Manifest) -> list[str]:
     return list(manifest.face_detector.files().values())
 
 
-def load_manifest(folder: str | Path, *, verify: bool = True) -> Manifest:
-    """Read and check ``folder/manifest.json``; with ``verify`` also every file's sha256."""
+def write_manifest(folder: str | Path, data: Mapping[str, Any]) -> str:
+    """Write ``manifest.json`` and ``manifest.sha256`` (its digest, in ``sha256sum`` form) into
+    ``folder``, each atomically; returns the digest, which identifies the whole pack."""
+    root = Path(folder)
+    blob = (json.dumps(data, indent=2) + "\n").encode("utf-8")
+    digest = hashlib.sha256(blob).hexdigest()
+    for name, content in ((MANIFEST, blob), (MANIFEST_DIGEST, f"{digest}  {MANIFEST}\n".encode())):
+        tmp = root / f".{name}.tmp-{os.getpid()}"
+        tmp.write_bytes(content)
+        tmp.replace(root / name)
+    return digest
+
+
+def _read_manifest(root: Path, expect: str | None) -> tuple[bytes, str]:
+    path = root / MANIFEST
+    try:
+        if path.stat().st_size > MAX_MANIFEST_BYTES:
+            raise PackError(f"{path} is larger than {MAX_MANIFEST_BYTES >> 20} MB: not a pack manifest")
+        blob = path.read_bytes()
+        recorded = (root / MANIFEST_DIGEST).read_text(encoding="ascii", errors="replace").split()
+    except FileNotFoundError as exc:
+        raise PackError(
+            f"pack {root} has no {Path(str(exc.filename)).name}: it was exported by an older msa-edge or "
+            "changed by hand; re-export it with msa-export"
+        ) from None
+    except OSError as exc:
+        raise PackError(f"cannot read the manifest of pack {root}: {exc.strerror or exc}") from exc
+    digest = hashlib.sha256(blob).hexdigest()
+    if not recorded or recorded[0] != digest:
+        raise PackError(
+            f"pack {root}: {MANIFEST} does not match {MANIFEST_DIGEST} (edited or corrupted); "
+            "rebuild or re-copy the pack"
+        )
+    expect = expect if expect is not None else os.environ.get("MSA_EDGE_PACK_DIGEST") or None
+    if expect is not None and expect.strip().lower() != digest:
+        raise PackError(
+            f"pack {root} has digest {digest}, not the expected {expect.strip()}: it is another pack or "
+            "was altered; use the pack you meant or update the expected digest"
+        )
+    return blob, digest
+
+
+def pack_digest(folder: str | Path) -> str:
+    """The pack's digest: the sha256 of its ``manifest.json``, which holds the sha256 of every
+    other file. Pin it (``digest=`` / ``MSA_EDGE_PACK_DIGEST``) to accept only that pack."""
+    return _read_manifest(Path(folder), None)[1]
+
+
+def load_manifest(folder: str | Path, *, verify: bool = True, digest: str | None = None) -> Manifest:
+    """Read and check ``folder/manifest.json``: its digest (``manifest.sha256``, and ``digest`` or
+    ``MSA_EDGE_PACK_DIGEST`` when given), its schema (:func:`parse_manifest`), that every file it
+    lists is inside the folder and present and, with ``verify``, every file's sha256."""
     root = Path(folder)
     if not root.is_dir():
         raise PackError(f"no pack at {root}: the folder does not exist (build one with msa-export)")
-    path = root / MANIFEST
-    if not path.is_file():
+    if not (root / MANIFEST).is_file():
         raise PackError(f"{root} is not a pack: it has no {MANIFEST} (build one with msa-export)")
+    blob, _ = _read_manifest(root, digest)
+    path = root / MANIFEST
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = json.loads(blob.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise PackError(f"{path} is not valid JSON ({exc}); rebuild the pack") from exc
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise PackError(f"{path} is not an msa-edge pack manifest")
-    version = data.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise PackError(
-            f"pack {root} has format version {version}, this runtime reads up to "
-            f"{FORMAT_VERSION}: upgrade msa-edge (pip install -U msa-edge)"
-        )
-    try:
-        manifest = _parse(data, str(path))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise PackError(f"{path} is malformed ({type(exc).__name__}: {exc}); rebuild the pack") from exc
+    manifest = parse_manifest(data, str(path))
     paths = {name: _inside(root, name) for name in manifest.files}
     for name, file in paths.items():
         if not file.is_file():
@@ -458,16 +644,5 @@ def load_manifest(folder: str | Path, *, verify: bool = True) -> Manifest:
             raise PackError(
                 f"pack {root}: {name} does not match its sha256 in the manifest (tampered or "
                 "corrupted); rebuild or re-copy the pack"
-            )
-    for entry in manifest.encoders.values():
-        for fname in entry.files.values():
-            if fname not in manifest.files:
-                raise PackError(f"pack {root}: {fname} is not listed with a sha256 in the manifest")
-    if manifest.head.file not in manifest.files:
-        raise PackError(f"pack {root}: head file {manifest.head.file} has no sha256 in the manifest")
-    for fname in face_detector_files(manifest):
-        if fname not in manifest.files:
-            raise PackError(
-                f"pack {root}: face detector file {fname} is not listed with a sha256 in the manifest"
             )
     return manifest

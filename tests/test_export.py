@@ -20,7 +20,7 @@ from msa_export.cli import main as export_main
 from msa_export.heads import HeadConfig, build_head, save_checkpoint
 from msa_export.presets import get_preset
 from msa_runtime.errors import PackError
-from msa_runtime.pack import load_manifest
+from msa_runtime.pack import load_manifest, write_manifest
 from msa_runtime.sessions import make_session
 
 
@@ -108,12 +108,12 @@ def test_tampered_file_and_newer_format_are_refused(tiny_pack: Path, tmp_path: P
         load_manifest(copy)
     data = json.loads((copy / "manifest.json").read_text())
     data["format_version"] = 99
-    (copy / "manifest.json").write_text(json.dumps(data))
+    write_manifest(copy, data)
     with pytest.raises(PackError, match="format version 99.*upgrade"):
         load_manifest(copy)
     data["format_version"] = 1
     data["files"]["../escape"] = {"sha256": "0"}
-    (copy / "manifest.json").write_text(json.dumps(data))
+    write_manifest(copy, data)
     with pytest.raises(PackError, match="outside the pack"):
         load_manifest(copy)
 

@@ -27,7 +27,7 @@ from click.testing import CliRunner
 from msa_runtime import Analyzer, InputError, PackError, media
 from msa_runtime.cli import main as cli_main
 from msa_runtime.face import FACE_FILES
-from msa_runtime.pack import MANIFEST, face_detector_files, load_manifest, sha256_file
+from msa_runtime.pack import MANIFEST, face_detector_files, load_manifest, sha256_file, write_manifest
 from msa_runtime.preprocess import FaceTrack, center_square, face_note, vision_squares
 
 pytestmark = pytest.mark.filterwarnings("ignore:pack .* untrained fusion head:UserWarning")
@@ -256,7 +256,7 @@ def test_face_crop_preset_without_detector_is_a_pack_error(face_pack: Path, tmp_
     for name in FACE_FILES.values():
         del data["files"][name]
         (broken / name).unlink()
-    (broken / MANIFEST).write_text(json.dumps(data), encoding="utf-8")
+    write_manifest(broken, data)
     with pytest.raises(PackError, match="expects face crops.*has no face detector") as info:
         Analyzer(broken)
     assert "\n" not in str(info.value)
@@ -270,7 +270,7 @@ def test_detector_files_must_be_hashed_and_present(face_pack: Path, tmp_path: Pa
     shutil.copytree(face_pack, unlisted)
     data = json.loads((unlisted / MANIFEST).read_text(encoding="utf-8"))
     del data["files"]["face_rnet.onnx"]
-    (unlisted / MANIFEST).write_text(json.dumps(data), encoding="utf-8")
+    write_manifest(unlisted, data)
     with pytest.raises(PackError, match="face_rnet.onnx is not listed with a sha256"):
         load_manifest(unlisted)
     tampered = tmp_path / "tampered"

@@ -47,6 +47,7 @@ from msa_runtime import (
     media,
 )
 from msa_runtime.cli import main as cli_main
+from msa_runtime.pack import write_manifest
 from msa_runtime.sessions import resolve_providers
 
 pytestmark = pytest.mark.filterwarnings("ignore:pack .* untrained fusion head:UserWarning")
@@ -411,7 +412,7 @@ def _newer(src: Path, dst: Path) -> Path:
     pack = _pack_copy(src, dst)
     manifest = json.loads((pack / "manifest.json").read_text())
     manifest["format_version"] = 99
-    (pack / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(pack, manifest)
     return pack
 
 
@@ -483,7 +484,7 @@ def test_stream_of_a_file_without_usable_tracks(
     manifest = json.loads((pack / "manifest.json").read_text())
     del manifest["encoders"]["audio"]
     manifest["files"] = {k: v for k, v in manifest["files"].items() if not k.startswith("audio")}
-    (pack / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(pack, manifest)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         vision_text = Analyzer(pack)
