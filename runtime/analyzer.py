@@ -14,6 +14,7 @@ from typing import Any, Literal, overload
 import numpy as np
 
 from msa_runtime import media
+from msa_runtime.contract import check_encoder, check_head
 from msa_runtime.errors import AsrError, InputError, MediaError, PackError
 from msa_runtime.face import FaceDetector
 from msa_runtime.pack import (
@@ -92,6 +93,11 @@ class Analyzer:
     session) falls back to ``MSA_EDGE_THREADS``, then the provider's default. Sessions are built
     once here and reused by every call; :attr:`choice` says what was picked and why.
 
+    Loading checks the pack (:func:`msa_runtime.pack.load_manifest`: manifest digest and schema,
+    every file's sha256 unless ``verify=False``) and each session's inputs and outputs against
+    the manifest (:mod:`msa_runtime.contract`). ``digest`` (else ``MSA_EDGE_PACK_DIGEST``) pins
+    the pack: one whose digest (:func:`msa_runtime.pack.pack_digest`) differs is refused.
+
     ``asr`` turns on speech recognition (extra ``msa-edge[asr]``) for inputs without text: a
     Whisper size, hub id or CTranslate2 folder, ``"pack"`` (the pack's own model) or a
     :class:`msa_runtime.asr.Recognizer`; ``language`` is a Whisper code (default: detected);
@@ -106,6 +112,7 @@ class Analyzer:
         precision: str | None = None,
         *,
         verify: bool = True,
+        digest: str | None = None,
         concurrent: bool = False,
         tuning: str | os.PathLike[str] | bool | None = None,
         asr: AsrOption = None,
@@ -113,7 +120,7 @@ class Analyzer:
         offline: bool | None = None,
     ) -> None:
         self.folder = Path(pack)
-        self.manifest = load_manifest(self.folder, verify=verify)
+        self.manifest = load_manifest(self.folder, verify=verify, digest=digest)
         requested = providers if providers is not None else (os.environ.get("MSA_EDGE_PROVIDERS") or "auto")
         auto = isinstance(requested, str) and requested.strip().lower() == "auto"
         self.providers = resolve_providers(requested)
@@ -132,9 +139,11 @@ class Analyzer:
         self.plan = plan_sessions(self.manifest, self.providers, precision, record, auto)
         kinds = sorted({c.precision for c in self.plan.values()})
         self.precision = kinds[0] if len(kinds) == 1 else "+".join(kinds)
+        check_head(self.head, f"pack {self.folder}: {self.manifest.head.file}", self.manifest.head, self.manifest.encoders)
         self.sessions: dict[str, Any] = {}
         for mod, c in self.plan.items():
             self.sessions[mod] = make_session(self.folder / c.file, list(c.providers), threads=threads)
+            check_encoder(self.sessions[mod], f"pack {self.folder}: {c.file}", self.manifest.encoders[mod])
         notes = [describe_auto(self.providers)] if auto else []
         notes.append(describe_plan(self.plan))
         if tuning_note:

@@ -29,6 +29,7 @@ import numpy as np
 
 from msa_runtime.errors import InputError, PackError
 from msa_runtime.pack import MANIFEST, PRECISIONS, Manifest
+from msa_runtime.contract import check_encoder
 from msa_runtime.sessions import CPU, CUDA, OPENVINO, SHORT, make_session, split_device
 
 FORMAT = "msa-edge-tuning"
@@ -237,6 +238,7 @@ def tune(
             for prec in entry.provider_precisions(short):
                 session_providers = [p, CPU] if p != CPU else [CPU]
                 session = make_session(folder / entry.files[prec], session_providers, threads=threads)
+                check_encoder(session, entry.files[prec], entry)
                 session.run(["hidden"], feeds[mod])
                 times = []
                 for _ in range(repeat):
