@@ -4,8 +4,11 @@ Clips go through the runtime's own decoding and preprocessing (``msa_runtime.med
 ``msa_runtime.preprocess``), then through the full-depth torch encoder with all hidden states.
 Each clip's features are one fp16 ``.npy`` file of shape ``[layers + 1, T, D]`` (index 0 is the
 embedding output, index ``k + 1`` the output of block ``k``), in a folder keyed by a hash of the
-encoder and its preprocessing. Files are written atomically (temp file, then rename), so an
-interrupted run resumes where it stopped.
+encoder and its preprocessing; each file's name carries a hash of what went into that item
+(:func:`item_key`: the text for the text encoder, the media file's path, size and modification
+time and the time range for audio and frames), so a second label file with the same ids but other
+texts, or a re-encoded media file, gets its own features instead of the first one's. Files are
+written atomically (temp file, then rename), so an interrupted run resumes where it stopped.
 
 A preset whose frames are face-cropped (``vision.preprocess.crop = "face"``) crops them with the
 runtime's own function (:func:`msa_runtime.preprocess.vision_squares`) and the same ONNX face
@@ -21,10 +24,12 @@ import os
 import re
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -47,7 +52,7 @@ from msa_runtime.preprocess import (
     vision_squares,
 )
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: items keyed by what went into them (item_key), not by clip id
 FACE_FOLDER = "face-mtcnn"
 """Sub-folder of the cache holding the ONNX face detector used for face-cropped presets."""
 Progress = Callable[[str], None]
@@ -106,9 +111,33 @@ def training_face_detector(folder: str | Path, progress: Progress = lambda m: No
     return FaceDetector.from_folder(root, entry, providers=["CPUExecutionProvider"])
 
 
-def _file_name(sample_id: str) -> str:
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", sample_id)
-    return f"{safe}-{hashlib.sha1(sample_id.encode()).hexdigest()[:8]}.npy"
+def media_identity(path: Path | None) -> dict[str, object] | None:
+    """What identifies a media file for the cache: its resolved path, size and modification
+    time (ns). A file replaced or edited in place gets a new identity, so new features."""
+    if path is None:
+        return None
+    try:
+        st = path.stat()
+    except OSError:
+        return {"path": str(path), "missing": True}
+    return {"path": str(path.resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def item_key(sample: Sample, modality: str) -> str:
+    """A hash of everything that went into one cached item besides the encoder and its
+    preprocessing (those key the folder, :func:`cache_key`): the text for the text encoder; the
+    media file's identity (:func:`media_identity`) and the time range for audio and frames."""
+    data: dict[str, object] = {"id": sample.id, "modality": modality}
+    if modality == "text":
+        data["text"] = sample.text
+    else:
+        data.update(media=media_identity(sample.media), start=sample.start, end=sample.end)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode("utf-8")).hexdigest()[:20]
+
+
+def _file_name(sample: Sample, modality: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", sample.id)[:80]
+    return f"{safe}-{item_key(sample, modality)}.npy"
 
 
 @dataclass
@@ -186,11 +215,39 @@ class _Extractor:
         return (torch.from_numpy(normalize_images(squares, prep)),)
 
 
+def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write ``path`` through a temporary sibling renamed into place: readers never see half a
+    file, and an interrupted run leaves only a ``.tmp`` file (removed by the next run)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _atomic_save(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        np.save(fh, array.astype(np.float16))
-    tmp.replace(path)
+    _atomic_write(path, lambda fh: np.save(fh, array.astype(np.float16)))
+
+
+def _clean_tmp(folder: Path) -> None:
+    """Remove the temporary files of interrupted runs (their process is gone)."""
+    for tmp in folder.glob(".*.tmp-*"):
+        match = re.search(r"\.tmp-(\d+)-\d+$", tmp.name)
+        if match is None or _alive(int(match.group(1))):
+            continue
+        tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def extract_features(
@@ -211,15 +268,15 @@ def extract_features(
         card = preset.encoders[mod]
         folder = root / cache_key(card)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "encoder.json").write_text(
-            json.dumps({"modality": mod, "kind": card.kind, "source": card.source}, indent=1)
-        )
+        _clean_tmp(folder)
+        about = {"modality": mod, "kind": card.kind, "source": card.source}
+        _atomic_write(folder / "encoder.json", lambda fh, a=about: fh.write(json.dumps(a, indent=1).encode()))
         report.folders[mod] = folder
         todo[mod] = {
             s.id
             for s in samples
-            if not (folder / _file_name(s.id)).exists()
-            and not (folder / (_file_name(s.id) + ".none")).exists()
+            if not (folder / _file_name(s, mod)).exists()
+            and not (folder / (_file_name(s, mod) + ".none")).exists()
         }
         report.reused += len(samples) - len(todo[mod])
     wanted = set().union(*todo.values())
@@ -245,12 +302,12 @@ def extract_features(
                     sample.media, fps=fps, sample_rate=rate, start=sample.start or 0.0, end=sample.end
                 )
             for mod, ex in extractors.items():
-                name = _file_name(sample.id)
+                name = _file_name(sample, mod)
                 if sample.id not in todo[mod]:
                     continue
                 feats = ex(sample, clip)
                 if feats is None:
-                    (report.folders[mod] / (name + ".none")).touch()
+                    _atomic_write(report.folders[mod] / (name + ".none"), lambda fh: None)
                 else:
                     _atomic_save(report.folders[mod] / name, feats)
             report.extracted += 1
@@ -277,13 +334,17 @@ def load_layer(
     folder: Path,
     samples: Sequence[Sample],
     layer: int | None,
+    modality: str | None = None,
 ) -> tuple[list[np.ndarray | None], int]:
     """Per sample the features of one hidden state (``layer`` = block index; ``None`` = all
-    states stacked), or None when the clip has none. Returns the list and the feature size."""
+    states stacked), or None when the clip has none. Returns the list and the feature size.
+    ``modality`` defaults to the one the folder's ``encoder.json`` names."""
+    if modality is None:
+        modality = str(json.loads((folder / "encoder.json").read_text(encoding="utf-8"))["modality"])
     out: list[np.ndarray | None] = []
     dim = 0
     for s in samples:
-        path = folder / _file_name(s.id)
+        path = folder / _file_name(s, modality)
         if not path.exists():
             out.append(None)
             continue

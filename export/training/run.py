@@ -67,7 +67,7 @@ class _Data:
     def split(self, name: str, layers: dict[str, int | None]) -> Split:
         feats = {}
         for m, layer in layers.items():
-            feats[m], dim = fc.load_layer(self.folders[m], self.samples[name], layer)
+            feats[m], dim = fc.load_layer(self.folders[m], self.samples[name], layer, m)
             self.dims[m] = dim or self.dims.get(m, 0)
         labels = np.asarray([s.label for s in self.samples[name]], np.float64)
         return Split(feats=feats, labels=labels, ids=[s.id for s in self.samples[name]])
