@@ -48,7 +48,7 @@ from msa_export.openvino import Calibrate, calibration, openvino_files
 from msa_export.openvino import ready as openvino_ready
 from msa_export.preflight import check_checkpoint, encoder_config
 from msa_export.presets import EncoderCard, Preset
-from msa_export.packdir import prepare_out, swap_into_place
+from msa_export.packdir import check_out, prepare_out, swap_into_place
 from msa_export.report import BuildReport, file_rows
 from msa_runtime.pack import (
     PRECISIONS,
@@ -460,6 +460,7 @@ def build_pack(
     unknown = sorted(set(precisions) - set(PRECISIONS))
     if unknown or not precisions:
         raise ExportError(f"unknown precision {unknown or '(none)'}; valid: {', '.join(PRECISIONS)}")
+    check_out(Path(out), force)  # before any export work: never replace a user's folder
     layers = dict(layers or {})
     ckpt = load_checkpoint(head) if head is not None else None
     if ckpt is not None:

@@ -81,12 +81,16 @@ def is_pack(folder: Path) -> bool:
 
 def _unlisted(folder: Path) -> list[str]:
     """Files under ``folder`` that its manifest does not list (what replacing it would lose)."""
-    data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    files = data.get("files")
-    listed = set(files) if isinstance(files, dict) else set()
-    listed |= {MANIFEST, MANIFEST_DIGEST}
+    try:
+        data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        files = data.get("files") if isinstance(data, dict) else None
+        listed = set(files) if isinstance(files, dict) else set()
+        listed |= {MANIFEST, MANIFEST_DIGEST}
+        found = sorted(folder.rglob("*"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return [f"{MANIFEST} (unreadable)"]
     out = []
-    for path in sorted(folder.rglob("*")):
+    for path in found:
         if path.is_dir() and not path.is_symlink():
             continue
         rel = path.relative_to(folder).as_posix()
@@ -118,12 +122,17 @@ def check_replaceable(out: Path) -> None:
         )
 
 
-def prepare_out(out: Path, force: bool) -> Path:
-    """Check ``out`` and make the temporary folder the pack is built in (its sibling)."""
+def check_out(out: Path, force: bool) -> None:
+    """Raise unless a pack may be written at ``out`` (absent, or replaceable with ``force``)."""
     if out.exists() or out.is_symlink():
         if not force:
             raise ExportError(f"{out} already exists; pass --force to replace it (a pack only)")
         check_replaceable(out)
+
+
+def prepare_out(out: Path, force: bool) -> Path:
+    """Check ``out`` and make the temporary folder the pack is built in (its sibling)."""
+    check_out(out, force)
     parent = out.resolve().parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -150,7 +159,12 @@ def swap_into_place(tmp: Path, out: Path, force: bool) -> None:
                     raise ExportError(f"cannot move the new pack to {out}: {exc.strerror}") from exc
             if not force:
                 raise ExportError(f"{out} appeared while exporting; pass --force to replace it (a pack only)")
-            check_replaceable(out)
+            try:
+                check_replaceable(out)
+            except ExportError:
+                if os.path.lexists(out):
+                    raise
+                continue  # another export moved it aside meanwhile: try again
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-{os.getpid()}-", dir=out.parent))
             try:
                 os.rename(out, old / "pack")
