@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from msa_export.errors import ExportError
 from msa_runtime.pack import FORMAT, MANIFEST, MANIFEST_DIGEST
 
 _SWAP_ATTEMPTS = 20
+_CHECK_ATTEMPTS = 5
 
 
 def _pid_alive(pid: int) -> bool:
@@ -106,8 +108,11 @@ def check_replaceable(out: Path) -> None:
         raise ExportError(f"{out} is a symbolic link; give the real folder as --out (nothing was changed)")
     if not out.is_dir():
         raise ExportError(f"{out} exists and is not a folder; choose another --out")
-    if not any(out.iterdir()):
-        return
+    try:
+        if not any(out.iterdir()):
+            return
+    except OSError as exc:
+        raise ExportError(f"cannot read {out}: {exc.strerror}; choose another --out") from exc
     if not is_pack(out):
         raise ExportError(
             f"{out} is not an msa-edge pack (no pack manifest.json): --force only replaces a pack; "
@@ -127,7 +132,7 @@ def check_out(out: Path, force: bool) -> None:
     if out.exists() or out.is_symlink():
         if not force:
             raise ExportError(f"{out} already exists; pass --force to replace it (a pack only)")
-        check_replaceable(out)
+        _settled_replaceable(out)
 
 
 def prepare_out(out: Path, force: bool) -> Path:
@@ -141,6 +146,25 @@ def prepare_out(out: Path, force: bool) -> Path:
     except OSError as exc:
         raise ExportError(f"cannot write to {parent}: {exc.strerror}; choose a writable --out") from exc
     return tmp
+
+
+def _settled_replaceable(out: Path) -> bool:
+    """:func:`check_replaceable` on a folder other exports may be swapping at the same moment:
+    a check that fails while ``out`` changes under it is repeated (a user's folder fails every
+    time and raises); False when ``out`` is gone."""
+    for attempt in range(_CHECK_ATTEMPTS):
+        if not os.path.lexists(out):
+            return False
+        try:
+            check_replaceable(out)
+            return True
+        except ExportError:
+            if attempt == _CHECK_ATTEMPTS - 1:
+                if not os.path.lexists(out):
+                    return False
+                raise
+            time.sleep(0.01 * (attempt + 1))
+    return False
 
 
 def swap_into_place(tmp: Path, out: Path, force: bool) -> None:
@@ -159,11 +183,7 @@ def swap_into_place(tmp: Path, out: Path, force: bool) -> None:
                     raise ExportError(f"cannot move the new pack to {out}: {exc.strerror}") from exc
             if not force:
                 raise ExportError(f"{out} appeared while exporting; pass --force to replace it (a pack only)")
-            try:
-                check_replaceable(out)
-            except ExportError:
-                if os.path.lexists(out):
-                    raise
+            if not _settled_replaceable(out):
                 continue  # another export moved it aside meanwhile: try again
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-{os.getpid()}-", dir=out.parent))
             try:
