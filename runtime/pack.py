@@ -531,7 +531,8 @@ def _parse(data: Any) -> Manifest:
     _format_version(data.get("format_version"))
     encoders = {}
     for mod, raw in sc.obj(sc.required(data, "encoders", "the manifest"), "encoders", nonempty=True).items():
-        encoders[sc.choice(mod, "encoders key (modality)", MODALITIES)] = _encoder(mod, raw)
+        sc.choice(mod, "encoders key (modality)", MODALITIES)
+        encoders[mod] = _encoder(mod, raw)
     raw_face = data.get("face_detector")
     manifest = Manifest(
         name=sc.text(sc.required(data, "name", "the manifest"), "name", max_len=200),
@@ -584,7 +585,7 @@ def write_manifest(folder: str | Path, data: Mapping[str, Any]) -> str:
     return digest
 
 
-def _read_manifest(root: Path, expect: str | None) -> tuple[bytes, str]:
+def _read_manifest(root: Path, expect: str | None, *, env: bool = True) -> tuple[bytes, str]:
     path = root / MANIFEST
     try:
         if path.stat().st_size > MAX_MANIFEST_BYTES:
@@ -604,7 +605,8 @@ def _read_manifest(root: Path, expect: str | None) -> tuple[bytes, str]:
             f"pack {root}: {MANIFEST} does not match {MANIFEST_DIGEST} (edited or corrupted); "
             "rebuild or re-copy the pack"
         )
-    expect = expect if expect is not None else os.environ.get("MSA_EDGE_PACK_DIGEST") or None
+    if expect is None and env:
+        expect = os.environ.get("MSA_EDGE_PACK_DIGEST") or None
     if expect is not None and expect.strip().lower() != digest:
         raise PackError(
             f"pack {root} has digest {digest}, not the expected {expect.strip()}: it is another pack or "
@@ -616,7 +618,7 @@ def _read_manifest(root: Path, expect: str | None) -> tuple[bytes, str]:
 def pack_digest(folder: str | Path) -> str:
     """The pack's digest: the sha256 of its ``manifest.json``, which holds the sha256 of every
     other file. Pin it (``digest=`` / ``MSA_EDGE_PACK_DIGEST``) to accept only that pack."""
-    return _read_manifest(Path(folder), None)[1]
+    return _read_manifest(Path(folder), None, env=False)[1]
 
 
 def load_manifest(folder: str | Path, *, verify: bool = True, digest: str | None = None) -> Manifest:
