@@ -46,9 +46,9 @@ from msa_export.int8 import Gate, Int8Outcome, accuracy_aware_int8, gate_summary
 from msa_export.kinds import head_kind
 from msa_export.openvino import Calibrate, calibration, openvino_files
 from msa_export.openvino import ready as openvino_ready
+from msa_export.packdir import check_out, prepare_out, swap_into_place
 from msa_export.preflight import check_checkpoint, encoder_config
 from msa_export.presets import EncoderCard, Preset
-from msa_export.packdir import check_out, prepare_out, swap_into_place
 from msa_export.report import BuildReport, file_rows
 from msa_runtime.pack import (
     PRECISIONS,

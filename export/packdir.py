@@ -54,7 +54,7 @@ def clean_stale(out: Path) -> list[Path]:
     """Remove the temporary folders of dead exports to ``out``; the folders removed."""
     parent = out.parent
     pattern = _leftover(out)
-    removed = []
+    removed: list[Path] = []
     try:
         siblings = list(parent.iterdir())
     except OSError:
@@ -66,7 +66,9 @@ def clean_stale(out: Path) -> list[Path]:
         try:
             shutil.rmtree(path)
         except OSError as exc:
-            warnings.warn(f"cannot remove the stale export folder {path}: {exc}", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"cannot remove the stale export folder {path}: {exc}", RuntimeWarning, stacklevel=2
+            )
             continue
         removed.append(path)
     return removed

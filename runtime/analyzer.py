@@ -139,7 +139,12 @@ class Analyzer:
         self.plan = plan_sessions(self.manifest, self.providers, precision, record, auto)
         kinds = sorted({c.precision for c in self.plan.values()})
         self.precision = kinds[0] if len(kinds) == 1 else "+".join(kinds)
-        check_head(self.head, f"pack {self.folder}: {self.manifest.head.file}", self.manifest.head, self.manifest.encoders)
+        check_head(
+            self.head,
+            f"pack {self.folder}: {self.manifest.head.file}",
+            self.manifest.head,
+            self.manifest.encoders,
+        )
         self.sessions: dict[str, Any] = {}
         for mod, c in self.plan.items():
             self.sessions[mod] = make_session(self.folder / c.file, list(c.providers), threads=threads)

@@ -83,11 +83,15 @@ def _problems(args: list[Any], ports: list[Port], kind: str, *, all_required: bo
         for index, size in port.dims:
             dim = shape[index] if shape and -len(shape) <= index < len(shape) else None
             if isinstance(dim, int) and dim > 0 and size > 0 and dim != size:
-                out.append(f"{kind} {name} has shape {shape}: dimension {index} is {dim}, the manifest says {size}")
+                out.append(
+                    f"{kind} {name} has shape {shape}: dimension {index} is {dim}, the manifest says {size}"
+                )
     return out
 
 
-def check_session(session: Any, file: str, role: str, ports: tuple[list[Port], list[Port]], *, head: bool = False) -> None:
+def check_session(
+    session: Any, file: str, role: str, ports: tuple[list[Port], list[Port]], *, head: bool = False
+) -> None:
     """Raise a :class:`PackError` naming ``file`` when ``session``'s inputs or outputs do not
     match ``ports`` (inputs of a head may be a subset; outputs may include more)."""
     ins, outs = ports

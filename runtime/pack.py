@@ -516,7 +516,9 @@ def _files(raw: Any) -> dict[str, dict[str, Any]]:
 
 def _loaded_files(m: Manifest) -> list[tuple[str, str]]:
     """(what, file) of every file the runtime loads from the pack."""
-    out = [(f"the {e.modality} encoder's {p} file", f) for e in m.encoders.values() for p, f in e.files.items()]
+    out = [
+        (f"the {e.modality} encoder's {p} file", f) for e in m.encoders.values() for p, f in e.files.items()
+    ]
     out.append(("the head file", m.head.file))
     if "text" in m.encoders:
         out.append(("the tokenizer", m.text_prep().tokenizer))
@@ -527,7 +529,9 @@ def _loaded_files(m: Manifest) -> list[tuple[str, str]]:
 def _parse(data: Any) -> Manifest:
     data = sc.obj(data, "the manifest")
     if data.get("format") != FORMAT:
-        raise PackError(f"not an msa-edge pack manifest (its format is {data.get('format')!r}, not {FORMAT!r})")
+        raise PackError(
+            f"not an msa-edge pack manifest (its format is {data.get('format')!r}, not {FORMAT!r})"
+        )
     _format_version(data.get("format_version"))
     encoders = {}
     for mod, raw in sc.obj(sc.required(data, "encoders", "the manifest"), "encoders", nonempty=True).items():

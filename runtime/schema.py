@@ -53,9 +53,10 @@ def integer(value: Any, where: str, lo: int, hi: int) -> int:
     """An integer (never a bool or a float) in ``[lo, hi]``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise SchemaError(f"{where} must be an integer in [{lo}, {hi}], got {_show(value)}")
-    if not lo <= value <= hi:
-        raise SchemaError(f"{where} must be an integer in [{lo}, {hi}], got {value}")
-    return int(value)
+    number = int(value)
+    if not lo <= number <= hi:
+        raise SchemaError(f"{where} must be an integer in [{lo}, {hi}], got {number}")
+    return number
 
 
 def number(value: Any, where: str, lo: float, hi: float, *, above: bool = False) -> float:

@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from msa_runtime.contract import check_encoder
 from msa_runtime.errors import InputError, PackError
 from msa_runtime.pack import MANIFEST, PRECISIONS, Manifest
-from msa_runtime.contract import check_encoder
 from msa_runtime.sessions import CPU, CUDA, OPENVINO, SHORT, make_session, split_device
 
 FORMAT = "msa-edge-tuning"

@@ -69,7 +69,8 @@ def test_a_replaced_media_file_is_extracted_again(tmp_path: Path) -> None:
         _wav(media_dir / f"c{i}.wav", 220.0 * (i + 1))
     csv = tmp_path / "manifest.csv"
     csv.write_text(
-        "media,label,split\nmedia/c0.wav,1,train\nmedia/c1.wav,0,dev\nmedia/c2.wav,-1,test\n", encoding="utf-8"
+        "media,label,split\nmedia/c0.wav,1,train\nmedia/c1.wav,0,dev\nmedia/c2.wav,-1,test\n",
+        encoding="utf-8",
     )
     ds = load_dataset(csv)
     preset = get_preset("tiny")
@@ -93,7 +94,13 @@ def test_item_key_covers_text_media_and_range(tmp_path: Path) -> None:
 
     media = _wav(tmp_path / "x.wav", 440.0)
     base = Sample("a", "hello", 0.0, "train", media, None, None)
-    assert fc.item_key(base, "text") != fc.item_key(Sample("a", "hullo", 0.0, "train", media, None, None), "text")
-    assert fc.item_key(base, "audio") == fc.item_key(Sample("a", "hullo", 0.0, "train", media, None, None), "audio")
-    assert fc.item_key(base, "audio") != fc.item_key(Sample("a", "hello", 0.0, "train", media, 0.2, None), "audio")
+    assert fc.item_key(base, "text") != fc.item_key(
+        Sample("a", "hullo", 0.0, "train", media, None, None), "text"
+    )
+    assert fc.item_key(base, "audio") == fc.item_key(
+        Sample("a", "hullo", 0.0, "train", media, None, None), "audio"
+    )
+    assert fc.item_key(base, "audio") != fc.item_key(
+        Sample("a", "hello", 0.0, "train", media, 0.2, None), "audio"
+    )
     assert fc.item_key(base, "audio") != fc.item_key(base, "vision")

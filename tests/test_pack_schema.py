@@ -196,7 +196,9 @@ def test_fuzz_arbitrary_json_is_a_manifest_or_a_pack_error(data: Any) -> None:
 
 @FUZZ
 @given(st.sampled_from(PATHS), JSON, st.booleans())
-def test_fuzz_one_changed_value_is_a_manifest_or_a_pack_error(path: tuple[Any, ...], value: Any, drop: bool) -> None:
+def test_fuzz_one_changed_value_is_a_manifest_or_a_pack_error(
+    path: tuple[Any, ...], value: Any, drop: bool
+) -> None:
     data = copy.deepcopy(base_manifest())
     node = data
     for k in path[:-1]:
@@ -286,7 +288,9 @@ def _swap(pack: Path, a: str, b: str) -> None:
         ("head.onnx", "text.int8.onnx", "is not the pack's (fusion head|text encoder)"),
     ],
 )
-def test_files_swapped_between_modalities_fail_at_load(tiny_pack: Path, tmp_path: Path, a: str, b: str, named: str) -> None:
+def test_files_swapped_between_modalities_fail_at_load(
+    tiny_pack: Path, tmp_path: Path, a: str, b: str, named: str
+) -> None:
     pack = _copy(tiny_pack, tmp_path / "pk")
     _swap(pack, a, b)
     load_manifest(pack)  # the hashes are right: only the sessions can tell

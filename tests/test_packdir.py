@@ -99,7 +99,11 @@ def _dead_pid() -> int:
 
 def test_stale_partials_of_dead_exports_are_cleaned(tmp_path: Path) -> None:
     dead = _dead_pid()
-    stale = [tmp_path / f".pk.partial-{dead}", tmp_path / f".pk.partial-{dead}-x1y2", tmp_path / f".pk.old-{dead}-ab"]
+    stale = [
+        tmp_path / f".pk.partial-{dead}",
+        tmp_path / f".pk.partial-{dead}-x1y2",
+        tmp_path / f".pk.old-{dead}-ab",
+    ]
     live = tmp_path / f".pk.partial-{os.getpid()}-zz"
     other = tmp_path / f".pkx.partial-{dead}"  # another --out's leftovers: not ours to judge
     for folder in [*stale, live, other]:

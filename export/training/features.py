@@ -227,6 +227,13 @@ def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _writer(blob: bytes) -> Callable[[BinaryIO], None]:
+    def write(fh: BinaryIO) -> None:
+        fh.write(blob)
+
+    return write
+
+
 def _atomic_save(path: Path, array: np.ndarray) -> None:
     _atomic_write(path, lambda fh: np.save(fh, array.astype(np.float16)))
 
@@ -269,8 +276,8 @@ def extract_features(
         folder = root / cache_key(card)
         folder.mkdir(parents=True, exist_ok=True)
         _clean_tmp(folder)
-        about = {"modality": mod, "kind": card.kind, "source": card.source}
-        _atomic_write(folder / "encoder.json", lambda fh, a=about: fh.write(json.dumps(a, indent=1).encode()))
+        about = json.dumps({"modality": mod, "kind": card.kind, "source": card.source}, indent=1).encode()
+        _atomic_write(folder / "encoder.json", _writer(about))
         report.folders[mod] = folder
         todo[mod] = {
             s.id
@@ -307,7 +314,7 @@ def extract_features(
                     continue
                 feats = ex(sample, clip)
                 if feats is None:
-                    _atomic_write(report.folders[mod] / (name + ".none"), lambda fh: None)
+                    _atomic_write(report.folders[mod] / (name + ".none"), _writer(b""))
                 else:
                     _atomic_save(report.folders[mod] / name, feats)
             report.extracted += 1
