@@ -24,22 +24,53 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import Any
 
 from msa_runtime import schema as sc
 from msa_runtime.errors import PackError
-from msa_runtime.face import (
-    DEFAULT_FACTOR,
-    DEFAULT_MIN_FACE_SIZE,
-    DEFAULT_THRESHOLDS,
-    FACE_FILES,
-    PIXEL_MEAN,
-    PIXEL_SCALE,
-    FaceNms,
+from msa_runtime.pack_face import FaceDetectorEntry
+from msa_runtime.pack_prep import (
+    PREP_LIMITS,
+    PREP_TYPES,
+    AudioPrep,
+    Prep,
+    TextPrep,
+    VisionPrep,
+    prep_from_dict,
+    prep_to_dict,
 )
-from msa_runtime.face_track import DEFAULT_MAX_SIDE, DEFAULT_REDETECT
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "MANIFEST",
+    "MANIFEST_DIGEST",
+    "MODALITIES",
+    "PRECISIONS",
+    "PREP_LIMITS",
+    "PREP_TYPES",
+    "PROVIDER_ORDER",
+    "AudioPrep",
+    "EncoderEntry",
+    "FaceDetectorEntry",
+    "HeadEntry",
+    "Manifest",
+    "Prep",
+    "TextPrep",
+    "VisionPrep",
+    "default_providers",
+    "face_detector_files",
+    "load_manifest",
+    "manifest_to_dict",
+    "pack_digest",
+    "parse_manifest",
+    "prep_from_dict",
+    "prep_to_dict",
+    "sha256_file",
+    "write_manifest",
+]
 
 FORMAT = "msa-edge-pack"
 FORMAT_VERSION = 1
@@ -67,138 +98,6 @@ def default_providers(files: dict[str, str]) -> dict[str, tuple[str, ...]]:
     return out
 
 
-@dataclass(frozen=True)
-class TextPrep:
-    """Tokenisation: ``tokenizer`` is a file in the pack (Hugging Face tokenizers JSON)."""
-
-    tokenizer: str = "tokenizer.json"
-    max_tokens: int = 128
-
-    def __post_init__(self) -> None:
-        _check_prep(self, "text")
-
-
-@dataclass(frozen=True)
-class AudioPrep:
-    """Audio: mono at ``sample_rate``; ``normalize`` = zero mean, unit variance per clip."""
-
-    sample_rate: int = 16000
-    normalize: bool = True
-    min_seconds: float = 0.5
-
-    def __post_init__(self) -> None:
-        _check_prep(self, "audio")
-
-
-@dataclass(frozen=True)
-class VisionPrep:
-    """Frames: sampled at ``fps``, cropped (``center`` or ``face``), resized to ``image_size``,
-    scaled to [0, 1] and normalised with ``mean`` and ``std``.
-
-    ``center``: the short side is resized to ``image_size`` and the centre square kept. ``face``:
-    the pack's face detector finds the speaker's face, a 256 px square crop of it (no margin, as
-    in Ando et al.'s code) then goes through the same resize; frames without a face fall back to
-    the centre crop (see :func:`msa_runtime.preprocess.vision_squares`).
-
-    Face crops only: ``face_max_side`` shrinks frames whose longer side exceeds it before
-    detection (0: never; boxes are scaled back and the crop is cut from the full frame);
-    ``face_redetect`` runs the full detector every that many frames and follows the face with
-    its last stage in between (1: detect every frame; see :mod:`msa_runtime.face_track`)."""
-
-    fps: float = 3.0
-    image_size: int = 224
-    mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
-    std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
-    crop: str = "center"
-    face_max_side: int = DEFAULT_MAX_SIDE
-    face_redetect: int = DEFAULT_REDETECT
-
-    def __post_init__(self) -> None:
-        _check_prep(self, "vision")
-
-
-Prep = TextPrep | AudioPrep | VisionPrep
-PREP_TYPES: dict[str, type[Prep]] = {"text": TextPrep, "audio": AudioPrep, "vision": VisionPrep}
-"""The one preprocessing schema per modality: a preset card's ``[MODALITY.preprocess]`` table and
-a manifest's ``encoders.MODALITY.preprocess`` object are both read by :func:`prep_from_dict` and
-written by :func:`prep_to_dict`."""
-
-PREP_LIMITS: dict[str, tuple[float, float]] = {
-    "text.max_tokens": (2, 8192),
-    "audio.sample_rate": (1000, 384_000),
-    "audio.min_seconds": (0.0, 60.0),
-    "vision.fps": (0.0, 60.0),  # (0, 60]
-    "vision.image_size": (8, 2048),
-    "vision.face_max_side": (48, 16384),  # or 0 (off)
-    "vision.face_redetect": (1, 100_000),
-}
-"""The range of every size-bearing preprocessing number (a manifest or a card outside it is
-refused before anything is allocated)."""
-
-
-def _check_prep(prep: Prep, modality: str) -> None:
-    """Types and ranges of a preprocessing dataclass (:class:`SchemaError`, a ValueError)."""
-    lim = PREP_LIMITS
-    if isinstance(prep, TextPrep):
-        sc.file_name(prep.tokenizer, "text.tokenizer")
-        sc.integer(prep.max_tokens, "text.max_tokens", *map(int, lim["text.max_tokens"]))
-    elif isinstance(prep, AudioPrep):
-        sc.integer(prep.sample_rate, "audio.sample_rate", *map(int, lim["audio.sample_rate"]))
-        sc.boolean(prep.normalize, "audio.normalize")
-        sc.number(prep.min_seconds, "audio.min_seconds", *lim["audio.min_seconds"])
-    else:
-        sc.number(prep.fps, "vision.fps", *lim["vision.fps"], above=True)
-        sc.integer(prep.image_size, "vision.image_size", *map(int, lim["vision.image_size"]))
-        for key in ("mean", "std"):
-            values = sc.array(getattr(prep, key), f"vision.{key}")
-            if len(values) != 3:
-                raise sc.SchemaError(f"vision.mean and vision.std need 3 values each, got {len(values)}")
-            for i, v in enumerate(values):
-                sc.number(v, f"vision.{key}[{i}]", 0.0 if key == "std" else -10.0, 10.0, above=key == "std")
-        sc.choice(prep.crop, "vision.crop", ("center", "face"))
-        if prep.face_max_side != 0:
-            lo, hi = map(int, lim["vision.face_max_side"])
-            if isinstance(prep.face_max_side, bool) or not isinstance(prep.face_max_side, int):
-                sc.integer(prep.face_max_side, "vision.face_max_side", lo, hi)
-            if not lo <= prep.face_max_side <= hi:
-                raise sc.SchemaError(
-                    f"vision.face_max_side must be 0 (off) or in [{lo}, {hi}], got {prep.face_max_side}"
-                )
-        lo, hi = map(int, lim["vision.face_redetect"])
-        if isinstance(prep.face_redetect, int) and not isinstance(prep.face_redetect, bool):
-            if prep.face_redetect < lo:
-                raise sc.SchemaError(
-                    f"vision.face_redetect must be >= 1 (1: detect every frame), got {prep.face_redetect}"
-                )
-        sc.integer(prep.face_redetect, "vision.face_redetect", lo, hi)
-
-
-@overload
-def prep_from_dict(modality: Literal["text"], data: Mapping[str, Any]) -> TextPrep: ...
-@overload
-def prep_from_dict(modality: Literal["audio"], data: Mapping[str, Any]) -> AudioPrep: ...
-@overload
-def prep_from_dict(modality: Literal["vision"], data: Mapping[str, Any]) -> VisionPrep: ...
-@overload
-def prep_from_dict(modality: str, data: Mapping[str, Any]) -> Prep: ...
-def prep_from_dict(modality: str, data: Mapping[str, Any]) -> Prep:
-    """Build the preprocessing dataclass of ``modality`` from a manifest or preset table
-    (unknown keys, wrong types and out-of-range numbers raise a ValueError naming the key)."""
-    cls: Any = PREP_TYPES[modality]
-    data = sc.obj(data, f"{modality} preprocessing")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"unknown {modality} preprocessing keys {unknown}; valid: {sorted(known)}")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-    return cls(**values)
-
-
-def prep_to_dict(prep: Prep) -> dict[str, Any]:
-    """The JSON/TOML table of a preprocessing dataclass (tuples as lists)."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(prep).items()}
-
-
 def _typed(entry: EncoderEntry, cls: type[Prep]) -> Any:
     if not isinstance(entry.prep, cls):
         raise PackError(
@@ -206,87 +105,6 @@ def _typed(entry: EncoderEntry, cls: type[Prep]) -> Any:
             f"{type(entry.prep).__name__}, not a {cls.__name__}; rebuild the pack"
         )
     return entry.prep
-
-
-@dataclass(frozen=True, eq=False)
-class FaceDetectorEntry:
-    """The face detector of a pack (``face_detector`` in the manifest), as
-    :func:`msa_export.face.export_face_detector` writes it and
-    :class:`msa_runtime.face.FaceDetector` runs it: stage files, the cascade's parameters (pyramid,
-    thresholds, NMS overlaps, pixel scaling), and the export's source, validation and versions."""
-
-    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
-    kind: str = "mtcnn"
-    min_face_size: float = DEFAULT_MIN_FACE_SIZE
-    factor: float = DEFAULT_FACTOR
-    thresholds: tuple[float, float, float] = DEFAULT_THRESHOLDS
-    pixel_mean: float = PIXEL_MEAN
-    pixel_scale: float = PIXEL_SCALE
-    nms: FaceNms = field(default_factory=FaceNms)
-    source: dict[str, Any] = field(default_factory=dict)
-    validation: dict[str, Any] = field(default_factory=dict)
-    versions: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        w = "face_detector"
-        sc.choice(self.kind, f"{w}.kind", ("mtcnn",))
-        stages = sc.obj(self.stages, f"{w}.stages")
-        sc.only_keys(stages, FACE_FILES, f"{w}.stages")
-        for stage, entry in stages.items():
-            entry = sc.obj(entry, f"{w}.stages.{stage}")
-            if "file" in entry:
-                sc.file_name(entry["file"], f"{w}.stages.{stage}.file")
-        sc.number(self.min_face_size, f"{w}.min_face_size", 4.0, 4096.0)
-        sc.number(self.factor, f"{w}.factor", 0.1, 0.95)
-        if len(sc.array(self.thresholds, f"{w}.thresholds")) != 3:
-            raise sc.SchemaError(f"face_detector.thresholds needs 3 values, got {self.thresholds}")
-        for i, t in enumerate(self.thresholds):
-            sc.number(t, f"{w}.thresholds[{i}]", 0.0, 1.0)
-        sc.number(self.pixel_mean, f"{w}.pixel_mean", -1000.0, 1000.0)
-        sc.number(self.pixel_scale, f"{w}.pixel_scale", 0.0, 1000.0, above=True)
-        for key, value in asdict(self.nms).items():
-            sc.number(value, f"{w}.nms.{key}", 0.0, 1.0)
-        for key in ("source", "validation", "versions"):
-            sc.obj(getattr(self, key), f"{w}.{key}")
-
-    def files(self) -> dict[str, str]:
-        """The file of each stage (``pnet``, ``rnet``, ``onet``), standard names by default."""
-        out = {}
-        for stage, default in FACE_FILES.items():
-            entry = self.stages.get(stage)
-            out[stage] = str(entry.get("file", default)) if isinstance(entry, dict) else default
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> FaceDetectorEntry:
-        """Read the manifest's ``face_detector`` object (:class:`SchemaError` when malformed)."""
-        data = sc.obj(data, "face_detector")
-        sc.only_keys(data, {f.name for f in fields(cls)}, "face_detector")
-        values = dict(data)
-        if "thresholds" in values:
-            values["thresholds"] = tuple(sc.array(values["thresholds"], "face_detector.thresholds"))
-        if "nms" in values:
-            nms = sc.obj(values["nms"], "face_detector.nms")
-            sc.only_keys(nms, {f.name for f in fields(FaceNms)}, "face_detector.nms")
-            values["nms"] = FaceNms(**nms)
-        return cls(**values)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The manifest's JSON object."""
-        out = asdict(self)
-        out["thresholds"] = list(self.thresholds)
-        return out
-
-    def __getitem__(self, key: str) -> Any:
-        """Read like the manifest's JSON object (``entry["thresholds"]``), as before it was typed."""
-        return self.to_dict()[key]
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, FaceDetectorEntry):
-            other = other.to_dict()
-        return isinstance(other, Mapping) and self.to_dict() == dict(other)
-
-    __hash__ = None  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
