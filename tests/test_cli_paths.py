@@ -67,21 +67,18 @@ def test_export_cli_success_then_force_replaces_the_pack_whole(tmp_path: Path) -
     assert code == 2 and "already exists; pass --force" in stdout + stderr
     assert load_manifest(out).encoders["text"].layer == 2  # untouched
 
-    code, stdout, stderr = _export(
-        "--preset",
-        str(_card(tmp_path)),
-        "--out",
-        str(out),
-        "--layer",
-        "text=1",
-        "--precision",
-        "int8,fp32",
-        "--force",
-    )
+    again = ["--preset", str(_card(tmp_path)), "--out", str(out), "--layer", "text=1"]
+    code, stdout, stderr = _export(*again, "--precision", "int8,fp32", "--force")
+    # a file the manifest does not list would be lost: --force refuses, before any export work
+    assert code == 2 and "does not list (left-over.txt)" in stdout + stderr
+    assert (out / "left-over.txt").read_text() == "from before"
+    (out / "left-over.txt").unlink()
+    code, stdout, stderr = _export(*again, "--precision", "int8,fp32", "--force")
     assert code == 0, stdout + stderr
     second = load_manifest(out)
     assert second.encoders["text"].layer == 1 and set(second.encoders["text"].files) == {"int8", "fp32"}
-    assert not (out / "left-over.txt").exists()  # replaced whole, not merged
+    on_disk = {p.name for p in out.iterdir()}
+    assert on_disk == set(second.files) | {"manifest.json", "manifest.sha256"}  # replaced whole
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
     with pytest.warns(UserWarning, match="untrained"):
         an = Analyzer(out, providers="cpu")
