@@ -371,7 +371,22 @@ def _parse(data: Any) -> Manifest:
     for what, name in _loaded_files(manifest):
         if name not in manifest.files:
             raise sc.SchemaError(f"{what} {name} is not listed with a sha256 in files")
+    _asr_folder(manifest)
     return manifest
+
+
+def _asr_folder(m: Manifest) -> str | None:
+    """The folder of the speech-recognition model the pack carries (``msa-export --asr``), its
+    files checked to be listed with a sha256."""
+    if m.extras.get("asr") is None:
+        return None
+    entry = sc.obj(m.extras["asr"], "asr")
+    folder = sc.file_name(sc.required(entry, "folder", "asr"), "asr.folder")
+    for raw in sc.array(sc.required(entry, "files", "asr"), "asr.files", nonempty=True):
+        name = sc.file_name(raw, "asr.files[]")
+        if not name.startswith(folder + "/") or name not in m.files:
+            raise sc.SchemaError(f"the ASR model's file {name} is not listed with a sha256 in files")
+    return folder
 
 
 def parse_manifest(data: Any, where: str = MANIFEST) -> Manifest:
@@ -463,6 +478,15 @@ def load_manifest(folder: str | Path, *, verify: bool = True, digest: str | None
     for name, file in paths.items():
         if not file.is_file():
             raise PackError(f"pack {root} is incomplete: {name} is missing; rebuild or re-copy it")
+    asr = _asr_folder(manifest)
+    if asr is not None and (root / asr).is_dir():
+        for file in sorted((root / asr).rglob("*")):
+            rel = file.relative_to(root).as_posix()
+            if not file.is_dir() and rel not in manifest.files:
+                raise PackError(
+                    f"pack {root}: {rel} is in the ASR model's folder but has no sha256 in the manifest "
+                    "(it would be loaded unchecked); remove it or re-export the pack"
+                )
     for name, meta in manifest.files.items():
         if verify and sha256_file(paths[name]) != meta.get("sha256"):
             raise PackError(

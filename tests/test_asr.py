@@ -194,6 +194,12 @@ def test_export_copies_the_model_into_the_pack_hashed(asr_pack: Path) -> None:
         fh.write(" ")
     with pytest.raises(PackError, match="asr/config.json does not match its sha256"):
         load_manifest(damaged)
+    # a file slipped into the model folder would be read by the recognizer unchecked: refused
+    added = asr_pack.parent / "added"
+    shutil.copytree(asr_pack, added)
+    (added / "asr" / "vocabulary.txt").write_text("swapped\n", encoding="utf-8")
+    with pytest.raises(PackError, match="asr/vocabulary.txt is in the ASR model's folder but has no sha256"):
+        load_manifest(added, verify=False)
 
 
 def test_export_with_a_bad_asr_model_fails_fast(tmp_path: Path) -> None:

@@ -99,7 +99,7 @@ def prepare(
     info: dict[str, Any] = {"fingerprint": fp}
     if pack is None:
         pack = work / "pack"
-        if not (pack / "manifest.json").is_file():
+        if not (pack / "manifest.sha256").is_file():  # absent: not built, or built before the digest
             log(f"building the {preset.name} pack ({' + '.join(precisions)}) into {pack} ...")
             t0 = time.perf_counter()
             build_pack(
