@@ -17,12 +17,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from msa_runtime import Analyzer, PackError
+from msa_runtime.face import FACE_FILES
 from msa_runtime.pack import (
     MANIFEST,
     MANIFEST_DIGEST,
     PREP_LIMITS,
     AudioPrep,
     EncoderEntry,
+    FaceDetectorEntry,
     HeadEntry,
     Manifest,
     TextPrep,
@@ -48,12 +50,15 @@ def base_manifest() -> dict[str, Any]:
         m: EncoderEntry(m, "k", "random", 1, 3, 32, p, {"int8": f"{m}.int8.onnx", "fp32": f"{m}.fp32.onnx"})
         for m, p in preps.items()
     }
+    face = FaceDetectorEntry(stages={s: {"file": f} for s, f in FACE_FILES.items()})
     names = [f for e in encoders.values() for f in e.files.values()] + ["head.onnx", "tokenizer.json"]
+    names += list(FACE_FILES.values())
     m = Manifest(
         name="t",
         encoders=encoders,
         head=HeadEntry("gated", "head.onnx", ("text", "audio", "vision"), False, True),
         files={n: {"sha256": _sha(n), "bytes": 1} for n in names},
+        face_detector=face,
     )
     return manifest_to_dict(m)
 
@@ -132,6 +137,12 @@ def test_a_newer_format_version_says_upgrade() -> None:
         ("encoders/text/preprocess/tokenizer", "other.json", "tokenizer other.json is not listed"),
         ("head/file", "nothead.onnx", "head file nothead.onnx is not listed"),
         ("face_detector", "yes", "face_detector must be an object"),
+        ("face_detector/factor", 1.0, r"face_detector.factor must be a number in \[0.1, 0.95\]"),
+        ("face_detector/min_face_size", 0, "face_detector.min_face_size"),
+        ("face_detector/thresholds", [0.6, 0.7, 2], r"face_detector.thresholds\[2\]"),
+        ("face_detector/stages/pnet/file", "../p.onnx", "points outside the pack"),
+        ("face_detector/stages/pnet/file", "p.onnx", "face detector file p.onnx is not listed"),
+        ("face_detector/nms/rnet", -1, "face_detector.nms.rnet"),
     ],
 )
 def test_malformed_manifests_are_pack_errors(path: str, value: Any, match: str) -> None:
