@@ -310,3 +310,31 @@ def test_files_swapped_between_modalities_fail_at_load(
         with pytest.raises(PackError, match=named) as info:
             Analyzer(pack, providers="cpu", precision="int8")
     assert "\n" not in str(info.value) and str(pack) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "path,value,words",
+    [
+        ("format_version", "1", "format_version must be an integer >= 1"),
+        ("encoders", None, "encoders must be an object"),
+        ("encoders/vision/preprocess/fps", 1e9, "vision.fps must be a number"),
+    ],
+)
+def test_msa_run_on_a_malformed_manifest_is_one_line(
+    tiny_pack: Path, tmp_path: Path, path: str, value: Any, words: str
+) -> None:
+    from click.testing import CliRunner
+
+    from msa_runtime.cli import main
+
+    pack = _copy(tiny_pack, tmp_path / "pk")
+    data = json.loads((pack / MANIFEST).read_text())
+    node = data
+    keys = path.split("/")
+    for k in keys[:-1]:
+        node = node[k]
+    node[keys[-1]] = value
+    write_manifest(pack, data)
+    result = CliRunner().invoke(main, ["--pack", str(pack), "--text", "hello"])
+    assert result.exit_code == 2 and words in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
