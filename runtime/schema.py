@@ -112,7 +112,7 @@ def file_name(value: Any, where: str) -> str:
 def only_keys(data: Mapping[str, Any], known: Collection[str], where: str) -> None:
     unknown = sorted(set(data) - set(known))
     if unknown:
-        raise SchemaError(f"{where} has unknown key(s) {unknown}; valid: {sorted(known)}")
+        raise SchemaError(f"unknown {where} keys {unknown}; valid: {sorted(known)}")
 
 
 def required(data: Mapping[str, Any], key: str, where: str) -> Any:

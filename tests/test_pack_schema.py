@@ -119,7 +119,7 @@ def test_a_newer_format_version_says_upgrade() -> None:
         ("encoders/text/hidden_size", 0, "hidden_size must be an integer"),
         ("encoders/text/providers", {"cpu": ["fp16"]}, "precision fp16 without a file"),
         ("encoders/text/providers", {"tpu": ["int8"]}, "providers key"),
-        ("encoders/text/surprise", 1, "unknown key"),
+        ("encoders/text/surprise", 1, r"unknown encoders.text keys \['surprise'\]"),
         ("encoders/vision/preprocess/fps", 1e9, r"vision.fps must be a number in \(0, 60\]"),
         ("encoders/vision/preprocess/fps", float("nan"), "vision.fps"),
         ("encoders/vision/preprocess/fps", "3", "vision.fps"),
