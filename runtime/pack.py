@@ -367,7 +367,10 @@ def _parse(data: Any) -> Manifest:
         face_detector=None if raw_face is None else FaceDetectorEntry.from_dict(raw_face),
     )
     if "vision" in encoders and manifest.vision_prep().crop == "face" and raw_face is None:
-        raise sc.SchemaError("the vision encoder expects face crops but face_detector is missing")
+        raise sc.SchemaError(
+            "its vision encoder expects face crops (vision preprocess crop = 'face') but the pack has no "
+            "face detector; re-export it with msa-export (pip install --no-deps facenet-pytorch first)"
+        )
     for what, name in _loaded_files(manifest):
         if name not in manifest.files:
             raise sc.SchemaError(f"{what} {name} is not listed with a sha256 in files")
