@@ -226,9 +226,9 @@ def iter_media(
     if hasattr(source, "read"):
         name, file = label or "standard input", source
     else:
-        name, file = os.fspath(source), None
-        _check_exists(name, format)
-        name = label or name
+        path: str = os.fspath(source)
+        _check_exists(path, format)
+        name, file = (path, None) if label is None else (label, path)  # a labelled path opens as is
     return _iterate(name, fps, sample_rate, start, end, chunk_seconds, format, options, file=file)
 
 
