@@ -25,8 +25,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from media_factory import make_clip  # noqa: E402
 
-from msa_runtime import Analyzer, MsaError  # noqa: E402
-from msa_runtime import checks  # noqa: E402
+from msa_runtime import Analyzer, MsaError, checks  # noqa: E402
 from msa_runtime import stdin as piped_input  # noqa: E402
 from msa_runtime.transcript import read_transcript  # noqa: E402
 
