@@ -223,6 +223,7 @@ def iter_media(
     Raises :class:`MediaError` on any problem with the source.
     """
     _check_args(fps, sample_rate, start, end, chunk_seconds)
+    file: Any
     if hasattr(source, "read"):
         name, file = label or "standard input", source
     else:
