@@ -57,12 +57,20 @@ def span(start_name: str, start: Any, end_name: str, end: Any) -> tuple[float, f
     return s, e
 
 
+#: The shortest stream hop (seconds): shorter ones would emit windows without end (a hop below
+#: the float resolution of the time never moves it on).
+MIN_HOP = 0.01
+
+
 def window_hop(
     window: Any, hop: Any, *, fps: float | None = None, names: tuple[str, str] = ("window", "hop")
 ) -> tuple[float, float]:
-    """Stream window and hop: finite, > 0, and the window at least one frame long."""
+    """Stream window and hop: finite, > 0, the hop at least :data:`MIN_HOP` and the window at
+    least one video frame long."""
     w = seconds(names[0], window, positive=True)
     h = seconds(names[1], hop, positive=True)
+    if h < MIN_HOP:
+        raise InputError(f"{names[1]} ({h:g} s) must be at least {MIN_HOP:g} s: use e.g. 2")
     if fps and w < 1.0 / fps:
         raise InputError(
             f"{names[0]} ({w:g} s) is shorter than one video frame of this pack "

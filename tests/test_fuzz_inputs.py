@@ -146,7 +146,7 @@ def test_stream_window_arguments(an: Analyzer, clip: Path, window: Any, hop: Any
         return
     windows.close()  # accepted: finite and positive, at least one frame long
     w, h = float(window), float(hop)
-    assert math.isfinite(w) and math.isfinite(h) and w >= 1 / 3 and h > 0
+    assert math.isfinite(w) and math.isfinite(h) and w >= 1 / 3 and h >= checks.MIN_HOP
 
 
 @FAST

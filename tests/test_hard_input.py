@@ -121,6 +121,7 @@ def test_cli_stdin_mp4_without_stream_and_empty_stdin(tiny_pack: Path, media: di
         (["--window", "0"], "--window must be > 0"),
         (["--hop", "-1"], "--hop must be > 0"),
         (["--hop", "nan"], "--hop must be a finite number"),
+        (["--hop", "1e-300"], "--hop (1e-300 s) must be at least 0.01 s"),
         (["--window", "0.1"], "--window (0.1 s) is shorter than one video frame"),
     ],
 )
