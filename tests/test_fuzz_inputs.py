@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+import numbers
 import sys
 from pathlib import Path
 from typing import Any
@@ -163,8 +164,10 @@ def test_predict_span_and_text_arguments(an: Analyzer, start: Any, end: Any, tex
 @given(rate=st.one_of(_ANY, st.integers(8000, 48000)), n=st.integers(0, 3200))
 def test_predict_arrays_sample_rate(an: Analyzer, rate: Any, n: int) -> None:
     audio = np.sin(np.arange(n, dtype=np.float32) / 3)
-    if isinstance(rate, (int, float)) and not isinstance(rate, bool) and not 8000 <= rate <= 48000:
-        rate = -abs(rate)  # odd rates mean huge or slow resampling (range bounds: tested elsewhere)
+    if isinstance(rate, numbers.Real) and not isinstance(rate, bool) and not 8000 <= rate <= 48000:
+        # A tiny rate upsamples a few samples into hours of audio (numpy scalars too: 3.0 Hz
+        # made 17 M samples and an out-of-memory kill): range bounds have their own tests.
+        rate = -abs(float(rate))
     try:
         p = an.predict_arrays(audio=audio, sample_rate=rate, text="ok")
     except MsaError:
