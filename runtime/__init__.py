@@ -6,14 +6,25 @@ print(an.predict("clip.mp4", text="i loved it").score)
 """
 
 from msa_runtime.analyzer import Analyzer
-from msa_runtime.errors import InputError, MediaError, MsaError, PackError, ProviderError, TextError
+from msa_runtime.errors import (
+    AsrError,
+    InputError,
+    MediaError,
+    MissingExtraError,
+    MsaError,
+    PackError,
+    ProviderError,
+    TextError,
+)
 from msa_runtime.scoring import EncodedFrames, Prediction
 
 __all__ = [
     "Analyzer",
+    "AsrError",
     "EncodedFrames",
     "InputError",
     "MediaError",
+    "MissingExtraError",
     "MsaError",
     "PackError",
     "Prediction",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -13,7 +14,8 @@ from typing import Any, Literal, overload
 
 import numpy as np
 
-from msa_runtime import media
+from msa_runtime import checks, media, stdin
+from msa_runtime.boundary import public
 from msa_runtime.contract import check_encoder, check_head
 from msa_runtime.errors import AsrError, InputError, MediaError, PackError
 from msa_runtime.face import FaceDetector
@@ -104,6 +106,7 @@ class Analyzer:
     ``offline`` keeps model resolution to local files (default: ``HF_HUB_OFFLINE``).
     """
 
+    @public
     def __init__(
         self,
         pack: str | os.PathLike[str],
@@ -119,6 +122,9 @@ class Analyzer:
         language: str | None = None,
         offline: bool | None = None,
     ) -> None:
+        self._closed = False
+        if not isinstance(pack, (str, os.PathLike)):
+            raise InputError(f"pack must be a folder path (str or os.PathLike), got {type(pack).__name__}")
         self.folder = Path(pack)
         self.manifest = load_manifest(self.folder, verify=verify, digest=digest)
         requested = providers if providers is not None else (os.environ.get("MSA_EDGE_PROVIDERS") or "auto")
@@ -229,9 +235,11 @@ class Analyzer:
         batch = normalize_images(squares, prep)
         return EncodedFrames(self.sessions["vision"].run(["hidden"], {"pixel_values": batch})[0], found)
 
+    @public
     def encode(self, jobs: Mapping[str, Job], timings: dict[str, float] | None = None) -> Features:
         """Run encoder jobs (``{modality: callable returning a Feature}``), concurrently when the
         Analyzer was made with ``concurrent=True``; each job's ms goes to ``timings``."""
+        self._check_open()
         return run_jobs(jobs, timings if timings is not None else {}, self._pool)
 
     def fuse(self, feats: Features) -> tuple[float, dict[str, float] | None]:
@@ -280,6 +288,7 @@ class Analyzer:
 
     # -- public scoring -------------------------------------------------------------------
 
+    @public
     def predict_arrays(
         self,
         *,
@@ -290,9 +299,13 @@ class Analyzer:
     ) -> Prediction:
         """Score decoded inputs: RGB uint8 frames sampled at the pack's fps, mono float audio at
         ``sample_rate`` (resampled when it differs from the pack's), and/or text."""
+        self._check_open()
         timings: dict[str, float] = {}
         jobs: dict[str, Job] = {}
-        frames, audio = _check_frames(frames), _check_audio(audio)
+        frames, audio = checks.frames("frames", frames), checks.audio("audio", audio)
+        text = checks.text("text", text)
+        if sample_rate is not None:
+            sample_rate = checks.sample_rate("sample_rate", sample_rate)
         if text is not None and text.strip() and "text" in self.sessions:
             jobs["text"] = lambda: self.encode_text(text)
         if audio is not None and len(audio) and "audio" in self.sessions:
@@ -326,6 +339,7 @@ class Analyzer:
             feats, timings, notes=notes, text=text, transcript_source=None if text is None else "given"
         )
 
+    @public
     def predict(
         self,
         source: str | os.PathLike[str] | None = None,
@@ -335,13 +349,39 @@ class Analyzer:
         start: float = 0.0,
         end: float | None = None,
         asr: bool | None = None,
+        format: str | None = None,
     ) -> Prediction:
         """Score a media file (any container FFmpeg reads), with optional text or transcript
         sidecar; or text alone. Missing modalities are left out and reported.
 
         Without text or transcript, the clip's speech is transcribed when the Analyzer has an
         ASR model (``asr=False`` skips it; ``asr=True`` requires it); given text always wins.
+        ``source="-"`` reads the clip from standard input (sniffed: see :mod:`msa_runtime.stdin`;
+        ``format="s16le"`` for raw 16-bit mono PCM at the pack's rate).
         """
+        self._check_open()
+        text, asr = checks.text("text", text), checks.flag("asr", asr)
+        start, end = checks.span("start", start, "end", end)
+        script = None if transcript is None else checks.source("transcript", transcript)
+        name = None if source is None else checks.source("source", source)
+        if name is not None:
+            if name == "-":
+                rate = self.prep("audio").sample_rate if "audio" in self.sessions else 16000
+                with stdin.opened(sys.stdin.buffer, format, spool=True, pcm_rate=rate) as piped:
+                    return self._predict(piped.path or "-", text, script, start, end, asr, piped, None)
+        return self._predict(name, text, script, start, end, asr, None, format)
+
+    def _predict(
+        self,
+        source: str | None,
+        text: str | None,
+        transcript: str | None,
+        start: float,
+        end: float | None,
+        asr: bool | None,
+        piped: stdin.Piped | None,
+        format: str | None,
+    ) -> Prediction:
         if text is not None and transcript is not None:
             raise InputError("give text or transcript, not both")
         if source is not None and self._wants_asr(asr, text, transcript):
@@ -364,13 +404,16 @@ class Analyzer:
             if text is None:
                 raise InputError(f"this pack scores {', '.join(self.modalities)} only: give text")
             return self.predict_arrays(text=text)
-        clip = media.decode(source, fps=fps, sample_rate=rate, start=start, end=end)
+        label, forced = (None, format) if piped is None else (stdin.LABEL, piped.format)
+        clip = media.decode(
+            source, fps=fps, sample_rate=rate, start=start, end=end, format=forced, label=label
+        )
         decode_ms = (time.perf_counter() - t0) * 1e3
         if cues is not None:  # the cues of the span decoded, as a stream window takes them
             text = text_for_span(cues, start, _media_end(clip, fps, rate, start, end))
         if len(clip.frames) == 0 and len(clip.audio) == 0 and not text:
             raise MediaError(
-                f"{source}: no {'audio or video' if fps and rate else 'usable media'} "
+                f"{label or source}: no {'audio or video' if fps and rate else 'usable media'} "
                 f"for this pack (it scores {', '.join(self.modalities)})"
             )
         p = self.predict_arrays(
@@ -393,6 +436,7 @@ class Analyzer:
             return False
         return True
 
+    @public
     def stream(
         self,
         source: str | os.PathLike[str],
@@ -408,13 +452,26 @@ class Analyzer:
         """Score overlapping windows of a long file or live source, lazily, as they complete.
 
         ``source`` may be a file, a device or URL that PyAV opens (``format``/``options`` go to
-        ``av.open``), or ``"-"`` for raw 16-bit mono PCM on standard input at the pack's rate.
+        ``av.open``), or ``"-"`` for standard input: a container (sniffed by its magic number,
+        see :mod:`msa_runtime.stdin`) or, with ``format="s16le"``, raw 16-bit mono PCM at the
+        pack's rate.
         Each sampled frame is encoded once, however many windows it falls in. Without text or
         transcript, an Analyzer with an ASR model transcribes the stream live (``asr`` as in
         :meth:`predict`): words committed once two decodes agree, placed by their times.
         """
         from msa_runtime.stream import stream_windows
 
+        self._check_open()
+        source = checks.source("source", source)
+        text, asr = checks.text("text", text), checks.flag("asr", asr)
+        if transcript is not None:
+            transcript = checks.source("transcript", transcript)
+        if format is not None and not isinstance(format, str):
+            raise InputError(f"format must be an FFmpeg format name (str), got {type(format).__name__}")
+        if options is not None and not (
+            isinstance(options, dict) and all(isinstance(v, str) for v in [*options, *options.values()])
+        ):
+            raise InputError("options must be a dict of str to str (FFmpeg options)")
         return stream_windows(
             self,
             source,
@@ -428,8 +485,14 @@ class Analyzer:
         )
 
     def close(self) -> None:
+        """Release the thread pool; the Analyzer cannot score afterwards."""
+        self._closed = True
         if self._pool is not None:
             self._pool.shutdown()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InputError("this Analyzer was closed: make a new one (Analyzer(pack)) to score again")
 
     def __enter__(self) -> Analyzer:
         return self
@@ -459,35 +522,6 @@ def _split_face_time(timings: dict[str, float], face_ms: float) -> None:
     if "vision" in timings:
         timings["vision"] = max(0.0, timings["vision"] - face_ms)
     timings["face"] = face_ms
-
-
-def _check_frames(frames: np.ndarray | list[np.ndarray] | None) -> np.ndarray | list[np.ndarray] | None:
-    """Frames must be H x W x 3 uint8 RGB (an ``[N, H, W, 3]`` array or a list)."""
-    if frames is None:
-        return None
-    for f in frames:
-        f = np.asarray(f)
-        if f.ndim != 3 or f.shape[2] != 3 or f.dtype != np.uint8:
-            raise InputError(
-                f"frames must be H x W x 3 uint8 RGB images, got shape {f.shape} "
-                f"{f.dtype}: convert them (e.g. frame.to_ndarray(format='rgb24'))"
-            )
-    return frames
-
-
-def _check_audio(audio: np.ndarray | None) -> np.ndarray | None:
-    """Audio must be mono: a 1-D array (``[1, n]`` is accepted)."""
-    if audio is None:
-        return None
-    x = np.asarray(audio)
-    if x.ndim == 2 and 1 in x.shape:
-        x = x.reshape(-1)
-    if x.ndim != 1 or not np.issubdtype(x.dtype, np.number):
-        raise InputError(
-            f"audio must be mono 1-D float samples, got shape {x.shape} {x.dtype}: "
-            "downmix first (e.g. audio.mean(axis=0) for [channels, n])"
-        )
-    return x.astype(np.float32, copy=False)
 
 
 def _resample(samples: np.ndarray, src: int, dst: int) -> np.ndarray:

@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from msa_runtime import checks
 from msa_runtime.errors import MsaError
 from msa_runtime.scoring import Prediction
 
@@ -69,9 +70,27 @@ def sidecar(path: str) -> str | None:
     return None
 
 
+def shown(name: str) -> str:
+    """``name`` as valid Unicode: a file name that is not UTF-8 (its bytes kept by Python as
+    lone surrogates) shows its odd bytes as ``\\xNN``, so JSON, CSV and tables stay valid."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
 def _record(name: str, p: Prediction) -> dict[str, Any]:
     """One output record: the input's name, then :meth:`Prediction.to_dict` (4 digits)."""
-    return {"input": name, **p.to_dict(digits=4)}
+    return {"input": shown(name), **p.to_dict(digits=4)}
+
+
+class OutputError(Exception):
+    """Writing the results failed (a closed pipe, a full disk): not the current input's fault."""
+
+    def __init__(self, exc: OSError) -> None:
+        super().__init__(exc.strerror or str(exc))
+        self.broken_pipe = isinstance(exc, BrokenPipeError)
 
 
 class Writer:
@@ -85,9 +104,22 @@ class Writer:
         self.rows: list[dict[str, Any]] = []
         self.csv: Any = None
         self.widths: dict[str, int] | None = None
-        self.input_width = max([len("input"), *(len(n) for n in names or [])])
+        self.input_width = max([len("input"), *(len(shown(n)) for n in names or [])])
 
     def write(self, rec: dict[str, Any]) -> None:
+        try:
+            self._write(rec)
+        except OSError as exc:
+            raise OutputError(exc) from exc
+
+    def close(self) -> None:
+        try:
+            self._close()
+            self.out.flush()
+        except OSError as exc:
+            raise OutputError(exc) from exc
+
+    def _write(self, rec: dict[str, Any]) -> None:
         if self.fmt == "table" and self.live:
             self._live_row(rec)
         elif self.fmt == "jsonl":
@@ -130,7 +162,7 @@ class Writer:
         parts = [cells.get(c, "").ljust(w) for c, w in (self.widths or {}).items()]
         return "  ".join([*parts, cells.get("error", "")]).rstrip() + "\n"
 
-    def close(self) -> None:
+    def _close(self) -> None:
         if self.fmt == "json":
             self.out.write(json.dumps(self.rows, indent=2) + "\n")
         elif self.fmt == "table" and self.rows and not self.live:
@@ -164,7 +196,14 @@ def _one_line(exc: Exception) -> str:
 
 
 def _score(
-    an: Any, name: str, text: str | None, transcript: str | None, stream: bool, window: float, hop: float
+    an: Any,
+    name: str,
+    text: str | None,
+    transcript: str | None,
+    stream: bool,
+    window: float,
+    hop: float,
+    input_format: str | None = None,
 ) -> Iterator[dict[str, Any]]:
     found = None
     if transcript is None and text is None and name != "-":
@@ -178,7 +217,10 @@ def _score(
 
     if stream:
         totals = {"windows": 0, "latency": 0.0, "asr": 0.0, "end": 0.0}
-        for p in an.stream(name, text=text, transcript=transcript, window=window, hop=hop):
+        windows = an.stream(
+            name, text=text, transcript=transcript, window=window, hop=hop, format=input_format
+        )
+        for p in windows:
             totals["windows"] += 1
             totals["latency"] += p.latency_ms or 0.0
             totals["asr"] += p.timings_ms.get("asr", 0.0)
@@ -186,7 +228,7 @@ def _score(
             yield record(p)
         _stream_summary(name, totals)
     else:
-        yield record(an.predict(name, text=text, transcript=transcript))
+        yield record(an.predict(name, text=text, transcript=transcript, format=input_format))
 
 
 def _stream_summary(name: str, totals: dict[str, float]) -> None:
@@ -196,10 +238,18 @@ def _stream_summary(name: str, totals: dict[str, float]) -> None:
     rtf = totals["latency"] / 1e3 / totals["end"]
     asr = f", ASR {totals['asr'] / 1e3 / totals['end']:.3f}" if totals["asr"] else ""
     click.echo(
-        f"stream {name}: {totals['windows']:.0f} windows over {totals['end']:.1f} s, "
+        f"stream {shown(name)}: {totals['windows']:.0f} windows over {totals['end']:.1f} s, "
         f"{totals['latency'] / 1e3:.1f} s of compute: real-time factor {rtf:.3f}{asr}",
         err=True,
     )
+
+
+def _seconds(ctx: click.Context, param: click.Parameter, value: Any) -> float:
+    """--window/--hop: a finite number of seconds > 0, named as the user typed it."""
+    try:
+        return checks.seconds(f"--{param.name}", value, positive=True)
+    except MsaError as exc:
+        raise click.UsageError(str(exc), ctx) from None
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -221,10 +271,19 @@ def _stream_summary(name: str, totals: dict[str, float]) -> None:
 @click.option(
     "--stream",
     is_flag=True,
-    help="Score overlapping windows (files, devices, URLs, or - for raw 16-bit mono PCM on stdin).",
+    help="Score overlapping windows (files, devices, URLs, or - for standard input).",
 )
-@click.option("--window", default=6.0, show_default=True, help="Window length in seconds.")
-@click.option("--hop", default=2.0, show_default=True, help="Hop between windows in seconds.")
+@click.option("--window", default=6.0, show_default=True, callback=_seconds, help="Window length in seconds.")
+@click.option(
+    "--hop", default=2.0, show_default=True, callback=_seconds, help="Hop between windows in seconds."
+)
+@click.option(
+    "--input-format",
+    default=None,
+    help="Format of the input instead of probing it: s16le for raw 16-bit mono PCM at the pack's "
+    "rate on stdin (-), or an FFmpeg format name (ffmpeg -formats). Default: standard input is "
+    "sniffed (WAV, MP4, Matroska/WebM, Ogg, FLAC, MP3, ...), files are probed.",
+)
 @click.option(
     "--providers",
     default=None,
@@ -275,6 +334,7 @@ def main(
     stream: bool,
     window: float,
     hop: float,
+    input_format: str | None,
     providers: str | None,
     precision: str | None,
     threads: int | None,
@@ -307,7 +367,7 @@ def main(
                 providers,
                 precision,
                 threads,
-                {"asr": asr, "language": language, "offline": offline},
+                {"asr": asr, "language": language, "offline": offline, "input_format": input_format},
             )
     finally:
         log.removeHandler(handler)
@@ -382,6 +442,13 @@ def _main(
         sys.exit(2)
     if (an.auto_provider and an.providers[0] != "CPUExecutionProvider") or "tuning record" in an.choice:
         click.echo(f"note: {an.choice}", err=True)
+    if stream:
+        fps = an.prep("vision").fps if "vision" in an.sessions else None
+        try:
+            checks.window_hop(window, hop, fps=fps, names=("--window", "--hop"))
+        except MsaError as exc:
+            an.close()
+            raise click.UsageError(str(exc)) from None
     writer = Writer(fmt, sys.stdout, live=stream, names=names)
     failed = 0
     try:
@@ -389,27 +456,51 @@ def _main(
             writer.write(_record("(text)", an.predict(text=text)))
         for i, name in enumerate(names, 1):
             if len(names) > 1:
-                click.echo(f"[{i}/{len(names)}] {name}", err=True)
+                click.echo(f"[{i}/{len(names)}] {shown(name)}", err=True)
             try:
-                for rec in _score(an, name, text, transcript, stream, window, hop):
+                for rec in _score(an, name, text, transcript, stream, window, hop, speech["input_format"]):
                     writer.write(rec)
+            except OutputError:
+                raise
             except Exception as exc:  # a batch keeps going past any bad input
                 failed += 1
-                msg = _one_line(exc)
-                click.echo(f"error: {msg if name in msg else f'{name}: {msg}'}", err=True)
-                writer.write({"input": name, "error": msg})
+                msg, label = _one_line(exc), shown(name)
+                click.echo(f"error: {msg if label in msg else f'{label}: {msg}'}", err=True)
+                writer.write({"input": label, "error": msg})
+        writer.close()
+    except OutputError as exc:
+        _output_failed(exc)
     except MsaError as exc:  # text-only scoring with bad arguments
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
+        try:  # what was scored before the interrupt still reaches the output
+            writer.close()
+        except OutputError:
+            pass
         click.echo("interrupted", err=True)
         sys.exit(130)
     finally:
-        writer.close()
         an.close()
     if failed:
         click.echo(f"{failed} of {len(names)} inputs failed", err=True)
         sys.exit(1)
+
+
+def _output_failed(exc: OutputError) -> None:
+    """End after the output could not be written: quietly with 141 (as SIGPIPE would) when the
+    reader went away (``| head -1``), else with one line naming the output, not an input."""
+    try:  # nothing more may reach the closed/full stdout, not even Python's exit-time flush
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    if exc.broken_pipe:
+        sys.exit(141)
+    click.echo(
+        f"error: cannot write the results to standard output ({exc}): free space or check it", err=True
+    )
+    sys.exit(74)
 
 
 if __name__ == "__main__":

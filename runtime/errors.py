@@ -16,7 +16,10 @@ per kind of cause, so callers can tell them apart:
 :class:`AsrError`           a speech-recognition model (not found, not loadable, not copyable)
 ==========================  ==================================================================
 
-The export side (``msa_export.errors``) derives its own classes from :class:`MsaError` too.
+Arguments are checked where they enter (:mod:`msa_runtime.checks`); whatever a dependency still
+raises inside a public :class:`~msa_runtime.Analyzer` method is translated once, at the API
+boundary (:mod:`msa_runtime.boundary`). The export side (``msa_export.errors``) derives its own
+classes from :class:`MsaError` too.
 """
 
 from __future__ import annotations

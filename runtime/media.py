@@ -7,6 +7,7 @@ Times are seconds from the container's ``start_time`` (MPEG-PS files starting at
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections.abc import Iterator
@@ -71,20 +72,53 @@ def _check_exists(name: str, format: str | None) -> bool:
     return local
 
 
-def _open(name: str, format: str | None, options: dict[str, str] | None) -> Any:
-    """Open ``name`` for reading, turning FFmpeg and OS errors into :class:`MediaError`."""
-    if _check_exists(name, format):
+def _open(name: str, format: str | None, options: dict[str, str] | None, file: Any = None) -> Any:
+    """Open ``name`` (or the binary ``file`` it labels) for reading, turning FFmpeg and OS errors
+    into :class:`MediaError`."""
+    size = None
+    if file is None and _check_exists(name, format):
         if os.path.isdir(name):
             raise MediaError(f"{name} is a folder, not a media file: give a video or audio file")
-        if os.path.getsize(name) == 0:
+        size = os.path.getsize(name) if os.path.isfile(name) else None  # FIFOs, devices: unknown
+        if size == 0:
             raise MediaError(f"{name} is empty (0 bytes): re-copy or re-export the file")
     try:
-        return av.open(name, mode="r", format=format, options=options or {})
+        return av.open(name if file is None else file, mode="r", format=format, options=options or {})
     except av.error.FFmpegError as exc:
         problem = next((p for kind, p in _OPEN_ERRORS if isinstance(exc, kind)), None)
+        if problem is None and exc.errno == errno.EIO and size is not None:
+            problem = f"is truncated or corrupt: its header ends early (the file is {size} bytes): {_REDO}"
         raise MediaError(f"{name} {problem or f'cannot be opened ({exc.strerror})'}") from exc
+    except ValueError as exc:  # PyAV: unknown format name
+        raise MediaError(f"{name}: {exc}: give a format FFmpeg knows (ffmpeg -formats)") from exc
     except OSError as exc:
         raise MediaError(f"{name} cannot be opened ({exc.strerror or exc}): check it") from exc
+
+
+def _wav_shortfall(path: str) -> tuple[float, float] | None:
+    """For a WAV file whose ``data`` chunk declares more bytes than the file holds (a truncated
+    copy): (declared seconds, held seconds); else None. Streaming headers (size 0 or 0xFFFFFFFF)
+    declare nothing."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+            size = os.fstat(fh.fileno()).st_size
+    except OSError:
+        return None
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    pos, byte_rate = 12, 0
+    while pos + 8 <= len(head):
+        cid, length = head[pos : pos + 4], int.from_bytes(head[pos + 4 : pos + 8], "little")
+        if cid == b"fmt " and pos + 20 <= len(head):
+            byte_rate = int.from_bytes(head[pos + 16 : pos + 20], "little")
+        if cid == b"data":
+            held = size - (pos + 8)
+            if byte_rate <= 0 or length in (0, 0xFFFFFFFF) or length <= held:
+                return None
+            return length / byte_rate, max(held, 0) / byte_rate
+        pos += 8 + length + (length & 1)
+    return None
 
 
 def _pick_streams(container: Any) -> tuple[Any, Any]:
@@ -163,7 +197,7 @@ def _check_args(
 
 
 def iter_media(
-    source: str | os.PathLike[str],
+    source: str | os.PathLike[str] | BinaryIO,
     *,
     fps: float | None,
     sample_rate: int | None,
@@ -172,6 +206,7 @@ def iter_media(
     chunk_seconds: float = 1.0,
     format: str | None = None,
     options: dict[str, str] | None = None,
+    label: str | None = None,
 ) -> Iterator[AudioChunk | Frame]:
     """Stream a media file or live source as audio chunks and video frames, in time order.
 
@@ -181,13 +216,21 @@ def iter_media(
     converted to RGB at native size. ``fps=None`` skips video, ``sample_rate=None`` audio.
     ``format``/``options`` go to ``av.open`` (e.g. ``format="v4l2"`` for a camera).
 
+    ``source`` may also be a readable binary file object (a pipe: see :mod:`msa_runtime.stdin`);
+    ``label`` names the source in messages (default: the path, or ``standard input``).
+
     Arguments and the file's existence are checked at once, the rest on the first ``next()``.
     Raises :class:`MediaError` on any problem with the source.
     """
     _check_args(fps, sample_rate, start, end, chunk_seconds)
-    name = os.fspath(source)
-    _check_exists(name, format)
-    return _iterate(name, fps, sample_rate, start, end, chunk_seconds, format, options)
+    file: Any
+    if hasattr(source, "read"):
+        name, file = label or "standard input", source
+    else:
+        path: str = os.fspath(source)
+        _check_exists(path, format)
+        name, file = (path, None) if label is None else (label, path)  # a labelled path opens as is
+    return _iterate(name, fps, sample_rate, start, end, chunk_seconds, format, options, file=file)
 
 
 def _iterate(
@@ -200,8 +243,9 @@ def _iterate(
     format: str | None,
     options: dict[str, str] | None,
     info_out: list[MediaInfo] | None = None,
+    file: Any = None,
 ) -> Iterator[AudioChunk | Frame]:
-    container = _open(name, format, options)
+    container = _open(name, format, options, file)
     try:
         info = _info(container, name)
         if info_out is not None:
@@ -209,6 +253,16 @@ def _iterate(
         late = f"start ({start} s) is at or after the end of {name} (%.3f s): choose an earlier one"
         if info.duration is not None and start >= info.duration:
             raise MediaError(late % info.duration)
+        if file is None and container.format.name == "wav" and os.path.isfile(name):
+            short = _wav_shortfall(name)
+            if short is not None:
+                _log.warning(
+                    "%s seems truncated: its WAV header declares %.2f s of audio but the file "
+                    "holds %.2f s; %s if that is not expected",
+                    name,
+                    *short,
+                    _REDO,
+                )
         astream, vstream = _pick_streams(container)
         audio = video = None
         if astream is not None and sample_rate is not None:
@@ -290,18 +344,23 @@ def decode(
     end: float | None = None,
     format: str | None = None,
     options: dict[str, str] | None = None,
+    label: str | None = None,
 ) -> Decoded:
-    """Decode a whole clip (or the window [start, end)) into arrays; see :func:`iter_media`.
+    """Decode a whole clip (or the window [start, end)) into arrays; see :func:`iter_media`
+    (``label`` names the source in messages).
 
     For long inputs prefer :func:`iter_media`, which keeps memory flat.
     """
     _check_args(fps, sample_rate, start, end, 1.0)
     name = os.fspath(source)
+    if label is not None:
+        _check_exists(name, format)
     found: list[MediaInfo] = []
     frames: list[np.ndarray] = []
     times: list[float] = []
     audio: list[np.ndarray] = []
-    for item in _iterate(name, fps, sample_rate, start, end, 10.0, format, options, found):
+    target = None if label is None else name  # a labelled path (a spooled pipe) opens as is
+    for item in _iterate(label or name, fps, sample_rate, start, end, 10.0, format, options, found, target):
         if isinstance(item, Frame):
             frames.append(item.rgb)
             times.append(item.time)

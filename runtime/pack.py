@@ -20,6 +20,7 @@ files that passed the parity gate through that provider, the default first). Pac
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -412,6 +413,31 @@ def face_detector_files(manifest: Manifest) -> list[str]:
     return list(manifest.face_detector.files().values())
 
 
+def _check_folder(root: Path) -> None:
+    """``root`` must be a folder: say what it is otherwise (missing, a file, a FIFO, a symlink
+    loop, unreadable). Only ``stat`` is used, so a FIFO is never opened."""
+    import stat
+
+    try:
+        mode = root.stat().st_mode
+    except FileNotFoundError:
+        kind = "a broken symlink" if root.is_symlink() else "the folder does not exist"
+        raise PackError(f"no pack at {root}: {kind} (build one with msa-export)") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise PackError(f"{root} is a symlink loop, not a pack folder: fix the link") from None
+        raise PackError(f"{root} cannot be read ({exc.strerror or exc}): check the path") from None
+    if not stat.S_ISDIR(mode):
+        kind = (
+            "a FIFO (named pipe)"
+            if stat.S_ISFIFO(mode)
+            else "a file"
+            if stat.S_ISREG(mode)
+            else "a socket or device"
+        )
+        raise PackError(f"{root} is {kind}, not a pack folder: give the folder msa-export wrote")
+
+
 def write_manifest(folder: str | Path, data: Mapping[str, Any]) -> str:
     """Write ``manifest.json`` and ``manifest.sha256`` (its digest, in ``sha256sum`` form) into
     ``folder``, each atomically; returns the digest, which identifies the whole pack."""
@@ -466,8 +492,7 @@ def load_manifest(folder: str | Path, *, verify: bool = True, digest: str | None
     ``MSA_EDGE_PACK_DIGEST`` when given), its schema (:func:`parse_manifest`), that every file it
     lists is inside the folder and present and, with ``verify``, every file's sha256."""
     root = Path(folder)
-    if not root.is_dir():
-        raise PackError(f"no pack at {root}: the folder does not exist (build one with msa-export)")
+    _check_folder(root)
     if not (root / MANIFEST).is_file():
         raise PackError(f"{root} is not a pack: it has no {MANIFEST} (build one with msa-export)")
     blob, _ = _read_manifest(root, digest)

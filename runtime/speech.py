@@ -16,6 +16,7 @@ from typing import Any, TypeAlias, Union
 import numpy as np
 
 from msa_runtime.asr import SAMPLE_RATE, Recognizer, Transcript, pack_model
+from msa_runtime.checks import visible
 from msa_runtime.errors import AsrError
 from msa_runtime.live_asr import LiveTranscriber
 from msa_runtime.transcript import Cue
@@ -160,7 +161,8 @@ def predict_clip(
             f"{source}: nothing to score: no usable audio or video for this pack "
             f"(it scores {', '.join(an.modalities)}) and no speech was recognised"
         )
-    p = an.predict_arrays(frames=frames, audio=audio, sample_rate=rate, text=heard.text or None)
+    words = heard.text if heard.text and visible(heard.text) else None  # nothing visible: no text
+    p = an.predict_arrays(frames=frames, audio=audio, sample_rate=rate, text=words)
     timings = {"decode": round(decode_ms, 2), "asr": round(heard.ms, 2), **p.timings_ms}
     return dataclasses.replace(
         p, timings_ms=timings, notes=p.notes + heard.notes, text=heard.text, transcript_source="asr"

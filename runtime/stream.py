@@ -16,11 +16,11 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from msa_runtime import media
+from msa_runtime import checks, media
 from msa_runtime.errors import InputError, MediaError
 from msa_runtime.preprocess import FaceTrack, face_note
 from msa_runtime.scoring import Features, Job, Prediction, feature, text_for_span
@@ -158,12 +158,11 @@ def stream_windows(
     options: dict[str, str] | None = None,
     asr: bool = False,
 ) -> Iterator[Prediction]:
-    if window <= 0 or hop <= 0:
-        raise InputError(f"window and hop must be > 0 seconds (got window={window}, hop={hop})")
+    fps = an.prep("vision").fps if "vision" in an.sessions else None
+    window, hop = checks.window_hop(window, hop, fps=fps)
     if text is not None and transcript is not None:
         raise InputError("give text or transcript, not both")
     cues = read_transcript(transcript) if transcript is not None else None
-    fps = an.prep("vision").fps if "vision" in an.sessions else None
     rate = an.prep("audio").sample_rate if "audio" in an.sessions else None
     speech = None
     if asr:
@@ -179,9 +178,27 @@ def stream_windows(
     kinds: set[str] | None = None
     items: Iterable[media.AudioChunk | media.Frame]
     if name == "-":
-        if rate is None:
-            raise InputError("raw PCM on standard input needs a pack with an audio encoder")
-        items, kinds = media.iter_pcm(sys.stdin.buffer, sample_rate=rate), {"audio"}
+        from msa_runtime import stdin
+
+        piped = stdin.open_stdin(sys.stdin.buffer, format)
+        if piped.raw:
+            if rate is None:
+                piped.close()
+                raise InputError("raw PCM on standard input needs a pack with an audio encoder")
+            items, kinds = media.iter_pcm(piped.file or sys.stdin.buffer, sample_rate=rate), {"audio"}
+        else:
+            items = _closing(
+                media.iter_media(
+                    piped.path or piped.file,
+                    fps=fps,
+                    sample_rate=rate,
+                    chunk_seconds=min(hop, 1.0),
+                    format=piped.format,
+                    options=options,
+                    label=stdin.LABEL,
+                ),
+                piped,
+            )
     else:
         if format is None and os.path.isfile(name):
             info = media.probe(name)
@@ -200,6 +217,16 @@ def stream_windows(
             name, fps=fps, sample_rate=rate, chunk_seconds=min(hop, 1.0), format=format, options=options
         )
     return _run(_Windows(an, window, hop, text, cues, speech, rate or 0), items, kinds)
+
+
+def _closing(
+    items: Iterator[media.AudioChunk | media.Frame], piped: Any
+) -> Iterator[media.AudioChunk | media.Frame]:
+    """``items``, then ``piped.close()`` (its temporary copy removed) however iteration ends."""
+    try:
+        yield from items
+    finally:
+        piped.close()
 
 
 def _run(

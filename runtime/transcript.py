@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from msa_runtime.checks import visible
 from msa_runtime.errors import TextError
 
 SUFFIXES = (".txt", ".srt", ".vtt")
@@ -110,7 +111,7 @@ def _parse_timed(path: Path, text: str, vtt: bool) -> list[Cue]:
                 f"({start:.3f} s): fix the timing"
             )
         cue_text = _clean(" ".join(lines[timing + 1 :]))
-        if cue_text:
+        if visible(cue_text):  # a cue of only control or zero-width characters says nothing
             cues.append(Cue(start, end, cue_text))
     cues.sort(key=lambda cue: cue.start)
     return cues
@@ -120,7 +121,8 @@ def read_transcript(path: str | os.PathLike[str]) -> list[Cue]:
     """Read a ``.txt``, ``.srt`` or ``.vtt`` transcript as a list of cues sorted by start.
 
     A ``.txt`` file gives one cue from 0 to infinity with its whitespace normalised (no cue
-    if it is empty). Raises :class:`TextError` for a missing file, an unknown extension, text
+    if it is empty). Cues whose text has no visible character (only control or zero-width
+    characters) are dropped. Raises :class:`TextError` for a missing file, an unknown extension, text
     that is not UTF-8/UTF-16 or a malformed subtitle file.
     """
     file = Path(path)
@@ -140,7 +142,7 @@ def read_transcript(path: str | os.PathLike[str]) -> list[Cue]:
     text = _decode(file, data)
     if suffix == ".txt":
         words = " ".join(text.split())
-        return [Cue(0.0, math.inf, words)] if words else []
+        return [Cue(0.0, math.inf, words)] if visible(words) else []
     return _parse_timed(file, text, vtt=suffix == ".vtt")
 
 

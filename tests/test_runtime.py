@@ -308,6 +308,8 @@ def test_stream_raw_pcm_on_stdin(tiny_pack: Path) -> None:
             "--pack",
             str(tiny_pack),
             "--stream",
+            "--input-format",
+            "s16le",
             "--format",
             "jsonl",
         ],
@@ -471,7 +473,7 @@ def test_library_errors_are_typed(
         an.predict(tmp_path / "nope.mp4")
     with pytest.raises(PackError, match="sha256"):
         Analyzer(_tampered(tiny_pack, tmp_path / "pk"))
-    with pytest.raises(InputError, match="window and hop"):
+    with pytest.raises(InputError, match="window must be > 0"):
         an.stream(clips["long"], window=0)
     with pytest.raises(InputError, match="text or transcript"):
         an.predict(clips[".wav"], text="a", transcript=tmp_path / "a.srt")
