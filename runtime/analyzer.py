@@ -16,6 +16,7 @@ import numpy as np
 from msa_runtime import media
 from msa_runtime.errors import AsrError, InputError, MediaError, PackError
 from msa_runtime.face import FaceDetector
+from msa_runtime.limits import check_long_window, check_sample_rate
 from msa_runtime.pack import (
     AudioPrep,
     Manifest,
@@ -47,6 +48,7 @@ from msa_runtime.sessions import (
     CPU,
     CUDA,
     OPENVINO,
+    default_threads,
     describe_auto,
     make_session,
     resolve_providers,
@@ -96,6 +98,10 @@ class Analyzer:
     Whisper size, hub id or CTranslate2 folder, ``"pack"`` (the pack's own model) or a
     :class:`msa_runtime.asr.Recognizer`; ``language`` is a Whisper code (default: detected);
     ``offline`` keeps model resolution to local files (default: ``HF_HUB_OFFLINE``).
+
+    ``long_window`` (seconds, default ``MSA_EDGE_LONG_WINDOW``, else 60): a file or arrays
+    spanning longer are scored in equal windows of at most that length and the window scores
+    averaged, weighted by duration, so memory stays bounded (:mod:`msa_runtime.long_input`).
     """
 
     def __init__(
@@ -111,8 +117,12 @@ class Analyzer:
         asr: AsrOption = None,
         language: str | None = None,
         offline: bool | None = None,
+        long_window: float | None = None,
     ) -> None:
         self.folder = Path(pack)
+        self.long_window = check_long_window(long_window)
+        """Inputs spanning more seconds are scored in windows (:mod:`msa_runtime.long_input`)."""
+        threads = default_threads(threads)  # checked, capped at the CPU count (with a warning)
         self.manifest = load_manifest(self.folder, verify=verify)
         requested = providers if providers is not None else (os.environ.get("MSA_EDGE_PROVIDERS") or "auto")
         auto = isinstance(requested, str) and requested.strip().lower() == "auto"
@@ -279,12 +289,21 @@ class Analyzer:
         timings: dict[str, float] = {}
         jobs: dict[str, Job] = {}
         frames, audio = _check_frames(frames), _check_audio(audio)
+        span = self._array_span(frames, audio, sample_rate)
+        if span > self.long_window + 0.01:
+            from msa_runtime import long_input
+
+            rate = check_sample_rate(sample_rate) if audio is not None and len(audio) else None
+            return long_input.predict_arrays(
+                self, frames=frames, audio=audio, sample_rate=rate, text=text, span=span
+            )
         if text is not None and text.strip() and "text" in self.sessions:
             jobs["text"] = lambda: self.encode_text(text)
         if audio is not None and len(audio) and "audio" in self.sessions:
             rate = self.prep("audio").sample_rate
             if sample_rate is None:
                 raise InputError("predict_arrays(audio=...) needs sample_rate")
+            sample_rate = check_sample_rate(sample_rate)  # before resampling allocates anything
             samples = audio if sample_rate == rate else _resample(audio, sample_rate, rate)
             jobs["audio"] = lambda: self.encode_audio(samples)
         track = FaceTrack()
@@ -312,6 +331,27 @@ class Analyzer:
             feats, timings, notes=notes, text=text, transcript_source=None if text is None else "given"
         )
 
+    def _array_span(
+        self, frames: np.ndarray | list[np.ndarray] | None, audio: np.ndarray | None, rate: int | None
+    ) -> float:
+        """Seconds the arrays of a ``predict_arrays`` call span (0 when unknown)."""
+        span = 0.0
+        if audio is not None and len(audio) and rate and "audio" in self.sessions:
+            span = len(audio) / check_sample_rate(rate)
+        if frames is not None and len(frames) and "vision" in self.sessions:
+            span = max(span, len(frames) / self.prep("vision").fps)
+        return span
+
+    def _long_span(self, source: str | os.PathLike[str], start: float, end: float | None) -> float:
+        """Seconds of a local file that ``predict`` would score (0 when its duration is unknown)."""
+        name = os.fspath(source)
+        if not os.path.isfile(name):
+            return 0.0
+        duration = media.probe(name).duration
+        if duration is None:
+            return 0.0
+        return max(0.0, (duration if end is None else min(end, duration)) - start)
+
     def predict(
         self,
         source: str | os.PathLike[str] | None = None,
@@ -330,6 +370,21 @@ class Analyzer:
         """
         if text is not None and transcript is not None:
             raise InputError("give text or transcript, not both")
+        if source is not None and ("audio" in self.sessions or "vision" in self.sessions):
+            span = self._long_span(source, start, end)
+            if span > self.long_window + 0.01:
+                from msa_runtime import long_input
+
+                return long_input.predict_file(
+                    self,
+                    os.fspath(source),
+                    text=text,
+                    transcript=None if transcript is None else os.fspath(transcript),
+                    start=start,
+                    end=end,
+                    span=span,
+                    asr=self._wants_asr(asr, text, transcript),
+                )
         if source is not None and self._wants_asr(asr, text, transcript):
             from msa_runtime.speech import predict_clip
 
