@@ -5,8 +5,8 @@ the length (a WavLM Large pack: 0.76 GB for 1 minute, 5.6 GB for 3). So :meth:`A
 scores in one piece only what spans at most ``long_window`` seconds (default 60,
 ``MSA_EDGE_LONG_WINDOW``, ``msa-run --long-window``). A longer input is cut into ``k =
 ceil(span / long_window)`` consecutive windows of equal length (``span / k`` seconds, the last
-one ending where the media ends; less than half a second left after
-the last full window, from container rounding, is not scored); each window is scored as a stream window is (its audio, the
+one ending where the media ends; less than half a second left after the last full window, from
+container rounding, is not scored); each window is scored as a stream window is (its audio, the
 frames sampled inside it, and its own text: the transcript cues overlapping it through
 :func:`msa_runtime.scoring.text_for_span`, or the given text whole), and the prediction is the
 **duration-weighted mean** of the window scores (and of the gates). Files are decoded in one

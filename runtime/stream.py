@@ -159,8 +159,15 @@ def stream_windows(
     asr: bool = False,
 ) -> Iterator[Prediction]:
     state, items, kinds = prepare(
-        an, source, text=text, transcript=transcript, window=window, hop=hop, format=format,
-        options=options, asr=asr,
+        an,
+        source,
+        text=text,
+        transcript=transcript,
+        window=window,
+        hop=hop,
+        format=format,
+        options=options,
+        asr=asr,
     )
     return run_windows(state, items, kinds)
 
