@@ -74,10 +74,12 @@ def bound_threads(threads: object, option: str = "threads") -> int:
 def check_sample_rate(rate: object, option: str = "sample_rate") -> int:
     """A caller's audio rate: a whole number of Hz in [:data:`MIN_SAMPLE_RATE`,
     :data:`MAX_SAMPLE_RATE`]."""
-    ok = isinstance(rate, Real) and not isinstance(rate, bool) and math.isfinite(float(rate))
-    if not ok or float(rate) != int(rate):  # type: ignore[arg-type]
+    if isinstance(rate, bool) or not isinstance(rate, Real) or not math.isfinite(float(rate)):
         raise InputError(f"{option} must be a whole number of Hz such as 16000, got {rate!r}")
-    hz = int(rate)  # type: ignore[arg-type]
+    value = float(rate)
+    if value != math.floor(value):
+        raise InputError(f"{option} must be a whole number of Hz such as 16000, got {rate!r}")
+    hz = int(value)
     if not MIN_SAMPLE_RATE <= hz <= MAX_SAMPLE_RATE:
         raise InputError(
             f"{option} must be between {MIN_SAMPLE_RATE} and {MAX_SAMPLE_RATE} Hz, got {hz}: "
@@ -98,8 +100,8 @@ def check_long_window(seconds: object, option: str = "long_window") -> float:
         except ValueError:
             raise InputError(f"MSA_EDGE_LONG_WINDOW must be seconds such as 60, got {env!r}") from None
         option = "MSA_EDGE_LONG_WINDOW"
-    ok = isinstance(seconds, Real) and not isinstance(seconds, bool) and math.isfinite(float(seconds))
-    if not ok or not MIN_LONG_WINDOW <= float(seconds) <= MAX_LONG_WINDOW:  # type: ignore[arg-type]
+    bad = isinstance(seconds, bool) or not isinstance(seconds, Real) or not math.isfinite(float(seconds))
+    if bad or not MIN_LONG_WINDOW <= float(seconds) <= MAX_LONG_WINDOW:  # type: ignore[arg-type]
         raise InputError(
             f"{option} must be seconds between {MIN_LONG_WINDOW:g} and {MAX_LONG_WINDOW:g}, got {seconds!r}"
         )
