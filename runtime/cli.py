@@ -163,8 +163,38 @@ def _one_line(exc: Exception) -> str:
     return f"unexpected {type(exc).__name__}: {first} (please report it)"
 
 
+def score_record(
+    an: Any,
+    name: str,
+    text: str | None = None,
+    transcript: str | None = None,
+    start: float = 0.0,
+    end: float | None = None,
+) -> dict[str, Any]:
+    """The ``msa-run`` record of one input scored whole (with its sidecar transcript, found as
+    ``msa-run`` finds it); ``start``/``end`` (a span of the file) are added to the record when
+    given. Exceptions propagate: the caller turns them into failure records."""
+    rec = next(_score(an, name, text, transcript, False, 0.0, 0.0, start, end))
+    if start or end is not None:
+        rec = {"input": name, "start": start, "end": end, **{k: v for k, v in rec.items() if k != "input"}}
+    return rec
+
+
+def failure_record(name: str, exc: Exception) -> dict[str, Any]:
+    """The record of an input that failed: ``input`` and a one-line ``error``."""
+    return {"input": name, "error": _one_line(exc)}
+
+
 def _score(
-    an: Any, name: str, text: str | None, transcript: str | None, stream: bool, window: float, hop: float
+    an: Any,
+    name: str,
+    text: str | None,
+    transcript: str | None,
+    stream: bool,
+    window: float,
+    hop: float,
+    start: float = 0.0,
+    end: float | None = None,
 ) -> Iterator[dict[str, Any]]:
     found = None
     if transcript is None and text is None and name != "-":
@@ -186,7 +216,7 @@ def _score(
             yield record(p)
         _stream_summary(name, totals)
     else:
-        yield record(an.predict(name, text=text, transcript=transcript))
+        yield record(an.predict(name, text=text, transcript=transcript, start=start, end=end))
 
 
 def _stream_summary(name: str, totals: dict[str, float]) -> None:
@@ -395,9 +425,10 @@ def _main(
                     writer.write(rec)
             except Exception as exc:  # a batch keeps going past any bad input
                 failed += 1
-                msg = _one_line(exc)
+                rec = failure_record(name, exc)
+                msg = rec["error"]
                 click.echo(f"error: {msg if name in msg else f'{name}: {msg}'}", err=True)
-                writer.write({"input": name, "error": msg})
+                writer.write(rec)
     except MsaError as exc:  # text-only scoring with bad arguments
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
