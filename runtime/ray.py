@@ -38,7 +38,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from msa_runtime.errors import InputError, MissingExtraError, MsaError
 
@@ -374,7 +374,8 @@ class _Jsonl(_Output):
     cut off before appending."""
 
     def __init__(self, path: Path) -> None:
-        self.path, self.f = path, None
+        self.path = path
+        self.f: IO[str] | None = None
 
     def done(self) -> set[tuple[str, float | None, float | None]]:
         if not self.path.exists():
@@ -398,9 +399,10 @@ class _Jsonl(_Output):
     def write(self, rec: dict[str, Any]) -> None:
         if self.f is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
-        self.f.write(json.dumps(rec) + "\n")
-        self.f.flush()
+            self.f = open(self.path, "a", encoding="utf-8")  # closed in close()
+        f = self.f
+        f.write(json.dumps(rec) + "\n")
+        f.flush()
 
     def close(self) -> None:
         if self.f is not None:
