@@ -296,6 +296,29 @@ def _stream_summary(name: str, totals: dict[str, float]) -> None:
     default=None,
     help="--asr uses only local folders and the hub cache (default: HF_HUB_OFFLINE).",
 )
+@click.option(
+    "--long-window",
+    type=float,
+    default=None,
+    help="Score inputs longer than this many seconds in equal windows of at most this length and "
+    "average the window scores, weighted by duration: bounded memory on long files (default: "
+    "MSA_EDGE_LONG_WINDOW, else 60).",
+)
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    default=None,
+    help="Score the inputs on Ray Data (msa-edge[ray]): 'local' (a single node on 127.0.0.1, "
+    "the default when no value is given), 'auto' or HOST:PORT (a running cluster). Needs --out.",
+)
+@click.option(
+    "--out",
+    type=click.Path(),
+    help="With --ray: *.jsonl (a file) or *.parquet (a folder); inputs already scored in it are skipped.",
+)
+@click.option("--actors", type=int, default=None, help="With --ray: actors (default: the cluster's CPUs).")
 def main(
     inputs: tuple[str, ...],
     pack: str,
@@ -312,8 +335,13 @@ def main(
     asr: str | None,
     language: str | None,
     offline: bool | None,
+    long_window: float | None,
+    ray_address: str | None,
+    out: str | None,
+    actors: int | None,
 ) -> None:
-    """Score clips with a pack: INPUT may be files, folders or globs; with no INPUT, --text."""
+    """Score clips with a pack: INPUT may be files, folders or globs (and manifest CSVs with
+    --ray); with no INPUT, --text."""
     log = logging.getLogger("msa_runtime")
     handler = _LogLine(logging.WARNING)
     log.addHandler(handler)
@@ -321,6 +349,13 @@ def main(
         with warnings.catch_warnings():  # restores the warning machinery when done
             warnings.simplefilter("default")
             warnings.showwarning = _warn_line
+            if ray_address is not None or out is not None:
+                if stream or transcript is not None or asr is not None or tune:
+                    raise click.UsageError(
+                        "--ray scores whole inputs: not with --stream, --transcript, --asr or --tune"
+                    )
+                _ray(inputs, pack, ray_address, out, actors, text, providers, precision, threads, long_window)
+                return
             if tune:
                 _tune(pack, providers, threads)
                 if not inputs and text is None:
@@ -338,9 +373,58 @@ def main(
                 precision,
                 threads,
                 {"asr": asr, "language": language, "offline": offline},
+                long_window,
             )
     finally:
         log.removeHandler(handler)
+
+
+def _ray(
+    inputs: tuple[str, ...],
+    pack: str,
+    address: str | None,
+    out: str | None,
+    actors: int | None,
+    text: str | None,
+    providers: str | None,
+    precision: str | None,
+    threads: int | None,
+    long_window: float | None,
+) -> None:
+    """``msa-run --ray``: the inputs scored on Ray Data into ``--out`` (:mod:`msa_runtime.ray`)."""
+    from msa_runtime.ray import score_archive
+
+    address = address or "local"
+    if address != "local" and (os.path.exists(address) or any(c in address for c in "*?[")):
+        inputs, address = (address, *inputs), "local"  # `--ray clips/`: the value was an input
+    if out is None:
+        raise click.UsageError("--ray needs --out FILE.jsonl or --out FOLDER.parquet")
+    if not inputs:
+        raise click.UsageError("--ray needs INPUT files, folders, globs or manifest CSVs")
+    try:
+        summary = score_archive(
+            inputs,
+            pack,
+            out,
+            address=address,
+            actors=actors,
+            text=text,
+            providers=providers,
+            precision=precision,
+            threads=threads,
+            long_window=long_window,
+            progress=lambda m: click.echo(m, err=True),
+        )
+    except MsaError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    click.echo(
+        f"ray: {summary.scored} scored, {summary.failed} failed, {summary.skipped} skipped "
+        f"(already in the output) -> {summary.output} in {summary.seconds:.1f} s",
+        err=True,
+    )
+    if summary.failed:
+        sys.exit(1)
 
 
 def _tune(pack: str, providers: str | None, threads: int | None) -> None:
@@ -385,6 +469,7 @@ def _main(
     precision: str | None,
     threads: int | None,
     speech: dict[str, Any],
+    long_window: float | None = None,
 ) -> None:
     from msa_runtime.analyzer import Analyzer
 
@@ -406,6 +491,7 @@ def _main(
             asr=speech["asr"],
             language=speech["language"],
             offline=speech["offline"],
+            long_window=long_window,
         )
     except MsaError as exc:
         click.echo(f"error: {exc}", err=True)
