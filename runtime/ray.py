@@ -305,6 +305,7 @@ def _connect(ray: Any, address: str | None, num_cpus: int | None) -> bool:
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     try:
         if address in (None, "", "local"):
+            _loopback(ray)
             ray.init(
                 num_cpus=num_cpus,
                 include_dashboard=False,
@@ -320,6 +321,15 @@ def _connect(ray: Any, address: str | None, num_cpus: int | None) -> bool:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # progress is ours: one line per record
     return True
+
+
+def _loopback(ray: Any) -> None:
+    """Keep a local node on 127.0.0.1 even when ``ray`` was imported before :func:`import_ray`
+    could set ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (Ray reads it once, at import)."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # for the processes Ray starts
+    constants = getattr(getattr(ray, "_private", None), "ray_constants", None)
+    if constants is not None and getattr(constants, "ENABLE_RAY_CLUSTER", False):
+        constants.ENABLE_RAY_CLUSTER = False
 
 
 # -- output --------------------------------------------------------------------------------------
