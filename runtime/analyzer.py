@@ -99,7 +99,7 @@ class Analyzer:
     :class:`msa_runtime.asr.Recognizer`; ``language`` is a Whisper code (default: detected);
     ``offline`` keeps model resolution to local files (default: ``HF_HUB_OFFLINE``).
 
-    ``long_window`` (seconds, default ``MSA_EDGE_LONG_WINDOW``, else 60): a file or arrays
+    ``long_window`` (seconds, default ``MSA_EDGE_LONG_WINDOW``, else 30): a file or arrays
     spanning longer are scored in equal windows of at most that length and the window scores
     averaged, weighted by duration, so memory stays bounded (:mod:`msa_runtime.long_input`).
     """

@@ -302,7 +302,7 @@ def _stream_summary(name: str, totals: dict[str, float]) -> None:
     default=None,
     help="Score inputs longer than this many seconds in equal windows of at most this length and "
     "average the window scores, weighted by duration: bounded memory on long files (default: "
-    "MSA_EDGE_LONG_WINDOW, else 60).",
+    "MSA_EDGE_LONG_WINDOW, else 30).",
 )
 @click.option(
     "--ray",

@@ -29,12 +29,13 @@ MIN_SAMPLE_RATE = 1000
 """Lowest audio rate accepted from a caller (Hz); below it the audio is not speech audio."""
 MAX_SAMPLE_RATE = 768_000
 """Highest audio rate accepted from a caller (Hz): the highest rate audio interfaces record at."""
-DEFAULT_LONG_WINDOW = 60.0
+DEFAULT_LONG_WINDOW = 30.0
 """Seconds an input may span and still be scored in one piece (``MSA_EDGE_LONG_WINDOW``)."""
 MIN_LONG_WINDOW = 2.0
 MAX_LONG_WINDOW = 600.0
 """``long_window`` range: WavLM's attention over one window needs memory growing with the square
-of its length (about 0.76 GB at 60 s and 5.6 GB at 180 s for a WavLM Large pack)."""
+of its length: measured with the tiny pack (2 attention heads; real packs have 12-16), a file
+scored whole peaks at 0.77 GB for 1 minute and 5.5 GB for 3 (``benchmarks/bench_long.py``)."""
 MAX_CHARS_PER_TOKEN = 8
 """Characters tokenized first per token kept; doubled until enough tokens are found (see
 :class:`msa_runtime.preprocess.TextEncoder`)."""
@@ -98,7 +99,7 @@ def check_long_window(seconds: object, option: str = "long_window") -> float:
         try:
             seconds = float(env)
         except ValueError:
-            raise InputError(f"MSA_EDGE_LONG_WINDOW must be seconds such as 60, got {env!r}") from None
+            raise InputError(f"MSA_EDGE_LONG_WINDOW must be seconds such as 30, got {env!r}") from None
         option = "MSA_EDGE_LONG_WINDOW"
     bad = isinstance(seconds, bool) or not isinstance(seconds, Real) or not math.isfinite(float(seconds))
     if bad or not MIN_LONG_WINDOW <= float(seconds) <= MAX_LONG_WINDOW:  # type: ignore[arg-type]

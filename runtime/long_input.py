@@ -1,8 +1,8 @@
 """Long inputs scored in windows, so memory stays bounded however long the file.
 
 WavLM's attention runs over the whole audio it is given: its memory grows with the square of
-the length (a WavLM Large pack: 0.76 GB for 1 minute, 5.6 GB for 3). So :meth:`Analyzer.predict`
-scores in one piece only what spans at most ``long_window`` seconds (default 60,
+the length (even the tiny test pack: 0.77 GB for 1 minute, 5.5 GB for 3). So :meth:`Analyzer.predict`
+scores in one piece only what spans at most ``long_window`` seconds (default 30,
 ``MSA_EDGE_LONG_WINDOW``, ``msa-run --long-window``). A longer input is cut into ``k =
 ceil(span / long_window)`` consecutive windows of equal length (``span / k`` seconds, the last
 one ending where the media ends; less than half a second left after the last full window, from

@@ -85,17 +85,16 @@ def test_node_listens_on_loopback_only(ray_node: Any) -> None:
     assert ray_node.util.get_node_ip_address() == "127.0.0.1"
     procs = [psutil.Process(), *psutil.Process().children(recursive=True)]
     listening = [
-        c.laddr
-        for p in procs
-        for c in p.net_connections(kind="inet")
-        if c.status == psutil.CONN_LISTEN
+        c.laddr for p in procs for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN
     ]
     assert listening, "no listening socket found among Ray's processes"
     # gRPC binds IPv6 sockets to the IPv4-mapped loopback (::ffff:127.0.0.1): loopback too
     assert {a.ip.removeprefix("::ffff:") for a in listening} == {"127.0.0.1"}, listening
 
 
-def test_scores_failures_and_resume(ray_node: Any, tiny_pack: Path, clips: dict[str, Any], tmp_path: Path) -> None:
+def test_scores_failures_and_resume(
+    ray_node: Any, tiny_pack: Path, clips: dict[str, Any], tmp_path: Path
+) -> None:
     from msa_runtime.ray import row_key, score_archive
 
     out = tmp_path / "scores.jsonl"

@@ -1,0 +1,172 @@
+"""Throughput of Ray Data (``msa-run --ray``) against a plain ``msa-run`` loop, same clips, same pack.
+
+N clips are generated (160x120 at 15 fps H.264 + 16 kHz AAC, ``--seconds`` long each); then,
+alternating, ``--repeats`` times:
+
+- ``loop``: ``msa-run CLIPS --pack P --format jsonl`` (one process, one Analyzer, clips in turn,
+  ONNX Runtime's default threads);
+- ``ray``: ``msa-run --ray local CLIPS --pack P --out X.jsonl --actors A`` (a fresh single-node Ray
+  on 127.0.0.1, an actor pool of A actors, each loading the pack once and running its sessions
+  with ``--threads`` threads).
+
+Each run is a fresh process, timed from start to exit (pack loading and Ray start-up included),
+and the scores of the two are compared. Other processes' share of the CPU while each run was
+timed is recorded (from /proc/stat, minus this script's children). Results:
+``results/ray-<host>.{md,json}``::
+
+    python benchmarks/bench_ray.py --pack packs/edge --clips 24 --actors 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+RESULTS = HERE / "results"
+
+from bench_stream_memory import export_tiny, make_long_clip  # noqa: E402
+
+
+def _cpu_stat() -> tuple[list[int], float]:
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return fields, ru.ru_utime + ru.ru_stime
+
+
+def _others_share(a: tuple[list[int], float], b: tuple[list[int], float]) -> float:
+    d = [y - x for x, y in zip(a[0], b[0])]
+    hz = os.sysconf("SC_CLK_TCK")
+    total = sum(d[:8]) / hz
+    busy = (d[0] + d[1] + d[2] + d[5] + d[6]) / hz
+    return round(max(0.0, busy - (b[1] - a[1])) / max(total, 1e-9), 3)
+
+
+def _msa_run() -> list[str]:
+    return [sys.executable, "-c", "from msa_runtime.cli import main; main()"]
+
+
+def run(mode: str, pack: str, clips: list[str], out: Path, actors: int, threads: int) -> dict[str, Any]:
+    """One timed run; returns wall time, clips per second, others' CPU share and the scores."""
+    if out.exists():
+        out.unlink()
+    if mode == "loop":
+        cmd = [*_msa_run(), *clips, "--pack", pack, "--format", "jsonl"]
+    else:
+        cmd = [*_msa_run(), "--ray", "local", *clips, "--pack", pack, "--out", str(out)]
+        cmd += ["--actors", str(actors), "--threads", str(threads)]
+    a = _cpu_stat()
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    b = _cpu_stat()
+    text = proc.stdout if mode == "loop" else (out.read_text() if out.exists() else "")
+    recs = [json.loads(line) for line in text.splitlines() if line.strip()]
+    scores = {r["input"]: r["score"] for r in recs if "score" in r}
+    if proc.returncode != 0 or len(scores) != len(clips):
+        tail = (proc.stderr.strip().splitlines() or ["?"])[-1][:300]
+        return {"mode": mode, "ok": False, "error": f"exit {proc.returncode}, {len(scores)} scores: {tail}"}
+    return {
+        "mode": mode,
+        "ok": True,
+        "wall_s": round(wall, 2),
+        "clips_per_s": round(len(clips) / wall, 3),
+        "others_cpu_share": _others_share(a, b),
+        "scores": scores,
+    }
+
+
+def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    lines = [
+        f"## Ray Data vs a plain msa-run loop: {meta['host']} ({meta['date']})",
+        "",
+        f"Pack `{meta['pack']}`, {meta['clips']} clips of {meta['seconds']:g} s (160x120 15 fps H.264 + "
+        f"16 kHz AAC), {meta['cpus']} CPUs. `loop` = `msa-run CLIPS --format jsonl`; `ray` = "
+        f"`msa-run --ray local CLIPS --out X.jsonl --actors {meta['actors']} --threads {meta['threads']}`. "
+        "Each a fresh process, wall time from start to exit (pack loading and Ray start-up included).",
+        "",
+        "| run | mode | wall | clips/s | others' CPU |",
+        "|---:|---|---:|---:|---:|",
+    ]
+    for i, r in enumerate(rows):
+        if not r["ok"]:
+            lines.append(f"| {i // 2 + 1} | {r['mode']} | failed: {r['error']} | | |")
+            continue
+        lines.append(
+            f"| {i // 2 + 1} | {r['mode']} | {r['wall_s']:.1f} s | {r['clips_per_s']:.2f} | "
+            f"{r['others_cpu_share']:.0%} |"
+        )
+    lines += ["", meta["summary"]]
+    return "\n".join(lines) + "\n"
+
+
+def _summary(rows: list[dict[str, Any]]) -> str:
+    ok = [r for r in rows if r["ok"]]
+    by = {m: [r for r in ok if r["mode"] == m] for m in ("loop", "ray")}
+    if not by["loop"] or not by["ray"]:
+        return "Not both contenders completed: no ratio."
+    best = {m: min(r["wall_s"] for r in rs) for m, rs in by.items()}
+    ref = by["loop"][0]["scores"]
+    diff = max(abs(ref[k] - r["scores"][k]) for r in ok for k in ref)
+    return (
+        f"Best of each: loop {best['loop']:.1f} s, ray {best['ray']:.1f} s: Ray Data takes "
+        f"{best['ray'] / best['loop']:.2f}x the loop's time on this box. Largest score difference "
+        f"between any two runs: {diff:.4f} (records rounded to 4 digits)."
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--pack", help="Pack folder (default: export the tiny preset).")
+    parser.add_argument("--clips", type=int, default=24)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--actors", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="Threads per session in each actor.")
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args(argv)
+    host = socket.gethostname()
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        pack = args.pack or str(export_tiny(Path(tmp) / "tiny"))
+        first = Path(tmp) / "clip-000.mp4"
+        make_long_clip(first, args.seconds)
+        clips = [str(first)]
+        for i in range(1, args.clips):  # the same content under N names: same work per clip
+            dst = Path(tmp) / f"clip-{i:03d}.mp4"
+            os.link(first, dst)
+            clips.append(str(dst))
+        for _ in range(args.repeats):
+            for mode in ("loop", "ray"):
+                r = run(mode, pack, clips, Path(tmp) / "out.jsonl", args.actors, args.threads)
+                print(json.dumps({k: v for k, v in r.items() if k != "scores"}), file=sys.stderr)
+                rows.append(r)
+        meta = {
+            "host": host,
+            "date": time.strftime("%Y-%m-%d %H:%M"),
+            "cpus": os.cpu_count(),
+            "pack": Path(args.pack).name if args.pack else "tiny",
+            "clips": args.clips,
+            "seconds": args.seconds,
+            "actors": args.actors,
+            "threads": args.threads,
+            "summary": _summary(rows),
+        }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    slim = [{k: v for k, v in r.items() if k != "scores"} for r in rows]
+    (RESULTS / f"ray-{host}.json").write_text(json.dumps({"meta": meta, "rows": slim}, indent=2) + "\n")
+    (RESULTS / f"ray-{host}.md").write_text(markdown(rows, meta))
+    print(markdown(rows, meta))
+
+
+if __name__ == "__main__":
+    main()
