@@ -349,6 +349,14 @@ def main(
         with warnings.catch_warnings():  # restores the warning machinery when done
             warnings.simplefilter("default")
             warnings.showwarning = _warn_line
+            try:  # the numbers that size memory and work, checked under their option names
+                from msa_runtime.limits import bound_threads, check_long_window
+
+                threads = None if threads is None else bound_threads(threads, "--threads")
+                long_window = None if long_window is None else check_long_window(long_window, "--long-window")
+            except MsaError as exc:
+                click.echo(f"error: {exc}", err=True)
+                sys.exit(2)
             if ray_address is not None or out is not None:
                 if stream or transcript is not None or asr is not None or tune:
                     raise click.UsageError(

@@ -58,7 +58,7 @@ def bound_threads(threads: object, option: str = "threads") -> int:
         raise InputError(f"{option} must be a whole number >= 1, got {threads!r}")
     n = int(threads)
     if n < 1:
-        raise InputError(f"threads must be at least 1, got {n}")
+        raise InputError(f"{option} must be at least 1, got {n}")
     cpus = cpu_count()
     if n > cpus:
         if (n, cpus) not in _warned:

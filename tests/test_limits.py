@@ -135,3 +135,16 @@ def test_one_hour_file_without_stream_in_bounded_memory(tiny_pack: Path, tmp_pat
     result = module.measure(tiny_pack, tmp_path, minutes=60.0, long_window=30.0)
     assert result["ok"], result
     assert result["peak_rss_mb"] < 1000, result
+
+
+def test_cli_checks_the_numbers_under_their_option_names(tiny_pack: Path) -> None:
+    from click.testing import CliRunner
+
+    from msa_runtime.cli import main
+
+    base = ["--pack", str(tiny_pack), "--text", "fine"]
+    res = CliRunner().invoke(main, [*base, "--long-window", "1"])
+    assert res.exit_code == 2 and "--long-window must be seconds between 2 and 600" in res.output
+    res = CliRunner().invoke(main, [*base, "--threads", "4999"])
+    assert res.exit_code == 0, res.output
+    assert f"--threads=4999 is more than this machine's {cpu_count()} CPUs" in res.output
