@@ -51,7 +51,8 @@ def _child(pack: str, clip: str, long_window: float) -> None:
         p = an.predict(clip)
     wall = time.perf_counter() - t0
     peak = max(sampler.peak, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    windows = next((n for n in p.notes if "windows" in n), "whole")
+    note = next((n for n in p.notes if "windows" in n), "")
+    windows = note.split("scored in ")[1].split(" (")[0] if note else "1 (whole)"
     print(
         json.dumps(
             {
