@@ -11,7 +11,8 @@ frames sampled inside it, and its own text: the transcript cues overlapping it t
 :func:`msa_runtime.scoring.text_for_span`, or the given text whole), and the prediction is the
 **duration-weighted mean** of the window scores (and of the gates). Files are decoded in one
 streaming pass (:mod:`msa_runtime.stream`'s buffers), never held whole; arrays given to
-``predict_arrays`` are cut the same way (frames by their time ``i / fps``).
+``predict_arrays`` are cut the same way (frames by their time ``i / fps``). The span is known
+from the container's duration: URLs and files that state none are scored whole, as before.
 """
 
 from __future__ import annotations
