@@ -11,7 +11,7 @@ alternating, ``--repeats`` times:
 
 Each run is a fresh process, timed from start to exit (pack loading and Ray start-up included),
 and the scores of the two are compared. Other processes' share of the CPU while each run was
-timed is recorded (from /proc/stat, minus this script's children). Results:
+timed is recorded (from /proc/stat, minus the run's process tree, sampled with psutil). Results:
 ``results/ray-<host>.{md,json}``::
 
     python benchmarks/bench_ray.py --pack packs/edge --clips 24 --actors 2
@@ -22,11 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -38,18 +38,46 @@ RESULTS = HERE / "results"
 from bench_stream_memory import export_tiny, make_long_clip  # noqa: E402
 
 
-def _cpu_stat() -> tuple[list[int], float]:
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return fields, ru.ru_utime + ru.ru_stime
-
-
-def _others_share(a: tuple[list[int], float], b: tuple[list[int], float]) -> float:
-    d = [y - x for x, y in zip(a[0], b[0])]
+def _busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat."""
+    d = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     hz = os.sysconf("SC_CLK_TCK")
-    total = sum(d[:8]) / hz
-    busy = (d[0] + d[1] + d[2] + d[5] + d[6]) / hz
-    return round(max(0.0, busy - (b[1] - a[1])) / max(total, 1e-9), 3)
+    return (d[0] + d[1] + d[2] + d[5] + d[6]) / hz, sum(d[:8]) / hz
+
+
+class TreeCpu:
+    """CPU seconds of a process and all its descendants (Ray's GCS, raylet and workers are
+    not reaped into RUSAGE_CHILDREN): every descendant's latest user+system time, sampled every
+    0.2 s while it runs."""
+
+    def __init__(self, pid: int) -> None:
+        import psutil
+
+        self.root = psutil.Process(pid)
+        self.seen: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        import psutil
+
+        while not self._stop.wait(0.2):
+            try:
+                procs = [self.root, *self.root.children(recursive=True)]
+            except psutil.Error:
+                continue
+            for p in procs:
+                try:
+                    t = p.cpu_times()
+                    self.seen[p.pid] = t.user + t.system
+                except psutil.Error:
+                    pass
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return sum(self.seen.values())
 
 
 def _msa_run() -> list[str]:
@@ -65,11 +93,16 @@ def run(mode: str, pack: str, clips: list[str], out: Path, actors: int, threads:
     else:
         cmd = [*_msa_run(), "--ray", "local", *clips, "--pack", pack, "--out", str(out)]
         cmd += ["--actors", str(actors), "--threads", str(threads)]
-    a = _cpu_stat()
+    busy0, total0 = _busy()
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    tree = TreeCpu(child.pid)
+    stdout, stderr = child.communicate()
     wall = time.perf_counter() - t0
-    b = _cpu_stat()
+    own = tree.stop()
+    busy1, total1 = _busy()
+    others = max(0.0, (busy1 - busy0) - own) / max(total1 - total0, 1e-9)
+    proc = subprocess.CompletedProcess(cmd, child.returncode, stdout, stderr)
     text = proc.stdout if mode == "loop" else (out.read_text() if out.exists() else "")
     recs = [json.loads(line) for line in text.splitlines() if line.strip()]
     scores = {r["input"]: r["score"] for r in recs if "score" in r}
@@ -81,7 +114,8 @@ def run(mode: str, pack: str, clips: list[str], out: Path, actors: int, threads:
         "ok": True,
         "wall_s": round(wall, 2),
         "clips_per_s": round(len(clips) / wall, 3),
-        "others_cpu_share": _others_share(a, b),
+        "own_cpu_s": round(own, 1),
+        "others_cpu_share": round(others, 3),
         "scores": scores,
     }
 
@@ -95,16 +129,16 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"`msa-run --ray local CLIPS --out X.jsonl --actors {meta['actors']} --threads {meta['threads']}`. "
         "Each a fresh process, wall time from start to exit (pack loading and Ray start-up included).",
         "",
-        "| run | mode | wall | clips/s | others' CPU |",
-        "|---:|---|---:|---:|---:|",
+        "| run | mode | wall | clips/s | CPU of the run | others' CPU share |",
+        "|---:|---|---:|---:|---:|---:|",
     ]
     for i, r in enumerate(rows):
         if not r["ok"]:
-            lines.append(f"| {i // 2 + 1} | {r['mode']} | failed: {r['error']} | | |")
+            lines.append(f"| {i // 2 + 1} | {r['mode']} | failed: {r['error']} | | | |")
             continue
         lines.append(
             f"| {i // 2 + 1} | {r['mode']} | {r['wall_s']:.1f} s | {r['clips_per_s']:.2f} | "
-            f"{r['others_cpu_share']:.0%} |"
+            f"{r['own_cpu_s']:.0f} s | {r['others_cpu_share']:.0%} |"
         )
     lines += ["", meta["summary"]]
     return "\n".join(lines) + "\n"
