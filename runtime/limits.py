@@ -9,6 +9,8 @@ the Ray batch helper) refuses the same numbers with the same message:
   audio to 16 kHz multiplies its size by 16,000.
 - :func:`check_long_window`: the longest span scored in one piece (``long_window``); longer inputs
   are scored in windows (:mod:`msa_runtime.long_input`).
+- :func:`check_stream_window`: a stream window holds its audio and frames in memory and is
+  encoded in one piece: at most :data:`MAX_LONG_WINDOW` seconds.
 - :data:`MAX_CHARS_PER_TOKEN`: how many characters of text are tokenized at most per token the
   pack keeps (:class:`msa_runtime.preprocess.TextEncoder`), so a 10 MB transcript is never
   tokenized whole.
@@ -107,3 +109,13 @@ def check_long_window(seconds: object, option: str = "long_window") -> float:
             f"{option} must be seconds between {MIN_LONG_WINDOW:g} and {MAX_LONG_WINDOW:g}, got {seconds!r}"
         )
     return float(seconds)  # type: ignore[arg-type]
+
+
+def check_stream_window(window: float) -> None:
+    """A stream window (``--window``) of at most :data:`MAX_LONG_WINDOW` seconds: its audio and
+    frames are held and encoded in one piece (``window=1e9`` would buffer the whole input)."""
+    if isinstance(window, Real) and not isinstance(window, bool) and float(window) > MAX_LONG_WINDOW:
+        raise InputError(
+            f"window (--window) must be at most {MAX_LONG_WINDOW:g} seconds, got {window!r}: "
+            "a window is encoded in one piece"
+        )

@@ -22,6 +22,7 @@ import numpy as np
 
 from msa_runtime import media
 from msa_runtime.errors import InputError, MediaError
+from msa_runtime.limits import check_stream_window
 from msa_runtime.preprocess import FaceTrack, face_note
 from msa_runtime.scoring import Features, Job, Prediction, feature, text_for_span
 from msa_runtime.transcript import Cue, read_transcript
@@ -190,6 +191,7 @@ def prepare(
     (streams; long files scored in windows, :mod:`msa_runtime.long_input`)."""
     if window <= 0 or hop <= 0:
         raise InputError(f"window and hop must be > 0 seconds (got window={window}, hop={hop})")
+    check_stream_window(window)
     if text is not None and transcript is not None:
         raise InputError("give text or transcript, not both")
     cues = read_transcript(transcript) if transcript is not None else None

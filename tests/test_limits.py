@@ -148,3 +148,8 @@ def test_cli_checks_the_numbers_under_their_option_names(tiny_pack: Path) -> Non
     res = CliRunner().invoke(main, [*base, "--threads", "4999"])
     assert res.exit_code == 0, res.output
     assert f"--threads=4999 is more than this machine's {cpu_count()} CPUs" in res.output
+
+
+def test_stream_window_bounded(an: Analyzer) -> None:
+    with pytest.raises(InputError, match="--window"):
+        an.stream("-", window=1e9)
