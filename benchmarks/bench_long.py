@@ -110,6 +110,12 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _pack_name(pack: str) -> str:
+    from msa_runtime.pack import load_manifest
+
+    return load_manifest(pack, verify=False).name
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--minutes", default="1,3,10,60", help="Input lengths, comma-separated.")
@@ -139,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
             "host": host,
             "date": time.strftime("%Y-%m-%d %H:%M"),
             "cpus": os.cpu_count(),
-            "pack": Path(args.pack).name if args.pack else "tiny",
+            "pack": _pack_name(pack),
         }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"long-{host}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")

@@ -184,11 +184,13 @@ def main(argv: list[str] | None = None) -> None:
                 r = run(mode, pack, clips, Path(tmp) / "out.jsonl", args.actors, args.threads)
                 print(json.dumps({k: v for k, v in r.items() if k != "scores"}), file=sys.stderr)
                 rows.append(r)
+        from msa_runtime.pack import load_manifest
+
         meta = {
             "host": host,
             "date": time.strftime("%Y-%m-%d %H:%M"),
             "cpus": os.cpu_count(),
-            "pack": Path(args.pack).name if args.pack else "tiny",
+            "pack": load_manifest(pack, verify=False).name,
             "clips": args.clips,
             "seconds": args.seconds,
             "actors": args.actors,
