@@ -362,7 +362,11 @@ def main(
                     raise click.UsageError(
                         "--ray scores whole inputs: not with --stream, --transcript, --asr or --tune"
                     )
-                _ray(inputs, pack, ray_address, out, actors, text, providers, precision, threads, long_window)
+                from msa_runtime.ray import run_cli
+
+                run_cli(
+                    inputs, pack, ray_address, out, actors, text, providers, precision, threads, long_window
+                )
                 return
             if tune:
                 _tune(pack, providers, threads)
@@ -385,54 +389,6 @@ def main(
             )
     finally:
         log.removeHandler(handler)
-
-
-def _ray(
-    inputs: tuple[str, ...],
-    pack: str,
-    address: str | None,
-    out: str | None,
-    actors: int | None,
-    text: str | None,
-    providers: str | None,
-    precision: str | None,
-    threads: int | None,
-    long_window: float | None,
-) -> None:
-    """``msa-run --ray``: the inputs scored on Ray Data into ``--out`` (:mod:`msa_runtime.ray`)."""
-    from msa_runtime.ray import score_archive
-
-    address = address or "local"
-    if address != "local" and (os.path.exists(address) or any(c in address for c in "*?[")):
-        inputs, address = (address, *inputs), "local"  # `--ray clips/`: the value was an input
-    if out is None:
-        raise click.UsageError("--ray needs --out FILE.jsonl or --out FOLDER.parquet")
-    if not inputs:
-        raise click.UsageError("--ray needs INPUT files, folders, globs or manifest CSVs")
-    try:
-        summary = score_archive(
-            inputs,
-            pack,
-            out,
-            address=address,
-            actors=actors,
-            text=text,
-            providers=providers,
-            precision=precision,
-            threads=threads,
-            long_window=long_window,
-            progress=lambda m: click.echo(m, err=True),
-        )
-    except MsaError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    click.echo(
-        f"ray: {summary.scored} scored, {summary.failed} failed, {summary.skipped} skipped "
-        f"(already in the output) -> {summary.output} in {summary.seconds:.1f} s",
-        err=True,
-    )
-    if summary.failed:
-        sys.exit(1)
 
 
 def _tune(pack: str, providers: str | None, threads: int | None) -> None:

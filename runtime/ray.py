@@ -17,7 +17,7 @@
   gives ``{"input", "error"}`` (:func:`msa_runtime.cli.failure_record`) and the rest go on.
 - **Output**: ``*.jsonl`` (one record per line, appended and flushed as records arrive) or
   ``*.parquet`` (a folder of part files, each written atomically every ``flush_every`` records;
-  ``pandas.read_parquet(folder)`` reads it; schema :func:`parquet_schema`).
+  ``pandas.read_parquet(folder)`` reads it; schema :func:`msa_runtime.batch_output.parquet_schema`).
 - **Resumable**: inputs (with their span) that already have a scored record in the output are
   skipped; failed ones are tried again. A killed run loses at most the records not yet flushed.
 - **Cluster**: ``address=None`` starts a single-node Ray on 127.0.0.1 for this call
@@ -34,12 +34,12 @@ import json
 import os
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
+from msa_runtime.batch_output import open_output, row_key
 from msa_runtime.errors import InputError, MissingExtraError, MsaError
 
 EXTRA = "pip install 'msa-edge[ray]'"
@@ -139,16 +139,6 @@ def _number(path: Path, line: int, column: str, value: str | None) -> float | No
     return x
 
 
-def row_key(rec: dict[str, Any]) -> tuple[str, float | None, float | None]:
-    """What identifies an input in the output: its name and span."""
-
-    def num(x: Any) -> float | None:
-        return None if x is None or x != x else round(float(x), 3)  # NaN (Parquet null) -> None
-
-    start = num(rec.get("start"))
-    return str(rec["input"]), None if start == 0.0 and rec.get("end") is None else start, num(rec.get("end"))
-
-
 class Scorer:
     """The Ray Data actor: builds an :class:`~msa_runtime.Analyzer` once, then scores batches
     of rows into ``msa-run`` records (JSON strings, so blocks keep one simple schema)."""
@@ -219,7 +209,7 @@ def score_archive(
     line per record."""
     t0 = time.perf_counter()
     out = Path(output)
-    writer = _writer(out, flush_every)
+    writer = open_output(out, flush_every)
     rows = collect_inputs(inputs)
     if not rows:
         raise InputError(f"no media files found in {', '.join(inputs)}")
@@ -332,136 +322,53 @@ def _loopback(ray: Any) -> None:
         constants.ENABLE_RAY_CLUSTER = False
 
 
-# -- output --------------------------------------------------------------------------------------
+def run_cli(
+    inputs: tuple[str, ...],
+    pack: str,
+    address: str | None,
+    out: str | None,
+    actors: int | None,
+    text: str | None,
+    providers: str | None,
+    precision: str | None,
+    threads: int | None,
+    long_window: float | None,
+) -> None:
+    """``msa-run --ray``: the inputs scored on Ray Data into ``--out`` (see the module); exit 1
+    when an input failed, 2 on an error that stopped the run."""
+    import click
 
-
-def parquet_schema() -> Any:
-    """The Parquet columns: the ``msa-run`` record's keys with fixed types (maps for ``gates``
-    and ``timings_ms``)."""
-    import pyarrow as pa
-
-    num = pa.map_(pa.string(), pa.float64())
-    return pa.schema(
-        [
-            ("input", pa.string()),
-            ("start", pa.float64()),
-            ("end", pa.float64()),
-            ("score", pa.float64()),
-            ("polarity", pa.string()),
-            ("modalities", pa.list_(pa.string())),
-            ("gates", num),
-            ("timings_ms", num),
-            ("notes", pa.list_(pa.string())),
-            ("text", pa.string()),
-            ("transcript_source", pa.string()),
-            ("error", pa.string()),
-        ]
+    address = address or "local"
+    if address != "local" and (os.path.exists(address) or any(c in address for c in "*?[")):
+        inputs, address = (address, *inputs), "local"  # `--ray clips/`: the value was an input
+    if out is None:
+        raise click.UsageError("--ray needs --out FILE.jsonl or --out FOLDER.parquet")
+    if not inputs:
+        raise click.UsageError("--ray needs INPUT files, folders, globs or manifest CSVs")
+    try:
+        summary = score_archive(
+            inputs,
+            pack,
+            out,
+            address=address,
+            actors=actors,
+            text=text,
+            providers=providers,
+            precision=precision,
+            threads=threads,
+            long_window=long_window,
+            progress=lambda m: click.echo(m, err=True),
+        )
+    except MsaError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    click.echo(
+        f"ray: {summary.scored} scored, {summary.failed} failed, {summary.skipped} skipped "
+        f"(already in the output) -> {summary.output} in {summary.seconds:.1f} s",
+        err=True,
     )
+    if summary.failed:
+        sys.exit(1)
 
 
-class _Output:
-    def done(self) -> set[tuple[str, float | None, float | None]]:
-        raise NotImplementedError
-
-    def write(self, rec: dict[str, Any]) -> None:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        pass
-
-
-def _writer(out: Path, flush_every: int) -> _Output:
-    name = out.name.lower()
-    if name.endswith(".jsonl"):
-        return _Jsonl(out)
-    if name.endswith(".parquet"):
-        return _Parquet(out, max(1, flush_every))
-    raise InputError(f"output {out}: name it *.jsonl (a file) or *.parquet (a folder of part files)")
-
-
-class _Jsonl(_Output):
-    """One record per line, appended and flushed; a half-written last line (a killed run) is
-    cut off before appending."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.f: IO[str] | None = None
-
-    def done(self) -> set[tuple[str, float | None, float | None]]:
-        if not self.path.exists():
-            return set()
-        data = self.path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            keep = data.rfind(b"\n") + 1
-            with open(self.path, "r+b") as f:
-                f.truncate(keep)
-            data = data[:keep]
-        keys = set()
-        for line in data.decode("utf-8", "replace").splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(rec, dict) and "input" in rec and "error" not in rec:
-                keys.add(row_key(rec))
-        return keys
-
-    def write(self, rec: dict[str, Any]) -> None:
-        if self.f is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.f = open(self.path, "a", encoding="utf-8")  # closed in close()
-        f = self.f
-        f.write(json.dumps(rec) + "\n")
-        f.flush()
-
-    def close(self) -> None:
-        if self.f is not None:
-            self.f.close()
-            self.f = None
-
-
-class _Parquet(_Output):
-    """A folder of ``part-*.parquet`` files, each written to a temporary name and renamed."""
-
-    def __init__(self, path: Path, every: int) -> None:
-        self.path, self.every = path, every
-        self.rows: list[dict[str, Any]] = []
-
-    def done(self) -> set[tuple[str, float | None, float | None]]:
-        if self.path.exists() and not self.path.is_dir():
-            raise InputError(f"output {self.path} exists and is not a folder: a Parquet output is a folder")
-        parts = sorted(self.path.glob("part-*.parquet")) if self.path.is_dir() else []
-        if not parts:
-            return set()
-        import pyarrow.parquet as pq
-
-        keys = set()
-        for part in parts:
-            table = pq.read_table(part, columns=["input", "start", "end", "error"])
-            for rec in table.to_pylist():
-                if rec["error"] is None:
-                    keys.add(row_key(rec))
-        return keys
-
-    def write(self, rec: dict[str, Any]) -> None:
-        self.rows.append(rec)
-        if len(self.rows) >= self.every:
-            self._flush()
-
-    def _flush(self) -> None:
-        if not self.rows:
-            return
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        schema = parquet_schema()
-        table = pa.Table.from_pylist([{k: r.get(k) for k in schema.names} for r in self.rows], schema=schema)
-        self.path.mkdir(parents=True, exist_ok=True)
-        final = self.path / f"part-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}.parquet"
-        tmp = final.with_name(f".{final.name}.tmp")
-        pq.write_table(table, tmp)
-        os.replace(tmp, final)
-        self.rows = []
-
-    def close(self) -> None:
-        self._flush()
+__all__ = ["ArchiveSummary", "Scorer", "collect_inputs", "import_ray", "row_key", "run_cli", "score_archive"]
