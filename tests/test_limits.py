@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from media_factory import make_clip
 
-from msa_runtime import Analyzer
+from msa_runtime import Analyzer, media
 from msa_runtime.errors import InputError
 from msa_runtime.limits import MAX_CHARS_PER_TOKEN, bound_threads, check_long_window, cpu_count
 
@@ -90,7 +90,9 @@ def test_long_file_scored_in_windows(tiny_pack: Path, tmp_path: Path) -> None:
     cues = ["00:00:00,000 --> 00:00:07,000\ngreat start", "00:00:12,000 --> 00:00:20,000\nawful end"]
     srt.write_text("".join(f"{i}\n{c}\n\n" for i, c in enumerate(cues, 1)))
     an = _analyzer(tiny_pack, long_window=10)
-    p = an.predict(str(clip), transcript=str(srt))
+    with pytest.MonkeyPatch.context() as mp:  # never decoded whole: one streaming pass
+        mp.setattr(media, "decode", lambda *a, **k: pytest.fail("a long file was decoded whole"))
+        p = an.predict(str(clip), transcript=str(srt))
     assert any("3 windows" in n for n in p.notes), p.notes
     whole = _analyzer(tiny_pack, long_window=60)
     length = 25.0 / 3
