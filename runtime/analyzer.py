@@ -16,7 +16,7 @@ import numpy as np
 from msa_runtime import media
 from msa_runtime.errors import AsrError, InputError, MediaError, PackError
 from msa_runtime.face import FaceDetector
-from msa_runtime.limits import check_long_window, check_sample_rate
+from msa_runtime.limits import LONG_SLACK, check_long_window, check_sample_rate
 from msa_runtime.pack import (
     AudioPrep,
     Manifest,
@@ -290,7 +290,7 @@ class Analyzer:
         jobs: dict[str, Job] = {}
         frames, audio = _check_frames(frames), _check_audio(audio)
         span = self._array_span(frames, audio, sample_rate)
-        if span > self.long_window + 0.01:
+        if span > self.long_window + LONG_SLACK:
             from msa_runtime import long_input
 
             rate = check_sample_rate(sample_rate) if audio is not None and len(audio) else None
@@ -372,7 +372,7 @@ class Analyzer:
             raise InputError("give text or transcript, not both")
         if source is not None and ("audio" in self.sessions or "vision" in self.sessions):
             span = self._long_span(source, start, end)
-            if span > self.long_window + 0.01:
+            if span > self.long_window + LONG_SLACK:
                 from msa_runtime import long_input
 
                 return long_input.predict_file(

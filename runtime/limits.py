@@ -38,6 +38,9 @@ MAX_LONG_WINDOW = 600.0
 """``long_window`` range: WavLM's attention over one window needs memory growing with the square
 of its length: measured with the tiny pack (2 attention heads; real packs have 12-16), a file
 scored whole peaks at 0.77 GB for 1 minute and 5.5 GB for 3 (``benchmarks/bench_long.py``)."""
+LONG_SLACK = 0.5
+"""Seconds an input may exceed ``long_window`` and still be scored whole (container rounding:
+a "60 s" AAC file lasts 60.02 s)."""
 MAX_CHARS_PER_TOKEN = 8
 """Characters tokenized first per token kept; doubled until enough tokens are found (see
 :class:`msa_runtime.preprocess.TextEncoder`)."""
