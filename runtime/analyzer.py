@@ -19,6 +19,7 @@ from msa_runtime.boundary import public
 from msa_runtime.contract import check_encoder, check_head
 from msa_runtime.errors import AsrError, InputError, MediaError, PackError
 from msa_runtime.face import FaceDetector
+from msa_runtime.limits import LONG_SLACK, check_long_window
 from msa_runtime.pack import (
     AudioPrep,
     Manifest,
@@ -50,6 +51,7 @@ from msa_runtime.sessions import (
     CPU,
     CUDA,
     OPENVINO,
+    default_threads,
     describe_auto,
     make_session,
     resolve_providers,
@@ -104,6 +106,10 @@ class Analyzer:
     Whisper size, hub id or CTranslate2 folder, ``"pack"`` (the pack's own model) or a
     :class:`msa_runtime.asr.Recognizer`; ``language`` is a Whisper code (default: detected);
     ``offline`` keeps model resolution to local files (default: ``HF_HUB_OFFLINE``).
+
+    ``long_window`` (seconds, default ``MSA_EDGE_LONG_WINDOW``, else 30): a file or arrays
+    spanning longer are scored in equal windows of at most that length and the window scores
+    averaged, weighted by duration, so memory stays bounded (:mod:`msa_runtime.long_input`).
     """
 
     @public
@@ -121,11 +127,15 @@ class Analyzer:
         asr: AsrOption = None,
         language: str | None = None,
         offline: bool | None = None,
+        long_window: float | None = None,
     ) -> None:
         self._closed = False
         if not isinstance(pack, (str, os.PathLike)):
             raise InputError(f"pack must be a folder path (str or os.PathLike), got {type(pack).__name__}")
         self.folder = Path(pack)
+        self.long_window = check_long_window(long_window)
+        """Inputs spanning more seconds are scored in windows (:mod:`msa_runtime.long_input`)."""
+        threads = default_threads(threads)  # checked, capped at the CPU count (with a warning)
         self.manifest = load_manifest(self.folder, verify=verify, digest=digest)
         requested = providers if providers is not None else (os.environ.get("MSA_EDGE_PROVIDERS") or "auto")
         auto = isinstance(requested, str) and requested.strip().lower() == "auto"
@@ -306,6 +316,14 @@ class Analyzer:
         text = checks.text("text", text)
         if sample_rate is not None:
             sample_rate = checks.sample_rate("sample_rate", sample_rate)
+        span = self._array_span(frames, audio, sample_rate)
+        if span > self.long_window + LONG_SLACK:
+            from msa_runtime import long_input
+
+            rate = sample_rate if audio is not None and len(audio) else None
+            return long_input.predict_arrays(
+                self, frames=frames, audio=audio, sample_rate=rate, text=text, span=span
+            )
         if text is not None and text.strip() and "text" in self.sessions:
             jobs["text"] = lambda: self.encode_text(text)
         if audio is not None and len(audio) and "audio" in self.sessions:
@@ -338,6 +356,27 @@ class Analyzer:
         return self.score_features(
             feats, timings, notes=notes, text=text, transcript_source=None if text is None else "given"
         )
+
+    def _array_span(
+        self, frames: np.ndarray | list[np.ndarray] | None, audio: np.ndarray | None, rate: int | None
+    ) -> float:
+        """Seconds the arrays of a ``predict_arrays`` call span (0 when unknown)."""
+        span = 0.0
+        if audio is not None and len(audio) and rate and "audio" in self.sessions:
+            span = len(audio) / rate
+        if frames is not None and len(frames) and "vision" in self.sessions:
+            span = max(span, len(frames) / self.prep("vision").fps)
+        return span
+
+    def _long_span(self, source: str | os.PathLike[str], start: float, end: float | None) -> float:
+        """Seconds of a local file that ``predict`` would score (0 when its duration is unknown)."""
+        name = os.fspath(source)
+        if not os.path.isfile(name):
+            return 0.0
+        duration = media.probe(name).duration
+        if duration is None:
+            return 0.0
+        return max(0.0, (duration if end is None else min(end, duration)) - start)
 
     @public
     def predict(
@@ -384,6 +423,21 @@ class Analyzer:
     ) -> Prediction:
         if text is not None and transcript is not None:
             raise InputError("give text or transcript, not both")
+        if source is not None and ("audio" in self.sessions or "vision" in self.sessions):
+            span = self._long_span(source, start, end)
+            if span > self.long_window + LONG_SLACK:
+                from msa_runtime import long_input
+
+                return long_input.predict_file(
+                    self,
+                    os.fspath(source),
+                    text=text,
+                    transcript=None if transcript is None else os.fspath(transcript),
+                    start=start,
+                    end=end,
+                    span=span,
+                    asr=self._wants_asr(asr, text, transcript),
+                )
         if source is not None and self._wants_asr(asr, text, transcript):
             from msa_runtime.speech import predict_clip
 

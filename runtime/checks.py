@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from msa_runtime.errors import InputError, TextError
+from msa_runtime.limits import MAX_LONG_WINDOW, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 
 #: Unicode categories that carry nothing a tokenizer keeps: controls, format characters
 #: (zero-width space/joiners, BOM, bidi marks, soft hyphen), surrogates, private use,
@@ -65,10 +66,13 @@ MIN_HOP = 0.01
 def window_hop(
     window: Any, hop: Any, *, fps: float | None = None, names: tuple[str, str] = ("window", "hop")
 ) -> tuple[float, float]:
-    """Stream window and hop: finite, > 0, the hop at least :data:`MIN_HOP` and the window at
+    """Stream window and hop: finite, > 0, the window at most
+    :data:`~msa_runtime.limits.MAX_LONG_WINDOW`, the hop at least :data:`MIN_HOP` and the window at
     least one video frame long."""
     w = seconds(names[0], window, positive=True)
     h = seconds(names[1], hop, positive=True)
+    if w > MAX_LONG_WINDOW:  # a window's audio and frames are held and encoded in one piece
+        raise InputError(f"{names[0]} must be at most {MAX_LONG_WINDOW:g} seconds, got {w:g}: use e.g. 6")
     if h < MIN_HOP:
         raise InputError(f"{names[1]} ({h:g} s) must be at least {MIN_HOP:g} s: use e.g. 2")
     if fps and w < 1.0 / fps:
@@ -86,6 +90,11 @@ def sample_rate(name: str, value: Any) -> int:
     x = float(value)
     if not math.isfinite(x) or x != int(x) or x <= 0:
         raise InputError(f"{name} must be a positive whole number of Hz (e.g. 16000), got {x:g}")
+    if not MIN_SAMPLE_RATE <= x <= MAX_SAMPLE_RATE:  # resampling 1 Hz audio to 16 kHz grows it 16,000x
+        raise InputError(
+            f"{name} must be between {MIN_SAMPLE_RATE} and {MAX_SAMPLE_RATE} Hz, got {int(x)}: "
+            "give the rate the audio was recorded at"
+        )
     return int(x)
 
 

@@ -195,6 +195,28 @@ def _one_line(exc: Exception) -> str:
     return f"unexpected {type(exc).__name__}: {first} (please report it)"
 
 
+def score_record(
+    an: Any,
+    name: str,
+    text: str | None = None,
+    transcript: str | None = None,
+    start: float = 0.0,
+    end: float | None = None,
+) -> dict[str, Any]:
+    """The ``msa-run`` record of one input scored whole (with its sidecar transcript, found as
+    ``msa-run`` finds it); ``start``/``end`` (a span of the file) are added to the record when
+    given. Exceptions propagate: the caller turns them into failure records."""
+    rec = next(_score(an, name, text, transcript, False, 0.0, 0.0, start=start, end=end))
+    if start or end is not None:
+        rec = {"input": name, "start": start, "end": end, **{k: v for k, v in rec.items() if k != "input"}}
+    return rec
+
+
+def failure_record(name: str, exc: Exception) -> dict[str, Any]:
+    """The record of an input that failed: ``input`` and a one-line ``error``."""
+    return {"input": name, "error": _one_line(exc)}
+
+
 def _score(
     an: Any,
     name: str,
@@ -204,6 +226,8 @@ def _score(
     window: float,
     hop: float,
     input_format: str | None = None,
+    start: float = 0.0,
+    end: float | None = None,
 ) -> Iterator[dict[str, Any]]:
     found = None
     if transcript is None and text is None and name != "-":
@@ -228,7 +252,9 @@ def _score(
             yield record(p)
         _stream_summary(name, totals)
     else:
-        yield record(an.predict(name, text=text, transcript=transcript, format=input_format))
+        yield record(
+            an.predict(name, text=text, transcript=transcript, start=start, end=end, format=input_format)
+        )
 
 
 def _stream_summary(name: str, totals: dict[str, float]) -> None:
@@ -325,6 +351,29 @@ def _seconds(ctx: click.Context, param: click.Parameter, value: Any) -> float:
     default=None,
     help="--asr uses only local folders and the hub cache (default: HF_HUB_OFFLINE).",
 )
+@click.option(
+    "--long-window",
+    type=float,
+    default=None,
+    help="Score inputs longer than this many seconds in equal windows of at most this length and "
+    "average the window scores, weighted by duration: bounded memory on long files (default: "
+    "MSA_EDGE_LONG_WINDOW, else 30).",
+)
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    default=None,
+    help="Score the inputs on Ray Data (msa-edge[ray]): 'local' (a single node on 127.0.0.1, "
+    "the default when no value is given), 'auto' or HOST:PORT (a running cluster). Needs --out.",
+)
+@click.option(
+    "--out",
+    type=click.Path(),
+    help="With --ray: *.jsonl (a file) or *.parquet (a folder); inputs already scored in it are skipped.",
+)
+@click.option("--actors", type=int, default=None, help="With --ray: actors (default: the cluster's CPUs).")
 def main(
     inputs: tuple[str, ...],
     pack: str,
@@ -342,8 +391,13 @@ def main(
     asr: str | None,
     language: str | None,
     offline: bool | None,
+    long_window: float | None,
+    ray_address: str | None,
+    out: str | None,
+    actors: int | None,
 ) -> None:
-    """Score clips with a pack: INPUT may be files, folders or globs; with no INPUT, --text."""
+    """Score clips with a pack: INPUT may be files, folders or globs (and manifest CSVs with
+    --ray); with no INPUT, --text."""
     log = logging.getLogger("msa_runtime")
     handler = _LogLine(logging.WARNING)
     log.addHandler(handler)
@@ -351,6 +405,25 @@ def main(
         with warnings.catch_warnings():  # restores the warning machinery when done
             warnings.simplefilter("default")
             warnings.showwarning = _warn_line
+            try:  # the numbers that size memory and work, checked under their option names
+                from msa_runtime.limits import bound_threads, check_long_window
+
+                threads = None if threads is None else bound_threads(threads, "--threads")
+                long_window = None if long_window is None else check_long_window(long_window, "--long-window")
+            except MsaError as exc:
+                click.echo(f"error: {exc}", err=True)
+                sys.exit(2)
+            if ray_address is not None or out is not None:
+                if stream or transcript is not None or asr is not None or tune:
+                    raise click.UsageError(
+                        "--ray scores whole inputs: not with --stream, --transcript, --asr or --tune"
+                    )
+                from msa_runtime.ray import run_cli
+
+                run_cli(
+                    inputs, pack, ray_address, out, actors, text, providers, precision, threads, long_window
+                )
+                return
             if tune:
                 _tune(pack, providers, threads)
                 if not inputs and text is None:
@@ -368,6 +441,7 @@ def main(
                 precision,
                 threads,
                 {"asr": asr, "language": language, "offline": offline, "input_format": input_format},
+                long_window,
             )
     finally:
         log.removeHandler(handler)
@@ -415,6 +489,7 @@ def _main(
     precision: str | None,
     threads: int | None,
     speech: dict[str, Any],
+    long_window: float | None = None,
 ) -> None:
     from msa_runtime.analyzer import Analyzer
 
@@ -436,6 +511,7 @@ def _main(
             asr=speech["asr"],
             language=speech["language"],
             offline=speech["offline"],
+            long_window=long_window,
         )
     except MsaError as exc:
         click.echo(f"error: {exc}", err=True)
@@ -464,9 +540,11 @@ def _main(
                 raise
             except Exception as exc:  # a batch keeps going past any bad input
                 failed += 1
-                msg, label = _one_line(exc), shown(name)
+                label = shown(name)
+                rec = failure_record(label, exc)
+                msg = rec["error"]
                 click.echo(f"error: {msg if label in msg else f'{label}: {msg}'}", err=True)
-                writer.write({"input": label, "error": msg})
+                writer.write(rec)
         writer.close()
     except OutputError as exc:
         _output_failed(exc)

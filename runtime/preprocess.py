@@ -17,6 +17,7 @@ import numpy as np
 from msa_runtime.errors import InputError, PackError
 from msa_runtime.face import FaceDetector
 from msa_runtime.face_track import FaceTrack, TrackOptions, face_squares
+from msa_runtime.limits import MAX_CHARS_PER_TOKEN
 from msa_runtime.pack import AudioPrep, TextPrep, VisionPrep
 
 FACE_CROP_SIZE = 256
@@ -145,13 +146,37 @@ class TextEncoder:
         self.prep = prep
 
     def __call__(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        """``(input_ids [1, T], attention_mask [1, T])`` as int64."""
-        ids = self.tokenizer.encode(text).ids
+        """``(input_ids [1, T], attention_mask [1, T])`` as int64.
+
+        Long text is never tokenized whole: a prefix of ``max_tokens * MAX_CHARS_PER_TOKEN``
+        characters, cut at a space, is tokenized first and doubled until it yields more than
+        ``max_tokens`` tokens (or is the whole text), so a 10 MB transcript costs about as much
+        as the tokens kept. Whole words stay whole, so the tokens kept are those of the full text.
+        """
         limit = self.prep.max_tokens
+        ids, whole = self._prefix_ids(text, limit)
         if len(ids) > limit:
+            counted = f"{len(ids)} tokens" if whole else f"more than {limit} tokens"
             warnings.warn(
-                f"text has {len(ids)} tokens; cut to the pack's limit of {limit}", UserWarning, stacklevel=3
+                f"text has {counted}; cut to the pack's limit of {limit}", UserWarning, stacklevel=3
             )
             ids = ids[: limit - 1] + ids[-1:]  # keep the closing [SEP]
         arr = np.asarray([ids], np.int64)
         return arr, np.ones_like(arr)
+
+    def _prefix_ids(self, text: str, limit: int) -> tuple[list[int], bool]:
+        """Token ids of the shortest word-aligned prefix with more than ``limit`` tokens (the
+        closing special token stays last), and whether that prefix is the whole text."""
+        chars = max(64, limit * MAX_CHARS_PER_TOKEN)
+        while True:
+            if chars >= len(text):
+                return list(self.tokenizer.encode(text).ids), True
+            cut = chars
+            while cut > chars // 2 and not text[cut].isspace():  # back up to a word boundary
+                cut -= 1
+            if cut == chars // 2:  # no space in the second half: cut inside a very long "word"
+                cut = chars
+            ids = list(self.tokenizer.encode(text[:cut]).ids)
+            if len(ids) > limit + 1:
+                return ids, False
+            chars *= 2

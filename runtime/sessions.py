@@ -173,17 +173,22 @@ def resolve_providers(providers: str | Sequence[str] | None = "auto") -> list[st
 
 
 def default_threads(threads: int | None = None) -> int | None:
+    """Threads per session: ``threads``, else ``MSA_EDGE_THREADS``, else None (the provider's
+    choice); checked and capped at the CPU count with a warning (:func:`msa_runtime.limits.bound_threads`)."""
+    from msa_runtime.limits import bound_threads
+
     if threads is not None:
-        return threads
+        return bound_threads(threads)
     env = os.environ.get("MSA_EDGE_THREADS")
     if env:
         try:
-            return int(env)
+            n = int(env)
         except ValueError:
             raise InputError(
                 f"MSA_EDGE_THREADS must be an integer, got {env!r}: "
                 "set it to a thread count such as 2, or unset it"
             ) from None
+        return bound_threads(n, "MSA_EDGE_THREADS")
     return None
 
 

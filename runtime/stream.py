@@ -158,6 +158,36 @@ def stream_windows(
     options: dict[str, str] | None = None,
     asr: bool = False,
 ) -> Iterator[Prediction]:
+    state, items, kinds = prepare(
+        an,
+        source,
+        text=text,
+        transcript=transcript,
+        window=window,
+        hop=hop,
+        format=format,
+        options=options,
+        asr=asr,
+    )
+    return run_windows(state, items, kinds)
+
+
+def prepare(
+    an: Analyzer,
+    source: str | os.PathLike[str],
+    *,
+    text: str | None,
+    transcript: str | os.PathLike[str] | None,
+    window: float,
+    hop: float,
+    format: str | None = None,
+    options: dict[str, str] | None = None,
+    asr: bool = False,
+    start: float = 0.0,
+    end: float | None = None,
+) -> tuple[_Windows, Iterable[media.AudioChunk | media.Frame], set[str] | None]:
+    """The window state, the decoded items and the tracks expected, for :func:`run_windows`
+    (streams; long files scored in windows, :mod:`msa_runtime.long_input`)."""
     fps = an.prep("vision").fps if "vision" in an.sessions else None
     window, hop = checks.window_hop(window, hop, fps=fps)
     if text is not None and transcript is not None:
@@ -214,9 +244,16 @@ def stream_windows(
                     f"{', '.join(an.modalities)}: give a file with {needed}"
                 )
         items = media.iter_media(
-            name, fps=fps, sample_rate=rate, chunk_seconds=min(hop, 1.0), format=format, options=options
+            name,
+            fps=fps,
+            sample_rate=rate,
+            start=start,
+            end=end,
+            chunk_seconds=min(hop, 1.0),
+            format=format,
+            options=options,
         )
-    return _run(_Windows(an, window, hop, text, cues, speech, rate or 0), items, kinds)
+    return _Windows(an, window, hop, text, cues, speech, rate or 0), items, kinds
 
 
 def _closing(
@@ -229,19 +266,25 @@ def _closing(
         piped.close()
 
 
-def _run(
-    state: _Windows, items: Iterable[media.AudioChunk | media.Frame], kinds: set[str] | None
+def run_windows(
+    state: _Windows,
+    items: Iterable[media.AudioChunk | media.Frame],
+    kinds: set[str] | None,
+    *,
+    origin: float = 0.0,
+    tail: float | None = None,
 ) -> Iterator[Prediction]:
     """Emit every window as soon as all expected tracks have reached its end.
 
     A track that falls more than ``max(window, LAG)`` seconds behind the others (it ended early,
     starts late or never arrives) stops holding the windows back, so the frame buffer stays
-    bounded. After the input ends, the remaining full windows and a last partial one follow.
+    bounded. After the input ends, the remaining full windows and a last partial one follow
+    if it is at least half a hop long (``tail`` seconds when given). Windows start at ``origin``.
     """
     reached: dict[str, float] = {}
     lag = max(state.window, LAG)
-    next_end = state.window
-    emitted_end = 0.0
+    next_end = origin + state.window
+    emitted_end = origin
     frame_step = 1.0 / state.fps if state.fps else 0.0
     for item in items:
         state.add(item)
@@ -267,10 +310,10 @@ def _run(
         emitted_end = next_end
         next_end += state.hop
         state.forget_before(next_end - state.window)
-    start = max(0.0, next_end - state.window)
+    start = max(origin, next_end - state.window)
     if (
         last > start + 1e-6
         and last > emitted_end + 1e-6
-        and (emitted_end == 0.0 or last - emitted_end >= state.hop / 2)
+        and (emitted_end == origin or last - emitted_end >= (state.hop / 2 if tail is None else tail))
     ):
         yield from state.score(start, last)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv and install msa-edge with the runtime (CPU), OpenVINO, export, test and asr extras.
+# Create .venv and install msa-edge with the runtime (CPU), OpenVINO, export, test, asr and ray extras.
 # Idempotent: a second run only checks. Torch comes first, pinned to releases this machine kind
 # carries on disk (DESIGN.md: a plain `torch` would download a multi-GB build). The default,
 # torch 2.14.1 with torchvision 0.29.1, lets the tests compare the face detector with
@@ -19,8 +19,8 @@ if ! python -c "import torch" 2>/dev/null; then
 fi
 # openvino: the onnxruntime-ep-openvino plugin (installs beside onnxruntime, ~160 MB); export
 # brings NNCF for the pack's ov-int8 files. Neither replaces onnxruntime or torch.
-echo "setup: installing msa-edge[cpu,openvino,export,test,asr]" >&2
-pip install -q --disable-pip-version-check -e ".[cpu,openvino,export,test,asr]"
+echo "setup: installing msa-edge[cpu,openvino,export,test,asr,ray]" >&2
+pip install -q --disable-pip-version-check -e ".[cpu,openvino,export,test,asr,ray]"
 # The face detector's weights (MTCNN, for face-crop presets) ship in facenet-pytorch, whose metadata
 # pins an old torch: install it without dependencies, plus the two it imports.
 if ! python -c "import importlib.util as u, sys; sys.exit(u.find_spec('facenet_pytorch') is None)"; then
