@@ -6,7 +6,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, overload
@@ -56,7 +56,16 @@ from msa_runtime.speech import AsrOption, make_recognizer
 from msa_runtime.transcript import read_transcript
 from msa_runtime.tuning import describe_plan, load_tuning, plan_sessions
 
-__all__ = ["Analyzer", "EncodedFrames", "Features", "Prediction"]
+__all__ = ["Analyzer", "EncodedFrames", "Features", "Prediction", "SessionFactory"]
+
+SessionFactory = Callable[[Path, list[str], "int | None"], Any]
+"""Builds the object that runs one ONNX file of a pack: ``(path, providers, threads) -> session``
+with ``run(output_names, feeds)`` and ``get_inputs()``. The default builds a local ONNX Runtime
+session; :mod:`msa_runtime.serve` routes the files to models of a Triton server instead."""
+
+
+def _local_session(path: Path, providers: list[str], threads: int | None) -> Any:
+    return make_session(path, providers, threads=threads)
 
 
 def _face_detector(manifest: Manifest, folder: Path, threads: int | None) -> FaceDetector | None:
@@ -96,6 +105,8 @@ class Analyzer:
     Whisper size, hub id or CTranslate2 folder, ``"pack"`` (the pack's own model) or a
     :class:`msa_runtime.asr.Recognizer`; ``language`` is a Whisper code (default: detected);
     ``offline`` keeps model resolution to local files (default: ``HF_HUB_OFFLINE``).
+    ``session_factory`` (:data:`SessionFactory`) replaces the local ONNX Runtime sessions of the
+    encoders and the head (the Triton ensemble step sends them to its ONNX models).
     """
 
     def __init__(
@@ -111,18 +122,20 @@ class Analyzer:
         asr: AsrOption = None,
         language: str | None = None,
         offline: bool | None = None,
+        session_factory: SessionFactory | None = None,
     ) -> None:
         self.folder = Path(pack)
+        make = session_factory or _local_session
         self.manifest = load_manifest(self.folder, verify=verify)
         requested = providers if providers is not None else (os.environ.get("MSA_EDGE_PROVIDERS") or "auto")
         auto = isinstance(requested, str) and requested.strip().lower() == "auto"
         self.providers = resolve_providers(requested)
         first = split_device(self.providers[0])[0]
         # the head is tiny and fp32: on OpenVINO's machines it stays on the CPU EP (exact fp32)
-        self.head = make_session(
+        self.head = make(
             self.folder / self.manifest.head.file,
             [CPU] if first == OPENVINO else self.providers,
-            threads=threads,
+            threads,
         )
         if first == CUDA and CUDA not in self.head.get_providers():
             # CUDA fell back to CPU (warned once by make_session): the encoders follow, at the
@@ -134,7 +147,7 @@ class Analyzer:
         self.precision = kinds[0] if len(kinds) == 1 else "+".join(kinds)
         self.sessions: dict[str, Any] = {}
         for mod, c in self.plan.items():
-            self.sessions[mod] = make_session(self.folder / c.file, list(c.providers), threads=threads)
+            self.sessions[mod] = make(self.folder / c.file, list(c.providers), threads)
         notes = [describe_auto(self.providers)] if auto else []
         notes.append(describe_plan(self.plan))
         if tuning_note:
