@@ -6,8 +6,9 @@ referenced by absolute path or copied in).
 
 **Form a** (:func:`write_onnx_repository`, for the official ``tritonserver`` image with its ONNX
 Runtime backend): one ``onnxruntime_onnx`` model per encoder (``msa_text``, ``msa_audio``,
-``msa_vision``) and the head (``msa_head``), each with dynamic batching, an instance group of
-the device's kind and the pack's file for that device (CPU: the int8 file, GPU: fp16), and the
+``msa_vision``) and the head (``msa_head``), each with an instance group of the device's kind and
+the pack's file for that device (CPU: the int8 file, GPU: fp16; the encoders with Triton's
+dynamic batcher on GPU, see :func:`write_onnx_repository` for CPU), and the
 python-backend model ``msa`` (same inputs and outputs as form b) that decodes and preprocesses
 the clip and calls those models through BLS.
 
@@ -54,8 +55,11 @@ def _tensor(name: str, dtype: str, dims: list[int], optional: bool = False) -> s
 
 
 def _params(values: dict[str, str]) -> str:
+    def quote(text: str) -> str:
+        return json.dumps(text, ensure_ascii=False)
+
     return "".join(
-        f"parameters: {{ key: {json.dumps(k)} value: {{ string_value: {json.dumps(v, ensure_ascii=False)} }} }}\n"
+        f"parameters: {{ key: {quote(k)} value: {{ string_value: {quote(v)} }} }}\n"
         for k, v in values.items()
     )
 
@@ -73,8 +77,11 @@ def python_config(instances: int, params: dict[str, str]) -> str:
     )
 
 
-def encoder_config(manifest: Manifest, modality: str, kind: str, instances: int, threads: int | None) -> str:
-    """The ``config.pbtxt`` of one encoder's ``onnxruntime_onnx`` model."""
+def encoder_config(
+    manifest: Manifest, modality: str, kind: str, instances: int, threads: int | None, batching: bool = True
+) -> str:
+    """The ``config.pbtxt`` of one encoder's ``onnxruntime_onnx`` model (``batching``: Triton's
+    dynamic batcher joins requests of equal shape; frames across requests for vision)."""
     entry = manifest.encoders[modality]
     max_batch, inputs = _ENCODER_IO[modality]
     if modality == "vision":
@@ -88,7 +95,8 @@ def encoder_config(manifest: Manifest, modality: str, kind: str, instances: int,
         + ",\n".join(_tensor(*i) for i in inputs)
         + "\n]\noutput [\n"
         + _tensor("hidden", "TYPE_FP32", out_dims)
-        + "\n]\ndynamic_batching { max_queue_delay_microseconds: 2000 }\n"
+        + "\n]\n"
+        + ("dynamic_batching { max_queue_delay_microseconds: 2000 }\n" if batching else "")
         + f"instance_group [ {{ count: {instances} kind: {kind} }} ]\n"
         + _params(params)
     )
@@ -201,13 +209,18 @@ def write_onnx_repository(
     input_root: str | os.PathLike[str] | None = None,
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
     threads: int | None = None,
+    batching: bool | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Form a: ``onnxruntime_onnx`` models per encoder and head + the BLS python step.
 
     ``device`` (cpu, gpu) sets the instance kind and the file (the pack's first precision for
     the CPU EP or CUDA). ``pack_path`` is where the python step finds the pack inside the server
-    (``/pack`` in the documented ``docker run``; None: its absolute path here)."""
+    (``/pack`` in the documented ``docker run``; None: its absolute path here). ``batching``
+    (default: on for gpu, off for cpu) turns on Triton's dynamic batcher for the encoders: the
+    CPU form's int8 files quantize activations over the whole batch, so batching other requests'
+    inputs with a clip's would move its features (by about 1e-2 on the tiny pack's vision); fp16
+    and fp32 rows do not depend on the batch."""
     if device not in DEVICES:
         raise InputError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
     if instances < 1:
@@ -224,14 +237,19 @@ def write_onnx_repository(
             name = ENCODER_MODELS[mod]
             (root / name / "1").mkdir(parents=True)
             _link_or_copy(str(folder / entry.files[precisions[0]]), str(root / name / "1" / "model.onnx"))
-            config = encoder_config(manifest, mod, kind, instances, threads if device == "cpu" else None)
+            batch = (device == "gpu") if batching is None else batching
+            config = encoder_config(
+                manifest, mod, kind, instances, threads if device == "cpu" else None, batch
+            )
             (root / name / "config.pbtxt").write_text(config, encoding="utf-8")
             max_batch, inputs = _ENCODER_IO[mod]
             for file in entry.files.values():
                 models[file] = (name, [i[0] for i in inputs], max_batch)
         (root / HEAD_MODEL / "1").mkdir(parents=True)
         _link_or_copy(str(folder / manifest.head.file), str(root / HEAD_MODEL / "1" / "model.onnx"))
-        (root / HEAD_MODEL / "config.pbtxt").write_text(head_config(manifest, kind, instances), encoding="utf-8")
+        (root / HEAD_MODEL / "config.pbtxt").write_text(
+            head_config(manifest, kind, instances), encoding="utf-8"
+        )
         models[manifest.head.file] = (HEAD_MODEL, head_inputs(manifest), 0)
         params = {
             "mode": "bls",

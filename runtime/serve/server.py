@@ -127,7 +127,10 @@ class TritonServer:
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
-        libs = [str(sysconfig.get_config_var("LIBDIR") or ""), str(pytriton_root().parent / "nvidia_pytriton.libs")]
+        libs = [
+            str(sysconfig.get_config_var("LIBDIR") or ""),
+            str(pytriton_root().parent / "nvidia_pytriton.libs"),
+        ]
         if env.get("LD_LIBRARY_PATH"):
             libs.append(env["LD_LIBRARY_PATH"])
         env["LD_LIBRARY_PATH"] = ":".join(p for p in libs if p)
@@ -140,7 +143,9 @@ class TritonServer:
             if not port_free(self.host, port):
                 raise InputError(f"port {port} on {self.host} is taken: choose another with {name}")
         if self.metrics_port is not None and not port_free(self.host, self.metrics_port):
-            raise InputError(f"port {self.metrics_port} on {self.host} is taken: choose another --metrics-port")
+            raise InputError(
+                f"port {self.metrics_port} on {self.host} is taken: choose another --metrics-port"
+            )
         if not (self.repository / "msa" / "config.pbtxt").is_file():
             raise InputError(f"{self.repository} is not a model repository written by msa-triton / msa-serve")
         self._work = tempfile.TemporaryDirectory(prefix="msa-triton-")
