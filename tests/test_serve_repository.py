@@ -65,6 +65,17 @@ def test_python_repository_parses(tiny_pack: Path, tmp_path: Path) -> None:
     assert (repo / "msa" / "1" / "model.py").is_file()
 
 
+def test_stream_model_is_decoupled(tiny_pack: Path, tmp_path: Path) -> None:
+    repo = write_python_repository(tiny_pack, tmp_path / "repo", copy_pack=True, stream=True)
+    found = configs(repo)
+    assert set(found) == {"msa", "msa_stream"}
+    stream = found["msa_stream"]
+    assert stream.model_transaction_policy.decoupled and not found["msa"].model_transaction_policy.decoupled
+    assert [i.name for i in stream.input] == ["PATH", "CLIP", "TEXT", "WINDOW", "HOP"]
+    params = {k: v.string_value for k, v in stream.parameters.items()}
+    assert (repo / "msa_stream" / "1" / params["pack"] / "manifest.json").is_file()
+
+
 @pytest.mark.parametrize("device", ["cpu", "gpu"])
 def test_onnx_repository_matches_files(tiny_pack: Path, tmp_path: Path, device: str) -> None:
     import onnxruntime as ort

@@ -7,6 +7,7 @@ from __future__ import annotations
 import concurrent.futures
 import ipaddress
 import json
+import queue
 import socket
 import subprocess
 import sys
@@ -44,7 +45,11 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(tiny_pack: Path, media: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
     repo = write_python_repository(
-        tiny_pack, tmp_path_factory.mktemp("repo") / "models", input_root=media, max_upload_mb=MAX_UPLOAD_MB
+        tiny_pack,
+        tmp_path_factory.mktemp("repo") / "models",
+        input_root=media,
+        max_upload_mb=MAX_UPLOAD_MB,
+        stream=True,
     )
     with TritonServer(repo, host=HOST, http_port=0, grpc_port=0) as s:
         yield s
@@ -102,6 +107,48 @@ def test_bad_request_fails_alone(server: TritonServer, inputs: dict[str, bytes],
     assert infer(http, text=b"still serving")["modalities"] == ["text"]
 
 
+def stream_records(server: TritonServer, inputs: list[Any]) -> tuple[list[dict[str, Any]], list[str]]:
+    """One request to msa_stream over gRPC: the window records until the final response."""
+    results: queue.Queue[tuple[Any, Any]] = queue.Queue()
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    client.start_stream(callback=lambda result, error: results.put((result, error)))
+    try:
+        client.async_stream_infer("msa_stream", inputs, enable_empty_final_response=True)
+        records, errors = [], []
+        for _ in range(1000):
+            result, error = results.get(timeout=120)
+            if error is not None:
+                errors.append(str(error))
+                break
+            if result.get_response().parameters["triton_final_response"].bool_param:
+                break
+            records.append(json.loads(result.as_numpy("RESULT")[0]))
+        return records, errors
+    finally:
+        client.stop_stream()
+
+
+def seconds(name: str, value: float) -> Any:
+    tensor = grpcclient.InferInput(name, [1], "FP32")
+    tensor.set_data_from_numpy(np.array([value], np.float32))
+    return tensor
+
+
+def test_stream_sends_window_scores(server: TritonServer, media: Path, an: Any) -> None:
+    clip = media / "other.mp4"
+    inputs = [bytes_input("CLIP", clip.read_bytes(), grpcclient), bytes_input("TEXT", b"so so", grpcclient)]
+    records, errors = stream_records(server, [*inputs, seconds("WINDOW", 2.0), seconds("HOP", 1.0)])
+    assert errors == []
+    direct = [p.to_dict(4) for p in an.stream(clip, text="so so", window=2.0, hop=1.0)]
+    assert len(records) == len(direct) >= 2
+    for got, want in zip(records, direct):
+        assert (got["start"], got["end"]) == (want["start"], want["end"])
+        assert got["score"] == pytest.approx(want["score"], abs=1e-4)
+    bad, errors = stream_records(server, [bytes_input("CLIP", b"corrupt", grpcclient), seconds("HOP", 1.0)])
+    assert bad == [] and len(errors) == 1 and "uploaded CLIP" in errors[0]
+    assert server.process is not None and server.process.poll() is None
+
+
 def test_bounded_load(server: TritonServer, media: Path) -> None:
     """4 clients for 4 s, each sending clips (bytes and paths) and text: none may fail."""
     clip = (media / "clip.mp4").read_bytes()
@@ -153,6 +200,7 @@ def test_every_listening_socket_is_loopback(server: TritonServer) -> None:
             if conn.status == psutil.CONN_LISTEN:
                 listening.append((proc.pid, conn.laddr.ip, conn.laddr.port))
     assert {port for _, _, port in listening} == {server.http_port, server.grpc_port}  # metrics off
+    assert len(root.children()) >= 2  # the python stubs of msa and msa_stream were checked too
     # gRPC listens on an IPv6 socket bound to the IPv4-mapped 127.0.0.1 (::ffff:127.0.0.1): still
     # only the loopback address, not :: (all interfaces)
     assert all(v4(ip) == HOST for _, ip, _ in listening), listening

@@ -42,6 +42,7 @@ def _fail(exc: MsaError) -> None:
 @click.option("--pack-path", default="/pack", show_default=True,
               help="onnx form: where the server sees the pack (the docker -v mount).")  # fmt: skip
 @click.option("--copy-pack", is_flag=True, help="python form: put the pack inside the model (hard links).")
+@click.option("--stream", is_flag=True, help="python form: add msa_stream (decoupled: window scores).")
 @click.option("--input-root", type=click.Path(), help="Directory PATH inputs may read (default: none).")
 @click.option("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, show_default=True)
 @click.option("--batching/--no-batching", default=None,
@@ -56,6 +57,7 @@ def triton_main(
     threads: int | None,
     pack_path: str,
     copy_pack: bool,
+    stream: bool,
     input_root: str | None,
     max_upload_mb: float,
     batching: bool | None,
@@ -66,7 +68,7 @@ def triton_main(
         if form == "python":
             write_python_repository(
                 pack, out, instances=instances, copy_pack=copy_pack, input_root=input_root,
-                max_upload_mb=max_upload_mb, threads=threads, overwrite=overwrite,
+                max_upload_mb=max_upload_mb, threads=threads, stream=stream, overwrite=overwrite,
             )  # fmt: skip
         else:
             write_onnx_repository(
@@ -89,6 +91,7 @@ def triton_main(
 @click.option("--threads", type=int, help="ONNX Runtime threads per session (default: its own).")
 @click.option("--input-root", type=click.Path(), help="Directory PATH inputs may read (default: none).")
 @click.option("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, show_default=True)
+@click.option("--stream", is_flag=True, help="Also serve msa_stream (gRPC, decoupled): window scores.")
 @click.option("--repository", type=click.Path(), help="Where to write the model repository (default: temp).")
 @click.option("--timeout", type=float, default=300.0, show_default=True, help="Seconds to wait for ready.")
 def serve_main(
@@ -101,6 +104,7 @@ def serve_main(
     threads: int | None,
     input_root: str | None,
     max_upload_mb: float,
+    stream: bool,
     repository: str | None,
     timeout: float,
 ) -> None:
@@ -111,7 +115,7 @@ def serve_main(
     try:
         write_python_repository(
             pack, repo, instances=instances, input_root=input_root, max_upload_mb=max_upload_mb,
-            threads=threads, overwrite=repository is not None,
+            threads=threads, stream=stream, overwrite=repository is not None,
         )  # fmt: skip
         server = TritonServer(repo, host=host, http_port=http_port, grpc_port=grpc_port,
                               metrics_port=metrics_port)  # fmt: skip

@@ -31,6 +31,7 @@ from msa_runtime.pack import Manifest, load_manifest
 from msa_runtime.serve.scorer import DEFAULT_MAX_UPLOAD_MB
 
 MODEL = "msa"
+STREAM_MODEL = "msa_stream"
 ENCODER_MODELS = {"text": "msa_text", "audio": "msa_audio", "vision": "msa_vision"}
 HEAD_MODEL = "msa_head"
 MODEL_PY = Path(__file__).with_name("triton_model.py")
@@ -64,12 +65,17 @@ def _params(values: dict[str, str]) -> str:
     )
 
 
-def python_config(instances: int, params: dict[str, str]) -> str:
-    """The ``config.pbtxt`` of the python-backend model ``msa`` (forms a and b)."""
+def python_config(instances: int, params: dict[str, str], stream: bool = False) -> str:
+    """The ``config.pbtxt`` of the python-backend model ``msa`` (forms a and b), or with
+    ``stream`` of ``msa_stream`` (decoupled: one response per window)."""
+    inputs = [_tensor(n, "TYPE_STRING", [1], optional=True) for n in ("PATH", "CLIP", "TEXT")]
+    if stream:
+        inputs += [_tensor(n, "TYPE_FP32", [1], optional=True) for n in ("WINDOW", "HOP")]
     return (
-        f'name: "{MODEL}"\nbackend: "python"\nmax_batch_size: 0\n'
-        "input [\n"
-        + ",\n".join(_tensor(n, "TYPE_STRING", [1], optional=True) for n in ("PATH", "CLIP", "TEXT"))
+        f'name: "{STREAM_MODEL if stream else MODEL}"\nbackend: "python"\nmax_batch_size: 0\n'
+        + ("model_transaction_policy { decoupled: true }\n" if stream else "")
+        + "input [\n"
+        + ",\n".join(inputs)
         + "\n]\noutput [\n"
         + ",\n".join([_tensor("SCORE", "TYPE_FP32", [1]), _tensor("RESULT", "TYPE_STRING", [1])])
         + f"\n]\ninstance_group [ {{ count: {instances} kind: KIND_CPU }} ]\n"
@@ -155,11 +161,12 @@ def _staged(out: Path, overwrite: bool) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _write_python_model(root: Path, instances: int, params: dict[str, str]) -> Path:
-    version = root / MODEL / "1"
+def _write_python_model(root: Path, instances: int, params: dict[str, str], stream: bool = False) -> Path:
+    name = STREAM_MODEL if stream else MODEL
+    version = root / name / "1"
     version.mkdir(parents=True)
     shutil.copyfile(MODEL_PY, version / "model.py")
-    (root / MODEL / "config.pbtxt").write_text(python_config(instances, params), encoding="utf-8")
+    (root / name / "config.pbtxt").write_text(python_config(instances, params, stream), encoding="utf-8")
     return version
 
 
@@ -183,10 +190,12 @@ def write_python_repository(
     input_root: str | os.PathLike[str] | None = None,
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
     threads: int | None = None,
+    stream: bool = False,
     overwrite: bool = False,
 ) -> Path:
     """Form b: the python-backend model ``msa`` wrapping the Analyzer (CPU EP). ``copy_pack``
-    puts the pack inside the model (hard links where possible) instead of its absolute path."""
+    puts the pack inside the model (hard links where possible) instead of its absolute path.
+    ``stream`` adds ``msa_stream`` (one instance, decoupled): window scores of a clip."""
     if instances < 1:
         raise InputError(f"instances must be at least 1, got {instances}")
     load_manifest(pack, verify=False)
@@ -196,6 +205,9 @@ def write_python_repository(
         version = _write_python_model(root, instances, params)
         if copy_pack:
             shutil.copytree(pack, version / "pack", copy_function=_link_or_copy)
+        if stream:
+            stream_params = {**params, "pack": "../../msa/1/pack"} if copy_pack else params
+            _write_python_model(root, 1, stream_params, stream=True)
     return Path(out)
 
 

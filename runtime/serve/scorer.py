@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,8 +163,7 @@ class ClipScorer:
             raise MediaError(f"PATH {path!r}: no such file under the server's input root")
         return full
 
-    def score(self, path: Any = None, clip: Any = None, text: Any = None) -> dict[str, Any]:
-        """The record of one request (``Prediction.to_dict``); raises :class:`MsaError`."""
+    def _inputs(self, path: Any, clip: Any, text: Any) -> tuple[str | None, bytes | None, str | None]:
         where, data, words = _text(path), _bytes(clip), _text(text)
         if where is not None and data is not None:
             raise InputError("give PATH or CLIP, not both")
@@ -174,13 +174,51 @@ class ClipScorer:
             )
         if where is None and data is None and words is None:
             raise InputError("empty request: give PATH, CLIP or TEXT")
+        return where, data, words
+
+    def score(self, path: Any = None, clip: Any = None, text: Any = None) -> dict[str, Any]:
+        """The record of one request (``Prediction.to_dict``); raises :class:`MsaError`."""
+        where, data, words = self._inputs(path, clip, text)
         if data is None:
             source = self.resolve(where) if where is not None else None
             return self.analyzer.predict(source, text=words).to_dict(self.digits)
-        with tempfile.TemporaryDirectory(prefix="msa-clip-") as tmp:
-            file = Path(tmp) / "upload"
-            file.write_bytes(data)
-            try:
-                return self.analyzer.predict(file, text=words).to_dict(self.digits)
-            except MediaError as exc:
-                raise MediaError(str(exc).replace(str(file), "the uploaded CLIP")) from exc
+        with _upload(data) as file:
+            return self.analyzer.predict(file, text=words).to_dict(self.digits)
+
+    def stream(
+        self, path: Any = None, clip: Any = None, text: Any = None, window: Any = None, hop: Any = None
+    ) -> Iterator[dict[str, Any]]:
+        """The records of the windows of a clip (``Analyzer.stream``), each as it is scored:
+        ``window``/``hop`` in seconds (default 6 and 2)."""
+        where, data, words = self._inputs(path, clip, text)
+        w, h = _number(window, 6.0, "WINDOW"), _number(hop, 2.0, "HOP")
+        if data is None:
+            if where is None:
+                raise InputError("streaming needs a clip: give PATH or CLIP (and TEXT if you have it)")
+            for p in self.analyzer.stream(self.resolve(where), text=words, window=w, hop=h):
+                yield p.to_dict(self.digits)
+            return
+        with _upload(data) as file:
+            for p in self.analyzer.stream(file, text=words, window=w, hop=h):
+                yield p.to_dict(self.digits)
+
+
+def _number(value: Any, default: float, name: str) -> float:
+    if value is None or (isinstance(value, np.ndarray) and value.size == 0):
+        return default
+    x = float(np.asarray(value).reshape(-1)[0])
+    if not x > 0:
+        raise InputError(f"{name} must be > 0 seconds, got {x}")
+    return x
+
+
+@contextmanager
+def _upload(data: bytes) -> Iterator[Path]:
+    """The uploaded bytes as a private temporary file; its name never reaches the client."""
+    with tempfile.TemporaryDirectory(prefix="msa-clip-") as tmp:
+        file = Path(tmp) / "upload"
+        file.write_bytes(data)
+        try:
+            yield file
+        except MediaError as exc:
+            raise MediaError(str(exc).replace(str(file), "the uploaded CLIP")) from exc

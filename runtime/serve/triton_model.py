@@ -3,7 +3,10 @@
 Runs inside Triton's python stub, never imported by the runtime. Inputs (all optional, one
 element each, BYTES): ``PATH`` (a media file under the server's input root), ``CLIP`` (the bytes of
 an uploaded clip), ``TEXT``. Outputs: ``SCORE`` (FP32 [1]) and ``RESULT`` (the JSON record that
-``msa-run`` prints). A bad request gets its own error; the model keeps serving.
+``msa-run`` prints). A bad request gets its own error; the model keeps serving. With
+``model_transaction_policy { decoupled: true }`` (the model ``msa_stream``) a request (a clip by
+PATH or CLIP, TEXT, optional WINDOW and HOP in seconds) gets one response per window of
+``Analyzer.stream``, sent as each is scored, then an empty final response.
 
 The config's ``parameters`` choose the mode: ``local`` (form b: the pack's encoders and head run
 here on ONNX Runtime) or ``bls`` (form a: decoding, preprocessing and pooling run here, the
@@ -36,6 +39,21 @@ def _bls_infer(model: str, feeds: Mapping[str, np.ndarray], names: Sequence[str]
     return [pb_utils.get_output_tensor_by_name(response, n).as_numpy() for n in names]
 
 
+def _inputs(request: Any, names: Sequence[str]) -> dict[str, Any]:
+    out = {}
+    for name in names:
+        tensor = pb_utils.get_input_tensor_by_name(request, name)
+        out[name.lower()] = None if tensor is None else tensor.as_numpy()
+    return out
+
+
+def _outputs(record: dict[str, Any]) -> list[Any]:
+    return [
+        pb_utils.Tensor("SCORE", np.asarray([record["score"]], np.float32)),
+        pb_utils.Tensor("RESULT", np.asarray([json.dumps(record).encode()], dtype=np.object_)),
+    ]
+
+
 class TritonPythonModel:
     """Triton's python-backend entry points."""
 
@@ -49,14 +67,16 @@ class TritonPythonModel:
             factory = triton_factory(_bls_infer, models)
         self.scorer = ClipScorer.from_params(params, base, factory)
         self.logger = pb_utils.Logger
+        self.decoupled = bool(pb_utils.using_decoupled_model_transaction_policy(config))
 
-    def execute(self, requests: list[Any]) -> list[Any]:
+    def execute(self, requests: list[Any]) -> list[Any] | None:
+        if self.decoupled:
+            for request in requests:
+                self._stream(request)
+            return None
         responses = []
         for request in requests:
-            inputs = {}
-            for name in INPUTS:
-                tensor = pb_utils.get_input_tensor_by_name(request, name)
-                inputs[name.lower()] = None if tensor is None else tensor.as_numpy()
+            inputs = _inputs(request, INPUTS)
             try:
                 record = self.scorer.score(**inputs)
             except MsaError as exc:
@@ -67,12 +87,25 @@ class TritonPythonModel:
                 message = f"internal error ({type(exc).__name__}: {exc}); see the server log"
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(message)))
                 continue
-            outputs = [
-                pb_utils.Tensor("SCORE", np.asarray([record["score"]], np.float32)),
-                pb_utils.Tensor("RESULT", np.asarray([json.dumps(record).encode()], dtype=np.object_)),
-            ]
-            responses.append(pb_utils.InferenceResponse(output_tensors=outputs))
+            responses.append(pb_utils.InferenceResponse(output_tensors=_outputs(record)))
         return responses
+
+    def _stream(self, request: Any) -> None:
+        """Decoupled: one response per window as it is scored, then the final flag."""
+        sender = request.get_response_sender()
+        final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+        try:
+            for record in self.scorer.stream(**_inputs(request, (*INPUTS, "WINDOW", "HOP"))):
+                sender.send(pb_utils.InferenceResponse(output_tensors=_outputs(record)))
+        except MsaError as exc:
+            sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc))), flags=final)
+            return
+        except Exception as exc:  # a bug, not the caller's input: logged, and this stream fails
+            self.logger.log_error(f"msa_stream: unexpected {type(exc).__name__}: {exc}")
+            message = f"internal error ({type(exc).__name__}: {exc}); see the server log"
+            sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(message)), flags=final)
+            return
+        sender.send(flags=final)
 
     def finalize(self) -> None:
         self.scorer.analyzer.close()
