@@ -208,6 +208,33 @@ def test_every_listening_socket_is_loopback(server: TritonServer) -> None:
         assert r.status == 200
 
 
+def test_onnx_form_bls_step_on_the_real_server(tiny_pack: Path, media: Path, tmp_path: Path, an: Any) -> None:
+    """Form a with its four onnxruntime_onnx models swapped for python stand-ins running the same
+    model.onnx files under the same configs (the PyPI server has no ONNX Runtime backend): the
+    ``msa`` step's BLS requests go through the real server and the score equals Analyzer's."""
+    import shutil
+
+    from msa_runtime.serve import write_onnx_repository
+
+    repo = write_onnx_repository(tiny_pack, tmp_path / "repo", pack_path=None, input_root=media)
+    standin = Path(__file__).with_name("serve_standin_model.py")
+    for config in repo.glob("msa_*/config.pbtxt"):
+        text = config.read_text()
+        assert 'platform: "onnxruntime_onnx"' in text
+        config.write_text(text.replace('platform: "onnxruntime_onnx"', 'backend: "python"'))
+        shutil.copyfile(standin, config.parent / "1" / "model.py")
+    with TritonServer(repo, host=HOST, http_port=0, grpc_port=0) as s:
+        http = httpclient.InferenceServerClient(s.http_url)
+        record = infer(http, path=b"clip.mp4", text=b"i loved it")
+        upload = infer(http, clip=(media / "clip.mp4").read_bytes())
+        with pytest.raises(InferenceServerException, match="uploaded CLIP"):
+            infer(http, clip=b"corrupt")
+    direct = an.predict(media / "clip.mp4", text="i loved it")
+    assert record["modalities"] == list(direct.modalities)
+    assert record["score"] == pytest.approx(direct.score, abs=2e-4)
+    assert upload["score"] == pytest.approx(an.predict(media / "clip.mp4").score, abs=2e-4)
+
+
 def test_taken_port_is_one_line(tiny_pack: Path, tmp_path: Path) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as blocker:
         blocker.bind((HOST, 0))
