@@ -191,19 +191,22 @@ def render(result: dict[str, Any]) -> str:
         f"request, by path; Triton clients: {result['clients']} concurrent HTTP clients. CPU: "
         f"{result['cpu']} ({result['cores']} cores). numpy {result['numpy']}, onnxruntime {result['ort']}.",
         "",
-        "| contender | clips/s | vs loop | p50 ms | p99 ms | failed | server RSS MB | others' CPU |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| contender | clips/s | vs loop | p50 ms | p99 ms | failed | CPU s/clip | RSS MB | others' CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['contender']} | {r['clips_per_s']:.2f} | {r['clips_per_s'] / base:.2f}x "
-            f"| {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['failed']} | {r['rss_mb']} "
+            f"| {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['failed']} "
+            f"| {r['own_cpu_s'] / max(r['requests'], 1):.2f} | {r['rss_mb']} "
             f"| {r['others_cpu_share']:.0%} |"
         )
     lines += [
         "",
         "Latency for Triton is a client's view (queueing behind the other clients included); for",
-        "the loop it is one clip's predict. RSS is the loop's process, or Triton's server plus its",
+        "the loop it is one clip's predict. CPU s/clip is the CPU time of this process and (for",
+        "Triton) the server's process tree over the clips: the cost, less sensitive than clips/s",
+        "to what else runs. RSS is the loop's process, or Triton's server plus its",
         'python stubs. "others\' CPU" is what other processes took while the contender ran',
         "(the machine is shared): compare contenders within this run only.",
         "",
