@@ -8,6 +8,7 @@ import concurrent.futures
 import ipaddress
 import json
 import queue
+import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from media_factory import make_clip, make_corrupt
 
 from msa_runtime.errors import InputError
 from msa_runtime.serve import TritonServer, write_python_repository
+from msa_runtime.serve.server import free_port
 
 pytest.importorskip("pytriton", reason="the serve extra is not installed: pip install 'msa-edge[serve]'")
 import tritonclient.grpc as grpcclient  # noqa: E402
@@ -233,6 +235,33 @@ def test_onnx_form_bls_step_on_the_real_server(tiny_pack: Path, media: Path, tmp
     assert record["modalities"] == list(direct.modalities)
     assert record["score"] == pytest.approx(direct.score, abs=2e-4)
     assert upload["score"] == pytest.approx(an.predict(media / "clip.mp4").score, abs=2e-4)
+
+
+def test_msa_serve_command_serves_then_stops(tiny_pack: Path, media: Path) -> None:
+    psutil = pytest.importorskip("psutil")
+    http_port = free_port()
+    cli = Path(sys.executable).with_name("msa-serve")
+    args = ["--http-port", str(http_port), "--grpc-port", "0", "--input-root", str(media)]
+    proc = subprocess.Popen([str(cli), str(tiny_pack), *args], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://{HOST}:{http_port}/v2/health/ready", timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.5)
+        http = httpclient.InferenceServerClient(f"{HOST}:{http_port}")
+        assert infer(http, path=b"clip.mp4")["modalities"] == ["audio", "vision"]
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert children, "msa-serve started no server"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "serving" in err and "stopping" in err and "Traceback" not in err
+    psutil.wait_procs(children, timeout=30)
+    assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
 
 
 def test_taken_port_is_one_line(tiny_pack: Path, tmp_path: Path) -> None:

@@ -11,8 +11,10 @@ models are ready.
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -56,6 +58,13 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): SIGTERM when the parent dies, even by SIGKILL, so a
+    killed ``msa-serve`` leaves no server holding its ports."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class TritonServer:
@@ -156,7 +165,11 @@ class TritonServer:
             self.log_path = work / "tritonserver.log"
             out = open(self.log_path, "wb")  # noqa: SIM115 (closed by the process's end)
         self.process = subprocess.Popen(
-            self.command(backends), env=self.environment(), stdout=out, stderr=subprocess.STDOUT
+            self.command(backends),
+            env=self.environment(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
