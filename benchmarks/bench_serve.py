@@ -54,14 +54,17 @@ class CpuShare:
         self.start = self._read()
 
     def _tree_cpu(self) -> float:
-        total = 0.0
+        seen: dict[int, psutil.Process] = {}  # the server is our child: count each process once
         for root in self.procs:
             for p in [root, *root.children(recursive=True)]:
-                try:
-                    t = p.cpu_times()
-                    total += t.user + t.system
-                except psutil.Error:
-                    continue
+                seen.setdefault(p.pid, p)
+        total = 0.0
+        for p in seen.values():
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                continue
         return total
 
     def _read(self) -> tuple[list[int], float]:
