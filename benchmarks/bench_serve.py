@@ -24,6 +24,7 @@ import concurrent.futures
 import json
 import os
 import platform
+import shlex
 import socket
 import sys
 import tempfile
@@ -217,6 +218,11 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def rerender(path: Path) -> None:
+    """Rewrite the .md beside a results .json (after a change to :func:`render`)."""
+    path.with_suffix(".md").write_text(render(json.loads(path.with_suffix(".json").read_text())))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pack", required=True, type=Path)
@@ -254,7 +260,7 @@ def main() -> None:
     result = {
         "host": host,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "command": "python benchmarks/bench_serve.py " + " ".join(sys.argv[1:]),
+        "command": "python benchmarks/bench_serve.py " + shlex.join(sys.argv[1:]),
         "pack": args.label or args.pack.name,
         "clips": args.clips,
         "clients": args.clients,
