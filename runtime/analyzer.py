@@ -7,7 +7,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, overload
@@ -61,7 +61,16 @@ from msa_runtime.speech import AsrOption, make_recognizer
 from msa_runtime.transcript import read_transcript
 from msa_runtime.tuning import describe_plan, load_tuning, plan_sessions
 
-__all__ = ["Analyzer", "EncodedFrames", "Features", "Prediction"]
+__all__ = ["Analyzer", "EncodedFrames", "Features", "Prediction", "SessionFactory"]
+
+SessionFactory = Callable[[Path, list[str], "int | None"], Any]
+"""Builds the object that runs one ONNX file of a pack: ``(path, providers, threads) -> session``
+with ``run(output_names, feeds)`` and ``get_inputs()``. The default builds a local ONNX Runtime
+session; :mod:`msa_runtime.serve` routes the files to models of a Triton server instead."""
+
+
+def _local_session(path: Path, providers: list[str], threads: int | None) -> Any:
+    return make_session(path, providers, threads=threads)
 
 
 def _face_detector(manifest: Manifest, folder: Path, threads: int | None) -> FaceDetector | None:
@@ -110,6 +119,8 @@ class Analyzer:
     ``long_window`` (seconds, default ``MSA_EDGE_LONG_WINDOW``, else 30): a file or arrays
     spanning longer are scored in equal windows of at most that length and the window scores
     averaged, weighted by duration, so memory stays bounded (:mod:`msa_runtime.long_input`).
+    ``session_factory`` (:data:`SessionFactory`) replaces the local ONNX Runtime sessions of the
+    encoders and the head (the Triton ensemble step sends them to its ONNX models).
     """
 
     @public
@@ -128,6 +139,7 @@ class Analyzer:
         language: str | None = None,
         offline: bool | None = None,
         long_window: float | None = None,
+        session_factory: SessionFactory | None = None,
     ) -> None:
         self._closed = False
         if not isinstance(pack, (str, os.PathLike)):
@@ -136,16 +148,17 @@ class Analyzer:
         self.long_window = check_long_window(long_window)
         """Inputs spanning more seconds are scored in windows (:mod:`msa_runtime.long_input`)."""
         threads = default_threads(threads)  # checked, capped at the CPU count (with a warning)
+        make = session_factory or _local_session
         self.manifest = load_manifest(self.folder, verify=verify, digest=digest)
         requested = providers if providers is not None else (os.environ.get("MSA_EDGE_PROVIDERS") or "auto")
         auto = isinstance(requested, str) and requested.strip().lower() == "auto"
         self.providers = resolve_providers(requested)
         first = split_device(self.providers[0])[0]
         # the head is tiny and fp32: on OpenVINO's machines it stays on the CPU EP (exact fp32)
-        self.head = make_session(
+        self.head = make(
             self.folder / self.manifest.head.file,
             [CPU] if first == OPENVINO else self.providers,
-            threads=threads,
+            threads,
         )
         if first == CUDA and CUDA not in self.head.get_providers():
             # CUDA fell back to CPU (warned once by make_session): the encoders follow, at the
@@ -155,16 +168,20 @@ class Analyzer:
         self.plan = plan_sessions(self.manifest, self.providers, precision, record, auto)
         kinds = sorted({c.precision for c in self.plan.values()})
         self.precision = kinds[0] if len(kinds) == 1 else "+".join(kinds)
-        check_head(
-            self.head,
-            f"pack {self.folder}: {self.manifest.head.file}",
-            self.manifest.head,
-            self.manifest.encoders,
-        )
+        if session_factory is None:  # Triton's sessions are checked by their model configs
+            check_head(
+                self.head,
+                f"pack {self.folder}: {self.manifest.head.file}",
+                self.manifest.head,
+                self.manifest.encoders,
+            )
         self.sessions: dict[str, Any] = {}
         for mod, c in self.plan.items():
-            self.sessions[mod] = make_session(self.folder / c.file, list(c.providers), threads=threads)
-            check_encoder(self.sessions[mod], f"pack {self.folder}: {c.file}", self.manifest.encoders[mod])
+            self.sessions[mod] = make(self.folder / c.file, list(c.providers), threads)
+            if session_factory is None:  # Triton's sessions are checked by their model configs
+                check_encoder(
+                    self.sessions[mod], f"pack {self.folder}: {c.file}", self.manifest.encoders[mod]
+                )
         notes = [describe_auto(self.providers)] if auto else []
         notes.append(describe_plan(self.plan))
         if tuning_note:
