@@ -276,3 +276,21 @@ def test_tour_command_line(tour: tuple[Path, dict[str, Any]], tmp_path: Path) ->
     summary = json.loads((again / "tour.json").read_text())
     assert summary["clips"] == 54 and summary["max_diff_pack_vs_trained"] <= 0.05
     assert load_manifest(again / "pack").head.trained
+
+
+def test_sweep_fold_settings_are_checked_before_any_work(tmp_path: Path) -> None:
+    labels = tmp_path / "label.csv"
+    labels.write_text(
+        "id,text,label,mode\nvidA_1,good,1.0,train\nvidA_2,bad,-1.0,dev\nvidB_1,fine,0.5,test\n",
+        encoding="utf-8",
+    )
+    base = ["--dataset", str(labels), "--preset", "minilm-text", "--out", str(tmp_path / "run")]
+    base += ["--layers", "sweep", "--cache", str(tmp_path / "cache")]
+    for extra, message in (
+        (["--sweep-folds", "1"], "--sweep-folds must be 0 (the dev split) or >= 2"),
+        ([], "train + dev hold only 1 videos; use fewer folds or --sweep-folds 0"),
+    ):
+        result = CliRunner().invoke(train_main, base + extra)
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert "Traceback" not in result.output
+    assert not (tmp_path / "cache").exists()

@@ -122,6 +122,8 @@ def train(
         raise DatasetError("--seeds, --sweep-seeds and --epochs must be >= 1")
     if sweep_folds < 0 or sweep_folds == 1:
         raise DatasetError("--sweep-folds must be 0 (the dev split) or >= 2")
+    if mode == "sweep" and sweep_folds >= 2:  # too few videos for the folds: say so before any work
+        sw.assign_folds([s.id for s in ds.samples if s.split in ("train", "dev")], sweep_folds)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if ds.missing_media:
