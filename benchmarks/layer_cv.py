@@ -30,7 +30,8 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=50)
     ap.add_argument("--lr", type=float, default=1e-4)
-    ap.add_argument("--layers", default=None, help="comma-separated layers this process runs")
+    ap.add_argument("--layers", default=None, help="comma-separated layers this process runs (default all)")
+    ap.add_argument("--run-folds", default=None, help="comma-separated folds this process runs (default all)")
     ap.add_argument("--log", required=True, help="JSONL, one line per (layer, fold); appended")
     ap.add_argument("--report", default=None, help="folder: assemble the log into report.md + sweep.png")
     args = ap.parse_args()
@@ -53,15 +54,19 @@ def main() -> None:
             r = json.loads(line)
             done[(r["layer"], r["fold"])] = r
     opts = TrainOptions(epochs=args.epochs, lr=args.lr)
-    layers = [int(x) for x in args.layers.split(",")] if args.layers else []
+    layers = [int(x) for x in args.layers.split(",")] if args.layers else list(range(data.states["text"] - 1))
+    run_folds = [int(x) for x in args.run_folds.split(",")] if args.run_folds else list(range(args.folds))
+    prepared = {}
     for layer in layers:
         train, dev, test = data.splits({"text": layer})
-        cfg = sw.head_config(preset, "gated", {"text": data.dims["text"]})
         pool = sw._concat(train, dev)
-        fold = sw.assign_folds(pool.ids, args.folds)
-        for k in range(args.folds):
+        prepared[layer] = (pool, test, sw.assign_folds(pool.ids, args.folds))
+    cfg = sw.head_config(preset, "gated", {"text": data.dims["text"]})
+    for k in run_folds:  # fold-major: every finished fold has all layers, for the paired choice
+        for layer in layers:
             if (layer, k) in done:
                 continue
+            pool, test, fold = prepared[layer]
             stop = (k + 1) % args.folds
             fit = sw._subset(pool, np.flatnonzero((fold != k) & (fold != stop)))
             early = sw._subset(pool, np.flatnonzero(fold == stop))
@@ -75,6 +80,8 @@ def main() -> None:
                 "test": evaluate(result, test, cfg)[0],
                 "sizes": [len(fit), len(early), len(held)],
                 "seconds": time.perf_counter() - t0,
+                "epochs": args.epochs,
+                "lr": args.lr,
             }
             with log.open("a") as fh:
                 fh.write(json.dumps(row) + "\n")
@@ -83,11 +90,11 @@ def main() -> None:
         out = Path(args.report)
         out.mkdir(parents=True, exist_ok=True)
         rows = []
-        for layer in sorted({lk[0] for lk in done}):
-            folds = [done[(layer, k)] for k in range(args.folds) if (layer, k) in done]
-            if len(folds) < args.folds:
-                print(f"layer {layer}: {len(folds)} of {args.folds} folds done; left out")
-                continue
+        all_layers = sorted({lk[0] for lk in done})
+        complete = [k for k in range(args.folds) if all((la, k) in done for la in all_layers)]
+        print(f"folds complete for every layer: {complete} of {args.folds}")
+        for layer in all_layers:
+            folds = [done[(layer, k)] for k in complete]
             train, dev, test = data.splits({"text": layer})
             ridge_dev, ridge_test = ridge_baseline(train, dev, test, "text")
             sel_m, sel_s = sw._mean_std([f["held"] for f in folds])
@@ -111,6 +118,7 @@ def main() -> None:
         chosen = {"text": sw.choose_layer(rows, prefer["text"])}
         sw.plot({"text": rows}, chosen, prefer, out / "sweep.png")
         text = "\n".join(sw.report_lines({"text": rows}, chosen, prefer))
+        text += f"\nFolds done for every layer: {len(complete)} of {args.folds}; {args.epochs} epochs, lr {args.lr}.\n"
         (out / "report.md").write_text(text + "\n")
         (out / "rows.json").write_text(json.dumps(rows, indent=1))
         print(text)
