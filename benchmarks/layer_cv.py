@@ -118,7 +118,8 @@ def main() -> None:
         chosen = {"text": sw.choose_layer(rows, prefer["text"])}
         sw.plot({"text": rows}, chosen, prefer, out / "sweep.png")
         text = "\n".join(sw.report_lines({"text": rows}, chosen, prefer))
-        text += f"\nFolds done for every layer: {len(complete)} of {args.folds}; {args.epochs} epochs, lr {args.lr}.\n"
+        text += f"\nFolds done for every layer: {len(complete)} of {args.folds}; "
+        text += f"{args.epochs} epochs, lr {args.lr}.\n"
         (out / "report.md").write_text(text + "\n")
         (out / "rows.json").write_text(json.dumps(rows, indent=1))
         print(text)
