@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,8 +30,14 @@ import numpy as np
 
 from msa_runtime.errors import InputError, PackError
 from msa_runtime.face_boxes import (  # noqa: F401  (re-exported: the public face API)
+    CELL,
     DEFAULT_CROP_SIZE,
+    DEFAULT_FACTOR,
     DEFAULT_MARGIN,
+    DEFAULT_MIN_FACE_SIZE,
+    DEFAULT_THRESHOLDS,
+    STRIDE,
+    FaceNms,
     Method,
     box_iou,
     check_frame,
@@ -41,6 +46,7 @@ from msa_runtime.face_boxes import (  # noqa: F401  (re-exported: the public fac
     crop_windows,
     margin_box,
     nms,
+    pyramid_scales,
     regress_boxes,
     square_boxes,
 )
@@ -64,61 +70,9 @@ FACE_OUTPUT_NAMES: dict[str, tuple[str, ...]] = {
     "onet": ("reg", "landmarks", "prob"),
 }
 
-# facenet-pytorch's MTCNN defaults.
-DEFAULT_MIN_FACE_SIZE = 20
-DEFAULT_FACTOR = 0.709
-DEFAULT_THRESHOLDS: tuple[float, float, float] = (0.6, 0.7, 0.7)
 PIXEL_MEAN = 127.5
 PIXEL_SCALE = 0.0078125  # 1 / 128
-
-_CELL = 12  # P-net's receptive field
-_STRIDE = 2
-
-
-@dataclass(frozen=True)
-class FaceNms:
-    """IoU thresholds of the cascade's non-maximum suppressions (facenet-pytorch's): per P-net
-    pyramid level, over all levels, after R-net, and after O-net (over the smaller box)."""
-
-    pnet_scale: float = 0.5
-    pnet: float = 0.7
-    rnet: float = 0.7
-    onet_min: float = 0.7
-
-
 _BATCH = 512  # crops per R-/O-net run (bounds memory on busy frames)
-
-# --------------------------------------------------------------------------------------------
-# Boxes
-
-
-def pyramid_scales(
-    height: int,
-    width: int,
-    min_face_size: float = DEFAULT_MIN_FACE_SIZE,
-    factor: float = DEFAULT_FACTOR,
-) -> list[float]:
-    """The scales of MTCNN's image pyramid for a frame; :class:`InputError` if there is none.
-
-    The first scale maps the minimum face size to P-net's 12 px window; each next one is
-    ``factor`` times smaller, while the frame's shorter side stays at least 12 px.
-    """
-    m = _CELL / min_face_size
-    shorter = min(height, width) * m
-    if shorter < _CELL:
-        raise InputError(
-            f"frame {width}x{height} is too small for face detection: its shorter side must be at "
-            f"least the minimum face size ({min_face_size:g} px); use larger frames or a smaller "
-            "min_face_size"
-        )
-    scales = []
-    scale = m
-    while shorter >= _CELL:
-        scales.append(scale)
-        scale = scale * factor
-        shorter = shorter * factor
-    return scales
-
 
 # --------------------------------------------------------------------------------------------
 # Sessions
@@ -185,8 +139,8 @@ class FaceDetector:
         pixel_mean: float = PIXEL_MEAN,
         pixel_scale: float = PIXEL_SCALE,
     ) -> None:
-        if max_side is not None and max_side < _CELL:
-            raise InputError(f"max_side must be at least {_CELL} px, got {max_side}")
+        if max_side is not None and max_side < CELL:
+            raise InputError(f"max_side must be at least {CELL} px, got {max_side}")
         if not min_face_size > 0:
             raise InputError(f"min_face_size must be positive, got {min_face_size}")
         if not 0.0 < factor < 1.0:
@@ -225,8 +179,8 @@ class FaceDetector:
         """
         from msa_runtime.pack import FaceDetectorEntry
 
-        if max_side is not None and max_side < _CELL:
-            raise InputError(f"max_side must be at least {_CELL} px, got {max_side}")
+        if max_side is not None and max_side < CELL:
+            raise InputError(f"max_side must be at least {CELL} px, got {max_side}")
         root = Path(folder)
         try:
             entry = (
@@ -271,8 +225,8 @@ class FaceDetector:
             if ys.size == 0:
                 continue
             cell = np.stack([xs, ys], axis=1).astype(np.float32)
-            q1 = np.floor((_STRIDE * cell + np.float32(1)) / np.float32(scale))
-            q2 = np.floor((_STRIDE * cell + np.float32(_CELL)) / np.float32(scale))
+            q1 = np.floor((STRIDE * cell + np.float32(1)) / np.float32(scale))
+            q2 = np.floor((STRIDE * cell + np.float32(CELL)) / np.float32(scale))
             score = prob[0, 1, ys, xs][:, None]
             offsets = reg[0][:, ys, xs].T
             boxes = np.concatenate([q1, q2, score, offsets], axis=1).astype(np.float32)
@@ -369,8 +323,8 @@ class FaceDetector:
         height, width = rgb.shape[:2]
         pyramid_scales(height, width, self.min_face_size, self.factor)  # size check
         limit = self.max_side if max_side is None else (max_side or None)
-        if limit is not None and limit < _CELL:
-            raise InputError(f"max_side must be at least {_CELL} px, got {limit}")
+        if limit is not None and limit < CELL:
+            raise InputError(f"max_side must be at least {CELL} px, got {limit}")
         table = integral_image(rgb)
         scale_x = scale_y = 1.0
         if limit is not None and max(height, width) > limit:

@@ -1,4 +1,4 @@
-"""Face boxes for the MTCNN cascade and the face crop: NMS, squaring, regression, crop windows,
+"""Face boxes for the MTCNN cascade and the face crop: the pyramid, NMS, squaring, regression, crop windows,
 IoU, the choice of the speaker's face, and the crop itself (numpy only).
 
 Conventions follow facenet-pytorch's ``detect_face`` and ``extract_face`` (see
@@ -8,6 +8,7 @@ Conventions follow facenet-pytorch's ``detect_face`` and ``extract_face`` (see
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -20,6 +21,53 @@ DEFAULT_MARGIN = 0
 """facenet-pytorch's default margin (pixels of the output crop, see :func:`crop_face`)."""
 
 Method = Literal["largest", "probability"]
+
+# facenet-pytorch's MTCNN defaults.
+DEFAULT_MIN_FACE_SIZE = 20
+DEFAULT_FACTOR = 0.709
+DEFAULT_THRESHOLDS: tuple[float, float, float] = (0.6, 0.7, 0.7)
+
+CELL = 12  # P-net's receptive field
+STRIDE = 2
+
+
+@dataclass(frozen=True)
+class FaceNms:
+    """IoU thresholds of the cascade's non-maximum suppressions (facenet-pytorch's): per P-net
+    pyramid level, over all levels, after R-net, and after O-net (over the smaller box)."""
+
+    pnet_scale: float = 0.5
+    pnet: float = 0.7
+    rnet: float = 0.7
+    onet_min: float = 0.7
+
+
+def pyramid_scales(
+    height: int,
+    width: int,
+    min_face_size: float = DEFAULT_MIN_FACE_SIZE,
+    factor: float = DEFAULT_FACTOR,
+) -> list[float]:
+    """The scales of MTCNN's image pyramid for a frame; :class:`InputError` if there is none.
+
+    The first scale maps the minimum face size to P-net's 12 px window; each next one is
+    ``factor`` times smaller, while the frame's shorter side stays at least 12 px.
+    """
+    m = CELL / min_face_size
+    shorter = min(height, width) * m
+    if shorter < CELL:
+        raise InputError(
+            f"frame {width}x{height} is too small for face detection: its shorter side must be at "
+            f"least the minimum face size ({min_face_size:g} px); use larger frames or a smaller "
+            "min_face_size"
+        )
+    scales = []
+    scale = m
+    while shorter >= CELL:
+        scales.append(scale)
+        scale = scale * factor
+        shorter = shorter * factor
+    return scales
 
 
 def nms(
