@@ -113,7 +113,7 @@ def _mosi_subset(tmp_path: Path, per_split: dict[str, int]) -> Path:
 
 
 def test_layer_sweep_on_real_mosi_text(tmp_path: Path) -> None:
-    labels = _mosi_subset(tmp_path, {"train": 240, "dev": 80, "test": 80})
+    labels = _mosi_subset(tmp_path, {"train": 150, "dev": 60, "test": 40})
     result = CliRunner().invoke(
         train_main,
         [
@@ -287,7 +287,7 @@ def test_sweep_fold_settings_are_checked_before_any_work(tmp_path: Path) -> None
     base = ["--dataset", str(labels), "--preset", "minilm-text", "--out", str(tmp_path / "run")]
     base += ["--layers", "sweep", "--cache", str(tmp_path / "cache")]
     for extra, message in (
-        (["--sweep-folds", "1"], "--sweep-folds must be 0 (the dev split) or >= 2"),
+        (["--sweep-folds", "2"], "--sweep-folds must be 0 (the dev split) or >= 3"),
         ([], "train + dev hold only 1 videos; use fewer folds or --sweep-folds 0"),
     ):
         result = CliRunner().invoke(train_main, base + extra)

@@ -61,7 +61,7 @@ class RegistryChoice(click.Choice):
     "--sweep-folds",
     default=5,
     show_default=True,
-    help="--layers sweep: score each layer by k-fold cross-validation over train+dev, folds by "
+    help="--layers sweep: score each layer by k-fold cross-validation (k >= 3) over train+dev, folds by "
     "video (0: on the dev split). The preset's layer is kept unless another is clearly better.",
 )
 @click.option(

@@ -117,12 +117,15 @@ def train(
         raise DatasetError(f"the {head} head needs text (it shifts text tokens)")
     mode = parse_layers(layers, mods)
     if sweep_seeds is None:
-        sweep_seeds = 1 if sweep_folds >= 2 else 3
+        sweep_seeds = 1 if sweep_folds >= 3 else 3
     if seeds < 1 or epochs < 1 or sweep_seeds < 1:
         raise DatasetError("--seeds, --sweep-seeds and --epochs must be >= 1")
-    if sweep_folds < 0 or sweep_folds == 1:
-        raise DatasetError("--sweep-folds must be 0 (the dev split) or >= 2")
-    if mode == "sweep" and sweep_folds >= 2:  # too few videos for the folds: say so before any work
+    if sweep_folds < 0 or sweep_folds in (1, 2):
+        raise DatasetError(
+            "--sweep-folds must be 0 (the dev split) or >= 3 "
+            "(one fold scores, one picks the epoch, the rest train)"
+        )
+    if mode == "sweep" and sweep_folds >= 3:  # too few videos for the folds: say so before any work
         sw.assign_folds([s.id for s in ds.samples if s.split in ("train", "dev")], sweep_folds)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ layer by **k-fold cross-validation over train + dev** (the test split is never t
 The choice (:func:`choose_layer`): the preset's layer (Ando et al.: an intermediate layer beats
 the last) unless the layer with the best mean held-out MAE beats it by more than
 :data:`CLEAR_SE` standard errors of their paired difference. ``folds=0`` scores layers on the
-dev split instead (replicates = seeds, paired by seed), with the same rule.
+dev split instead (so does any ``folds`` below 3; replicates = seeds, paired by seed), with the same rule.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def _score_layer(
     """Held-out metrics per replicate (fold, or seed on dev) and the replicates' test metrics."""
     train, dev, test = splits
     held, tests = [], []
-    if folds >= 2:
+    if folds >= 3:
         pool = _concat(train, dev)
         fold = assign_folds(pool.ids, folds)
         for k in range(folds):
@@ -159,8 +159,8 @@ def sweep(
             table[m].append(
                 {
                     "layer": layer,
-                    "criterion": "cv" if folds >= 2 else "dev",
-                    "folds": folds if folds >= 2 else 0,
+                    "criterion": "cv" if folds >= 3 else "dev",
+                    "folds": folds if folds >= 3 else 0,
                     "seeds": seeds,
                     "select": sel_m,
                     "select_std": sel_s,
