@@ -33,7 +33,9 @@ def main() -> None:
     ap.add_argument("--layers", default=None, help="comma-separated layers this process runs (default all)")
     ap.add_argument("--run-folds", default=None, help="comma-separated folds this process runs (default all)")
     ap.add_argument("--log", required=True, help="JSONL, one line per (layer, fold); appended")
-    ap.add_argument("--report", default=None, help="folder: assemble the log into report.md + sweep.png")
+    ap.add_argument(
+        "--report", default=None, help="folder: assemble the log into report.md + sweep.png (no training)"
+    )
     args = ap.parse_args()
 
     from msa_export.presets import get_preset
@@ -62,7 +64,8 @@ def main() -> None:
         pool = sw._concat(train, dev)
         prepared[layer] = (pool, test, sw.assign_folds(pool.ids, args.folds))
     cfg = sw.head_config(preset, "gated", {"text": data.dims["text"]})
-    for k in run_folds:  # fold-major: every finished fold has all layers, for the paired choice
+    # fold-major: every finished fold has all layers, for the paired choice
+    for k in [] if args.report else run_folds:
         for layer in layers:
             if (layer, k) in done:
                 continue
