@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata as md
+import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -24,6 +25,7 @@ from msa_export.calibration import (
     validation_utterances,
 )
 from msa_export.convert import (
+    MAX_SCORE_DIFF,
     Check,
     ExportError,
     compare,
@@ -106,6 +108,26 @@ def _tokenizer_json(card: EncoderCard, offline: bool | None) -> str:
     return str(tok.backend_tokenizer.to_str())
 
 
+SEARCH_SCORE_TARGET = MAX_SCORE_DIFF
+"""The largest score difference the int8 search accepts on the validation utterances (the gate
+itself accepts MAX_SCORE_DIFF): a stricter target leaves headroom for utterances the gate never saw."""
+
+
+def search_score_target() -> float:
+    """``MSA_EDGE_INT8_SEARCH_SCORE`` if set (a number in (0, MAX_SCORE_DIFF]), else
+    :data:`SEARCH_SCORE_TARGET`."""
+    raw = os.environ.get("MSA_EDGE_INT8_SEARCH_SCORE")
+    if raw is None:
+        return SEARCH_SCORE_TARGET
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= MAX_SCORE_DIFF:
+        raise ExportError(f"MSA_EDGE_INT8_SEARCH_SCORE={raw!r}: give a number in (0, {MAX_SCORE_DIFF}]")
+    return value
+
+
 def _encode_modality(
     card: EncoderCard,
     tmp: Path,
@@ -170,12 +192,13 @@ def _encode_modality(
         return make_gate(mod, precision, spec.input_names, spec.output_names[0], cases, scorer)
 
     int8: Int8Outcome | None = None
+    search_target = search_score_target()
     if "int8" in precisions:
         progress(f"{mod}: quantizing to int8 (dynamic, per channel, MatMul/Gemm)")
         int8 = accuracy_aware_int8(
             fp32,
             tmp / f"{mod}.int8.onnx",
-            evaluate=lambda p: gate("int8")(p)[0],
+            evaluate=lambda p: Gate(gate("int8")(p)[0].checks, score_limit=search_target),
             inputs=[{n: t.numpy() for n, t in zip(spec.input_names, c.inputs)} for c in cases],
             keep_fp32=card.int8_keep_fp32,
             quantize=quantize_int8,
@@ -461,6 +484,7 @@ def build_pack(
     if unknown or not precisions:
         raise ExportError(f"unknown precision {unknown or '(none)'}; valid: {', '.join(PRECISIONS)}")
     check_out(Path(out), force)  # before any export work: never replace a user's folder
+    search_score_target()  # a bad MSA_EDGE_INT8_SEARCH_SCORE fails before any work
     layers = dict(layers or {})
     ckpt = load_checkpoint(head) if head is not None else None
     if ckpt is not None:

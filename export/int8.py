@@ -45,13 +45,23 @@ class Gate:
     """The verdict of the parity gate on one candidate int8 file."""
 
     checks: list[Check]
+    score_limit: float | None = None  # the search's stricter score bound (None: the gate's own)
 
     @property
     def passed(self) -> bool:
+        if self.score_limit is not None and any(
+            c.score_diff is not None and c.score_diff > self.score_limit for c in self.checks
+        ):
+            return False
         return all(c.passed() for c in self.checks)
 
     def worst(self) -> Check | None:
-        failed = [c for c in self.checks if not c.passed()] or list(self.checks)
+        limit = self.score_limit
+
+        def bad(c: Check) -> bool:
+            return not c.passed() or (limit is not None and (c.score_diff or 0.0) > limit)
+
+        failed = [c for c in self.checks if bad(c)] or list(self.checks)
         if not failed:
             return None
         return max(failed, key=lambda c: (1 - c.cosine, c.score_diff or 0.0))
@@ -63,7 +73,8 @@ class Gate:
         if w.output == "score" and w.score_diff is not None:
             from msa_export.convert import MAX_SCORE_DIFF
 
-            return f"score at input {w.length}: diff {w.score_diff:.4f} (max {MAX_SCORE_DIFF})"
+            limit = MAX_SCORE_DIFF if self.score_limit is None else min(self.score_limit, MAX_SCORE_DIFF)
+            return f"score at input {w.length}: diff {w.score_diff:.4f} (max {limit:g})"
         return f"{w.output} at input {w.length}: {w.describe()}"
 
 

@@ -155,3 +155,69 @@ def test_train_export_run_at_another_block(
         run_main, ["--pack", str(work / "pack"), "--text", "what a waste", "--format", "json"]
     )
     assert ran.exit_code == 0, ran.output
+
+
+def test_more_bad_checkpoints_are_refused_before_export(tmp_path: Path) -> None:
+    """A head over a modality the preset lacks, a weighted head mixing more hidden states than the
+    encoder has, a hidden size the encoder does not give: one-line errors, nothing written."""
+    out = tmp_path / "pack"
+    cfg = HeadConfig(kind="gated", dims={"audio": 32}, hidden=16, embed=8)
+    audio = tmp_path / "audio.pt"
+    save_checkpoint(audio, build_head(cfg), cfg, layers={"audio": 1}, encoders={}, preset="tiny")
+    with pytest.raises(
+        CheckpointError, match="trained with audio features but preset minilm-text has no audio"
+    ):
+        build_pack(get_preset("minilm-text"), out, head=audio)
+    cfg = HeadConfig(
+        kind="gated", dims={"text": 32}, hidden=16, embed=8, extra={"layer_weights": {"text": [0.1] * 9}}
+    )
+    mixed = tmp_path / "mixed.pt"
+    save_checkpoint(mixed, build_head(cfg), cfg, layers={"text": 3}, encoders={}, preset="tiny")
+    with pytest.raises(CheckpointError, match="mixes 9 text hidden states but random has 5"):
+        build_pack(get_preset("tiny"), out, head=mixed)
+    wide = _ckpt(tmp_path / "wide.pt", dims=48)
+    result = CliRunner().invoke(export_main, ["--preset", "tiny", "--out", str(out), "--head", str(wide)])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert "expects 48-d text features but preset tiny gives 32-d" in result.output
+    assert not out.exists()
+
+
+def test_calibration_set_that_cannot_be_read_or_has_no_text_encoder(tmp_path: Path) -> None:
+    latin = tmp_path / "calib.txt"
+    latin.write_bytes("caf\xe9 tr\xe8s bien\n".encode("latin-1"))
+    with pytest.raises(CalibrationError, match="cannot read calibration set"):
+        load_utterances(latin)
+    lines = tmp_path / "ok.txt"
+    lines.write_text("fine\n", encoding="utf-8")
+    with pytest.raises(CalibrationError, match="this pack has no text encoder"):
+        build_pack(
+            get_preset("tiny"),
+            tmp_path / "pack",
+            gate_text=lines,
+            layers={},
+            precisions=["fp32"],
+            head=_audio_only(tmp_path),
+        )
+    assert not (tmp_path / "pack").exists()
+
+
+def _audio_only(tmp_path: Path) -> Path:
+    cfg = HeadConfig(kind="gated", dims={"audio": 32}, hidden=16, embed=8)
+    path = tmp_path / "audio-head.pt"
+    save_checkpoint(path, build_head(cfg), cfg, layers={"audio": 1}, encoders={}, preset="tiny")
+    return path
+
+
+def test_search_score_target_env_is_checked_before_export(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from msa_export.build import search_score_target
+    from msa_export.errors import ExportError
+
+    monkeypatch.setenv("MSA_EDGE_INT8_SEARCH_SCORE", "0.01")
+    assert search_score_target() == 0.01
+    for bad in ("0.5", "0", "lots"):
+        monkeypatch.setenv("MSA_EDGE_INT8_SEARCH_SCORE", bad)
+        with pytest.raises(ExportError, match="MSA_EDGE_INT8_SEARCH_SCORE"):
+            build_pack(get_preset("tiny"), tmp_path / "pack")
+    assert not (tmp_path / "pack").exists()

@@ -12,7 +12,7 @@ from torch import nn
 
 from msa_export import convert
 from msa_export.calibration import Case, make_gate
-from msa_export.int8 import accuracy_aware_int8, sensitivity, weight_matmuls
+from msa_export.int8 import Gate, accuracy_aware_int8, sensitivity, weight_matmuls
 
 
 class _Outlier(nn.Module):
@@ -138,3 +138,37 @@ def test_gate_scores_through_the_head(outlier: tuple[Path, list[Case]], tmp_path
     assert any(not c.passed() for c in scores) == (
         max(c.score_diff or 0 for c in scores) > convert.MAX_SCORE_DIFF
     )
+
+
+def test_a_stricter_search_target_keeps_more_in_fp32(
+    outlier: tuple[Path, list[Case]], tmp_path: Path
+) -> None:
+    """Gate.score_limit: the search aims below the gate's score bound (headroom for unseen inputs);
+    a file the plain gate accepts is refused by the stricter target, and the search then keeps
+    more MatMuls in fp32 until the target holds."""
+    fp32, cases = outlier
+
+    class Scorer:
+        def __call__(self, modality: str, feats: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+            return feats.reshape(feats.shape[0], -1).mean(-1) * 20.0
+
+    run = make_gate("audio", "int8", ["x"], "hidden", cases, Scorer())  # type: ignore[arg-type]
+    plain = accuracy_aware_int8(
+        fp32,
+        tmp_path / "a.int8.onnx",
+        evaluate=lambda p: run(p)[0],
+        inputs=[{"x": c.inputs[0].numpy()} for c in cases],
+    )
+    worst = max(c.score_diff or 0.0 for c in plain.gate.checks) if plain.gate else 0.0
+    assert plain.gate is not None and plain.gate.passed and worst > 0
+    strict = Gate(plain.gate.checks, score_limit=worst / 2)
+    assert not strict.passed and "max " in strict.describe()
+    tight = accuracy_aware_int8(
+        fp32,
+        tmp_path / "b.int8.onnx",
+        evaluate=lambda p: Gate(run(p)[0].checks, score_limit=worst / 2),
+        inputs=[{"x": c.inputs[0].numpy()} for c in cases],
+    )
+    assert tight.gate is not None and tight.gate.passed
+    assert max(c.score_diff or 0.0 for c in tight.gate.checks) <= worst / 2
+    assert len(tight.kept) > len(plain.kept)

@@ -16,12 +16,14 @@ from click.testing import CliRunner
 from conftest import shared_path
 
 from msa_export.build import build_pack
+from msa_export.errors import DatasetError as _SweepError
 from msa_export.presets import get_preset
 from msa_export.tour import run_tour
 from msa_export.training import features as fc
 from msa_export.training.cli import main as train_main
 from msa_export.training.datasets import load_dataset
-from msa_export.training.run import choose_layer, train
+from msa_export.training.run import train
+from msa_export.training.sweep import assign_folds, choose_layer, group_of, paired_difference
 from msa_runtime import Analyzer
 from msa_runtime.pack import load_manifest
 
@@ -111,7 +113,7 @@ def _mosi_subset(tmp_path: Path, per_split: dict[str, int]) -> Path:
 
 
 def test_layer_sweep_on_real_mosi_text(tmp_path: Path) -> None:
-    labels = _mosi_subset(tmp_path, {"train": 240, "dev": 80, "test": 80})
+    labels = _mosi_subset(tmp_path, {"train": 150, "dev": 60, "test": 40})
     result = CliRunner().invoke(
         train_main,
         [
@@ -125,8 +127,8 @@ def test_layer_sweep_on_real_mosi_text(tmp_path: Path) -> None:
             "sweep",
             "--seeds",
             "1",
-            "--sweep-seeds",
-            "2",
+            "--sweep-folds",
+            "3",
             "--epochs",
             "4",
             "--lr",
@@ -140,32 +142,61 @@ def test_layer_sweep_on_real_mosi_text(tmp_path: Path) -> None:
     sweep = metrics["sweep"]["text"]
     assert [r["layer"] for r in sweep] == list(range(6))
     assert all(np.isfinite(r["ridge_test"]["mae"]) for r in sweep)
+    # cross-validated over train+dev: 3 held-out MAEs per layer, one per fold
+    assert all(r["criterion"] == "cv" and r["folds"] == 3 and len(r["select_runs"]) == 3 for r in sweep)
+    assert all(r["select"]["mae"] == pytest.approx(np.mean(r["select_runs"])) for r in sweep)
     report = (tmp_path / "run" / "report.md").read_text()
-    assert all(r["seeds"] == 2 and r["dev_std"]["mae"] >= 0 for r in sweep)
-    assert "ridge test MAE" in report and "**(chosen)**" in report and "mean ± std over 2 seed" in report
+    assert "ridge test MAE" in report and "**(chosen)**" in report and "3-fold CV over train+dev" in report
+    assert "vs layer 3 (paired)" in report and "(preset)" in report
     assert (tmp_path / "run" / "sweep.png").stat().st_size > 1000
-    assert metrics["layers"] == {"text": choose_layer(sweep)[0]}
+    assert metrics["preset_layers"] == {"text": 3}
+    assert metrics["layers"] == {"text": choose_layer(sweep, 3)}
 
 
-def _row(layer: int, dev: float, std: float, seeds: int = 4) -> dict[str, object]:
-    return {"layer": layer, "seeds": seeds, "dev": {"mae": dev}, "dev_std": {"mae": std}}
+def _row(layer: int, runs: list[float]) -> dict[str, object]:
+    return {
+        "layer": layer,
+        "select": {"mae": float(np.mean(runs))},
+        "select_std": {"mae": float(np.std(runs, ddof=1))},
+        "select_runs": runs,
+    }
 
 
-def test_layer_choice_prefers_the_middle_among_layers_tied_within_one_standard_error() -> None:
-    rows = [
-        _row(0, 0.95, 0.02),
-        _row(1, 0.90, 0.02),
-        _row(2, 0.870, 0.02),
-        _row(3, 0.861, 0.02),
-        _row(4, 0.858, 0.02),
-        _row(5, 0.850, 0.04),
-    ]
-    # best 5 (0.850); its standard error 0.04 / 2 = 0.02: layers 2..5 are tied; 2 and 3 are
-    # nearest the middle (2.5), 3 has the lower dev MAE
-    assert choose_layer(rows) == (3, [2, 3, 4, 5])
-    rows[5] = _row(5, 0.850, 0.002)  # a precise best: no tie
-    assert choose_layer(rows) == (5, [5])
-    assert choose_layer([_row(0, 0.9, 0.0, 1), _row(1, 0.8, 0.0, 1)]) == (1, [1])
+def test_layer_choice_keeps_the_presets_layer_unless_another_is_clearly_better() -> None:
+    base = [0.86, 0.80, 0.90, 0.84, 0.88]  # fold-to-fold spread much larger than layer effects
+    rows = [_row(i, [b + d for b in base]) for i, d in enumerate([0.08, 0.03, 0.01, 0.0, -0.01, -0.012])]
+    rows[5]["select_runs"] = [b - 0.012 + e for b, e in zip(base, [0.03, -0.03, 0.02, -0.02, 0.0])]
+    # layer 4 is better on every fold by 0.01 (paired SE 0): clearly better than preset layer 3
+    assert paired_difference(rows, 3, 4) == pytest.approx((0.01, 0.0))
+    assert choose_layer(rows[:5], prefer=3) == 4
+    # layer 5 has the lowest mean, but its paired advantage (0.012) is within 2 SE (0.0112 each)
+    d, se = paired_difference(rows, 3, 5)
+    assert d == pytest.approx(0.012) and d < 2 * se
+    assert choose_layer([rows[i] for i in (0, 1, 2, 3, 5)], prefer=3) == 3
+    # unpaired, layer 4's 0.01 would be lost in the folds' spread (std 0.04)
+    assert rows[4]["select_std"]["mae"] > 0.03
+    # no preferred layer, or none in the rows, or a single replicate: the lowest mean
+    assert choose_layer(rows[:5], prefer=None) == 4
+    assert choose_layer(rows[:3], prefer=3) == 2
+    one = [_row(0, [0.9, 0.9]), _row(1, [0.8, 0.8])]
+    for r in one:
+        r["select_runs"] = r["select_runs"][:1]
+    assert choose_layer(one, prefer=0) == 1
+
+
+def test_folds_keep_whole_videos_and_are_balanced_and_deterministic() -> None:
+    ids = [f"vid{v}_{c}" for v in range(12) for c in range(1 + v % 4)] + ["5W7Z1C_fDaE_3", "5W7Z1C_fDaE_4"]
+    folds = assign_folds(ids, 4)
+    assert group_of("5W7Z1C_fDaE_24") == "5W7Z1C_fDaE" and group_of("line7") == "line7"
+    by_video: dict[str, set[int]] = {}
+    for sid, k in zip(ids, folds):
+        by_video.setdefault(group_of(sid), set()).add(int(k))
+    assert all(len(v) == 1 for v in by_video.values())
+    sizes = np.bincount(folds, minlength=4)
+    assert sizes.min() > 0 and sizes.max() - sizes.min() <= 2
+    assert (assign_folds(ids, 4) == folds).all()
+    with pytest.raises(_SweepError, match="only 13 videos; use fewer folds or --sweep-folds 0"):
+        assign_folds(ids, 20)
 
 
 def test_undecodable_clips_are_skipped_and_counted(tmp_path: Path) -> None:
@@ -245,3 +276,21 @@ def test_tour_command_line(tour: tuple[Path, dict[str, Any]], tmp_path: Path) ->
     summary = json.loads((again / "tour.json").read_text())
     assert summary["clips"] == 54 and summary["max_diff_pack_vs_trained"] <= 0.05
     assert load_manifest(again / "pack").head.trained
+
+
+def test_sweep_fold_settings_are_checked_before_any_work(tmp_path: Path) -> None:
+    labels = tmp_path / "label.csv"
+    labels.write_text(
+        "id,text,label,mode\nvidA_1,good,1.0,train\nvidA_2,bad,-1.0,dev\nvidB_1,fine,0.5,test\n",
+        encoding="utf-8",
+    )
+    base = ["--dataset", str(labels), "--preset", "minilm-text", "--out", str(tmp_path / "run")]
+    base += ["--layers", "sweep", "--cache", str(tmp_path / "cache")]
+    for extra, message in (
+        (["--sweep-folds", "2"], "--sweep-folds must be 0 (the dev split) or >= 3"),
+        ([], "train + dev hold only 1 videos; use fewer folds or --sweep-folds 0"),
+    ):
+        result = CliRunner().invoke(train_main, base + extra)
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert "Traceback" not in result.output
+    assert not (tmp_path / "cache").exists()

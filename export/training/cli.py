@@ -58,10 +58,17 @@ class RegistryChoice(click.Choice):
 )
 @click.option("--seeds", default=5, show_default=True, help="Seeds to train and average.")
 @click.option(
-    "--sweep-seeds",
-    default=3,
+    "--sweep-folds",
+    default=5,
     show_default=True,
-    help="Seeds per layer in --layers sweep (the choice uses their mean and spread).",
+    help="--layers sweep: score each layer by k-fold cross-validation (k >= 3) over train+dev, folds by "
+    "video (0: on the dev split). The preset's layer is kept unless another is clearly better.",
+)
+@click.option(
+    "--sweep-seeds",
+    type=int,
+    default=None,
+    help="--layers sweep: seeds per fold (default 1), or per layer with --sweep-folds 0 (default 3).",
 )
 @click.option("--epochs", default=50, show_default=True)
 @click.option(
@@ -88,7 +95,8 @@ def main(
     head: str,
     layers: str,
     seeds: int,
-    sweep_seeds: int,
+    sweep_folds: int,
+    sweep_seeds: int | None,
     epochs: int,
     lr: float,
     cache: str | None,
@@ -121,6 +129,7 @@ def main(
         cache_dir=cache,
         offline=offline,
         sweep_seeds=sweep_seeds,
+        sweep_folds=sweep_folds,
         progress=progress,
     )
     s = metrics["summary"]

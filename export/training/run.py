@@ -15,16 +15,11 @@ from msa_export.heads import HeadConfig, save_checkpoint
 from msa_export.kinds import head_kind
 from msa_export.presets import Preset
 from msa_export.training import features as fc
+from msa_export.training import sweep as sw
 from msa_export.training.datasets import Dataset, DatasetError, load_dataset
 from msa_export.training.metrics import format_table, summarize
-from msa_export.training.trainer import (
-    Split,
-    TrainOptions,
-    TrainResult,
-    evaluate,
-    ridge_baseline,
-    train_head,
-)
+from msa_export.training.sweep import head_config as _config
+from msa_export.training.trainer import Split, TrainOptions, TrainResult, evaluate, train_head
 
 Progress = Callable[[str], None]
 SPLITS = ("train", "dev", "test")
@@ -76,107 +71,6 @@ class _Data:
         return self.split("train", layers), self.split("dev", layers), self.split("test", layers)
 
 
-def _config(preset: Preset, kind: str, dims: dict[str, int]) -> HeadConfig:
-    h = preset.head
-    return HeadConfig(kind=kind, dims=dims, hidden=h.hidden, embed=h.embed, heads=h.heads, dropout=h.dropout)
-
-
-def _mean_std(runs: Sequence[dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
-    keys = runs[0].keys()
-    mean = {k: float(np.mean([r[k] for r in runs])) for k in keys}
-    std = {k: float(np.std([r[k] for r in runs], ddof=1)) if len(runs) > 1 else 0.0 for k in keys}
-    return mean, std
-
-
-def _sweep(
-    data: _Data,
-    preset: Preset,
-    modalities: Sequence[str],
-    opts: TrainOptions,
-    progress: Progress,
-    seeds: int = 1,
-) -> dict[str, list[dict[str, Any]]]:
-    """A unimodal gated head per layer and modality, trained with ``seeds`` seeds: per layer the
-    mean and sample std over seeds of the dev and test metrics, and the ridge baseline."""
-    table: dict[str, list[dict[str, Any]]] = {}
-    for m in modalities:
-        table[m] = []
-        for layer in range(data.states[m] - 1):
-            train, dev, test = data.splits({m: layer})
-            cfg = _config(preset, "gated", {m: data.dims[m]})
-            devs, tests = [], []
-            for seed in range(seeds):
-                progress(f"sweep: {m} layer {layer}, seed {seed}")
-                result = train_head(cfg, train, dev, seed=seed, opts=opts, progress=progress)
-                devs.append(evaluate(result, dev, cfg)[0])
-                tests.append(evaluate(result, test, cfg)[0])
-            dev_m, dev_s = _mean_std(devs)
-            test_m, test_s = _mean_std(tests)
-            ridge_dev, ridge_test = ridge_baseline(train, dev, test, m)
-            table[m].append(
-                {
-                    "layer": layer,
-                    "seeds": seeds,
-                    "dev": dev_m,
-                    "dev_std": dev_s,
-                    "test": test_m,
-                    "test_std": test_s,
-                    "ridge_dev": ridge_dev,
-                    "ridge_test": ridge_test,
-                }
-            )
-    return table
-
-
-def choose_layer(rows: Sequence[dict[str, Any]]) -> tuple[int, list[int]]:
-    """The layer a sweep picks, and the layers tied with the best.
-
-    Tied: mean dev MAE within one standard error (std over seeds / sqrt(seeds)) of the best
-    layer's. Among tied layers the one nearest the middle of the stack wins (Ando et al.:
-    intermediate layers beat the last), then the lower dev MAE. With one seed only the best
-    dev MAE is tied, as before."""
-    best = min(rows, key=lambda r: r["dev"]["mae"])
-    n = max(1, int(best.get("seeds", 1)))
-    se = float(best.get("dev_std", {}).get("mae", 0.0)) / np.sqrt(n)
-    tied = [r for r in rows if r["dev"]["mae"] <= best["dev"]["mae"] + se]
-    middle = (len(rows) - 1) / 2
-    pick = min(tied, key=lambda r: (abs(r["layer"] - middle), r["dev"]["mae"]))
-    return int(pick["layer"]), sorted(int(r["layer"]) for r in tied)
-
-
-def _plot(table: dict[str, list[dict[str, Any]]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(table), figsize=(5 * len(table), 3.6), squeeze=False)
-    for ax, (m, rows) in zip(axes[0], table.items()):
-        layers = np.asarray([r["layer"] for r in rows], float)
-        for key, style, dx in (("dev", "o-", -0.06), ("test", "s-", 0.06)):
-            err = [r.get(f"{key}_std", {}).get("mae", 0.0) for r in rows]
-            ax.errorbar(
-                layers + dx,
-                [r[key]["mae"] for r in rows],
-                yerr=err,
-                fmt=style,
-                capsize=3,
-                label=f"{key} (mean ± std, {rows[0].get('seeds', 1)} seeds)",
-            )
-        ax.plot(layers, [r["ridge_test"]["mae"] for r in rows], "x--", label="ridge test")
-        chosen, _ = choose_layer(rows)
-        ax.axvline(chosen, color="grey", lw=0.8, ls=":", label=f"chosen: {chosen}")
-        ax.set_title(f"{m}: MAE per layer")
-        ax.set_xlabel("block (0-based)")
-        ax.set_ylabel("MAE")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-
-
 def _write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
@@ -196,13 +90,17 @@ def train(
     lr: float = 1e-4,
     cache_dir: str | Path | None = None,
     offline: bool | None = None,
-    sweep_seeds: int = 3,
+    sweep_seeds: int | None = None,
+    sweep_folds: int = sw.DEFAULT_FOLDS,
     progress: Progress = lambda m: None,
 ) -> dict[str, Any]:
     """Train a fusion head on ``dataset`` with ``preset``'s encoders; write into ``out``:
     ``head.pt``, ``metrics.json``, ``report.md`` and (for a sweep) ``sweep.png``.
 
-    A sweep trains ``sweep_seeds`` seeds per layer and picks with :func:`choose_layer`."""
+    A sweep scores every layer by ``sweep_folds``-fold cross-validation over train + dev
+    (``sweep_seeds`` seeds per fold, default 1), or with ``sweep_folds=0`` on the dev split
+    (``sweep_seeds`` seeds, default 3), and picks with :func:`msa_export.training.sweep.choose_layer`:
+    the preset's layer unless another is clearly better."""
     ds = load_dataset(dataset)
     available = [m for m in preset.modalities if m == "text" or ds.has_media]
     mods = list(modalities) if modalities else available
@@ -218,8 +116,17 @@ def train(
     if head_kind(head).text_first and mods[0] != "text":
         raise DatasetError(f"the {head} head needs text (it shifts text tokens)")
     mode = parse_layers(layers, mods)
+    if sweep_seeds is None:
+        sweep_seeds = 1 if sweep_folds >= 3 else 3
     if seeds < 1 or epochs < 1 or sweep_seeds < 1:
         raise DatasetError("--seeds, --sweep-seeds and --epochs must be >= 1")
+    if sweep_folds < 0 or sweep_folds in (1, 2):
+        raise DatasetError(
+            "--sweep-folds must be 0 (the dev split) or >= 3 "
+            "(one fold scores, one picks the epoch, the rest train)"
+        )
+    if mode == "sweep" and sweep_folds >= 3:  # too few videos for the folds: say so before any work
+        sw.assign_folds([s.id for s in ds.samples if s.split in ("train", "dev")], sweep_folds)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if ds.missing_media:
@@ -238,10 +145,23 @@ def train(
         )
     data = _Data(ds, report.folders, set(report.failed))
     opts = TrainOptions(epochs=epochs, lr=lr)
-    sweep = _sweep(data, preset, mods, opts, progress, seeds=sweep_seeds) if mode == "sweep" else None
-    if sweep is not None:
-        chosen: dict[str, int | None] = {m: choose_layer(rows)[0] for m, rows in sweep.items()}
-        _plot(sweep, out / "sweep.png")
+    sweep = None
+    prefer: dict[str, int | None] = {m: preset.encoders[m].layer for m in mods}
+    if mode == "sweep":
+        sweep = sw.sweep(
+            data.splits,
+            {m: data.states[m] for m in mods},
+            data.dims,
+            preset,
+            mods,
+            opts,
+            progress,
+            folds=sweep_folds,
+            seeds=sweep_seeds,
+        )
+        picked = {m: sw.choose_layer(rows, prefer[m]) for m, rows in sweep.items()}
+        chosen: dict[str, int | None] = dict(picked)
+        sw.plot(sweep, picked, prefer, out / "sweep.png")
     elif mode == "weighted":
         chosen = {m: None for m in mods}
     elif isinstance(mode, dict):
@@ -292,6 +212,7 @@ def train(
         "summary": summarize([r[1] for r in runs]),
         "unimodal": unimodal,
         "sweep": sweep,
+        "preset_layers": prefer,
         "best_seed": runs.index(min(runs, key=lambda r: r[0].dev_loss)),
         "test_predictions": dict(zip(test_s.ids, map(float, test_preds))),
     }
@@ -333,36 +254,6 @@ def render_report(metrics: dict[str, Any]) -> str:
     rows.update({f"{m} only": v for m, v in metrics["unimodal"].items()})
     lines += ["## Test", "", format_table(rows), ""]
     if metrics["sweep"]:
-        n = next(iter(metrics["sweep"].values()))[0].get("seeds", 1)
-        lines += [
-            f"## Layer sweep (unimodal gated head, mean ± std over {n} seed(s); ridge on "
-            "mean-pooled features)",
-            "",
-            "Chosen: the layer nearest the middle of the stack among those whose mean dev MAE "
-            "is within one standard error of the best (tied).",
-            "",
-            "![sweep](sweep.png)",
-            "",
-        ]
-        for m, table in metrics["sweep"].items():
-            header = (
-                "| layer | dev MAE | test MAE | test Corr | test Acc-2 | ridge dev MAE "
-                "| ridge test MAE | ridge test Corr |"
-            )
-            lines += [f"### {m}", "", header, "|---:" * 8 + "|"]
-            chosen, tied = choose_layer(table)
-
-            def pm(r: dict[str, Any], key: str, metric: str) -> str:
-                std = r.get(f"{key}_std", {}).get(metric)
-                return f"{r[key][metric]:.3f}" + (f" ± {std:.3f}" if std else "")
-
-            for r in table:
-                mark = " **(chosen)**" if r["layer"] == chosen else " (tied)" if r["layer"] in tied else ""
-                lines.append(
-                    f"| {r['layer']}{mark} | {pm(r, 'dev', 'mae')} | {pm(r, 'test', 'mae')} "
-                    f"| {pm(r, 'test', 'corr')} | {100 * r['test']['acc2_non0']:.1f} "
-                    f"| {r['ridge_dev']['mae']:.3f} | {r['ridge_test']['mae']:.3f} "
-                    f"| {r['ridge_test']['corr']:.3f} |"
-                )
-            lines.append("")
+        chosen = {m: int(v) for m, v in metrics["layers"].items() if v != "weighted"}
+        lines += sw.report_lines(metrics["sweep"], chosen, metrics.get("preset_layers", {}))
     return "\n".join(lines)
