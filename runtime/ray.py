@@ -12,9 +12,9 @@
   with a ``media`` column (``input`` or ``path`` also accepted; relative paths are relative to
   the CSV) and optional ``text``, ``transcript``, ``start`` and ``end`` columns (a span of the
   file: MOSEI-style manifests list several clips per file).
-- **Records**: the ones ``msa-run`` prints (:func:`msa_runtime.cli.score_record`, built on
+- **Records**: the ones ``msa-run`` prints (:func:`msa_runtime.records.score_record`, built on
   :meth:`msa_runtime.Prediction.to_dict`), with ``start``/``end`` for a span; an input that fails
-  gives ``{"input", "error"}`` (:func:`msa_runtime.cli.failure_record`) and the rest go on.
+  gives ``{"input", "error"}`` (:func:`msa_runtime.records.failure_record`) and the rest go on.
 - **Output**: ``*.jsonl`` (one record per line, appended and flushed as records arrive) or
   ``*.parquet`` (a folder of part files, each written atomically every ``flush_every`` records;
   ``pandas.read_parquet(folder)`` reads it; schema :func:`msa_runtime.batch_output.parquet_schema`).
@@ -79,7 +79,7 @@ class ArchiveSummary:
 def collect_inputs(inputs: Sequence[str]) -> list[Row]:
     """Rows ``{input, text, transcript, start, end}`` from files, folders, globs and manifest
     CSVs (see the module)."""
-    from msa_runtime.cli import expand_inputs
+    from msa_runtime.records import expand_inputs
 
     rows: list[Row] = []
     plain: list[str] = []
@@ -153,7 +153,7 @@ class Scorer:
             self.an = Analyzer(pack, **options)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        from msa_runtime.cli import failure_record, score_record
+        from msa_runtime.records import failure_record, score_record
 
         out: list[str] = []
         for i, name in enumerate(batch["input"]):

@@ -63,7 +63,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def _expected(tiny_pack: Path, clips: dict[str, Any]) -> dict[tuple[str, Any, Any], float]:
     """Scores from a plain Analyzer loop, as msa-run rounds them."""
     from msa_runtime import Analyzer
-    from msa_runtime.cli import sidecar
+    from msa_runtime.records import sidecar
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
