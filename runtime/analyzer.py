@@ -530,7 +530,7 @@ class Analyzer:
         transcript, an Analyzer with an ASR model transcribes the stream live (``asr`` as in
         :meth:`predict`): words committed once two decodes agree, placed by their times.
         """
-        from msa_runtime.stream import stream_windows
+        from msa_runtime.stream import prepare, run_windows
 
         self._check_open()
         source = checks.source("source", source)
@@ -543,7 +543,7 @@ class Analyzer:
             isinstance(options, dict) and all(isinstance(v, str) for v in [*options, *options.values()])
         ):
             raise InputError("options must be a dict of str to str (FFmpeg options)")
-        return stream_windows(
+        state, items, kinds = prepare(
             self,
             source,
             text=text,
@@ -554,6 +554,7 @@ class Analyzer:
             options=options,
             asr=self._wants_asr(asr, text, transcript),
         )
+        return run_windows(state, items, kinds)
 
     def close(self) -> None:
         """Release the thread pool; the Analyzer cannot score afterwards."""

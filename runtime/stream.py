@@ -146,32 +146,6 @@ class _Windows:
                 self.audio_start += drop / self.rate
 
 
-def stream_windows(
-    an: Analyzer,
-    source: str | os.PathLike[str],
-    *,
-    text: str | None,
-    transcript: str | os.PathLike[str] | None,
-    window: float,
-    hop: float,
-    format: str | None = None,
-    options: dict[str, str] | None = None,
-    asr: bool = False,
-) -> Iterator[Prediction]:
-    state, items, kinds = prepare(
-        an,
-        source,
-        text=text,
-        transcript=transcript,
-        window=window,
-        hop=hop,
-        format=format,
-        options=options,
-        asr=asr,
-    )
-    return run_windows(state, items, kinds)
-
-
 def prepare(
     an: Analyzer,
     source: str | os.PathLike[str],
