@@ -3,7 +3,7 @@ windows (``long_window``, :mod:`msa_runtime.long_input`).
 
 For each length in ``--minutes`` a clip is generated (160x120 at 15 fps H.264 + 16 kHz AAC,
 ``bench_stream_memory.make_long_clip``) and scored by ``predict`` in a fresh child process per
-mode, which records the peak RSS (sampled every 50 ms, and ``ru_maxrss``) and the wall time:
+mode, which records the peak RSS (sampled every 50 ms, and the kernel's ``VmHWM``) and the wall time:
 
 - ``windows of <= 30 s``: the default, ``long_window=30`` (longer inputs scored in equal windows),
   and ``long_window=60``;
@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import socket
 import subprocess
 import sys
@@ -35,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 RESULTS = HERE / "results"
 
-from bench_stream_memory import PeakSampler, export_tiny, make_long_clip, rss_mb  # noqa: E402
+from bench_stream_memory import PeakSampler, export_tiny, hwm_mb, make_long_clip, rss_mb  # noqa: E402
 
 
 def _child(pack: str, clip: str, long_window: float) -> None:
@@ -50,7 +49,7 @@ def _child(pack: str, clip: str, long_window: float) -> None:
     with PeakSampler() as sampler:
         p = an.predict(clip)
     wall = time.perf_counter() - t0
-    peak = max(sampler.peak, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    peak = max(sampler.peak, hwm_mb())
     note = next((n for n in p.notes if "windows" in n), "")
     windows = note.split("scored in ")[1].split(" (")[0] if note else "1 (whole)"
     print(

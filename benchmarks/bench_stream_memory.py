@@ -5,7 +5,7 @@ mono AAC in MP4, encoded frame by frame straight to disk, so generation itself s
 streamed through the pack in a fresh child process, which records:
 
 - RSS after loading the pack, at every minute of input, and the peak (sampled every 50 ms and
-  from ``ru_maxrss``);
+  from the kernel's ``VmHWM``);
 - wall time, the real-time factor (wall time / input duration; below 1 is faster than real
   time) and the per-window latency (median, p90) the runtime reports.
 
@@ -25,7 +25,6 @@ import json
 import math
 import os
 import platform
-import resource
 import socket
 import subprocess
 import sys
@@ -113,6 +112,16 @@ def rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
+def hwm_mb() -> float:
+    """This process's own peak RSS (``VmHWM``). Not ``ru_maxrss``: on Linux a child started by
+    fork/vfork + exec inherits its parent's high-water mark there (a pytest run that once held
+    7 GB made every child report 7 GB)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 class PeakSampler:
     """Samples this process's RSS in a background thread; ``peak`` is the highest seen (MB)."""
 
@@ -172,7 +181,7 @@ def measure_stream(
         "latency_ms_median": round(float(np.median(lat)), 2),
         "latency_ms_p90": round(float(np.percentile(lat, 90)), 2),
         "rss_before_mb": round(rss_before, 1),
-        "rss_peak_mb": round(max(sampler.peak, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), 1),
+        "rss_peak_mb": round(max(sampler.peak, hwm_mb()), 1),
         "rss_marks": marks,
     }
 
