@@ -14,7 +14,7 @@ from typing import Any, Literal, overload
 
 import numpy as np
 
-from msa_runtime import checks, media, stdin
+from msa_runtime import checks, long_input, media, stdin
 from msa_runtime.boundary import public
 from msa_runtime.contract import check_encoder, check_head
 from msa_runtime.errors import AsrError, InputError, MediaError, PackError
@@ -36,6 +36,7 @@ from msa_runtime.preprocess import (
     normalize_images,
     vision_squares,
 )
+from msa_runtime.resample import resample_audio
 from msa_runtime.scoring import (
     EncodedFrames,
     Feature,
@@ -333,10 +334,8 @@ class Analyzer:
         text = checks.text("text", text)
         if sample_rate is not None:
             sample_rate = checks.sample_rate("sample_rate", sample_rate)
-        span = self._array_span(frames, audio, sample_rate)
+        span = long_input.array_span(self, frames, audio, sample_rate)
         if span > self.long_window + LONG_SLACK:
-            from msa_runtime import long_input
-
             rate = sample_rate if audio is not None and len(audio) else None
             return long_input.predict_arrays(
                 self, frames=frames, audio=audio, sample_rate=rate, text=text, span=span
@@ -347,7 +346,7 @@ class Analyzer:
             rate = self.prep("audio").sample_rate
             if sample_rate is None:
                 raise InputError("predict_arrays(audio=...) needs sample_rate")
-            samples = audio if sample_rate == rate else _resample(audio, sample_rate, rate)
+            samples = audio if sample_rate == rate else resample_audio(audio, sample_rate, rate)
             jobs["audio"] = lambda: self.encode_audio(samples)
         track = FaceTrack()
         found: list[np.ndarray | None] = [None]
@@ -373,27 +372,6 @@ class Analyzer:
         return self.score_features(
             feats, timings, notes=notes, text=text, transcript_source=None if text is None else "given"
         )
-
-    def _array_span(
-        self, frames: np.ndarray | list[np.ndarray] | None, audio: np.ndarray | None, rate: int | None
-    ) -> float:
-        """Seconds the arrays of a ``predict_arrays`` call span (0 when unknown)."""
-        span = 0.0
-        if audio is not None and len(audio) and rate and "audio" in self.sessions:
-            span = len(audio) / rate
-        if frames is not None and len(frames) and "vision" in self.sessions:
-            span = max(span, len(frames) / self.prep("vision").fps)
-        return span
-
-    def _long_span(self, source: str | os.PathLike[str], start: float, end: float | None) -> float:
-        """Seconds of a local file that ``predict`` would score (0 when its duration is unknown)."""
-        name = os.fspath(source)
-        if not os.path.isfile(name):
-            return 0.0
-        duration = media.probe(name).duration
-        if duration is None:
-            return 0.0
-        return max(0.0, (duration if end is None else min(end, duration)) - start)
 
     @public
     def predict(
@@ -441,10 +419,8 @@ class Analyzer:
         if text is not None and transcript is not None:
             raise InputError("give text or transcript, not both")
         if source is not None and ("audio" in self.sessions or "vision" in self.sessions):
-            span = self._long_span(source, start, end)
+            span = long_input.file_span(source, start, end)
             if span > self.long_window + LONG_SLACK:
-                from msa_runtime import long_input
-
                 return long_input.predict_file(
                     self,
                     os.fspath(source),
@@ -594,15 +570,3 @@ def _split_face_time(timings: dict[str, float], face_ms: float) -> None:
     if "vision" in timings:
         timings["vision"] = max(0.0, timings["vision"] - face_ms)
     timings["face"] = face_ms
-
-
-def _resample(samples: np.ndarray, src: int, dst: int) -> np.ndarray:
-    """Resample mono float audio with FFmpeg's resampler (the same one decoding uses)."""
-    import av
-
-    frame = av.AudioFrame.from_ndarray(np.asarray(samples, np.float32)[None], format="flt", layout="mono")
-    frame.sample_rate = src
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=dst)
-    out = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
-    out += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
-    return np.concatenate(out) if out else np.zeros(0, np.float32)

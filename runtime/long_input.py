@@ -18,11 +18,13 @@ from the container's duration: URLs and files that state none are scored whole, 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from msa_runtime import media
 from msa_runtime.scoring import Prediction
 
 if TYPE_CHECKING:
@@ -153,3 +155,26 @@ def _result(windows: list[Prediction], name: str) -> Prediction:
     if not windows:
         raise MediaError(f"{name}: nothing this pack can score in any window")
     return combine(windows)
+
+
+def array_span(
+    an: Analyzer, frames: np.ndarray | list[np.ndarray] | None, audio: np.ndarray | None, rate: int | None
+) -> float:
+    """Seconds the arrays of a ``predict_arrays`` call span (0 when unknown)."""
+    span = 0.0
+    if audio is not None and len(audio) and rate and "audio" in an.sessions:
+        span = len(audio) / rate
+    if frames is not None and len(frames) and "vision" in an.sessions:
+        span = max(span, len(frames) / an.prep("vision").fps)
+    return span
+
+
+def file_span(source: str | os.PathLike[str], start: float, end: float | None) -> float:
+    """Seconds of a local file that ``predict`` would score (0 when its duration is unknown)."""
+    name = os.fspath(source)
+    if not os.path.isfile(name):
+        return 0.0
+    duration = media.probe(name).duration
+    if duration is None:
+        return 0.0
+    return max(0.0, (duration if end is None else min(end, duration)) - start)

@@ -1,6 +1,7 @@
-"""Image resampling for the face detector, in numpy: the exact equivalent of torch's
+"""Resampling. Images for the face detector, in numpy: the exact equivalent of torch's
 ``interpolate(mode="area")`` (an adaptive average pool, via a summed-area table) that
-facenet-pytorch uses for its image pyramid, and the bilinear resize of its crops."""
+facenet-pytorch uses for its image pyramid, and the bilinear resize of its crops. Audio given as
+arrays at another rate: FFmpeg's resampler, the one decoding uses (:func:`resample_audio`)."""
 
 from __future__ import annotations
 
@@ -132,3 +133,15 @@ def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
     for k in range(cols.shape[1]):
         out += col_w[None, :, k, None] * np.take(tall, cols[:, k], axis=1)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def resample_audio(samples: np.ndarray, src: int, dst: int) -> np.ndarray:
+    """Resample mono float audio with FFmpeg's resampler (the same one decoding uses)."""
+    import av
+
+    frame = av.AudioFrame.from_ndarray(np.asarray(samples, np.float32)[None], format="flt", layout="mono")
+    frame.sample_rate = src
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=dst)
+    out = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+    out += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+    return np.concatenate(out) if out else np.zeros(0, np.float32)

@@ -55,9 +55,9 @@ def to_16k(samples: np.ndarray, rate: int) -> np.ndarray:
     """Mono float samples at ``rate`` -> 16 kHz (FFmpeg's resampler; a no-op at 16 kHz)."""
     if rate == SAMPLE_RATE:
         return samples
-    from msa_runtime.analyzer import _resample
+    from msa_runtime.resample import resample_audio
 
-    return _resample(samples, rate, SAMPLE_RATE)
+    return resample_audio(samples, rate, SAMPLE_RATE)
 
 
 @dataclass(frozen=True)

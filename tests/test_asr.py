@@ -228,10 +228,10 @@ def test_clip_text_notes(rec: Recognizer) -> None:
 
 
 def test_stream_text_resamples_to_16k(rec: Recognizer) -> None:
-    from msa_runtime.analyzer import _resample
+    from msa_runtime.resample import resample_audio
     from msa_runtime.speech import StreamText
 
-    audio = _resample(_speech(6.0), RATE, 44100)
+    audio = resample_audio(_speech(6.0), RATE, 44100)
     st = StreamText(rec, 44100)
     for a in range(0, len(audio), 44100):
         st.add(audio[a : a + 44100], a / 44100)
