@@ -18,6 +18,7 @@ import av
 import numpy as np
 
 from msa_runtime.errors import InputError, MediaError
+from msa_runtime.stdin import read_head
 from msa_runtime.timeline import AudioChunk, Frame, frame_duration
 from msa_runtime.timeline import AudioChunker as _AudioChunker
 from msa_runtime.timeline import FrameSampler as _FrameSampler
@@ -390,17 +391,7 @@ def iter_pcm(
     size = 2 * max(1, round(chunk_seconds * sample_rate))
     emitted = 0
     while True:
-        data = bytearray()
-        while len(data) < size:
-            try:
-                more = stream.read(size - len(data))
-            except OSError as exc:
-                raise MediaError(f"reading raw PCM failed ({exc}): check the input") from exc
-            if isinstance(more, str):
-                raise MediaError("iter_pcm needs a binary stream (sys.stdin.buffer), not text")
-            if not more:
-                break
-            data += more
+        data = read_head(stream, size, label="raw PCM")
         if len(data) >= 2:
             samples = np.frombuffer(data[: len(data) // 2 * 2], dtype="<i2").astype(np.float32)
             yield AudioChunk(start=emitted / sample_rate, samples=samples / 32768)

@@ -99,7 +99,7 @@ class Prefixed(io.RawIOBase):
         if not data:
             return 0
         if isinstance(data, str):
-            raise MediaError("standard input must be read as bytes (sys.stdin.buffer), not text")
+            raise MediaError("standard input must be read as a binary stream (sys.stdin.buffer), not text")
         buffer[: len(data)] = data
         return len(data)
 
@@ -128,16 +128,16 @@ class Piped:
             self.path = None
 
 
-def read_head(stream: BinaryIO, size: int = HEAD) -> bytes:
+def read_head(stream: BinaryIO, size: int = HEAD, label: str = LABEL) -> bytes:
     """Up to ``size`` bytes, retrying short reads (pipes) until ``size`` or end of input."""
     head = bytearray()
     while len(head) < size:
         try:
             more = stream.read(size - len(head))
         except OSError as exc:
-            raise MediaError(f"reading {LABEL} failed ({exc.strerror or exc}): check the input") from exc
+            raise MediaError(f"reading {label} failed ({exc.strerror or exc}): check the input") from exc
         if isinstance(more, str):
-            raise MediaError(f"{LABEL} must be read as bytes (sys.stdin.buffer), not text")
+            raise MediaError(f"{label} must be read as a binary stream (sys.stdin.buffer), not text")
         if not more:
             break
         head += more
