@@ -97,9 +97,9 @@ def speed(preset: str, seconds: float, repeat: int, threads: int, tmp: Path) -> 
     x = waveform(seconds)
     reference = enc.reference_output(card, full, (torch.from_numpy(x),))
     cut = enc.cut(full, card.blocks)
-    conv = enc.AudioCut(copy.deepcopy(cut), card.layer_weights, card.frame_stride)
-    matmul = enc.AudioCut(rewrite_frontend(copy.deepcopy(cut)), card.layer_weights, card.frame_stride)
-    smooth = enc.AudioCut(rewrite_frontend(cut), card.layer_weights, card.frame_stride)
+    conv = enc.wrap(card, copy.deepcopy(cut))
+    matmul = enc.wrap(card, rewrite_frontend(copy.deepcopy(cut)))
+    smooth = enc.wrap(card, rewrite_frontend(cut))
     calibration = [torch.from_numpy(waveform(s, 10 + i)) for i, s in enumerate((1.0, 3.0))]
     smooth_frontend(smooth, calibration)
     files: dict[str, Path] = {}
