@@ -9,6 +9,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 from unittest import mock
@@ -273,3 +274,40 @@ def test_tune_times_openvino_candidates(tiny_pack: Path, tmp_path: Path) -> None
     for mod, c in an.plan.items():
         best = record["encoders"][mod]["best"]
         assert (c.provider, c.precision, c.reason) == (best["provider"], best["precision"], "tuning")
+
+
+@plugin
+def test_openvino_session_keeps_to_its_threads(tmp_path: Path) -> None:
+    """threads=1 on OpenVINO uses one core: the plugin's num_of_threads alone left both busy."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from msa_runtime.sessions import make_session, openvino_options
+
+    assert json.loads(openvino_options("CPU", 1)["load_config"]) == {"CPU": {"INFERENCE_NUM_THREADS": "1"}}
+    assert "load_config" not in openvino_options("GPU", 2) and openvino_options("CPU", None) == {}
+    rng = np.random.default_rng(0)
+    nodes, inits, last = [], [], "x"
+    for i in range(6):  # a MatMul chain heavy enough for OpenVINO to spread over threads
+        inits.append(numpy_helper.from_array(rng.standard_normal((1024, 1024)).astype(np.float32), f"w{i}"))
+        nodes.append(helper.make_node("MatMul", [last, f"w{i}"], [f"h{i}"]))
+        last = f"h{i}"
+    graph = helper.make_graph(
+        nodes,
+        "chain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [256, 1024])],
+        [helper.make_tensor_value_info(last, TensorProto.FLOAT, [256, 1024])],
+        inits,
+    )
+    path = tmp_path / "chain.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    session = make_session(path, "openvino", threads=1)
+    x = rng.standard_normal((256, 1024)).astype(np.float32)
+    session.run(None, {"x": x})
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    for _ in range(200):  # bounded: stops after 0.5 s of work
+        session.run(None, {"x": x})
+        if time.perf_counter() - wall0 > 0.5:
+            break
+    ratio = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
+    assert ratio < 1.3, f"threads=1 kept {ratio:.2f} cores busy"
