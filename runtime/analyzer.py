@@ -27,6 +27,7 @@ from msa_runtime.pack import (
     TextPrep,
     VisionPrep,
     load_manifest,
+    verify_files,
 )
 from msa_runtime.preprocess import (
     FaceTrack,
@@ -108,7 +109,7 @@ class Analyzer:
     once here and reused by every call; :attr:`choice` says what was picked and why.
 
     Loading checks the pack (:func:`msa_runtime.pack.load_manifest`: manifest digest and schema,
-    every file's sha256 unless ``verify=False``) and each session's inputs and outputs against
+    the sha256 of every file it loads unless ``verify=False``) and each session's inputs and outputs against
     the manifest (:mod:`msa_runtime.contract`). ``digest`` (else ``MSA_EDGE_PACK_DIGEST``) pins
     the pack: one whose digest (:func:`msa_runtime.pack.pack_digest`) differs is refused.
 
@@ -150,7 +151,8 @@ class Analyzer:
         """Inputs spanning more seconds are scored in windows (:mod:`msa_runtime.long_input`)."""
         threads = default_threads(threads)  # checked, capped at the CPU count (with a warning)
         make = session_factory or _local_session
-        self.manifest = load_manifest(self.folder, verify=verify, digest=digest)
+        # each encoder's file is hashed once the plan has picked it (not its unused variants)
+        self.manifest = load_manifest(self.folder, verify=verify, digest=digest, encoder_files=False)
         requested = providers if providers is not None else (os.environ.get("MSA_EDGE_PROVIDERS") or "auto")
         auto = isinstance(requested, str) and requested.strip().lower() == "auto"
         self.providers = resolve_providers(requested)
@@ -176,6 +178,8 @@ class Analyzer:
                 self.manifest.head,
                 self.manifest.encoders,
             )
+        if verify:
+            verify_files(self.folder, self.manifest, sorted({c.file for c in self.plan.values()}))
         self.sessions: dict[str, Any] = {}
         for mod, c in self.plan.items():
             self.sessions[mod] = make(self.folder / c.file, list(c.providers), threads)

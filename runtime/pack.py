@@ -24,7 +24,7 @@ import errno
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,7 @@ __all__ = [
     "default_providers",
     "face_detector_files",
     "load_manifest",
+    "verify_files",
     "manifest_to_dict",
     "pack_digest",
     "parse_manifest",
@@ -487,10 +488,14 @@ def pack_digest(folder: str | Path) -> str:
     return _read_manifest(Path(folder), None, env=False)[1]
 
 
-def load_manifest(folder: str | Path, *, verify: bool = True, digest: str | None = None) -> Manifest:
+def load_manifest(
+    folder: str | Path, *, verify: bool = True, digest: str | None = None, encoder_files: bool = True
+) -> Manifest:
     """Read and check ``folder/manifest.json``: its digest (``manifest.sha256``, and ``digest`` or
     ``MSA_EDGE_PACK_DIGEST`` when given), its schema (:func:`parse_manifest`), that every file it
-    lists is inside the folder and present and, with ``verify``, every file's sha256."""
+    lists is inside the folder and present and, with ``verify``, every file's sha256.
+    ``encoder_files=False`` leaves the encoders' files unhashed: a loader that uses one file per
+    encoder hashes those with :func:`verify_files` before loading them."""
     root = Path(folder)
     _check_folder(root)
     if not (root / MANIFEST).is_file():
@@ -515,10 +520,19 @@ def load_manifest(folder: str | Path, *, verify: bool = True, digest: str | None
                     f"pack {root}: {rel} is in the ASR model's folder but has no sha256 in the manifest "
                     "(it would be loaded unchecked); remove it or re-export the pack"
                 )
-    for name, meta in manifest.files.items():
-        if verify and sha256_file(paths[name]) != meta.get("sha256"):
+    if verify:
+        skip = set() if encoder_files else {f for e in manifest.encoders.values() for f in e.files.values()}
+        verify_files(root, manifest, [name for name in manifest.files if name not in skip])
+    return manifest
+
+
+def verify_files(folder: str | Path, manifest: Manifest, names: Iterable[str]) -> None:
+    """Check the sha256 of the pack files ``names`` against ``manifest``."""
+    root = Path(folder)
+    for name in names:
+        meta = manifest.files.get(name)
+        if meta is None or sha256_file(_inside(root, name)) != meta.get("sha256"):
             raise PackError(
                 f"pack {root}: {name} does not match its sha256 in the manifest (tampered or "
                 "corrupted); rebuild or re-copy the pack"
             )
-    return manifest

@@ -118,6 +118,30 @@ def test_tampered_file_and_newer_format_are_refused(tiny_pack: Path, tmp_path: P
         load_manifest(copy)
 
 
+def test_analyzer_hashes_the_encoder_files_it_loads(tiny_pack: Path, tmp_path: Path) -> None:
+    """An encoder file is hashed when it is loaded; its unused variants are not read."""
+    import shutil
+    import warnings
+
+    from msa_runtime import Analyzer
+    from msa_runtime.pack import verify_files
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_pack, copy)
+    fp32 = copy / "audio.fp32.onnx"
+    fp32.write_bytes(fp32.read_bytes()[:-1] + b"\0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        assert Analyzer(copy, providers="cpu", precision="int8").plan["audio"].file == "audio.int8.onnx"
+        with pytest.raises(PackError, match="audio.fp32.onnx does not match its sha256"):
+            Analyzer(copy, providers="cpu", precision="fp32")
+    manifest = load_manifest(copy, encoder_files=False)
+    with pytest.raises(PackError, match="audio.fp32.onnx does not match"):
+        verify_files(copy, manifest, ["audio.int8.onnx", "audio.fp32.onnx"])
+    with pytest.raises(PackError, match="audio.fp32.onnx does not match"):
+        load_manifest(copy)
+
+
 def test_failed_validation_names_file_and_writes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
