@@ -81,7 +81,7 @@ def test_bench_e2e_quick(tmp_path: Path, tiny_pack: Path) -> None:
         "ORT fp32 full depth",
         "ORT fp32 cut",
         "ORT int8 cut",
-        "Targets of issue 5",
+        "Targets (issue 9",
         "Distance to the limit",
         "Streaming",
         *(

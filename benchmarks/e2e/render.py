@@ -68,7 +68,7 @@ def render(doc: dict[str, Any]) -> str:
             mtext = "-" if models is None else f"{models:.2f}x"
             L.append(f"| {p} | " + " | ".join(cells) + f" | {LABELS[best]} | {mtext} | {diff:.4f} |")
         L.append("")
-        L.append("## Targets of issue 5")
+        L.append("## Targets (issue 9; the int8-peak rows are issue 5's)")
         L.append("")
         L.append("| target | measured | status |")
         L.append("|---|---|---|")
