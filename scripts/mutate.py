@@ -145,7 +145,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     M(
         "cpu-prefers-fp32",
-        "runtime/pack.py",
+        "runtime/pack_manifest.py",
         '"cpu": ("int8", "fp32", "fp16")',
         '"cpu": ("fp32", "int8", "fp16")',
         ("tests/test_trained_pack.py", "tests/test_runtime.py"),
