@@ -2,39 +2,29 @@
 
 from __future__ import annotations
 
-import math
 import os
-import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, overload
 
 import numpy as np
 
-from msa_runtime import checks, long_input, media, stdin
+from msa_runtime import checks, long_input
 from msa_runtime.boundary import public
-from msa_runtime.contract import check_encoder, check_head
-from msa_runtime.errors import AsrError, InputError, MediaError, PackError
-from msa_runtime.face import FaceDetector
+from msa_runtime.clip_input import predict_source
+from msa_runtime.errors import InputError
 from msa_runtime.limits import LONG_SLACK, check_long_window
-from msa_runtime.pack import (
-    AudioPrep,
-    Manifest,
-    Prep,
-    TextPrep,
-    VisionPrep,
-    load_manifest,
-    verify_files,
-)
+from msa_runtime.loaded_pack import SessionFactory, load_pack
+from msa_runtime.pack import AudioPrep, Prep, TextPrep, VisionPrep
 from msa_runtime.preprocess import (
     FaceTrack,
-    TextEncoder,
     audio_batch,
     face_note,
     normalize_images,
+    split_face_time,
     vision_squares,
 )
 from msa_runtime.resample import resample_audio
@@ -47,51 +37,11 @@ from msa_runtime.scoring import (
     feature,
     head_feeds,
     run_jobs,
-    text_for_span,
 )
-from msa_runtime.sessions import (
-    CPU,
-    CUDA,
-    OPENVINO,
-    default_threads,
-    describe_auto,
-    make_session,
-    resolve_providers,
-    split_device,
-)
-from msa_runtime.speech import AsrOption, make_recognizer
-from msa_runtime.transcript import read_transcript
-from msa_runtime.tuning import describe_plan, load_tuning, plan_sessions
+from msa_runtime.sessions import default_threads
+from msa_runtime.speech import AsrOption, make_recognizer, wants_asr
 
 __all__ = ["Analyzer", "EncodedFrames", "Features", "Prediction", "SessionFactory"]
-
-SessionFactory = Callable[[Path, list[str], "int | None"], Any]
-"""Builds the object that runs one ONNX file of a pack: ``(path, providers, threads) -> session``
-with ``run(output_names, feeds)`` and ``get_inputs()``. The default builds a local ONNX Runtime
-session; :mod:`msa_runtime.serve` routes the files to models of a Triton server instead."""
-
-
-def _local_session(path: Path, providers: list[str], threads: int | None) -> Any:
-    return make_session(path, providers, threads=threads)
-
-
-def _face_detector(manifest: Manifest, folder: Path, threads: int | None) -> FaceDetector | None:
-    """The pack's face detector when its vision encoder expects face crops (else None).
-
-    It runs on CPU whatever the encoders use: the same ONNX Runtime provider as the training
-    feature cache, so serving and training crop the same pixels.
-    """
-    if "vision" not in manifest.encoders or manifest.vision_prep().crop != "face":
-        return None
-    if manifest.face_detector is None:
-        raise PackError(
-            f"pack {folder}: its vision encoder expects face crops (vision "
-            "preprocess crop = 'face') but the pack has no face detector; re-export "
-            "it with msa-export (pip install --no-deps facenet-pytorch first)"
-        )
-    return FaceDetector.from_folder(
-        folder, manifest.face_detector, threads=threads, providers=["CPUExecutionProvider"]
-    )
 
 
 class Analyzer:
@@ -150,56 +100,28 @@ class Analyzer:
         self.long_window = check_long_window(long_window)
         """Inputs spanning more seconds are scored in windows (:mod:`msa_runtime.long_input`)."""
         threads = default_threads(threads)  # checked, capped at the CPU count (with a warning)
-        make = session_factory or _local_session
-        # each encoder's file is hashed once the plan has picked it (not its unused variants)
-        self.manifest = load_manifest(self.folder, verify=verify, digest=digest, encoder_files=False)
-        requested = providers if providers is not None else (os.environ.get("MSA_EDGE_PROVIDERS") or "auto")
-        auto = isinstance(requested, str) and requested.strip().lower() == "auto"
-        self.providers = resolve_providers(requested)
-        first = split_device(self.providers[0])[0]
-        # the head is tiny and fp32: on OpenVINO's machines it stays on the CPU EP (exact fp32)
-        self.head = make(
-            self.folder / self.manifest.head.file,
-            [CPU] if first == OPENVINO else self.providers,
+        loaded = load_pack(
+            self.folder,
+            providers,
             threads,
+            precision,
+            verify=verify,
+            digest=digest,
+            tuning=tuning,
+            session_factory=session_factory,
         )
-        if first == CUDA and CUDA not in self.head.get_providers():
-            # CUDA fell back to CPU (warned once by make_session): the encoders follow, at the
-            # CPU precision, instead of each failing over with its own warning.
-            self.providers = list(self.head.get_providers())
-        record, tuning_note = load_tuning(self.folder, tuning)
-        self.plan = plan_sessions(self.manifest, self.providers, precision, record, auto)
-        kinds = sorted({c.precision for c in self.plan.values()})
-        self.precision = kinds[0] if len(kinds) == 1 else "+".join(kinds)
-        if session_factory is None:  # Triton's sessions are checked by their model configs
-            check_head(
-                self.head,
-                f"pack {self.folder}: {self.manifest.head.file}",
-                self.manifest.head,
-                self.manifest.encoders,
-            )
-        if verify:
-            verify_files(self.folder, self.manifest, sorted({c.file for c in self.plan.values()}))
-        self.sessions: dict[str, Any] = {}
-        for mod, c in self.plan.items():
-            self.sessions[mod] = make(self.folder / c.file, list(c.providers), threads)
-            if session_factory is None:  # Triton's sessions are checked by their model configs
-                check_encoder(
-                    self.sessions[mod], f"pack {self.folder}: {c.file}", self.manifest.encoders[mod]
-                )
-        notes = [describe_auto(self.providers)] if auto else []
-        notes.append(describe_plan(self.plan))
-        if tuning_note:
-            notes.append(tuning_note)
-        self.choice = "; ".join(notes)
+        self.manifest = loaded.manifest
+        self.providers = loaded.providers
+        self.head = loaded.head
+        self.plan = loaded.plan
+        self.precision = loaded.precision
+        self.sessions = loaded.sessions
+        self.choice = loaded.choice
         """What runs where and why (auto's pick, the file per encoder, the tuning record)."""
-        self.auto_provider = auto
-        self.head_inputs = [i.name for i in self.head.get_inputs()]
-        self.face_detector = _face_detector(self.manifest, self.folder, threads)
-        self.text_encoder = None
-        if "text" in self.manifest.encoders:
-            prep = self.manifest.text_prep()
-            self.text_encoder = TextEncoder(self.folder / prep.tokenizer, prep)
+        self.auto_provider = loaded.auto
+        self.head_inputs = loaded.head_inputs
+        self.face_detector = loaded.face_detector
+        self.text_encoder = loaded.text_encoder
         self._pool = ThreadPoolExecutor(3) if concurrent else None
         if language is not None and not asr:
             raise InputError("a language is for speech recognition: give asr=MODEL with it")
@@ -370,7 +292,7 @@ class Analyzer:
         feats = self.encode(jobs, timings)
         notes: tuple[str, ...] = ()
         if track.detections:
-            _split_face_time(timings, track.crop_ms)
+            split_face_time(timings, track.crop_ms)
             note = face_note(found[0])
             notes = (note,) if note else ()
         return self.score_features(
@@ -402,90 +324,7 @@ class Analyzer:
         start, end = checks.span("start", start, "end", end)
         script = None if transcript is None else checks.source("transcript", transcript)
         name = None if source is None else checks.source("source", source)
-        if name is not None:
-            if name == "-":
-                rate = self.prep("audio").sample_rate if "audio" in self.sessions else 16000
-                with stdin.opened(sys.stdin.buffer, format, spool=True, pcm_rate=rate) as piped:
-                    return self._predict(piped.path or "-", text, script, start, end, asr, piped, None)
-        return self._predict(name, text, script, start, end, asr, None, format)
-
-    def _predict(
-        self,
-        source: str | None,
-        text: str | None,
-        transcript: str | None,
-        start: float,
-        end: float | None,
-        asr: bool | None,
-        piped: stdin.Piped | None,
-        format: str | None,
-    ) -> Prediction:
-        if text is not None and transcript is not None:
-            raise InputError("give text or transcript, not both")
-        if source is not None and ("audio" in self.sessions or "vision" in self.sessions):
-            span = long_input.file_span(source, start, end)
-            if span > self.long_window + LONG_SLACK:
-                return long_input.predict_file(
-                    self,
-                    os.fspath(source),
-                    text=text,
-                    transcript=None if transcript is None else os.fspath(transcript),
-                    start=start,
-                    end=end,
-                    span=span,
-                    asr=self._wants_asr(asr, text, transcript),
-                )
-        if source is not None and self._wants_asr(asr, text, transcript):
-            from msa_runtime.speech import predict_clip
-
-            return predict_clip(self, source, start=start, end=end)
-        cues = read_transcript(transcript) if transcript is not None else None
-        if source is None:
-            if cues is not None:
-                text = text_for_span(cues, start, math.inf if end is None else end)
-            if text is None:
-                raise InputError("give a media file, text, or both")
-            return self.predict_arrays(text=text)
-        t0 = time.perf_counter()
-        fps = self.prep("vision").fps if "vision" in self.sessions else None
-        rate = self.prep("audio").sample_rate if "audio" in self.sessions else None
-        if fps is None and rate is None:
-            if cues is not None:
-                text = text_for_span(cues, start, math.inf if end is None else end)
-            if text is None:
-                raise InputError(f"this pack scores {', '.join(self.modalities)} only: give text")
-            return self.predict_arrays(text=text)
-        label, forced = (None, format) if piped is None else (stdin.LABEL, piped.format)
-        clip = media.decode(
-            source, fps=fps, sample_rate=rate, start=start, end=end, format=forced, label=label
-        )
-        decode_ms = (time.perf_counter() - t0) * 1e3
-        if cues is not None:  # the cues of the span decoded, as a stream window takes them
-            text = text_for_span(cues, start, _media_end(clip, fps, rate, start, end))
-        if len(clip.frames) == 0 and len(clip.audio) == 0 and not text:
-            raise MediaError(
-                f"{label or source}: no {'audio or video' if fps and rate else 'usable media'} "
-                f"for this pack (it scores {', '.join(self.modalities)})"
-            )
-        p = self.predict_arrays(
-            frames=clip.frames if len(clip.frames) else None,
-            audio=clip.audio if len(clip.audio) else None,
-            sample_rate=rate,
-            text=text,
-        )
-        return Prediction(**{**p.__dict__, "timings_ms": {"decode": round(decode_ms, 2), **p.timings_ms}})
-
-    def _wants_asr(self, asr: bool | None, text: str | None, transcript: object) -> bool:
-        if asr is False or text is not None or transcript is not None:
-            return False
-        if self.recognizer is None:
-            if asr:
-                raise AsrError(
-                    "this Analyzer has no ASR model: give one (Analyzer(..., "
-                    "asr='small'), msa-run --asr small)"
-                )
-            return False
-        return True
+        return predict_source(self, name, text, script, start, end, asr, format)
 
     @public
     def stream(
@@ -532,7 +371,7 @@ class Analyzer:
             hop=hop,
             format=format,
             options=options,
-            asr=self._wants_asr(asr, text, transcript),
+            asr=wants_asr(self.recognizer, asr, text, transcript),
         )
         return run_windows(state, items, kinds)
 
@@ -551,26 +390,3 @@ class Analyzer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _media_end(
-    clip: media.Decoded, fps: float | None, rate: int | None, start: float, end: float | None
-) -> float:
-    """Where the decoded span ends: its last frame's interval or last sample, whichever is later
-    (as a stream's last window ends), capped at ``end``. With nothing decoded (a file without
-    the tracks the pack scores), the span is open: ``end``, else infinity, so its text is used."""
-    last = -math.inf
-    if fps and len(clip.frame_times):
-        last = max(last, float(clip.frame_times[-1]) + 1.0 / fps)
-    if rate and len(clip.audio):
-        last = max(last, start + len(clip.audio) / rate)
-    if last == -math.inf:
-        return math.inf if end is None else end
-    return last if end is None else min(last, end)
-
-
-def _split_face_time(timings: dict[str, float], face_ms: float) -> None:
-    """Report face detection and cropping as ``face``, apart from the vision encoder's time."""
-    if "vision" in timings:
-        timings["vision"] = max(0.0, timings["vision"] - face_ms)
-    timings["face"] = face_ms

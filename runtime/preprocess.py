@@ -115,6 +115,13 @@ def face_note(found: np.ndarray | None) -> str | None:
     return f"face not found in {missing} of {len(found)} frames: centre crop used"
 
 
+def split_face_time(timings: dict[str, float], face_ms: float) -> None:
+    """Report face detection and cropping as ``face``, apart from the vision encoder's time."""
+    if "vision" in timings:
+        timings["vision"] = max(0.0, timings["vision"] - face_ms)
+    timings["face"] = face_ms
+
+
 def audio_batch(samples: np.ndarray, prep: AudioPrep) -> np.ndarray:
     """Mono float32 samples -> ``[1, n]`` waveform; padded with silence to ``min_seconds`` and,
     when the pack asks for it, normalised to zero mean and unit variance."""

@@ -51,6 +51,21 @@ def make_recognizer(
     return Recognizer(asr, language=language, threads=threads, offline=offline)
 
 
+def wants_asr(recognizer: Recognizer | None, asr: bool | None, text: str | None, transcript: object) -> bool:
+    """Whether a scoring path transcribes its input's speech: never when ``asr`` is False or text
+    or a transcript is given; else when the Analyzer has a ``recognizer`` (``asr=True`` without
+    one is an :class:`AsrError`)."""
+    if asr is False or text is not None or transcript is not None:
+        return False
+    if recognizer is None:
+        if asr:
+            raise AsrError(
+                "this Analyzer has no ASR model: give one (Analyzer(..., asr='small'), msa-run --asr small)"
+            )
+        return False
+    return True
+
+
 def to_16k(samples: np.ndarray, rate: int) -> np.ndarray:
     """Mono float samples at ``rate`` -> 16 kHz (FFmpeg's resampler; a no-op at 16 kHz)."""
     if rate == SAMPLE_RATE:

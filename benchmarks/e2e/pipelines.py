@@ -148,7 +148,7 @@ class Preprocessor:
     normalisation, and the pack's crop (centre, or the face detector shipped in the pack)."""
 
     def __init__(self, pack: Path) -> None:
-        from msa_runtime.analyzer import _face_detector
+        from msa_runtime.loaded_pack import load_face_detector
         from msa_runtime.pack import load_manifest
         from msa_runtime.preprocess import TextEncoder
 
@@ -157,7 +157,7 @@ class Preprocessor:
         if "text" in manifest.encoders:
             prep = manifest.encoders["text"].prep
             self.tokenizer = TextEncoder(pack / prep.tokenizer, prep)
-        self.detector = _face_detector(manifest, pack, THREADS)
+        self.detector = load_face_detector(manifest, pack, THREADS)
         self.faces_found: int | None = None
 
     def __call__(self, clip: dict[str, Any]) -> tuple[dict[str, tuple[np.ndarray, ...]], float]:

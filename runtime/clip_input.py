@@ -1,0 +1,127 @@
+"""One clip scored whole: a media file, standard input or text alone (the work of
+:meth:`Analyzer.predict` once its arguments are checked).
+
+A file spanning more than the Analyzer's ``long_window`` goes to :mod:`msa_runtime.long_input`,
+one without text to speech recognition (:mod:`msa_runtime.speech`) when the Analyzer has a model;
+otherwise the span is decoded at the pack's fps and sample rate, its transcript's cues give the
+text, and :meth:`Analyzer.predict_arrays` scores the arrays.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from typing import TYPE_CHECKING
+
+from msa_runtime import long_input, media, stdin
+from msa_runtime.errors import InputError, MediaError
+from msa_runtime.limits import LONG_SLACK
+from msa_runtime.scoring import Prediction, text_for_span
+from msa_runtime.speech import wants_asr
+from msa_runtime.transcript import read_transcript
+
+if TYPE_CHECKING:
+    from msa_runtime.analyzer import Analyzer
+
+
+def predict_source(
+    an: Analyzer,
+    name: str | None,
+    text: str | None,
+    transcript: str | None,
+    start: float,
+    end: float | None,
+    asr: bool | None,
+    format: str | None,
+) -> Prediction:
+    """Score ``name`` (a file, ``"-"`` for standard input, or None for text alone) with its
+    ``text`` or ``transcript`` file, from ``start`` to ``end``: :meth:`Analyzer.predict`."""
+    if name is not None:
+        if name == "-":
+            rate = an.prep("audio").sample_rate if "audio" in an.sessions else 16000
+            with stdin.opened(sys.stdin.buffer, format, spool=True, pcm_rate=rate) as piped:
+                return _predict(an, piped.path or "-", text, transcript, start, end, asr, piped, None)
+    return _predict(an, name, text, transcript, start, end, asr, None, format)
+
+
+def _predict(
+    an: Analyzer,
+    source: str | None,
+    text: str | None,
+    transcript: str | None,
+    start: float,
+    end: float | None,
+    asr: bool | None,
+    piped: stdin.Piped | None,
+    format: str | None,
+) -> Prediction:
+    if text is not None and transcript is not None:
+        raise InputError("give text or transcript, not both")
+    if source is not None and ("audio" in an.sessions or "vision" in an.sessions):
+        span = long_input.file_span(source, start, end)
+        if span > an.long_window + LONG_SLACK:
+            return long_input.predict_file(
+                an,
+                os.fspath(source),
+                text=text,
+                transcript=None if transcript is None else os.fspath(transcript),
+                start=start,
+                end=end,
+                span=span,
+                asr=wants_asr(an.recognizer, asr, text, transcript),
+            )
+    if source is not None and wants_asr(an.recognizer, asr, text, transcript):
+        from msa_runtime.speech import predict_clip
+
+        return predict_clip(an, source, start=start, end=end)
+    cues = read_transcript(transcript) if transcript is not None else None
+    if source is None:
+        if cues is not None:
+            text = text_for_span(cues, start, math.inf if end is None else end)
+        if text is None:
+            raise InputError("give a media file, text, or both")
+        return an.predict_arrays(text=text)
+    t0 = time.perf_counter()
+    fps = an.prep("vision").fps if "vision" in an.sessions else None
+    rate = an.prep("audio").sample_rate if "audio" in an.sessions else None
+    if fps is None and rate is None:
+        if cues is not None:
+            text = text_for_span(cues, start, math.inf if end is None else end)
+        if text is None:
+            raise InputError(f"this pack scores {', '.join(an.modalities)} only: give text")
+        return an.predict_arrays(text=text)
+    label, forced = (None, format) if piped is None else (stdin.LABEL, piped.format)
+    clip = media.decode(source, fps=fps, sample_rate=rate, start=start, end=end, format=forced, label=label)
+    decode_ms = (time.perf_counter() - t0) * 1e3
+    if cues is not None:  # the cues of the span decoded, as a stream window takes them
+        text = text_for_span(cues, start, media_end(clip, fps, rate, start, end))
+    if len(clip.frames) == 0 and len(clip.audio) == 0 and not text:
+        raise MediaError(
+            f"{label or source}: no {'audio or video' if fps and rate else 'usable media'} "
+            f"for this pack (it scores {', '.join(an.modalities)})"
+        )
+    p = an.predict_arrays(
+        frames=clip.frames if len(clip.frames) else None,
+        audio=clip.audio if len(clip.audio) else None,
+        sample_rate=rate,
+        text=text,
+    )
+    return Prediction(**{**p.__dict__, "timings_ms": {"decode": round(decode_ms, 2), **p.timings_ms}})
+
+
+def media_end(
+    clip: media.Decoded, fps: float | None, rate: int | None, start: float, end: float | None
+) -> float:
+    """Where the decoded span ends: its last frame's interval or last sample, whichever is later
+    (as a stream's last window ends), capped at ``end``. With nothing decoded (a file without
+    the tracks the pack scores), the span is open: ``end``, else infinity, so its text is used."""
+    last = -math.inf
+    if fps and len(clip.frame_times):
+        last = max(last, float(clip.frame_times[-1]) + 1.0 / fps)
+    if rate and len(clip.audio):
+        last = max(last, start + len(clip.audio) / rate)
+    if last == -math.inf:
+        return math.inf if end is None else end
+    return last if end is None else min(last, end)
