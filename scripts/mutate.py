@@ -130,7 +130,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     M(
         "no-resampling",
         "runtime/analyzer.py",
-        "samples = audio if sample_rate == rate else _resample(audio, sample_rate, rate)",
+        "samples = audio if sample_rate == rate else resample_audio(audio, sample_rate, rate)",
         "samples = audio",
         ("tests/test_trained_pack.py",),
         "predict_arrays ignores sample_rate (no resampling)",
@@ -231,7 +231,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     M(
         "pack-hash-unchecked",
         "runtime/pack.py",
-        '        if verify and sha256_file(paths[name]) != meta.get("sha256"):',
+        '        if meta is None or sha256_file(_inside(root, name)) != meta.get("sha256"):',
         "        if False:",
         ("tests/test_export.py",),
         "tampered files are accepted",
