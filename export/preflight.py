@@ -7,6 +7,7 @@ encoders' configurations (no weights loaded), with a message that says what to d
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from msa_export import encoders as enc
@@ -84,3 +85,32 @@ def check_checkpoint(preset: Preset, ckpt: Checkpoint, offline: bool | None = No
                 f"the checkpoint mixes {len(mix)} {mod} hidden states but "
                 f"{card.source} has {blocks + 1}: {fix}"
             )
+
+
+def match_checkpoint(preset: Preset, ckpt: Checkpoint, layers: dict[str, int]) -> Preset:
+    """``preset`` narrowed to the checkpoint's modalities and cut at its layers (and layer mixes);
+    a CheckpointError when a feature size or a ``--layer`` contradicts the checkpoint."""
+    for mod in ckpt.config.modalities:
+        if mod not in preset.encoders:
+            raise CheckpointError(
+                f"the head was trained with {mod} features but preset {preset.name} has no {mod} encoder"
+            )
+        card = preset.encoders[mod]
+        size = card.config.get("hidden_size")
+        if size is not None and ckpt.config.dims[mod] != size:
+            raise CheckpointError(
+                f"the head expects {ckpt.config.dims[mod]}-d {mod} features but "
+                f"preset {preset.name} gives {size}-d: the checkpoint was "
+                f"trained with preset {ckpt.preset}"
+            )
+        want = ckpt.layers.get(mod)
+        if mod in layers and want is not None and layers[mod] != want:
+            raise CheckpointError(
+                f"--layer {mod}={layers[mod]} contradicts the checkpoint, "
+                f"whose head was trained on {mod} layer {want}"
+            )
+    keep = {m: c for m, c in preset.encoders.items() if m in ckpt.config.modalities}
+    preset = dataclasses.replace(preset, encoders=keep)
+    preset = preset.with_layers({m: v for m, v in ckpt.layers.items() if m in keep})
+    mixes = ckpt.config.extra.get("layer_weights", {})
+    return preset._replace_encoders({m: {"layer_weights": tuple(w)} for m, w in mixes.items()})

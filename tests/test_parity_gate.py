@@ -19,7 +19,7 @@ import pytest
 pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
-from msa_export import build, convert  # noqa: E402
+from msa_export import build, convert, encoder_export  # noqa: E402
 from msa_export.presets import get_preset  # noqa: E402
 
 
@@ -73,7 +73,9 @@ def _assert_refused(
 def test_int8_file_with_low_cosine_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Mean cosine about 0.9: well under 0.999, well above what a loosened gate would accept."""
     monkeypatch.setattr(
-        build, "quantize_int8", _broken(build.quantize_int8, "text.int8.onnx", "Add", _offset(32))
+        encoder_export,
+        "quantize_int8",
+        _broken(encoder_export.quantize_int8, "text.int8.onnx", "Add", _offset(32)),
     )
     out = tmp_path / "pack"
     with pytest.raises(convert.ValidationError) as exc:
@@ -85,7 +87,9 @@ def test_int8_file_with_low_cosine_is_refused(tmp_path: Path, monkeypatch: pytes
 
 def test_fp16_file_with_low_cosine_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
-        build, "convert_fp16", _broken(build.convert_fp16, "audio.fp16.onnx", "Add", _offset(32))
+        encoder_export,
+        "convert_fp16",
+        _broken(encoder_export.convert_fp16, "audio.fp16.onnx", "Add", _offset(32)),
     )
     out = tmp_path / "pack"
     with pytest.raises(convert.ValidationError) as exc:
@@ -96,7 +100,9 @@ def test_fp16_file_with_low_cosine_is_refused(tmp_path: Path, monkeypatch: pytes
 
 def test_fp32_drift_over_the_tolerance_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A 0.1 % scale: the cosine stays 1, the absolute difference exceeds 1e-4."""
-    monkeypatch.setattr(build, "export_onnx", _broken(build.export_onnx, "vision.fp32.onnx", "Mul", 1.001))
+    monkeypatch.setattr(
+        encoder_export, "export_onnx", _broken(encoder_export.export_onnx, "vision.fp32.onnx", "Mul", 1.001)
+    )
     out = tmp_path / "pack"
     with pytest.raises(convert.ValidationError) as exc:
         build.build_pack(get_preset("tiny"), out, precisions=["fp32"])
@@ -109,7 +115,9 @@ def test_score_difference_is_checked_even_when_the_cosine_is_perfect(
 ) -> None:
     """Text features scaled by 3 keep every cosine at 1.0, but the trained head's score moves:
     the score check (|diff| <= 0.02) must refuse the pack."""
-    monkeypatch.setattr(build, "quantize_int8", _broken(build.quantize_int8, "text.int8.onnx", "Mul", 3.0))
+    monkeypatch.setattr(
+        encoder_export, "quantize_int8", _broken(encoder_export.quantize_int8, "text.int8.onnx", "Mul", 3.0)
+    )
     head = trained_pack.parent / "head.pt"
     out = tmp_path / "pack"
     with pytest.raises(convert.ValidationError) as exc:

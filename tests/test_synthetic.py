@@ -178,7 +178,7 @@ def test_failure_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.Monke
         if calls == 2:
             raise RuntimeError("disk full")
 
-    monkeypatch.setattr(synthetic, "_write_clip", broken)
+    monkeypatch.setattr(synthetic, "write_clip", broken)
     with pytest.raises(RuntimeError):
         make_synthetic_dataset(tmp_path / "out", n_train=2, n_dev=1, n_test=1, duration=0.5)
     assert list(tmp_path.iterdir()) == []

@@ -175,10 +175,10 @@ class _Extractor:
         self.detector: FaceDetector | None = None
         self.frames = self.fallbacks = 0
         if isinstance(card.prep, TextPrep):
-            from msa_export.build import _tokenizer_json
+            from msa_export.encoder_export import tokenizer_json
 
             self.text = TextEncoder(
-                card.tokenizer or card.source, card.prep, json_text=_tokenizer_json(card, offline)
+                card.tokenizer or card.source, card.prep, json_text=tokenizer_json(card, offline)
             )
         if isinstance(card.prep, VisionPrep) and card.prep.crop == "face":
             if face_dir is None:
