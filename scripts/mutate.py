@@ -214,19 +214,19 @@ MUTATIONS: tuple[Mutation, ...] = (
     # -- export: writing the pack --------------------------------------------------------------
     M(
         "force-ignored",
-        "export/build.py",
-        "    if out.exists() and not force:\n",
-        "    if out.exists():\n",
+        "export/packdir.py",
+        "        if not force:\n            raise ExportError(f\"{out} already exists",
+        "        if True:\n            raise ExportError(f\"{out} already exists",
         ("tests/test_cli_paths.py",),
         "--force no longer replaces an existing pack",
     ),
     M(
-        "force-keeps-old-files",
-        "export/build.py",
-        "    if out.exists():\n        old = ",
-        "    if False:\n        old = ",
-        ("tests/test_cli_paths.py",),
-        "--force merges into the old folder instead of replacing it whole",
+        "force-deletes-user-files",
+        "export/packdir.py",
+        "    extra = _unlisted(out)\n",
+        "    extra: list[str] = []\n",
+        ("tests/test_packdir.py",),
+        "--force deletes files of the user's that sit inside an old pack",
     ),
     M(
         "pack-hash-unchecked",
