@@ -125,7 +125,7 @@ def worker_stream(task: dict[str, Any]) -> dict[str, Any]:
     lat = [p.latency_ms for p in preds if p.latency_ms is not None]
     per_mod = {
         m: stats([p.timings_ms[m] for p in preds if m in p.timings_ms])
-        for m in ("text", "audio", "vision", "head")
+        for m in ("text", "audio", "vision", "face", "head")
         if any(m in p.timings_ms for p in preds)
     }
     return {
