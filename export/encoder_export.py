@@ -29,6 +29,7 @@ from msa_export.convert import (
     quantize_int8,
     worst_failure,
 )
+from msa_export.frontend import FRONTEND_NODES, matmul_frontend_pays, rewrite_frontend
 from msa_export.int8 import Gate, Int8Outcome, accuracy_aware_int8, gate_summary
 from msa_export.openvino import Calibrate, openvino_files
 from msa_export.presets import EncoderCard
@@ -145,17 +146,29 @@ def encode_modality(
     files: dict[str, str] = {}
     by_precision: dict[str, list[np.ndarray]] = {}
     fp32 = tmp / f"{mod}.fp32.onnx"
+    # WavLM Large's front end runs faster as MatMuls in the fp32 file (OpenVINO runs it);
+    # int8 and fp16 come from the Conv form (int8 front-end MatMuls fail the gate)
+    matmul_front = matmul_frontend_pays(wrapped.model)
+    base = tmp / f".{mod}.conv-frontend.fp32.onnx" if matmul_front else fp32
     progress(f"{mod}: exporting blocks 0..{card.layer} to ONNX")
-    # the example is a middle length, so validation covers shorter and longer inputs
-    export_onnx(
-        wrapped,
-        inputs[len(inputs) // 2],
-        fp32,
-        input_names=spec.input_names,
-        output_names=spec.output_names,
-        dynamic_axes=spec.dynamic_axes,
-        exporter=exporter,
-    )
+
+    def export(path: Path) -> None:
+        # the example is a middle length, so validation covers shorter and longer inputs
+        export_onnx(
+            wrapped,
+            inputs[len(inputs) // 2],
+            path,
+            input_names=spec.input_names,
+            output_names=spec.output_names,
+            dynamic_axes=spec.dynamic_axes,
+            exporter=exporter,
+        )
+
+    export(base)
+    if matmul_front:
+        progress(f"{mod}: exporting {fp32.name} with the convolutional front end as MatMuls (layer norm)")
+        rewrite_frontend(wrapped.model)
+        export(fp32)
     variants = {"fp32": fp32}
 
     def gate(precision: str) -> Callable[[Path], tuple[Gate, list[np.ndarray]]]:
@@ -166,7 +179,7 @@ def encode_modality(
     if "int8" in precisions:
         progress(f"{mod}: quantizing to int8 (dynamic, per channel, MatMul/Gemm)")
         int8 = accuracy_aware_int8(
-            fp32,
+            base,
             tmp / f"{mod}.int8.onnx",
             evaluate=lambda p: Gate(gate("int8")(p)[0].checks, score_limit=search_target),
             inputs=[{n: t.numpy() for n, t in zip(spec.input_names, c.inputs)} for c in cases],
@@ -179,7 +192,9 @@ def encode_modality(
         variants["int8"] = tmp / f"{mod}.int8.onnx"
     if "fp16" in precisions:
         progress(f"{mod}: converting to fp16")
-        variants["fp16"] = convert_fp16(fp32, tmp / f"{mod}.fp16.onnx")
+        variants["fp16"] = convert_fp16(base, tmp / f"{mod}.fp16.onnx")
+    if base != fp32:
+        base.unlink()
     checks: list[Check] = []
     gates: dict[str, dict[str, Any]] = {}
     extra = f" and {len(cases) - len(inputs)} utterances" if len(cases) > len(inputs) else ""
@@ -205,7 +220,7 @@ def encode_modality(
             calibrate(spec, card, config),
             spec.output_names[0],
             validation,
-            card.int8_keep_fp32,
+            [*card.int8_keep_fp32, FRONTEND_NODES] if matmul_front else card.int8_keep_fp32,
             progress,
         )
         checks += ov_checks

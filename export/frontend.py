@@ -19,6 +19,12 @@ arithmetic is the same up to fp32 summation order; the pack's parity gate
 The first layer (one input channel, ``k = 10``) is tiny and sees the raw waveform: it stays the
 original fp32 Conv with its norm (group norm over time for base / Base+, which is fastest
 channel-major); the other six layers are the MatMuls, time-major.
+
+What packs use (:mod:`msa_export.encoder_export`): for a layer-norm front end (WavLM Large,
+:func:`matmul_frontend_pays`) the fp32 file carries the MatMul form, which OpenVINO runs 2.8x
+faster than the Conv form; the int8 and fp16 files are made from a Conv export, and the ov-int8
+file keeps the front-end MatMuls out of quantization (:data:`FRONTEND_NODES`): in int8 they cost
+parity (mean cosine 0.9957 on WavLM Base+, below the 0.999 gate; ``benchmarks/bench_audio.py``).
 """
 
 from __future__ import annotations
@@ -113,6 +119,26 @@ class MatMulFeatureEncoder(nn.Module):
         for i in range(1, self.count):
             x = getattr(self, f"frontend_conv{i}")(x)
         return x.transpose(1, 2)
+
+
+#: Node names of the rewritten front end (int8 files keep them fp32: see the module docstring).
+FRONTEND_NODES = r"frontend_conv\d"
+
+
+def matmul_frontend_pays(model: nn.Module) -> bool:
+    """Whether a pack's fp32 file should carry the MatMul front end: WavLM-style models whose
+    conv stack has a layer norm after every layer (``feat_extract_norm = "layer"``, WavLM Large).
+    Each of those norms costs two transposes in the Conv form (channel-major convs, a norm over
+    channels); time-major MatMuls need none. Measured on OpenVINO (bf16, 6 s window, 2 threads):
+    the WavLM Large front end 207 -> 73 ms, the cut audio encoder 484 -> 338 ms; the group-norm
+    front end (base / Base+) gains nothing (64 -> 60 ms), nor does the CPU EP's fp32."""
+    encoder = getattr(model, "feature_extractor", None)
+    config = getattr(model, "config", None)
+    return (
+        encoder is not None
+        and hasattr(encoder, "conv_layers")
+        and getattr(config, "feat_extract_norm", None) == "layer"
+    )
 
 
 def rewrite_frontend(model: nn.Module) -> nn.Module:

@@ -58,3 +58,46 @@ def test_only_supported_convolutions_are_rewritten() -> None:
         StridedMatMul(torch.nn.Conv1d(4, 4, kernel_size=3, stride=2, padding=1))
     plain = torch.nn.Linear(3, 3)
     assert rewrite_frontend(plain) is plain
+
+
+def test_layer_norm_front_end_ships_as_matmuls_in_the_fp32_file(tmp_path: object) -> None:
+    """A WavLM Large-style audio encoder (layer-norm front end): the pack's fp32 file computes the
+    front end with MatMuls, its int8 and fp16 files keep the Conv form, every file passes the gate,
+    and the Conv export used for them does not stay in the pack."""
+    import dataclasses
+    import importlib.util
+    from pathlib import Path
+
+    import numpy as np
+    import onnx
+
+    from msa_export.build import build_pack
+    from msa_export.presets import get_preset
+    from msa_runtime.sessions import make_session
+
+    preset = get_preset("tiny")
+    audio = preset.encoders["audio"]
+    layer_norm = {
+        **audio.config,
+        "feat_extract_norm": "layer",
+        "do_stable_layer_norm": True,
+        "conv_bias": True,
+    }
+    preset = dataclasses.replace(preset, encoders={"audio": dataclasses.replace(audio, config=layer_norm)})
+    ov = all(importlib.util.find_spec(m) for m in ("nncf", "onnxruntime_ep_openvino"))
+    out = Path(str(tmp_path)) / "pack"
+    build_pack(preset, out, precisions=["fp32", "int8", "fp16", *(["ov-int8"] if ov else [])])
+
+    def convs(name: str) -> int:
+        return sum(n.op_type == "Conv" for n in onnx.load(str(out / name)).graph.node)
+
+    assert convs("audio.fp32.onnx") == 2  # the first layer (one channel) + the positional conv
+    assert convs("audio.int8.onnx") == convs("audio.fp16.onnx") == 8  # 7 front-end layers + positional
+    assert not list(out.glob(".*")), "the Conv export stayed in the pack"
+    wave = np.random.default_rng(0).standard_normal((1, 24000)).astype(np.float32)
+    got = {
+        name: make_session(out / name, "cpu").run(None, {"waveform": wave})[0]
+        for name in ("audio.fp32.onnx", "audio.int8.onnx")
+    }
+    a, b = (v.ravel() for v in got.values())
+    assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) > 0.999
