@@ -215,8 +215,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     M(
         "force-ignored",
         "export/packdir.py",
-        "        if not force:\n            raise ExportError(f\"{out} already exists",
-        "        if True:\n            raise ExportError(f\"{out} already exists",
+        '        if not force:\n            raise ExportError(f"{out} already exists',
+        '        if True:\n            raise ExportError(f"{out} already exists',
         ("tests/test_cli_paths.py",),
         "--force no longer replaces an existing pack",
     ),
