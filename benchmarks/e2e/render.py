@@ -187,6 +187,15 @@ def render_run(p: str, r: dict[str, Any]) -> list[str]:
             )
         L.append(f"| {names.get(s, s)} | " + " | ".join(cells) + " |")
     L.append("")
+    overlapping = [LABELS[c] for c in cols if r["contenders"][c].get("overlapping_stages")]
+    if overlapping:
+        L.append(
+            f"{', '.join(overlapping)}: timed through `Analyzer.predict_arrays`; text, audio and vision "
+            "(with its face crop and preprocessing) run on three threads at once, so its stage times "
+            "overlap and only the end-to-end time adds up (preprocessing shows as 0, encoders + head "
+            "as the end-to-end time)."
+        )
+        L.append("")
     L.append("### Fidelity against the reference")
     L.append("")
     mods = list(r["encoders"])
