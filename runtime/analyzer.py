@@ -16,7 +16,7 @@ from msa_runtime import checks, long_input
 from msa_runtime.boundary import public
 from msa_runtime.clip_input import predict_source
 from msa_runtime.errors import InputError
-from msa_runtime.limits import LONG_SLACK, check_long_window
+from msa_runtime.limits import LONG_SLACK, check_concurrent, check_long_window
 from msa_runtime.loaded_pack import SessionFactory, load_pack
 from msa_runtime.pack import AudioPrep, Prep, TextPrep, VisionPrep
 from msa_runtime.preprocess import (
@@ -73,6 +73,10 @@ class Analyzer:
     averaged, weighted by duration, so memory stays bounded (:mod:`msa_runtime.long_input`).
     ``session_factory`` (:data:`SessionFactory`) replaces the local ONNX Runtime sessions of the
     encoders and the head (the Triton ensemble step sends them to its ONNX models).
+
+    ``concurrent`` (default ``MSA_EDGE_CONCURRENT``, else False) runs text, audio and vision
+    (with its face crop) on three threads at once, each session keeping ``threads``: on 2 cores
+    it fills the gaps one encoder leaves (ando2022-mosi on OpenVINO: ``benchmarks/bench_concurrent.py``).
     """
 
     @public
@@ -85,7 +89,7 @@ class Analyzer:
         *,
         verify: bool = True,
         digest: str | None = None,
-        concurrent: bool = False,
+        concurrent: bool | None = None,
         tuning: str | os.PathLike[str] | bool | None = None,
         asr: AsrOption = None,
         language: str | None = None,
@@ -122,7 +126,7 @@ class Analyzer:
         self.head_inputs = loaded.head_inputs
         self.face_detector = loaded.face_detector
         self.text_encoder = loaded.text_encoder
-        self._pool = ThreadPoolExecutor(3) if concurrent else None
+        self._pool = ThreadPoolExecutor(3) if check_concurrent(concurrent) else None
         if language is not None and not asr:
             raise InputError("a language is for speech recognition: give asr=MODEL with it")
         self.recognizer = make_recognizer(

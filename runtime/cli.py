@@ -98,6 +98,12 @@ def _seconds(ctx: click.Context, param: click.Parameter, value: Any) -> float:
     help="Threads per session (default: MSA_EDGE_THREADS, else ONNX Runtime's choice).",
 )
 @click.option(
+    "--concurrent/--sequential",
+    default=None,
+    help="Run text, audio and vision on three threads at once (default: MSA_EDGE_CONCURRENT, else "
+    "sequential).",
+)
+@click.option(
     "--tune",
     is_flag=True,
     help="Time every file of the pack on this machine's "
@@ -154,6 +160,7 @@ def main(
     providers: str | None,
     precision: str | None,
     threads: int | None,
+    concurrent: bool | None,
     tune: bool,
     asr: str | None,
     language: str | None,
@@ -209,6 +216,7 @@ def main(
                 threads,
                 {"asr": asr, "language": language, "offline": offline, "input_format": input_format},
                 long_window,
+                concurrent,
             )
     finally:
         log.removeHandler(handler)
@@ -257,6 +265,7 @@ def _main(
     threads: int | None,
     speech: dict[str, Any],
     long_window: float | None = None,
+    concurrent: bool | None = None,
 ) -> None:
     from msa_runtime.analyzer import Analyzer
 
@@ -279,6 +288,7 @@ def _main(
             language=speech["language"],
             offline=speech["offline"],
             long_window=long_window,
+            concurrent=concurrent,
         )
     except MsaError as exc:
         click.echo(f"error: {exc}", err=True)

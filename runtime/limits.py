@@ -96,3 +96,22 @@ def check_long_window(seconds: object, option: str = "long_window") -> float:
             f"{option} must be seconds between {MIN_LONG_WINDOW:g} and {MAX_LONG_WINDOW:g}, got {seconds!r}"
         )
     return float(seconds)  # type: ignore[arg-type]
+
+
+def check_concurrent(concurrent: object) -> bool:
+    """Whether encoders run concurrently: ``concurrent``, else ``MSA_EDGE_CONCURRENT`` (1/0,
+    true/false, yes/no), else False."""
+    option = "concurrent"
+    if concurrent is None:
+        env = os.environ.get("MSA_EDGE_CONCURRENT", "").strip().lower()
+        if not env:
+            return False
+        if env not in _FLAGS:
+            raise InputError(f"MSA_EDGE_CONCURRENT must be 1 or 0 (true/false, yes/no), got {env!r}")
+        return _FLAGS[env]
+    if not isinstance(concurrent, bool):
+        raise InputError(f"{option} must be True or False, got {concurrent!r}")
+    return concurrent
+
+
+_FLAGS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
