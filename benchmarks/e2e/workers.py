@@ -45,39 +45,53 @@ def worker_contender(task: dict[str, Any]) -> dict[str, Any]:
     clip = load_clip(task)
     t0 = time.perf_counter()
     pipe: Any
-    if name in ANALYZER_CONTENDERS:
-        return _analyzer_contender(task, name, clip, prep)
-    if name in ("reference", "torch_cut"):
-        preset = get_preset_random(task["preset"])
-        pipe = TorchPipeline(preset, cut=name == "torch_cut")
+    files: dict[str, Path] | None = None
+    if name in ANALYZER_CONTENDERS:  # the runtime itself: its stages overlap
+        pipe = AnalyzerPipeline(pack)
+        files = pipe.files
+
+        def once() -> tuple[dict[str, float], dict[str, np.ndarray] | None, float]:
+            times, score = pipe.run(clip)
+            return times, None, score
+
     else:
-        if name == "ort_fp32_full":
-            files = {m: Path(task["full"]) / f"{m}.fp32.onnx" for m in manifest.encoders}
-        elif name == "ov_int8_cut":  # the ov-int8 file, else what the manifest gives OpenVINO
-            files = {
-                m: pack / e.files[(e.provider_precisions("openvino") or ("fp32",))[0]]
-                for m, e in manifest.encoders.items()
-            }
-        elif name == "ov_bf16_cut":
-            files = {m: pack / e.files["fp32"] for m, e in manifest.encoders.items()}
+        if name in ("reference", "torch_cut"):
+            pipe = TorchPipeline(get_preset_random(task["preset"]), cut=name == "torch_cut")
         else:
-            precision = name.split("_")[1]
-            files = {m: pack / e.files[precision] for m, e in manifest.encoders.items()}
-        providers = "openvino" if name.startswith("ov_") else "cpu"
-        pipe = OrtPipeline(files, pack / manifest.head.file, providers=providers)
+            if name == "ort_fp32_full":
+                files = {m: Path(task["full"]) / f"{m}.fp32.onnx" for m in manifest.encoders}
+            elif name == "ov_int8_cut":  # the ov-int8 file, else what the manifest gives OpenVINO
+                files = {
+                    m: pack / e.files[(e.provider_precisions("openvino") or ("fp32",))[0]]
+                    for m, e in manifest.encoders.items()
+                }
+            elif name == "ov_bf16_cut":
+                files = {m: pack / e.files["fp32"] for m, e in manifest.encoders.items()}
+            else:
+                precision = name.split("_")[1]
+                files = {m: pack / e.files[precision] for m, e in manifest.encoders.items()}
+            providers = "openvino" if name.startswith("ov_") else "cpu"
+            pipe = OrtPipeline(files, pack / manifest.head.file, providers=providers)
+
+        def once() -> tuple[dict[str, float], dict[str, np.ndarray] | None, float]:
+            return run_pipeline(pipe, prep, clip)
+
     load_s = time.perf_counter() - t0
     peak_with_load = status_kb("VmHWM")
     trim_heap()
     rss_loaded = status_kb("VmRSS")
     reset_ok = reset_peak_rss()
     for _ in range(task["warmup"]):
-        run_pipeline(pipe, prep, clip)
+        once()
     runs: list[dict[str, float]] = []
     interference = Interference()
     for _ in range(task["repeat"]):
-        times, feats, score = run_pipeline(pipe, prep, clip)
+        times, feats, score = once()
         runs.append(times)
     quiet = interference.result()
+    if feats is None:  # the Analyzer's encoders once more, untimed, and the face count
+        feats = pipe.features(clip)
+        prep(clip)
     np.savez(task["features"], **feats)  # type: ignore[arg-type]
     result = {
         "contender": name,
@@ -96,9 +110,10 @@ def worker_contender(task: dict[str, Any]) -> dict[str, Any]:
         "torch_imported": "torch" in sys.modules,
         "interference": quiet,
         "faces_found": prep.faces_found,
-        "files": {m: p.name for m, p in files.items()} if isinstance(pipe, OrtPipeline) else None,
+        "files": None if files is None else {m: p.name for m, p in files.items()},
+        "overlapping_stages": name in ANALYZER_CONTENDERS,
     }
-    if task.get("profile") and isinstance(pipe, OrtPipeline):
+    if task.get("profile") and isinstance(pipe, OrtPipeline) and files is not None:
         result["profile"] = profile_encoders(
             files,
             prep(clip)[0],
@@ -106,47 +121,6 @@ def worker_contender(task: dict[str, Any]) -> dict[str, Any]:
             runs=task.get("profile_runs", 2),
         )
     return result
-
-
-def _analyzer_contender(task: dict[str, Any], name: str, clip: dict[str, Any], prep: Any) -> dict[str, Any]:
-    """A contender timed through the runtime's own ``predict_arrays`` (its stages overlap)."""
-    t0 = time.perf_counter()
-    pipe = AnalyzerPipeline(Path(task["pack"]))
-    load_s = time.perf_counter() - t0
-    peak_with_load = status_kb("VmHWM")
-    trim_heap()
-    rss_loaded = status_kb("VmRSS")
-    reset_ok = reset_peak_rss()
-    for _ in range(task["warmup"]):
-        pipe.run(clip)
-    runs: list[dict[str, float]] = []
-    interference = Interference()
-    for _ in range(task["repeat"]):
-        times, score = pipe.run(clip)
-        runs.append(times)
-    quiet = interference.result()
-    np.savez(task["features"], **pipe.features(clip))  # type: ignore[arg-type]
-    prep(clip)  # the same face detector over the same frames: how many had a face
-    return {
-        "contender": name,
-        "load_s": round(load_s, 2),
-        "score": score,
-        "stages": {k: stats([r[k] for r in runs]) for k in runs[0]},
-        "runs_ms": runs,
-        "rss_mb": {
-            "after_load": rss_loaded / 1024,
-            "peak_including_load": max(peak_with_load, status_kb("VmHWM")) / 1024,
-            "peak_inference": status_kb("VmHWM") / 1024 if reset_ok else None,
-            "peak_inference_method": "VmHWM reset via /proc/self/clear_refs after load"
-            if reset_ok
-            else "unavailable (clear_refs not writable)",
-        },
-        "torch_imported": "torch" in sys.modules,
-        "interference": quiet,
-        "faces_found": prep.faces_found,
-        "files": {m: p.name for m, p in pipe.files.items()},
-        "overlapping_stages": True,
-    }
 
 
 def worker_stream(task: dict[str, Any]) -> dict[str, Any]:
