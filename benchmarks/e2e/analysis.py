@@ -137,6 +137,14 @@ def explain(doc: dict[str, Any]) -> list[str]:
         if t["key"] == "speedup":
             want = TARGETS["speedup"][p]
             ref = c["reference"]["stages"]["total"]["median"]
+            best_tot = i8["stages"]["total"]["median"]
+            overlap = ""
+            if i8.get("overlapping_stages") and "ov_int8_cut" in c:  # break down the sequential run
+                i8 = c["ov_int8_cut"]
+                overlap = (
+                    f" It overlaps its stages: the breakdown is of the same files run one after "
+                    f"another ({fmt_ms(i8['stages']['total']['median'])} ms)."
+                )
             tot = i8["stages"]["total"]["median"]
             need = ref / want
             stages = ", ".join(
@@ -150,8 +158,9 @@ def explain(doc: dict[str, Any]) -> list[str]:
                 c["ort_fp32_cut"]["stages"]["total"]["median"] / tot,
             ]
             text = (
-                f"- **{t['target']}: {t['measured']}.** The int8 pack takes {fmt_ms(tot)} ms a clip{noise}; "
-                f"the target needs <= {fmt_ms(need)} ms ({fmt_ms(tot - need)} ms less). Its time: {stages}. "
+                f"- **{t['target']}: {t['measured']}.** The pack takes {fmt_ms(best_tot)} ms a clip{noise}; "
+                f"the target needs <= {fmt_ms(need)} ms ({fmt_ms(best_tot - need)} ms less).{overlap} "
+                f"Its time: {stages}. "
                 f"From the reference, cutting the encoders gives {steps[0]:.2f}x, ONNX Runtime fp32 "
                 f"{steps[1]:.2f}x more, int8 {steps[2]:.2f}x more."
             )
