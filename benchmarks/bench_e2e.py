@@ -62,7 +62,7 @@ from e2e.common import CONTENDERS, HERE, LABELS, OPENVINO_CONTENDERS, STAGES, lo
 from e2e.flops import model_config
 from e2e.machine import install_sizes, merge_peaks, pack_sizes
 from e2e.measure import noisy, wait_for_quiet
-from e2e.pipelines import get_preset_random, prepare
+from e2e.pipelines import get_preset_random, prepare, tuning_record
 from e2e.render import write_results
 from e2e.workers import WORKERS, spawn
 from msa_runtime.sessions import openvino_installed
@@ -216,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
             "profile_dir": str(scratch / "profiles"),
             "profile_runs": args.profile_runs,
         }
+        if name == "tuned_concurrent":  # the fastest file and provider per encoder, measured here
+            task["tuning"] = str(tuning_record(Path(info["pack"]), work, log))
         for attempt in range(args.retry_noisy + 1):
             res = spawn(task, scratch, log)
             if not noisy(res["interference"]) or attempt == args.retry_noisy:

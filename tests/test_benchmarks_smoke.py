@@ -21,7 +21,7 @@ CONTENDERS = ("reference", "torch_cut", "ort_fp32_full", "ort_fp32_cut", "ort_in
 # with the OpenVINO EP plugin installed (msa-edge[openvino]) the OpenVINO contenders run too
 OPENVINO = importlib.util.find_spec("onnxruntime_ep_openvino") is not None
 if OPENVINO:
-    CONTENDERS += ("ov_bf16_cut", "ov_int8_cut", "ov_int8_concurrent")
+    CONTENDERS += ("ov_bf16_cut", "ov_int8_cut", "ov_int8_concurrent", "tuned_concurrent")
 
 
 def test_bench_e2e_quick(tmp_path: Path, tiny_pack: Path) -> None:
@@ -55,7 +55,7 @@ def test_bench_e2e_quick(tmp_path: Path, tiny_pack: Path) -> None:
     for name in CONTENDERS:
         c = run["contenders"][name]
         # the Analyzer contender preprocesses inside its encoder threads (its stages overlap)
-        stages = ("preprocess",) * (name != "ov_int8_concurrent") + (
+        stages = ("preprocess",) * (not name.endswith("_concurrent")) + (
             "text",
             "audio",
             "vision",
@@ -81,6 +81,7 @@ def test_bench_e2e_quick(tmp_path: Path, tiny_pack: Path) -> None:
         assert any(f.endswith(".ov-int8.onnx") for f in run["contenders"]["ov_int8_cut"]["files"].values())
         both = run["contenders"]["ov_int8_concurrent"], run["contenders"]["ov_int8_cut"]
         assert both[0]["files"] == both[1]["files"] and both[0]["overlapping_stages"]
+        assert "tuning record" in run["contenders"]["tuned_concurrent"]["choice"]
     assert set(run["sizes"]["per_precision"]) >= {"int8", "fp32"}
     assert doc["install"]["runtime"]["with_dependencies_bytes"] > 0
 

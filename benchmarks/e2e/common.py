@@ -17,14 +17,15 @@ CONTENDERS = (
     "ov_bf16_cut",
     "ov_int8_cut",
     "ov_int8_concurrent",
+    "tuned_concurrent",
 )
 # run only when the OpenVINO execution provider plugin is installed (msa-edge[openvino])
-OPENVINO_CONTENDERS = ("ov_bf16_cut", "ov_int8_cut", "ov_int8_concurrent")
+OPENVINO_CONTENDERS = ("ov_bf16_cut", "ov_int8_cut", "ov_int8_concurrent", "tuned_concurrent")
 # the contenders that are the product (a pack run by the runtime), for "best provider here"
-PACK_CONTENDERS = ("ort_int8_cut", "ov_int8_cut", "ov_bf16_cut", "ov_int8_concurrent")
+PACK_CONTENDERS = ("ort_int8_cut", "ov_int8_cut", "ov_bf16_cut", "ov_int8_concurrent", "tuned_concurrent")
 # contenders timed through Analyzer.predict_arrays: their stages overlap (text, audio and vision
 # with its face crop on three threads; preprocessing inside each), only the total is additive
-ANALYZER_CONTENDERS = ("ov_int8_concurrent",)
+ANALYZER_CONTENDERS = ("ov_int8_concurrent", "tuned_concurrent")
 LABELS = {
     "reference": "PyTorch full depth, all hidden states (reference)",
     "torch_cut": "PyTorch cut",
@@ -34,6 +35,7 @@ LABELS = {
     "ov_bf16_cut": "ORT+OpenVINO EP, fp32 file (bf16) (pack)",
     "ov_int8_cut": "ORT+OpenVINO EP, ov-int8 file (pack)",
     "ov_int8_concurrent": "Analyzer(concurrent=True) on OpenVINO, the pack's OpenVINO files",
+    "tuned_concurrent": "Analyzer(concurrent=True), auto + tuning record (fastest file per encoder)",
 }
 STAGES = ("preprocess", "face", "text", "audio", "vision", "head")
 THREADS = 2

@@ -277,18 +277,22 @@ def run_pipeline(
 
 
 class AnalyzerPipeline:
-    """The runtime itself, as a user would run it: ``Analyzer(pack, providers="openvino",
-    concurrent=True)`` (the files the manifest gives OpenVINO), scored with ``predict_arrays``:
-    preprocessing, the face crop, the encoders on three threads, the head."""
+    """The runtime itself, as a user would run it: ``Analyzer(pack, providers, concurrent=True)``
+    scored with ``predict_arrays`` (preprocessing, the face crop, the encoders on three threads,
+    the head). ``tuning``: a tuning record (``msa-run --tune``), or False for the manifest's
+    files for ``providers``."""
 
-    def __init__(self, pack: Path, threads: int = THREADS) -> None:
+    def __init__(
+        self, pack: Path, providers: str = "openvino", tuning: Path | bool = False, threads: int = THREADS
+    ) -> None:
         import warnings
 
         from msa_runtime import Analyzer
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # the untrained head
-            self.an = Analyzer(pack, providers="openvino", threads=threads, tuning=False, concurrent=True)
+            self.an = Analyzer(pack, providers=providers, threads=threads, tuning=tuning, concurrent=True)
+        self.choice = self.an.choice
         self.files = {m: pack / c.file for m, c in self.an.plan.items()}
 
     def run(self, clip: dict[str, Any]) -> tuple[dict[str, float], float]:
@@ -312,3 +316,24 @@ class AnalyzerPipeline:
             "audio": an.encode_audio(clip["audio"])[0],
             "vision": an.encode_frames(clip["frames"], FaceTrack()).features,
         }
+
+
+def tuning_record(pack: Path, work: Path, log: Callable[[str], None]) -> Path:
+    """A tuning record of ``pack`` on this machine (``msa-run --tune --providers auto``, in its
+    own process), kept in ``work``; remade when the pack or the machine changed."""
+    import subprocess
+    import sys
+
+    from msa_runtime.tuning import load_tuning
+
+    path = work / "tuning.json"
+    if path.is_file() and load_tuning(pack, path)[0] is not None:
+        return path
+    log(f"tuning {pack.name} on this machine (msa-run --tune --providers auto) ...")
+    run = Path(sys.executable).with_name("msa-run")
+    env = {**__import__("os").environ, "MSA_EDGE_TUNING": str(path)}
+    cmd = [str(run), "--pack", str(pack), "--tune", "--providers", "auto", "--threads", str(THREADS)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"msa-run --tune failed: {proc.stderr[-2000:]}")
+    return path

@@ -47,7 +47,10 @@ def worker_contender(task: dict[str, Any]) -> dict[str, Any]:
     pipe: Any
     files: dict[str, Path] | None = None
     if name in ANALYZER_CONTENDERS:  # the runtime itself: its stages overlap
-        pipe = AnalyzerPipeline(pack)
+        tuned = name == "tuned_concurrent"
+        pipe = AnalyzerPipeline(
+            pack, "auto" if tuned else "openvino", Path(task["tuning"]) if tuned else False
+        )
         files = pipe.files
 
         def once() -> tuple[dict[str, float], dict[str, np.ndarray] | None, float]:
@@ -112,6 +115,7 @@ def worker_contender(task: dict[str, Any]) -> dict[str, Any]:
         "faces_found": prep.faces_found,
         "files": None if files is None else {m: p.name for m, p in files.items()},
         "overlapping_stages": name in ANALYZER_CONTENDERS,
+        "choice": getattr(pipe, "choice", None),
     }
     if task.get("profile") and isinstance(pipe, OrtPipeline) and files is not None:
         result["profile"] = profile_encoders(
