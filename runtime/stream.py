@@ -22,7 +22,7 @@ import numpy as np
 
 from msa_runtime import checks, media
 from msa_runtime.errors import InputError, MediaError
-from msa_runtime.preprocess import FaceTrack, face_note
+from msa_runtime.preprocess import FaceTrack, face_note, split_face_time
 from msa_runtime.scoring import Features, Job, Prediction, feature, text_for_span
 from msa_runtime.transcript import Cue, read_transcript
 
@@ -87,9 +87,7 @@ class _Windows:
             self.pending = []
             timings["vision"] = (time.perf_counter() - t0) * 1e3
             if self.an.face_detector is not None:
-                face_ms = self.track.crop_ms - face_ms
-                timings["vision"] = max(0.0, timings["vision"] - face_ms)
-                timings["face"] = face_ms
+                split_face_time(timings, self.track.crop_ms - face_ms)
         if self.rate and self.audio.size:
             a = max(0, round((start - self.audio_start) * self.rate))
             b = max(0, round((end - self.audio_start) * self.rate))
