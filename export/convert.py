@@ -115,6 +115,12 @@ def export_onnx(
     return path
 
 
+def remove_onnx(path: Path) -> None:
+    """Delete an ONNX file written by :func:`export_onnx` and its external-data file, if any."""
+    path.unlink()
+    path.with_name(f"{path.name}.data").unlink(missing_ok=True)
+
+
 def excluded_nodes(model: onnx.ModelProto, keep_fp32: Sequence[str]) -> list[str]:
     """Nodes that stay fp32 in every int8 flavour: WavLM's relative-position subgraph, and the
     card's ``int8_keep_fp32`` patterns (regular expressions over node names)."""

@@ -27,6 +27,7 @@ from msa_export.convert import (
     convert_fp16,
     export_onnx,
     quantize_int8,
+    remove_onnx,
     worst_failure,
 )
 from msa_export.frontend import FRONTEND_NODES, matmul_frontend_pays, rewrite_frontend
@@ -194,7 +195,7 @@ def encode_modality(
         progress(f"{mod}: converting to fp16")
         variants["fp16"] = convert_fp16(base, tmp / f"{mod}.fp16.onnx")
     if base != fp32:
-        base.unlink()
+        remove_onnx(base)
     checks: list[Check] = []
     gates: dict[str, dict[str, Any]] = {}
     extra = f" and {len(cases) - len(inputs)} utterances" if len(cases) > len(inputs) else ""
@@ -227,7 +228,7 @@ def encode_modality(
         if "ov-int8" in ov:
             files["ov-int8"] = f"{mod}.ov-int8.onnx"
     if "fp32" not in precisions:
-        fp32.unlink()
+        remove_onnx(fp32)
         del files["fp32"]
     providers = default_providers(files)
     ov = [p for p in ov if p in files]

@@ -101,7 +101,6 @@ def check_long_window(seconds: object, option: str = "long_window") -> float:
 def check_concurrent(concurrent: object) -> bool:
     """Whether encoders run concurrently: ``concurrent``, else ``MSA_EDGE_CONCURRENT`` (1/0,
     true/false, yes/no), else False."""
-    option = "concurrent"
     if concurrent is None:
         env = os.environ.get("MSA_EDGE_CONCURRENT", "").strip().lower()
         if not env:
@@ -110,7 +109,7 @@ def check_concurrent(concurrent: object) -> bool:
             raise InputError(f"MSA_EDGE_CONCURRENT must be 1 or 0 (true/false, yes/no), got {env!r}")
         return _FLAGS[env]
     if not isinstance(concurrent, bool):
-        raise InputError(f"{option} must be True or False, got {concurrent!r}")
+        raise InputError(f"concurrent must be True or False, got {concurrent!r}")
     return concurrent
 
 

@@ -195,3 +195,14 @@ def test_cli_bad_input_is_one_line_and_nonzero(tmp_path: Path, tiny_pack: Path) 
 def test_cli_list_presets() -> None:
     code, out = _run("--list-presets")
     assert code == 0 and "ando2022-mosi" in out and "bert@19" in out
+
+
+def test_remove_onnx_takes_its_external_data_along(tmp_path: Path) -> None:
+    """A file dropped from a pack (fp32 not asked for, the Conv export of a MatMul front end)
+    leaves no external-data file behind, which the manifest would then have to list."""
+    big, small = tmp_path / "a.fp32.onnx", tmp_path / "b.fp32.onnx"
+    for f in (big, small, tmp_path / "a.fp32.onnx.data"):
+        f.write_bytes(b"x")
+    convert.remove_onnx(big)
+    convert.remove_onnx(small)
+    assert not list(tmp_path.iterdir())

@@ -4,6 +4,7 @@ needs, the shared preprocessing, and the PyTorch / ONNX Runtime pipelines."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -331,7 +332,7 @@ def tuning_record(pack: Path, work: Path, log: Callable[[str], None]) -> Path:
         return path
     log(f"tuning {pack.name} on this machine (msa-run --tune --providers auto) ...")
     run = Path(sys.executable).with_name("msa-run")
-    env = {**__import__("os").environ, "MSA_EDGE_TUNING": str(path)}
+    env = {**os.environ, "MSA_EDGE_TUNING": str(path)}
     cmd = [str(run), "--pack", str(pack), "--tune", "--providers", "auto", "--threads", str(THREADS)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
