@@ -378,7 +378,7 @@ class FaceDetector:
             table = integral_image(np.ascontiguousarray(rgb[y0:y1, x0:x1]))
             zero = np.zeros(1, np.int64)
             crop = area_crops(table, zero, zero + (y1 - y0), zero, zero + (x1 - x0), 48)
-            x = np.ascontiguousarray((crop - np.float32(PIXEL_MEAN)) * np.float32(PIXEL_SCALE))
+            x = np.ascontiguousarray((crop - self.pixel_mean) * self.pixel_scale)
             reg, _landmarks, prob = self._onet.run(names, {FACE_INPUT_NAME: x})
             score = float(prob[0, 1])
             current = regress_boxes(squared, reg)

@@ -7,12 +7,14 @@ token ids and a mask. numpy, PyAV, tokenizers and (for face crops) onnxruntime o
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from msa_runtime.errors import InputError, PackError
 from msa_runtime.face import FaceDetector
@@ -26,12 +28,26 @@ FACE_MARGIN = 0
 """Margin of the face crop, in pixels of the 256 px crop (Ando et al.: ``margin=0``)."""
 
 
+_scalers = threading.local()
+
+
+def _reformatter() -> VideoReformatter:
+    """This thread's swscale reformatter: it keeps its scaling context while the sizes repeat
+    (building one per frame costs more than the resize itself); one per thread, as swscale
+    contexts are not thread-safe."""
+    scaler = getattr(_scalers, "scaler", None)
+    if scaler is None:
+        scaler = _scalers.scaler = VideoReformatter()
+    return scaler
+
+
 def resize_rgb(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
     """Bicubic resize of an RGB uint8 image with FFmpeg's swscale (through PyAV)."""
     if rgb.shape[1] == width and rgb.shape[0] == height:
         return rgb
     frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-    return frame.reformat(width=width, height=height, interpolation="BICUBIC").to_ndarray()
+    out = _reformatter().reformat(frame, width=width, height=height, interpolation="BICUBIC")
+    return out.to_ndarray()
 
 
 def center_square(rgb: np.ndarray, size: int) -> np.ndarray:

@@ -5,9 +5,14 @@ arrays at another rate: FFmpeg's resampler, the one decoding uses (:func:`resamp
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from msa_runtime.errors import InputError
+
+_ROW_LOOP_MIN = 1536
+"""Row width (columns x channels) from which :func:`integral_image` sums row by row."""
 
 
 def _window_bounds(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray]:
@@ -23,24 +28,33 @@ def integral_image(image: np.ndarray) -> np.ndarray:
     height, width, channels = image.shape
     dtype = np.int32 if 255 * height * width < 2**31 else np.int64
     table = np.zeros((channels, height + 1, width + 1), dtype=dtype)
-    table[:, 1:, 1:] = image.transpose(2, 0, 1)
-    np.cumsum(table[:, 1:, 1:], axis=2, out=table[:, 1:, 1:])
-    for row in range(2, height + 1):  # row by row: much faster than numpy's strided cumsum
-        np.add(table[:, row], table[:, row - 1], out=table[:, row])
+    inner = table[:, 1:, 1:]
+    inner[...] = image.transpose(2, 0, 1)
+    np.cumsum(inner, axis=2, out=inner)
+    if width * channels < _ROW_LOOP_MIN:  # small windows (the face tracker's): one call
+        np.cumsum(inner, axis=1, out=inner)
+    else:  # row by row: much faster than numpy's strided cumsum on wide images
+        for row in range(2, height + 1):
+            np.add(table[:, row], table[:, row - 1], out=table[:, row])
     return table
 
 
 def _mean(sums: np.ndarray, rows_in: np.ndarray, cols_in: np.ndarray) -> np.ndarray:
     # Divide by the window height, then its width, in float32: PyTorch's order, bit for bit.
-    return sums.astype(np.float32) / rows_in.astype(np.float32) / cols_in.astype(np.float32)
+    out = sums.astype(np.float32)
+    out /= rows_in.astype(np.float32)
+    out /= cols_in.astype(np.float32)
+    return out
 
 
 def area_grid(table: np.ndarray, height: int, width: int) -> np.ndarray:
     """Area resize of a whole image from its summed-area table: ``(C, height, width)`` float32."""
     y0, y1 = _window_bounds(table.shape[1] - 1, height)
     x0, x1 = _window_bounds(table.shape[2] - 1, width)
-    band = table[:, y1, :] - table[:, y0, :]
-    sums = np.take(band, x1, axis=2) - np.take(band, x0, axis=2)
+    band = table[:, y1, :]
+    band -= table[:, y0, :]
+    sums = band[:, :, x1]
+    sums -= band[:, :, x0]
     return _mean(sums, (y1 - y0)[None, :, None], (x1 - x0)[None, None, :])
 
 
@@ -59,9 +73,15 @@ def area_crops(
     y1 = top[:, None] - ((-(i + 1) * rows) // side)
     x0 = left[:, None] + (i * cols) // side
     x1 = left[:, None] - ((-(i + 1) * cols) // side)
-    ya, yb = y0[:, :, None], y1[:, :, None]
+    # corners as flat offsets into each channel's plane: one take per corner (fastest gather)
+    stride = table.shape[2]
+    flat = table.reshape(table.shape[0], -1)
+    ya, yb = (y0 * stride)[:, :, None], (y1 * stride)[:, :, None]
     xa, xb = x0[:, None, :], x1[:, None, :]
-    sums = table[:, yb, xb] - table[:, ya, xb] - table[:, yb, xa] + table[:, ya, xa]
+    sums = np.take(flat, yb + xb, axis=1)
+    sums -= np.take(flat, ya + xb, axis=1)
+    sums -= np.take(flat, yb + xa, axis=1)
+    sums += np.take(flat, ya + xa, axis=1)
     out = _mean(sums, (y1 - y0)[None, :, :, None], (x1 - x0)[None, :, None, :])
     return out.transpose(1, 0, 2, 3)
 
@@ -103,8 +123,11 @@ def _resize_matrix(size_in: int, size_out: int) -> np.ndarray:
     return weights.astype(np.float32)
 
 
+@functools.lru_cache(maxsize=256)
 def _taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray]:
-    """The non-zero weights of :func:`_resize_matrix` per output: indices and weights (out, K)."""
+    """The non-zero weights of :func:`_resize_matrix` per output: indices and weights (out, K).
+
+    Cached per size pair (a face crop's sizes repeat from frame to frame); read-only arrays."""
     matrix = _resize_matrix(size_in, size_out)
     nonzero = matrix > 0
     k = max(int(nonzero.sum(axis=1).max()), 1)
@@ -113,6 +136,8 @@ def _taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray]:
     index = np.minimum(first[:, None] + np.arange(k)[None, :], size_in - 1)
     weight = np.take_along_axis(matrix, index, axis=1)
     weight[first[:, None] + np.arange(k)[None, :] > size_in - 1] = 0.0
+    index.flags.writeable = False
+    weight.flags.writeable = False
     return index, weight
 
 
@@ -125,14 +150,22 @@ def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """
     rows, row_w = _taps(image.shape[0], height)
     cols, col_w = _taps(image.shape[1], width)
-    pixels = image.astype(np.float32)
-    tall = np.zeros((height, image.shape[1], image.shape[2]), dtype=np.float32)
-    for k in range(rows.shape[1]):
-        tall += row_w[:, k, None, None] * np.take(pixels, rows[:, k], axis=0)
-    out = np.zeros((height, width, image.shape[2]), dtype=np.float32)
-    for k in range(cols.shape[1]):
-        out += col_w[None, :, k, None] * np.take(tall, cols[:, k], axis=1)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    _, in_w, channels = image.shape
+    # Rows first, then columns, each a sum over taps in tap order (float32). Both passes gather
+    # whole rows of a 2-D array (the row pass on the image, the column pass on its transpose),
+    # so every numpy call works on long runs of memory.
+    pixels = image.astype(np.float32).reshape(image.shape[0], in_w * channels)
+    tall = row_w[:, 0, None] * pixels[rows[:, 0]]
+    for k in range(1, rows.shape[1]):
+        tall += row_w[:, k, None] * pixels[rows[:, k]]
+    across = np.ascontiguousarray(tall.reshape(height, in_w, channels).transpose(1, 0, 2))
+    across = across.reshape(in_w, height * channels)
+    out = col_w[:, 0, None] * across[cols[:, 0]]
+    for k in range(1, cols.shape[1]):
+        out += col_w[:, k, None] * across[cols[:, k]]
+    np.rint(out, out=out)
+    np.clip(out, 0, 255, out=out)
+    return np.ascontiguousarray(out.astype(np.uint8).reshape(width, height, channels).transpose(1, 0, 2))
 
 
 def resample_audio(samples: np.ndarray, src: int, dst: int) -> np.ndarray:
