@@ -212,6 +212,13 @@ class FaceDetector:
 
     # -- stages -----------------------------------------------------------------------------
 
+    def _normalize(self, pixels: np.ndarray) -> np.ndarray:
+        """``(pixels - pixel_mean) * pixel_scale`` in float32, as a new C-contiguous array."""
+        out = np.empty(pixels.shape, np.float32)
+        np.subtract(pixels, self.pixel_mean, out=out)
+        out *= self.pixel_scale
+        return out
+
     def _stage1(self, table: np.ndarray) -> np.ndarray:
         """P-net over the pyramid: squared candidate boxes (N, 5) x1, y1, x2, y2, score."""
         height, width = table.shape[1] - 1, table.shape[2] - 1
@@ -219,7 +226,7 @@ class FaceDetector:
         found = []
         for scale in scales:
             level = area_grid(table, int(height * scale + 1), int(width * scale + 1))
-            x = ((level - self.pixel_mean) * self.pixel_scale)[None]
+            x = self._normalize(level)[None]
             reg, prob = self._pnet.run(list(FACE_OUTPUT_NAMES["pnet"]), {FACE_INPUT_NAME: x})
             ys, xs = np.nonzero(prob[0, 1] >= self.thresholds[0])
             if ys.size == 0:
@@ -267,8 +274,7 @@ class FaceDetector:
         parts: list[list[np.ndarray]] = []
         for at in range(0, len(y0), _BATCH):
             part = slice(at, at + _BATCH)
-            crops = area_crops(table, y0[part], y1[part], x0[part], x1[part], side)
-            x = np.ascontiguousarray((crops - self.pixel_mean) * self.pixel_scale)
+            x = self._normalize(area_crops(table, y0[part], y1[part], x0[part], x1[part], side))
             parts.append(session.run(names, {FACE_INPUT_NAME: x}))
         if not parts:
             return [np.zeros((0, 4), np.float32)] * len(names), inside
@@ -377,8 +383,7 @@ class FaceDetector:
                 return current[0], 0.0
             table = integral_image(np.ascontiguousarray(rgb[y0:y1, x0:x1]))
             zero = np.zeros(1, np.int64)
-            crop = area_crops(table, zero, zero + (y1 - y0), zero, zero + (x1 - x0), 48)
-            x = np.ascontiguousarray((crop - self.pixel_mean) * self.pixel_scale)
+            x = self._normalize(area_crops(table, zero, zero + (y1 - y0), zero, zero + (x1 - x0), 48))
             reg, _landmarks, prob = self._onet.run(names, {FACE_INPUT_NAME: x})
             score = float(prob[0, 1])
             current = regress_boxes(squared, reg)

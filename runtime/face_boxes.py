@@ -29,6 +29,7 @@ DEFAULT_THRESHOLDS: tuple[float, float, float] = (0.6, 0.7, 0.7)
 
 CELL = 12  # P-net's receptive field
 STRIDE = 2
+_NMS_MATRIX_MAX = 1024  # up to this many boxes, NMS computes all pairwise overlaps at once (4 MB)
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,28 @@ def nms(
     area = (x2 - x1 + one) * (y2 - y1 + one)
     order = np.argsort(-scores, kind="stable")
     keep: list[int] = []
+    if len(boxes) <= _NMS_MATRIX_MAX:
+        # All pairwise overlaps at once (the same float32 arithmetic as the loop below, pair by
+        # pair), then the greedy pass only looks them up.
+        w = np.maximum(
+            np.float32(0.0), np.minimum(x2[:, None], x2[None, :]) - np.maximum(x1[:, None], x1[None, :]) + one
+        )
+        h = np.maximum(
+            np.float32(0.0), np.minimum(y2[:, None], y2[None, :]) - np.maximum(y1[:, None], y1[None, :]) + one
+        )
+        inter = w * h
+        with np.errstate(invalid="ignore", divide="ignore"):  # empty boxes: NaN, kept below
+            if mode == "min":
+                overlap = inter / np.minimum(area[:, None], area[None, :])
+            else:
+                overlap = inter / (area[:, None] + area[None, :] - inter)
+        suppress = overlap > threshold  # NaN (empty boxes) keeps, like the reference
+        while order.size > 0:
+            i = int(order[0])
+            keep.append(i)
+            rest = order[1:]
+            order = rest[~suppress[i, rest]]
+        return np.asarray(keep, dtype=np.int64)
     while order.size > 0:
         i = int(order[0])
         keep.append(i)
