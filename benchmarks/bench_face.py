@@ -1,7 +1,7 @@
 """Face detection cost per frame: the numpy + ONNX Runtime MTCNN cascade (msa_runtime.face).
 
     python benchmarks/bench_face.py [--models DIR] [--threads 2] [--repeat 30] [--reference]
-        [--track] [--out benchmarks/results/face-track-vm.md]
+        [--track [--cosine PACK]] [--out benchmarks/results/face-track-vm.md]
 
 ``--models`` is a folder with face_pnet/rnet/onet.onnx (a pack); without it the detector is
 exported from facenet-pytorch into a temporary folder first. Frames: scikit-image's astronaut
@@ -17,9 +17,12 @@ centre crop it replaces.
 ``--track`` adds the face tracker (:mod:`msa_runtime.face_track`) on generated clips of a moving
 speaker (tests/media_factory.py, 45 frames = 15 s at 3 fps, 640x360 and 1280x720): ms per frame
 of the whole face crop with a detection per frame at full resolution (before) against the
-defaults (``face_redetect = 10``, ``face_max_side = 640``), the mean IoU of the tracked boxes to
-per-frame detection, and the detector's own reproducibility (IoU of per-frame detection on the
-clip moved by one pixel).
+defaults (``face_redetect`` = :data:`msa_runtime.face_track.DEFAULT_REDETECT`, ``face_max_side =
+640``), the mean IoU of the tracked boxes to per-frame detection, and the detector's own
+reproducibility (IoU of per-frame detection on the clip moved by one pixel). ``--cosine PACK``
+adds the issue's feature criterion: the mean cosine between the vision features (the pack's
+vision encoder, its int8 file else fp32, on the CPU) of the tracked crops and of the per-frame
+crops, and the same for the one-pixel-moved detection (the detector's own floor).
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ def main() -> None:
     parser.add_argument("--reference", action="store_true", help="also time facenet-pytorch")
     parser.add_argument("--track", action="store_true", help="time the face tracker on clips")
     parser.add_argument("--out", type=Path, help="write the tracker table to this markdown file")
+    parser.add_argument("--cosine", type=Path, help="with --track: a pack (vision feature cosine)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -93,7 +97,7 @@ def main() -> None:
             reference = MTCNN()
 
         if args.track:
-            lines = track_table(detector, args.repeat)
+            lines = track_table(detector, args.repeat, args.cosine, args.threads)
             if args.out is not None:
                 head = [
                     f"# Face tracking on this VM ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})",
@@ -135,17 +139,55 @@ def main() -> None:
             print(line)
 
 
-def track_table(detector: FaceDetector, repeat: int) -> list[str]:
+class VisionFeatures:
+    """The vision features of face crops through a pack's vision encoder (int8 file, else fp32)."""
+
+    def __init__(self, pack: Path, threads: int) -> None:
+        from msa_runtime.pack import load_manifest
+        from msa_runtime.sessions import make_session
+
+        manifest = load_manifest(pack, encoder_files=False)
+        self.prep = manifest.vision_prep()
+        files = manifest.encoders["vision"].files
+        name = files.get("int8") or files["fp32"]
+        self.session = make_session(pack / name, "cpu", threads=threads)
+        self.input = self.session.get_inputs()[0].name
+        self.output = self.session.get_outputs()[0].name
+
+    def __call__(self, frames: list[np.ndarray], boxes: list[np.ndarray | None]) -> np.ndarray:
+        from msa_runtime.preprocess import center_square, normalize_images
+
+        size = self.prep.image_size
+        squares = np.stack(
+            [
+                center_square(crop_face(f, b, 256, 0) if b is not None else f, size)
+                for f, b in zip(frames, boxes)
+            ]
+        )
+        x = normalize_images(squares, self.prep)
+        out = [self.session.run([self.output], {self.input: x[i : i + 15]})[0] for i in range(0, len(x), 15)]
+        return np.concatenate(out).astype(np.float64).reshape(len(x), -1)
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> str:
+    return f"{float(((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).mean()):.4f}"
+
+
+def track_table(
+    detector: FaceDetector, repeat: int, cosine: Path | None = None, threads: int = 2
+) -> list[str]:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     from media_factory import moving_face_frames
 
     from msa_runtime.face import box_iou
     from msa_runtime.face_track import FaceTrack, TrackOptions, locate_face
 
+    features = VisionFeatures(cosine, threads) if cosine is not None else None
     lines = [
         "| clip | speed px/frame | per-frame detection ms/frame | tracked ms/frame | speed-up |"
-        " full detections | mean IoU to per-frame | detector's own (1 px shift) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        " full detections | mean IoU to per-frame | detector's own (1 px shift) |"
+        + (" feature cosine to per-frame | detector's own (1 px shift) |" if features else ""),
+        "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if features else ""),
     ]
     for size in ((640, 360), (1280, 720)):
         for speed in (0.0, 6.0, 12.0, 24.0):
@@ -164,19 +206,27 @@ def track_table(detector: FaceDetector, repeat: int) -> list[str]:
             tracked, track = run(TrackOptions(), 640)
             moved = [np.roll(f, (1, 1), axis=(0, 1)) for f in frames]
             shifted, _ = run(TrackOptions(redetect=1), 0, moved)
+            shifted_back = [None if b is None else b - 1.0 for b in shifted]
 
-            def iou(a: list[np.ndarray | None], b: list[np.ndarray | None], d: float = 0.0) -> str:
+            def iou(a: list[np.ndarray | None], b: list[np.ndarray | None]) -> str:
                 pairs = [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
                 if not pairs:
                     return "-"
-                return f"{np.mean([box_iou(x - d, y[None])[0] for x, y in pairs]):.3f}"
+                return f"{np.mean([box_iou(x, y[None])[0] for x, y in pairs]):.3f}"
 
             n = len(frames)
-            lines.append(
+            line = (
                 f"| {size[0]}x{size[1]} | {speed * scale:g} | {before_ms / n:.1f} | "
                 f"{after_ms / n:.1f} | {before_ms / after_ms:.1f}x | {track.detections} "
-                f"of {n} | {iou(tracked, reference)} | {iou(shifted, reference, 1.0)} |"
+                f"of {n} | {iou(tracked, reference)} | {iou(shifted_back, reference)} |"
             )
+            if features is not None:
+                want = features(frames, reference)
+                line += (
+                    f" {_cosine(features(frames, tracked), want)} |"
+                    f" {_cosine(features(frames, shifted_back), want)} |"
+                )
+            lines.append(line)
             print(lines[-1], flush=True)
     return lines
 

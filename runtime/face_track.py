@@ -30,8 +30,10 @@ from msa_runtime.errors import InputError
 from msa_runtime.face import FaceDetector
 from msa_runtime.face_boxes import box_iou, choose_face, crop_face
 
-DEFAULT_REDETECT = 10
-"""Full detection every this many frames (at 3 fps: every 3.3 s); 1 detects every frame."""
+DEFAULT_REDETECT = 15
+"""Full detection every this many frames (at 3 fps: every 5 s, once per 5 s clip); 1 detects every
+frame. Packs record theirs (``vision.preprocess.face_redetect``): packs exported before 15 became
+the default keep the 10 they were made with."""
 DEFAULT_MAX_SIDE = 640
 """Frames whose longer side exceeds this are shrunk to it for detection (0: never)."""
 

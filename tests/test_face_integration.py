@@ -307,8 +307,8 @@ def test_stream_detects_each_frame_once_and_keeps_the_face(an: Analyzer, clips: 
         windows = list(an.stream(clips["long_face"], window=2.0, hop=1.0))
     assert len(windows) >= 4
     # 5 s at 3 fps = 15 sampled frames, each in up to two windows, each cropped once: the full
-    # cascade ran on frames 0 and 10 (face_redetect = 10) and where the drifting face jumps back
-    # (the clip's motion wraps around), the others followed the face
+    # cascade ran on frame 0 (face_redetect = 15: once per 15 frames) and where the drifting face
+    # jumps back (the clip's motion wraps around), the others followed the face
     assert 2 <= len(calls) <= 4
     for w in windows:
         assert not any(n.startswith("face not found") for n in w.notes), w.notes

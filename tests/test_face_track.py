@@ -107,7 +107,7 @@ def test_track_options_and_prep_are_checked() -> None:
         prep_from_dict("vision", {"crop": "face", "face_redetect": 0})
     prep = prep_from_dict("vision", {"crop": "face", "face_max_side": 0, "face_redetect": 1})
     assert (prep.face_max_side, prep.face_redetect) == (0, 1)
-    assert (VisionPrep().face_max_side, VisionPrep().face_redetect) == (640, 10)
+    assert (VisionPrep().face_max_side, VisionPrep().face_redetect) == (640, 15)
 
 
 def test_tracked_crops_give_the_same_vision_features(detector: Any, tiny_pack: Any) -> None:
