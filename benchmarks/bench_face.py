@@ -97,14 +97,19 @@ def main() -> None:
             reference = MTCNN()
 
         if args.track:
+            from e2e.measure import Interference
+
+            busy = Interference()
             lines = track_table(detector, args.repeat, args.cosine, args.threads)
+            others = busy.result()["others_cpu_share"]
+            print(f"other processes took {others:.0%} of the CPU meanwhile")
             if args.out is not None:
                 head = [
                     f"# Face tracking on this VM ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})",
                     "",
                     f"Command: `python benchmarks/bench_face.py {' '.join(sys.argv[1:])}`",
                     f"threads={args.threads}; ms per frame of the whole clip (45 frames), "
-                    "median of the repeats.",
+                    f"median of the repeats; other processes took {others:.0%} of the CPU meanwhile.",
                     "",
                 ]
                 tmp_out = args.out.with_suffix(".tmp")

@@ -151,21 +151,23 @@ def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
     rows, row_w = _taps(image.shape[0], height)
     cols, col_w = _taps(image.shape[1], width)
     _, in_w, channels = image.shape
-    # Rows first, then columns, each a sum over taps in tap order (float32). Both passes gather
-    # whole rows of a 2-D array (the row pass on the image, the column pass on its transpose),
-    # so every numpy call works on long runs of memory.
+    # Rows first, then columns, each a sum over taps in tap order (float32). The row pass gathers
+    # whole rows; the column pass gathers whole pixels (all channels as one item), so every numpy
+    # call works on long runs of memory.
     pixels = image.astype(np.float32).reshape(image.shape[0], in_w * channels)
     tall = row_w[:, 0, None] * pixels[rows[:, 0]]
     for k in range(1, rows.shape[1]):
         tall += row_w[:, k, None] * pixels[rows[:, k]]
-    across = np.ascontiguousarray(tall.reshape(height, in_w, channels).transpose(1, 0, 2))
-    across = across.reshape(in_w, height * channels)
-    out = col_w[:, 0, None] * across[cols[:, 0]]
+    cells = tall.view(np.dtype((np.void, tall.itemsize * channels)))  # (height, in_w) pixels
+    out = np.take(cells, cols[:, 0], axis=1).view(np.float32)
+    out *= np.repeat(col_w[:, 0], channels)
     for k in range(1, cols.shape[1]):
-        out += col_w[:, k, None] * across[cols[:, k]]
+        part = np.take(cells, cols[:, k], axis=1).view(np.float32)
+        part *= np.repeat(col_w[:, k], channels)
+        out += part
     np.rint(out, out=out)
     np.clip(out, 0, 255, out=out)
-    return np.ascontiguousarray(out.astype(np.uint8).reshape(width, height, channels).transpose(1, 0, 2))
+    return out.astype(np.uint8).reshape(height, width, channels)
 
 
 def resample_audio(samples: np.ndarray, src: int, dst: int) -> np.ndarray:
