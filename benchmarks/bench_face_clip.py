@@ -177,10 +177,20 @@ def main() -> None:
             f"| {name} | {redetect} | {statistics.median(ms):.1f} | {min(ms):.1f}..{max(ms):.1f} | "
             f"{statistics.median(ms) / first:.2f}x | {work[name]} |"
         )
+    head = subprocess.run(
+        ["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True, text=True
+    ).stdout.strip()
+    lines[1:1] = [
+        "",
+        f"Command: `python benchmarks/bench_face_clip.py {' '.join(sys.argv[1:])}` (this tree: {head})",
+    ]
     text = "\n".join(lines)
     print(text)
     if args.out is not None:
+        new = not args.out.is_file()
         with args.out.open("a", encoding="utf-8") as fh:
+            if new:
+                fh.write("# Face-crop time per clip on this VM (benchmarks/bench_face_clip.py)\n")
             fh.write("\n" + text + "\n")
 
 

@@ -50,7 +50,7 @@ from msa_runtime.face_boxes import (  # noqa: F401  (re-exported: the public fac
     regress_boxes,
     square_boxes,
 )
-from msa_runtime.resample import area_crops, area_grid, integral_image
+from msa_runtime.resample import area_crops, area_grid, area_window, integral_image
 from msa_runtime.sessions import make_session
 
 if TYPE_CHECKING:
@@ -386,9 +386,7 @@ class FaceDetector:
             y0, y1, x0, x1 = (int(v[0]) for v in crop_windows(squared, width, height))
             if y1 <= y0 or x1 <= x0:
                 return current[0], 0.0
-            table = integral_image(np.ascontiguousarray(rgb[y0:y1, x0:x1]))
-            zero = np.zeros(1, np.int64)
-            x = self._normalize(area_crops(table, zero, zero + (y1 - y0), zero, zero + (x1 - x0), 48))
+            x = self._normalize(area_window(rgb[y0:y1, x0:x1], 48)[None])
             reg, _landmarks, prob = self._onet_single.run(names, {FACE_INPUT_NAME: x})
             score = float(prob[0, 1])
             current = regress_boxes(squared, reg)

@@ -86,6 +86,34 @@ def area_crops(
     return out.transpose(1, 0, 2, 3)
 
 
+def _members(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """0/1 float32 matrix ``(size_out, size_in)`` of each output cell's window, and window sizes."""
+    start, end = _window_bounds(size_in, size_out)
+    i = np.arange(size_in)[None, :]
+    return ((i >= start[:, None]) & (i < end[:, None])).astype(np.float32), end - start
+
+
+def area_window(image: np.ndarray, side: int) -> np.ndarray:
+    """Area resize of a whole ``(H, W, C)`` uint8 image to ``side`` x ``side``: ``(C, s, s)`` float32,
+    bit-identical to :func:`area_crops` of its summed-area table (one crop: the face tracker's).
+
+    The window sums are two products with 0/1 window matrices in float32: every partial sum is an
+    integer below 2**24, so exact whatever order BLAS adds in, and the division is the same.
+    Falls back to the summed-area table when a window is too large for that."""
+    height, width, channels = image.shape
+    if 255 * (height // side + 2) * (width // side + 2) >= 2**24:
+        table = integral_image(image)
+        zero = np.zeros(1, np.int64)
+        return area_crops(table, zero, zero + height, zero, zero + width, side)[0]
+    down, rows = _members(height, side)
+    across, cols = _members(width, side)
+    band = down @ image.astype(np.float32).reshape(height, width * channels)  # (s, W * C)
+    sums = band.reshape(side, width, channels).transpose(2, 0, 1) @ across.T  # (C, s, s)
+    sums /= rows.astype(np.float32)[None, :, None]
+    sums /= cols.astype(np.float32)[None, None, :]
+    return sums
+
+
 def area_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """Resize an ``(H, W, C)`` uint8 image to ``(height, width, C)`` float32 by area averaging.
 
