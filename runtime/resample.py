@@ -86,11 +86,17 @@ def area_crops(
     return out.transpose(1, 0, 2, 3)
 
 
+@functools.lru_cache(maxsize=256)
 def _members(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray]:
-    """0/1 float32 matrix ``(size_out, size_in)`` of each output cell's window, and window sizes."""
+    """0/1 float32 matrix ``(size_out, size_in)`` of each output cell's window, and the window
+    sizes as float32 (cached per size pair: a tracked face's window sizes repeat; read-only)."""
     start, end = _window_bounds(size_in, size_out)
     i = np.arange(size_in)[None, :]
-    return ((i >= start[:, None]) & (i < end[:, None])).astype(np.float32), end - start
+    matrix = ((i >= start[:, None]) & (i < end[:, None])).astype(np.float32)
+    sizes = (end - start).astype(np.float32)
+    matrix.flags.writeable = False
+    sizes.flags.writeable = False
+    return matrix, sizes
 
 
 def area_window(image: np.ndarray, side: int) -> np.ndarray:
@@ -109,8 +115,8 @@ def area_window(image: np.ndarray, side: int) -> np.ndarray:
     across, cols = _members(width, side)
     band = down @ image.astype(np.float32).reshape(height, width * channels)  # (s, W * C)
     sums = band.reshape(side, width, channels).transpose(2, 0, 1) @ across.T  # (C, s, s)
-    sums /= rows.astype(np.float32)[None, :, None]
-    sums /= cols.astype(np.float32)[None, None, :]
+    sums /= rows[None, :, None]
+    sums /= cols[None, None, :]
     return sums
 
 
