@@ -58,7 +58,7 @@ import numpy as np
 
 from e2e.analysis import analyse
 from e2e.clips import clip_inputs, make_stream_clip
-from e2e.common import CONTENDERS, HERE, LABELS, OPENVINO_CONTENDERS, STAGES, log
+from e2e.common import CONTENDERS, HERE, LABELS, OPENVINO_CONTENDERS, STAGES, STREAMS, log
 from e2e.flops import model_config
 from e2e.machine import install_sizes, merge_peaks, pack_sizes
 from e2e.measure import noisy, wait_for_quiet
@@ -277,10 +277,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.stream:
         media, srt = make_stream_clip(work_root / "media", args.stream_seconds, **stream_media)
         w, h = stream_media["size"]
-        for key, providers, precision in (("stream", "cpu", "int8"), ("stream_openvino", "openvino", None)):
+        for key, providers, precision, concurrent, _title in STREAMS:
             if providers == "openvino" and not openvino:
                 continue
-            log(f"streaming {media.name} through Analyzer.stream on {providers} ...")
+            log(f"streaming {media.name} through Analyzer.stream on {providers} ({_title}) ...")
             run[key] = spawn(
                 {
                     "kind": "stream",
@@ -292,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
                     "hop": 2.0,
                     "precision": precision,
                     "providers": providers,
+                    "concurrent": concurrent,
                 },
                 scratch,
                 log,

@@ -17,7 +17,7 @@ from msa_runtime.boundary import public
 from msa_runtime.clip_input import predict_source
 from msa_runtime.errors import InputError
 from msa_runtime.limits import LONG_SLACK, check_concurrent, check_long_window
-from msa_runtime.loaded_pack import SessionFactory, load_pack
+from msa_runtime.loaded_pack import SessionFactory, load_pack, warm_up
 from msa_runtime.pack import AudioPrep, Prep, TextPrep, VisionPrep
 from msa_runtime.preprocess import (
     FaceTrack,
@@ -38,7 +38,7 @@ from msa_runtime.scoring import (
     head_feeds,
     run_jobs,
 )
-from msa_runtime.sessions import default_threads
+from msa_runtime.sessions import OPENVINO, default_threads
 from msa_runtime.speech import AsrOption, make_recognizer, wants_asr
 
 __all__ = ["Analyzer", "EncodedFrames", "Features", "Prediction", "SessionFactory"]
@@ -71,8 +71,7 @@ class Analyzer:
     ``long_window`` (seconds, default ``MSA_EDGE_LONG_WINDOW``, else 30): a file or arrays
     spanning longer are scored in equal windows of at most that length and the window scores
     averaged, weighted by duration, so memory stays bounded (:mod:`msa_runtime.long_input`).
-    ``session_factory`` (:data:`SessionFactory`) replaces the local ONNX Runtime sessions of the
-    encoders and the head (the Triton ensemble step sends them to its ONNX models).
+    ``session_factory`` (:data:`SessionFactory`) replaces the local sessions (Triton's ensemble).
 
     ``concurrent`` (default ``MSA_EDGE_CONCURRENT``, else False) runs text, audio and vision
     (with its face crop) on three threads at once, each session keeping ``threads``: on 2 cores
@@ -133,6 +132,7 @@ class Analyzer:
             asr, self.folder, self.manifest.extras, language=language, threads=threads, offline=offline
         )
         self._stream_text: Any = None  # the last stream's live transcription (for inspection)
+        self._warm: dict[str, float] | None = None  # what warm_up() measured
         self.notes: tuple[str, ...] = ()
         if not self.manifest.head.trained:
             self.notes = ("untrained head: scores are not meaningful",)
@@ -360,12 +360,7 @@ class Analyzer:
         text, asr = checks.text("text", text), checks.flag("asr", asr)
         if transcript is not None:
             transcript = checks.source("transcript", transcript)
-        if format is not None and not isinstance(format, str):
-            raise InputError(f"format must be an FFmpeg format name (str), got {type(format).__name__}")
-        if options is not None and not (
-            isinstance(options, dict) and all(isinstance(v, str) for v in [*options, *options.values()])
-        ):
-            raise InputError("options must be a dict of str to str (FFmpeg options)")
+        checks.ffmpeg(format, options)
         state, items, kinds = prepare(
             self,
             source,
@@ -377,7 +372,16 @@ class Analyzer:
             options=options,
             asr=wants_asr(self.recognizer, asr, text, transcript),
         )
+        self.warm_up()
         return run_windows(state, items, kinds)
+
+    @public
+    def warm_up(self) -> dict[str, float]:
+        """Pay OpenVINO's one-time setup (~1 s per encoder) now, not on the first clip: run its
+        encoders once on a tiny input (:meth:`stream` does). Returns ms per encoder."""
+        if self._warm is None:
+            self._warm = warm_up(self.manifest, self.plan, self.sessions, [OPENVINO])
+        return self._warm
 
     def close(self) -> None:
         """Release the thread pool; the Analyzer cannot score afterwards."""

@@ -186,6 +186,16 @@ def frames(name: str, value: Any) -> np.ndarray | list[np.ndarray] | None:
     return out
 
 
+def ffmpeg(format: Any, options: Any) -> None:
+    """``format``: an FFmpeg format name or None; ``options``: a dict of str to str or None."""
+    if format is not None and not isinstance(format, str):
+        raise InputError(f"format must be an FFmpeg format name (str), got {type(format).__name__}")
+    if options is not None and not (
+        isinstance(options, dict) and all(isinstance(v, str) for v in [*options, *options.values()])
+    ):
+        raise InputError("options must be a dict of str to str (FFmpeg options)")
+
+
 def flag(name: str, value: Any) -> bool | None:
     """An optional ``bool`` (``numpy.bool_`` accepted)."""
     if value is None or isinstance(value, (bool, np.bool_)):

@@ -151,6 +151,7 @@ class Scorer:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. an untrained head: the record's notes say so
             self.an = Analyzer(pack, **options)
+        self.an.warm_up()  # OpenVINO's one-time setup before the first batch
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         from msa_runtime.records import failure_record, score_record

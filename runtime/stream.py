@@ -16,6 +16,7 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -78,16 +79,13 @@ class _Windows:
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
         jobs: dict[str, Job] = {}
+        frames: Future[None] | None = None
         if self.pending:  # only frames not seen by an earlier window are encoded (and detected)
-            face_ms = self.track.crop_ms
-            new, found = self.an.encode_frames([f.rgb for f in self.pending], self.track)
-            face = found if found is not None else np.ones(len(self.pending), bool)
-            self.cached.extend(zip((f.time for f in self.pending), new, face.tolist()))
-            self.encoded_frames += len(self.pending)
+            if self.an._pool is not None:  # concurrent: beside the audio and text encoders
+                frames = self.an._pool.submit(self._encode_frames, self.pending, timings)
+            else:
+                self._encode_frames(self.pending, timings)
             self.pending = []
-            timings["vision"] = (time.perf_counter() - t0) * 1e3
-            if self.an.face_detector is not None:
-                split_face_time(timings, self.track.crop_ms - face_ms)
         if self.rate and self.audio.size:
             a = max(0, round((start - self.audio_start) * self.rate))
             b = max(0, round((end - self.audio_start) * self.rate))
@@ -106,6 +104,8 @@ class _Windows:
         if words and words.strip() and "text" in self.an.sessions:
             jobs["text"] = lambda: self.an.encode_text(words)
         feats_by_mod: Features = self.an.encode(jobs, timings) if jobs else {}
+        if frames is not None:
+            frames.result()
         inside = [(f, found) for t, f, found in self.cached if start <= t < end]
         notes: tuple[str, ...] = ()
         if inside:
@@ -131,6 +131,18 @@ class _Windows:
             text=words,
             transcript_source=source,
         )
+
+    def _encode_frames(self, frames: list[media.Frame], timings: dict[str, float]) -> None:
+        """Encode (and face-crop) ``frames`` into the cache; their ms go to ``timings``."""
+        t0 = time.perf_counter()
+        face_ms = self.track.crop_ms
+        new, found = self.an.encode_frames([f.rgb for f in frames], self.track)
+        face = found if found is not None else np.ones(len(frames), bool)
+        self.cached.extend(zip((f.time for f in frames), new, face.tolist()))
+        self.encoded_frames += len(frames)
+        timings["vision"] = (time.perf_counter() - t0) * 1e3
+        if self.an.face_detector is not None:
+            split_face_time(timings, self.track.crop_ms - face_ms)
 
     def forget_before(self, t: float) -> None:
         if self.speech is not None:

@@ -78,6 +78,8 @@ def test_bench_e2e_quick(tmp_path: Path, tiny_pack: Path) -> None:
     if OPENVINO:
         ov = run["stream_openvino"]
         assert ov["windows"] == run["stream"]["windows"] and ov["providers"] == "openvino"
+        assert run["stream_openvino_concurrent"]["concurrent"] and not ov["concurrent"]
+        assert run["stream_openvino_concurrent"]["windows"] == ov["windows"]
         assert any(f.endswith(".ov-int8.onnx") for f in run["contenders"]["ov_int8_cut"]["files"].values())
         both = run["contenders"]["ov_int8_concurrent"], run["contenders"]["ov_int8_cut"]
         assert both[0]["files"] == both[1]["files"] and both[0]["overlapping_stages"]

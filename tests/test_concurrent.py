@@ -1,5 +1,6 @@
 """Encoders on three threads (``Analyzer(concurrent=True)``, ``msa-run --concurrent``,
-``MSA_EDGE_CONCURRENT``): the same scores as one after another, and its arguments checked."""
+``MSA_EDGE_CONCURRENT``): the same scores as one after another, on clips and stream windows,
+and its arguments checked."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from media_factory import make_clip
 
 from msa_runtime import Analyzer
 from msa_runtime.cli import main as run_main
@@ -60,3 +62,21 @@ def test_msa_run_concurrent_flag(tiny_pack: Path, monkeypatch: pytest.MonkeyPatc
     res = runner.invoke(run_main, args)
     assert res.exit_code == 2 and "MSA_EDGE_CONCURRENT must be 1 or 0" in res.output
     assert "Traceback" not in res.output
+
+
+def test_stream_windows_concurrent_like_sequential(tiny_pack: Path, tmp_path: Path) -> None:
+    """Stream windows encode their new frames beside the audio and text encoders."""
+    clip = make_clip(tmp_path / "talk.mp4", duration=5.0, fps=10, size=(96, 72))
+    runs = []
+    for concurrent in (False, True):
+        an = _analyzer(tiny_pack, concurrent=concurrent)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            runs.append(list(an.stream(clip, text="a calm talk", window=2.0, hop=1.0)))
+        an.close()
+    sequential, concurrent_run = runs
+    assert len(sequential) == len(concurrent_run) >= 3
+    for a, b in zip(sequential, concurrent_run):
+        assert (a.start, a.end, a.modalities) == (b.start, b.end, b.modalities)
+        assert b.score == pytest.approx(a.score, abs=1e-6)
+        assert {"vision", "audio", "text"} <= set(b.timings_ms)

@@ -135,6 +135,17 @@ def test_analyzer_hashes_the_encoder_files_it_loads(tiny_pack: Path, tmp_path: P
         assert Analyzer(copy, providers="cpu", precision="int8").plan["audio"].file == "audio.int8.onnx"
         with pytest.raises(PackError, match="audio.fp32.onnx does not match its sha256"):
             Analyzer(copy, providers="cpu", precision="fp32")
+        loaded: list[str] = []  # files are hashed ahead on a thread: none loads before its check
+
+        def record(path: Path, providers: list[str], threads: int | None) -> object:
+            from msa_runtime.sessions import make_session
+
+            loaded.append(path.name)
+            return make_session(path, providers, threads=threads)
+
+        with pytest.raises(PackError, match="audio.fp32.onnx does not match its sha256"):
+            Analyzer(copy, providers="cpu", precision="fp32", session_factory=record)
+        assert loaded and "audio.fp32.onnx" not in loaded
     manifest = load_manifest(copy, encoder_files=False)
     with pytest.raises(PackError, match="audio.fp32.onnx does not match"):
         verify_files(copy, manifest, ["audio.int8.onnx", "audio.fp32.onnx"])

@@ -152,6 +152,10 @@ def test_openvino_scores_follow_the_cpu_pack(tiny_pack: Path) -> None:
             c.file == manifest.encoders[mod].files[manifest.encoders[mod].provider_precisions("openvino")[0]]
         )
         assert c.provider == "openvino"
+    assert cpu.warm_up() == {}  # the CPU EP has no one-time setup to pay
+    warmed = ov.warm_up()
+    assert set(warmed) == set(ov.plan) and all(ms > 0 for ms in warmed.values())
+    assert ov.warm_up() is warmed  # once per Analyzer
     a = cpu.predict_arrays(**clip_arrays())  # type: ignore[arg-type]
     b = ov.predict_arrays(**clip_arrays())  # type: ignore[arg-type]
     assert b.modalities == a.modalities and abs(a.score - b.score) < 0.05

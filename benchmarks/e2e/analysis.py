@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from e2e.common import LABELS, STAGES, TARGETS, best_pack
+from e2e.common import LABELS, STAGES, STREAMS, TARGETS, best_pack
 from e2e.flops import encoder_flops, model_config
 from e2e.levers import best_lever
 from e2e.measure import noisy
@@ -237,7 +237,9 @@ def explain(doc: dict[str, Any]) -> list[str]:
                 "can be shared exactly (`bench_audio.py`), while frames are encoded once (cached "
                 "across windows). Audio alone per window against the hop's budget: "
                 f"{fmt_ms(st['stage_ms'].get('audio', {}).get('median', 0.0))} of "
-                f"{fmt_ms(TARGETS['rtf'][t['preset']] * hop * 1e3)} ms. What would close it: "
+                f"{fmt_ms(TARGETS['rtf'][t['preset']] * hop * 1e3)} ms; the vision encoder alone on "
+                f"the hop's new frames {fmt_ms(st['stage_ms'].get('vision', {}).get('median', 0.0))} ms. "
+                "What would close it: "
                 "audio encoded once per hop (non-overlapping windows, or chunked audio features "
                 "pooled per window: a change to what the head sees), fewer frames per second "
                 "for the vision encoder, or more cores."
@@ -254,8 +256,8 @@ def explain(doc: dict[str, Any]) -> list[str]:
 
 
 def best_stream(run: dict[str, Any]) -> dict[str, Any] | None:
-    """The faster of the run's streams (CPU EP int8, OpenVINO)."""
-    streams = [run[k] for k in ("stream", "stream_openvino") if run.get(k)]
+    """The fastest of the run's streams (:data:`e2e.common.STREAMS`)."""
+    streams = [run[key] for key, *_ in STREAMS if run.get(key)]
     return min(streams, key=lambda s: s["rtf"]) if streams else None
 
 

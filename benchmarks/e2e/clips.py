@@ -26,12 +26,8 @@ def clip_inputs(
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     base = np.stack([60 + 80 * xx / width, 70 + 60 * yy / height, 90 + 40 * (xx + yy) / (width + height)], -1)
-    try:
-        from skimage.data import astronaut
-
-        person: np.ndarray | None = astronaut()[: height - 40, 40:440].astype(np.float32)
-    except ImportError:
-        person = None
+    portrait = _portrait(height, width)
+    person = portrait.astype(np.float32) if portrait is not None else None
     out = np.empty((frames, height, width, 3), np.uint8)
     for i in range(frames):
         img = base.copy()
@@ -60,19 +56,42 @@ def _srt_time(s: float) -> str:
     return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d},{ms % 1000:03d}"
 
 
+def _portrait(height: int, width: int) -> np.ndarray | None:
+    """scikit-image's astronaut portrait cut to ``height - 40`` px (shrunk, nearest pixel, when
+    wider than 70% of ``width``); None without scikit-image."""
+    try:
+        from skimage.data import astronaut
+    except ImportError:
+        return None
+    person = np.asarray(astronaut()[: height - 40, 40:440])
+    ph, pw = person.shape[:2]
+    if pw > 0.7 * width:
+        scale = 0.7 * width / pw
+        rows = np.arange(max(1, int(ph * scale))) * ph // max(1, int(ph * scale))
+        cols = np.arange(max(1, int(pw * scale))) * pw // max(1, int(pw * scale))
+        person = person[rows][:, cols]
+    return person
+
+
 def make_stream_clip(
     folder: Path,
     seconds: float,
     fps: int = 25,
     size: tuple[int, int] = (640, 480),
     rate: int = 48000,
+    face: bool = True,
 ) -> tuple[Path, Path]:
     """An H.264/AAC mp4 (webcam-like 640x480 at 25 fps, 48 kHz audio) and an .srt transcript
-    with a cue every 2.5 s. Deterministic."""
+    with a cue every 2.5 s. Deterministic. ``face``: a speaker (scikit-image's astronaut
+    portrait, swaying slowly like a person at a webcam) in front of the background, so face-crop
+    presets follow a face as in real use; else a skin-coloured block wanders about, and a
+    face-crop preset runs the full detector on every frame (its worst case)."""
     import av
 
+    person = _portrait(size[1], size[0]) if face else None
     folder.mkdir(parents=True, exist_ok=True)
-    media = folder / f"stream_{int(seconds)}s_{size[0]}x{size[1]}_{fps}fps.mp4"
+    kind = "_face" if person is not None else ""
+    media = folder / f"stream_{int(seconds)}s_{size[0]}x{size[1]}_{fps}fps{kind}.mp4"
     srt = media.with_suffix(".srt")
     if media.is_file() and srt.is_file():
         return media, srt
@@ -88,9 +107,15 @@ def make_stream_clip(
         frames = int(seconds * fps)
         for i in range(frames):
             img = base.copy()
-            cx = int(w * (0.5 + 0.2 * math.sin(i / fps)))
-            cy = int(h * (0.5 + 0.1 * math.cos(0.7 * i / fps)))
-            img[max(0, cy - 120) : cy + 120, max(0, cx - 80) : cx + 80] = (200, 160, 140)
+            if person is not None:
+                ph, pw = person.shape[:2]
+                left = (w - pw) // 2 + int(min(40, (w - pw) // 2) * math.sin(0.5 * i / fps))
+                top = h - ph + int(8 * math.sin(1.3 * i / fps))
+                img[top : top + ph, left : left + pw] = person[: h - top]
+            else:
+                cx = int(w * (0.5 + 0.2 * math.sin(i / fps)))
+                cy = int(h * (0.5 + 0.1 * math.cos(0.7 * i / fps)))
+                img[max(0, cy - 120) : cy + 120, max(0, cx - 80) : cx + 80] = (200, 160, 140)
             img[:8, :] = rng.integers(0, 255, (8, w, 3), dtype=np.uint8)
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")
             frame.pts = i

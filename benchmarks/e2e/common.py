@@ -38,6 +38,12 @@ LABELS = {
     "tuned_concurrent": "Analyzer(concurrent=True), auto + tuning record (fastest file per encoder)",
 }
 STAGES = ("preprocess", "face", "text", "audio", "vision", "head")
+#: The streams a run measures: key, providers, precision, concurrent encoders, title.
+STREAMS: tuple[tuple[str, str, str | None, bool, str], ...] = (
+    ("stream", "cpu", "int8", False, "int8 pack on the CPU EP"),
+    ("stream_openvino", "openvino", None, False, "pack on OpenVINO"),
+    ("stream_openvino_concurrent", "openvino", None, True, "pack on OpenVINO, Analyzer(concurrent=True)"),
+)
 THREADS = 2
 TARGETS: dict[str, Any] = {
     "speedup": {"ando2022-mosi": 10.0, "edge": 6.0},  # issue 9

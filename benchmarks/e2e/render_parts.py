@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from e2e.common import LABELS
+from e2e.common import LABELS, STREAMS
 from e2e.render_util import fmt_mb, fmt_ms
 
 
@@ -33,9 +33,10 @@ def render_install(inst: dict[str, Any]) -> list[str]:
 
 
 def render_streams(r: dict[str, Any]) -> list[str]:
-    """One paragraph per stream of the run (CPU EP int8; OpenVINO when it was installed)."""
+    """One paragraph per stream of the run (:data:`e2e.common.STREAMS`; OpenVINO ones when it
+    was installed)."""
     L: list[str] = []
-    for key, title in (("stream", "int8 pack on the CPU EP"), ("stream_openvino", "pack on OpenVINO")):
+    for key, *_, title in STREAMS:
         stream: dict[str, Any] | None = r.get(key)
         if not stream:
             continue
@@ -51,8 +52,14 @@ def render_streams(r: dict[str, Any]) -> list[str]:
             f"(processing time / media time, decoding included; the Analyzer's {stream['load_s']:.1f} s "
             f"load excluded). Per-window latency (scoring after the window's media is decoded) "
             f"median {fmt_ms(stream['window_latency_ms']['median'])} ms, "
-            f"p90 {fmt_ms(stream['window_latency_ms']['p90'])} ms. "
-            "Per window, median ms: "
+            f"p90 {fmt_ms(stream['window_latency_ms']['p90'])} ms"
+            + (
+                f", first window {fmt_ms(stream['first_window_latency_ms'])} ms (its frames since the "
+                "start, and each provider's one-time setup on first use). "
+                if stream.get("first_window_latency_ms") is not None
+                else ". "
+            )
+            + "Per window, median ms: "
             + ", ".join(f"{k} {fmt_ms(v['median'])}" for k, v in stream["stage_ms"].items())
             + (f". Files: {', '.join(files.values())}" if files else "")
             + f". Peak RSS {stream['peak_rss_mb']:,.0f} MB; torch imported: "

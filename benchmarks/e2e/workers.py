@@ -140,6 +140,7 @@ def worker_stream(task: dict[str, Any]) -> dict[str, Any]:
         threads=THREADS,
         precision=task["precision"],
         tuning=False,
+        concurrent=task.get("concurrent", False),
     )
     load_s = time.perf_counter() - t0
     trim_heap()
@@ -163,6 +164,8 @@ def worker_stream(task: dict[str, Any]) -> dict[str, Any]:
         "rtf": wall / task["duration"],
         "load_s": load_s,
         "window_latency_ms": stats(lat),
+        "first_window_latency_ms": lat[0] if lat else None,
+        "concurrent": task.get("concurrent", False),
         "stage_ms": per_mod,
         "window": task["window"],
         "hop": task["hop"],

@@ -146,6 +146,7 @@ class ClipScorer:
                 tuning=False,
                 session_factory=session_factory,
             )
+        analyzer.warm_up()  # OpenVINO's one-time setup before the first request, not during it
         return cls(
             analyzer,
             input_root=params.get("input_root") or None,
