@@ -33,7 +33,9 @@ def get_preset_random(name: str) -> Any:
     return preset
 
 
-def preset_fingerprint(preset: Any) -> str:
+def preset_fingerprint(preset: Any, *, models_only: bool = False) -> str:
+    """What the cached pack depends on; ``models_only``: what the full-depth files depend on
+    (not the preprocessing or the head, so a new face-tracking default rebuilds the pack alone)."""
     import hashlib
 
     per_encoder = {
@@ -43,12 +45,13 @@ def preset_fingerprint(preset: Any) -> str:
             "config": c.config,
             "seed": c.seed,
             "stride": c.frame_stride,
-            "prep": repr(c.prep),
+            **({} if models_only else {"prep": repr(c.prep)}),
         }
         for m, c in preset.encoders.items()
     }
     data: dict[str, Any] = dict(per_encoder)
-    data["head"] = repr(preset.head)
+    if not models_only:
+        data["head"] = repr(preset.head)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -92,10 +95,12 @@ def prepare(
     precisions = ("int8", "fp32") + (("ov-int8",) if ready() is None else ())
     fp = preset_fingerprint(preset) + "+" + ",".join(precisions)
     work.mkdir(parents=True, exist_ok=True)
-    stamp = work / "fingerprint.txt"
+    stamp, full_stamp = work / "fingerprint.txt", work / "full" / "fingerprint.txt"
+    full_fp = preset_fingerprint(preset, models_only=True)
+    if rebuild or not full_stamp.is_file() or full_stamp.read_text() != full_fp:
+        shutil.rmtree(work / "full", ignore_errors=True)
     if rebuild or not stamp.is_file() or stamp.read_text() != fp:
         shutil.rmtree(work / "pack", ignore_errors=True)
-        shutil.rmtree(work / "full", ignore_errors=True)
         stamp.write_text(fp)
     info: dict[str, Any] = {"fingerprint": fp}
     if pack is None:
@@ -114,6 +119,7 @@ def prepare(
     info["pack"] = str(pack)
     full = work / "full"
     full.mkdir(exist_ok=True)
+    (full / "fingerprint.txt").write_text(full_fp)
     for mod, card in preset.encoders.items():
         path = full / f"{mod}.fp32.onnx"
         if path.is_file():
