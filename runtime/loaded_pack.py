@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,23 +114,13 @@ def load_pack(
     kinds = sorted({c.precision for c in plan.values()})
     if session_factory is None:  # Triton's sessions are checked by their model configs
         check_head(head, f"pack {folder}: {manifest.head.file}", manifest.head, manifest.encoders)
+    if verify:
+        verify_files(folder, manifest, sorted({c.file for c in plan.values()}))
     sessions: dict[str, Any] = {}
-    # Each file is hashed before its session loads it; one thread hashes the next files while
-    # a session is built (both release the GIL: ando2022-mosi on OpenVINO loads ~1.5 s sooner).
-    with ThreadPoolExecutor(1) as hasher:
-        hashed = {
-            f: hasher.submit(verify_files, folder, manifest, [f] if verify else [])
-            for f in dict.fromkeys(c.file for c in plan.values())
-        }
-        try:
-            for mod, c in plan.items():
-                hashed[c.file].result()
-                sessions[mod] = make(folder / c.file, list(c.providers), threads)
-                if session_factory is None:  # Triton's sessions are checked by their model configs
-                    check_encoder(sessions[mod], f"pack {folder}: {c.file}", manifest.encoders[mod])
-        finally:
-            for future in hashed.values():
-                future.cancel()
+    for mod, c in plan.items():
+        sessions[mod] = make(folder / c.file, list(c.providers), threads)
+        if session_factory is None:  # Triton's sessions are checked by their model configs
+            check_encoder(sessions[mod], f"pack {folder}: {c.file}", manifest.encoders[mod])
     notes = [describe_auto(resolved)] if auto else []
     notes.append(describe_plan(plan))
     if tuning_note:

@@ -135,7 +135,7 @@ def test_analyzer_hashes_the_encoder_files_it_loads(tiny_pack: Path, tmp_path: P
         assert Analyzer(copy, providers="cpu", precision="int8").plan["audio"].file == "audio.int8.onnx"
         with pytest.raises(PackError, match="audio.fp32.onnx does not match its sha256"):
             Analyzer(copy, providers="cpu", precision="fp32")
-        loaded: list[str] = []  # files are hashed ahead on a thread: none loads before its check
+        loaded: list[str] = []  # a file is hashed before its session loads it
 
         def record(path: Path, providers: list[str], threads: int | None) -> object:
             from msa_runtime.sessions import make_session
