@@ -202,21 +202,28 @@ def main(
                 _tune(pack, providers, threads)
                 if not inputs and text is None:
                     return
+            if language is not None and asr is None:
+                raise click.UsageError("--language goes with --asr")
             _main(
                 inputs,
                 pack,
                 text,
                 transcript,
                 fmt,
-                stream,
-                window,
-                hop,
-                providers,
-                precision,
-                threads,
-                {"asr": asr, "language": language, "offline": offline, "input_format": input_format},
-                long_window,
-                concurrent,
+                stream=stream,
+                window=window,
+                hop=hop,
+                input_format=input_format,
+                options={
+                    "providers": providers,
+                    "threads": threads,
+                    "precision": precision,
+                    "asr": asr,
+                    "language": language,
+                    "offline": offline,
+                    "long_window": long_window,
+                    "concurrent": concurrent,
+                },
             )
     finally:
         log.removeHandler(handler)
@@ -257,16 +264,15 @@ def _main(
     text: str | None,
     transcript: str | None,
     fmt: str,
+    *,
     stream: bool,
     window: float,
     hop: float,
-    providers: str | None,
-    precision: str | None,
-    threads: int | None,
-    speech: dict[str, Any],
-    long_window: float | None = None,
-    concurrent: bool | None = None,
+    input_format: str | None,
+    options: dict[str, Any],
 ) -> None:
+    """Score ``inputs`` with an Analyzer made from ``options`` (its keyword arguments, from the
+    command line)."""
     from msa_runtime.analyzer import Analyzer
 
     if text is not None and transcript is not None:
@@ -276,20 +282,8 @@ def _main(
         raise click.UsageError(f"no media files found in {', '.join(inputs)}")
     if not names and text is None:
         raise click.UsageError("give INPUT files or --text")
-    if speech["language"] is not None and speech["asr"] is None:
-        raise click.UsageError("--language goes with --asr")
     try:
-        an = Analyzer(
-            pack,
-            providers=providers,
-            threads=threads,
-            precision=precision,
-            asr=speech["asr"],
-            language=speech["language"],
-            offline=speech["offline"],
-            long_window=long_window,
-            concurrent=concurrent,
-        )
+        an = Analyzer(pack, **options)
     except MsaError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -311,9 +305,7 @@ def _main(
             if len(names) > 1:
                 click.echo(f"[{i}/{len(names)}] {shown(name)}", err=True)
             try:
-                for rec in score_input(
-                    an, name, text, transcript, stream, window, hop, speech["input_format"]
-                ):
+                for rec in score_input(an, name, text, transcript, stream, window, hop, input_format):
                     writer.write(rec)
             except OutputError:
                 raise
