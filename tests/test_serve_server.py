@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -243,21 +244,24 @@ def test_msa_serve_command_serves_then_stops(tiny_pack: Path, media: Path) -> No
     cli = Path(sys.executable).with_name("msa-serve")
     args = ["--http-port", str(http_port), "--grpc-port", "0", "--input-root", str(media)]
     proc = subprocess.Popen([str(cli), str(tiny_pack), *args], stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []  # msa-serve's stderr, read as it comes
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr or ()), daemon=True)
+    reader.start()
     try:
+        # ready once msa-serve says so (the server can answer /health a moment before: a Ctrl-C
+        # then would stop msa-serve before it printed "serving")
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://{HOST}:{http_port}/v2/health/ready", timeout=2):
-                    break
-            except OSError:
-                time.sleep(0.5)
+        while time.monotonic() < deadline and proc.poll() is None and not any("serving" in x for x in lines):
+            time.sleep(0.25)
         http = httpclient.InferenceServerClient(f"{HOST}:{http_port}")
         assert infer(http, path=b"clip.mp4")["modalities"] == ["audio", "vision"]
         children = psutil.Process(proc.pid).children(recursive=True)
         assert children, "msa-serve started no server"
     finally:
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
+        reader.join(timeout=10)
+    err = "".join(lines)
     assert proc.returncode == 0, err
     assert "serving" in err and "stopping" in err and "Traceback" not in err
     psutil.wait_procs(children, timeout=30)
