@@ -380,7 +380,7 @@ class Analyzer:
         """Pay OpenVINO's one-time setup (~1 s per encoder) now, not on the first clip: run its
         encoders once on a tiny input (:meth:`stream` does). Returns ms per encoder."""
         if self._warm is None:
-            self._warm = warm_up(self.manifest, self.plan, self.sessions, [OPENVINO])
+            self._warm = warm_up(self.manifest, self.folder, self.plan, self.sessions, [OPENVINO])
         return self._warm
 
     def close(self) -> None:

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from msa_runtime.contract import check_encoder, check_head
 from msa_runtime.errors import PackError
 from msa_runtime.face import FaceDetector
@@ -28,7 +26,7 @@ from msa_runtime.sessions import (
     resolve_providers,
     split_device,
 )
-from msa_runtime.tuning import Choice, describe_plan, load_tuning, plan_sessions
+from msa_runtime.tuning import Choice, describe_plan, load_tuning, plan_sessions, tuning_inputs
 
 __all__ = ["LoadedPack", "SessionFactory", "load_face_detector", "load_pack", "warm_up"]
 
@@ -147,28 +145,27 @@ def load_pack(
 
 
 def warm_up(
-    manifest: Manifest, plan: Mapping[str, Choice], sessions: Mapping[str, Any], providers: Sequence[str]
+    manifest: Manifest,
+    folder: Path,
+    plan: Mapping[str, Choice],
+    sessions: Mapping[str, Any],
+    providers: Sequence[str],
 ) -> dict[str, float]:
-    """Run each encoder whose session is on one of ``providers`` once on a tiny input (8
-    tokens, 1 s of silence, 1 blank frame); returns the ms per modality.
+    """Run each encoder whose session is on one of ``providers`` once on a small input (a
+    sentence, 1 s of audio, 1 frame: :func:`msa_runtime.tuning.tuning_inputs`); returns the ms
+    per modality.
 
     OpenVINO sets an encoder up on its first call (measured for ando2022-mosi here: ~1 s per
     encoder, on top of the call's own time, whatever the input's shape), so without this the
     first clip or stream window pays for all of it; ONNX Runtime's CPU EP has no such cost.
     """
-
-    def tiny(mod: str) -> dict[str, np.ndarray]:
-        if mod == "text":
-            return {"input_ids": np.ones((1, 8), np.int64), "attention_mask": np.ones((1, 8), np.int64)}
-        if mod == "audio":
-            return {"waveform": np.zeros((1, manifest.audio_prep().sample_rate), np.float32)}
-        side = manifest.vision_prep().image_size
-        return {"pixel_values": np.zeros((1, 3, side, side), np.float32)}
-
+    mods = [m for m, c in plan.items() if split_device(c.providers[0])[0] in providers]
+    if not mods:
+        return {}
+    feeds = tuning_inputs(manifest, folder, seconds=1.0, frames=1)
     ms: dict[str, float] = {}
-    for mod, choice in plan.items():
-        if split_device(choice.providers[0])[0] in providers:
-            t0 = time.perf_counter()
-            sessions[mod].run(["hidden"], tiny(mod))
-            ms[mod] = (time.perf_counter() - t0) * 1e3
+    for mod in mods:
+        t0 = time.perf_counter()
+        sessions[mod].run(["hidden"], feeds[mod])
+        ms[mod] = (time.perf_counter() - t0) * 1e3
     return ms
