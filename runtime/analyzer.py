@@ -378,7 +378,7 @@ class Analyzer:
     @public
     def warm_up(self) -> dict[str, float]:
         """Pay OpenVINO's one-time setup (~1 s per encoder) now, not on the first clip: run its
-        encoders once on a tiny input (:meth:`stream` does). Returns ms per encoder."""
+        encoders once on a small input (:meth:`stream` does). Returns ms per encoder."""
         if self._warm is None:
             self._warm = warm_up(self.manifest, self.folder, self.plan, self.sessions, [OPENVINO])
         return self._warm
