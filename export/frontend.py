@@ -16,9 +16,11 @@ activations; the dynamic quantizer then makes the MatMuls int8 like the transfor
 arithmetic is the same up to fp32 summation order; the pack's parity gate
 (:mod:`msa_export.convert`) checks every file against PyTorch's original model.
 
-The first layer (one input channel, ``k = 10``) is tiny and sees the raw waveform: it stays the
-original fp32 Conv with its norm (group norm over time for base / Base+, which is fastest
-channel-major); the other six layers are the MatMuls, time-major.
+The first layer (one input channel, ``k = 10``) sees the raw waveform. With a group norm (over
+time, per channel: base / Base+) it stays the original Conv, fastest channel-major; with a layer
+norm (WavLM Large) it is a MatMul too (``k = 2 s``), so the whole front end is time-major: in the
+Conv form OpenVINO spent 40 of the cut encoder's 214 ms on the three transposes around that
+layer's norm (``benchmarks/bench_audio.py``). The other six layers are always MatMuls.
 
 What packs use (:mod:`msa_export.encoder_export`): for a layer-norm front end (WavLM Large,
 :func:`matmul_frontend_pays`) the fp32 file carries the MatMul form, which OpenVINO runs 2.8x
@@ -36,13 +38,14 @@ from torch import nn
 
 
 class StridedMatMul(nn.Module):
-    """``nn.Conv1d`` (no padding, dilation or groups; kernel ``k`` = stride ``s`` or ``s + 1``)
-    on time-major input ``[B, T, C_in]`` -> ``[B, L, C_out]``, ``L = (T - k) // s + 1``.
+    """``nn.Conv1d`` (no padding, dilation or groups; kernel ``k`` = stride ``s``, ``s + 1`` or
+    ``2 s``) on time-major input ``[B, T, C_in]`` -> ``[B, L, C_out]``, ``L = (T - k) // s + 1``.
 
     The input is viewed as frames of ``s`` steps (a reshape): ``f[t] = x[s*t : s*t+s]``. Output
     ``t`` needs ``x[s*t : s*t+k]``: ``f[t]`` and, when ``k = s + 1``, ``x[s*t + s]``; so it is
     ``f[t] @ A + x[s*t + s] @ B`` with ``A``, ``B`` the kernel's first ``s`` taps and its last:
-    one or two big MatMuls.
+    one or two big MatMuls. When ``k = 2 s`` (WavLM's first layer: kernel 10, stride 5, one
+    channel) it is ``[f[t], f[t + 1]] @ W``: one MatMul on neighbouring frames side by side.
     """
 
     def __init__(self, conv: nn.Conv1d) -> None:
@@ -50,10 +53,10 @@ class StridedMatMul(nn.Module):
         if conv.padding not in ((0,), 0) or conv.dilation != (1,) or conv.groups != 1:
             raise ValueError("only unpadded, undilated, ungrouped Conv1d layers can be rewritten")
         self.kernel, self.stride = int(conv.kernel_size[0]), int(conv.stride[0])
-        if self.kernel not in (self.stride, self.stride + 1):
+        if self.kernel not in (self.stride, self.stride + 1, 2 * self.stride):
             raise ValueError(
                 f"kernel {self.kernel} with stride {self.stride}: only kernel = "
-                "stride or stride + 1 is supported (WavLM's layers 1-6)"
+                "stride, stride + 1 or 2 x stride is supported (WavLM's layers)"
             )
         weight = conv.weight.detach()  # [C_out, C_in, k]
         c_out, c_in, _ = weight.shape
@@ -62,8 +65,10 @@ class StridedMatMul(nn.Module):
         def taps(w: torch.Tensor) -> nn.Parameter:  # [C_out, C_in, n] -> [n * C_in, C_out]
             return nn.Parameter(w.permute(2, 1, 0).reshape(-1, c_out).contiguous(), requires_grad=False)
 
-        self.head = taps(weight[:, :, : self.stride])
-        self.tail = taps(weight[:, :, self.stride :]) if self.kernel > self.stride else None
+        self.pair = self.kernel == 2 * self.stride
+        split = self.kernel if self.pair else self.stride
+        self.head = taps(weight[:, :, :split])
+        self.tail = taps(weight[:, :, split:]) if self.kernel > split else None
         self.bias = (
             nn.Parameter(conv.bias.detach().clone(), requires_grad=False) if conv.bias is not None else None
         )
@@ -71,6 +76,10 @@ class StridedMatMul(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s, k, c = self.stride, self.kernel, self.channels
         length = (x.shape[1] - k) // s + 1
+        if self.pair:  # k = 2 s: [f[t], f[t + 1]] for t < length, and (length + 1) * s <= T
+            f = x[:, : (length + 1) * s].reshape(x.shape[0], length + 1, s * c)
+            out = torch.matmul(torch.cat([f[:, :-1], f[:, 1:]], dim=2), self.head)
+            return out + self.bias if self.bias is not None else out
         f = x[:, : length * s].reshape(x.shape[0], length, s * c)  # f[t] = x[s*t : s*t + s]
         out = torch.matmul(f, self.head)
         if self.tail is not None:
@@ -103,19 +112,23 @@ class MatMulFeatureEncoder(nn.Module):
     """Drop-in for a WavLM / wav2vec 2.0 ``feature_extractor``: ``[B, samples]`` -> ``[B, C, L]``
     (the original's layout), computed time-major with :class:`StridedMatMul` layers."""
 
-    def __init__(self, encoder: Any) -> None:
+    def __init__(self, encoder: Any, first_as_matmul: bool = True) -> None:
         super().__init__()
         first, *rest = list(encoder.conv_layers)
-        # the first layer (one input channel, kernel 10) stays a Conv with its own norm: tiny,
-        # and a per-channel norm over time is fastest channel-major; the others become MatMuls,
-        # named frontend_conv1..6 so the int8 quantizer can tell them apart
-        self.frontend_conv0 = first
+        # a group-norm first layer (a per-channel norm over time, fastest channel-major) stays a
+        # Conv; a layer-norm one becomes a MatMul too, so no transposes surround its norm. They
+        # are named frontend_conv0..6 so the int8 quantizers can tell them apart.
+        self.time_major_first = first_as_matmul and isinstance(getattr(first, "layer_norm", None), nn.LayerNorm)
+        self.frontend_conv0 = _Layer(first) if self.time_major_first else first
         for i, layer in enumerate(rest, start=1):
             self.add_module(f"frontend_conv{i}", _Layer(layer))
         self.count = 1 + len(rest)
 
     def forward(self, input_values: torch.Tensor) -> torch.Tensor:
-        x = self.frontend_conv0(input_values[:, None]).transpose(1, 2)
+        if self.time_major_first:
+            x = self.frontend_conv0(input_values[:, :, None])
+        else:
+            x = self.frontend_conv0(input_values[:, None]).transpose(1, 2)
         for i in range(1, self.count):
             x = getattr(self, f"frontend_conv{i}")(x)
         return x.transpose(1, 2)
@@ -160,12 +173,13 @@ class _Smoothed(nn.Module):
     def __init__(self, mm: StridedMatMul, amax: torch.Tensor, alpha: float) -> None:
         super().__init__()
         c = mm.channels
-        w = mm.head.detach().view(mm.stride, c, -1).abs().amax(dim=(0, 2))
+        taps = mm.head.shape[0] // c
+        w = mm.head.detach().view(taps, c, -1).abs().amax(dim=(0, 2))
         if mm.tail is not None:
             w = torch.maximum(w, mm.tail.detach().abs().amax(dim=1))
         s = (amax.clamp(min=1e-5) ** alpha / w.clamp(min=1e-5) ** (1 - alpha)).clamp(min=1e-5)
         self.inverse = nn.Parameter(1.0 / s, requires_grad=False)
-        mm.head.data = mm.head.data * s.repeat(mm.stride)[:, None]
+        mm.head.data = mm.head.data * s.repeat(taps)[:, None]
         if mm.tail is not None:
             mm.tail.data = mm.tail.data * s[:, None]
         self.mm = mm

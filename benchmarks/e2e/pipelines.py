@@ -34,9 +34,12 @@ def get_preset_random(name: str) -> Any:
 
 
 def preset_fingerprint(preset: Any, *, models_only: bool = False) -> str:
-    """What the cached pack depends on; ``models_only``: what the full-depth files depend on
-    (not the preprocessing or the head, so a new face-tracking default rebuilds the pack alone)."""
+    """What the cached pack depends on (the cards and the exporter's code); ``models_only``: what
+    the full-depth files depend on (not the preprocessing, the head or the exporter, so a new
+    face-tracking default or export recipe rebuilds the pack alone)."""
     import hashlib
+
+    import msa_export
 
     per_encoder = {
         m: {
@@ -52,6 +55,10 @@ def preset_fingerprint(preset: Any, *, models_only: bool = False) -> str:
     data: dict[str, Any] = dict(per_encoder)
     if not models_only:
         data["head"] = repr(preset.head)
+        code = hashlib.sha256()
+        for path in sorted(Path(msa_export.__file__).parent.glob("*.py")):
+            code.update(path.read_bytes())
+        data["exporter"] = code.hexdigest()
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
