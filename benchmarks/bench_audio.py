@@ -2,7 +2,7 @@
 stream can share between overlapping windows.
 
     python benchmarks/bench_audio.py [--preset edge|ando2022-mosi|tiny] [--seconds 6]
-        [--repeat 7] [--threads 2] [--out benchmarks/results/audio-vm.md]
+        [--repeat 7] [--threads 2] [--openvino-only] [--out benchmarks/results/audio-vm.md]
 
 Part 1, speed: the preset's audio encoder (random weights at the real size, cut at its layer) is
 exported with the original Conv front end and with the MatMul rewrite, each as fp32 and dynamic
@@ -11,6 +11,10 @@ the rewrite SmoothQuant-ed (alpha 0.5, calibrated on two synthetic waveforms) as
 with its three smallest layers kept fp32. Median ms per ``--seconds`` window on ONNX Runtime's
 CPU EP, contenders alternating in one run, plus the front end alone, and each file's parity
 with PyTorch (mean cosine of the feature vectors, the pack's gate: >= 0.999).
+
+Part 1b, OpenVINO (when its plugin is installed): the fp32 file (run in bf16) in three front-end
+forms, the Conv stack, the MatMul rewrite with a Conv first layer and the fully time-major one,
+whole encoder and front end alone.
 
 Part 2, sharing in streams (window 6 s, hop 2 s): a window's front-end features against the same
 frames computed once per hop on the whole stream, for the layer-norm front end (WavLM Large /
@@ -161,6 +165,55 @@ def speed(preset: str, seconds: float, repeat: int, threads: int, tmp: Path) -> 
     return lines
 
 
+def openvino_forms(preset: str, seconds: float, repeat: int, threads: int, tmp: Path) -> list[str]:
+    """The fp32 file (bf16 on OpenVINO) of the preset's cut audio encoder in three front-end
+    forms: the original Conv stack, the MatMul rewrite with the first layer kept a Conv (the
+    form packs shipped until 2026-12-02) and the fully time-major rewrite packs ship now (a
+    layer-norm first layer as a MatMul too). Whole encoder and front end alone, alternating."""
+    from msa_runtime.sessions import openvino_installed
+
+    if not openvino_installed():
+        return [f"### {preset}: OpenVINO forms skipped (pip install 'msa-edge[openvino]')", ""]
+    card = get_preset(preset).with_random_weights().encoders["audio"]
+    spec = enc.SPECS[card.kind]
+    cut = enc.cut(spec.build(card), card.blocks)
+    example = (torch.from_numpy(waveform(2.3, 1)),)
+    files: dict[str, Path] = {}
+    front_axes = {"waveform": {1: "t"}}
+    for name, first in (("conv", None), ("matmul, first layer Conv", False), ("matmul", True)):
+        model = copy.deepcopy(cut)
+        if first is not None:
+            model.feature_extractor = MatMulFeatureEncoder(model.feature_extractor, first_as_matmul=first)
+        for part, module, names, outs, axes in (
+            ("", enc.wrap(card, model), spec.input_names, spec.output_names, spec.dynamic_axes),
+            (" front", _FrontEnd(model.feature_extractor), ("waveform",), ("features",), front_axes),
+        ):
+            path = tmp / f"ov{len(files)}.onnx"
+            export_onnx(module, example, path, input_names=names, output_names=outs, dynamic_axes=axes)
+            files[f"{name}{part}"] = path
+    sessions = {k: make_session(p, "openvino", threads=threads) for k, p in files.items()}
+    x = waveform(seconds)
+    busy = other_cpu()
+    results: dict[str, list[float]] = {k: [] for k in sessions}
+    for _ in range(3):
+        for k, s in sessions.items():
+            feeds = {s.get_inputs()[0].name: x}
+            results[k].append(timed(lambda s=s, f=feeds: s.run(None, f), max(1, repeat // 3)))
+    busy = max(busy, other_cpu())
+    lines = [
+        f"### {preset}: audio encoder fp32 file on OpenVINO (bf16), {card.blocks} blocks, "
+        f"{seconds:g} s window, {threads} threads",
+        "",
+        "| front end form | whole encoder, median ms | front end alone, median ms |",
+        "|---|---:|---:|",
+    ]
+    for name in ("conv", "matmul, first layer Conv", "matmul"):
+        whole, front = (statistics.median(results[name + part]) for part in ("", " front"))
+        lines.append(f"| {name} | {whole:.1f} | {front:.1f} |")
+    lines += ["", f"Other processes' CPU during the run: up to {busy:.0%} of the machine.", ""]
+    return lines
+
+
 def sharing(seconds: float = 6.0, hop: float = 2.0) -> list[str]:
     """Window front-end features vs per-hop features of the stream, both norm kinds."""
     import transformers
@@ -212,6 +265,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=9)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, help="write the tables to this markdown file")
+    parser.add_argument(
+        "--openvino-only", action="store_true", help="only the front-end forms on OpenVINO (no CPU EP part)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
@@ -223,7 +279,9 @@ def main() -> None:
     ]
     for preset in args.preset or ["edge"]:
         with tempfile.TemporaryDirectory() as tmp:
-            lines += speed(preset, args.seconds, args.repeat, args.threads, Path(tmp))
+            if not args.openvino_only:
+                lines += speed(preset, args.seconds, args.repeat, args.threads, Path(tmp))
+            lines += openvino_forms(preset, args.seconds, args.repeat, args.threads, Path(tmp))
         print("\n".join(lines), flush=True)
     lines += sharing()
     text = "\n".join(lines) + "\n"

@@ -118,7 +118,8 @@ class MatMulFeatureEncoder(nn.Module):
         # a group-norm first layer (a per-channel norm over time, fastest channel-major) stays a
         # Conv; a layer-norm one becomes a MatMul too, so no transposes surround its norm. They
         # are named frontend_conv0..6 so the int8 quantizers can tell them apart.
-        self.time_major_first = first_as_matmul and isinstance(getattr(first, "layer_norm", None), nn.LayerNorm)
+        layer_norm = isinstance(getattr(first, "layer_norm", None), nn.LayerNorm)
+        self.time_major_first = first_as_matmul and layer_norm
         self.frontend_conv0 = _Layer(first) if self.time_major_first else first
         for i, layer in enumerate(rest, start=1):
             self.add_module(f"frontend_conv{i}", _Layer(layer))
