@@ -7,20 +7,19 @@ token ids and a mask. numpy, PyAV, tokenizers and (for face crops) onnxruntime o
 
 from __future__ import annotations
 
-import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import av
 import numpy as np
-from av.video.reformatter import VideoReformatter
 
 from msa_runtime.errors import InputError, PackError
 from msa_runtime.face import FaceDetector
 from msa_runtime.face_track import FaceTrack, TrackOptions, face_squares
 from msa_runtime.limits import MAX_CHARS_PER_TOKEN
 from msa_runtime.pack import AudioPrep, TextPrep, VisionPrep
+from msa_runtime.timeline import reformatter
 
 FACE_CROP_SIZE = 256
 """Side of the face crop before the encoder's resize (Ando et al.: MTCNN ``image_size=256``)."""
@@ -28,17 +27,6 @@ FACE_MARGIN = 0
 """Margin of the face crop, in pixels of the 256 px crop (Ando et al.: ``margin=0``)."""
 
 
-_scalers = threading.local()
-
-
-def _reformatter() -> VideoReformatter:
-    """This thread's swscale reformatter: it keeps its scaling context while the sizes repeat
-    (building one per frame costs more than the resize itself); one per thread, as swscale
-    contexts are not thread-safe."""
-    scaler = getattr(_scalers, "scaler", None)
-    if scaler is None:
-        scaler = _scalers.scaler = VideoReformatter()
-    return scaler
 
 
 def resize_rgb(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -46,7 +34,7 @@ def resize_rgb(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
     if rgb.shape[1] == width and rgb.shape[0] == height:
         return rgb
     frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-    out = _reformatter().reformat(frame, width=width, height=height, interpolation="BICUBIC")
+    out = reformatter().reformat(frame, width=width, height=height, interpolation="BICUBIC")
     return out.to_ndarray()
 
 

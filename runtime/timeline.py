@@ -7,15 +7,28 @@ video at ``start + i / fps`` (the latest frame shown at that time) as RGB :class
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 EPS = 1e-6
 """Tolerance of time comparisons (seconds)."""
+_scalers = threading.local()
+
+
+def reformatter() -> VideoReformatter:
+    """This thread's swscale reformatter: it keeps its context while formats and sizes repeat
+    (building one per frame costs more than converting or resizing it); one per thread, as
+    swscale contexts are not thread-safe."""
+    scaler = getattr(_scalers, "scaler", None)
+    if scaler is None:
+        scaler = _scalers.scaler = VideoReformatter()
+    return scaler
 
 
 @dataclass(frozen=True)
@@ -154,7 +167,7 @@ class FrameSampler:
         if frame is self.prev and self.prev_rgb is not None:
             rgb = self.prev_rgb.copy()  # a repeated frame: a fresh array the caller may modify
         else:
-            rgb = frame.to_ndarray(format="rgb24")
+            rgb = reformatter().reformat(frame, format="rgb24").to_ndarray()
             if frame is self.prev:
                 self.prev_rgb = rgb
         self.index += 1

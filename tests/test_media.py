@@ -170,6 +170,19 @@ def test_rgb_channel_order(tmp_path: Path) -> None:
     assert r > 180 and g < 80 and b < 80
 
 
+def test_frames_are_ffmpegs_own_rgb_conversion(tmp_path: Path) -> None:
+    """Frames go through one reused swscale context: pixel for pixel PyAV's own conversion,
+    also when the frame size changes mid-stream (the context must follow)."""
+    paths = [
+        mf.make_clip(tmp_path / f"{w}.mkv", size=(w, h), audio_codec=None) for w, h in ((160, 120), (96, 64))
+    ]
+    for path in paths + paths[:1]:
+        with av.open(str(path)) as container:
+            want = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+        got = decode(path, fps=25, sample_rate=None).frames
+        assert len(got) == len(want) and all(np.array_equal(a, b) for a, b in zip(got, want))
+
+
 def test_frames_repeat_when_source_is_slower(tmp_path: Path) -> None:
     path = mf.make_clip(tmp_path / "slow.mkv", fps=5, audio_codec=None)
     decoded = decode(path, fps=12, sample_rate=None)
