@@ -1,5 +1,5 @@
-"""One clip scored whole: a media file, standard input or text alone (the work of
-:meth:`Analyzer.predict` once its arguments are checked).
+"""One clip scored whole: a media file, standard input, text alone or decoded arrays (the work
+of :meth:`Analyzer.predict` and :meth:`Analyzer.predict_arrays` once their arguments are checked).
 
 A file spanning more than the Analyzer's ``long_window`` goes to :mod:`msa_runtime.long_input`,
 one without text to speech recognition (:mod:`msa_runtime.speech`) when the Analyzer has a model;
@@ -15,10 +15,14 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from msa_runtime import long_input, media, stdin
 from msa_runtime.errors import InputError, MediaError
 from msa_runtime.limits import LONG_SLACK
-from msa_runtime.scoring import Prediction, text_for_span
+from msa_runtime.preprocess import FaceTrack, face_note, split_face_time
+from msa_runtime.resample import resample_audio
+from msa_runtime.scoring import Feature, Job, Prediction, feature, text_for_span
 from msa_runtime.speech import wants_asr
 from msa_runtime.transcript import read_transcript
 
@@ -109,6 +113,57 @@ def _predict(
         text=text,
     )
     return Prediction(**{**p.__dict__, "timings_ms": {"decode": round(decode_ms, 2), **p.timings_ms}})
+
+
+def score_arrays(
+    an: Analyzer,
+    frames: np.ndarray | list[np.ndarray] | None,
+    audio: np.ndarray | None,
+    sample_rate: int | None,
+    text: str | None,
+) -> Prediction:
+    """Score checked arrays (:meth:`Analyzer.predict_arrays`): in windows when they span more
+    than ``an.long_window``, else each modality the pack has and the input holds, at once."""
+    timings: dict[str, float] = {}
+    jobs: dict[str, Job] = {}
+    span = long_input.array_span(an, frames, audio, sample_rate)
+    if span > an.long_window + LONG_SLACK:
+        rate = sample_rate if audio is not None and len(audio) else None
+        return long_input.predict_arrays(
+            an, frames=frames, audio=audio, sample_rate=rate, text=text, span=span
+        )
+    if text is not None and text.strip() and "text" in an.sessions:
+        jobs["text"] = lambda: an.encode_text(text)
+    if audio is not None and len(audio) and "audio" in an.sessions:
+        rate = an.prep("audio").sample_rate
+        if sample_rate is None:
+            raise InputError("predict_arrays(audio=...) needs sample_rate")
+        samples = audio if sample_rate == rate else resample_audio(audio, sample_rate, rate)
+        jobs["audio"] = lambda: an.encode_audio(samples)
+    track = FaceTrack()
+    found: list[np.ndarray | None] = [None]
+    if frames is not None and len(frames) and "vision" in an.sessions:
+
+        def vision() -> Feature:
+            encoded = an.encode_frames(frames, track)
+            found[0] = encoded.face_found
+            return feature(encoded.features)
+
+        jobs["vision"] = vision
+    if not jobs:
+        raise InputError(
+            "nothing to score: give media with audio or video, or text, for a "
+            f"pack with {', '.join(an.modalities)}"
+        )
+    feats = an.encode(jobs, timings)
+    notes: tuple[str, ...] = ()
+    if track.detections:
+        split_face_time(timings, track.crop_ms)
+        note = face_note(found[0])
+        notes = (note,) if note else ()
+    return an.score_features(
+        feats, timings, notes=notes, text=text, transcript_source=None if text is None else "given"
+    )
 
 
 def media_end(
