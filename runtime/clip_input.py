@@ -4,7 +4,9 @@ of :meth:`Analyzer.predict` and :meth:`Analyzer.predict_arrays` once their argum
 A file spanning more than the Analyzer's ``long_window`` goes to :mod:`msa_runtime.long_input`,
 one without text to speech recognition (:mod:`msa_runtime.speech`) when the Analyzer has a model;
 otherwise the span is decoded at the pack's fps and sample rate, its transcript's cues give the
-text, and :meth:`Analyzer.predict_arrays` scores the arrays.
+text, and :meth:`Analyzer.predict_arrays` scores the arrays. A local file is opened once: probed
+for its duration (a bad file's error comes first), then decoded from the same open container
+(:func:`msa_runtime.media.open_file`).
 """
 
 from __future__ import annotations
@@ -63,22 +65,51 @@ def _predict(
 ) -> Prediction:
     if text is not None and transcript is not None:
         raise InputError("give text or transcript, not both")
-    if source is not None and ("audio" in an.sessions or "vision" in an.sessions):
-        span = long_input.file_span(source, start, end)
-        if span > an.long_window + LONG_SLACK:
-            return long_input.predict_file(
-                an,
-                os.fspath(source),
-                text=text,
-                transcript=None if transcript is None else os.fspath(transcript),
-                start=start,
-                end=end,
-                span=span,
-                asr=wants_asr(an.recognizer, asr, text, transcript),
-            )
+    if (
+        source is None
+        or not ("audio" in an.sessions or "vision" in an.sessions)
+        or not os.path.isfile(source)
+    ):
+        return _score(an, source, text, transcript, start, end, asr, piped, format)
+    t0 = time.perf_counter()
+    with media.open_file(source) as opened:  # probed (its errors come first), decoded without reopening
+        span = long_input.file_span(opened.info, start, end)
+        if span <= an.long_window + LONG_SLACK:
+            opened_ms = (time.perf_counter() - t0) * 1e3
+            return _score(an, source, text, transcript, start, end, asr, piped, format, opened, opened_ms)
+    return long_input.predict_file(
+        an,
+        os.fspath(source),
+        text=text,
+        transcript=None if transcript is None else os.fspath(transcript),
+        start=start,
+        end=end,
+        span=span,
+        asr=wants_asr(an.recognizer, asr, text, transcript),
+    )
+
+
+def _score(
+    an: Analyzer,
+    source: str | None,
+    text: str | None,
+    transcript: str | None,
+    start: float,
+    end: float | None,
+    asr: bool | None,
+    piped: stdin.Piped | None,
+    format: str | None,
+    opened: media.Opened | None = None,
+    opened_ms: float = 0.0,
+) -> Prediction:
+    """Score ``source`` whole (or the text alone). ``opened``: the file :func:`_predict` probed
+    (in ``opened_ms``), decoded without a second open unless a format or standard input asks
+    for one; the open counts as decoding time."""
     if source is not None and wants_asr(an.recognizer, asr, text, transcript):
         from msa_runtime.speech import predict_clip
 
+        if opened is not None:
+            opened.close()  # speech recognition decodes the file its own way
         return predict_clip(an, source, start=start, end=end)
     cues = read_transcript(transcript) if transcript is not None else None
     if source is None:
@@ -97,8 +128,14 @@ def _predict(
             raise InputError(f"this pack scores {', '.join(an.modalities)} only: give text")
         return an.predict_arrays(text=text)
     label, forced = (None, format) if piped is None else (stdin.LABEL, piped.format)
-    clip = media.decode(source, fps=fps, sample_rate=rate, start=start, end=end, format=forced, label=label)
-    decode_ms = (time.perf_counter() - t0) * 1e3
+    if opened is not None and label is None and forced is None:  # opened as decode would open it
+        clip = media.decode(opened, fps=fps, sample_rate=rate, start=start, end=end)
+    else:
+        opened_ms = 0.0  # decode opens the file itself (timed below)
+        clip = media.decode(
+            source, fps=fps, sample_rate=rate, start=start, end=end, format=forced, label=label
+        )
+    decode_ms = opened_ms + (time.perf_counter() - t0) * 1e3
     if cues is not None:  # the cues of the span decoded, as a stream window takes them
         text = text_for_span(cues, start, media_end(clip, fps, rate, start, end))
     if len(clip.frames) == 0 and len(clip.audio) == 0 and not text:
