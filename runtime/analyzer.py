@@ -5,29 +5,21 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import Any, Literal, ParamSpec, TypeVar, overload
 
 import numpy as np
 
-from msa_runtime import checks, long_input
+from msa_runtime import checks
 from msa_runtime.boundary import public
-from msa_runtime.clip_input import predict_source
+from msa_runtime.clip_input import predict_source, score_arrays
 from msa_runtime.errors import InputError
-from msa_runtime.limits import LONG_SLACK, check_concurrent, check_long_window
+from msa_runtime.limits import check_concurrent, check_long_window
 from msa_runtime.loaded_pack import SessionFactory, load_pack, warm_up
 from msa_runtime.pack import AudioPrep, Prep, TextPrep, VisionPrep
-from msa_runtime.preprocess import (
-    FaceTrack,
-    audio_batch,
-    face_note,
-    normalize_images,
-    split_face_time,
-    vision_squares,
-)
-from msa_runtime.resample import resample_audio
+from msa_runtime.preprocess import FaceTrack, audio_batch, normalize_images, vision_squares
 from msa_runtime.scoring import (
     EncodedFrames,
     Feature,
@@ -39,9 +31,13 @@ from msa_runtime.scoring import (
     run_jobs,
 )
 from msa_runtime.sessions import OPENVINO, default_threads
-from msa_runtime.speech import AsrOption, make_recognizer, wants_asr
+from msa_runtime.speech import AsrOption, make_recognizer
+from msa_runtime.stream import start_stream
 
 __all__ = ["Analyzer", "EncodedFrames", "Features", "Prediction", "SessionFactory"]
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 class Analyzer:
@@ -200,6 +196,23 @@ class Analyzer:
         self._check_open()
         return run_jobs(jobs, timings if timings is not None else {}, self._pool)
 
+    @property
+    def concurrent(self) -> bool:
+        """Whether encoders run on three threads (``concurrent=True``, ``MSA_EDGE_CONCURRENT``)."""
+        return self._pool is not None
+
+    def run_beside(self, job: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> Future[_T] | None:
+        """Run ``job(*args, **kwargs)``, for what it does, beside the encoders: on the Analyzer's
+        threads when it is :attr:`concurrent` (returns the ``Future``: call ``result()`` before
+        using what the job made; its error is raised there), else here and now (returns None;
+        its error is raised here). Streams encode a window's new frames this way while
+        :meth:`encode` runs the audio and text encoders."""
+        self._check_open()
+        if self._pool is None:
+            job(*args, **kwargs)
+            return None
+        return self._pool.submit(job, *args, **kwargs)
+
     def fuse(self, feats: Features) -> tuple[float, dict[str, float] | None]:
         """Run the head on whatever modalities ``feats`` holds; the rest count as absent."""
         head = self.manifest.head
@@ -258,50 +271,11 @@ class Analyzer:
         """Score decoded inputs: RGB uint8 frames sampled at the pack's fps, mono float audio at
         ``sample_rate`` (resampled when it differs from the pack's), and/or text."""
         self._check_open()
-        timings: dict[str, float] = {}
-        jobs: dict[str, Job] = {}
         frames, audio = checks.frames("frames", frames), checks.audio("audio", audio)
         text = checks.text("text", text)
         if sample_rate is not None:
             sample_rate = checks.sample_rate("sample_rate", sample_rate)
-        span = long_input.array_span(self, frames, audio, sample_rate)
-        if span > self.long_window + LONG_SLACK:
-            rate = sample_rate if audio is not None and len(audio) else None
-            return long_input.predict_arrays(
-                self, frames=frames, audio=audio, sample_rate=rate, text=text, span=span
-            )
-        if text is not None and text.strip() and "text" in self.sessions:
-            jobs["text"] = lambda: self.encode_text(text)
-        if audio is not None and len(audio) and "audio" in self.sessions:
-            rate = self.prep("audio").sample_rate
-            if sample_rate is None:
-                raise InputError("predict_arrays(audio=...) needs sample_rate")
-            samples = audio if sample_rate == rate else resample_audio(audio, sample_rate, rate)
-            jobs["audio"] = lambda: self.encode_audio(samples)
-        track = FaceTrack()
-        found: list[np.ndarray | None] = [None]
-        if frames is not None and len(frames) and "vision" in self.sessions:
-
-            def vision() -> Feature:
-                encoded = self.encode_frames(frames, track)
-                found[0] = encoded.face_found
-                return feature(encoded.features)
-
-            jobs["vision"] = vision
-        if not jobs:
-            raise InputError(
-                "nothing to score: give media with audio or video, or text, for a "
-                f"pack with {', '.join(self.modalities)}"
-            )
-        feats = self.encode(jobs, timings)
-        notes: tuple[str, ...] = ()
-        if track.detections:
-            split_face_time(timings, track.crop_ms)
-            note = face_note(found[0])
-            notes = (note,) if note else ()
-        return self.score_features(
-            feats, timings, notes=notes, text=text, transcript_source=None if text is None else "given"
-        )
+        return score_arrays(self, frames, audio, sample_rate, text)
 
     @public
     def predict(
@@ -353,15 +327,8 @@ class Analyzer:
         transcript, an Analyzer with an ASR model transcribes the stream live (``asr`` as in
         :meth:`predict`): words committed once two decodes agree, placed by their times.
         """
-        from msa_runtime.stream import prepare, run_windows
-
         self._check_open()
-        source = checks.source("source", source)
-        text, asr = checks.text("text", text), checks.flag("asr", asr)
-        if transcript is not None:
-            transcript = checks.source("transcript", transcript)
-        checks.ffmpeg(format, options)
-        state, items, kinds = prepare(
+        return start_stream(
             self,
             source,
             text=text,
@@ -370,10 +337,8 @@ class Analyzer:
             hop=hop,
             format=format,
             options=options,
-            asr=wants_asr(self.recognizer, asr, text, transcript),
+            asr=asr,
         )
-        self.warm_up()
-        return run_windows(state, items, kinds)
 
     @public
     def warm_up(self) -> dict[str, float]:

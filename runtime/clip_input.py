@@ -1,10 +1,12 @@
-"""One clip scored whole: a media file, standard input or text alone (the work of
-:meth:`Analyzer.predict` once its arguments are checked).
+"""One clip scored whole: a media file, standard input, text alone or decoded arrays (the work
+of :meth:`Analyzer.predict` and :meth:`Analyzer.predict_arrays` once their arguments are checked).
 
 A file spanning more than the Analyzer's ``long_window`` goes to :mod:`msa_runtime.long_input`,
 one without text to speech recognition (:mod:`msa_runtime.speech`) when the Analyzer has a model;
 otherwise the span is decoded at the pack's fps and sample rate, its transcript's cues give the
-text, and :meth:`Analyzer.predict_arrays` scores the arrays.
+text, and :meth:`Analyzer.predict_arrays` scores the arrays. A local file is opened once: probed
+for its duration (a bad file's error comes first), then decoded from the same open container
+(:func:`msa_runtime.media.open_file`).
 """
 
 from __future__ import annotations
@@ -15,10 +17,14 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from msa_runtime import long_input, media, stdin
 from msa_runtime.errors import InputError, MediaError
 from msa_runtime.limits import LONG_SLACK
-from msa_runtime.scoring import Prediction, text_for_span
+from msa_runtime.preprocess import FaceTrack, face_note, split_face_time
+from msa_runtime.resample import resample_audio
+from msa_runtime.scoring import Feature, Job, Prediction, feature, text_for_span
 from msa_runtime.speech import wants_asr
 from msa_runtime.transcript import read_transcript
 
@@ -59,22 +65,51 @@ def _predict(
 ) -> Prediction:
     if text is not None and transcript is not None:
         raise InputError("give text or transcript, not both")
-    if source is not None and ("audio" in an.sessions or "vision" in an.sessions):
-        span = long_input.file_span(source, start, end)
-        if span > an.long_window + LONG_SLACK:
-            return long_input.predict_file(
-                an,
-                os.fspath(source),
-                text=text,
-                transcript=None if transcript is None else os.fspath(transcript),
-                start=start,
-                end=end,
-                span=span,
-                asr=wants_asr(an.recognizer, asr, text, transcript),
-            )
+    if (
+        source is None
+        or not ("audio" in an.sessions or "vision" in an.sessions)
+        or not os.path.isfile(source)
+    ):
+        return _score(an, source, text, transcript, start, end, asr, piped, format)
+    t0 = time.perf_counter()
+    with media.open_file(source) as opened:  # probed (its errors come first), decoded without reopening
+        span = long_input.file_span(opened.info, start, end)
+        if span <= an.long_window + LONG_SLACK:
+            opened_ms = (time.perf_counter() - t0) * 1e3
+            return _score(an, source, text, transcript, start, end, asr, piped, format, opened, opened_ms)
+    return long_input.predict_file(
+        an,
+        os.fspath(source),
+        text=text,
+        transcript=None if transcript is None else os.fspath(transcript),
+        start=start,
+        end=end,
+        span=span,
+        asr=wants_asr(an.recognizer, asr, text, transcript),
+    )
+
+
+def _score(
+    an: Analyzer,
+    source: str | None,
+    text: str | None,
+    transcript: str | None,
+    start: float,
+    end: float | None,
+    asr: bool | None,
+    piped: stdin.Piped | None,
+    format: str | None,
+    opened: media.Opened | None = None,
+    opened_ms: float = 0.0,
+) -> Prediction:
+    """Score ``source`` whole (or the text alone). ``opened``: the file :func:`_predict` probed
+    (in ``opened_ms``), decoded without a second open unless a format or standard input asks
+    for one; the open counts as decoding time."""
     if source is not None and wants_asr(an.recognizer, asr, text, transcript):
         from msa_runtime.speech import predict_clip
 
+        if opened is not None:
+            opened.close()  # speech recognition decodes the file its own way
         return predict_clip(an, source, start=start, end=end)
     cues = read_transcript(transcript) if transcript is not None else None
     if source is None:
@@ -93,8 +128,14 @@ def _predict(
             raise InputError(f"this pack scores {', '.join(an.modalities)} only: give text")
         return an.predict_arrays(text=text)
     label, forced = (None, format) if piped is None else (stdin.LABEL, piped.format)
-    clip = media.decode(source, fps=fps, sample_rate=rate, start=start, end=end, format=forced, label=label)
-    decode_ms = (time.perf_counter() - t0) * 1e3
+    if opened is not None and label is None and forced is None:  # opened as decode would open it
+        clip = media.decode(opened, fps=fps, sample_rate=rate, start=start, end=end)
+    else:
+        opened_ms = 0.0  # decode opens the file itself (timed below)
+        clip = media.decode(
+            source, fps=fps, sample_rate=rate, start=start, end=end, format=forced, label=label
+        )
+    decode_ms = opened_ms + (time.perf_counter() - t0) * 1e3
     if cues is not None:  # the cues of the span decoded, as a stream window takes them
         text = text_for_span(cues, start, media_end(clip, fps, rate, start, end))
     if len(clip.frames) == 0 and len(clip.audio) == 0 and not text:
@@ -109,6 +150,57 @@ def _predict(
         text=text,
     )
     return Prediction(**{**p.__dict__, "timings_ms": {"decode": round(decode_ms, 2), **p.timings_ms}})
+
+
+def score_arrays(
+    an: Analyzer,
+    frames: np.ndarray | list[np.ndarray] | None,
+    audio: np.ndarray | None,
+    sample_rate: int | None,
+    text: str | None,
+) -> Prediction:
+    """Score checked arrays (:meth:`Analyzer.predict_arrays`): in windows when they span more
+    than ``an.long_window``, else each modality the pack has and the input holds, at once."""
+    timings: dict[str, float] = {}
+    jobs: dict[str, Job] = {}
+    span = long_input.array_span(an, frames, audio, sample_rate)
+    if span > an.long_window + LONG_SLACK:
+        rate = sample_rate if audio is not None and len(audio) else None
+        return long_input.predict_arrays(
+            an, frames=frames, audio=audio, sample_rate=rate, text=text, span=span
+        )
+    if text is not None and text.strip() and "text" in an.sessions:
+        jobs["text"] = lambda: an.encode_text(text)
+    if audio is not None and len(audio) and "audio" in an.sessions:
+        rate = an.prep("audio").sample_rate
+        if sample_rate is None:
+            raise InputError("predict_arrays(audio=...) needs sample_rate")
+        samples = audio if sample_rate == rate else resample_audio(audio, sample_rate, rate)
+        jobs["audio"] = lambda: an.encode_audio(samples)
+    track = FaceTrack()
+    found: list[np.ndarray | None] = [None]
+    if frames is not None and len(frames) and "vision" in an.sessions:
+
+        def vision() -> Feature:
+            encoded = an.encode_frames(frames, track)
+            found[0] = encoded.face_found
+            return feature(encoded.features)
+
+        jobs["vision"] = vision
+    if not jobs:
+        raise InputError(
+            "nothing to score: give media with audio or video, or text, for a "
+            f"pack with {', '.join(an.modalities)}"
+        )
+    feats = an.encode(jobs, timings)
+    notes: tuple[str, ...] = ()
+    if track.detections:
+        split_face_time(timings, track.crop_ms)
+        note = face_note(found[0])
+        notes = (note,) if note else ()
+    return an.score_features(
+        feats, timings, notes=notes, text=text, transcript_source=None if text is None else "given"
+    )
 
 
 def media_end(

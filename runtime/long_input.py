@@ -18,7 +18,6 @@ from the container's duration: URLs and files that state none are scored whole, 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
@@ -169,12 +168,9 @@ def array_span(
     return span
 
 
-def file_span(source: str | os.PathLike[str], start: float, end: float | None) -> float:
-    """Seconds of a local file that ``predict`` would score (0 when its duration is unknown)."""
-    name = os.fspath(source)
-    if not os.path.isfile(name):
+def file_span(info: media.MediaInfo | None, start: float, end: float | None) -> float:
+    """Seconds of a file that ``predict`` would score, from what probing it gave (0 when unknown:
+    no ``info``, as for a URL, or no duration)."""
+    if info is None or info.duration is None:
         return 0.0
-    duration = media.probe(name).duration
-    if duration is None:
-        return 0.0
-    return max(0.0, (duration if end is None else min(end, duration)) - start)
+    return max(0.0, (info.duration if end is None else min(end, info.duration)) - start)

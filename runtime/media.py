@@ -1,4 +1,5 @@
-"""Media decoding with PyAV: probe, stream (:func:`iter_media`) and decode audio and video.
+"""Media decoding with PyAV: stream (:func:`iter_media`) and decode audio and video (probing and
+opening: :mod:`msa_runtime.media_probe`, re-exported here).
 
 One demux pass yields audio chunks and video frames as they are decoded: memory stays flat
 however long the input, and live sources FFmpeg opens (devices, URLs, ``lavfi``) work too.
@@ -7,7 +8,6 @@ Times are seconds from the container's ``start_time`` (MPEG-PS files starting at
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 from collections.abc import Iterator
@@ -18,31 +18,37 @@ import av
 import numpy as np
 
 from msa_runtime.errors import InputError, MediaError
+from msa_runtime.media_probe import (
+    REDO,
+    MediaInfo,
+    Opened,
+    check_exists,
+    describe,
+    open_container,
+    open_file,
+    pick_streams,
+    probe,
+)
 from msa_runtime.stdin import read_head
 from msa_runtime.timeline import AudioChunk, Frame, frame_duration
 from msa_runtime.timeline import AudioChunker as _AudioChunker
 from msa_runtime.timeline import FrameSampler as _FrameSampler
 
-__all__ = ["AudioChunk", "Decoded", "Frame", "MediaInfo", "decode", "iter_media", "iter_pcm", "probe"]
+__all__ = [
+    "AudioChunk",
+    "Decoded",
+    "Frame",
+    "MediaInfo",
+    "Opened",
+    "decode",
+    "iter_media",
+    "iter_pcm",
+    "open_file",
+    "probe",
+]
 
 _log = logging.getLogger(__name__)
 _SEEK_MARGIN = 0.5  # seek this far before ``start``: decoder pre-roll, inexact demuxers
-_REDO = "re-encode or re-download it"
-
-
-@dataclass(frozen=True)
-class MediaInfo:
-    """What a container holds, as FFmpeg reports it (None where unknown)."""
-
-    path: str
-    duration: float | None
-    has_audio: bool
-    has_video: bool
-    sample_rate: int | None
-    channels: int | None
-    fps: float | None
-    width: int | None
-    height: int | None
 
 
 @dataclass(frozen=True)
@@ -54,46 +60,6 @@ class Decoded:
     frame_times: np.ndarray  # (N,) float64
     audio: np.ndarray  # float32 mono, may be empty
     sample_rate: int
-
-
-_NOT_MEDIA = "is not a media file FFmpeg can read (or it is truncated/corrupt): give a video"
-_OPEN_ERRORS: list[tuple[type[Exception], str]] = [
-    (av.error.FileNotFoundError, "does not exist (no such file or device): check the path"),
-    (av.error.PermissionError, "cannot be read (permission denied): check its permissions"),
-    (av.error.InvalidDataError, f"{_NOT_MEDIA} or audio file such as .mp4, .webm, .mkv, .wav"),
-    (av.error.EOFError, f"is truncated or corrupt (it ends unexpectedly): {_REDO}"),
-]
-
-
-def _check_exists(name: str, format: str | None) -> bool:
-    """For a local file (no format, not a URL): raise if it is missing; return if local."""
-    local = format is None and "://" not in name
-    if local and not os.path.exists(name):
-        raise MediaError(f"{name}: no such file: check the path")
-    return local
-
-
-def _open(name: str, format: str | None, options: dict[str, str] | None, file: Any = None) -> Any:
-    """Open ``name`` (or the binary ``file`` it labels) for reading, turning FFmpeg and OS errors
-    into :class:`MediaError`."""
-    size = None
-    if file is None and _check_exists(name, format):
-        if os.path.isdir(name):
-            raise MediaError(f"{name} is a folder, not a media file: give a video or audio file")
-        size = os.path.getsize(name) if os.path.isfile(name) else None  # FIFOs, devices: unknown
-        if size == 0:
-            raise MediaError(f"{name} is empty (0 bytes): re-copy or re-export the file")
-    try:
-        return av.open(name if file is None else file, mode="r", format=format, options=options or {})
-    except av.error.FFmpegError as exc:
-        problem = next((p for kind, p in _OPEN_ERRORS if isinstance(exc, kind)), None)
-        if problem is None and exc.errno == errno.EIO and size is not None:
-            problem = f"is truncated or corrupt: its header ends early (the file is {size} bytes): {_REDO}"
-        raise MediaError(f"{name} {problem or f'cannot be opened ({exc.strerror})'}") from exc
-    except ValueError as exc:  # PyAV: unknown format name
-        raise MediaError(f"{name}: {exc}: give a format FFmpeg knows (ffmpeg -formats)") from exc
-    except OSError as exc:
-        raise MediaError(f"{name} cannot be opened ({exc.strerror or exc}): check it") from exc
 
 
 def _wav_shortfall(path: str) -> tuple[float, float] | None:
@@ -120,65 +86,6 @@ def _wav_shortfall(path: str) -> tuple[float, float] | None:
             return length / byte_rate, max(held, 0) / byte_rate
         pos += 8 + length + (length & 1)
     return None
-
-
-def _pick_streams(container: Any) -> tuple[Any, Any]:
-    """The first audio stream and the first real video stream (cover art excluded)."""
-    audio = container.streams.audio[0] if container.streams.audio else None
-    attached = av.stream.Disposition.attached_pic
-    videos = [s for s in container.streams.video if not s.disposition & attached]
-    return audio, (videos[0] if videos else None)
-
-
-def _info(container: Any, name: str) -> MediaInfo:
-    """Describe ``container``; raise if it has no audio/video stream or zero duration."""
-    audio, video = _pick_streams(container)
-    if container.duration is not None:
-        duration: float | None = container.duration / av.time_base
-    else:
-        spans = [float(s.duration * s.time_base) for s in (audio, video) if s and s.duration]
-        duration = max(spans) if spans else None
-    if audio is None and video is None:
-        raise MediaError(f"{name} has no audio and no video stream: give a file with either")
-    if duration is not None and duration <= 0:
-        raise MediaError(f"{name} has zero duration (no audio or video data): re-export it")
-    rate = (video.average_rate or video.guessed_rate) if video is not None else None
-    actx = audio.codec_context if audio is not None else None
-    vctx = video.codec_context if video is not None else None
-    return MediaInfo(
-        path=name,
-        duration=duration,
-        has_audio=audio is not None,
-        has_video=video is not None,
-        sample_rate=(actx.sample_rate or None) if actx else None,
-        channels=(actx.layout.nb_channels or None) if actx else None,
-        fps=float(rate) if rate else None,
-        width=(vctx.width or None) if vctx else None,
-        height=(vctx.height or None) if vctx else None,
-    )
-
-
-def probe(source: str | os.PathLike[str]) -> MediaInfo:
-    """Describe the streams of a media file without decoding it.
-
-    Raises :class:`MediaError` if the file is missing, not media, or holds no audio/video.
-    Only when the container states no duration is one packet read, to rule out an empty file.
-    """
-    name = os.fspath(source)
-    container = _open(name, None, None)
-    try:
-        info = _info(container, name)
-        if info.duration is None:
-            streams = [s for s in _pick_streams(container) if s is not None]
-            try:
-                empty = not any(packet.size for packet in container.demux(*streams))
-            except av.error.FFmpegError as exc:
-                raise MediaError(f"{name} is truncated or corrupt: {_REDO}") from exc
-            if empty:
-                raise MediaError(f"{name} has zero duration (no audio or video data): re-export it")
-    finally:
-        container.close()
-    return info
 
 
 def _check_args(
@@ -229,7 +136,7 @@ def iter_media(
         name, file = label or "standard input", source
     else:
         path: str = os.fspath(source)
-        _check_exists(path, format)
+        check_exists(path, format)
         name, file = (path, None) if label is None else (label, path)  # a labelled path opens as is
     return _iterate(name, fps, sample_rate, start, end, chunk_seconds, format, options, file=file)
 
@@ -245,10 +152,12 @@ def _iterate(
     options: dict[str, str] | None,
     info_out: list[MediaInfo] | None = None,
     file: Any = None,
+    container: Any = None,
 ) -> Iterator[AudioChunk | Frame]:
-    container = _open(name, format, options, file)
+    if container is None:
+        container = open_container(name, format, options, file)
     try:
-        info = _info(container, name)
+        info = describe(container, name)
         if info_out is not None:
             info_out.append(info)
         late = f"start ({start} s) is at or after the end of {name} (%.3f s): choose an earlier one"
@@ -262,9 +171,9 @@ def _iterate(
                     "holds %.2f s; %s if that is not expected",
                     name,
                     *short,
-                    _REDO,
+                    REDO,
                 )
-        astream, vstream = _pick_streams(container)
+        astream, vstream = pick_streams(container)
         audio = video = None
         if astream is not None and sample_rate is not None:
             audio = _AudioChunker(sample_rate, start, end, chunk_seconds)
@@ -286,7 +195,7 @@ def _iterate(
         time = media_end = 0.0
         packets = container.demux(*streams)
         while not ((audio is None or audio.done) and (video is None or video.done)):
-            corrupt = f"{name} is truncated or corrupt: %s failed at {time:.2f} s (%s): {_REDO}"
+            corrupt = f"{name} is truncated or corrupt: %s failed at {time:.2f} s (%s): {REDO}"
             try:
                 packet = next(packets, None)
             except av.error.FFmpegError as exc:
@@ -330,14 +239,14 @@ def _iterate(
                 name,
                 media_end,
                 declared,
-                _REDO,
+                REDO,
             )
     finally:
         container.close()
 
 
 def decode(
-    source: str | os.PathLike[str],
+    source: str | os.PathLike[str] | Opened,
     *,
     fps: float | None,
     sample_rate: int | None,
@@ -350,18 +259,28 @@ def decode(
     """Decode a whole clip (or the window [start, end)) into arrays; see :func:`iter_media`
     (``label`` names the source in messages).
 
-    For long inputs prefer :func:`iter_media`, which keeps memory flat.
+    ``source`` may be a file :func:`open_file` opened: decoding reads it without opening it
+    again (``format``, ``options`` and ``label`` do not apply then). For long inputs prefer
+    :func:`iter_media`, which keeps memory flat.
     """
     _check_args(fps, sample_rate, start, end, 1.0)
+    container = None
+    if isinstance(source, Opened):
+        if format is not None or options is not None or label is not None:
+            raise InputError("decode: format, options and label are for a path, not an opened file")
+        source, container = source.name, source.take()
     name = os.fspath(source)
     if label is not None:
-        _check_exists(name, format)
+        check_exists(name, format)
     found: list[MediaInfo] = []
     frames: list[np.ndarray] = []
     times: list[float] = []
     audio: list[np.ndarray] = []
     target = None if label is None else name  # a labelled path (a spooled pipe) opens as is
-    for item in _iterate(label or name, fps, sample_rate, start, end, 10.0, format, options, found, target):
+    items = _iterate(
+        label or name, fps, sample_rate, start, end, 10.0, format, options, found, target, container
+    )
+    for item in items:
         if isinstance(item, Frame):
             frames.append(item.rgb)
             times.append(item.time)

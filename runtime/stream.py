@@ -25,6 +25,7 @@ from msa_runtime import checks, media
 from msa_runtime.errors import InputError, MediaError
 from msa_runtime.preprocess import FaceTrack, face_note, split_face_time
 from msa_runtime.scoring import Features, Job, Prediction, feature, text_for_span
+from msa_runtime.speech import wants_asr
 from msa_runtime.transcript import Cue, read_transcript
 
 if TYPE_CHECKING:
@@ -81,10 +82,8 @@ class _Windows:
         jobs: dict[str, Job] = {}
         frames: Future[None] | None = None
         if self.pending:  # only frames not seen by an earlier window are encoded (and detected)
-            if self.an._pool is not None:  # concurrent: beside the audio and text encoders
-                frames = self.an._pool.submit(self._encode_frames, self.pending, timings)
-            else:
-                self._encode_frames(self.pending, timings)
+            # a concurrent Analyzer encodes them beside the audio and text encoders (a Future)
+            frames = self.an.run_beside(self._encode_frames, self.pending, timings)
             self.pending = []
         if self.rate and self.audio.size:
             a = max(0, round((start - self.audio_start) * self.rate))
@@ -154,6 +153,40 @@ class _Windows:
             if drop > 0:
                 self.audio = self.audio[drop:]
                 self.audio_start += drop / self.rate
+
+
+def start_stream(
+    an: Analyzer,
+    source: str | os.PathLike[str],
+    *,
+    text: str | None,
+    transcript: str | os.PathLike[str] | None,
+    window: float,
+    hop: float,
+    format: str | None,
+    options: dict[str, str] | None,
+    asr: bool | None,
+) -> Iterator[Prediction]:
+    """:meth:`Analyzer.stream` on an open Analyzer: its arguments checked now, the source opened,
+    OpenVINO warmed up (:meth:`Analyzer.warm_up`), then the windows, lazily."""
+    source = checks.source("source", source)
+    text, asr = checks.text("text", text), checks.flag("asr", asr)
+    if transcript is not None:
+        transcript = checks.source("transcript", transcript)
+    checks.ffmpeg(format, options)
+    state, items, kinds = prepare(
+        an,
+        source,
+        text=text,
+        transcript=transcript,
+        window=window,
+        hop=hop,
+        format=format,
+        options=options,
+        asr=wants_asr(an.recognizer, asr, text, transcript),
+    )
+    an.warm_up()
+    return run_windows(state, items, kinds)
 
 
 def prepare(

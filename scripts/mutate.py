@@ -129,7 +129,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     # -- the analyzer ---------------------------------------------------------------------------
     M(
         "no-resampling",
-        "runtime/analyzer.py",
+        "runtime/clip_input.py",
         "samples = audio if sample_rate == rate else resample_audio(audio, sample_rate, rate)",
         "samples = audio",
         ("tests/test_trained_pack.py",),

@@ -34,13 +34,13 @@ def test_concurrent_scores_like_sequential(tiny_pack: Path, monkeypatch: pytest.
     }
     sequential = _analyzer(tiny_pack, concurrent=False)
     concurrent = _analyzer(tiny_pack, concurrent=True)
-    assert sequential._pool is None and concurrent._pool is not None
+    assert not sequential.concurrent and concurrent.concurrent
     a, b = sequential.predict_arrays(**feeds), concurrent.predict_arrays(**feeds)  # type: ignore[arg-type]
     assert b.score == pytest.approx(a.score, abs=1e-6)
     assert set(b.timings_ms) >= {"text", "audio", "vision", "head"}
     monkeypatch.setenv("MSA_EDGE_CONCURRENT", "yes")
-    assert _analyzer(tiny_pack)._pool is not None
-    assert _analyzer(tiny_pack, concurrent=False)._pool is None  # the argument wins
+    assert _analyzer(tiny_pack).concurrent
+    assert not _analyzer(tiny_pack, concurrent=False).concurrent  # the argument wins
     monkeypatch.setenv("MSA_EDGE_CONCURRENT", "maybe")
     with pytest.raises(InputError, match="MSA_EDGE_CONCURRENT must be 1 or 0"):
         _analyzer(tiny_pack)
@@ -80,3 +80,32 @@ def test_stream_windows_concurrent_like_sequential(tiny_pack: Path, tmp_path: Pa
         assert (a.start, a.end, a.modalities) == (b.start, b.end, b.modalities)
         assert b.score == pytest.approx(a.score, abs=1e-6)
         assert {"vision", "audio", "text"} <= set(b.timings_ms)
+
+
+def test_run_beside_runs_jobs_inline_or_on_the_encoders_threads(tiny_pack: Path) -> None:
+    """``Analyzer.run_beside``: here and now (None) when sequential, a Future on the Analyzer's
+    threads when concurrent; a job's error comes out where it is documented to; closed: refused."""
+    import threading
+
+    def where(into: list[str], fail: bool = False) -> str:
+        into.append(threading.current_thread().name)
+        if fail:
+            raise ValueError("job failed")
+        return "done"
+
+    sequential, concurrent = _analyzer(tiny_pack, concurrent=False), _analyzer(tiny_pack, concurrent=True)
+    ran: list[str] = []
+    assert sequential.run_beside(where, ran) is None and ran == [threading.current_thread().name]
+    with pytest.raises(ValueError, match="job failed"):
+        sequential.run_beside(where, ran, fail=True)
+    future = concurrent.run_beside(where, ran)
+    assert future is not None and future.result(timeout=30) == "done"
+    assert ran[-1] != threading.current_thread().name
+    failing = concurrent.run_beside(where, ran, fail=True)
+    assert failing is not None
+    with pytest.raises(ValueError, match="job failed"):
+        failing.result(timeout=30)
+    for an in (sequential, concurrent):
+        an.close()
+        with pytest.raises(InputError, match="this Analyzer was closed"):
+            an.run_beside(where, ran)

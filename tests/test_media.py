@@ -23,6 +23,7 @@ from msa_runtime.media import (
     decode,
     iter_media,
     iter_pcm,
+    open_file,
     probe,
 )
 
@@ -92,6 +93,49 @@ def test_probe_video_without_audio(tmp_path: Path) -> None:
     info = probe(mf.make_silent_video(tmp_path / "silent.mp4"))
     assert info.has_video and not info.has_audio
     assert info.sample_rate is None and info.channels is None
+
+
+def _count_opens(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    opens: list[object] = []
+    real_open = av.open
+    monkeypatch.setattr(av, "open", lambda *a, **k: opens.append(a[0]) or real_open(*a, **k))
+    return opens
+
+
+def test_open_file_then_decode_opens_once(clips: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    path = clips[".mp4"]
+    whole = decode(path, fps=3, sample_rate=16000)
+    opens = _count_opens(monkeypatch)
+    with open_file(path) as opened:
+        assert opened.info == probe(path)
+        del opens[1:]  # probe's own open
+        clip = decode(opened, fps=3, sample_rate=16000)
+        assert opens == [str(path)]
+        np.testing.assert_array_equal(clip.frames, whole.frames)
+        np.testing.assert_array_equal(clip.audio, whole.audio)
+        again = decode(opened, fps=3, sample_rate=16000)  # the container was used: opened anew
+        assert len(opens) == 2 and np.array_equal(again.audio, whole.audio)
+        with pytest.raises(InputError, match="not an opened file"):
+            decode(opened, fps=3, sample_rate=16000, format="mp4")
+
+
+def test_open_file_without_a_duration_is_checked_then_reopened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A raw H.264 stream states no duration: its check reads packets, so decode opens it again."""
+    path = tmp_path / "raw.h264"
+    with av.open(str(path), "w", format="h264") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(50):
+            rgb = np.full((48, 64, 3), i * 4, np.uint8)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+        out.mux(stream.encode())
+    opens = _count_opens(monkeypatch)
+    with open_file(path) as opened:
+        assert opened.info.duration is None and opened.info.has_video
+        assert decode(opened, fps=5, sample_rate=None).frames.shape == (10, 48, 64, 3)
+    assert len(opens) == 2
 
 
 # ---------------------------------------------------------------- audio

@@ -118,6 +118,22 @@ def test_predict_every_container(an: Analyzer, clips: dict[str, Path], suffix: s
     assert_score(an.predict(clips[suffix], text="what a lovely day"), ("text", *expected))
 
 
+@pytest.mark.parametrize("suffix", [".mp4", ".wav"])
+def test_predict_opens_a_local_file_once(
+    an: Analyzer, clips: dict[str, Path], suffix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The probe that picks whole or windowed scoring hands its open container to the decode."""
+    if suffix not in clips:
+        pytest.skip(f"no encoder for {suffix}")
+    before = an.predict(clips[suffix])
+    opens: list[object] = []
+    real_open = av.open
+    monkeypatch.setattr(av, "open", lambda *a, **k: opens.append(a[0]) or real_open(*a, **k))
+    p = an.predict(clips[suffix])
+    assert opens == [str(clips[suffix])]
+    assert p.score == pytest.approx(before.score, abs=1e-6) and p.timings_ms["decode"] > 0
+
+
 def test_cli_scores_a_folder_of_every_container(tiny_pack: Path, clips: dict[str, Path]) -> None:
     folder = clips[".mp4"].parent
     result = run_cli(folder, "--pack", tiny_pack, "--format", "jsonl", "--text", "fine")
