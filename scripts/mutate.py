@@ -113,7 +113,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     M(
         "tokens-drop-sep",
         "runtime/preprocess.py",
-        "ids = ids[:limit - 1] + ids[-1:]",
+        "ids = ids[: limit - 1] + ids[-1:]",
         "ids = ids[:limit]",
         ("tests/test_references.py",),
         "a cut text loses its closing [SEP]",
@@ -206,7 +206,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     M(
         "gate-reports-first",
         "export/convert.py",
-        "worst = max(failed, key=lambda c: (c.max_abs if c.exact else 1 - c.cosine))",
+        "worst = max(failed, key=lambda c: c.max_abs if c.exact else 1 - c.cosine)",
         "worst = failed[0]",
         ("tests/test_parity_gate.py",),
         "the error names the first failure, not the worst",
