@@ -18,9 +18,10 @@ arithmetic is the same up to fp32 summation order; the pack's parity gate
 
 The first layer (one input channel, ``k = 10``) sees the raw waveform. With a group norm (over
 time, per channel: base / Base+) it stays the original Conv, fastest channel-major; with a layer
-norm (WavLM Large) it is a MatMul too (``k = 2 s``), so the whole front end is time-major: in the
-Conv form OpenVINO spent 40 of the cut encoder's 214 ms on the three transposes around that
-layer's norm (``benchmarks/bench_audio.py``). The other six layers are always MatMuls.
+norm (WavLM Large) it is a MatMul too (``k = 2 s``), so the whole front end is time-major (no
+transposes around that layer's norm): on OpenVINO, 6 s window, the front end 45 -> 30 ms, the cut
+WavLM Large 233 -> 214 ms (``benchmarks/bench_audio.py --openvino-only``). The other six layers
+are always MatMuls.
 
 What packs use (:mod:`msa_export.encoder_export`): for a layer-norm front end (WavLM Large,
 :func:`matmul_frontend_pays`) the fp32 file carries the MatMul form, which OpenVINO runs 2.8x
