@@ -27,8 +27,6 @@ FACE_MARGIN = 0
 """Margin of the face crop, in pixels of the 256 px crop (Ando et al.: ``margin=0``)."""
 
 
-
-
 def resize_rgb(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
     """Bicubic resize of an RGB uint8 image with FFmpeg's swscale (through PyAV)."""
     if rgb.shape[1] == width and rgb.shape[0] == height:
