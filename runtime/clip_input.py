@@ -15,6 +15,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -48,64 +49,60 @@ def predict_source(
         if name == "-":
             rate = an.prep("audio").sample_rate if "audio" in an.sessions else 16000
             with stdin.opened(sys.stdin.buffer, format, spool=True, pcm_rate=rate) as piped:
-                return _predict(an, piped.path or "-", text, transcript, start, end, asr, piped, None)
-    return _predict(an, name, text, transcript, start, end, asr, None, format)
+                return _predict(an, _Request(piped.path or "-", text, transcript, start, end, asr, piped))
+    return _predict(an, _Request(name, text, transcript, start, end, asr, None, format))
 
 
-def _predict(
-    an: Analyzer,
-    source: str | None,
-    text: str | None,
-    transcript: str | None,
-    start: float,
-    end: float | None,
-    asr: bool | None,
-    piped: stdin.Piped | None,
-    format: str | None,
-) -> Prediction:
-    if text is not None and transcript is not None:
+@dataclass(frozen=True)
+class _Request:
+    """What :meth:`Analyzer.predict` was asked, its arguments checked; ``piped``: the standard
+    input it came from (spooled to ``source``), whose own format then applies."""
+
+    source: str | None
+    text: str | None
+    transcript: str | None
+    start: float
+    end: float | None
+    asr: bool | None
+    piped: stdin.Piped | None
+    format: str | None = None
+
+
+def _predict(an: Analyzer, req: _Request) -> Prediction:
+    if req.text is not None and req.transcript is not None:
         raise InputError("give text or transcript, not both")
+    source = req.source
     if (
         source is None
         or not ("audio" in an.sessions or "vision" in an.sessions)
         or not os.path.isfile(source)
     ):
-        return _score(an, source, text, transcript, start, end, asr, piped, format)
+        return _score(an, req)
     t0 = time.perf_counter()
     with media.open_file(source) as opened:  # probed (its errors come first), decoded without reopening
-        span = long_input.file_span(opened.info, start, end)
+        span = long_input.file_span(opened.info, req.start, req.end)
         if span <= an.long_window + LONG_SLACK:
-            opened_ms = (time.perf_counter() - t0) * 1e3
-            return _score(an, source, text, transcript, start, end, asr, piped, format, opened, opened_ms)
+            return _score(an, req, opened, (time.perf_counter() - t0) * 1e3)
     return long_input.predict_file(
         an,
         os.fspath(source),
-        text=text,
-        transcript=None if transcript is None else os.fspath(transcript),
-        start=start,
-        end=end,
+        text=req.text,
+        transcript=None if req.transcript is None else os.fspath(req.transcript),
+        start=req.start,
+        end=req.end,
         span=span,
-        asr=wants_asr(an.recognizer, asr, text, transcript),
+        asr=wants_asr(an.recognizer, req.asr, req.text, req.transcript),
     )
 
 
 def _score(
-    an: Analyzer,
-    source: str | None,
-    text: str | None,
-    transcript: str | None,
-    start: float,
-    end: float | None,
-    asr: bool | None,
-    piped: stdin.Piped | None,
-    format: str | None,
-    opened: media.Opened | None = None,
-    opened_ms: float = 0.0,
+    an: Analyzer, req: _Request, opened: media.Opened | None = None, opened_ms: float = 0.0
 ) -> Prediction:
-    """Score ``source`` whole (or the text alone). ``opened``: the file :func:`_predict` probed
-    (in ``opened_ms``), decoded without a second open unless a format or standard input asks
-    for one; the open counts as decoding time."""
-    if source is not None and wants_asr(an.recognizer, asr, text, transcript):
+    """Score ``req.source`` whole (or the text alone). ``opened``: the file :func:`_predict`
+    probed (in ``opened_ms``), decoded without a second open unless a format or standard input
+    asks for one; the open counts as decoding time."""
+    source, text, transcript, start, end = req.source, req.text, req.transcript, req.start, req.end
+    if source is not None and wants_asr(an.recognizer, req.asr, text, transcript):
         from msa_runtime.speech import predict_clip
 
         if opened is not None:
@@ -127,7 +124,7 @@ def _score(
         if text is None:
             raise InputError(f"this pack scores {', '.join(an.modalities)} only: give text")
         return an.predict_arrays(text=text)
-    label, forced = (None, format) if piped is None else (stdin.LABEL, piped.format)
+    label, forced = (None, req.format) if req.piped is None else (stdin.LABEL, req.piped.format)
     if opened is not None and label is None and forced is None:  # opened as decode would open it
         clip = media.decode(opened, fps=fps, sample_rate=rate, start=start, end=end)
     else:
