@@ -94,11 +94,21 @@ def test_layer_norm_front_end_ships_as_matmuls_in_the_fp32_file(tmp_path: object
     assert convs("audio.fp32.onnx") == 1  # the positional conv: the whole front end is MatMuls
     assert convs("audio.int8.onnx") == convs("audio.fp16.onnx") == 8  # 7 front-end layers + positional
     assert not list(out.glob(".*")), "the Conv export stayed in the pack"
-    if ov and (out / "audio.ov-int8.onnx").is_file():  # OpenVINO's file leaves convolutions unquantized
-        graph = onnx.load(str(out / "audio.ov-int8.onnx")).graph
-        made_by = {o: n.op_type for n in graph.node for o in n.output}
-        conv_inputs = [made_by.get(i) for n in graph.node if n.op_type == "Conv" for i in n.input]
-        assert conv_inputs and "DequantizeLinear" not in conv_inputs
+    if ov:  # OpenVINO's int8 placements: convolutions left out, then (the fallback) quantized
+        from msa_export.openvino import quantize_openvino
+
+        feeds = [
+            {"waveform": np.random.default_rng(s).standard_normal((1, 16000)).astype(np.float32)}
+            for s in (1, 2)
+        ]
+        for convs in (False, True):
+            dst = quantize_openvino(
+                out / "audio.fp32.onnx", out.parent / f"q{convs}.onnx", feeds, quantize_convs=convs
+            )
+            graph = onnx.load(str(dst)).graph
+            made_by = {o: n.op_type for n in graph.node for o in n.output}
+            conv_inputs = [made_by.get(i) for n in graph.node if n.op_type == "Conv" for i in n.input]
+            assert conv_inputs and ("DequantizeLinear" in conv_inputs) == convs
     wave = np.random.default_rng(0).standard_normal((1, 24000)).astype(np.float32)
     got = {
         name: make_session(out / name, "cpu").run(None, {"waveform": wave})[0]
