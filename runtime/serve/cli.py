@@ -126,6 +126,9 @@ def serve_main(
             err=True,
         )
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        # Ctrl-C stops msa-serve even when started from a shell's background job, which would
+        # otherwise pass SIGINT on as ignored (Python then raises no KeyboardInterrupt)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         while server.process.poll() is None:
             time.sleep(0.5)
         click.echo(f"error: Triton stopped (code {server.process.returncode}): {server.log_tail()}", err=True)
