@@ -33,6 +33,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -75,6 +76,18 @@ def timed(fn: Callable[[], object], repeat: int) -> float:
         fn()
         times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
+
+
+def alternate(sessions: dict[str, Any], x: np.ndarray, repeat: int) -> tuple[dict[str, list[float]], float]:
+    """Each session's times on ``x`` (ms: one median per round, contenders alternating, a third
+    of the repeats each round), and the most CPU other processes took around the run."""
+    busy = other_cpu()
+    results: dict[str, list[float]] = {k: [] for k in sessions}
+    for _ in range(3):
+        for k, s in sessions.items():
+            feeds = {s.get_inputs()[0].name: x}
+            results[k].append(timed(lambda s=s, f=feeds: s.run(None, f), max(1, repeat // 3)))
+    return results, max(busy, other_cpu())
 
 
 def waveform(seconds: float, seed: int = 0) -> np.ndarray:
@@ -138,13 +151,7 @@ def speed(preset: str, seconds: float, repeat: int, threads: int, tmp: Path) -> 
         files[f"{name} front fp32"] = path
         files[f"{name} front int8"] = quantize_int8(path, tmp / f"{name}.front.int8.onnx")
     sessions = {k: make_session(p, ["CPUExecutionProvider"], threads=threads) for k, p in files.items()}
-    busy = other_cpu()
-    results: dict[str, list[float]] = {k: [] for k in sessions}
-    for _ in range(3):  # alternate contenders, a third of the repeats each round
-        for k, s in sessions.items():
-            feeds = {s.get_inputs()[0].name: x}
-            results[k].append(timed(lambda s=s, f=feeds: s.run(None, f), max(1, repeat // 3)))
-    busy = max(busy, other_cpu())
+    results, busy = alternate(sessions, x, repeat)
     lines = [
         f"### {preset}: audio encoder ({card.source}, {card.blocks} blocks, "
         f"feat_extract_norm={full.config.feat_extract_norm}), {seconds:g} s window, "
@@ -193,13 +200,7 @@ def openvino_forms(preset: str, seconds: float, repeat: int, threads: int, tmp: 
             files[f"{name}{part}"] = path
     sessions = {k: make_session(p, "openvino", threads=threads) for k, p in files.items()}
     x = waveform(seconds)
-    busy = other_cpu()
-    results: dict[str, list[float]] = {k: [] for k in sessions}
-    for _ in range(3):
-        for k, s in sessions.items():
-            feeds = {s.get_inputs()[0].name: x}
-            results[k].append(timed(lambda s=s, f=feeds: s.run(None, f), max(1, repeat // 3)))
-    busy = max(busy, other_cpu())
+    results, busy = alternate(sessions, x, repeat)
     lines = [
         f"### {preset}: audio encoder fp32 file on OpenVINO (bf16), {card.blocks} blocks, "
         f"{seconds:g} s window, {threads} threads",
