@@ -285,9 +285,10 @@ def openvino_files(
             progress(f"{mod}: {path.name} on OpenVINO fails the parity gate ({worst.describe()})")
         return own
 
-    has_convs = any(n.op_type == "Conv" for n in onnx.load(str(fp32), load_external_data=False).graph.node)
     tried: list[Any] = []
-    for placement, convs in PLACEMENTS[: 2 if has_convs else 1]:  # they differ only in convolutions
+    for placement, convs in PLACEMENTS:
+        if convs and not any(n.op_type == "Conv" for n in onnx.load(str(fp32)).graph.node):
+            break  # the placements differ only in convolutions (read only when the first failed)
         progress(
             f"{mod}: quantizing for OpenVINO (NNCF static int8, {placement}, {len(feeds)} calibration inputs)"
         )
