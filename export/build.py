@@ -104,7 +104,8 @@ def _tools() -> dict[str, str]:
 
 
 def default_precisions() -> tuple[str, ...]:
-    """int8, fp16 and fp32, plus ov-int8 when NNCF and the OpenVINO plugin are installed."""
+    """int8, fp16 and fp32, plus ov-int8 when NNCF is installed and an OpenVINO route offers
+    this machine's CPU (the file is validated through OpenVINO: :func:`msa_export.openvino.ready`)."""
     return ("int8", "fp16", "fp32") + (("ov-int8",) if openvino_ready() is None else ())
 
 
@@ -136,9 +137,19 @@ def build_pack(
     ``out`` unless every file passes validation (an ov-int8 file that fails is left out).
     """
     started = time.perf_counter()
-    precisions = tuple(precisions) if precisions is not None else default_precisions()
+    notes: list[str] = []
+    if precisions is None:
+        precisions = default_precisions()
+        missing = openvino_ready() if "ov-int8" not in precisions else None
+        if missing:
+            notes.append(
+                f"no ov-int8 file (OpenVINO's int8): {missing}; build it on a machine where OpenVINO "
+                "runs with msa-export --precision int8,fp16,fp32,ov-int8"
+            )
+            progress(f"note: {notes[-1]}")
+    precisions = tuple(precisions)
     if "ov-int8" in precisions and openvino_ready() is not None:
-        raise ExportError(f"precision ov-int8 needs NNCF and the OpenVINO plugin: {openvino_ready()}")
+        raise ExportError(f"precision ov-int8 cannot be made here: {openvino_ready()}")
     if calibrate is not None and "ov-int8" not in precisions:
         raise ExportError(
             "--calibrate is for the ov-int8 file: add ov-int8 to --precision "
@@ -254,7 +265,7 @@ def build_pack(
         checks=checks,
         seconds=time.perf_counter() - started,
         trained_head=ckpt is not None,
-        notes=[e.int8.summary() for e in encoded.values() if e.int8 is not None],
+        notes=notes + [f"int8: {e.int8.summary()}" for e in encoded.values() if e.int8 is not None],
     )
     report.rows = file_rows(files, checks)
     return report

@@ -191,14 +191,14 @@ def main(
     for r in report.rows:
         click.echo(f"{r.file:{width}s}  {r.precision:9s}  {_size(r.bytes):>9s}  {r.parity}")
     for note in report.notes:
-        click.echo(f"int8: {note}")
+        click.echo(note if note.startswith("int8: ") else f"note: {note}")
     click.echo(f"\npack written to {report.out} in {report.seconds:.1f} s")
     if tune:
         from msa_runtime.pack import load_manifest
-        from msa_runtime.sessions import CPU, OPENVINO, openvino_installed, resolve_providers
+        from msa_runtime.sessions import engines_to_tune
         from msa_runtime.tuning import tune as tune_pack
 
-        names = resolve_providers([OPENVINO] if openvino_installed() else [CPU])
+        names = engines_to_tune("auto")
         path, record = tune_pack(report.out, load_manifest(report.out), names, progress=progress)
         for mod, e in record["encoders"].items():
             click.echo(

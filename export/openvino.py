@@ -39,7 +39,6 @@ import onnx
 from msa_export.convert import _quiet, excluded_nodes
 from msa_export.errors import CalibrationError, ExportError
 from msa_runtime.errors import MsaError
-from msa_runtime.sessions import openvino_installed
 
 MAX_CLIPS = 16
 SYNTHETIC_SEEDS = 3
@@ -64,10 +63,14 @@ def ready() -> str | None:
     """None when an ov-int8 file can be made and checked here, else what to install."""
     if importlib.util.find_spec("nncf") is None:
         return "NNCF is not installed: pip install 'msa-edge[export]'"
-    if not openvino_installed():
+    from msa_runtime.openvino_engine import describe_routes, pick_route
+    from msa_runtime.sessions import import_ort
+
+    ort = import_ort()
+    if pick_route(ort, "CPU") is None:
         return (
-            "the OpenVINO execution provider (needed to check the file) is not installed: "
-            "pip install 'msa-edge[openvino]'"
+            f"no OpenVINO route offers this machine's CPU to check the file ({describe_routes(ort)}); "
+            "pip install 'msa-edge[openvino]' adds OpenVINO's runtime, which runs on Intel, AMD and ARM"
         )
     return None
 

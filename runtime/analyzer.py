@@ -30,7 +30,7 @@ from msa_runtime.scoring import (
     head_feeds,
     run_jobs,
 )
-from msa_runtime.sessions import OPENVINO, default_threads
+from msa_runtime.sessions import OPENVINO_ROUTES, default_threads
 from msa_runtime.speech import AsrOption, make_recognizer
 from msa_runtime.stream import start_stream
 
@@ -43,9 +43,10 @@ _T = TypeVar("_T")
 class Analyzer:
     """Score clips with a pack.
 
-    ``providers``: ``"auto"`` (CUDA when available, else OpenVINO when its plugin is installed,
-    else CPU), ``"cpu"``, ``"cuda"``, ``"openvino"`` (``"openvino:GPU"`` for another OpenVINO
-    device) or a list of ONNX Runtime provider names; None reads ``MSA_EDGE_PROVIDERS``, else
+    ``providers``: ``"auto"`` (CUDA when available, else OpenVINO when it offers this machine's
+    CPU, else ONNX Runtime's CPU execution provider), ``"cpu"``, ``"cuda"``, ``"openvino"``
+    (``"openvino:GPU"`` for another OpenVINO device; ``"openvino-native"`` or ``"openvino-ep"``
+    for one route, see :mod:`msa_runtime.openvino_engine`) or a list of ONNX Runtime provider names; None reads ``MSA_EDGE_PROVIDERS``, else
     ``auto``. ``precision`` forces one file kind (int8, fp16, fp32, ov-int8) for every encoder;
     by default each encoder runs the file its manifest names for the provider (CPU: int8, CUDA:
     fp16, OpenVINO: ov-int8, else fp32 as bf16), or the fastest one a tuning record measured on
@@ -345,7 +346,7 @@ class Analyzer:
         """Pay OpenVINO's one-time setup (~1 s per encoder) now, not on the first clip: run its
         encoders once on a small input (:meth:`stream` does). Returns ms per encoder."""
         if self._warm is None:
-            self._warm = warm_up(self.manifest, self.folder, self.plan, self.sessions, [OPENVINO])
+            self._warm = warm_up(self.manifest, self.folder, self.plan, self.sessions, OPENVINO_ROUTES)
         return self._warm
 
     def close(self) -> None:

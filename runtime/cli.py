@@ -80,8 +80,9 @@ def _seconds(ctx: click.Context, param: click.Parameter, value: Any) -> float:
 @click.option(
     "--providers",
     default=None,
-    help="auto (CUDA, else OpenVINO when its plugin is installed, else CPU), cpu, cuda, "
-    "openvino[:DEVICE], or comma-separated ONNX Runtime provider names. Default: "
+    help="auto (CUDA, else OpenVINO where it offers this CPU, else CPU), cpu, cuda, "
+    "openvino[:DEVICE] (openvino-native or openvino-ep for one route), or comma-separated "
+    "ONNX Runtime provider names. Default: "
     "MSA_EDGE_PROVIDERS, else auto.",
 )
 @click.option(
@@ -233,17 +234,12 @@ def _tune(pack: str, providers: str | None, threads: int | None) -> None:
     """Time the pack's files on this machine's providers (all of them for auto); write the
     record beside the pack."""
     from msa_runtime.pack import load_manifest
-    from msa_runtime.sessions import CPU, CUDA, OPENVINO, openvino_installed, resolve_providers
+    from msa_runtime.sessions import engines_to_tune
     from msa_runtime.tuning import tune
 
     try:
         manifest = load_manifest(pack)
-        names = resolve_providers(providers)
-        if (providers or os.environ.get("MSA_EDGE_PROVIDERS") or "auto").strip().lower() == "auto":
-            names = [
-                p for p in (CUDA, OPENVINO, CPU) if p in names or (p == OPENVINO and openvino_installed())
-            ]
-            names = resolve_providers(names) if names != [CPU] else names
+        names = engines_to_tune(providers)
         path, record = tune(
             Path(pack), manifest, names, threads=threads, progress=lambda m: click.echo(m, err=True)
         )

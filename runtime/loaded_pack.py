@@ -20,7 +20,7 @@ from msa_runtime.preprocess import TextEncoder
 from msa_runtime.sessions import (
     CPU,
     CUDA,
-    OPENVINO,
+    OPENVINO_ROUTES,
     describe_auto,
     make_session,
     resolve_providers,
@@ -100,7 +100,7 @@ def load_pack(
     # the head is tiny and fp32: on OpenVINO's machines it stays on the CPU EP (exact fp32)
     head = make(
         folder / manifest.head.file,
-        [CPU] if first == OPENVINO else resolved,
+        [CPU] if first in OPENVINO_ROUTES else resolved,
         threads,
     )
     if first == CUDA and CUDA not in head.get_providers():

@@ -30,7 +30,7 @@ import numpy as np
 from msa_runtime.contract import check_encoder
 from msa_runtime.errors import InputError, PackError
 from msa_runtime.pack import MANIFEST, PRECISIONS, Manifest
-from msa_runtime.sessions import CPU, CUDA, OPENVINO, SHORT, make_session, split_device
+from msa_runtime.sessions import CPU, CUDA, OPENVINO_ROUTES, SHORT, make_session, split_device
 
 FORMAT = "msa-edge-tuning"
 TEXT = "Honestly I thought the movie would be boring, but the ending completely won me over."
@@ -74,7 +74,7 @@ def machine_key() -> dict[str, Any]:
     cpu = info.get("model name") or platform.processor() or platform.machine()
     flags = info.get("flags", "")
     versions = {}
-    for dist in ("onnxruntime", "onnxruntime-gpu", "onnxruntime-ep-openvino"):
+    for dist in ("onnxruntime", "onnxruntime-gpu", "onnxruntime-ep-openvino", "openvino"):
         try:
             versions[dist] = md.version(dist)
         except md.PackageNotFoundError:
@@ -292,7 +292,7 @@ def tune(
 __all__ = [
     "Choice",
     "CUDA",
-    "OPENVINO",
+    "OPENVINO_ROUTES",
     "describe_plan",
     "load_tuning",
     "plan_sessions",

@@ -28,4 +28,4 @@ if ! python -c "import importlib.util as u, sys; sys.exit(u.find_spec('facenet_p
   pip install -q --disable-pip-version-check --no-deps facenet-pytorch
 fi
 pip install -q --disable-pip-version-check requests tqdm
-python -c "import msa_runtime, msa_export, onnxruntime, torch, nncf, onnxruntime_ep_openvino; print('setup: ok, torch', torch.__version__, 'onnxruntime', onnxruntime.__version__, 'nncf', nncf.__version__)" >&2
+python -c "import msa_runtime, msa_export, onnxruntime, torch, nncf, openvino, onnxruntime_ep_openvino; print('setup: ok, torch', torch.__version__, 'onnxruntime', onnxruntime.__version__, 'nncf', nncf.__version__)" >&2

@@ -23,18 +23,29 @@ from msa_runtime import Analyzer
 from msa_runtime.cli import main as run_main
 from msa_runtime.errors import PackError, ProviderError
 from msa_runtime.pack import load_manifest, sha256_file
-from msa_runtime.sessions import CPU, OPENVINO, resolve_providers
+from msa_runtime.openvino_engine import (
+    NATIVE,
+    PLUGIN,
+    describe_routes,
+    pick_route,
+    plugin_installed,
+    route_status,
+)
+from msa_runtime.sessions import CPU, OPENVINO_ROUTES, import_ort, make_session, resolve_providers
 
-HAVE_PLUGIN = importlib.util.find_spec("onnxruntime_ep_openvino") is not None
+ORT = import_ort()
+ROUTE = pick_route(ORT, "CPU")  # None where no OpenVINO route offers this CPU (AMD with the plugin only)
+USABLE = [r for r, st in zip(OPENVINO_ROUTES, route_status(ORT)) if st.usable]
 HAVE_NNCF = importlib.util.find_spec("nncf") is not None
-plugin = pytest.mark.skipif(
-    not HAVE_PLUGIN, reason="onnxruntime-ep-openvino is not installed (pip install 'msa-edge[openvino]')"
+openvino = pytest.mark.skipif(
+    ROUTE is None, reason=f"no OpenVINO route offers this machine's CPU ({describe_routes(ORT)})"
 )
 nncf = pytest.mark.skipif(
-    not (HAVE_PLUGIN and HAVE_NNCF),
-    reason="NNCF and the OpenVINO plugin "
-    "are needed for ov-int8 files (pip install 'msa-edge[export,openvino]')",
+    ROUTE is None or not HAVE_NNCF,
+    reason="ov-int8 files need NNCF and an OpenVINO route that offers this CPU "
+    f"(pip install 'msa-edge[export,openvino]'; here: {describe_routes(ORT)})",
 )
+needs_plugin = pytest.mark.skipif(not plugin_installed(), reason="onnxruntime-ep-openvino is not installed")
 
 
 def quiet_analyzer(pack: Path, **kwargs: object) -> Analyzer:
@@ -54,24 +65,79 @@ def clip_arrays() -> dict[str, object]:
     }
 
 
-# -- providers ------------------------------------------------------------------------------
+# -- engines: present, absent, installed but offering no device -------------------------------
 
 
-def test_missing_plugin_is_a_typed_error_naming_the_extra() -> None:
-    with mock.patch("msa_runtime.sessions.openvino_installed", return_value=False):
+def test_missing_openvino_is_a_typed_error_naming_the_extra() -> None:
+    with (
+        mock.patch("msa_runtime.openvino_engine.native_installed", return_value=False),
+        mock.patch("msa_runtime.openvino_engine.plugin_installed", return_value=False),
+    ):
         assert resolve_providers("auto") == [CPU]
         with pytest.raises(ProviderError, match=r"msa-edge\[openvino\]") as info:
             resolve_providers("openvino")
     assert "\n" not in str(info.value)
 
 
-@plugin
+def test_plugin_installed_without_a_device_is_not_usable() -> None:
+    """What ONNX Runtime's plugin does on an AMD CPU: it registers and offers nothing."""
+    with (
+        mock.patch("msa_runtime.openvino_engine.plugin_installed", return_value=True),
+        mock.patch("msa_runtime.openvino_engine.plugin_devices", return_value={}),
+        mock.patch("msa_runtime.openvino_engine.native_installed", return_value=False),
+    ):
+        assert resolve_providers("auto") == [CPU]
+        assert "openvino-ep installed but offers no device on this machine" in describe_routes(ORT)
+        with pytest.raises(ProviderError, match="offers no device") as info:
+            resolve_providers("openvino-ep")
+    assert "\n" not in str(info.value) and "--providers cpu" in str(info.value)
+
+
+@pytest.mark.parametrize("hide", ["openvino-ep", "openvino", "openvino-ep,openvino-native"])
+def test_hidden_devices_are_not_offered(monkeypatch: pytest.MonkeyPatch, hide: str) -> None:
+    monkeypatch.setenv("MSA_EDGE_HIDE_DEVICES", hide)
+    status = {s.route: s for s in route_status(ORT)}
+    assert status["openvino-ep"].devices == () and "MSA_EDGE_HIDE_DEVICES" in status["openvino-ep"].why
+    both = hide != "openvino-ep"
+    assert resolve_providers("auto")[0] != PLUGIN
+    if both:
+        assert resolve_providers("auto") == [CPU]
+        with pytest.raises(ProviderError, match="hidden by MSA_EDGE_HIDE_DEVICES"):
+            resolve_providers("openvino")
+
+
+def test_hide_devices_names_its_choices(monkeypatch: pytest.MonkeyPatch) -> None:
+    from msa_runtime.errors import InputError
+
+    monkeypatch.setenv("MSA_EDGE_HIDE_DEVICES", "openvino,gpu")
+    with pytest.raises(InputError, match="names gpu; valid: openvino-ep, openvino-native, openvino"):
+        resolve_providers("auto")
+
+
+def test_broken_native_runtime_falls_back_with_the_reason() -> None:
+    def broken() -> object:
+        raise RuntimeError("libopenvino_intel_cpu_plugin.so: cannot open shared object file")
+
+    with (
+        mock.patch("msa_runtime.openvino_engine.native_installed", return_value=True),
+        mock.patch("msa_runtime.openvino_engine._core", side_effect=broken),
+    ):
+        assert resolve_providers("auto")[0] != NATIVE
+        assert "openvino-native is broken: OpenVINO's runtime is installed but fails to start" in (
+            describe_routes(ORT)
+        )
+        with pytest.raises(ProviderError, match="cannot open shared object file") as info:
+            resolve_providers("openvino-native")
+    assert "\n" not in str(info.value)
+
+
+@openvino
 def test_auto_picks_openvino_and_says_so(tiny_pack: Path) -> None:
-    assert resolve_providers("auto") == [OPENVINO, CPU]
-    assert resolve_providers("openvino") == [OPENVINO, CPU]
+    assert resolve_providers("auto") == [ROUTE, CPU]
+    assert resolve_providers("openvino") == [ROUTE, CPU]
     an = quiet_analyzer(tiny_pack, providers="auto", threads=1)
-    assert an.providers[0] == OPENVINO and "auto picked OpenVINO" in an.choice
-    assert all(OPENVINO in s.get_providers() for s in an.sessions.values())
+    assert an.providers[0] == ROUTE and "auto picked OpenVINO" in an.choice
+    assert all(ROUTE in s.get_providers() for s in an.sessions.values())
     assert an.head.get_providers() == [CPU]  # the tiny fp32 head stays exact
     result = CliRunner().invoke(
         run_main, ["--pack", str(tiny_pack), "--providers", "auto", "--text", "great", "--threads", "1"]
@@ -80,31 +146,88 @@ def test_auto_picks_openvino_and_says_so(tiny_pack: Path) -> None:
     assert any(line.startswith("note: auto picked OpenVINO") for line in result.stderr.splitlines())
 
 
-@plugin
+@openvino
 def test_openvino_device_that_is_not_there() -> None:
-    with pytest.raises(ProviderError, match="OpenVINO device NPU9 is not there; this machine offers"):
+    with pytest.raises(ProviderError, match="OpenVINO device NPU9 is not there; openvino-.* offers CPU"):
         resolve_providers("openvino:NPU9")
 
 
-@plugin
+@needs_plugin
 def test_plugin_that_fails_to_load_is_a_one_line_error(tmp_path: Path) -> None:
     code = (
         "import onnxruntime_ep_openvino as p, sys\n"
         f"p.get_library_path = lambda: {str(tmp_path / 'missing.so')!r}\n"
         "from msa_runtime.sessions import resolve_providers\n"
         "from msa_runtime.errors import ProviderError\n"
-        "try:\n    resolve_providers('openvino')\n"
+        "print('AUTO', resolve_providers('auto')[0])\n"
+        "try:\n    resolve_providers('openvino-ep')\n"
         "except ProviderError as e:\n    print('ERR', e); sys.exit(3)\n"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
     )
     assert proc.returncode == 3, proc.stdout + proc.stderr
-    line = proc.stdout.strip()
-    assert line.startswith("ERR the OpenVINO plugin failed to load") and "msa-edge[openvino]" in line
+    auto, line = proc.stdout.strip().splitlines()
+    assert auto != f"AUTO {PLUGIN}"  # auto never picks a route that is broken
+    assert line.startswith("ERR OpenVINO (openvino-ep) is not usable here: is broken: the OpenVINO plugin failed")
+    assert "msa-edge[openvino]" in line
 
 
-@plugin
+# -- OpenVINO's own runtime ------------------------------------------------------------------
+
+native = pytest.mark.skipif(NATIVE not in USABLE, reason=f"OpenVINO's runtime offers no CPU here ({describe_routes(ORT)})")
+
+
+@native
+def test_native_session_has_the_session_interface(tiny_pack: Path, tmp_path: Path) -> None:
+    from msa_runtime.engine import Session
+
+    manifest = load_manifest(tiny_pack)
+    path = tiny_pack / manifest.encoders["text"].files["fp32"]
+    ov = make_session(path, "openvino-native", threads=1, cache=tmp_path / "cache")
+    cpu = make_session(path, "cpu", threads=1)
+    assert isinstance(ov, Session) and ov.get_providers() == [NATIVE]
+    assert [(i.name, i.type, len(i.shape)) for i in ov.get_inputs()] == [
+        (i.name, i.type, len(i.shape)) for i in cpu.get_inputs()
+    ]
+    assert [o.name for o in ov.get_outputs()] == [o.name for o in cpu.get_outputs()]
+    ids = np.array([[101, 2023, 3185, 2001, 2307, 102]], dtype=np.int64)
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+    [a] = cpu.run(["hidden"], feeds)
+    [b] = ov.run(["hidden"], feeds)
+    cos = float((a * b).sum() / (np.linalg.norm(a) * np.linalg.norm(b)))
+    assert b.shape == a.shape and b.dtype == np.float32 and cos > 0.999
+    assert list((tmp_path / "cache").iterdir()), "no compiled model in the cache folder"
+    with pytest.raises(ProviderError, match=r"outputs \['score'\] asked of a model that gives \['hidden'"):
+        ov.run(["score"], feeds)
+    with pytest.raises(ProviderError, match=r"inputs \['input_ids'\] given to a model that takes"):
+        ov.run(None, {"input_ids": ids})  # OpenVINO alone would reuse the last attention_mask
+    with pytest.raises(ProviderError, match="OpenVINO failed to run the model: Failed to broadcast") as info:
+        # a fresh session: after one call OpenVINO's CPU plugin accepted this mismatch silently
+        fresh = make_session(path, "openvino-native", threads=1, cache=tmp_path / "cache")
+        fresh.run(None, {"input_ids": ids, "attention_mask": np.ones((5, 7), dtype=np.int64)})
+    assert "\n" not in str(info.value)
+
+
+@native
+def test_compile_cache_that_is_corrupt_or_unwritable(tiny_pack: Path, tmp_path: Path) -> None:
+    path = tiny_pack / load_manifest(tiny_pack).encoders["audio"].files["fp32"]
+    wave = {"waveform": clip_arrays()["audio"][None, :16000]}  # type: ignore[index]
+    cache = tmp_path / "cache"
+    [first] = make_session(path, "openvino-native", threads=1, cache=cache).run(["hidden"], wave)
+    for blob in cache.iterdir():  # a blob another version or a crash left: OpenVINO compiles again
+        blob.write_bytes(b"not a compiled model")
+    [again] = make_session(path, "openvino-native", threads=1, cache=cache).run(["hidden"], wave)
+    np.testing.assert_allclose(again, first, rtol=1e-5, atol=1e-5)
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    with pytest.warns(RuntimeWarning, match="cannot be written.*MSA_EDGE_OPENVINO_CACHE"):
+        s = make_session(path, "openvino-native", threads=1, cache=blocked / "cache")
+    np.testing.assert_allclose(s.run(["hidden"], wave)[0], first, rtol=1e-5, atol=1e-5)
+    assert make_session(path, "openvino-native", threads=1, cache="off").cache is None  # type: ignore[attr-defined]
+
+
+@openvino
 def test_pack_without_a_file_for_openvino(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     from msa_export.build import build_pack
@@ -172,7 +295,7 @@ def test_ov_int8_needs_its_extras(tmp_path: Path) -> None:
             "msa_export.build.openvino_ready",
             return_value="NNCF is not installed: pip install 'msa-edge[export]'",
         ),
-        pytest.raises(ExportError, match=r"ov-int8 needs NNCF .*msa-edge\[export\]"),
+        pytest.raises(ExportError, match=r"ov-int8 cannot be made here: NNCF .*msa-edge\[export\]"),
     ):
         build_pack(get_preset("tiny"), tmp_path / "p", precisions=["int8", "ov-int8"])
     assert not (tmp_path / "p").exists()
@@ -211,8 +334,8 @@ def test_calibration_sources(tmp_path: Path) -> None:
 
 def test_export_cli_rejects_an_empty_calibration_folder(tmp_path: Path) -> None:
     pytest.importorskip("torch")
-    if not (HAVE_PLUGIN and HAVE_NNCF):
-        pytest.skip("NNCF and the OpenVINO plugin are needed for --calibrate")
+    if ROUTE is None or not HAVE_NNCF:
+        pytest.skip("NNCF and an OpenVINO route that offers this CPU are needed for --calibrate")
     from msa_export.cli import main as export_main
 
     empty = tmp_path / "empty"
@@ -263,7 +386,7 @@ def test_tuning_record_beside_the_pack(tiny_pack: Path, tmp_path: Path) -> None:
     assert stale.precision == "int8" and "made for another build" in stale.choice
 
 
-@plugin
+@openvino
 def test_tune_times_openvino_candidates(tiny_pack: Path, tmp_path: Path) -> None:
     from msa_runtime.tuning import tune
 
@@ -280,16 +403,19 @@ def test_tune_times_openvino_candidates(tiny_pack: Path, tmp_path: Path) -> None
         assert (c.provider, c.precision, c.reason) == (best["provider"], best["precision"], "tuning")
 
 
-@plugin
-def test_openvino_session_keeps_to_its_threads(tmp_path: Path) -> None:
-    """threads=1 on OpenVINO uses one core: the plugin's num_of_threads alone left both busy."""
+@pytest.mark.parametrize("route", USABLE or ["none"])
+def test_openvino_session_keeps_to_its_threads(tmp_path: Path, route: str) -> None:
+    """threads=1 on OpenVINO uses one core (by either route): the plugin's num_of_threads alone
+    left both busy."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from msa_runtime.sessions import make_session, openvino_options
+    from msa_runtime.openvino_engine import plugin_options
 
-    assert json.loads(openvino_options("CPU", 1)["load_config"]) == {"CPU": {"INFERENCE_NUM_THREADS": "1"}}
-    assert "load_config" not in openvino_options("GPU", 2) and openvino_options("CPU", None) == {}
+    if route == "none":
+        pytest.skip(f"no OpenVINO route offers a device here ({describe_routes(ORT)})")
+    assert json.loads(plugin_options("CPU", 1)["load_config"]) == {"CPU": {"INFERENCE_NUM_THREADS": "1"}}
+    assert "load_config" not in plugin_options("GPU", 2) and plugin_options("CPU", None) == {}
     rng = np.random.default_rng(0)
     nodes, inits, last = [], [], "x"
     for i in range(6):  # a MatMul chain heavy enough for OpenVINO to spread over threads
@@ -305,7 +431,7 @@ def test_openvino_session_keeps_to_its_threads(tmp_path: Path) -> None:
     )
     path = tmp_path / "chain.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-    session = make_session(path, "openvino", threads=1)
+    session = make_session(path, [route], threads=1)
     x = rng.standard_normal((256, 1024)).astype(np.float32)
     session.run(None, {"x": x})
     cpu0, wall0 = time.process_time(), time.perf_counter()
