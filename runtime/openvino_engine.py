@@ -82,7 +82,9 @@ def register_plugin(ort: Any) -> None:
     except Exception as exc:  # ORT raises its own Fail type; "already registered" is fine
         if "already registered" not in str(exc):
             first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-            raise ProviderError(f"the OpenVINO plugin failed to load ({first}); reinstall it: {HINT}") from exc
+            raise ProviderError(
+                f"the OpenVINO plugin failed to load ({first}); reinstall it: {HINT}"
+            ) from exc
     _plugin_registered.append(library)
 
 
@@ -134,8 +136,9 @@ def native_devices() -> tuple[str, ...]:
     try:
         return tuple(str(d).upper() for d in _core().available_devices)
     except Exception as exc:  # a broken install: ImportError, RuntimeError from the plugins
-        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise ProviderError(f"OpenVINO's runtime is installed but fails to start ({first}); reinstall: {HINT}")
+        raise ProviderError(
+            f"OpenVINO's runtime is installed but fails to start ({_reason(exc)[:200]}); reinstall: {HINT}"
+        ) from exc
 
 
 def cache_dir(cache: str | os.PathLike[str] | None = None) -> Path | None:
@@ -214,7 +217,9 @@ class OpenVINOSession:
         try:
             self._compiled = _core().compile_model(str(path), device, config)
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own
-            raise ProviderError(f"OpenVINO cannot load {Path(path).name} on {device}: {_reason(exc)}") from exc
+            raise ProviderError(
+                f"OpenVINO cannot load {Path(path).name} on {device}: {_reason(exc)}"
+            ) from exc
         self.device = device
         self.cache = folder
         self._inputs = [_port(p) for p in self._compiled.inputs]
@@ -231,7 +236,9 @@ class OpenVINOSession:
     def get_providers(self) -> list[str]:
         return [NATIVE if self.device == "CPU" else f"{NATIVE}:{self.device}"]
 
-    def run(self, output_names: Sequence[str] | None, input_feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    def run(
+        self, output_names: Sequence[str] | None, input_feed: Mapping[str, np.ndarray]
+    ) -> list[np.ndarray]:
         names = list(output_names) if output_names else [p.name for p in self._outputs]
         known = {p.name for p in self._outputs}
         if any(n not in known for n in names):

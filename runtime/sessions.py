@@ -138,7 +138,11 @@ def resolve_providers(providers: str | Sequence[str] | None = "auto") -> list[st
         if base in OPENVINO_ROUTES:
             _check_openvino_device(n, ort)
         elif base not in listed:
-            hint = " (for CUDA: pip uninstall onnxruntime && pip install 'msa-edge[gpu]')" if base == CUDA else ""
+            hint = (
+                " (for CUDA: pip uninstall onnxruntime && pip install 'msa-edge[gpu]')"
+                if base == CUDA
+                else ""
+            )
             raise ProviderError(
                 f"execution provider {base} is not available; available: {', '.join(_available(ort))}{hint}"
             )

@@ -22,7 +22,6 @@ from media_factory import make_clip
 from msa_runtime import Analyzer
 from msa_runtime.cli import main as run_main
 from msa_runtime.errors import PackError, ProviderError
-from msa_runtime.pack import load_manifest, sha256_file
 from msa_runtime.openvino_engine import (
     NATIVE,
     PLUGIN,
@@ -31,6 +30,7 @@ from msa_runtime.openvino_engine import (
     plugin_installed,
     route_status,
 )
+from msa_runtime.pack import load_manifest, sha256_file
 from msa_runtime.sessions import CPU, OPENVINO_ROUTES, import_ort, make_session, resolve_providers
 
 ORT = import_ort()
@@ -169,13 +169,17 @@ def test_plugin_that_fails_to_load_is_a_one_line_error(tmp_path: Path) -> None:
     assert proc.returncode == 3, proc.stdout + proc.stderr
     auto, line = proc.stdout.strip().splitlines()
     assert auto != f"AUTO {PLUGIN}"  # auto never picks a route that is broken
-    assert line.startswith("ERR OpenVINO (openvino-ep) is not usable here: is broken: the OpenVINO plugin failed")
+    assert line.startswith(
+        "ERR OpenVINO (openvino-ep) is not usable here: is broken: the OpenVINO plugin failed"
+    )
     assert "msa-edge[openvino]" in line
 
 
 # -- OpenVINO's own runtime ------------------------------------------------------------------
 
-native = pytest.mark.skipif(NATIVE not in USABLE, reason=f"OpenVINO's runtime offers no CPU here ({describe_routes(ORT)})")
+native = pytest.mark.skipif(
+    NATIVE not in USABLE, reason=f"OpenVINO's runtime offers no CPU here ({describe_routes(ORT)})"
+)
 
 
 @native
