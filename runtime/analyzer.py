@@ -43,17 +43,18 @@ _T = TypeVar("_T")
 class Analyzer:
     """Score clips with a pack.
 
-    ``providers``: ``"auto"`` (CUDA when available, else OpenVINO when it offers this machine's
-    CPU, else ONNX Runtime's CPU execution provider), ``"cpu"``, ``"cuda"``, ``"openvino"``
-    (``"openvino:GPU"`` for another OpenVINO device; ``"openvino-native"`` or ``"openvino-ep"``
-    for one route: :mod:`msa_runtime.openvino_engine`) or a list of ONNX Runtime providers;
-    None reads ``MSA_EDGE_PROVIDERS``, else ``auto``. ``precision`` forces one file kind (int8,
-    fp16, fp32, ov-int8) for every encoder; by default each encoder runs the file its manifest
-    names for the provider (CPU: int8, CUDA: fp16, OpenVINO: ov-int8, else fp32 as bf16), or the fastest one a tuning record measured on
-    this machine (``tuning``: path, False to ignore; default ``MSA_EDGE_TUNING``, else
-    ``<pack>.tuning.json`` beside the pack; see :mod:`msa_runtime.tuning`). ``threads`` (per
-    session) falls back to ``MSA_EDGE_THREADS``, then the provider's default. Sessions are built
-    once here and reused by every call; :attr:`choice` says what was picked and why.
+    ``providers``: ``"auto"`` (CUDA when available, else OpenVINO when it offers this machine's CPU,
+    else ONNX Runtime's CPU execution provider), ``"cpu"``, ``"cuda"``, ``"openvino"``
+    (``"openvino:GPU"`` for another OpenVINO device; ``"openvino-native"`` or ``"openvino-ep"`` for
+    one route: :mod:`msa_runtime.openvino_engine`) or a list of ONNX Runtime providers; None reads
+    ``MSA_EDGE_PROVIDERS``, else ``auto``. ``precision`` forces one file kind (int8, fp16, fp32,
+    ov-int8) for every encoder; by default each encoder runs the file its manifest names for the
+    provider (CPU: int8, CUDA: fp16, OpenVINO: ov-int8, else fp32 as bf16), or the fastest one a
+    tuning record measured on this machine (``tuning``: path, False to ignore; default
+    ``MSA_EDGE_TUNING``, else ``<pack>.tuning.json`` beside the pack; see
+    :mod:`msa_runtime.tuning`). ``threads`` (per session) falls back to ``MSA_EDGE_THREADS``, then
+    the provider's default. Sessions are built once here and reused by every call; :attr:`choice`
+    says what was picked and why.
 
     Loading checks the pack (:func:`msa_runtime.pack.load_manifest`: manifest digest and schema,
     the sha256 of every file it loads unless ``verify=False``) and each session's inputs and outputs against
