@@ -177,10 +177,11 @@ def openvino_forms(preset: str, seconds: float, repeat: int, threads: int, tmp: 
     forms: the original Conv stack, the MatMul rewrite with the first layer kept a Conv (the
     form packs shipped until 2026-12-02) and the fully time-major rewrite packs ship now (a
     layer-norm first layer as a MatMul too). Whole encoder and front end alone, alternating."""
-    from msa_runtime.sessions import openvino_installed
+    from msa_runtime.openvino_engine import describe_routes, pick_route
+    from msa_runtime.sessions import import_ort
 
-    if not openvino_installed():
-        return [f"### {preset}: OpenVINO forms skipped (pip install 'msa-edge[openvino]')", ""]
+    if pick_route(import_ort(), "CPU") is None:
+        return [f"### {preset}: OpenVINO forms skipped ({describe_routes(import_ort())})", ""]
     card = get_preset(preset).with_random_weights().encoders["audio"]
     spec = enc.SPECS[card.kind]
     cut = enc.cut(spec.build(card), card.blocks)

@@ -14,12 +14,12 @@ not reachable here; the architectures are the presets' real sizes):
 3. ``ort_fp32_full`` ONNX Runtime fp32, uncut encoders (what a generic exporter gives a user)
 4. ``ort_fp32_cut``  ONNX Runtime fp32, the pack's cut encoders
 5. ``ort_int8_cut``  ONNX Runtime int8, the pack's cut encoders (the CPU pack)
-6. ``ov_bf16_cut``   ONNX Runtime with the OpenVINO EP plugin on the pack's fp32 files (OpenVINO
-                     runs them in bf16 where the CPU has AMX/AVX512-BF16)
+6. ``ov_bf16_cut``   OpenVINO (the route ``openvino`` takes here: its own runtime, else ONNX
+                     Runtime's plugin) on the pack's fp32 files (bf16 where the CPU has it)
 7. ``ov_int8_cut``   the same on the pack's ov-int8 files (NNCF static QDQ; an encoder whose
                      ov-int8 file failed the parity gate runs what the manifest gives OpenVINO)
 
-6 and 7 run only when ``onnxruntime-ep-openvino`` is installed (``msa-edge[openvino]``); the
+6 and 7 run only where an OpenVINO route offers this CPU (``msa-edge[openvino]``); the
 streams then run twice, on the CPU EP (int8) and on OpenVINO.
 
 Every contender runs in its own subprocess (so peak RSS is that contender's alone, and ORT
@@ -65,7 +65,8 @@ from e2e.measure import noisy, wait_for_quiet
 from e2e.pipelines import get_preset_random, prepare, tuning_record
 from e2e.render import write_results
 from e2e.workers import WORKERS, spawn
-from msa_runtime.sessions import openvino_installed
+from msa_runtime.openvino_engine import describe_routes, pick_route
+from msa_runtime.sessions import import_ort
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,11 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     wanted = set(args.only.split(",")) if args.only else set(CONTENDERS)
     contenders: dict[str, Any] = {}
     feats: dict[str, dict[str, np.ndarray]] = {}
-    openvino = openvino_installed()
+    openvino = pick_route(import_ort(), "CPU") is not None
     if not openvino:
         log(
-            "the OpenVINO EP plugin is not installed: its contenders are skipped "
-            "(pip install 'msa-edge[openvino]')"
+            f"no OpenVINO route offers this CPU ({describe_routes(import_ort())}): its contenders are skipped"
         )
     for name in CONTENDERS:
         if name in OPENVINO_CONTENDERS and not openvino:

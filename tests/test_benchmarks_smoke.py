@@ -6,7 +6,6 @@ contender, which took minutes on a busy machine) and a 6 s stream (one full wind
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import socket
 import subprocess
@@ -15,11 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from msa_runtime.openvino_engine import pick_route
+from msa_runtime.sessions import import_ort
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks" / "bench_e2e.py"
 CONTENDERS = ("reference", "torch_cut", "ort_fp32_full", "ort_fp32_cut", "ort_int8_cut")
-# with the OpenVINO EP plugin installed (msa-edge[openvino]) the OpenVINO contenders run too
-OPENVINO = importlib.util.find_spec("onnxruntime_ep_openvino") is not None
+# where an OpenVINO route offers this CPU (msa-edge[openvino]) the OpenVINO contenders run too
+OPENVINO = pick_route(import_ort(), "CPU") is not None
 if OPENVINO:
     CONTENDERS += ("ov_bf16_cut", "ov_int8_cut", "ov_int8_concurrent", "tuned_concurrent")
 
@@ -97,10 +99,6 @@ def test_bench_e2e_quick(tmp_path: Path, tiny_pack: Path) -> None:
         "Targets (issue 9",
         "Distance to the limit",
         "Streaming",
-        *(
-            ("ORT+OpenVINO EP, ov-int8 file (pack)", "Per encoder: CPU EP int8 against OpenVINO")
-            if OPENVINO
-            else ()
-        ),
+        *(("OpenVINO, ov-int8 file (pack)", "Per encoder: CPU EP int8 against OpenVINO") if OPENVINO else ()),
     ):
         assert label in report, label

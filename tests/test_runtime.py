@@ -555,7 +555,7 @@ def test_providers_fall_back_to_cpu(tiny_pack: Path) -> None:
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this machine has CUDA")
-    with mock.patch("msa_runtime.sessions.openvino_installed", return_value=False):
+    with mock.patch.dict("os.environ", {"MSA_EDGE_HIDE_DEVICES": "openvino"}):
         assert resolve_providers("auto") == ["CPUExecutionProvider"]
     assert resolve_providers("cpu") == ["CPUExecutionProvider"]
     with pytest.raises(ProviderError) as info:

@@ -32,8 +32,8 @@ LABELS = {
     "ort_fp32_full": "ORT fp32 full depth",
     "ort_fp32_cut": "ORT fp32 cut (pack)",
     "ort_int8_cut": "ORT int8 cut (pack)",
-    "ov_bf16_cut": "ORT+OpenVINO EP, fp32 file (bf16) (pack)",
-    "ov_int8_cut": "ORT+OpenVINO EP, ov-int8 file (pack)",
+    "ov_bf16_cut": "OpenVINO, fp32 file (bf16) (pack)",
+    "ov_int8_cut": "OpenVINO, ov-int8 file (pack)",
     "ov_int8_concurrent": "Analyzer(concurrent=True) on OpenVINO, the pack's OpenVINO files",
     "tuned_concurrent": "Analyzer(concurrent=True), auto + tuning record (fastest file per encoder)",
 }

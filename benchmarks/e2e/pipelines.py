@@ -245,7 +245,7 @@ class TorchPipeline:
 
 class OrtPipeline:
     """The pack's files in ONNX Runtime sessions built by the runtime's one session builder;
-    ``providers`` "cpu" (the CPU EP) or "openvino" (the OpenVINO EP plugin; the head stays on
+    ``providers`` "cpu" (the CPU EP) or "openvino" (its route here; the head stays on
     the CPU EP, as in the runtime)."""
 
     def __init__(
