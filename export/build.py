@@ -137,16 +137,16 @@ def build_pack(
     ``out`` unless every file passes validation (an ov-int8 file that fails is left out).
     """
     started = time.perf_counter()
-    notes: list[str] = []
+    left_out: list[str] = []
     if precisions is None:
         precisions = default_precisions()
         missing = openvino_ready() if "ov-int8" not in precisions else None
         if missing:
-            notes.append(
+            left_out.append(
                 f"no ov-int8 file (OpenVINO's int8): {missing}; build it on a machine where OpenVINO "
                 "runs with msa-export --precision int8,fp16,fp32,ov-int8"
             )
-            progress(f"note: {notes[-1]}")
+            progress(f"note: {left_out[-1]}")
     precisions = tuple(precisions)
     if "ov-int8" in precisions and openvino_ready() is not None:
         raise ExportError(f"precision ov-int8 cannot be made here: {openvino_ready()}")
@@ -265,7 +265,8 @@ def build_pack(
         checks=checks,
         seconds=time.perf_counter() - started,
         trained_head=ckpt is not None,
-        notes=notes + [f"int8: {e.int8.summary()}" for e in encoded.values() if e.int8 is not None],
+        notes=[e.int8.summary() for e in encoded.values() if e.int8 is not None],
+        left_out=left_out,
     )
     report.rows = file_rows(files, checks)
     return report

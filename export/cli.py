@@ -191,7 +191,9 @@ def main(
     for r in report.rows:
         click.echo(f"{r.file:{width}s}  {r.precision:9s}  {_size(r.bytes):>9s}  {r.parity}")
     for note in report.notes:
-        click.echo(note if note.startswith("int8: ") else f"note: {note}")
+        click.echo(f"int8: {note}")
+    for note in report.left_out:
+        click.echo(f"note: {note}", err=True)
     click.echo(f"\npack written to {report.out} in {report.seconds:.1f} s")
     if tune:
         from msa_runtime.pack import load_manifest

@@ -27,6 +27,7 @@ class BuildReport:
     seconds: float = 0.0
     trained_head: bool = False
     notes: list[str] = field(default_factory=list)  # e.g. which MatMuls int8 kept in fp32
+    left_out: list[str] = field(default_factory=list)  # default files this machine cannot validate
 
 
 def file_rows(files: dict[str, dict[str, Any]], checks: Sequence[Check]) -> list[FileRow]:

@@ -236,4 +236,4 @@ def make_session(
             RuntimeWarning,
             stacklevel=2,
         )
-    return session  # type: ignore[no-any-return]
+    return session

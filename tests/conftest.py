@@ -21,6 +21,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("MSA_EDGE_PROVIDERS", "cpu")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def openvino_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """OpenVINO's compile cache in a temporary folder, not the user's ~/.cache (subprocesses
+    inherit it)."""
+    folder = tmp_path_factory.mktemp("openvino-cache")
+    before = os.environ.get("MSA_EDGE_OPENVINO_CACHE")
+    os.environ["MSA_EDGE_OPENVINO_CACHE"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("MSA_EDGE_OPENVINO_CACHE", None)
+    else:
+        os.environ["MSA_EDGE_OPENVINO_CACHE"] = before
+
+
 def shared_path(*parts: str) -> Path:
     """A file under ../shared/data, or a skip saying why it is absent."""
     path = SHARED.joinpath(*parts)

@@ -444,3 +444,30 @@ def test_openvino_session_keeps_to_its_threads(tmp_path: Path, route: str) -> No
             break
     ratio = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
     assert ratio < 1.3, f"threads=1 kept {ratio:.2f} cores busy"
+
+
+def test_export_without_an_openvino_device_leaves_ov_int8_out_with_a_note(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """msa-export with its defaults where OpenVINO is installed but offers no device (as on an AMD
+    CPU with the plugin alone): the pack is written, without ov-int8 files, and says why."""
+    pytest.importorskip("torch")
+    from msa_export.cli import main as export_main
+
+    monkeypatch.setenv("MSA_EDGE_HIDE_DEVICES", "openvino")
+    out = tmp_path / "pack"
+    result = CliRunner().invoke(export_main, ["--preset", "tiny", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note: no ov-int8 file")]
+    assert len(notes) == 1 and "--precision int8,fp16,fp32,ov-int8" in notes[0], result.stderr
+    files = {f for e in load_manifest(out).encoders.values() for f in e.files}
+    assert files == {"int8", "fp16", "fp32"}
+    an = quiet_analyzer(out, providers="auto", threads=1)
+    assert an.providers == [CPU] and "offers no device (hidden by MSA_EDGE_HIDE_DEVICES)" in an.choice
+    asked = CliRunner().invoke(
+        export_main, ["--preset", "tiny", "--out", str(tmp_path / "p2"), "--precision", "ov-int8"]
+    )
+    errors = [line for line in asked.stderr.splitlines() if line.startswith("error:")]
+    assert asked.exit_code != 0 and len(errors) == 1 and "ov-int8 cannot be made here" in errors[0], (
+        asked.output
+    )
