@@ -79,8 +79,9 @@ def test_missing_openvino_is_a_typed_error_naming_the_extra() -> None:
     assert "\n" not in str(info.value)
 
 
-def test_plugin_installed_without_a_device_is_not_usable() -> None:
+def test_plugin_installed_without_a_device_is_not_usable(monkeypatch: pytest.MonkeyPatch) -> None:
     """What ONNX Runtime's plugin does on an AMD CPU: it registers and offers nothing."""
+    monkeypatch.delenv("MSA_EDGE_HIDE_DEVICES", raising=False)
     with (
         mock.patch("msa_runtime.openvino_engine.plugin_installed", return_value=True),
         mock.patch("msa_runtime.openvino_engine.plugin_devices", return_value={}),
@@ -114,7 +115,9 @@ def test_hide_devices_names_its_choices(monkeypatch: pytest.MonkeyPatch) -> None
         resolve_providers("auto")
 
 
-def test_broken_native_runtime_falls_back_with_the_reason() -> None:
+def test_broken_native_runtime_falls_back_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MSA_EDGE_HIDE_DEVICES", raising=False)
+
     def broken() -> object:
         raise RuntimeError("libopenvino_intel_cpu_plugin.so: cannot open shared object file")
 
@@ -153,7 +156,10 @@ def test_openvino_device_that_is_not_there() -> None:
 
 
 @needs_plugin
-def test_plugin_that_fails_to_load_is_a_one_line_error(tmp_path: Path) -> None:
+def test_plugin_that_fails_to_load_is_a_one_line_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MSA_EDGE_HIDE_DEVICES", raising=False)
     code = (
         "import onnxruntime_ep_openvino as p, sys\n"
         f"p.get_library_path = lambda: {str(tmp_path / 'missing.so')!r}\n"
