@@ -102,3 +102,30 @@ def test_bench_e2e_quick(tmp_path: Path, tiny_pack: Path) -> None:
         *(("OpenVINO, ov-int8 file (pack)", "Per encoder: CPU EP int8 against OpenVINO") if OPENVINO else ()),
     ):
         assert label in report, label
+
+
+def test_bench_engines_quick(tmp_path: Path, tiny_pack: Path) -> None:
+    """bench_engines.py on the tiny pack: a row per usable route and file, the CPU named."""
+    out = tmp_path / "engines.md"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_engines.py"),
+            str(tiny_pack),
+            "--repeat",
+            "1",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = out.read_text()
+    assert "CPU: **" in report and "| text | cpu | text.int8.onnx |" in report
+    assert ("| vision | openvino-" in report) == OPENVINO
+    assert ("empty cache" in report) == (pick_route(import_ort(), "CPU") == "OpenVINORuntime")
