@@ -24,9 +24,7 @@ from typing import Any
 
 from msa_runtime.engine import Session
 from msa_runtime.errors import InputError, ProviderError
-from msa_runtime.openvino_engine import (
-    HINT as OPENVINO_HINT,
-)
+from msa_runtime.openvino_engine import HINT as OPENVINO_HINT
 from msa_runtime.openvino_engine import (
     NATIVE,
     PLUGIN,
@@ -40,7 +38,6 @@ from msa_runtime.openvino_engine import (
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
-OPENVINO = PLUGIN  # ONNX Runtime's OpenVINO execution provider (the plugin route)
 OPENVINO_ROUTES = (NATIVE, PLUGIN)
 ALIASES = {"cpu": CPU, "cuda": CUDA, "openvino-ep": PLUGIN, "openvino-native": NATIVE}
 SHORT = {CPU: "cpu", CUDA: "cuda", PLUGIN: "openvino", NATIVE: "openvino"}
@@ -64,15 +61,10 @@ def split_device(name: str) -> tuple[str, str]:
     return base, device.upper() or "CPU"
 
 
-def _usable_openvino(ort: Any) -> list[str]:
-    """The OpenVINO routes that offer at least one device here."""
-    return [r for r, s in zip(OPENVINO_ROUTES, route_status(ort)) if s.usable]
-
-
 def _available(ort: Any) -> list[str]:
     """ONNX Runtime's providers, then the OpenVINO routes that offer a device here."""
     listed = [p for p in ort.get_available_providers() if not p.startswith(PLUGIN)]
-    return listed + _usable_openvino(ort)
+    return listed + [r for r, s in zip(OPENVINO_ROUTES, route_status(ort)) if s.usable]
 
 
 def describe_auto(providers: Sequence[str]) -> str:
@@ -123,12 +115,11 @@ def resolve_providers(providers: str | Sequence[str] | None = "auto") -> list[st
         providers = os.environ.get("MSA_EDGE_PROVIDERS") or "auto"
     ort = import_ort()
     if isinstance(providers, str) and providers.strip().lower() == "auto":
-        available = _available(ort)
-        if CUDA in available:
+        if CUDA in ort.get_available_providers():
             return [CUDA, CPU]
-        route = next((r for r in OPENVINO_ROUTES if r in available), None)
-        return [route, CPU] if route is not None and pick_route(ort, "CPU") == route else [CPU]
-    wanted = [p for p in providers.split(",")] if isinstance(providers, str) else list(providers)
+        route = pick_route(ort, "CPU")
+        return [route, CPU] if route is not None else [CPU]
+    wanted = providers.split(",") if isinstance(providers, str) else list(providers)
     names = [_name(p, ort) for p in wanted if p.strip()]
     if not names:
         raise ProviderError(f"no execution provider given; available: {', '.join(_available(ort))}")
