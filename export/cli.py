@@ -64,8 +64,8 @@ def _size(n: int) -> str:
     "--precision",
     default=None,
     help="Comma-separated precisions to write: int8 (CPU EP, dynamic), fp16 (CUDA), "
-    "fp32, ov-int8 (OpenVINO EP, NNCF static). Default: int8,fp16,fp32, plus ov-int8 "
-    "when the OpenVINO plugin is installed.",
+    "fp32, ov-int8 (OpenVINO, NNCF static). Default: int8,fp16,fp32, plus ov-int8 "
+    "where NNCF is installed and an OpenVINO route offers this CPU (else a note says why).",
 )
 @click.option(
     "--calibrate",

@@ -1,11 +1,11 @@
 """The pack's int8 file for OpenVINO: static QDQ quantization by NNCF, and its calibration data.
 
 OpenVINO does not run ONNX Runtime's dynamic-quantization ops well, so a pack that is to run on
-the OpenVINO execution provider gets its own int8 file, ``<modality>.ov-int8.onnx``: NNCF's
-post-training quantization of the fp32 file (``nncf.quantize`` with
-``model_type=TRANSFORMER``: transformer-aware placement of QuantizeLinear/DequantizeLinear
-pairs, SmoothQuant, bias correction; convolutions left out first, as OpenVINO runs them faster
-in bf16, and quantized when that misses the parity gate: :data:`PLACEMENTS`), calibrated on real
+OpenVINO (either route: :mod:`msa_runtime.openvino_engine`) gets its own int8 file,
+``<modality>.ov-int8.onnx``: NNCF's post-training quantization of the fp32 file (``nncf.quantize``
+with ``model_type=TRANSFORMER``: transformer-aware placement of QuantizeLinear/DequantizeLinear
+pairs, SmoothQuant, bias correction; convolutions left out first, as OpenVINO runs them faster in
+bf16, and quantized when that misses the parity gate: :data:`PLACEMENTS`), calibrated on real
 inputs when there are some.
 
 Calibration inputs, in this order (:func:`calibration_clips`):
@@ -259,7 +259,8 @@ def openvino_files(
     progress: Callable[[str], None],
 ) -> tuple[list[str], dict[str, list[np.ndarray]], list[Any]]:
     """Make ``<mod>.ov-int8.onnx`` next to ``fp32`` and check it, and the fp32 file, through the
-    OpenVINO execution provider against PyTorch (``validation``: feeds, reference, length).
+    OpenVINO route ``openvino`` takes on this machine against PyTorch (``validation``: feeds,
+    reference, length).
 
     Returns the precisions OpenVINO may run for this encoder (those that passed, ov-int8 first),
     their features per validation input, and the checks. A failing ov-int8 file is deleted (the

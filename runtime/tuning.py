@@ -4,10 +4,10 @@ Without a tuning record the pack's manifest decides: each encoder lists, per pro
 that passed the parity gate through that provider, the default first (OpenVINO: its NNCF int8
 file, else fp32 run as bf16; CPU EP: dynamic int8; CUDA: fp16).
 
-The fastest file differs per encoder, provider and CPU, so ``msa-run --tune`` (and
-``msa-export --tune``) times every candidate on this machine and writes a small record BESIDE the
-pack folder (``<pack>.tuning.json``; never inside the pack, whose files are hashed). The record is
-keyed by the manifest's sha256 and the machine (CPU model, flags, cores, ONNX Runtime and plugin
+The fastest file differs per encoder, provider and CPU, so ``msa-run --tune`` (and ``msa-export
+--tune``) times every candidate on this machine and writes a small record BESIDE the pack folder
+(``<pack>.tuning.json``; never inside the pack, whose files are hashed). The record is keyed by
+the manifest's sha256 and the machine (CPU model, flags, cores, ONNX Runtime, OpenVINO and plugin
 versions): a record for another pack or machine is ignored, with a note. Location: argument ->
 ``MSA_EDGE_TUNING`` -> beside the pack.
 """
