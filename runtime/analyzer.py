@@ -345,10 +345,10 @@ class Analyzer:
     @public
     def warm_up(self) -> dict[str, float]:
         """Pay OpenVINO's one-time setup now, not on the first clip: run its encoders once on a
-        small input (:meth:`stream` does). With OpenVINO's own runtime most of that setup happens
-        at load (compiling, 0.4-0.5 s per encoder from a warm compile cache, see
-        :func:`msa_runtime.openvino_engine.cache_dir`); with ONNX Runtime's plugin, here (~1 s
-        per encoder). Returns ms per encoder."""
+        small input (:meth:`stream` does). On OpenVINO's own runtime, load and first call together
+        took 0.8-1.6 s per encoder of the edge pack with an empty compile cache and 0.4-0.5 s
+        with a warm one (:func:`msa_runtime.openvino_engine.cache_dir`); through ONNX Runtime's
+        plugin the first call alone took ~1 s per encoder. Returns ms per encoder."""
         if self._warm is None:
             self._warm = warm_up(self.manifest, self.folder, self.plan, self.sessions, OPENVINO_ROUTES)
         return self._warm
