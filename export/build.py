@@ -106,7 +106,11 @@ def _tools() -> dict[str, str]:
 def default_precisions() -> tuple[str, ...]:
     """int8, fp16 and fp32, plus ov-int8 when NNCF is installed and an OpenVINO route offers
     this machine's CPU (the file is validated through OpenVINO: :func:`msa_export.openvino.ready`)."""
-    return ("int8", "fp16", "fp32") + (("ov-int8",) if openvino_ready() is None else ())
+    return _defaults(openvino_ready())
+
+
+def _defaults(ov_missing: str | None) -> tuple[str, ...]:
+    return ("int8", "fp16", "fp32") + (("ov-int8",) if ov_missing is None else ())
 
 
 def build_pack(
@@ -137,19 +141,19 @@ def build_pack(
     ``out`` unless every file passes validation (an ov-int8 file that fails is left out).
     """
     started = time.perf_counter()
+    ov_missing = openvino_ready()  # route discovery once per export
     left_out: list[str] = []
     if precisions is None:
-        precisions = default_precisions()
-        missing = openvino_ready() if "ov-int8" not in precisions else None
-        if missing:
+        precisions = _defaults(ov_missing)
+        if ov_missing:
             left_out.append(
-                f"no ov-int8 file (OpenVINO's int8): {missing}; build it on a machine where OpenVINO "
-                "runs with msa-export --precision int8,fp16,fp32,ov-int8"
+                f"no ov-int8 file (OpenVINO's int8): {ov_missing}; build it on a machine where "
+                "OpenVINO runs with msa-export --precision int8,fp16,fp32,ov-int8"
             )
             progress(f"note: {left_out[-1]}")
     precisions = tuple(precisions)
-    if "ov-int8" in precisions and openvino_ready() is not None:
-        raise ExportError(f"precision ov-int8 cannot be made here: {openvino_ready()}")
+    if "ov-int8" in precisions and ov_missing is not None:
+        raise ExportError(f"precision ov-int8 cannot be made here: {ov_missing}")
     if calibrate is not None and "ov-int8" not in precisions:
         raise ExportError(
             "--calibrate is for the ov-int8 file: add ov-int8 to --precision "

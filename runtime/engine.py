@@ -59,7 +59,7 @@ class Session(Protocol):
 
 
 @dataclass(frozen=True)
-class Port:
+class PortInfo:
     """A :class:`TensorInfo` for engines that do not bring their own."""
 
     name: str
@@ -95,4 +95,4 @@ class RouteStatus:
         return bool(self.devices)
 
 
-__all__ = ["HIDEABLE", "Port", "RouteStatus", "Session", "TensorInfo", "hidden_routes"]
+__all__ = ["HIDEABLE", "PortInfo", "RouteStatus", "Session", "TensorInfo", "hidden_routes"]

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from msa_runtime.engine import Port, RouteStatus, hidden_routes
+from msa_runtime.engine import PortInfo, RouteStatus, hidden_routes
 from msa_runtime.errors import ProviderError
 
 PLUGIN = "OpenVINOExecutionProvider"  # ONNX Runtime's name for the plugin route
@@ -177,14 +177,14 @@ def _reason(exc: Exception) -> str:
     return ((lines[-1] if lines and not last else last) or type(exc).__name__)[:300]
 
 
-def _port(p: Any) -> Port:
+def _port(p: Any) -> PortInfo:
     # A tensor may carry several names (an input that feeds a Cast also carries the Cast's):
     # the ONNX name is its Parameter's, or its Result's without OpenVINO's "/sink_port_N".
     onnx_name = p.get_node().get_friendly_name().split("/sink_port_")[0]
     name = onnx_name if onnx_name in p.get_names() else p.get_any_name()
     shape = tuple(d.get_length() if d.is_static else None for d in p.get_partial_shape())
     kind = p.get_element_type().get_type_name()
-    return Port(name, _TYPES.get(kind, f"tensor({kind})"), shape)
+    return PortInfo(name, _TYPES.get(kind, f"tensor({kind})"), shape)
 
 
 class OpenVINOSession:
@@ -227,10 +227,10 @@ class OpenVINOSession:
         self._request = self._compiled.create_infer_request()
         self._lock = threading.Lock()
 
-    def get_inputs(self) -> list[Port]:
+    def get_inputs(self) -> list[PortInfo]:
         return list(self._inputs)
 
-    def get_outputs(self) -> list[Port]:
+    def get_outputs(self) -> list[PortInfo]:
         return list(self._outputs)
 
     def get_providers(self) -> list[str]:
