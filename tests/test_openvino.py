@@ -98,7 +98,9 @@ def test_plugin_installed_without_a_device_is_not_usable(monkeypatch: pytest.Mon
 def test_hidden_devices_are_not_offered(monkeypatch: pytest.MonkeyPatch, hide: str) -> None:
     monkeypatch.setenv("MSA_EDGE_HIDE_DEVICES", hide)
     status = {s.route: s for s in route_status(ORT)}
-    assert status["openvino-ep"].devices == () and "MSA_EDGE_HIDE_DEVICES" in status["openvino-ep"].why
+    assert status["openvino-ep"].devices == ()
+    if plugin_installed():  # absent, the route says so instead
+        assert "MSA_EDGE_HIDE_DEVICES" in status["openvino-ep"].why
     both = hide != "openvino-ep"
     assert resolve_providers("auto")[0] != PLUGIN
     if both:
@@ -469,7 +471,9 @@ def test_export_without_an_openvino_device_leaves_ov_int8_out_with_a_note(
     files = {f for e in load_manifest(out).encoders.values() for f in e.files}
     assert files == {"int8", "fp16", "fp32"}
     an = quiet_analyzer(out, providers="auto", threads=1)
-    assert an.providers == [CPU] and "offers no device (hidden by MSA_EDGE_HIDE_DEVICES)" in an.choice
+    assert an.providers == [CPU] and an.choice.startswith("auto picked the CPU execution provider")
+    if plugin_installed():
+        assert "openvino-ep offers no device (hidden by MSA_EDGE_HIDE_DEVICES)" in an.choice
     asked = CliRunner().invoke(
         export_main, ["--preset", "tiny", "--out", str(tmp_path / "p2"), "--precision", "ov-int8"]
     )
