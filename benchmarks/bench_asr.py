@@ -107,7 +107,7 @@ def speech_audio() -> tuple[np.ndarray, str]:
 def model_for(size: str) -> Path:
     folder = CACHE / size
     if not (folder / "model.bin").is_file():
-        from msa_export.asr import build_random_whisper
+        from msa_export.models.asr import build_random_whisper
 
         log(f"building a random-weight Whisper {size} (cached in {folder}) ...")
         build_random_whisper(folder, size, force=True)
@@ -115,7 +115,7 @@ def model_for(size: str) -> Path:
 
 
 def load_size(size: str, threads: int) -> tuple[Any, dict[str, Any]]:
-    from msa_runtime.asr import Recognizer
+    from msa_runtime.asr.recognizer import Recognizer
 
     folder = model_for(size)
     t0 = time.perf_counter()
@@ -129,7 +129,7 @@ def load_size(size: str, threads: int) -> tuple[Any, dict[str, Any]]:
 
 def stream_size(rec: Any, audio: np.ndarray) -> dict[str, Any]:
     """A live stream over ``audio`` in 1 s chunks: ASR time per 2 s hop, decodes, VAD skips."""
-    from msa_runtime.live_asr import LiveTranscriber
+    from msa_runtime.asr.live import LiveTranscriber
 
     cpu = Cpu()
     live = LiveTranscriber(rec)

@@ -1,4 +1,4 @@
-"""WavLM's convolutional front end: Conv vs the MatMul rewrite (msa_export.frontend), and what a
+"""WavLM's convolutional front end: Conv vs the MatMul rewrite (msa_export.models.wavlm_frontend), and what a
 stream can share between overlapping windows.
 
     python benchmarks/bench_audio.py [--preset edge|ando2022-mosi|tiny] [--seconds 6]
@@ -38,11 +38,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from msa_export import encoders as enc
-from msa_export.convert import cosines, export_onnx, quantize_int8
-from msa_export.frontend import MatMulFeatureEncoder, rewrite_frontend, smooth_frontend
-from msa_export.presets import get_preset
-from msa_runtime.sessions import make_session
+from msa_export.convert.onnx_file import export_onnx, quantize_int8
+from msa_export.gate.checks import cosines
+from msa_export.models import encoders as enc
+from msa_export.models.wavlm_frontend import MatMulFeatureEncoder, rewrite_frontend, smooth_frontend
+from msa_export.presets.registry import get_preset
+from msa_runtime.engine.sessions import make_session
 
 ROOT = Path(__file__).resolve().parent
 
@@ -177,8 +178,8 @@ def openvino_forms(preset: str, seconds: float, repeat: int, threads: int, tmp: 
     forms: the original Conv stack, the MatMul rewrite with the first layer kept a Conv (the
     form packs shipped until 2026-12-02) and the fully time-major rewrite packs ship now (a
     layer-norm first layer as a MatMul too). Whole encoder and front end alone, alternating."""
-    from msa_runtime.openvino_engine import describe_routes, pick_route
-    from msa_runtime.sessions import import_ort
+    from msa_runtime.engine.openvino import describe_routes, pick_route
+    from msa_runtime.engine.sessions import import_ort
 
     if pick_route(import_ort(), "CPU") is None:
         return [f"### {preset}: OpenVINO forms skipped ({describe_routes(import_ort())})", ""]

@@ -65,8 +65,8 @@ from e2e.measure import noisy, wait_for_quiet
 from e2e.pipelines import get_preset_random, prepare, tuning_record
 from e2e.render import write_results
 from e2e.workers import WORKERS, spawn
-from msa_runtime.openvino_engine import describe_routes, pick_route
-from msa_runtime.sessions import import_ort
+from msa_runtime.engine.openvino import describe_routes, pick_route
+from msa_runtime.engine.sessions import import_ort
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,7 @@ ONNX Runtime's CPU EP on the int8 file (the pack's CPU default), OpenVINO's own 
 Runtime's OpenVINO plugin on the ov-int8 file and on the fp32 file (bf16 where the CPU has it).
 All sessions are built first, then timed in turns (one call each per round, ``--repeat``
 rounds after one warm-up), so drift hits all alike. Inputs: tuning's typical clip (5 s of
-audio, 15 frames, one sentence; :func:`msa_runtime.tuning.tuning_inputs`). Cosine: to the CPU
+audio, 15 frames, one sentence; :func:`msa_runtime.loading.tuning.tuning_inputs`). Cosine: to the CPU
 EP on the fp32 file. Then the first call of a new process on OpenVINO's runtime, with an empty
 and with a warm compile cache (``MSA_EDGE_OPENVINO_CACHE``), per encoder: load + first call.
 """
@@ -29,11 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from msa_runtime.engine import Session
-from msa_runtime.openvino_engine import describe_routes
+from msa_runtime.engine.interface import Session
+from msa_runtime.engine.openvino import describe_routes
+from msa_runtime.engine.sessions import import_ort, make_session, resolve_providers
+from msa_runtime.loading.tuning import tuning_inputs
 from msa_runtime.pack import load_manifest
-from msa_runtime.sessions import import_ort, make_session, resolve_providers
-from msa_runtime.tuning import tuning_inputs
 
 ROUTES = {"cpu": "cpu", "openvino-native": "openvino-native", "openvino-ep": "openvino-ep"}
 PRECISIONS = {
@@ -111,8 +111,8 @@ FIRST_CALL = """
 import json, sys, time
 t0 = time.perf_counter()
 from msa_runtime.pack import load_manifest
-from msa_runtime.sessions import make_session
-from msa_runtime.tuning import tuning_inputs
+from msa_runtime.engine.sessions import make_session
+from msa_runtime.loading.tuning import tuning_inputs
 pack = __import__("pathlib").Path(sys.argv[1])
 m = load_manifest(pack)
 feeds = tuning_inputs(m, pack)

@@ -1,4 +1,4 @@
-"""Face detection cost per frame: the numpy + ONNX Runtime MTCNN cascade (msa_runtime.face).
+"""Face detection cost per frame: the numpy + ONNX Runtime MTCNN cascade (msa_runtime.face.cascade).
 
     python benchmarks/bench_face.py [--models DIR] [--threads 2] [--repeat 30] [--reference]
         [--track [--cosine PACK]] [--out benchmarks/results/face-track-vm.md]
@@ -14,10 +14,10 @@ Columns (median ms per frame): ``detect`` the cascade alone (and its p90); ``cro
 choice, crop, resize; the centre crop stands in when no face is found); ``centre prep`` the
 centre crop it replaces.
 
-``--track`` adds the face tracker (:mod:`msa_runtime.face_track`) on generated clips of a moving
+``--track`` adds the face tracker (:mod:`msa_runtime.face.track`) on generated clips of a moving
 speaker (tests/media_factory.py, 45 frames = 15 s at 3 fps, 640x360 and 1280x720): ms per frame
 of the whole face crop with a detection per frame at full resolution (before) against the
-defaults (``face_redetect`` = :data:`msa_runtime.face_track.DEFAULT_REDETECT`, ``face_max_side =
+defaults (``face_redetect`` = :data:`msa_runtime.face.track.DEFAULT_REDETECT`, ``face_max_side =
 640``), the mean IoU of the tracked boxes to per-frame detection, and the detector's own
 reproducibility (IoU of per-frame detection on the clip moved by one pixel). ``--cosine PACK``
 adds the issue's feature criterion: the mean cosine between the vision features (the pack's
@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from msa_runtime.face import FaceDetector, choose_face, crop_face
+from msa_runtime.face.cascade import FaceDetector, choose_face, crop_face
 from msa_runtime.pack import VisionPrep
 from msa_runtime.preprocess import FaceTrack, vision_squares
 
@@ -83,7 +83,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.models
         if folder is None:
-            from msa_export.face import export_face_detector
+            from msa_export.models.face import export_face_detector
 
             folder = Path(tmp)
             export_face_detector(folder)
@@ -148,8 +148,8 @@ class VisionFeatures:
     """The vision features of face crops through a pack's vision encoder (int8 file, else fp32)."""
 
     def __init__(self, pack: Path, threads: int) -> None:
+        from msa_runtime.engine.sessions import make_session
         from msa_runtime.pack import load_manifest
-        from msa_runtime.sessions import make_session
 
         manifest = load_manifest(pack, encoder_files=False)
         self.prep = manifest.vision_prep()
@@ -184,8 +184,8 @@ def track_table(
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     from media_factory import moving_face_frames
 
-    from msa_runtime.face import box_iou
-    from msa_runtime.face_track import FaceTrack, TrackOptions, locate_face
+    from msa_runtime.face.cascade import box_iou
+    from msa_runtime.face.track import FaceTrack, TrackOptions, locate_face
 
     features = VisionFeatures(cosine, threads) if cosine is not None else None
     lines = [

@@ -63,7 +63,7 @@ def worker(args: argparse.Namespace) -> None:
     """Time vision_squares on the clip; print one JSON line per round (read from stdin)."""
     import dataclasses
 
-    from msa_runtime.face import FaceDetector
+    from msa_runtime.face.cascade import FaceDetector
     from msa_runtime.pack import load_manifest
     from msa_runtime.preprocess import FaceTrack, vision_squares
 
@@ -118,8 +118,11 @@ def main() -> None:
                 ["git", "-C", str(ROOT), "archive", args.baseline, "runtime"], check=True, capture_output=True
             ).stdout
             subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
-            (base / "msa_runtime").symlink_to(base / "runtime")
-            env = {"PYTHONPATH": str(base)}
+            if not (base / "runtime" / "msa_runtime").is_dir():
+                sys.exit(
+                    f"--baseline {args.baseline}: from before the msa_runtime package folder; not comparable"
+                )
+            env = {"PYTHONPATH": str(base / "runtime")}
             contenders.append((f"{args.baseline}", env, 0))
         procs = []
         for name, env, redetect in contenders:

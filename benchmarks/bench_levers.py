@@ -90,11 +90,11 @@ def op_counts(path: Path) -> dict[str, int]:
 
 
 def quantize(src: Path, dst: Path, op_types: list[str], per_channel: bool = True) -> Path:
-    """The pack's quantization (msa_export.convert.quantize_int8) with other op types or scales."""
+    """The pack's quantization (msa_export.convert.onnx_file.quantize_int8) with other op types or scales."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from msa_export.convert import NEVER_QUANTIZE, _quiet
+    from msa_export.convert.onnx_file import NEVER_QUANTIZE, quiet
 
     model = onnx.load(str(src), load_external_data=False)
     excluded = []
@@ -102,7 +102,7 @@ def quantize(src: Path, dst: Path, op_types: list[str], per_channel: bool = True
         scope = " ".join([node.name, *(p.value for p in node.metadata_props if p.key == "namespace")])
         if any(tag in scope for tag in NEVER_QUANTIZE):
             excluded.append(node.name)
-    with _quiet():
+    with quiet():
         quantize_dynamic(
             str(src),
             str(dst),
@@ -128,7 +128,7 @@ def quantize_static_qdq(
         quantize_static,
     )
 
-    from msa_export.convert import NEVER_QUANTIZE, _quiet
+    from msa_export.convert.onnx_file import NEVER_QUANTIZE, quiet
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -143,7 +143,7 @@ def quantize_static_qdq(
         for n in model.graph.node
         if any(t in " ".join([n.name, *(p.value for p in n.metadata_props)]) for t in NEVER_QUANTIZE)
     ]
-    with _quiet():
+    with quiet():
         quantize_static(
             str(src),
             str(dst),
@@ -198,7 +198,7 @@ def levers(
 ) -> dict[str, Any]:
     """Time every variant; a variant timed while other processes took the CPU is timed again
     after waiting for quiet (up to ``retries`` times); each row keeps its interference."""
-    from msa_export.convert import cosine
+    from msa_export.gate.checks import cosine
     from msa_runtime.pack import load_manifest
     from msa_runtime.preprocess import TextEncoder, audio_batch, vision_batch
 

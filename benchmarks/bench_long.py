@@ -1,5 +1,5 @@
 """Peak memory of scoring a long file WITHOUT ``--stream`` (``Analyzer.predict``), whole vs in
-windows (``long_window``, :mod:`msa_runtime.long_input`).
+windows (``long_window``, :mod:`msa_runtime.scoring.long`).
 
 For each length in ``--minutes`` a clip is generated (160x120 at 15 fps H.264 + 16 kHz AAC,
 ``bench_stream_memory.make_long_clip``) and scored by ``predict`` in a fresh child process per

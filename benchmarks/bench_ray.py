@@ -81,7 +81,7 @@ class TreeCpu:
 
 
 def _msa_run() -> list[str]:
-    return [sys.executable, "-c", "from msa_runtime.cli import main; main()"]
+    return [sys.executable, "-c", "from msa_runtime.cli.run import main; main()"]
 
 
 def run(mode: str, pack: str, clips: list[str], out: Path, actors: int, threads: int) -> dict[str, Any]:

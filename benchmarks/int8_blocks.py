@@ -31,8 +31,8 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
 
-    from msa_export.build import build_pack
-    from msa_export.presets import get_preset
+    from msa_export.pack.build import build_pack
+    from msa_export.presets.registry import get_preset
     from msa_export.training.run import train
     from msa_runtime import Analyzer
 

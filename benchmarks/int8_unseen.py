@@ -39,9 +39,9 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
 
-    from msa_export import calibration
-    from msa_export.build import build_pack
-    from msa_export.presets import get_preset
+    from msa_export.gate import inputs as calibration
+    from msa_export.pack.build import build_pack
+    from msa_export.presets.registry import get_preset
     from msa_runtime import Analyzer
 
     run = Path(args.run)

@@ -38,10 +38,10 @@ def main() -> None:
     )
     args = ap.parse_args()
 
-    from msa_export.presets import get_preset
+    from msa_export.data.datasets import load_dataset
+    from msa_export.presets.registry import get_preset
     from msa_export.training import features as fc
     from msa_export.training import sweep as sw
-    from msa_export.training.datasets import load_dataset
     from msa_export.training.run import _Data
     from msa_export.training.trainer import TrainOptions, evaluate, ridge_baseline, train_head
 

@@ -19,10 +19,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_e2e import THREADS, clip_inputs, head_feeds
-
+from msa_runtime.engine.sessions import make_session
 from msa_runtime.pack import AudioPrep, VisionPrep, load_manifest
 from msa_runtime.preprocess import TextEncoder, audio_batch, vision_batch
-from msa_runtime.sessions import make_session
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +32,8 @@ def clip() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def tiny_pack(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("torch")
-    from msa_export.build import build_pack
-    from msa_export.presets import get_preset
+    from msa_export.pack.build import build_pack
+    from msa_export.presets.registry import get_preset
 
     out = tmp_path_factory.mktemp("micro") / "tiny"
     build_pack(get_preset("tiny"), out, precisions=("int8", "fp32"))

@@ -48,7 +48,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     # -- preprocessing (README: "one preprocessing implementation", DESIGN.md) ----------------
     M(
         "audio-no-normalisation",
-        "runtime/preprocess.py",
+        "runtime/msa_runtime/preprocess/__init__.py",
         "    if prep.normalize:\n",
         "    if False:\n",
         ("tests/test_references.py", "tests/test_trained_pack.py"),
@@ -56,7 +56,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     M(
         "audio-no-padding",
-        "runtime/preprocess.py",
+        "runtime/msa_runtime/preprocess/__init__.py",
         "    if x.size < minimum:\n",
         "    if False:\n",
         ("tests/test_references.py",),
@@ -64,7 +64,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     M(
         "image-no-255",
-        "runtime/preprocess.py",
+        "runtime/msa_runtime/preprocess/__init__.py",
         "squares.astype(np.float32) / 255.0",
         "squares.astype(np.float32) / 256.0",
         ("tests/test_references.py",),
@@ -72,7 +72,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     M(
         "image-bgr",
-        "runtime/preprocess.py",
+        "runtime/msa_runtime/preprocess/__init__.py",
         "np.ascontiguousarray(x.transpose(0, 3, 1, 2))",
         "np.ascontiguousarray(x[..., ::-1].transpose(0, 3, 1, 2))",
         ("tests/test_references.py",),
@@ -80,7 +80,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     M(
         "image-std-mean-swap",
-        "runtime/preprocess.py",
+        "runtime/msa_runtime/preprocess/__init__.py",
         "x = (x - np.asarray(prep.mean, np.float32)) / np.asarray(prep.std, np.float32)",
         "x = (x - np.asarray(prep.std, np.float32)) / np.asarray(prep.mean, np.float32)",
         ("tests/test_references.py",),
@@ -88,7 +88,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     M(
         "image-top-left-crop",
-        "runtime/preprocess.py",
+        "runtime/msa_runtime/preprocess/__init__.py",
         "top, left = (nh - size) // 2, (nw - size) // 2",
         "top, left = 0, 0",
         ("tests/test_references.py",),
@@ -96,7 +96,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     M(
         "image-bilinear",
-        "runtime/preprocess.py",
+        "runtime/msa_runtime/preprocess/__init__.py",
         'interpolation="BICUBIC"',
         'interpolation="BILINEAR"',
         ("tests/test_references.py",),
@@ -104,7 +104,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     M(
         "image-squash",
-        "runtime/preprocess.py",
+        "runtime/msa_runtime/preprocess/__init__.py",
         "nw, nh = max(size, round(w * scale)), max(size, round(h * scale))",
         "nw, nh = size, size",
         ("tests/test_references.py",),
@@ -112,7 +112,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     M(
         "tokens-drop-sep",
-        "runtime/preprocess.py",
+        "runtime/msa_runtime/preprocess/__init__.py",
         "ids = ids[: limit - 1] + ids[-1:]",
         "ids = ids[:limit]",
         ("tests/test_references.py",),
@@ -120,7 +120,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     M(
         "face-margin",
-        "runtime/preprocess.py",
+        "runtime/msa_runtime/preprocess/__init__.py",
         "FACE_MARGIN = 0\n",
         "FACE_MARGIN = 20\n",
         ("tests/test_face.py", "tests/test_face_integration.py"),
@@ -129,7 +129,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     # -- the analyzer ---------------------------------------------------------------------------
     M(
         "no-resampling",
-        "runtime/clip_input.py",
+        "runtime/msa_runtime/scoring/clip.py",
         "samples = audio if sample_rate == rate else resample_audio(audio, sample_rate, rate)",
         "samples = audio",
         ("tests/test_trained_pack.py",),
@@ -137,7 +137,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     M(
         "absent-counts-as-present",
-        "runtime/scoring.py",
+        "runtime/msa_runtime/scoring/core.py",
         "            present.append(0.0)\n",
         "            present.append(1.0)\n",
         ("tests/test_trained_pack.py", "tests/test_runtime.py"),
@@ -145,7 +145,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     M(
         "cpu-prefers-fp32",
-        "runtime/pack_manifest.py",
+        "runtime/msa_runtime/pack/manifest.py",
         '"cpu": ("int8", "fp32", "fp16")',
         '"cpu": ("fp32", "int8", "fp16")',
         ("tests/test_trained_pack.py", "tests/test_runtime.py"),
@@ -154,7 +154,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     # -- streams --------------------------------------------------------------------------------
     M(
         "stream-keeps-frames",
-        "runtime/stream.py",
+        "runtime/msa_runtime/scoring/stream.py",
         "            self.cached.popleft()\n",
         "            break\n",
         ("tests/test_stream_buffers.py",),
@@ -162,7 +162,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     M(
         "stream-keeps-audio",
-        "runtime/stream.py",
+        "runtime/msa_runtime/scoring/stream.py",
         "            drop = round((t - self.audio_start) * self.rate)\n",
         "            drop = 0\n",
         ("tests/test_stream_buffers.py",),
@@ -172,7 +172,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     # frames are already forgotten when the window is scored)
     M(
         "stream-audio-offset",
-        "runtime/stream.py",
+        "runtime/msa_runtime/scoring/stream.py",
         "a = max(0, round((start - self.audio_start) * self.rate))",
         "a = max(0, round((start + 0.5 - self.audio_start) * self.rate))",
         ("tests/test_trained_pack.py", "tests/test_runtime.py"),
@@ -181,7 +181,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     # -- export: the parity gate ---------------------------------------------------------------
     M(
         "gate-int8-loose",
-        "export/convert.py",
+        "export/msa_export/gate/checks.py",
         "self.cosine < MIN_COSINE:",
         "self.cosine < MIN_COSINE - 0.5:",
         ("tests/test_parity_gate.py",),
@@ -189,7 +189,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     M(
         "gate-no-score",
-        "export/convert.py",
+        "export/msa_export/gate/checks.py",
         "return self.score_diff is None or self.score_diff <= MAX_SCORE_DIFF",
         "return True",
         ("tests/test_parity_gate.py",),
@@ -197,7 +197,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     M(
         "gate-fp32-loose",
-        "export/convert.py",
+        "export/msa_export/gate/checks.py",
         "if self.exact and self.max_abs > FP32_ATOL:",
         "if self.exact and self.max_abs > FP32_ATOL * 100:",
         ("tests/test_parity_gate.py", "tests/test_export.py"),
@@ -205,7 +205,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     M(
         "gate-reports-first",
-        "export/convert.py",
+        "export/msa_export/gate/checks.py",
         "worst = max(failed, key=lambda c: c.max_abs if c.exact else 1 - c.cosine)",
         "worst = failed[0]",
         ("tests/test_parity_gate.py",),
@@ -214,7 +214,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     # -- export: writing the pack --------------------------------------------------------------
     M(
         "force-ignored",
-        "export/packdir.py",
+        "export/msa_export/pack/folder.py",
         '        if not force:\n            raise ExportError(f"{out} already exists',
         '        if True:\n            raise ExportError(f"{out} already exists',
         ("tests/test_cli_paths.py",),
@@ -222,7 +222,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     M(
         "force-deletes-user-files",
-        "export/packdir.py",
+        "export/msa_export/pack/folder.py",
         "    extra = _unlisted(out)\n",
         "    extra: list[str] = []\n",
         ("tests/test_packdir.py",),
@@ -230,7 +230,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     M(
         "pack-hash-unchecked",
-        "runtime/pack.py",
+        "runtime/msa_runtime/pack/files.py",
         '        if meta is None or sha256_file(_inside(root, name)) != meta.get("sha256"):',
         "        if False:",
         ("tests/test_export.py",),
@@ -239,7 +239,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     # -- msa-run --------------------------------------------------------------------------------
     M(
         "batch-stops-at-bad-input",
-        "runtime/cli.py",
+        "runtime/msa_runtime/cli/run.py",
         "                failed += 1\n",
         "                raise\n",
         ("tests/test_runtime.py",),
@@ -247,7 +247,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     M(
         "batch-exit-zero",
-        "runtime/cli.py",
+        "runtime/msa_runtime/cli/run.py",
         "        sys.exit(1)\n",
         "        sys.exit(0)\n",
         ("tests/test_runtime.py",),
@@ -273,24 +273,19 @@ def copy_tree(dest: Path) -> None:
         if src.is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
-    # import names of the copy: msa_runtime -> runtime/, msa_export -> export/, cards -> models/
-    shim = dest / ".mutant-path"
-    shim.mkdir()
-    (shim / "msa_runtime").symlink_to(dest / "runtime")
-    (shim / "msa_export").symlink_to(dest / "export")
-    (dest / "export" / "cards").symlink_to(dest / "models")
 
 
 def environment(dest: Path) -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(dest / ".mutant-path"), env.get("PYTHONPATH", "")]))
+    roots = [str(dest / "runtime"), str(dest / "export"), env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, roots))
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env
 
 
 def check_imports(dest: Path, python: str) -> None:
     code = (
-        "import msa_runtime, msa_export, msa_export.cards as c; "
+        "import msa_runtime, msa_export, msa_export.presets.cards as c; "
         "print(msa_runtime.__file__, msa_export.__file__, list(c.__path__)[0])"
     )
     out = subprocess.run(

@@ -51,8 +51,8 @@ def tiny_pack(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if prebuilt:
         return Path(prebuilt)
     pytest.importorskip("torch")
-    from msa_export.build import build_pack
-    from msa_export.presets import get_preset
+    from msa_export.pack.build import build_pack
+    from msa_export.presets.registry import get_preset
 
     out = tmp_path_factory.mktemp("packs") / "tiny"
     build_pack(get_preset("tiny"), out)
@@ -79,8 +79,8 @@ def trained_pack(tiny_pack: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     pytest.importorskip("torch")
     from trained import train_head_checkpoint
 
-    from msa_export.build import build_pack
-    from msa_export.presets import get_preset
+    from msa_export.pack.build import build_pack
+    from msa_export.presets.registry import get_preset
 
     root = tmp_path_factory.mktemp("trained")
     head = train_head_checkpoint(tiny_pack, root / "head.pt")
@@ -98,7 +98,7 @@ def face_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[st
         )
     if importlib.util.find_spec("torch") is None:
         pytest.skip("torch not installed (the export side)")
-    from msa_export.face import export_face_detector
+    from msa_export.models.face import export_face_detector
 
     folder = tmp_path_factory.mktemp("face")
     manifest = export_face_detector(folder)
@@ -107,8 +107,8 @@ def face_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[st
 
 @pytest.fixture(scope="session")
 def detector(face_export: tuple[Path, dict[str, Any]]) -> Any:
-    """A :class:`msa_runtime.face.FaceDetector` on the exported stages, 2 threads."""
-    from msa_runtime.face import FaceDetector
+    """A :class:`msa_runtime.face.cascade.FaceDetector` on the exported stages, 2 threads."""
+    from msa_runtime.face.cascade import FaceDetector
 
     folder, manifest = face_export
     return FaceDetector.from_folder(folder, manifest, threads=2)
@@ -123,7 +123,7 @@ def whisper_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "faster_whisper", reason="the asr extra is not installed: pip install 'msa-edge[asr]'"
     )
     pytest.importorskip("torch")
-    from msa_export.asr import build_random_whisper
+    from msa_export.models.asr import build_random_whisper
 
     return build_random_whisper(tmp_path_factory.mktemp("asr") / "whisper-micro", "micro")
 
@@ -131,8 +131,8 @@ def whisper_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def asr_pack(tmp_path_factory: pytest.TempPathFactory, whisper_model: Path) -> Path:
     """The tiny preset (int8) with the random Whisper model copied in (``msa-export --asr``)."""
-    from msa_export.build import build_pack
-    from msa_export.presets import get_preset
+    from msa_export.pack.build import build_pack
+    from msa_export.presets.registry import get_preset
 
     out = tmp_path_factory.mktemp("packs") / "tiny-asr"
     build_pack(get_preset("tiny"), out, precisions=["int8"], asr=whisper_model)

@@ -314,7 +314,7 @@ def moving_face_frames(
     x the frame height (+- ``zoom`` over the clip; the face is then about a quarter of the frame
     height), travels along an ellipse around the frame centre at about ``speed`` px per frame,
     on a grey background. ``size`` is (width, height). Deterministic."""
-    from msa_runtime.resample import resize_image
+    from msa_runtime.face.area import resize_image
 
     face = portrait()[10:330, 64:384] if image is None else image
     width, height = size

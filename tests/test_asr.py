@@ -14,10 +14,10 @@ from conftest import SHARED, shared_path
 
 pytest.importorskip("faster_whisper", reason="the asr extra is not installed: pip install 'msa-edge[asr]'")
 
-from msa_runtime.asr import Recognizer, Word, resolve_model  # noqa: E402
+from msa_runtime.asr.live import LiveTranscriber  # noqa: E402
+from msa_runtime.asr.recognizer import Recognizer, Word, resolve_model  # noqa: E402
+from msa_runtime.asr.transcript import text_between  # noqa: E402
 from msa_runtime.errors import AsrError, InputError, MissingExtraError, MsaError  # noqa: E402
-from msa_runtime.live_asr import LiveTranscriber  # noqa: E402
-from msa_runtime.transcript import text_between  # noqa: E402
 
 RATE = 16000
 SPEECH = SHARED / "speech"
@@ -175,7 +175,7 @@ def test_real_speech_clips_give_words(rec: Recognizer) -> None:
 
 
 def test_export_copies_the_model_into_the_pack_hashed(asr_pack: Path) -> None:
-    from msa_runtime.asr import pack_model
+    from msa_runtime.asr.recognizer import pack_model
     from msa_runtime.errors import PackError
     from msa_runtime.pack import load_manifest
 
@@ -217,7 +217,7 @@ def test_export_with_a_bad_asr_model_fails_fast(tmp_path: Path) -> None:
 
 
 def test_clip_text_notes(rec: Recognizer) -> None:
-    from msa_runtime.speech import clip_text
+    from msa_runtime.asr.speech import clip_text
 
     assert clip_text(rec, None, None).notes == ("asr: the input has no audio track: nothing to transcribe",)
     quiet = clip_text(rec, np.zeros(3 * 22050, np.float32), 22050)
@@ -228,8 +228,8 @@ def test_clip_text_notes(rec: Recognizer) -> None:
 
 
 def test_stream_text_resamples_to_16k(rec: Recognizer) -> None:
-    from msa_runtime.resample import resample_audio
-    from msa_runtime.speech import StreamText
+    from msa_runtime.asr.speech import StreamText
+    from msa_runtime.media.resample import resample_audio
 
     audio = resample_audio(_speech(6.0), RATE, 44100)
     st = StreamText(rec, 44100)

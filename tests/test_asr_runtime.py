@@ -15,8 +15,8 @@ from speech_factory import RATE, vowel_speech, write_clip
 pytest.importorskip("faster_whisper", reason="the asr extra is not installed: pip install 'msa-edge[asr]'")
 
 from msa_runtime import Analyzer  # noqa: E402
+from msa_runtime.asr.transcript import text_between  # noqa: E402
 from msa_runtime.errors import AsrError  # noqa: E402
-from msa_runtime.transcript import text_between  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ def test_stream_that_stops_mid_word(an: Analyzer, speech_files: dict[str, Path])
 def _run(args: list[str]) -> tuple[int, str, str]:
     from click.testing import CliRunner
 
-    from msa_runtime.cli import main
+    from msa_runtime.cli.run import main
 
     r = CliRunner().invoke(main, args)
     return r.exit_code, r.stdout, r.stderr
@@ -165,8 +165,8 @@ def test_text_only_pack_gets_text_from_speech(
     tmp_path_factory: pytest.TempPathFactory, whisper_model: Path, speech_files: dict[str, Path]
 ) -> None:
     """minilm-text (real MiniLM weights, text only): audio is decoded for ASR alone."""
-    from msa_export.build import build_pack
-    from msa_export.presets import get_preset
+    from msa_export.pack.build import build_pack
+    from msa_export.presets.registry import get_preset
 
     pack = build_pack(
         get_preset("minilm-text"), tmp_path_factory.mktemp("minilm") / "pack", precisions=["int8"]

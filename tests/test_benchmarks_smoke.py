@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from msa_runtime.openvino_engine import pick_route
-from msa_runtime.sessions import import_ort
+from msa_runtime.engine.openvino import pick_route
+from msa_runtime.engine.sessions import import_ort
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks" / "bench_e2e.py"

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from media_factory import make_clip
 
 from msa_runtime import Analyzer
-from msa_runtime.cli import main as run_main
+from msa_runtime.cli.run import main as run_main
 from msa_runtime.errors import InputError
 
 

@@ -1,4 +1,4 @@
-"""Tests of msa_export.training.datasets: the three forms and every error."""
+"""Tests of msa_export.data.datasets: the three forms and every error."""
 
 from __future__ import annotations
 
@@ -6,12 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from msa_export.training.datasets import (
-    Dataset,
-    DatasetError,
-    Sample,
-    load_dataset,
-)
+from msa_export.data.datasets import Dataset, DatasetError, Sample, load_dataset
 from msa_runtime.errors import MsaError
 
 MOSI_LABELS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mosi" / "label.csv"

@@ -13,15 +13,17 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from msa_export import convert
-from msa_export import encoders as enc
-from msa_export.build import build_pack, default_precisions
 from msa_export.cli import main as export_main
-from msa_export.heads import HeadConfig, build_head, save_checkpoint
-from msa_export.presets import get_preset
+from msa_export.convert import onnx_file as convert
+from msa_export.errors import ValidationError
+from msa_export.gate import checks as gate
+from msa_export.models import encoders as enc
+from msa_export.models.heads import HeadConfig, build_head, save_checkpoint
+from msa_export.pack.build import build_pack, default_precisions
+from msa_export.presets.registry import get_preset
+from msa_runtime.engine.sessions import make_session
 from msa_runtime.errors import PackError
 from msa_runtime.pack import load_manifest, write_manifest
-from msa_runtime.sessions import make_session
 
 
 def _block_indices(path: Path) -> set[int]:
@@ -138,7 +140,7 @@ def test_analyzer_hashes_the_encoder_files_it_loads(tiny_pack: Path, tmp_path: P
         loaded: list[str] = []  # a file is hashed before its session loads it
 
         def record(path: Path, providers: list[str], threads: int | None) -> object:
-            from msa_runtime.sessions import make_session
+            from msa_runtime.engine.sessions import make_session
 
             loaded.append(path.name)
             return make_session(path, providers, threads=threads)
@@ -156,9 +158,9 @@ def test_analyzer_hashes_the_encoder_files_it_loads(tiny_pack: Path, tmp_path: P
 def test_failed_validation_names_file_and_writes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(convert, "FP32_ATOL", 0.0)
+    monkeypatch.setattr(gate, "FP32_ATOL", 0.0)
     out = tmp_path / "pack"
-    with pytest.raises(convert.ValidationError, match=r"text\.fp32\.onnx: output hidden .*max \|diff\|"):
+    with pytest.raises(ValidationError, match=r"text\.fp32\.onnx: output hidden .*max \|diff\|"):
         build_pack(get_preset("tiny"), out, precisions=["fp32"])
     assert not out.exists() and not list(tmp_path.iterdir())
 

@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 from msa_runtime.errors import InputError, PackError
-from msa_runtime.face import (
+from msa_runtime.face.area import area_resize, resize_image
+from msa_runtime.face.cascade import (
     FACE_FILES,
     FACE_INPUT_NAME,
     FACE_OUTPUT_NAMES,
@@ -32,7 +33,6 @@ from msa_runtime.face import (
     nms,
     pyramid_scales,
 )
-from msa_runtime.resample import area_resize, resize_image
 
 
 def _facenet_unavailable() -> str | None:
@@ -156,7 +156,7 @@ def test_onnx_stages_match_pytorch_on_other_sizes(face_export: tuple[Path, dict[
     import onnxruntime as ort
     import torch
 
-    from msa_export.face import load_mtcnn_stages
+    from msa_export.models.face import load_mtcnn_stages
 
     folder, _ = face_export
     nets, _ = load_mtcnn_stages()
@@ -183,10 +183,10 @@ def test_own_stage_modules_equal_facenet_modules() -> None:
     """Without a matching torchvision the weights go into msa_export's modules: same outputs."""
     import torch
 
-    from msa_export.face import _facenet_stages, load_mtcnn_stages
+    from msa_export.models.face import _facenet_stages, load_mtcnn_stages
 
     ours, info = load_mtcnn_stages(prefer_facenet=False)
-    assert info["modules"] == "msa_export.face"
+    assert info["modules"] == "msa_export.models.face"
     theirs = _facenet_stages()
     rng = np.random.default_rng(11)
     for stage, shape in {
@@ -204,7 +204,7 @@ def test_own_stage_modules_equal_facenet_modules() -> None:
 def test_validation_failure_names_file_and_output(face_export: tuple[Path, dict[str, Any]]) -> None:
     import torch
 
-    from msa_export.face import FaceExportError, load_mtcnn_stages, validate_stage
+    from msa_export.models.face import FaceExportError, load_mtcnn_stages, validate_stage
 
     folder, _ = face_export
     net = load_mtcnn_stages()[0]["rnet"]
@@ -216,7 +216,7 @@ def test_validation_failure_names_file_and_output(face_export: tuple[Path, dict[
 
 def test_export_without_facenet_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("torch", reason="the export side needs torch")
-    from msa_export.face import FaceExportError, export_face_detector
+    from msa_export.models.face import FaceExportError, export_face_detector
 
     for name in [m for m in sys.modules if m.startswith("facenet_pytorch")] + ["facenet_pytorch"]:
         monkeypatch.setitem(sys.modules, name, None)  # as if it were not installed
@@ -392,7 +392,7 @@ def test_missing_or_foreign_model_files(tmp_path: Path) -> None:
 
 def test_runtime_face_does_not_import_torch() -> None:
     code = (
-        "import sys, numpy as np; from msa_runtime.face import crop_face, choose_face; "
+        "import sys, numpy as np; from msa_runtime.face.cascade import crop_face, choose_face; "
         "crop_face(np.zeros((40, 40, 3), np.uint8), np.array([5., 5., 30., 30.])); "
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
@@ -489,7 +489,7 @@ def test_the_manifest_entry_is_what_runs(face_export: tuple[Path, Any]) -> None:
     import dataclasses
 
     data = pytest.importorskip("skimage.data", reason="scikit-image not installed")
-    from msa_runtime.face import FaceNms
+    from msa_runtime.face.cascade import FaceNms
     from msa_runtime.pack import FaceDetectorEntry
 
     folder, entry = face_export

@@ -25,8 +25,8 @@ import pytest
 from click.testing import CliRunner
 
 from msa_runtime import Analyzer, InputError, PackError, media
-from msa_runtime.cli import main as cli_main
-from msa_runtime.face import FACE_FILES
+from msa_runtime.cli.run import main as cli_main
+from msa_runtime.face.cascade import FACE_FILES
 from msa_runtime.pack import MANIFEST, face_detector_files, load_manifest, sha256_file, write_manifest
 from msa_runtime.preprocess import FaceTrack, center_square, face_note, vision_squares
 
@@ -103,7 +103,7 @@ def _has_encoder(name: str) -> bool:
 
 @pytest.fixture(scope="module")
 def face_card(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    text = (ROOT / "models" / "tiny.toml").read_text(encoding="utf-8")
+    text = (ROOT / "export/msa_export/presets/cards/tiny.toml").read_text(encoding="utf-8")
     assert 'crop = "center"' in text
     text = text.replace('name = "tiny"', 'name = "tiny-face"').replace('crop = "center"', 'crop = "face"')
     card = tmp_path_factory.mktemp("cards") / "tiny-face.toml"
@@ -115,8 +115,8 @@ def face_card(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def face_pack(face_card: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     if MISSING is not None:
         pytest.skip(MISSING)
-    from msa_export.build import build_pack
-    from msa_export.presets import load_card
+    from msa_export.pack.build import build_pack
+    from msa_export.presets.registry import load_card
 
     out = tmp_path_factory.mktemp("packs") / "tiny-face"
     messages: list[str] = []
@@ -169,8 +169,8 @@ def test_pack_carries_the_detector_with_hashes(face_pack: Path) -> None:
 
 def test_center_packs_have_no_detector(tmp_path: Path) -> None:
     pytest.importorskip("torch")
-    from msa_export.build import needs_face_detector
-    from msa_export.presets import get_preset
+    from msa_export.pack.build import needs_face_detector
+    from msa_export.presets.registry import get_preset
 
     assert not needs_face_detector(get_preset("tiny"))
     assert not needs_face_detector(get_preset("edge"))
@@ -184,9 +184,9 @@ def test_export_without_facenet_fails_before_the_encoders(
     pytest.importorskip("torch")
     import sys
 
-    from msa_export.build import build_pack
-    from msa_export.face import FaceExportError
-    from msa_export.presets import load_card
+    from msa_export.models.face import FaceExportError
+    from msa_export.pack.build import build_pack
+    from msa_export.presets.registry import load_card
 
     for name in [m for m in sys.modules if m.startswith("facenet_pytorch")] + ["facenet_pytorch"]:
         monkeypatch.setitem(sys.modules, name, None)  # as if it were not installed
@@ -326,14 +326,9 @@ def test_training_cache_crops_like_the_runtime(
 ) -> None:
     import torch
 
-    from msa_export.presets import load_card
-    from msa_export.training.datasets import Sample
-    from msa_export.training.features import (
-        FACE_FOLDER,
-        _Extractor,
-        cache_key,
-        extract_features,
-    )
+    from msa_export.data.datasets import Sample
+    from msa_export.presets.registry import load_card
+    from msa_export.training.features import FACE_FOLDER, _Extractor, cache_key, extract_features
 
     preset = load_card(face_card)
     card = preset.encoders["vision"]

@@ -1,4 +1,4 @@
-"""Face tracking (msa_runtime.face_track): faithful to a detection per frame, and cheaper.
+"""Face tracking (msa_runtime.face.track): faithful to a detection per frame, and cheaper.
 
 Clips of a moving speaker are generated from scikit-image's astronaut portrait
 (:func:`media_factory.moving_face_frames`); the reference is the full MTCNN cascade on every frame
@@ -13,15 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from msa_runtime.face import box_iou
-from msa_runtime.face_track import (
-    FaceTrack,
-    TrackOptions,
-    locate_face,
-    outside_fraction,
-    place,
-    relate,
-)
+from msa_runtime.face.cascade import box_iou
+from msa_runtime.face.track import FaceTrack, TrackOptions, locate_face, outside_fraction, place, relate
 from msa_runtime.pack import VisionPrep, prep_from_dict
 
 pytest.importorskip("skimage.data", reason="scikit-image not installed (test portrait)")
@@ -141,7 +134,7 @@ def test_tracked_crops_give_the_same_vision_features(detector: Any, tiny_pack: A
     # the detector's own floor: detect on the frames moved by 1 px, crop the unmoved frames there
     track = FaceTrack()
     boxes = [locate_face(np.roll(f, (1, 1), axis=(0, 1)), detector, track, EVERY_FRAME, 0) for f in frames]
-    from msa_runtime.face_boxes import crop_face
+    from msa_runtime.face.boxes import crop_face
     from msa_runtime.preprocess import center_square
 
     squares = np.stack(

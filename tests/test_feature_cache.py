@@ -11,9 +11,9 @@ import pytest
 
 pytest.importorskip("torch")
 
-from msa_export.presets import get_preset  # noqa: E402
+from msa_export.data.datasets import load_dataset  # noqa: E402
+from msa_export.presets.registry import get_preset  # noqa: E402
 from msa_export.training import features as fc  # noqa: E402
-from msa_export.training.datasets import load_dataset  # noqa: E402
 
 
 def _labels(path: Path, texts: list[str]) -> Path:
@@ -90,7 +90,7 @@ def test_a_replaced_media_file_is_extracted_again(tmp_path: Path) -> None:
 
 
 def test_item_key_covers_text_media_and_range(tmp_path: Path) -> None:
-    from msa_export.training.datasets import Sample
+    from msa_export.data.datasets import Sample
 
     media = _wav(tmp_path / "x.wav", 440.0)
     base = Sample("a", "hello", 0.0, "train", media, None, None)

@@ -12,11 +12,11 @@ import pytest
 from click.testing import CliRunner
 from conftest import shared_path
 
-from msa_export.build import build_pack
-from msa_export.calibration import CalibrationError, load_utterances
 from msa_export.cli import main as export_main
-from msa_export.heads import CheckpointError, HeadConfig, build_head, save_checkpoint
-from msa_export.presets import get_preset
+from msa_export.gate.inputs import CalibrationError, load_utterances
+from msa_export.models.heads import CheckpointError, HeadConfig, build_head, save_checkpoint
+from msa_export.pack.build import build_pack
+from msa_export.presets.registry import get_preset
 
 
 def _ckpt(
@@ -114,7 +114,7 @@ def test_train_export_run_at_another_block(
     """msa-train at ``block`` -> msa-export with that head (int8, accuracy-aware) -> msa-run."""
     from msa_export.training.run import train
     from msa_runtime import Analyzer
-    from msa_runtime.cli import main as run_main
+    from msa_runtime.cli.run import main as run_main
 
     work = tmp_path_factory.mktemp(f"block{block}")
     cache = mosi_subset.parent / "cache"  # shared by both blocks: features are extracted once
@@ -211,8 +211,8 @@ def _audio_only(tmp_path: Path) -> Path:
 def test_search_score_target_env_is_checked_before_export(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from msa_export.build import search_score_target
     from msa_export.errors import ExportError
+    from msa_export.pack.build import search_score_target
 
     monkeypatch.setenv("MSA_EDGE_INT8_SEARCH_SCORE", "0.01")
     assert search_score_target() == 0.01

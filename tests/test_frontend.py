@@ -1,4 +1,4 @@
-"""The MatMul rewrite of WavLM's convolutional front end (msa_export.frontend): same function."""
+"""The MatMul rewrite of WavLM's convolutional front end (msa_export.models.wavlm_frontend): same function."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from msa_export.frontend import (  # noqa: E402
+from msa_export.models.wavlm_frontend import (  # noqa: E402
     MatMulFeatureEncoder,
     StridedMatMul,
     rewrite_frontend,
@@ -71,9 +71,9 @@ def test_layer_norm_front_end_ships_as_matmuls_in_the_fp32_file(tmp_path: object
     import numpy as np
     import onnx
 
-    from msa_export.build import build_pack
-    from msa_export.presets import get_preset
-    from msa_runtime.sessions import make_session
+    from msa_export.pack.build import build_pack
+    from msa_export.presets.registry import get_preset
+    from msa_runtime.engine.sessions import make_session
 
     preset = get_preset("tiny")
     audio = preset.encoders["audio"]
@@ -95,7 +95,7 @@ def test_layer_norm_front_end_ships_as_matmuls_in_the_fp32_file(tmp_path: object
     assert convs("audio.int8.onnx") == convs("audio.fp16.onnx") == 8  # 7 front-end layers + positional
     assert not list(out.glob(".*")), "the Conv export stayed in the pack"
     if ov:  # OpenVINO's int8 placements: convolutions left out, then (the fallback) quantized
-        from msa_export.openvino import quantize_openvino
+        from msa_export.convert.openvino import quantize_openvino
 
         feeds = [
             {"waveform": np.random.default_rng(s).standard_normal((1, 16000)).astype(np.float32)}

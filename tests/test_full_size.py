@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from msa_export.build import build_pack
-from msa_export.presets import get_preset
+from msa_export.pack.build import build_pack
+from msa_export.presets.registry import get_preset
 from msa_runtime.pack import load_manifest
 
 

@@ -27,8 +27,8 @@ from hypothesis import strategies as st  # noqa: E402
 from media_factory import make_clip  # noqa: E402
 
 from msa_runtime import Analyzer, MsaError, checks  # noqa: E402
-from msa_runtime import stdin as piped_input  # noqa: E402
-from msa_runtime.transcript import read_transcript  # noqa: E402
+from msa_runtime.asr.transcript import read_transcript  # noqa: E402
+from msa_runtime.media import stdin as piped_input  # noqa: E402
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SLOW = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -23,8 +23,8 @@ import pytest
 from media_factory import make_clip
 
 from msa_runtime import Analyzer, InputError, MediaError, MsaError, PackError, ProviderError, TextError
-from msa_runtime import stdin as piped_input
 from msa_runtime.boundary import public, translate
+from msa_runtime.media import stdin as piped_input
 from msa_runtime.pack import load_manifest
 
 CLI = [sys.executable, "-m", "msa_runtime.cli"]
@@ -130,7 +130,7 @@ def test_cli_window_and_hop_are_checked_by_their_option_name(
 ) -> None:
     from click.testing import CliRunner
 
-    from msa_runtime.cli import main
+    from msa_runtime.cli.run import main
 
     result = CliRunner().invoke(main, [str(media["wav"]), "--pack", str(tiny_pack), "--stream", *args])
     assert result.exit_code == 2, result.output

@@ -1,4 +1,4 @@
-"""Accuracy-aware int8 (msa_export.int8): real ONNX files, real dynamic quantization, real gate."""
+"""Accuracy-aware int8 (msa_export.convert.int8_search): real ONNX files, dynamic quantization, gate."""
 
 from __future__ import annotations
 
@@ -10,9 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from msa_export import convert
-from msa_export.calibration import Case, make_gate
-from msa_export.int8 import Gate, accuracy_aware_int8, sensitivity, weight_matmuls
+from msa_export.convert import onnx_file as convert
+from msa_export.convert.int8_search import accuracy_aware_int8, sensitivity, weight_matmuls
+from msa_export.errors import ValidationError
+from msa_export.gate import checks as gate_checks
+from msa_export.gate.checks import Gate
+from msa_export.gate.inputs import Case, make_gate
 
 
 class _Outlier(nn.Module):
@@ -111,9 +114,9 @@ def test_failure_says_what_was_tried(
     outlier: tuple[Path, list[Case]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fp32, cases = outlier
-    monkeypatch.setattr(convert, "MIN_COSINE", 1.5)  # nothing can pass
+    monkeypatch.setattr(gate_checks, "MIN_COSINE", 1.5)  # nothing can pass
     dst = tmp_path / "m.int8.onnx"
-    with pytest.raises(convert.ValidationError) as info:
+    with pytest.raises(ValidationError) as info:
         accuracy_aware_int8(
             fp32, dst, evaluate=_gate(cases), inputs=[{"x": c.inputs[0].numpy()} for c in cases]
         )
@@ -136,7 +139,7 @@ def test_gate_scores_through_the_head(outlier: tuple[Path, list[Case]], tmp_path
     assert len(scores) == len(cases) == len(outs)
     assert all(c.score_diff is not None for c in scores)
     assert any(not c.passed() for c in scores) == (
-        max(c.score_diff or 0 for c in scores) > convert.MAX_SCORE_DIFF
+        max(c.score_diff or 0 for c in scores) > gate_checks.MAX_SCORE_DIFF
     )
 
 

@@ -14,10 +14,10 @@ torch = pytest.importorskip("torch", reason="the export side needs torch (pip in
 from click.testing import CliRunner  # noqa: E402
 from torch import nn  # noqa: E402
 
-from msa_export import encoders as enc  # noqa: E402
-from msa_export import kinds  # noqa: E402
-from msa_export.heads import HeadConfig, build_head  # noqa: E402
-from msa_export.presets import PresetError, parse_preset  # noqa: E402
+from msa_export.models import encoders as enc  # noqa: E402
+from msa_export.models.heads import HeadConfig, build_head  # noqa: E402
+from msa_export.presets import kinds  # noqa: E402
+from msa_export.presets.registry import PresetError, parse_preset  # noqa: E402
 
 HUBERT_CONFIG = {
     "hidden_size": 32,

@@ -1,4 +1,4 @@
-"""Property-based tests (hypothesis) of the label-file parser (msa_export.training.datasets):
+"""Property-based tests (hypothesis) of the label-file parser (msa_export.data.datasets):
 any file is a dataset or one DatasetError, and well-formed rows round-trip exactly."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from msa_export.data.datasets import LABEL_MAX, LABEL_MIN, SPLITS, Dataset, load_dataset
 from msa_export.errors import DatasetError
-from msa_export.training.datasets import LABEL_MAX, LABEL_MIN, SPLITS, Dataset, load_dataset
 
 FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

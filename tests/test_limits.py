@@ -1,6 +1,6 @@
 """Memory and time bounded by design: long inputs in windows, threads capped, size-bearing numbers
 range-checked before allocation, long text never tokenized whole (``msa_runtime.limits``,
-``msa_runtime.long_input``)."""
+``msa_runtime.scoring.long``)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def _analyzer(pack: Path, **kwargs: Any) -> Analyzer:
 
 
 def test_threads_capped_at_cpu_count_with_a_warning(tiny_pack: Path) -> None:
-    from msa_runtime.sessions import make_session
+    from msa_runtime.engine.sessions import make_session
 
     with pytest.warns(UserWarning, match=f"using {cpu_count()}"):
         s = make_session(tiny_pack / "head.onnx", "cpu", threads=5000)
@@ -142,7 +142,7 @@ def test_one_hour_file_without_stream_in_bounded_memory(tiny_pack: Path, tmp_pat
 def test_cli_checks_the_numbers_under_their_option_names(tiny_pack: Path) -> None:
     from click.testing import CliRunner
 
-    from msa_runtime.cli import main
+    from msa_runtime.cli.run import main
 
     base = ["--pack", str(tiny_pack), "--text", "fine"]
     res = CliRunner().invoke(main, [*base, "--long-window", "1"])

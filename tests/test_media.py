@@ -1,4 +1,4 @@
-"""Tests of msa_runtime.media on media generated with PyAV (see media_factory)."""
+"""Tests of msa_runtime.media.decoding on media generated with PyAV (see media_factory)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from msa_runtime.errors import InputError, MediaError
-from msa_runtime.media import (
+from msa_runtime.media.decoding import (
     AudioChunk,
     Decoded,
     Frame,
@@ -495,7 +495,7 @@ def test_truncated_webm_logs_a_warning(
     clips: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = mf.make_truncated(clips[".webm"], tmp_path / "cut.webm", 0.4)
-    with caplog.at_level(logging.WARNING, logger="msa_runtime.media"):
+    with caplog.at_level(logging.WARNING, logger="msa_runtime.media.decoding"):
         decoded = decode(path, fps=3, sample_rate=16000)
     assert 0 < len(decoded.audio) < 16000 * 1.5
     assert "cut.webm seems truncated" in caplog.text
@@ -527,7 +527,7 @@ def test_start_after_end_of_media(clips: dict[str, Path], suffix: str) -> None:
 
 def test_media_and_transcript_do_not_import_torch() -> None:
     code = (
-        "import sys, msa_runtime.media, msa_runtime.transcript; "
+        "import sys, msa_runtime.media.decoding, msa_runtime.asr.transcript; "
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from conftest import shared_path
 
-from msa_export.build import build_pack
-from msa_export.convert import cosines
-from msa_export.presets import get_preset
+from msa_export.gate.checks import cosines
+from msa_export.pack.build import build_pack
+from msa_export.presets.registry import get_preset
+from msa_runtime.engine.sessions import make_session
 from msa_runtime.pack import load_manifest
 from msa_runtime.preprocess import TextEncoder
-from msa_runtime.sessions import make_session
 
 
 @pytest.fixture(scope="module")

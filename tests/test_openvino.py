@@ -20,9 +20,8 @@ from click.testing import CliRunner
 from media_factory import make_clip
 
 from msa_runtime import Analyzer
-from msa_runtime.cli import main as run_main
-from msa_runtime.errors import PackError, ProviderError
-from msa_runtime.openvino_engine import (
+from msa_runtime.cli.run import main as run_main
+from msa_runtime.engine.openvino import (
     NATIVE,
     PLUGIN,
     describe_routes,
@@ -31,8 +30,9 @@ from msa_runtime.openvino_engine import (
     plugin_installed,
     route_status,
 )
+from msa_runtime.engine.sessions import CPU, OPENVINO_ROUTES, import_ort, make_session, resolve_providers
+from msa_runtime.errors import PackError, ProviderError
 from msa_runtime.pack import load_manifest, sha256_file
-from msa_runtime.sessions import CPU, OPENVINO_ROUTES, import_ort, make_session, resolve_providers
 
 ORT = import_ort()
 ROUTE = pick_route(ORT, "CPU")  # None where no OpenVINO route offers this CPU (AMD with the plugin only)
@@ -71,8 +71,8 @@ def clip_arrays() -> dict[str, object]:
 
 def test_missing_openvino_is_a_typed_error_naming_the_extra() -> None:
     with (
-        mock.patch("msa_runtime.openvino_engine.native_installed", return_value=False),
-        mock.patch("msa_runtime.openvino_engine.plugin_installed", return_value=False),
+        mock.patch("msa_runtime.engine.openvino.native_installed", return_value=False),
+        mock.patch("msa_runtime.engine.openvino.plugin_installed", return_value=False),
     ):
         assert resolve_providers("auto") == [CPU]
         with pytest.raises(ProviderError, match=r"msa-edge\[openvino\]") as info:
@@ -84,9 +84,9 @@ def test_plugin_installed_without_a_device_is_not_usable(monkeypatch: pytest.Mon
     """What ONNX Runtime's plugin does on an AMD CPU: it registers and offers nothing."""
     monkeypatch.delenv("MSA_EDGE_HIDE_DEVICES", raising=False)
     with (
-        mock.patch("msa_runtime.openvino_engine.plugin_installed", return_value=True),
-        mock.patch("msa_runtime.openvino_engine.plugin_devices", return_value={}),
-        mock.patch("msa_runtime.openvino_engine.native_installed", return_value=False),
+        mock.patch("msa_runtime.engine.openvino.plugin_installed", return_value=True),
+        mock.patch("msa_runtime.engine.openvino.plugin_devices", return_value={}),
+        mock.patch("msa_runtime.engine.openvino.native_installed", return_value=False),
     ):
         assert resolve_providers("auto") == [CPU]
         assert "openvino-ep installed but offers no device on this machine" in describe_routes(ORT)
@@ -130,8 +130,8 @@ def test_broken_native_runtime_falls_back_with_the_reason(monkeypatch: pytest.Mo
         raise RuntimeError("libopenvino_intel_cpu_plugin.so: cannot open shared object file")
 
     with (
-        mock.patch("msa_runtime.openvino_engine.native_installed", return_value=True),
-        mock.patch("msa_runtime.openvino_engine._core", side_effect=broken),
+        mock.patch("msa_runtime.engine.openvino.native_installed", return_value=True),
+        mock.patch("msa_runtime.engine.openvino._core", side_effect=broken),
     ):
         assert resolve_providers("auto")[0] != NATIVE
         assert "openvino-native is broken: OpenVINO's runtime is installed but fails to start" in (
@@ -171,7 +171,7 @@ def test_plugin_that_fails_to_load_is_a_one_line_error(
     code = (
         "import onnxruntime_ep_openvino as p, sys\n"
         f"p.get_library_path = lambda: {str(tmp_path / 'missing.so')!r}\n"
-        "from msa_runtime.sessions import resolve_providers\n"
+        "from msa_runtime.engine.sessions import resolve_providers\n"
         "from msa_runtime.errors import ProviderError\n"
         "print('AUTO', resolve_providers('auto')[0])\n"
         "try:\n    resolve_providers('openvino-ep')\n"
@@ -198,7 +198,7 @@ native = pytest.mark.skipif(
 
 @native
 def test_native_session_has_the_session_interface(tiny_pack: Path, tmp_path: Path) -> None:
-    from msa_runtime.engine import Session
+    from msa_runtime.engine.interface import Session
 
     manifest = load_manifest(tiny_pack)
     path = tiny_pack / manifest.encoders["text"].files["fp32"]
@@ -220,7 +220,7 @@ def test_native_session_has_the_session_interface(tiny_pack: Path, tmp_path: Pat
         ov.run(["score"], feeds)
     with pytest.raises(ProviderError, match=r"inputs \['input_ids'\] given to a model that takes"):
         ov.run(None, {"input_ids": ids})  # OpenVINO alone would reuse the last attention_mask
-    from msa_runtime.openvino_engine import _reason
+    from msa_runtime.engine.openvino import _reason
 
     raw = "Exception from src/a.cpp:224:\nException from src/b.cpp:794:\nFailed to broadcast shapes\n\n"
     assert _reason(RuntimeError(raw)) == "Failed to broadcast shapes"  # OpenVINO's messages, one line
@@ -247,8 +247,8 @@ def test_compile_cache_that_is_corrupt_or_unwritable(tiny_pack: Path, tmp_path: 
 @openvino
 def test_pack_without_a_file_for_openvino(tmp_path: Path) -> None:
     pytest.importorskip("torch")
-    from msa_export.build import build_pack
-    from msa_export.presets import get_preset
+    from msa_export.pack.build import build_pack
+    from msa_export.presets.registry import get_preset
 
     pack = build_pack(get_preset("tiny"), tmp_path / "int8only", precisions=["int8"]).out
     with pytest.raises(PackError, match="no text file for OpenVINO .*--precision int8,fp32,ov-int8"):
@@ -303,13 +303,13 @@ def test_openvino_scores_follow_the_cpu_pack(tiny_pack: Path) -> None:
 
 def test_ov_int8_needs_its_extras(tmp_path: Path) -> None:
     pytest.importorskip("torch")
-    from msa_export.build import build_pack
-    from msa_export.convert import ExportError
-    from msa_export.presets import get_preset
+    from msa_export.errors import ExportError
+    from msa_export.pack.build import build_pack
+    from msa_export.presets.registry import get_preset
 
     with (
         mock.patch(
-            "msa_export.build.openvino_ready",
+            "msa_export.pack.build.openvino_ready",
             return_value="NNCF is not installed: pip install 'msa-edge[export]'",
         ),
         pytest.raises(ExportError, match=r"ov-int8 cannot be made here: NNCF .*msa-edge\[export\]"),
@@ -323,8 +323,8 @@ def test_ov_int8_needs_its_extras(tmp_path: Path) -> None:
 
 def test_calibration_sources(tmp_path: Path) -> None:
     pytest.importorskip("torch")
-    from msa_export.openvino import CalibrationError, calibration_clips, clip_feeds
-    from msa_export.presets import get_preset
+    from msa_export.convert.openvino import CalibrationError, calibration_clips, clip_feeds
+    from msa_export.presets.registry import get_preset
 
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -405,7 +405,7 @@ def test_tuning_record_beside_the_pack(tiny_pack: Path, tmp_path: Path) -> None:
 
 @openvino
 def test_tune_times_openvino_candidates(tiny_pack: Path, tmp_path: Path) -> None:
-    from msa_runtime.tuning import tune
+    from msa_runtime.loading.tuning import tune
 
     pack = tmp_path / "tiny"
     shutil.copytree(tiny_pack, pack)
@@ -427,7 +427,7 @@ def test_openvino_session_keeps_to_its_threads(tmp_path: Path, route: str) -> No
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from msa_runtime.openvino_engine import plugin_options
+    from msa_runtime.engine.openvino import plugin_options
 
     if route == "none":
         pytest.skip(f"no OpenVINO route offers a device here ({describe_routes(ORT)})")

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from msa_runtime import Analyzer, PackError
-from msa_runtime.face import FACE_FILES
+from msa_runtime.face.cascade import FACE_FILES
 from msa_runtime.pack import (
     MANIFEST,
     MANIFEST_DIGEST,
@@ -325,7 +325,7 @@ def test_msa_run_on_a_malformed_manifest_is_one_line(
 ) -> None:
     from click.testing import CliRunner
 
-    from msa_runtime.cli import main
+    from msa_runtime.cli.run import main
 
     pack = _copy(tiny_pack, tmp_path / "pk")
     data = json.loads((pack / MANIFEST).read_text())

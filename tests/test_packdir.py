@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from msa_export.errors import ExportError
-from msa_export.packdir import check_out, clean_stale, prepare_out, swap_into_place
+from msa_export.pack.folder import check_out, clean_stale, prepare_out, swap_into_place
 from msa_runtime.pack import MANIFEST, MANIFEST_DIGEST, write_manifest
 
 
@@ -120,7 +120,7 @@ import sys, hashlib
 from pathlib import Path
 sys.path.insert(0, {tests!r})
 from test_packdir import fake_pack
-from msa_export.packdir import prepare_out, swap_into_place
+from msa_export.pack.folder import prepare_out, swap_into_place
 out = Path({out!r})
 for i in range({rounds}):
     tmp = prepare_out(out, force=True)

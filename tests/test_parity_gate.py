@@ -2,7 +2,7 @@
 
 Each test breaks one exported file the way a faulty exporter or quantizer could (a weight-like
 offset that lowers the cosine, a scale that keeps the cosine at 1 but moves the head's score, a
-tiny fp32 drift) and checks that :func:`msa_export.build.build_pack` refuses the pack with one
+tiny fp32 drift) and checks that :func:`msa_export.pack.build.build_pack` refuses the pack with one
 error naming the file, the output and the worst value, and leaves nothing behind.
 """
 
@@ -19,8 +19,11 @@ import pytest
 pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
-from msa_export import build, convert, encoder_export  # noqa: E402
-from msa_export.presets import get_preset  # noqa: E402
+from msa_export.errors import ValidationError  # noqa: E402
+from msa_export.gate import checks as gate  # noqa: E402
+from msa_export.pack import build  # noqa: E402
+from msa_export.pack import encoder as encoder_export  # noqa: E402
+from msa_export.presets.registry import get_preset  # noqa: E402
 
 
 def _wrap_output(path: Path, op: str, value: np.ndarray | float, output: str = "hidden") -> None:
@@ -55,9 +58,7 @@ def _offset(dim: int) -> np.ndarray:
     return np.random.default_rng(0).normal(0.0, 0.5, dim).astype(np.float32)
 
 
-def _assert_refused(
-    out: Path, exc: pytest.ExceptionInfo[convert.ValidationError], file: str, what: str
-) -> float:
+def _assert_refused(out: Path, exc: pytest.ExceptionInfo[ValidationError], file: str, what: str) -> float:
     """The error names the file, the output and the measured value; nothing was written."""
     msg = str(exc.value)
     # int8 files go through the accuracy-aware search, whose error lists every attempt
@@ -78,7 +79,7 @@ def test_int8_file_with_low_cosine_is_refused(tmp_path: Path, monkeypatch: pytes
         _broken(encoder_export.quantize_int8, "text.int8.onnx", "Add", _offset(32)),
     )
     out = tmp_path / "pack"
-    with pytest.raises(convert.ValidationError) as exc:
+    with pytest.raises(ValidationError) as exc:
         build.build_pack(get_preset("tiny"), out, precisions=["int8"])
     value = _assert_refused(out, exc, "text.int8.onnx", "mean cosine")
     assert 0.6 < value < 0.99
@@ -92,7 +93,7 @@ def test_fp16_file_with_low_cosine_is_refused(tmp_path: Path, monkeypatch: pytes
         _broken(encoder_export.convert_fp16, "audio.fp16.onnx", "Add", _offset(32)),
     )
     out = tmp_path / "pack"
-    with pytest.raises(convert.ValidationError) as exc:
+    with pytest.raises(ValidationError) as exc:
         build.build_pack(get_preset("tiny"), out, precisions=["fp16"])
     value = _assert_refused(out, exc, "audio.fp16.onnx", "mean cosine")
     assert 0.6 < value < 0.99
@@ -104,7 +105,7 @@ def test_fp32_drift_over_the_tolerance_is_refused(tmp_path: Path, monkeypatch: p
         encoder_export, "export_onnx", _broken(encoder_export.export_onnx, "vision.fp32.onnx", "Mul", 1.001)
     )
     out = tmp_path / "pack"
-    with pytest.raises(convert.ValidationError) as exc:
+    with pytest.raises(ValidationError) as exc:
         build.build_pack(get_preset("tiny"), out, precisions=["fp32"])
     value = _assert_refused(out, exc, "vision.fp32.onnx", r"max \|diff\|")
     assert 1e-4 < value < 1e-1
@@ -120,7 +121,7 @@ def test_score_difference_is_checked_even_when_the_cosine_is_perfect(
     )
     head = trained_pack.parent / "head.pt"
     out = tmp_path / "pack"
-    with pytest.raises(convert.ValidationError) as exc:
+    with pytest.raises(ValidationError) as exc:
         build.build_pack(get_preset("tiny"), out, head=head, precisions=["int8"])
     msg = str(exc.value)
     # the accuracy-aware int8 search keeps MatMuls in fp32, which cannot undo the breakage
@@ -148,7 +149,7 @@ def test_an_unbroken_build_passes_the_same_gate(tmp_path: Path, trained_pack: Pa
 
 def test_the_worst_failure_is_the_one_reported() -> None:
     checks = [
-        convert.Check(
+        gate.Check(
             file="a.int8.onnx",
             precision="int8",
             output="hidden",
@@ -157,7 +158,7 @@ def test_the_worst_failure_is_the_one_reported() -> None:
             cosine=0.998,
             min_cosine=0.99,
         ),
-        convert.Check(
+        gate.Check(
             file="b.int8.onnx",
             precision="int8",
             output="hidden",
@@ -166,14 +167,12 @@ def test_the_worst_failure_is_the_one_reported() -> None:
             cosine=0.95,
             min_cosine=0.90,
         ),
-        convert.Check(
-            file="c.fp32.onnx", precision="fp32", output="hidden", length=9, max_abs=1e-6, cosine=1.0
-        ),
+        gate.Check(file="c.fp32.onnx", precision="fp32", output="hidden", length=9, max_abs=1e-6, cosine=1.0),
     ]
     with pytest.raises(
-        convert.ValidationError,
+        ValidationError,
         match=r"^b\.int8\.onnx: output hidden at input "
         r"length 9 .*mean cosine 0\.95000",
     ):
-        convert.worst_failure(checks)
-    convert.worst_failure(checks[2:])  # passing checks raise nothing
+        gate.worst_failure(checks)
+    gate.worst_failure(checks[2:])  # passing checks raise nothing

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from msa_export.presets import PresetError, get_preset, list_presets, register_preset
+from msa_export.presets.registry import PresetError, get_preset, list_presets, register_preset
 
 REQUIRED = {"ando2022-mosi", "ando2022-mosei", "edge", "minilm-text", "tiny"}
 
@@ -35,7 +35,7 @@ def test_layer_out_of_range_is_rejected() -> None:
 
 
 def test_user_cards_by_path_env_and_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    card = (Path(__file__).parent.parent / "models" / "tiny.toml").read_text()
+    card = (Path(__file__).parent.parent / "export/msa_export/presets/cards/tiny.toml").read_text()
     mine = tmp_path / "mine.toml"
     mine.write_text(card.replace('name = "tiny"', 'name = "mine"').replace("layer = 2", "layer = 1", 1))
     assert get_preset(mine).encoders["text"].layer == 1

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from msa_runtime import Analyzer, MsaError
-from msa_runtime.sessions import make_session
+from msa_runtime.engine.sessions import make_session
 
 
 def test_without_onnxruntime_the_runtime_names_the_extra(

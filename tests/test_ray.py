@@ -1,4 +1,4 @@
-"""Batch scoring on Ray Data (``msa_runtime.ray``, ``msa-run --ray``) with a real local Ray node.
+"""Batch scoring on Ray Data (``msa_runtime.cli.ray``, ``msa-run --ray``) with a real local Ray node.
 
 One single-node cluster per module (2 CPUs, loopback only; about 5-10 s to start), reused by
 every test: each ``score_archive`` call then starts its actor pool (each actor loads the pack).
@@ -22,7 +22,7 @@ from msa_runtime.errors import MissingExtraError
 
 
 def test_missing_extra_is_a_typed_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    import msa_runtime.ray as mray
+    import msa_runtime.cli.ray as mray
 
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as if not installed
     with pytest.raises(MissingExtraError, match=r"msa-edge\[ray\]"):
@@ -31,7 +31,7 @@ def test_missing_extra_is_a_typed_error(monkeypatch: pytest.MonkeyPatch) -> None
 
 @pytest.fixture(scope="module")
 def ray_node() -> Iterator[Any]:
-    from msa_runtime.ray import _connect, import_ray
+    from msa_runtime.cli.ray import _connect, import_ray
 
     try:
         ray = import_ray()
@@ -63,7 +63,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def _expected(tiny_pack: Path, clips: dict[str, Any]) -> dict[tuple[str, Any, Any], float]:
     """Scores from a plain Analyzer loop, as msa-run rounds them."""
     from msa_runtime import Analyzer
-    from msa_runtime.records import sidecar
+    from msa_runtime.cli.records import sidecar
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -97,7 +97,7 @@ def test_node_listens_on_loopback_only(ray_node: Any) -> None:
 def test_scores_failures_and_resume(
     ray_node: Any, tiny_pack: Path, clips: dict[str, Any], tmp_path: Path
 ) -> None:
-    from msa_runtime.ray import row_key, score_archive
+    from msa_runtime.cli.ray import row_key, score_archive
 
     out = tmp_path / "scores.jsonl"
     lines: list[str] = []
@@ -128,8 +128,8 @@ def test_scores_failures_and_resume(
 def test_cli_parquet_output(ray_node: Any, tiny_pack: Path, clips: dict[str, Any], tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
-    from msa_runtime.cli import main
-    from msa_runtime.ray import row_key
+    from msa_runtime.cli.ray import row_key
+    from msa_runtime.cli.run import main
 
     out = tmp_path / "scores.parquet"
     args = ["--pack", str(tiny_pack), "--ray", str(clips["folder"]), "--out", str(out)]
@@ -148,8 +148,8 @@ def test_cli_parquet_output(ray_node: Any, tiny_pack: Path, clips: dict[str, Any
 
 
 def test_bad_output_name_is_an_input_error(tiny_pack: Path, clips: dict[str, Any], tmp_path: Path) -> None:
+    from msa_runtime.cli.ray import score_archive
     from msa_runtime.errors import InputError
-    from msa_runtime.ray import score_archive
 
     with pytest.raises(InputError, match=r"\*\.jsonl"):
         score_archive([str(clips["folder"])], tiny_pack, tmp_path / "scores.txt")

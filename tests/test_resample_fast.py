@@ -11,10 +11,10 @@ import av
 import numpy as np
 import pytest
 
-from msa_runtime import face_boxes
-from msa_runtime.face_boxes import nms
+from msa_runtime.face import boxes as face_boxes
+from msa_runtime.face.area import _taps, area_crops, area_window, integral_image, resize_image
+from msa_runtime.face.boxes import nms
 from msa_runtime.preprocess import resize_rgb
-from msa_runtime.resample import _taps, area_crops, area_window, integral_image, resize_image
 
 
 def _crop_of_whole(image: np.ndarray, side: int) -> np.ndarray:

@@ -37,18 +37,10 @@ from media_factory import (
     make_truncated,
 )
 
-from msa_runtime import (
-    Analyzer,
-    InputError,
-    MediaError,
-    PackError,
-    Prediction,
-    ProviderError,
-    media,
-)
-from msa_runtime.cli import main as cli_main
+from msa_runtime import Analyzer, InputError, MediaError, PackError, Prediction, ProviderError, media
+from msa_runtime.cli.run import main as cli_main
+from msa_runtime.engine.sessions import resolve_providers
 from msa_runtime.pack import write_manifest
-from msa_runtime.sessions import resolve_providers
 
 pytestmark = pytest.mark.filterwarnings("ignore:pack .* untrained fusion head:UserWarning")
 
@@ -305,7 +297,7 @@ def test_stream_short_video_only_clip(an: Analyzer, tmp_path: Path) -> None:
 
 
 def test_stream_empty_window_is_skipped_with_a_warning(an: Analyzer) -> None:
-    from msa_runtime.stream import _Windows
+    from msa_runtime.scoring.stream import _Windows
 
     state = _Windows(an, 6.0, 2.0, None, None)
     with pytest.warns(UserWarning, match="nothing this pack can score"):
@@ -579,7 +571,7 @@ NO_TORCH = """
 import sys, warnings
 warnings.simplefilter("ignore")
 from msa_runtime import Analyzer
-import msa_runtime.cli, msa_runtime.stream
+import msa_runtime.cli.run, msa_runtime.scoring.stream
 an = Analyzer(sys.argv[1])
 p = an.predict(sys.argv[2], text="hello")
 w = next(iter(an.stream(sys.argv[2], window=1.0, hop=1.0)))

@@ -12,8 +12,8 @@ import pytest
 from media_factory import make_clip
 
 from msa_runtime import Analyzer, EncodedFrames, InputError, Prediction
-from msa_runtime.scoring import feature, head_feeds, text_for_span
-from msa_runtime.transcript import Cue
+from msa_runtime.asr.transcript import Cue
+from msa_runtime.scoring.core import feature, head_feeds, text_for_span
 
 pytestmark = pytest.mark.filterwarnings("ignore:pack .* untrained fusion head:UserWarning")
 

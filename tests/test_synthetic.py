@@ -1,4 +1,4 @@
-"""Tests of msa_export.training.synthetic: decodable media, intended label dependence,
+"""Tests of msa_export.data.synthetic: decodable media, intended label dependence,
 determinism, atomic writing."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from msa_export.training import synthetic
-from msa_export.training.datasets import DatasetError, load_dataset
-from msa_export.training.synthetic import (
+from msa_export.data import synthetic
+from msa_export.data.datasets import DatasetError, load_dataset
+from msa_export.data.synthetic import (
     AUDIO_PITCH_HZ,
     VIDEO_RGB,
     WORDS,

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from trained import RATE, Sample, all_factor_samples, make_sample, write_clip
 
 from msa_runtime import Analyzer
-from msa_runtime.cli import main as run_main
+from msa_runtime.cli.run import main as run_main
 
 MODALITY_INDEX = {"text": 0, "audio": 1, "vision": 2}
 
@@ -214,7 +214,7 @@ def test_runtime_scores_equal_the_trained_torch_head(trained_pack: Path, missing
     import torch
     from trained import Features
 
-    from msa_export.heads import load_checkpoint
+    from msa_export.models.heads import load_checkpoint
 
     head = load_checkpoint(trained_pack.parent / "head.pt").head()
     feats = Features(trained_pack)

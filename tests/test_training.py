@@ -15,13 +15,13 @@ import pytest
 from click.testing import CliRunner
 from conftest import shared_path
 
-from msa_export.build import build_pack
+from msa_export.data.datasets import load_dataset
 from msa_export.errors import DatasetError as _SweepError
-from msa_export.presets import get_preset
+from msa_export.pack.build import build_pack
+from msa_export.presets.registry import get_preset
 from msa_export.tour import run_tour
 from msa_export.training import features as fc
 from msa_export.training.cli import main as train_main
-from msa_export.training.datasets import load_dataset
 from msa_export.training.run import train
 from msa_export.training.sweep import assign_folds, choose_layer, group_of, paired_difference
 from msa_runtime import Analyzer

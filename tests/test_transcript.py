@@ -1,4 +1,4 @@
-"""Tests of msa_runtime.transcript: .txt, .srt and .vtt transcripts, encodings, errors."""
+"""Tests of msa_runtime.asr.transcript: .txt, .srt and .vtt transcripts, encodings, errors."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from msa_runtime.asr.transcript import Cue, read_transcript, text_between
 from msa_runtime.errors import TextError
-from msa_runtime.transcript import Cue, read_transcript, text_between
 
 SRT = """1
 00:00:00,500 --> 00:00:02,000

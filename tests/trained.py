@@ -1,7 +1,7 @@
 """A tiny pack whose fusion head is trained, so that scores mean something in tests.
 
 The ``tiny`` preset's encoders (seeded random weights) turn samples of the synthetic task of
-:mod:`msa_export.training.synthetic` into features: the label is ``text + audio + video`` where
+:mod:`msa_export.data.synthetic` into features: the label is ``text + audio + video`` where
 each modality's factor in ``{-1, 0, +1}`` is carried by the adjectives, the pitch and the
 background colour. A gated head trained on those features (a few seconds) gives scores that
 follow each modality, so tests can assert that a score moves the right way when one modality
@@ -22,7 +22,7 @@ import numpy as np
 RATE = 16000
 FPS = 3  # the tiny preset's frame rate
 DURATION = 2.0
-LAYERS = {"text": 2, "audio": 1, "vision": 2}  # the tiny preset's blocks (models/tiny.toml)
+LAYERS = {"text": 2, "audio": 1, "vision": 2}  # the tiny preset's blocks (msa_export/presets/cards/tiny.toml)
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class Sample:
 
 def make_sample(text: int, audio: int, video: int, seed: int, *, rate: int = RATE) -> Sample:
     """A synthetic sample with the given factors; ``seed`` varies words, pitch, colour, motion."""
-    from msa_export.training.synthetic import make_audio, make_frames, make_text
+    from msa_export.data.synthetic import make_audio, make_frames, make_text
 
     rng = np.random.default_rng([seed, text + 1, audio + 1, video + 1])
     words = make_text(text, rng)
@@ -94,7 +94,7 @@ class Features:
 
 def train_head_checkpoint(pack: Path, out: Path, *, epochs: int = 80) -> Path:
     """Train a gated head on synthetic features of ``pack``'s encoders; write ``out`` (head.pt)."""
-    from msa_export.heads import HeadConfig, save_checkpoint
+    from msa_export.models.heads import HeadConfig, save_checkpoint
     from msa_export.training.trainer import Split, TrainOptions, train_head
 
     feats = Features(pack)

@@ -22,7 +22,7 @@ def analyse(
     """Ratios, fidelity (cosine, score via the pack's head), FLOPs and fractions of the peak."""
     import onnxruntime as ort
 
-    from msa_export.convert import cosine
+    from msa_export.gate.checks import cosine
 
     pack = Path(run["pack"])
     prep = Preprocessor(pack)

@@ -1,5 +1,5 @@
 """FLOPs of the cut encoders, from each encoder kind's formula (the registry in
-:mod:`msa_export.kinds`)."""
+:mod:`msa_export.presets.kinds`)."""
 
 from __future__ import annotations
 
@@ -7,16 +7,16 @@ from typing import Any
 
 
 def model_config(kind: str, config: dict[str, Any]) -> Any:
-    """The transformers config of an encoder kind (the registry in :mod:`msa_export.kinds`)."""
-    from msa_export.kinds import encoder_kind
+    """The transformers config of an encoder kind (the registry in :mod:`msa_export.presets.kinds`)."""
+    from msa_export.presets.kinds import encoder_kind
 
     return encoder_kind(kind).config(config)
 
 
 def encoder_flops(kind: str, config: dict[str, Any], blocks: int, length: int) -> dict[str, int]:
     """FLOPs of a cut encoder for one input: ``length`` = tokens (text), samples (audio) or
-    frames (vision); the formula is the kind's (:mod:`msa_export.kinds`). Parts and total."""
-    from msa_export.kinds import encoder_kind
+    frames (vision); the formula is the kind's (:mod:`msa_export.presets.kinds`). Parts and total."""
+    from msa_export.presets.kinds import encoder_kind
 
     return encoder_kind(kind).count_flops(config, blocks, length)
 

@@ -21,7 +21,7 @@ def get_preset_random(name: str) -> Any:
     """A preset by name or card path, with seeded random weights (no hub here)."""
     import dataclasses
 
-    from msa_export.presets import get_preset
+    from msa_export.presets.registry import get_preset
 
     preset = get_preset(name).with_random_weights()
     text = preset.encoders.get("text")
@@ -64,7 +64,7 @@ def preset_fingerprint(preset: Any, *, models_only: bool = False) -> str:
 
 class FullDepth:
     """Builds the exportable full-depth module: all hidden states computed, the preset's layer
-    sliced out (the same slice as :func:`msa_export.encoders.reference_output`) and the last
+    sliced out (the same slice as :func:`msa_export.models.encoders.reference_output`) and the last
     hidden state returned too, so nothing after the layer can be pruned from the graph."""
 
     @staticmethod
@@ -93,10 +93,10 @@ def prepare(
     preset: Any, work: Path, pack: Path | None, rebuild: bool, log: Callable[[str], None]
 ) -> dict[str, Any]:
     """Build (or reuse) the pack and the full-depth ONNX files of ``preset`` under ``work``."""
-    from msa_export import encoders as enc
-    from msa_export.build import build_pack
-    from msa_export.convert import export_onnx
-    from msa_export.openvino import ready
+    from msa_export.convert.onnx_file import export_onnx
+    from msa_export.convert.openvino import ready
+    from msa_export.models import encoders as enc
+    from msa_export.pack.build import build_pack
 
     # the OpenVINO int8 file too when NNCF and the plugin are here (its contender needs it)
     precisions = ("int8", "fp32") + (("ov-int8",) if ready() is None else ())
@@ -162,7 +162,7 @@ class Preprocessor:
     normalisation, and the pack's crop (centre, or the face detector shipped in the pack)."""
 
     def __init__(self, pack: Path) -> None:
-        from msa_runtime.loaded_pack import load_face_detector
+        from msa_runtime.loading.loader import load_face_detector
         from msa_runtime.pack import load_manifest
         from msa_runtime.preprocess import TextEncoder
 
@@ -198,8 +198,8 @@ class Preprocessor:
 def head_feeds(
     names: list[str], feats: dict[str, np.ndarray], inputs: dict[str, tuple[np.ndarray, ...]]
 ) -> dict[str, np.ndarray]:
-    """The head's inputs for one clip (the runtime's :func:`msa_runtime.scoring.head_feeds`)."""
-    from msa_runtime import scoring
+    """The head's inputs for one clip (the runtime's :func:`msa_runtime.scoring.core.head_feeds`)."""
+    from msa_runtime.scoring import core as scoring
 
     masks = {"text": inputs["text"][1]} if "text" in inputs else {}
     feats_in = {m: scoring.feature(x, masks.get(m)) for m, x in feats.items()}
@@ -210,8 +210,8 @@ class TorchPipeline:
     def __init__(self, preset: Any, cut: bool) -> None:
         import torch
 
-        from msa_export import encoders as enc
-        from msa_export.heads import FlatHead, HeadConfig, build_head, head_io
+        from msa_export.models import encoders as enc
+        from msa_export.models.heads import FlatHead, HeadConfig, build_head, head_io
 
         torch.set_num_threads(THREADS)
         self.torch, self.enc, self.cut = torch, enc, cut
@@ -251,7 +251,7 @@ class OrtPipeline:
     def __init__(
         self, files: dict[str, Path], head: Path, threads: int = THREADS, providers: str = "cpu"
     ) -> None:
-        from msa_runtime.sessions import make_session
+        from msa_runtime.engine.sessions import make_session
 
         self.sessions = {
             m: make_session(p, providers, threads=threads, spinning=False) for m, p in files.items()
@@ -338,7 +338,7 @@ def tuning_record(pack: Path, work: Path, log: Callable[[str], None]) -> Path:
     import subprocess
     import sys
 
-    from msa_runtime.tuning import load_tuning
+    from msa_runtime.loading.tuning import load_tuning
 
     path = work / "tuning.json"
     if path.is_file() and load_tuning(pack, path)[0] is not None:

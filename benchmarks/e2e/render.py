@@ -100,7 +100,7 @@ def render(doc: dict[str, Any]) -> str:
         "+ the fusion head (torch head for torch contenders, the pack's head.onnx for ORT)."
     )
     L.append(
-        "- Fidelity: min cosine over feature vectors (convert.cosine) and max |diff| of each "
+        "- Fidelity: min cosine over feature vectors (msa_export.gate.checks.cosine) and max |diff| of each "
         "contender's features against the reference; score diff = |score - reference score| with "
         "each contender's own head, and again with the pack's head.onnx fed each contender's features."
     )

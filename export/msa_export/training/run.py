@@ -1,0 +1,259 @@
+"""``msa-train`` as a library call: cache features, sweep layers, train heads, write the report."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from msa_export.data.datasets import Dataset, DatasetError, load_dataset
+from msa_export.gate.inputs import CHECKPOINT_UTTERANCES, _spread
+from msa_export.models.heads import HeadConfig, save_checkpoint
+from msa_export.presets.kinds import head_kind
+from msa_export.presets.registry import Preset
+from msa_export.training import features as fc
+from msa_export.training import sweep as sw
+from msa_export.training.metrics import format_table, summarize
+from msa_export.training.sweep import head_config as _config
+from msa_export.training.trainer import Split, TrainOptions, TrainResult, evaluate, train_head
+
+Progress = Callable[[str], None]
+SPLITS = ("train", "dev", "test")
+
+
+def default_cache() -> Path:
+    """``MSA_EDGE_CACHE``, else ``~/.cache/msa-edge/features``."""
+    env = os.environ.get("MSA_EDGE_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "msa-edge" / "features"
+
+
+def parse_layers(value: str, modalities: Sequence[str]) -> str | dict[str, int]:
+    """``best`` | ``sweep`` | ``weighted`` | ``text=N,audio=N,vision=N``."""
+    if value in ("best", "sweep", "weighted"):
+        return value
+    out: dict[str, int] = {}
+    for item in value.split(","):
+        key, _, num = item.partition("=")
+        if key not in modalities or not num.strip().lstrip("-").isdigit():
+            raise DatasetError(
+                f"--layers {value!r}: use best, sweep, weighted or "
+                f"MODALITY=N pairs for {', '.join(modalities)}"
+            )
+        out[key] = int(num)
+    return out
+
+
+class _Data:
+    """The cached features of one dataset, loaded per layer on demand."""
+
+    def __init__(self, ds: Dataset, folders: dict[str, Path], failed: set[str]) -> None:
+        self.folders = folders
+        self.samples = {s: [x for x in ds.split(s) if x.id not in failed] for s in SPLITS}
+        for name, items in self.samples.items():
+            if not items:
+                raise DatasetError(f"the {name} split is empty after skipping failed clips")
+        self.states = {m: fc.num_states(f) for m, f in folders.items()}
+        self.dims: dict[str, int] = {}
+
+    def split(self, name: str, layers: dict[str, int | None]) -> Split:
+        feats = {}
+        for m, layer in layers.items():
+            feats[m], dim = fc.load_layer(self.folders[m], self.samples[name], layer, m)
+            self.dims[m] = dim or self.dims.get(m, 0)
+        labels = np.asarray([s.label for s in self.samples[name]], np.float64)
+        return Split(feats=feats, labels=labels, ids=[s.id for s in self.samples[name]])
+
+    def splits(self, layers: dict[str, int | None]) -> tuple[Split, Split, Split]:
+        return self.split("train", layers), self.split("dev", layers), self.split("test", layers)
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def train(
+    dataset: str | Path,
+    preset: Preset,
+    out: str | Path,
+    *,
+    modalities: Sequence[str] | None = None,
+    head: str = "gated",
+    layers: str = "best",
+    seeds: int = 5,
+    epochs: int = 50,
+    lr: float = 1e-4,
+    cache_dir: str | Path | None = None,
+    offline: bool | None = None,
+    sweep_seeds: int | None = None,
+    sweep_folds: int = sw.DEFAULT_FOLDS,
+    progress: Progress = lambda m: None,
+) -> dict[str, Any]:
+    """Train a fusion head on ``dataset`` with ``preset``'s encoders; write into ``out``:
+    ``head.pt``, ``metrics.json``, ``report.md`` and (for a sweep) ``sweep.png``.
+
+    A sweep scores every layer by ``sweep_folds``-fold cross-validation over train + dev
+    (``sweep_seeds`` seeds per fold, default 1), or with ``sweep_folds=0`` on the dev split
+    (``sweep_seeds`` seeds, default 3), and picks with :func:`msa_export.training.sweep.choose_layer`:
+    the preset's layer unless another is clearly better."""
+    ds = load_dataset(dataset)
+    available = [m for m in preset.modalities if m == "text" or ds.has_media]
+    mods = list(modalities) if modalities else available
+    for m in mods:
+        if m not in preset.encoders:
+            raise DatasetError(
+                f"preset {preset.name} has no {m} encoder; it has {', '.join(preset.modalities)}"
+            )
+        if m not in available:
+            raise DatasetError(
+                f"{m} needs media files, and dataset {ds.name} has none: train with --modalities text"
+            )
+    if head_kind(head).text_first and mods[0] != "text":
+        raise DatasetError(f"the {head} head needs text (it shifts text tokens)")
+    mode = parse_layers(layers, mods)
+    if sweep_seeds is None:
+        sweep_seeds = 1 if sweep_folds >= 3 else 3
+    if seeds < 1 or epochs < 1 or sweep_seeds < 1:
+        raise DatasetError("--seeds, --sweep-seeds and --epochs must be >= 1")
+    if sweep_folds < 0 or sweep_folds in (1, 2):
+        raise DatasetError(
+            "--sweep-folds must be 0 (the dev split) or >= 3 "
+            "(one fold scores, one picks the epoch, the rest train)"
+        )
+    if mode == "sweep" and sweep_folds >= 3:  # too few videos for the folds: say so before any work
+        sw.assign_folds([s.id for s in ds.samples if s.split in ("train", "dev")], sweep_folds)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if ds.missing_media:
+        progress(
+            f"warning: {len(ds.missing_media)} clips have no media file on disk; they count "
+            "as missing audio/vision"
+        )
+    report = fc.extract_features(
+        ds.samples, preset, cache_dir or default_cache(), modalities=mods, offline=offline, progress=progress
+    )
+    if report.failed:
+        first = next(iter(report.failed.items()))
+        progress(
+            f"warning: {len(report.failed)} clips failed to decode and were skipped "
+            f"(first: {first[0]}: {first[1]})"
+        )
+    data = _Data(ds, report.folders, set(report.failed))
+    opts = TrainOptions(epochs=epochs, lr=lr)
+    sweep = None
+    prefer: dict[str, int | None] = {m: preset.encoders[m].layer for m in mods}
+    if mode == "sweep":
+        sweep = sw.sweep(
+            data.splits,
+            {m: data.states[m] for m in mods},
+            data.dims,
+            preset,
+            mods,
+            opts,
+            progress,
+            folds=sweep_folds,
+            seeds=sweep_seeds,
+        )
+        picked = {m: sw.choose_layer(rows, prefer[m]) for m, rows in sweep.items()}
+        chosen: dict[str, int | None] = dict(picked)
+        sw.plot(sweep, picked, prefer, out / "sweep.png")
+    elif mode == "weighted":
+        chosen = {m: None for m in mods}
+    elif isinstance(mode, dict):
+        chosen = {m: mode.get(m, preset.encoders[m].layer) for m in mods}
+    else:
+        chosen = {m: preset.encoders[m].layer for m in mods}
+    for m, layer in chosen.items():
+        if layer is not None and not 0 <= layer < data.states[m] - 1:
+            raise DatasetError(f"{m} layer {layer} is out of range (valid 0..{data.states[m] - 2})")
+    progress(f"training the {head} head on layers {chosen} over {seeds} seed(s)")
+    train_s, dev_s, test_s = data.splits(chosen)
+    weighted = {m: data.states[m] for m in mods} if mode == "weighted" else None
+    cfg = _config(preset, head, {m: data.dims[m] for m in mods})
+    runs: list[tuple[TrainResult, dict[str, float]]] = []
+    for seed in range(seeds):
+        progress(f"seed {seed}")
+        result = train_head(
+            cfg, train_s, dev_s, seed=seed, opts=opts, weighted_states=weighted, progress=progress
+        )
+        runs.append((result, evaluate(result, test_s, cfg)[0]))
+    best_result, _ = min(runs, key=lambda r: r[0].dev_loss)
+    unimodal: dict[str, dict[str, float]] = {}
+    if len(mods) > 1:
+        for m in mods:
+            progress(f"unimodal baseline: {m}")
+            single = {m: chosen[m]}
+            tr, dv, te = data.splits(single)
+            ucfg = _config(preset, "gated", {m: data.dims[m]})
+            r = train_head(
+                ucfg, tr, dv, seed=0, opts=opts, weighted_states={m: data.states[m]} if weighted else None
+            )
+            unimodal[m] = evaluate(r, te, ucfg)[0]
+    layer_out = {m: (v if v is not None else data.states[m] - 2) for m, v in chosen.items()}
+    if best_result.mix is not None:
+        cfg = HeadConfig(**{**cfg.__dict__, "extra": {"layer_weights": best_result.mix.weights()}})
+    test_preds = evaluate(best_result, test_s, cfg)[1]
+    metrics: dict[str, Any] = {
+        "dataset": str(dataset),
+        "preset": preset.name,
+        "head": head,
+        "modalities": mods,
+        "layers": {m: ("weighted" if v is None else v) for m, v in chosen.items()},
+        "counts": {s: len(data.samples[s]) for s in SPLITS},
+        "epochs": epochs,
+        "lr": lr,
+        "failed_clips": report.failed,
+        "runs": [r[1] for r in runs],
+        "summary": summarize([r[1] for r in runs]),
+        "unimodal": unimodal,
+        "sweep": sweep,
+        "preset_layers": prefer,
+        "best_seed": runs.index(min(runs, key=lambda r: r[0].dev_loss)),
+        "test_predictions": dict(zip(test_s.ids, map(float, test_preds))),
+    }
+    encoders = {
+        m: {"kind": preset.encoders[m].kind, "source": preset.encoders[m].source, "hidden_size": data.dims[m]}
+        for m in mods
+    }
+    save_checkpoint(
+        out / "head.pt",
+        best_result.head,
+        cfg,
+        layers=layer_out,
+        encoders=encoders,
+        preset=preset.name,
+        metrics=metrics["summary"],
+        utterances=_spread([s.text for s in data.samples["dev"] if s.text.strip()], CHECKPOINT_UTTERANCES)
+        if "text" in mods
+        else (),
+    )
+    _write(out / "metrics.json", json.dumps(metrics, indent=1, default=float))
+    _write(out / "report.md", render_report(metrics))
+    progress(f"wrote {out / 'head.pt'}, metrics.json, report.md")
+    return metrics
+
+
+def render_report(metrics: dict[str, Any]) -> str:
+    """The markdown report of a training run."""
+    lines = [
+        f"# msa-train: {metrics['preset']} on {metrics['dataset']}",
+        "",
+        f"Head `{metrics['head']}`, modalities {', '.join(metrics['modalities'])}, layers "
+        f"{metrics['layers']}, {metrics['epochs']} epochs, {len(metrics['runs'])} seed(s). "
+        f"Clips: {metrics['counts']}.",
+        "",
+    ]
+    if metrics["failed_clips"]:
+        lines += [f"{len(metrics['failed_clips'])} clips failed to decode and were skipped.", ""]
+    rows: dict[str, Any] = {f"{'+'.join(metrics['modalities'])} (mean ± std over seeds)": metrics["summary"]}
+    rows.update({f"{m} only": v for m, v in metrics["unimodal"].items()})
+    lines += ["## Test", "", format_table(rows), ""]
+    if metrics["sweep"]:
+        chosen = {m: int(v) for m, v in metrics["layers"].items() if v != "weighted"}
+        lines += sw.report_lines(metrics["sweep"], chosen, metrics.get("preset_layers", {}))
+    return "\n".join(lines)

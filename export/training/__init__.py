@@ -1,1 +1,0 @@
-"""Training side of msa-edge: datasets, metrics and synthetic data for fitting fusion heads."""

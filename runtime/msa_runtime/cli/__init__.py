@@ -1,0 +1,16 @@
+"""``msa-run``: the command line over :class:`msa_runtime.Analyzer`, its records and writers,
+and archives on Ray (``--ray``, extra ``msa-edge[ray]``).
+
+- :mod:`~msa_runtime.cli.run`: the command (:func:`main`).
+- :mod:`~msa_runtime.cli.records`: inputs expanded, one record per input, the writers.
+- :mod:`~msa_runtime.cli.batch_output`: where ``--ray`` records go.
+- :mod:`~msa_runtime.cli.ray`: :func:`~msa_runtime.cli.ray.score_archive`.
+"""
+
+from msa_runtime.cli.records import score_record
+from msa_runtime.cli.run import main
+
+__all__ = [
+    "main",
+    "score_record",
+]

@@ -1,0 +1,352 @@
+"""``msa-run``: score files, folders, globs or a live source with a pack (a thin shell over
+:class:`msa_runtime.Analyzer`)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import click
+
+from msa_runtime import checks
+from msa_runtime.cli.records import (
+    OutputError,
+    Writer,
+    expand_inputs,
+    failure_record,
+    prediction_record,
+    score_input,
+    shown,
+)
+from msa_runtime.errors import MsaError
+
+
+def _warn_line(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
+    """Show a warning as one line, without the source line Python adds."""
+    click.echo(f"warning: {' '.join(str(message).split())}", err=True)
+
+
+class _LogLine(logging.Handler):
+    """Log records of ``msa_runtime`` (e.g. a file that seems truncated) as warning lines."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        _warn_line(record.getMessage(), None)
+
+
+def _seconds(ctx: click.Context, param: click.Parameter, value: Any) -> float:
+    """--window/--hop: a finite number of seconds > 0, named as the user typed it."""
+    try:
+        return checks.seconds(f"--{param.name}", value, positive=True)
+    except MsaError as exc:
+        raise click.UsageError(str(exc), ctx) from None
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("inputs", nargs=-1)
+@click.option("--pack", required=True, type=click.Path(), help="Pack folder (msa-export).")
+@click.option("--text", help="What was said (the same text for every input).")
+@click.option(
+    "--transcript",
+    type=click.Path(),
+    help="Transcript file: .txt, .srt or .vtt. Default: a sidecar with the input's name, if present.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "jsonl", "csv"]),
+    default="table",
+    show_default=True,
+)
+@click.option(
+    "--stream",
+    is_flag=True,
+    help="Score overlapping windows (files, devices, URLs, or - for standard input).",
+)
+@click.option("--window", default=6.0, show_default=True, callback=_seconds, help="Window length in seconds.")
+@click.option(
+    "--hop", default=2.0, show_default=True, callback=_seconds, help="Hop between windows in seconds."
+)
+@click.option(
+    "--input-format",
+    default=None,
+    help="Format of the input instead of probing it: s16le for raw 16-bit mono PCM at the pack's "
+    "rate on stdin (-), or an FFmpeg format name (ffmpeg -formats). Default: standard input is "
+    "sniffed (WAV, MP4, Matroska/WebM, Ogg, FLAC, MP3, ...), files are probed.",
+)
+@click.option(
+    "--providers",
+    default=None,
+    help="auto (CUDA, else OpenVINO where it offers this CPU, else CPU), cpu, cuda, "
+    "openvino[:DEVICE] (openvino-native or openvino-ep for one route), or comma-separated "
+    "ONNX Runtime provider names. Default: "
+    "MSA_EDGE_PROVIDERS, else auto.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["int8", "fp16", "fp32", "ov-int8"]),
+    default=None,
+    help="Force one file kind. Default: the pack's file for the provider (CPU int8, "
+    "CUDA fp16, OpenVINO ov-int8 else fp32), or the tuning record's fastest.",
+)
+@click.option(
+    "--threads",
+    type=int,
+    default=None,
+    help="Threads per session (default: MSA_EDGE_THREADS, else ONNX Runtime's choice).",
+)
+@click.option(
+    "--concurrent/--sequential",
+    default=None,
+    help="Run text, audio and vision on three threads at once (default: MSA_EDGE_CONCURRENT, else "
+    "sequential).",
+)
+@click.option(
+    "--tune",
+    is_flag=True,
+    help="Time every file of the pack on this machine's "
+    "providers and write <pack>.tuning.json beside the pack (then score INPUT, if any).",
+)
+@click.option(
+    "--asr",
+    help="Transcribe inputs that have no text with this speech-recognition "
+    "model: a Whisper size (tiny, base, small, ...), a CTranslate2 hub id or folder, "
+    "or 'pack' (the pack's own). Needs msa-edge[asr].",
+)
+@click.option(
+    "--language", help="Language spoken, as a Whisper code (en, de, ...); default: detected. With --asr."
+)
+@click.option(
+    "--offline",
+    is_flag=True,
+    default=None,
+    help="--asr uses only local folders and the hub cache (default: HF_HUB_OFFLINE).",
+)
+@click.option(
+    "--long-window",
+    type=float,
+    default=None,
+    help="Score inputs longer than this many seconds in equal windows of at most this length and "
+    "average the window scores, weighted by duration: bounded memory on long files (default: "
+    "MSA_EDGE_LONG_WINDOW, else 30).",
+)
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    default=None,
+    help="Score the inputs on Ray Data (msa-edge[ray]): 'local' (a single node on 127.0.0.1, "
+    "the default when no value is given), 'auto' or HOST:PORT (a running cluster). Needs --out.",
+)
+@click.option(
+    "--out",
+    type=click.Path(),
+    help="With --ray: *.jsonl (a file) or *.parquet (a folder); inputs already scored in it are skipped.",
+)
+@click.option("--actors", type=int, default=None, help="With --ray: actors (default: the cluster's CPUs).")
+def main(
+    inputs: tuple[str, ...],
+    pack: str,
+    text: str | None,
+    transcript: str | None,
+    fmt: str,
+    stream: bool,
+    window: float,
+    hop: float,
+    input_format: str | None,
+    providers: str | None,
+    precision: str | None,
+    threads: int | None,
+    concurrent: bool | None,
+    tune: bool,
+    asr: str | None,
+    language: str | None,
+    offline: bool | None,
+    long_window: float | None,
+    ray_address: str | None,
+    out: str | None,
+    actors: int | None,
+) -> None:
+    """Score clips with a pack: INPUT may be files, folders or globs (and manifest CSVs with
+    --ray); with no INPUT, --text."""
+    log = logging.getLogger("msa_runtime")
+    handler = _LogLine(logging.WARNING)
+    log.addHandler(handler)
+    try:
+        with warnings.catch_warnings():  # restores the warning machinery when done
+            warnings.simplefilter("default")
+            warnings.showwarning = _warn_line
+            try:  # the numbers that size memory and work, checked under their option names
+                from msa_runtime.limits import bound_threads, check_long_window
+
+                threads = None if threads is None else bound_threads(threads, "--threads")
+                long_window = None if long_window is None else check_long_window(long_window, "--long-window")
+            except MsaError as exc:
+                click.echo(f"error: {exc}", err=True)
+                sys.exit(2)
+            if ray_address is not None or out is not None:
+                if stream or transcript is not None or asr is not None or tune:
+                    raise click.UsageError(
+                        "--ray scores whole inputs: not with --stream, --transcript, --asr or --tune"
+                    )
+                from msa_runtime.cli.ray import run_cli
+
+                run_cli(
+                    inputs, pack, ray_address, out, actors, text, providers, precision, threads, long_window
+                )
+                return
+            if tune:
+                _tune(pack, providers, threads)
+                if not inputs and text is None:
+                    return
+            if language is not None and asr is None:
+                raise click.UsageError("--language goes with --asr")
+            _main(
+                inputs,
+                pack,
+                text,
+                transcript,
+                fmt,
+                stream=stream,
+                window=window,
+                hop=hop,
+                input_format=input_format,
+                options={
+                    "providers": providers,
+                    "threads": threads,
+                    "precision": precision,
+                    "asr": asr,
+                    "language": language,
+                    "offline": offline,
+                    "long_window": long_window,
+                    "concurrent": concurrent,
+                },
+            )
+    finally:
+        log.removeHandler(handler)
+
+
+def _tune(pack: str, providers: str | None, threads: int | None) -> None:
+    """Time the pack's files on this machine's providers (all of them for auto); write the
+    record beside the pack."""
+    from msa_runtime.engine.sessions import engines_to_tune
+    from msa_runtime.loading.tuning import tune
+    from msa_runtime.pack import load_manifest
+
+    try:
+        manifest = load_manifest(pack)
+        names = engines_to_tune(providers)
+        path, record = tune(
+            Path(pack), manifest, names, threads=threads, progress=lambda m: click.echo(m, err=True)
+        )
+    except MsaError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    for mod, e in record["encoders"].items():
+        b = e["best"]
+        click.echo(
+            f"tune: {mod}: fastest {b['file']} on {b['provider']} ({b['median_ms']:,.1f} ms)", err=True
+        )
+    click.echo(f"tune: wrote {path}", err=True)
+
+
+def _main(
+    inputs: tuple[str, ...],
+    pack: str,
+    text: str | None,
+    transcript: str | None,
+    fmt: str,
+    *,
+    stream: bool,
+    window: float,
+    hop: float,
+    input_format: str | None,
+    options: dict[str, Any],
+) -> None:
+    """Score ``inputs`` with an Analyzer made from ``options`` (its keyword arguments, from the
+    command line)."""
+    from msa_runtime.analyzer import Analyzer
+
+    if text is not None and transcript is not None:
+        raise click.UsageError("give --text or --transcript, not both")
+    names = expand_inputs(inputs)
+    if inputs and not names:
+        raise click.UsageError(f"no media files found in {', '.join(inputs)}")
+    if not names and text is None:
+        raise click.UsageError("give INPUT files or --text")
+    try:
+        an = Analyzer(pack, **options)
+    except MsaError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    if (an.auto_provider and an.providers[0] != "CPUExecutionProvider") or "tuning record" in an.choice:
+        click.echo(f"note: {an.choice}", err=True)
+    if stream:
+        fps = an.prep("vision").fps if "vision" in an.sessions else None
+        try:
+            checks.window_hop(window, hop, fps=fps, names=("--window", "--hop"))
+        except MsaError as exc:
+            an.close()
+            raise click.UsageError(str(exc)) from None
+    writer = Writer(fmt, sys.stdout, live=stream, names=names)
+    failed = 0
+    try:
+        if not names:
+            writer.write(prediction_record("(text)", an.predict(text=text)))
+        for i, name in enumerate(names, 1):
+            if len(names) > 1:
+                click.echo(f"[{i}/{len(names)}] {shown(name)}", err=True)
+            try:
+                for rec in score_input(an, name, text, transcript, stream, window, hop, input_format):
+                    writer.write(rec)
+            except OutputError:
+                raise
+            except Exception as exc:  # a batch keeps going past any bad input
+                failed += 1
+                label = shown(name)
+                rec = failure_record(label, exc)
+                msg = rec["error"]
+                click.echo(f"error: {msg if label in msg else f'{label}: {msg}'}", err=True)
+                writer.write(rec)
+        writer.close()
+    except OutputError as exc:
+        _output_failed(exc)
+    except MsaError as exc:  # text-only scoring with bad arguments
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        try:  # what was scored before the interrupt still reaches the output
+            writer.close()
+        except OutputError:
+            pass
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    finally:
+        an.close()
+    if failed:
+        click.echo(f"{failed} of {len(names)} inputs failed", err=True)
+        sys.exit(1)
+
+
+def _output_failed(exc: OutputError) -> None:
+    """End after the output could not be written: quietly with 141 (as SIGPIPE would) when the
+    reader went away (``| head -1``), else with one line naming the output, not an input."""
+    try:  # nothing more may reach the closed/full stdout, not even Python's exit-time flush
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    if exc.broken_pipe:
+        sys.exit(141)
+    click.echo(
+        f"error: cannot write the results to standard output ({exc}): free space or check it", err=True
+    )
+    sys.exit(74)
+
+
+if __name__ == "__main__":
+    main()
