@@ -5,6 +5,7 @@ an = Analyzer("pack/")
 print(an.predict("clip.mp4", text="i loved it").score)
 """
 
+from msa_runtime import moved
 from msa_runtime.analyzer import Analyzer
 from msa_runtime.errors import (
     AsrError,
@@ -17,6 +18,8 @@ from msa_runtime.errors import (
     TextError,
 )
 from msa_runtime.scoring.core import EncodedFrames, Prediction
+
+moved.install(moved.RUNTIME_MOVES)
 
 __all__ = [
     "Analyzer",
