@@ -30,13 +30,14 @@ naming the file, the lines and the fix. Line numbers count the header as line 1.
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
+from msa_export.data.csv_table import detect_form, read_rows, resolve_csv
 from msa_export.errors import DatasetError
 
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
@@ -56,19 +57,6 @@ _SPLIT_ALIASES: dict[str, str] = {
 LABEL_MIN = -3.0
 LABEL_MAX = 3.0
 
-# Files looked for, in this order, when load_dataset is given a folder.
-_FOLDER_FILES: tuple[str, ...] = ("label.csv", "manifest.csv")
-
-_FORM_COLUMNS: dict[str, tuple[str, ...]] = {
-    "mmsa": ("video_id", "clip_id", "text", "label", "mode"),
-    "mosi": ("id", "text", "label", "mode"),
-    "manifest": ("media", "label", "split"),
-}
-_ACCEPTED_FORMS = (
-    "accepted forms: MMSA label.csv (video_id, clip_id, text, label, mode), "
-    "MOSI label.csv (id, text, label, mode), "
-    "manifest (media, label, split; optional id, text, start, end)"
-)
 _SHOW = 5  # how many offending rows a message lists
 
 
@@ -132,45 +120,6 @@ def _listing(items: Sequence[str], total: int | None = None) -> str:
     return shown + (f", ... ({total - _SHOW} more)" if total > _SHOW else "")
 
 
-def _resolve_csv(path: Path) -> Path:
-    if not path.exists():
-        raise DatasetError(
-            f"dataset path {path} does not exist: pass a folder with label.csv "
-            "(MMSA or MOSI form) or manifest.csv, or the path of a CSV manifest"
-        )
-    if path.is_dir():
-        for name in _FOLDER_FILES:
-            candidate = path / name
-            if candidate.is_file():
-                return candidate
-        raise DatasetError(
-            f"dataset folder {path} has neither label.csv nor manifest.csv: pass the CSV file "
-            f"itself or add one; {_ACCEPTED_FORMS}"
-        )
-    return path
-
-
-def _detect_form(columns: Sequence[str], csv_path: Path) -> str:
-    present = set(columns)
-    if "media" in present:
-        form = "manifest"
-    elif "video_id" in present or "clip_id" in present:
-        form = "mmsa"
-    elif "id" in present:
-        form = "mosi"
-    else:
-        # closest form: the one with most of its columns present
-        form = max(_FORM_COLUMNS, key=lambda f: sum(c in present for c in _FORM_COLUMNS[f]))
-    missing = [c for c in _FORM_COLUMNS[form] if c not in present]
-    if missing:
-        found = ", ".join(columns) if columns else "none"
-        raise DatasetError(
-            f"{csv_path} lacks column(s) {', '.join(missing)} of the {form} form "
-            f"(found: {found}); {_ACCEPTED_FORMS}"
-        )
-    return form
-
-
 def _parse_float(value: str) -> float | None:
     """A finite float, or None if ``value`` is not one."""
     try:
@@ -186,43 +135,185 @@ def _dataset_name(csv_path: Path) -> str:
     return csv_path.stem
 
 
-def _read_rows(csv_path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
-    """Header (lower-cased, stripped) and (line number, row) pairs of a CSV file."""
-    try:
-        with open(csv_path, encoding="utf-8-sig", newline="") as fh:
-            reader = csv.reader(fh)
-            header_row = next(reader, None)
-            if header_row is None:
-                raise DatasetError(
-                    f"{csv_path} is empty: it needs a header row and one row per clip; {_ACCEPTED_FORMS}"
-                )
-            header = [h.strip().lower() for h in header_row]
-            dupes = sorted({h for h in header if header.count(h) > 1 and h})
-            if dupes:
-                raise DatasetError(
-                    f"{csv_path} has duplicate column(s) {', '.join(dupes)}: keep one column of each name"
-                )
-            rows: list[tuple[int, dict[str, str]]] = []
-            for raw in reader:
-                if not raw or all(not cell.strip() for cell in raw):
-                    continue  # blank line
-                line = reader.line_num
-                if len(raw) > len(header):
-                    raise DatasetError(
-                        f"{csv_path} line {line} has {len(raw)} fields but the header has "
-                        f"{len(header)}: quote fields that contain commas"
-                    )
-                cells = raw + [""] * (len(header) - len(raw))
-                rows.append((line, dict(zip(header, cells, strict=True))))
-    except UnicodeDecodeError as exc:
+class _Clip(NamedTuple):
+    """Where a row's clip is: its id, media file and time range."""
+
+    id: str
+    media: Path | None
+    start: float | None
+    end: float | None
+
+
+@dataclass
+class _RowProblems:
+    """Problems found row by row. They are collected over the whole file and raised after it,
+    so that one message lists every offending line of a kind rather than only the first."""
+
+    bad_labels: list[str] = field(default_factory=list)
+    out_of_range: list[str] = field(default_factory=list)
+    bad_times: list[str] = field(default_factory=list)
+    empty_ids: list[int] = field(default_factory=list)
+    unknown_splits: dict[str, int] = field(default_factory=dict)
+
+    def raise_any(self, csv_path: Path, split_column: str) -> None:
+        """Raise :class:`DatasetError` for the first kind of problem found, if any."""
+        if self.bad_labels:
+            raise DatasetError(
+                f"{csv_path}: {len(self.bad_labels)} label(s) are not numbers: {_listing(self.bad_labels)}; "
+                "write each label as a number such as -1.4"
+            )
+        if self.bad_times:
+            raise DatasetError(
+                f"{csv_path}: {len(self.bad_times)} bad start/end time(s): {_listing(self.bad_times)}; "
+                "give times as non-negative seconds with end > start, or leave both empty"
+            )
+        if self.out_of_range:
+            raise DatasetError(
+                f"{csv_path}: {len(self.out_of_range)} label(s) outside [-3, 3]: "
+                f"{_listing(self.out_of_range)}; rescale labels to the MOSI/MOSEI range [-3, 3]"
+            )
+        if self.unknown_splits:
+            shown = [f"{v!r} (line {ln})" for v, ln in self.unknown_splits.items()]
+            raise DatasetError(
+                f"{csv_path}: unknown {split_column} value(s) {_listing(shown)}; "
+                "use train, dev (or valid/val/validation) or test"
+            )
+        if self.empty_ids:
+            raise DatasetError(
+                f"{csv_path}: {len(self.empty_ids)} row(s) with an empty id: "
+                f"{_listing([f'line {n}' for n in self.empty_ids])}; give every row its id"
+            )
+
+
+def _required_splits(require_splits: Iterable[str]) -> list[str]:
+    required: list[str] = []
+    for name in require_splits:
+        key = normalize_split(name)
+        if key is None:
+            raise DatasetError(f"unknown split name {name!r} in require_splits: use train, dev or test")
+        required.append(key)
+    return required
+
+
+def _mmsa_clip(row: dict[str, str], root: Path) -> _Clip | None:
+    """The clip of an MMSA row, or None if its video or clip id is empty."""
+    video_id = row["video_id"].strip()
+    clip_id = row["clip_id"].strip()
+    if not video_id or not clip_id:
+        return None
+    return _Clip(f"{video_id}_{clip_id}", root / "Raw" / video_id / f"{clip_id}.mp4", None, None)
+
+
+def _mosi_clip(row: dict[str, str]) -> _Clip | None:
+    """The clip of a MOSI row (no media), or None if its id is empty."""
+    sample_id = row["id"].strip()
+    return _Clip(sample_id, None, None, None) if sample_id else None
+
+
+def _manifest_times(
+    line: int, row: dict[str, str], media: Path | None, problems: _RowProblems
+) -> tuple[float | None, float | None]:
+    """The row's ``start`` and ``end`` (None when empty); bad ones are noted in ``problems``."""
+    times: list[float | None] = []
+    for col in ("start", "end"):
+        raw_t = row.get(col, "").strip()
+        if not raw_t:
+            times.append(None)
+            continue
+        t = _parse_float(raw_t)
+        if t is None or t < 0:
+            problems.bad_times.append(f"line {line} ({col} {raw_t!r})")
+        times.append(t)
+    start, end = times
+    if start is not None and end is not None and end <= start:
+        problems.bad_times.append(f"line {line} (end {end:g} <= start {start:g})")
+    if (start is not None or end is not None) and media is None:
+        problems.bad_times.append(f"line {line} (start/end given without media)")
+    return start, end
+
+
+def _manifest_clip(line: int, row: dict[str, str], root: Path, problems: _RowProblems) -> _Clip:
+    """The clip of a manifest row; without an id, one is made from the media path and times."""
+    raw_media = row["media"].strip()
+    media: Path | None = None
+    if raw_media:
+        media_path = Path(raw_media)
+        media = media_path if media_path.is_absolute() else root / media_path
+    start, end = _manifest_times(line, row, media, problems)
+    sample_id = row.get("id", "").strip()
+    if not sample_id:
+        if raw_media:
+            sample_id = Path(raw_media).with_suffix("").as_posix()
+            if start is not None or end is not None:
+                s = "" if start is None else f"{start:g}"
+                e = "" if end is None else f"{end:g}"
+                sample_id += f"@{s}-{e}"
+        else:
+            sample_id = f"line{line}"
+    return _Clip(sample_id, media, start, end)
+
+
+def _parse_row(
+    line: int, row: dict[str, str], form: str, root: Path, split_column: str, problems: _RowProblems
+) -> Sample | None:
+    """The sample of one row, or None if the row has a problem (noted in ``problems``)."""
+    text = row.get("text", "").strip()
+
+    raw_label = row["label"].strip()
+    label = _parse_float(raw_label)
+    if label is None:
+        problems.bad_labels.append(f"line {line} ({raw_label!r})")
+        return None
+    if not LABEL_MIN <= label <= LABEL_MAX:
+        problems.out_of_range.append(f"line {line} ({raw_label})")
+
+    raw_split = row[split_column]
+    split = normalize_split(raw_split)
+    if split is None:
+        problems.unknown_splits.setdefault(raw_split.strip(), line)
+        return None
+
+    if form == "mmsa":
+        clip = _mmsa_clip(row, root)
+    elif form == "mosi":
+        clip = _mosi_clip(row)
+    else:
+        clip = _manifest_clip(line, row, root, problems)
+    if clip is None:
+        problems.empty_ids.append(line)
+        return None
+    return Sample(clip.id, text, label, split, clip.media, clip.start, clip.end)
+
+
+def _check_unique_ids(csv_path: Path, parsed: Sequence[tuple[Sample, int]]) -> None:
+    first_line: dict[str, int] = {}
+    duplicates: list[str] = []
+    n_duplicates = 0
+    for sample, line in parsed:
+        if sample.id in first_line:
+            n_duplicates += 1
+            if len(duplicates) < _SHOW:
+                duplicates.append(f"{sample.id!r} (lines {first_line[sample.id]} and {line})")
+        else:
+            first_line[sample.id] = line
+    if n_duplicates:
         raise DatasetError(
-            f"{csv_path} is not UTF-8 text ({exc.reason} at byte {exc.start}): save it as UTF-8 CSV"
-        ) from exc
-    except csv.Error as exc:
-        raise DatasetError(f"{csv_path} is not a valid CSV file ({exc}): fix the quoting") from exc
-    except OSError as exc:
-        raise DatasetError(f"cannot read {csv_path}: {exc.strerror or exc}") from exc
-    return header, rows
+            f"{csv_path}: {n_duplicates} duplicate id(s): {_listing(duplicates, n_duplicates)}; "
+            "every clip needs a unique id (remove repeated rows)"
+        )
+
+
+def _check_required_splits(
+    csv_path: Path, samples: Sequence[Sample], required: Sequence[str], split_column: str
+) -> None:
+    counts = {name: sum(1 for s in samples if s.split == name) for name in SPLITS}
+    empty = [name for name in dict.fromkeys(required) if counts[name] == 0]
+    if empty:
+        found = ", ".join(f"{k} {v}" for k, v in counts.items())
+        raise DatasetError(
+            f"{csv_path}: split(s) {', '.join(empty)} have no samples (found {found}); "
+            f"assign rows to every split in the {split_column} column"
+        )
 
 
 def load_dataset(
@@ -237,145 +328,23 @@ def load_dataset(
     :class:`DatasetError` on any problem except missing media files, which are listed in
     :attr:`Dataset.missing_media`.
     """
-    required: list[str] = []
-    for name in require_splits:
-        key = normalize_split(name)
-        if key is None:
-            raise DatasetError(f"unknown split name {name!r} in require_splits: use train, dev or test")
-        required.append(key)
-
-    csv_path = _resolve_csv(Path(path))
-    header, rows = _read_rows(csv_path)
-    form = _detect_form(header, csv_path)
+    required = _required_splits(require_splits)
+    csv_path = resolve_csv(Path(path))
+    header, rows = read_rows(csv_path)
+    form = detect_form(header, csv_path)
     root = csv_path.parent
     split_column = "split" if form == "manifest" else "mode"
 
-    samples: list[Sample] = []
-    lines: list[int] = []
-    bad_labels: list[str] = []
-    out_of_range: list[str] = []
-    bad_times: list[str] = []
-    empty_ids: list[int] = []
-    unknown_splits: dict[str, int] = {}
-
+    problems = _RowProblems()
+    parsed: list[tuple[Sample, int]] = []
     for line, row in rows:
-        text = row.get("text", "").strip()
-
-        raw_label = row["label"].strip()
-        label = _parse_float(raw_label)
-        if label is None:
-            bad_labels.append(f"line {line} ({raw_label!r})")
-            continue
-        if not LABEL_MIN <= label <= LABEL_MAX:
-            out_of_range.append(f"line {line} ({raw_label})")
-
-        raw_split = row[split_column]
-        split = normalize_split(raw_split)
-        if split is None:
-            unknown_splits.setdefault(raw_split.strip(), line)
-            continue
-
-        media: Path | None = None
-        start: float | None = None
-        end: float | None = None
-        if form == "mmsa":
-            video_id = row["video_id"].strip()
-            clip_id = row["clip_id"].strip()
-            if not video_id or not clip_id:
-                empty_ids.append(line)
-                continue
-            sample_id = f"{video_id}_{clip_id}"
-            media = root / "Raw" / video_id / f"{clip_id}.mp4"
-        elif form == "mosi":
-            sample_id = row["id"].strip()
-            if not sample_id:
-                empty_ids.append(line)
-                continue
-        else:
-            raw_media = row["media"].strip()
-            if raw_media:
-                media_path = Path(raw_media)
-                media = media_path if media_path.is_absolute() else root / media_path
-            times: list[float | None] = []
-            for col in ("start", "end"):
-                raw_t = row.get(col, "").strip()
-                if not raw_t:
-                    times.append(None)
-                    continue
-                t = _parse_float(raw_t)
-                if t is None or t < 0:
-                    bad_times.append(f"line {line} ({col} {raw_t!r})")
-                times.append(t)
-            start, end = times
-            if start is not None and end is not None and end <= start:
-                bad_times.append(f"line {line} (end {end:g} <= start {start:g})")
-            if (start is not None or end is not None) and media is None:
-                bad_times.append(f"line {line} (start/end given without media)")
-            sample_id = row.get("id", "").strip()
-            if not sample_id:
-                if raw_media:
-                    sample_id = Path(raw_media).with_suffix("").as_posix()
-                    if start is not None or end is not None:
-                        s = "" if start is None else f"{start:g}"
-                        e = "" if end is None else f"{end:g}"
-                        sample_id += f"@{s}-{e}"
-                else:
-                    sample_id = f"line{line}"
-
-        samples.append(Sample(sample_id, text, label, split, media, start, end))
-        lines.append(line)
-
-    if bad_labels:
-        raise DatasetError(
-            f"{csv_path}: {len(bad_labels)} label(s) are not numbers: {_listing(bad_labels)}; "
-            "write each label as a number such as -1.4"
-        )
-    if bad_times:
-        raise DatasetError(
-            f"{csv_path}: {len(bad_times)} bad start/end time(s): {_listing(bad_times)}; "
-            "give times as non-negative seconds with end > start, or leave both empty"
-        )
-    if out_of_range:
-        raise DatasetError(
-            f"{csv_path}: {len(out_of_range)} label(s) outside [-3, 3]: "
-            f"{_listing(out_of_range)}; rescale labels to the MOSI/MOSEI range [-3, 3]"
-        )
-    if unknown_splits:
-        shown = [f"{v!r} (line {ln})" for v, ln in unknown_splits.items()]
-        raise DatasetError(
-            f"{csv_path}: unknown {split_column} value(s) {_listing(shown)}; "
-            "use train, dev (or valid/val/validation) or test"
-        )
-    if empty_ids:
-        raise DatasetError(
-            f"{csv_path}: {len(empty_ids)} row(s) with an empty id: "
-            f"{_listing([f'line {n}' for n in empty_ids])}; give every row its id"
-        )
-
-    first_line: dict[str, int] = {}
-    duplicates: list[str] = []
-    n_duplicates = 0
-    for sample, line in zip(samples, lines, strict=True):
-        if sample.id in first_line:
-            n_duplicates += 1
-            if len(duplicates) < _SHOW:
-                duplicates.append(f"{sample.id!r} (lines {first_line[sample.id]} and {line})")
-        else:
-            first_line[sample.id] = line
-    if n_duplicates:
-        raise DatasetError(
-            f"{csv_path}: {n_duplicates} duplicate id(s): {_listing(duplicates, n_duplicates)}; "
-            "every clip needs a unique id (remove repeated rows)"
-        )
-
-    counts = {name: sum(1 for s in samples if s.split == name) for name in SPLITS}
-    empty = [name for name in dict.fromkeys(required) if counts[name] == 0]
-    if empty:
-        found = ", ".join(f"{k} {v}" for k, v in counts.items())
-        raise DatasetError(
-            f"{csv_path}: split(s) {', '.join(empty)} have no samples (found {found}); "
-            f"assign rows to every split in the {split_column} column"
-        )
+        sample = _parse_row(line, row, form, root, split_column, problems)
+        if sample is not None:
+            parsed.append((sample, line))
+    problems.raise_any(csv_path, split_column)
+    _check_unique_ids(csv_path, parsed)
+    samples = [s for s, _ in parsed]
+    _check_required_splits(csv_path, samples, required, split_column)
 
     missing = tuple(s.id for s in samples if s.media is not None and not s.media.is_file())
     return Dataset(
