@@ -48,7 +48,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     # -- preprocessing (README: "one preprocessing implementation", DESIGN.md) ----------------
     M(
         "audio-no-normalisation",
-        "runtime/msa_runtime/preprocess/__init__.py",
+        "runtime/msa_runtime/preprocess/audio.py",
         "    if prep.normalize:\n",
         "    if False:\n",
         ("tests/test_references.py", "tests/test_trained_pack.py"),
@@ -56,7 +56,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     M(
         "audio-no-padding",
-        "runtime/msa_runtime/preprocess/__init__.py",
+        "runtime/msa_runtime/preprocess/audio.py",
         "    if x.size < minimum:\n",
         "    if False:\n",
         ("tests/test_references.py",),
@@ -64,7 +64,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     M(
         "image-no-255",
-        "runtime/msa_runtime/preprocess/__init__.py",
+        "runtime/msa_runtime/preprocess/vision.py",
         "squares.astype(np.float32) / 255.0",
         "squares.astype(np.float32) / 256.0",
         ("tests/test_references.py",),
@@ -72,7 +72,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     M(
         "image-bgr",
-        "runtime/msa_runtime/preprocess/__init__.py",
+        "runtime/msa_runtime/preprocess/vision.py",
         "np.ascontiguousarray(x.transpose(0, 3, 1, 2))",
         "np.ascontiguousarray(x[..., ::-1].transpose(0, 3, 1, 2))",
         ("tests/test_references.py",),
@@ -80,7 +80,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     M(
         "image-std-mean-swap",
-        "runtime/msa_runtime/preprocess/__init__.py",
+        "runtime/msa_runtime/preprocess/vision.py",
         "x = (x - np.asarray(prep.mean, np.float32)) / np.asarray(prep.std, np.float32)",
         "x = (x - np.asarray(prep.std, np.float32)) / np.asarray(prep.mean, np.float32)",
         ("tests/test_references.py",),
@@ -88,7 +88,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     M(
         "image-top-left-crop",
-        "runtime/msa_runtime/preprocess/__init__.py",
+        "runtime/msa_runtime/preprocess/vision.py",
         "top, left = (nh - size) // 2, (nw - size) // 2",
         "top, left = 0, 0",
         ("tests/test_references.py",),
@@ -96,7 +96,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     M(
         "image-bilinear",
-        "runtime/msa_runtime/preprocess/__init__.py",
+        "runtime/msa_runtime/preprocess/vision.py",
         'interpolation="BICUBIC"',
         'interpolation="BILINEAR"',
         ("tests/test_references.py",),
@@ -104,7 +104,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     M(
         "image-squash",
-        "runtime/msa_runtime/preprocess/__init__.py",
+        "runtime/msa_runtime/preprocess/vision.py",
         "nw, nh = max(size, round(w * scale)), max(size, round(h * scale))",
         "nw, nh = size, size",
         ("tests/test_references.py",),
@@ -112,7 +112,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     M(
         "tokens-drop-sep",
-        "runtime/msa_runtime/preprocess/__init__.py",
+        "runtime/msa_runtime/preprocess/text.py",
         "ids = ids[: limit - 1] + ids[-1:]",
         "ids = ids[:limit]",
         ("tests/test_references.py",),
@@ -120,7 +120,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     M(
         "face-margin",
-        "runtime/msa_runtime/preprocess/__init__.py",
+        "runtime/msa_runtime/preprocess/vision.py",
         "FACE_MARGIN = 0\n",
         "FACE_MARGIN = 20\n",
         ("tests/test_face.py", "tests/test_face_integration.py"),
