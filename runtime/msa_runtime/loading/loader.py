@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from msa_runtime.engine.interface import Session
 from msa_runtime.engine.sessions import (
     CPU,
     CUDA,
@@ -30,13 +30,13 @@ from msa_runtime.preprocess import TextEncoder
 
 __all__ = ["LoadedPack", "SessionFactory", "load_face_detector", "load_pack", "warm_up"]
 
-SessionFactory = Callable[[Path, list[str], "int | None"], Any]
-"""Builds the object that runs one ONNX file of a pack: ``(path, providers, threads) -> session``
-with ``run(output_names, feeds)`` and ``get_inputs()``. The default builds a local ONNX Runtime
-session; :mod:`msa_runtime.serve` routes the files to models of a Triton server instead."""
+SessionFactory = Callable[[Path, list[str], "int | None"], Session]
+"""Builds the :class:`~msa_runtime.engine.Session` that runs one ONNX file of a pack:
+``(path, providers, threads) -> session``. The default builds a local session on the chosen
+engine; :mod:`msa_runtime.serve` routes the files to models of a Triton server instead."""
 
 
-def _local_session(path: Path, providers: list[str], threads: int | None) -> Any:
+def _local_session(path: Path, providers: list[str], threads: int | None) -> Session:
     return make_session(path, providers, threads=threads)
 
 
@@ -67,10 +67,10 @@ class LoadedPack:
     manifest: Manifest
     providers: list[str]
     auto: bool
-    head: Any
+    head: Session
     plan: dict[str, Choice]
     precision: str
-    sessions: dict[str, Any]
+    sessions: dict[str, Session]
     choice: str
     head_inputs: list[str]
     face_detector: FaceDetector | None
@@ -114,7 +114,7 @@ def load_pack(
         check_head(head, f"pack {folder}: {manifest.head.file}", manifest.head, manifest.encoders)
     if verify:
         verify_files(folder, manifest, sorted({c.file for c in plan.values()}))
-    sessions: dict[str, Any] = {}
+    sessions: dict[str, Session] = {}
     for mod, c in plan.items():
         sessions[mod] = make(folder / c.file, list(c.providers), threads)
         if session_factory is None:  # Triton's sessions are checked by their model configs
@@ -148,7 +148,7 @@ def warm_up(
     manifest: Manifest,
     folder: Path,
     plan: Mapping[str, Choice],
-    sessions: Mapping[str, Any],
+    sessions: Mapping[str, Session],
     providers: Sequence[str],
 ) -> dict[str, float]:
     """Run each encoder whose session is on one of ``providers`` once on a small input (a

@@ -15,13 +15,13 @@ import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from msa_runtime.analyzer import Analyzer, SessionFactory
+from msa_runtime.engine.interface import PortInfo
 from msa_runtime.errors import InputError, MediaError, PackError
 
 DEFAULT_MAX_UPLOAD_MB = 64.0
@@ -30,11 +30,6 @@ INPUTS = ("PATH", "CLIP", "TEXT")
 Infer = Callable[[str, Mapping[str, np.ndarray], Sequence[str]], list[np.ndarray]]
 """``(model_name, feeds, output_names) -> outputs``: one inference on a Triton model (BLS inside
 the server; tests pass ONNX Runtime sessions that check the model's config)."""
-
-
-@dataclass(frozen=True)
-class _Input:
-    name: str
 
 
 class TritonSession:
@@ -46,8 +41,14 @@ class TritonSession:
     def __init__(self, infer: Infer, model: str, inputs: Sequence[str], max_batch: int = 0) -> None:
         self.infer, self.model, self.inputs, self.max_batch = infer, model, list(inputs), max_batch
 
-    def get_inputs(self) -> list[_Input]:
-        return [_Input(n) for n in self.inputs]
+    def get_inputs(self) -> list[PortInfo]:
+        """The model's input names; their types and shapes are the server's model config's to
+        check (the loader skips its own contract check for sessions from a factory)."""
+        return [PortInfo(n, "", ()) for n in self.inputs]
+
+    def get_outputs(self) -> list[PortInfo]:
+        """Empty: the outputs are named per call (:meth:`run`) and declared by the model config."""
+        return []
 
     def get_providers(self) -> list[str]:
         return [f"triton:{self.model}"]
