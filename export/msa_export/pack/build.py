@@ -12,17 +12,21 @@ import importlib.metadata as md
 import shutil
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from msa_export.convert.openvino import calibration
 from msa_export.convert.openvino import ready as openvino_ready
 from msa_export.errors import ExportError
 from msa_export.gate.checks import Check
 from msa_export.gate.inputs import HeadScorer, validation_utterances
-from msa_export.models.heads import CheckpointError, HeadConfig, build_head, load_checkpoint
+from msa_export.models.heads import Checkpoint, CheckpointError, HeadConfig, build_head, load_checkpoint
 from msa_export.pack.encoder import (
     SEARCH_SCORE_TARGET,
+    Encoded,
     Progress,
     encode_modality,
     search_score_target,
@@ -114,6 +118,170 @@ def _defaults(ov_missing: str | None) -> tuple[str, ...]:
     return ("int8", "fp16", "fp32") + (("ov-int8",) if ov_missing is None else ())
 
 
+@dataclass
+class _Plan:
+    """What :func:`build_pack` settles before any export work (checkpoint, layers, gate inputs,
+    ASR model), so that a bad argument fails before minutes of exporting; the export steps read it."""
+
+    preset: Preset
+    precisions: tuple[str, ...]
+    head: str | Path | None
+    ckpt: Checkpoint | None
+    utterances: list[str]
+    calibration_source: str
+    scorer: HeadScorer | None
+    asr: str | Path | None
+    asr_folder: Path | None
+    offline: bool | None
+    exporter: str
+    calibrate: str | Path | None
+    progress: Progress
+
+
+@dataclass
+class _Written:
+    """What the export steps wrote into the temporary pack folder: the report is made from it."""
+
+    checks: list[Check]
+    files: dict[str, dict[str, Any]]
+    notes: list[str]
+
+
+def _choose_precisions(
+    precisions: Sequence[str] | None, calibrate: str | Path | None, ov_missing: str | None, progress: Progress
+) -> tuple[tuple[str, ...], list[str]]:
+    """The precisions to write (checked) and the notes on default files this machine cannot make."""
+    left_out: list[str] = []
+    if precisions is None:
+        precisions = _defaults(ov_missing)
+        if ov_missing:
+            left_out.append(
+                f"no ov-int8 file (OpenVINO's int8): {ov_missing}; build it on a machine where "
+                "OpenVINO runs with msa-export --precision int8,fp16,fp32,ov-int8"
+            )
+            progress(f"note: {left_out[-1]}")
+    chosen = tuple(precisions)
+    if "ov-int8" in chosen and ov_missing is not None:
+        raise ExportError(f"precision ov-int8 cannot be made here: {ov_missing}")
+    if calibrate is not None and "ov-int8" not in chosen:
+        raise ExportError(
+            "--calibrate is for the ov-int8 file: add ov-int8 to --precision "
+            "(needs pip install 'msa-edge[export,openvino]')"
+        )
+    unknown = sorted(set(chosen) - set(PRECISIONS))
+    if unknown or not chosen:
+        raise ExportError(f"unknown precision {unknown or '(none)'}; valid: {', '.join(PRECISIONS)}")
+    return chosen, left_out
+
+
+def _fusion_head(plan: _Plan, dims: dict[str, int]) -> tuple[HeadConfig, torch.nn.Module]:
+    """The checkpoint's head (which must fit the encoders' feature sizes), else a seeded untrained one."""
+    ckpt = plan.ckpt
+    if ckpt is not None:
+        if ckpt.config.dims != dims:
+            raise CheckpointError(
+                f"the head expects feature sizes {ckpt.config.dims}, the "
+                f"encoders give {dims}: the checkpoint does not fit "
+                "this preset"
+            )
+        return ckpt.config, ckpt.head()
+    h = plan.preset.head
+    cfg = HeadConfig(kind=h.kind, dims=dims, hidden=h.hidden, embed=h.embed, heads=h.heads, dropout=h.dropout)
+    return cfg, build_head(cfg, seed=h.seed)
+
+
+def _encode_all(plan: _Plan, tmp: Path, face: FaceDetectorEntry | None) -> dict[str, Encoded]:
+    """Every encoder of the preset exported and validated into ``tmp``."""
+    offline = plan.offline
+    cal = (
+        calibration(tmp, face, plan.calibrate, plan.head, lambda c: tokenizer_json(c, offline), plan.progress)
+        if "ov-int8" in plan.precisions
+        else None
+    )
+    return {
+        m: encode_modality(
+            c,
+            tmp,
+            plan.precisions,
+            offline,
+            plan.exporter,
+            plan.progress,
+            calibrate=cal,
+            utterances=plan.utterances,
+            scorer=plan.scorer,
+        )
+        for m, c in plan.preset.encoders.items()
+    }
+
+
+def _extras(plan: _Plan, encoded: dict[str, Encoded]) -> dict[str, Any]:
+    """The manifest's ``extras``: creation time, description, what the gate checked, the int8 search."""
+    return {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "description": plan.preset.description,
+        "gate": {
+            "calibration": plan.calibration_source,
+            "utterances": len(plan.utterances),
+            "score": (
+                "trained head"
+                if plan.ckpt is not None
+                else "untrained head"
+                if plan.scorer
+                else "final check only"
+            ),
+            "files": {m: e.gates for m, e in encoded.items()},
+        },
+        "int8": {m: e.int8.to_manifest() for m, e in encoded.items() if e.int8 is not None},
+    }
+
+
+def _export_into(plan: _Plan, tmp: Path) -> _Written:
+    """Export every file of the pack into ``tmp`` and write its manifest last."""
+    preset, progress = plan.preset, plan.progress
+    face: FaceDetectorEntry | None = None
+    face_checks: list[Check] = []
+    if needs_face_detector(preset):  # first: a missing facenet-pytorch fails fast
+        face, face_checks = _export_face(tmp, progress)
+    encoded = _encode_all(plan, tmp, face)
+    cfg, torch_head = _fusion_head(plan, {m: e.entry.hidden_size for m, e in encoded.items()})
+    checks = [c for e in encoded.values() for c in e.checks]
+    checks += export_head(cfg, torch_head, encoded, tmp, plan.exporter, progress)
+    checks += face_checks
+    if "text" in encoded:
+        text = preset.encoders["text"]
+        (tmp / "tokenizer.json").write_text(tokenizer_json(text, plan.offline), encoding="utf-8")
+    progress("writing manifest")
+    names = sorted(p.name for p in tmp.iterdir())
+    files = {n: {"sha256": sha256_file(tmp / n), "bytes": (tmp / n).stat().st_size} for n in names}
+    extras = _extras(plan, encoded)
+    if plan.asr_folder is not None:
+        from msa_export.models.asr import copy_asr_model
+
+        progress(f"copying the ASR model {plan.asr_folder} into the pack")
+        extras["asr"], asr_files = copy_asr_model(plan.asr_folder, tmp, str(plan.asr))
+        files.update(asr_files)
+    manifest = Manifest(
+        name=preset.name,
+        encoders={m: e.entry for m, e in encoded.items()},
+        head=HeadEntry(
+            kind=cfg.kind,
+            file="head.onnx",
+            modalities=cfg.modalities,
+            trained=plan.ckpt is not None,
+            gates=head_kind(cfg.kind).gates,
+            checkpoint_sha256=sha256_file(Path(plan.head)) if plan.head else None,
+        ),
+        files=files,
+        tools=_tools(),
+        validation=[dataclasses.asdict(c) for c in checks],
+        extras=extras,
+        face_detector=face,
+    )
+    write_manifest(tmp, manifest_to_dict(manifest))
+    notes = [e.int8.summary() for e in encoded.values() if e.int8 is not None]
+    return _Written(checks=checks, files=files, notes=notes)
+
+
 def build_pack(
     preset: Preset,
     out: str | Path,
@@ -143,26 +311,7 @@ def build_pack(
     """
     started = time.perf_counter()
     ov_missing = openvino_ready()  # route discovery once per export
-    left_out: list[str] = []
-    if precisions is None:
-        precisions = _defaults(ov_missing)
-        if ov_missing:
-            left_out.append(
-                f"no ov-int8 file (OpenVINO's int8): {ov_missing}; build it on a machine where "
-                "OpenVINO runs with msa-export --precision int8,fp16,fp32,ov-int8"
-            )
-            progress(f"note: {left_out[-1]}")
-    precisions = tuple(precisions)
-    if "ov-int8" in precisions and ov_missing is not None:
-        raise ExportError(f"precision ov-int8 cannot be made here: {ov_missing}")
-    if calibrate is not None and "ov-int8" not in precisions:
-        raise ExportError(
-            "--calibrate is for the ov-int8 file: add ov-int8 to --precision "
-            "(needs pip install 'msa-edge[export,openvino]')"
-        )
-    unknown = sorted(set(precisions) - set(PRECISIONS))
-    if unknown or not precisions:
-        raise ExportError(f"unknown precision {unknown or '(none)'}; valid: {', '.join(PRECISIONS)}")
+    chosen, left_out = _choose_precisions(precisions, calibrate, ov_missing, progress)
     check_out(Path(out), force)  # before any export work: never replace a user's folder
     search_score_target()  # a bad MSA_EDGE_INT8_SEARCH_SCORE fails before any work
     layers = dict(layers or {})
@@ -175,103 +324,35 @@ def build_pack(
     scorer = HeadScorer(ckpt.config, ckpt.head()) if ckpt is not None else untrained_scorer(preset, offline)
     out = Path(out)
     asr_folder = _check_asr(asr, offline, progress) if asr is not None else None
+    plan = _Plan(
+        preset=preset,
+        precisions=chosen,
+        head=head,
+        ckpt=ckpt,
+        utterances=utterances,
+        calibration_source=calibration_source,
+        scorer=scorer,
+        asr=asr,
+        asr_folder=asr_folder,
+        offline=offline,
+        exporter=exporter,
+        calibrate=calibrate,
+        progress=progress,
+    )
     tmp = prepare_out(out, force)
     try:
-        face: FaceDetectorEntry | None = None
-        face_checks: list[Check] = []
-        if needs_face_detector(preset):  # first: a missing facenet-pytorch fails fast
-            face, face_checks = _export_face(tmp, progress)
-        cal = (
-            calibration(tmp, face, calibrate, head, lambda c: tokenizer_json(c, offline), progress)
-            if "ov-int8" in precisions
-            else None
-        )
-        encoded = {
-            m: encode_modality(
-                c,
-                tmp,
-                precisions,
-                offline,
-                exporter,
-                progress,
-                calibrate=cal,
-                utterances=utterances,
-                scorer=scorer,
-            )
-            for m, c in preset.encoders.items()
-        }
-        dims = {m: e.entry.hidden_size for m, e in encoded.items()}
-        if ckpt is not None:
-            if ckpt.config.dims != dims:
-                raise CheckpointError(
-                    f"the head expects feature sizes {ckpt.config.dims}, the "
-                    f"encoders give {dims}: the checkpoint does not fit "
-                    "this preset"
-                )
-            cfg, torch_head = ckpt.config, ckpt.head()
-        else:
-            h = preset.head
-            cfg = HeadConfig(
-                kind=h.kind, dims=dims, hidden=h.hidden, embed=h.embed, heads=h.heads, dropout=h.dropout
-            )
-            torch_head = build_head(cfg, seed=h.seed)
-        checks = [c for e in encoded.values() for c in e.checks]
-        checks += export_head(cfg, torch_head, encoded, tmp, exporter, progress)
-        checks += face_checks
-        if "text" in encoded:
-            text = preset.encoders["text"]
-            (tmp / "tokenizer.json").write_text(tokenizer_json(text, offline), encoding="utf-8")
-        progress("writing manifest")
-        names = sorted(p.name for p in tmp.iterdir())
-        files = {n: {"sha256": sha256_file(tmp / n), "bytes": (tmp / n).stat().st_size} for n in names}
-        extras: dict[str, Any] = {
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "description": preset.description,
-            "gate": {
-                "calibration": calibration_source,
-                "utterances": len(utterances),
-                "score": (
-                    "trained head" if ckpt is not None else "untrained head" if scorer else "final check only"
-                ),
-                "files": {m: e.gates for m, e in encoded.items()},
-            },
-            "int8": {m: e.int8.to_manifest() for m, e in encoded.items() if e.int8 is not None},
-        }
-        if asr_folder is not None:
-            from msa_export.models.asr import copy_asr_model
-
-            progress(f"copying the ASR model {asr_folder} into the pack")
-            extras["asr"], asr_files = copy_asr_model(asr_folder, tmp, str(asr))
-            files.update(asr_files)
-        manifest = Manifest(
-            name=preset.name,
-            encoders={m: e.entry for m, e in encoded.items()},
-            head=HeadEntry(
-                kind=cfg.kind,
-                file="head.onnx",
-                modalities=cfg.modalities,
-                trained=ckpt is not None,
-                gates=head_kind(cfg.kind).gates,
-                checkpoint_sha256=sha256_file(Path(head)) if head else None,
-            ),
-            files=files,
-            tools=_tools(),
-            validation=[dataclasses.asdict(c) for c in checks],
-            extras=extras,
-            face_detector=face,
-        )
-        write_manifest(tmp, manifest_to_dict(manifest))
+        written = _export_into(plan, tmp)
         swap_into_place(tmp, out, force)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     report = BuildReport(
         out=out,
-        checks=checks,
+        checks=written.checks,
         seconds=time.perf_counter() - started,
         trained_head=ckpt is not None,
-        notes=[e.int8.summary() for e in encoded.values() if e.int8 is not None],
+        notes=written.notes,
         left_out=left_out,
     )
-    report.rows = file_rows(files, checks)
+    report.rows = file_rows(written.files, written.checks)
     return report
