@@ -4,7 +4,7 @@ One place for the runtime's resource limits, so every path (``Analyzer``, ``msa-
 the Ray batch helper) refuses the same numbers with the same message:
 
 - :func:`bound_threads`: ONNX Runtime threads per session, capped at the CPU count (a warning says
-  so); ``--threads 5000`` used to hang and ``100000`` to take 6.8 GB.
+  so): unbounded, ``--threads 5000`` hangs ONNX Runtime and ``100000`` takes 6.8 GB.
 - :data:`MIN_SAMPLE_RATE`/:data:`MAX_SAMPLE_RATE`: the rate of caller-given audio
   (``predict_arrays``, checked by :func:`msa_runtime.checks.sample_rate`): resampling 1 Hz audio
   to 16 kHz multiplies its size by 16,000.

@@ -106,7 +106,8 @@ class FaceDetectorEntry:
         return out
 
     def __getitem__(self, key: str) -> Any:
-        """Read like the manifest's JSON object (``entry["thresholds"]``), as before it was typed."""
+        """Read like the manifest's JSON object (``entry["thresholds"]``), so code written for
+        the raw dict works on the typed entry."""
         return self.to_dict()[key]
 
     def __eq__(self, other: object) -> bool:
