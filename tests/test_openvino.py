@@ -401,6 +401,12 @@ def test_tuning_record_beside_the_pack(tiny_pack: Path, tmp_path: Path) -> None:
     record_path.write_text(json.dumps(record))
     stale = quiet_analyzer(pack, providers="cpu")
     assert stale.precision == "int8" and "made for another build" in stale.choice
+    record["manifest_sha256"] = sha256_file(pack / "manifest.json")
+    for e in record["encoders"].values():
+        e["best"] = "fp32"  # a hand-edited record: the plan must not crash on it
+    record_path.write_text(json.dumps(record))
+    malformed = quiet_analyzer(pack, providers="cpu")
+    assert malformed.precision == "int8" and "is malformed: ignored" in malformed.choice
 
 
 @openvino

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TypedDict, cast
 
 import numpy as np
 
@@ -44,6 +44,38 @@ class Candidate(TypedDict):
     file: str
     median_ms: float
     min_ms: float
+
+
+class EncoderTiming(TypedDict):
+    """Every candidate of one encoder, the fastest, and the fastest per provider."""
+
+    candidates: list[Candidate]
+    best: Candidate
+    best_per_provider: dict[str, Candidate]
+
+
+class MachineKey(TypedDict):
+    """What a timing depends on besides the pack (a record made elsewhere is ignored)."""
+
+    cpu: str
+    cores: int | None
+    flags_sha256: str
+    versions: dict[str, str]
+
+
+class TuningRecord(TypedDict):
+    """The file ``msa-run --tune`` writes beside a pack."""
+
+    format: str
+    version: int
+    pack: str
+    manifest_sha256: str
+    machine: MachineKey
+    threads: int | None
+    repeat: int
+    created: str
+    inputs: dict[str, dict[str, list[int]]]
+    encoders: dict[str, EncoderTiming]
 
 
 @dataclass(frozen=True)
@@ -72,7 +104,7 @@ def tuning_path(pack: Path, tuning: str | os.PathLike[str] | None = None) -> Pat
     return pack.parent / f"{pack.name}.tuning.json"
 
 
-def machine_key() -> dict[str, Any]:
+def machine_key() -> MachineKey:
     """What a timing depends on besides the pack: CPU model and flags, cores, library versions."""
     info: dict[str, str] = {}
     try:
@@ -89,12 +121,12 @@ def machine_key() -> dict[str, Any]:
             versions[dist] = md.version(dist)
         except md.PackageNotFoundError:
             continue
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "flags_sha256": hashlib.sha256(" ".join(sorted(flags.split())).encode()).hexdigest()[:16],
-        "versions": versions,
-    }
+    return MachineKey(
+        cpu=cpu,
+        cores=os.cpu_count(),
+        flags_sha256=hashlib.sha256(" ".join(sorted(flags.split())).encode()).hexdigest()[:16],
+        versions=versions,
+    )
 
 
 def manifest_sha256(pack: Path) -> str:
@@ -103,7 +135,7 @@ def manifest_sha256(pack: Path) -> str:
 
 def load_tuning(
     pack: Path, tuning: str | os.PathLike[str] | bool | None = None
-) -> tuple[dict[str, Any] | None, str | None]:
+) -> tuple[TuningRecord | None, str | None]:
     """The tuning record of ``pack`` if there is one for this pack and machine, and a note
     (why it is used or ignored). ``tuning=False`` ignores any record."""
     if tuning is False:
@@ -131,7 +163,28 @@ def load_tuning(
             f"tuning record {path.name} was made on another machine or library "
             "version: ignored; re-run msa-run --tune"
         )
-    return record, f"tuning record {path.name} (made {record.get('created', '?')})"
+    if not _well_formed(record.get("encoders")):
+        return None, f"tuning record {path.name} is malformed: ignored; re-run msa-run --tune"
+    return cast(TuningRecord, record), f"tuning record {path.name} (made {record.get('created', '?')})"
+
+
+def _well_formed(encoders: object) -> bool:
+    """Whether a record's ``encoders`` has the shape :func:`plan_sessions` reads."""
+
+    def candidate(c: object) -> bool:
+        return (
+            isinstance(c, dict) and isinstance(c.get("provider"), str) and isinstance(c.get("precision"), str)
+        )
+
+    if not isinstance(encoders, dict):
+        return False
+    for timing in encoders.values():
+        if not isinstance(timing, dict) or not candidate(timing.get("best")):
+            return False
+        per = timing.get("best_per_provider")
+        if not isinstance(per, dict) or not all(candidate(c) for c in per.values()):
+            return False
+    return True
 
 
 def _provider_of(short: str, providers: Sequence[str]) -> tuple[str, ...] | None:
@@ -146,7 +199,7 @@ def plan_sessions(
     manifest: Manifest,
     providers: Sequence[str],
     precision: str | None,
-    record: dict[str, Any] | None,
+    record: TuningRecord | None,
     auto: bool,
 ) -> dict[str, Choice]:
     """Per encoder, the file and providers its session uses.
@@ -169,8 +222,8 @@ def plan_sessions(
             prec = precision if precision in entry.files else next(iter(entry.files))
             out[mod] = Choice(mod, entry.files[prec], prec, main, "requested")
             continue
-        tuned = (record or {}).get("encoders", {}).get(mod, {})
-        pick = tuned.get("best") if auto else tuned.get("best_per_provider", {}).get(short)
+        tuned = record["encoders"].get(mod) if record is not None else None
+        pick = None if tuned is None else tuned["best"] if auto else tuned["best_per_provider"].get(short)
         if pick:
             session = _provider_of(pick["provider"], providers)
             if session is not None and pick["precision"] in entry.provider_precisions(pick["provider"]):
@@ -235,11 +288,11 @@ def tune(
     repeat: int = 5,
     out: str | os.PathLike[str] | None = None,
     progress: Callable[[str], None] = lambda m: None,
-) -> tuple[Path, dict[str, Any]]:
+) -> tuple[Path, TuningRecord]:
     """Time every candidate file of every encoder on each of ``providers`` (resolved names);
     write the record beside the pack (atomically) and return its path and content."""
     feeds = tuning_inputs(manifest, folder)
-    encoders: dict[str, Any] = {}
+    encoders: dict[str, EncoderTiming] = {}
     for mod, entry in manifest.encoders.items():
         rows: list[Candidate] = []
         for p in providers:
@@ -273,19 +326,19 @@ def tune(
         for r in rows:
             if r["provider"] not in per or r["median_ms"] < per[r["provider"]]["median_ms"]:
                 per[r["provider"]] = r
-        encoders[mod] = {"candidates": rows, "best": best, "best_per_provider": per}
-    record = {
-        "format": FORMAT,
-        "version": 1,
-        "pack": folder.resolve().name,
-        "manifest_sha256": manifest_sha256(folder),
-        "machine": machine_key(),
-        "threads": threads,
-        "repeat": repeat,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "inputs": {m: {k: list(v.shape) for k, v in f.items()} for m, f in feeds.items()},
-        "encoders": encoders,
-    }
+        encoders[mod] = EncoderTiming(candidates=rows, best=best, best_per_provider=per)
+    record = TuningRecord(
+        format=FORMAT,
+        version=1,
+        pack=folder.resolve().name,
+        manifest_sha256=manifest_sha256(folder),
+        machine=machine_key(),
+        threads=threads,
+        repeat=repeat,
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        inputs={m: {k: list(v.shape) for k, v in f.items()} for m, f in feeds.items()},
+        encoders=encoders,
+    )
     path = tuning_path(folder, out)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
