@@ -41,6 +41,7 @@ from msa_export.presets.registry import Preset
 from msa_runtime.pack import (
     PRECISIONS,
     FaceDetectorEntry,
+    FileRecord,
     HeadEntry,
     Manifest,
     VisionPrep,
@@ -143,7 +144,7 @@ class _Written:
     """What the export steps wrote into the temporary pack folder: the report is made from it."""
 
     checks: list[Check]
-    files: dict[str, dict[str, Any]]
+    files: dict[str, FileRecord]
     notes: list[str]
 
 
@@ -252,7 +253,7 @@ def _export_into(plan: _Plan, tmp: Path) -> _Written:
         (tmp / "tokenizer.json").write_text(tokenizer_json(text, plan.offline), encoding="utf-8")
     progress("writing manifest")
     names = sorted(p.name for p in tmp.iterdir())
-    files = {n: {"sha256": sha256_file(tmp / n), "bytes": (tmp / n).stat().st_size} for n in names}
+    files = {n: FileRecord(sha256=sha256_file(tmp / n), bytes=(tmp / n).stat().st_size) for n in names}
     extras = _extras(plan, encoded)
     if plan.asr_folder is not None:
         from msa_export.models.asr import copy_asr_model
@@ -310,7 +311,7 @@ def build_pack(
     ``out`` unless every file passes validation (an ov-int8 file that fails is left out).
     """
     started = time.perf_counter()
-    ov_missing = openvino_ready()  # route discovery once per export
+    ov_missing = openvino_ready()  # probed once: every decision below sees the same answer
     chosen, left_out = _choose_precisions(precisions, calibrate, ov_missing, progress)
     check_out(Path(out), force)  # before any export work: never replace a user's folder
     search_score_target()  # a bad MSA_EDGE_INT8_SEARCH_SCORE fails before any work

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from msa_export.gate.checks import Check
-from msa_runtime.pack import PRECISIONS
+from msa_runtime.pack import PRECISIONS, FileRecord
 
 
 @dataclass
@@ -30,7 +29,7 @@ class BuildReport:
     left_out: list[str] = field(default_factory=list)  # default files this machine cannot validate
 
 
-def file_rows(files: dict[str, dict[str, Any]], checks: Sequence[Check]) -> list[FileRow]:
+def file_rows(files: Mapping[str, FileRecord], checks: Sequence[Check]) -> list[FileRow]:
     """One row per pack file: precision, size, and its parity with PyTorch (and on OpenVINO)."""
     out: list[FileRow] = []
     for n, meta in files.items():

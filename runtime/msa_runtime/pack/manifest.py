@@ -6,7 +6,7 @@ and writes pack folders; :mod:`msa_runtime.pack.parse` validates a manifest into
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Required, TypedDict, TypeVar
 
 from msa_runtime.errors import PackError
 from msa_runtime.pack.face import FaceDetectorEntry
@@ -50,6 +50,13 @@ def _typed(entry: EncoderEntry, cls: type[P]) -> P:
     return entry.prep
 
 
+class FileRecord(TypedDict, total=False):
+    """A file of the pack as ``files`` lists it: its sha256 (always) and size in bytes."""
+
+    sha256: Required[str]
+    bytes: int
+
+
 @dataclass(frozen=True)
 class EncoderEntry:
     """One encoder of a pack: where it came from, where it was cut, and its files."""
@@ -91,7 +98,7 @@ class Manifest:
     name: str
     encoders: dict[str, EncoderEntry]
     head: HeadEntry
-    files: dict[str, dict[str, Any]]
+    files: dict[str, FileRecord]
     tools: dict[str, str] = field(default_factory=dict)
     validation: list[dict[str, Any]] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)

@@ -18,6 +18,7 @@ from msa_runtime.pack.manifest import (
     PRECISIONS,
     PROVIDER_ORDER,
     EncoderEntry,
+    FileRecord,
     HeadEntry,
     Manifest,
     face_detector_files,
@@ -110,15 +111,16 @@ def _head(raw: Any) -> HeadEntry:
     )
 
 
-def _files(raw: Any) -> dict[str, dict[str, Any]]:
+def _files(raw: Any) -> dict[str, FileRecord]:
     out = {}
     for name, meta in sc.obj(raw, "files", nonempty=True).items():
         sc.file_name(name, "files key")
         entry = sc.obj(meta, f"files.{name}")
-        sc.sha256_hex(sc.required(entry, "sha256", f"files.{name}"), f"files.{name}.sha256")
+        digest = sc.sha256_hex(sc.required(entry, "sha256", f"files.{name}"), f"files.{name}.sha256")
+        record = FileRecord(sha256=digest)
         if "bytes" in entry:
-            sc.integer(entry["bytes"], f"files.{name}.bytes", 0, 1 << 50)
-        out[name] = entry
+            record["bytes"] = sc.integer(entry["bytes"], f"files.{name}.bytes", 0, 1 << 50)
+        out[name] = record
     return out
 
 
