@@ -17,6 +17,7 @@ pytest.importorskip("faster_whisper", reason="the asr extra is not installed: pi
 from msa_runtime import Analyzer  # noqa: E402
 from msa_runtime.asr.transcript import text_between  # noqa: E402
 from msa_runtime.errors import AsrError  # noqa: E402
+from msa_runtime.scoring.stream import prepare, run_windows  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -79,10 +80,14 @@ def test_asr_without_a_model_is_an_error(tiny_pack: Path, speech_files: dict[str
 
 
 def test_stream_places_committed_words_into_windows(an: Analyzer, speech_files: dict[str, Path]) -> None:
-    windows = list(an.stream(speech_files["wav"], window=4.0, hop=1.0))
+    # the stream path as Analyzer.stream runs it, its window state kept to read the transcription
+    state, items, kinds = prepare(
+        an, speech_files["wav"], text=None, transcript=None, window=4.0, hop=1.0, asr=True
+    )
+    windows = list(run_windows(state, items, kinds))
     assert windows and all(w.transcript_source == "asr" for w in windows)
     assert all("asr" in w.timings_ms for w in windows)
-    live = an._stream_text  # the last stream's live transcription (kept for inspection)
+    live = state.speech  # the stream's live transcription
     assert live is not None
     cues = live.live.cues()
     assert cues, "the speech in the middle gives words"

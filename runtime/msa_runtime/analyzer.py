@@ -8,7 +8,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal, ParamSpec, TypeVar, overload
+from typing import Literal, ParamSpec, TypeVar, overload
 
 import numpy as np
 
@@ -129,7 +129,6 @@ class Analyzer:
         self.recognizer = make_recognizer(
             asr, self.folder, self.manifest.extras, language=language, threads=threads, offline=offline
         )
-        self._stream_text: Any = None  # the last stream's live transcription (for inspection)
         self._warm: dict[str, float] | None = None  # what warm_up() measured
         self.notes: tuple[str, ...] = ()
         if not self.manifest.head.trained:
@@ -144,6 +143,18 @@ class Analyzer:
     @property
     def modalities(self) -> tuple[str, ...]:
         return self.manifest.modalities
+
+    @property
+    def fps(self) -> float | None:
+        """Frames per second the pack's vision encoder samples (its ``prep("vision").fps``);
+        None when the pack has no vision encoder."""
+        return self.prep("vision").fps if "vision" in self.sessions else None
+
+    @property
+    def sample_rate(self) -> int | None:
+        """The sample rate (Hz) of the pack's audio encoder (its ``prep("audio").sample_rate``);
+        None when the pack has no audio encoder."""
+        return self.prep("audio").sample_rate if "audio" in self.sessions else None
 
     @overload
     def prep(self, modality: Literal["text"]) -> TextPrep: ...

@@ -18,7 +18,6 @@ import numpy as np
 from msa_runtime.asr.live import LiveTranscriber
 from msa_runtime.asr.recognizer import SAMPLE_RATE, Recognizer, Transcript, pack_model
 from msa_runtime.asr.transcript import Cue
-from msa_runtime.checks import visible
 from msa_runtime.errors import AsrError
 
 AsrOption: TypeAlias = Union[str, "os.PathLike[str]", bool, Recognizer, None]
@@ -147,38 +146,3 @@ class StreamText:
 
     def forget_before(self, t: float) -> None:
         self.live.forget_before(t)
-
-
-def predict_clip(
-    an: Any, source: str | os.PathLike[str], *, start: float = 0.0, end: float | None = None
-) -> Any:
-    """:meth:`Analyzer.predict` for a clip whose text comes from ASR: decode once (frames at
-    the pack's fps, audio at the pack's rate, or at 16 kHz for ASR alone), transcribe, score.
-
-    The prediction carries ``text``, ``transcript_source="asr"``, an ``asr`` note and
-    ``timings_ms["asr"]``; a clip without audio or speech is scored without text.
-    """
-    import dataclasses
-
-    from msa_runtime import media
-    from msa_runtime.errors import MediaError
-
-    t0 = time.perf_counter()
-    fps = an.prep("vision").fps if "vision" in an.sessions else None
-    rate = an.prep("audio").sample_rate if "audio" in an.sessions else SAMPLE_RATE
-    clip = media.decode(source, fps=fps, sample_rate=rate, start=start, end=end)
-    decode_ms = (time.perf_counter() - t0) * 1e3
-    heard = clip_text(an.recognizer, clip.audio if len(clip.audio) else None, rate, offset=start)
-    frames = clip.frames if len(clip.frames) else None
-    audio = clip.audio if len(clip.audio) and "audio" in an.sessions else None
-    if frames is None and audio is None and not heard.text:
-        raise MediaError(
-            f"{source}: nothing to score: no usable audio or video for this pack "
-            f"(it scores {', '.join(an.modalities)}) and no speech was recognised"
-        )
-    words = heard.text if heard.text and visible(heard.text) else None  # nothing visible: no text
-    p = an.predict_arrays(frames=frames, audio=audio, sample_rate=rate, text=words)
-    timings = {"decode": round(decode_ms, 2), "asr": round(heard.ms, 2), **p.timings_ms}
-    return dataclasses.replace(
-        p, timings_ms=timings, notes=p.notes + heard.notes, text=heard.text, transcript_source="asr"
-    )

@@ -286,9 +286,8 @@ def _main(
     if (an.auto_provider and an.providers[0] != "CPUExecutionProvider") or "tuning record" in an.choice:
         click.echo(f"note: {an.choice}", err=True)
     if stream:
-        fps = an.prep("vision").fps if "vision" in an.sessions else None
         try:
-            checks.window_hop(window, hop, fps=fps, names=("--window", "--hop"))
+            checks.window_hop(window, hop, fps=an.fps, names=("--window", "--hop"))
         except MsaError as exc:
             an.close()
             raise click.UsageError(str(exc)) from None

@@ -164,15 +164,7 @@ def _iterate(
         if info.duration is not None and start >= info.duration:
             raise MediaError(late % info.duration)
         if file is None and container.format.name == "wav" and os.path.isfile(name):
-            short = _wav_shortfall(name)
-            if short is not None:
-                _log.warning(
-                    "%s seems truncated: its WAV header declares %.2f s of audio but the file "
-                    "holds %.2f s; %s if that is not expected",
-                    name,
-                    *short,
-                    REDO,
-                )
+            _warn_short_wav(name)
         astream, vstream = pick_streams(container)
         audio = video = None
         if astream is not None and sample_rate is not None:
@@ -180,69 +172,118 @@ def _iterate(
         if vstream is not None and fps is not None:
             vstream.thread_type = "AUTO"
             video = _FrameSampler(fps, start, end, 1.0 / (info.fps or fps))
-        streams = [s for s, sink in ((astream, audio), (vstream, video)) if sink is not None]
-        if not streams:
+        if audio is None and video is None:
             return
-        origin = container.start_time / av.time_base if container.start_time is not None else None
-        seeked = False
-        if start > _SEEK_MARGIN:
-            try:
-                container.seek(int(((origin or 0.0) + start - _SEEK_MARGIN) * av.time_base))
-                origin, seeked = origin or 0.0, True  # seekable: timestamps are file-relative
-            except av.error.FFmpegError:
-                pass  # not seekable (live source, pipe): decode from the start and discard
-        decoded = emitted = at_eof = False
-        time = media_end = 0.0
-        packets = container.demux(*streams)
-        while not ((audio is None or audio.done) and (video is None or video.done)):
-            corrupt = f"{name} is truncated or corrupt: %s failed at {time:.2f} s (%s): {REDO}"
-            try:
-                packet = next(packets, None)
-            except av.error.FFmpegError as exc:
-                raise MediaError(corrupt % ("reading", exc.strerror)) from exc
-            if packet is None:
-                at_eof = True
-                break
-            try:
-                frames = packet.decode()
-            except av.error.FFmpegError as exc:
-                if seeked and not emitted:
-                    continue  # a packet cut by the seek (MPEG-PS audio): still in pre-roll
-                raise MediaError(corrupt % ("decoding", exc.strerror)) from exc
-            for frame in frames:
-                decoded = True
-                if origin is None and frame.time is not None:
-                    origin = frame.time  # live sources: time starts at the first frame
-                ftime = frame.time - (origin or 0.0) if frame.time is not None else None
-                if ftime is not None:
-                    time = max(time, ftime)
-                    media_end = max(media_end, ftime + frame_duration(frame))
-                sink = audio if isinstance(frame, av.AudioFrame) else video
-                for item in sink.push(frame, ftime) if sink is not None else ():
-                    emitted = True
-                    yield item
-        for sink in (audio, video):
-            for item in sink.finish() if sink is not None else ():
-                emitted = True
-                yield item
-        if not decoded:
+        progress = _Progress()
+        yield from _demux(container, name, start, astream, audio, vstream, video, progress)
+        if not progress.decoded:
             raise MediaError(f"{name} has zero duration (nothing decodable): re-export it")
-        if not emitted and start > 0:
-            raise MediaError(late % time)
+        if not progress.emitted and start > 0:
+            raise MediaError(late % progress.time)
         # Truncated Matroska/WebM/MP3 decode without error, only shorter. Only a warning: some
         # containers just estimate their duration (MP3 without a header: from the bit rate).
         declared = info.duration
-        if at_eof and declared is not None and declared - media_end > max(0.5, declared / 20):
+        if (
+            progress.at_eof
+            and declared is not None
+            and declared - progress.media_end > max(0.5, declared / 20)
+        ):
             _log.warning(
                 "%s seems truncated: its media ends at %.2f s but it declares %.2f s; "
                 "%s if that is not expected",
                 name,
-                media_end,
+                progress.media_end,
                 declared,
                 REDO,
             )
     finally:
         container.close()
+
+
+def _warn_short_wav(name: str) -> None:
+    """Log a warning when WAV file ``name`` holds less audio than its header declares."""
+    short = _wav_shortfall(name)
+    if short is not None:
+        _log.warning(
+            "%s seems truncated: its WAV header declares %.2f s of audio but the file "
+            "holds %.2f s; %s if that is not expected",
+            name,
+            *short,
+            REDO,
+        )
+
+
+@dataclass
+class _Progress:
+    """How far :func:`_demux` got: whether anything decoded and anything was emitted, whether it
+    reached the end of the input, the latest frame time and where the media decoded ends."""
+
+    decoded: bool = False
+    emitted: bool = False
+    at_eof: bool = False
+    time: float = 0.0
+    media_end: float = 0.0
+
+
+def _seek(container: Any, start: float) -> tuple[float | None, bool]:
+    """Seek ``container`` to just before ``start`` when it lies past the pre-roll margin and the
+    input is seekable: the time origin (None: set by the first frame) and whether it seeked."""
+    origin = container.start_time / av.time_base if container.start_time is not None else None
+    if start > _SEEK_MARGIN:
+        try:
+            container.seek(int(((origin or 0.0) + start - _SEEK_MARGIN) * av.time_base))
+            return origin or 0.0, True  # seekable: timestamps are file-relative
+        except av.error.FFmpegError:
+            pass  # not seekable (live source, pipe): decode from the start and discard
+    return origin, False
+
+
+def _demux(
+    container: Any,
+    name: str,
+    start: float,
+    astream: Any,
+    audio: _AudioChunker | None,
+    vstream: Any,
+    video: _FrameSampler | None,
+    progress: _Progress,
+) -> Iterator[AudioChunk | Frame]:
+    """One demux pass over the streams that have a sink (``audio``, ``video``), until both are
+    done or the input ends, then what the sinks still hold; ``progress`` records how it went."""
+    streams = [s for s, sink in ((astream, audio), (vstream, video)) if sink is not None]
+    origin, seeked = _seek(container, start)
+    packets = container.demux(*streams)
+    while not ((audio is None or audio.done) and (video is None or video.done)):
+        corrupt = f"{name} is truncated or corrupt: %s failed at {progress.time:.2f} s (%s): {REDO}"
+        try:
+            packet = next(packets, None)
+        except av.error.FFmpegError as exc:
+            raise MediaError(corrupt % ("reading", exc.strerror)) from exc
+        if packet is None:
+            progress.at_eof = True
+            break
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError as exc:
+            if seeked and not progress.emitted:
+                continue  # a packet cut by the seek (MPEG-PS audio): still in pre-roll
+            raise MediaError(corrupt % ("decoding", exc.strerror)) from exc
+        for frame in frames:
+            progress.decoded = True
+            if origin is None and frame.time is not None:
+                origin = frame.time  # live sources: time starts at the first frame
+            ftime = frame.time - (origin or 0.0) if frame.time is not None else None
+            if ftime is not None:
+                progress.time = max(progress.time, ftime)
+                progress.media_end = max(progress.media_end, ftime + frame_duration(frame))
+            sink = audio if isinstance(frame, av.AudioFrame) else video
+            for item in sink.push(frame, ftime) if sink is not None else ():
+                progress.emitted = True
+                yield item
+    for done in (audio, video):
+        for item in done.finish() if done is not None else ():
+            progress.emitted = True
+            yield item
 
 
 def decode(

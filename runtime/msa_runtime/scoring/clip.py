@@ -11,32 +11,32 @@ for its duration (a bad file's error comes first), then decoded from the same op
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from msa_runtime import media
-from msa_runtime.asr.speech import wants_asr
+from msa_runtime.asr.recognizer import SAMPLE_RATE, Recognizer
+from msa_runtime.asr.speech import clip_text, wants_asr
 from msa_runtime.asr.transcript import read_transcript
+from msa_runtime.checks import visible
 from msa_runtime.errors import InputError, MediaError
 from msa_runtime.limits import LONG_SLACK
 from msa_runtime.media import stdin
 from msa_runtime.media.resample import resample_audio
 from msa_runtime.preprocess import FaceTrack, face_note, split_face_time
 from msa_runtime.scoring import long as long_input
+from msa_runtime.scoring.context import ScoringContext
 from msa_runtime.scoring.core import Feature, Job, Prediction, feature, text_for_span
-
-if TYPE_CHECKING:
-    from msa_runtime.analyzer import Analyzer
 
 
 def predict_source(
-    an: Analyzer,
+    an: ScoringContext,
     name: str | None,
     text: str | None,
     transcript: str | None,
@@ -49,7 +49,7 @@ def predict_source(
     ``text`` or ``transcript`` file, from ``start`` to ``end``: :meth:`Analyzer.predict`."""
     if name is not None:
         if name == "-":
-            rate = an.prep("audio").sample_rate if "audio" in an.sessions else 16000
+            rate = SAMPLE_RATE if an.sample_rate is None else an.sample_rate
             with stdin.opened(sys.stdin.buffer, format, spool=True, pcm_rate=rate) as piped:
                 return _predict(an, _Request(piped.path or "-", text, transcript, start, end, asr, piped))
     return _predict(an, _Request(name, text, transcript, start, end, asr, None, format))
@@ -70,15 +70,11 @@ class _Request:
     format: str | None = None
 
 
-def _predict(an: Analyzer, req: _Request) -> Prediction:
+def _predict(an: ScoringContext, req: _Request) -> Prediction:
     if req.text is not None and req.transcript is not None:
         raise InputError("give text or transcript, not both")
     source = req.source
-    if (
-        source is None
-        or not ("audio" in an.sessions or "vision" in an.sessions)
-        or not os.path.isfile(source)
-    ):
+    if source is None or (an.sample_rate is None and an.fps is None) or not os.path.isfile(source):
         return _score(an, req)
     t0 = time.perf_counter()
     with media.open_file(source) as opened:  # probed (its errors come first), decoded without reopening
@@ -98,18 +94,17 @@ def _predict(an: Analyzer, req: _Request) -> Prediction:
 
 
 def _score(
-    an: Analyzer, req: _Request, opened: media.Opened | None = None, opened_ms: float = 0.0
+    an: ScoringContext, req: _Request, opened: media.Opened | None = None, opened_ms: float = 0.0
 ) -> Prediction:
     """Score ``req.source`` whole (or the text alone). ``opened``: the file :func:`_predict`
     probed (in ``opened_ms``), decoded without a second open unless a format or standard input
     asks for one; the open counts as decoding time."""
     source, text, transcript, start, end = req.source, req.text, req.transcript, req.start, req.end
-    if source is not None and wants_asr(an.recognizer, req.asr, text, transcript):
-        from msa_runtime.asr.speech import predict_clip
-
+    rec = an.recognizer
+    if source is not None and wants_asr(rec, req.asr, text, transcript) and rec is not None:
         if opened is not None:
             opened.close()  # speech recognition decodes the file its own way
-        return predict_clip(an, source, start=start, end=end)
+        return predict_heard(an, rec, source, start=start, end=end)
     cues = read_transcript(transcript) if transcript is not None else None
     if source is None:
         if cues is not None:
@@ -118,8 +113,7 @@ def _score(
             raise InputError("give a media file, text, or both")
         return an.predict_arrays(text=text)
     t0 = time.perf_counter()
-    fps = an.prep("vision").fps if "vision" in an.sessions else None
-    rate = an.prep("audio").sample_rate if "audio" in an.sessions else None
+    fps, rate = an.fps, an.sample_rate
     if fps is None and rate is None:
         if cues is not None:
             text = text_for_span(cues, start, math.inf if end is None else end)
@@ -151,8 +145,39 @@ def _score(
     return Prediction(**{**p.__dict__, "timings_ms": {"decode": round(decode_ms, 2), **p.timings_ms}})
 
 
+def predict_heard(
+    an: ScoringContext, rec: Recognizer, source: str, *, start: float = 0.0, end: float | None = None
+) -> Prediction:
+    """:meth:`Analyzer.predict` for a clip whose text comes from ASR (``rec``): decode once
+    (frames at the pack's fps, audio at the pack's rate, or at 16 kHz for ASR alone),
+    transcribe, score.
+
+    The prediction carries ``text``, ``transcript_source="asr"``, an ``asr`` note and
+    ``timings_ms["asr"]``; a clip without audio or speech is scored without text.
+    """
+    t0 = time.perf_counter()
+    fps = an.fps
+    rate = SAMPLE_RATE if an.sample_rate is None else an.sample_rate
+    clip = media.decode(source, fps=fps, sample_rate=rate, start=start, end=end)
+    decode_ms = (time.perf_counter() - t0) * 1e3
+    heard = clip_text(rec, clip.audio if len(clip.audio) else None, rate, offset=start)
+    frames = clip.frames if len(clip.frames) else None
+    audio = clip.audio if len(clip.audio) and an.sample_rate is not None else None
+    if frames is None and audio is None and not heard.text:
+        raise MediaError(
+            f"{source}: nothing to score: no usable audio or video for this pack "
+            f"(it scores {', '.join(an.modalities)}) and no speech was recognised"
+        )
+    words = heard.text if heard.text and visible(heard.text) else None  # nothing visible: no text
+    p = an.predict_arrays(frames=frames, audio=audio, sample_rate=rate, text=words)
+    timings = {"decode": round(decode_ms, 2), "asr": round(heard.ms, 2), **p.timings_ms}
+    return dataclasses.replace(
+        p, timings_ms=timings, notes=p.notes + heard.notes, text=heard.text, transcript_source="asr"
+    )
+
+
 def score_arrays(
-    an: Analyzer,
+    an: ScoringContext,
     frames: np.ndarray | list[np.ndarray] | None,
     audio: np.ndarray | None,
     sample_rate: int | None,
@@ -170,15 +195,15 @@ def score_arrays(
         )
     if text is not None and text.strip() and "text" in an.sessions:
         jobs["text"] = lambda: an.encode_text(text)
-    if audio is not None and len(audio) and "audio" in an.sessions:
-        rate = an.prep("audio").sample_rate
+    rate = an.sample_rate
+    if audio is not None and len(audio) and rate is not None:
         if sample_rate is None:
             raise InputError("predict_arrays(audio=...) needs sample_rate")
         samples = audio if sample_rate == rate else resample_audio(audio, sample_rate, rate)
         jobs["audio"] = lambda: an.encode_audio(samples)
     track = FaceTrack()
     found: list[np.ndarray | None] = [None]
-    if frames is not None and len(frames) and "vision" in an.sessions:
+    if frames is not None and len(frames) and an.fps is not None:
 
         def vision() -> Feature:
             encoded = an.encode_frames(frames, track)

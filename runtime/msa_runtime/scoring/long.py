@@ -19,15 +19,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from msa_runtime import media
+from msa_runtime.scoring.context import ScoringContext
 from msa_runtime.scoring.core import Prediction
-
-if TYPE_CHECKING:
-    from msa_runtime.analyzer import Analyzer
 
 TAIL = 0.5
 """Media left past the last full window (container rounding) is scored as a window of its own
@@ -83,7 +80,7 @@ def combine(windows: Sequence[Prediction], notes: tuple[str, ...] = ()) -> Predi
 
 
 def predict_file(
-    an: Analyzer,
+    an: ScoringContext,
     source: str,
     *,
     text: str | None,
@@ -113,7 +110,7 @@ def predict_file(
 
 
 def predict_arrays(
-    an: Analyzer,
+    an: ScoringContext,
     *,
     frames: np.ndarray | list[np.ndarray] | None,
     audio: np.ndarray | None,
@@ -124,7 +121,7 @@ def predict_arrays(
     """``predict_arrays`` over a span longer than ``long_window``: each window's audio samples
     and frames (frame ``i`` at ``i / fps``) scored with the whole text, then combined."""
     length = window_length(span, an.long_window)
-    fps = an.prep("vision").fps if "vision" in an.sessions else 0.0
+    fps = an.fps or 0.0
     windows: list[Prediction] = []
     for lo, hi in _bounds(span, length):
         a = None
@@ -157,14 +154,18 @@ def _result(windows: list[Prediction], name: str) -> Prediction:
 
 
 def array_span(
-    an: Analyzer, frames: np.ndarray | list[np.ndarray] | None, audio: np.ndarray | None, rate: int | None
+    an: ScoringContext,
+    frames: np.ndarray | list[np.ndarray] | None,
+    audio: np.ndarray | None,
+    rate: int | None,
 ) -> float:
     """Seconds the arrays of a ``predict_arrays`` call span (0 when unknown)."""
     span = 0.0
-    if audio is not None and len(audio) and rate and "audio" in an.sessions:
+    fps = an.fps
+    if audio is not None and len(audio) and rate and an.sample_rate is not None:
         span = len(audio) / rate
-    if frames is not None and len(frames) and "vision" in an.sessions:
-        span = max(span, len(frames) / an.prep("vision").fps)
+    if frames is not None and len(frames) and fps is not None:
+        span = max(span, len(frames) / fps)
     return span
 
 

@@ -17,7 +17,7 @@ import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,11 +25,12 @@ from msa_runtime import checks, media
 from msa_runtime.asr.speech import wants_asr
 from msa_runtime.asr.transcript import Cue, read_transcript
 from msa_runtime.errors import InputError, MediaError
+from msa_runtime.media import stdin
 from msa_runtime.preprocess import FaceTrack, face_note, split_face_time
+from msa_runtime.scoring.context import ScoringContext
 from msa_runtime.scoring.core import Features, Job, Prediction, feature, text_for_span
 
 if TYPE_CHECKING:
-    from msa_runtime.analyzer import Analyzer
     from msa_runtime.asr.speech import StreamText
 
 #: Seconds a track may trail the others before windows stop waiting for it (at least a window).
@@ -39,7 +40,7 @@ LAG = 2.0
 class _Windows:
     def __init__(
         self,
-        an: Analyzer,
+        an: ScoringContext,
         window: float,
         hop: float,
         text: str | None,
@@ -51,8 +52,8 @@ class _Windows:
         self.decode_rate = decode_rate  # the audio's rate as decoded (0: no audio decoded)
         self.speech = speech  # live ASR: fed the same decoded audio as the audio encoder
         self.asr_ms = 0.0  # ASR time spent since the last window
-        self.rate = an.prep("audio").sample_rate if "audio" in an.sessions else 0
-        self.fps = an.prep("vision").fps if "vision" in an.sessions else 0.0
+        self.rate = an.sample_rate or 0
+        self.fps = an.fps or 0.0
         self.audio = np.zeros(0, np.float32)
         self.audio_start = 0.0
         self.pending: list[media.Frame] = []
@@ -156,7 +157,7 @@ class _Windows:
 
 
 def start_stream(
-    an: Analyzer,
+    an: ScoringContext,
     source: str | os.PathLike[str],
     *,
     text: str | None,
@@ -190,7 +191,7 @@ def start_stream(
 
 
 def prepare(
-    an: Analyzer,
+    an: ScoringContext,
     source: str | os.PathLike[str],
     *,
     text: str | None,
@@ -204,13 +205,16 @@ def prepare(
     end: float | None = None,
 ) -> tuple[_Windows, Iterable[media.AudioChunk | media.Frame], set[str] | None]:
     """The window state, the decoded items and the tracks expected, for :func:`run_windows`
-    (streams; long files scored in windows, :mod:`msa_runtime.scoring.long`)."""
-    fps = an.prep("vision").fps if "vision" in an.sessions else None
+    (streams; long files scored in windows, :mod:`msa_runtime.scoring.long`).
+
+    The state's ``speech`` is the stream's live transcription (None without ASR): the words
+    committed so far, kept for the state's lifetime."""
+    fps = an.fps
     window, hop = checks.window_hop(window, hop, fps=fps)
     if text is not None and transcript is not None:
         raise InputError("give text or transcript, not both")
     cues = read_transcript(transcript) if transcript is not None else None
-    rate = an.prep("audio").sample_rate if "audio" in an.sessions else None
+    rate = an.sample_rate
     speech = None
     if asr and an.recognizer is not None:  # wants_asr() said there is one
         from msa_runtime.asr.recognizer import SAMPLE_RATE
@@ -218,63 +222,66 @@ def prepare(
 
         rate = rate or SAMPLE_RATE  # a pack without an audio encoder: audio for ASR alone
         speech = StreamText(an.recognizer, rate)
-    an._stream_text = speech
     if fps is None and rate is None:
         raise InputError("streaming needs a pack with an audio or vision encoder (or asr)")
     name = os.fspath(source)
-    kinds: set[str] | None = None
-    items: Iterable[media.AudioChunk | media.Frame]
+    chunk = min(hop, 1.0)
     if name == "-":
-        from msa_runtime.media import stdin
-
-        piped = stdin.open_stdin(sys.stdin.buffer, format)
-        if piped.raw:
-            if rate is None:
-                piped.close()
-                raise InputError("raw PCM on standard input needs a pack with an audio encoder")
-            items, kinds = media.iter_pcm(piped.file or sys.stdin.buffer, sample_rate=rate), {"audio"}
-        else:
-            items = _closing(
-                media.iter_media(
-                    piped.source,
-                    fps=fps,
-                    sample_rate=rate,
-                    chunk_seconds=min(hop, 1.0),
-                    format=piped.format,
-                    options=options,
-                    label=stdin.LABEL,
-                ),
-                piped,
-            )
+        items, kinds = _piped_items(fps, rate, chunk, format, options)
     else:
-        if format is None and os.path.isfile(name):
-            info = media.probe(name)
-            kinds = {
-                k
-                for k, has in (("audio", info.has_audio and rate), ("vision", info.has_video and fps))
-                if has
-            }
-            if not kinds:
-                needed = " or ".join(k for k, v in (("audio", rate), ("video", fps)) if v)
-                raise MediaError(
-                    f"{name} has no {needed} track, and this pack scores "
-                    f"{', '.join(an.modalities)}: give a file with {needed}"
-                )
+        kinds = _file_kinds(an, name, fps, rate) if format is None and os.path.isfile(name) else None
         items = media.iter_media(
             name,
             fps=fps,
             sample_rate=rate,
             start=start,
             end=end,
-            chunk_seconds=min(hop, 1.0),
+            chunk_seconds=chunk,
             format=format,
             options=options,
         )
     return _Windows(an, window, hop, text, cues, speech, rate or 0), items, kinds
 
 
+def _piped_items(
+    fps: float | None, rate: int | None, chunk: float, format: str | None, options: dict[str, str] | None
+) -> tuple[Iterable[media.AudioChunk | media.Frame], set[str] | None]:
+    """Standard input's decoded items and the tracks expected (``{"audio"}`` for raw PCM, else
+    unknown: None)."""
+    piped = stdin.open_stdin(sys.stdin.buffer, format)
+    if piped.raw:
+        if rate is None:
+            piped.close()
+            raise InputError("raw PCM on standard input needs a pack with an audio encoder")
+        return media.iter_pcm(piped.file or sys.stdin.buffer, sample_rate=rate), {"audio"}
+    items = media.iter_media(
+        piped.source,
+        fps=fps,
+        sample_rate=rate,
+        chunk_seconds=chunk,
+        format=piped.format,
+        options=options,
+        label=stdin.LABEL,
+    )
+    return _closing(items, piped), None
+
+
+def _file_kinds(an: ScoringContext, name: str, fps: float | None, rate: int | None) -> set[str]:
+    """The tracks of local file ``name`` that windows wait for: those it has and the pack (or
+    ASR) decodes; a file with none of them is a :class:`MediaError`."""
+    info = media.probe(name)
+    kinds = {k for k, has in (("audio", info.has_audio and rate), ("vision", info.has_video and fps)) if has}
+    if not kinds:
+        needed = " or ".join(k for k, v in (("audio", rate), ("video", fps)) if v)
+        raise MediaError(
+            f"{name} has no {needed} track, and this pack scores "
+            f"{', '.join(an.modalities)}: give a file with {needed}"
+        )
+    return kinds
+
+
 def _closing(
-    items: Iterator[media.AudioChunk | media.Frame], piped: Any
+    items: Iterator[media.AudioChunk | media.Frame], piped: stdin.Piped
 ) -> Iterator[media.AudioChunk | media.Frame]:
     """``items``, then ``piped.close()`` (its temporary copy removed) however iteration ends."""
     try:
