@@ -2,8 +2,9 @@
 and archives on Ray (``--ray``, extra ``msa-edge[ray]``).
 
 - :mod:`~msa_runtime.cli.run`: the command (:func:`main`).
-- :mod:`~msa_runtime.cli.records`: inputs expanded, one record per input, the writers.
-- :mod:`~msa_runtime.cli.batch_output`: where ``--ray`` records go.
+- :mod:`~msa_runtime.cli.records`: inputs expanded, one record per input.
+- :mod:`~msa_runtime.cli.writers`: the output formats, one registry for ``--format`` and ``--ray``.
+- :mod:`~msa_runtime.cli.batch_output`: resume keys and Parquet columns of ``--ray``'s outputs.
 - :mod:`~msa_runtime.cli.ray`: :func:`~msa_runtime.cli.ray.score_archive`.
 """
 

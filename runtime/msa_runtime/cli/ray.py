@@ -17,7 +17,9 @@
   gives ``{"input", "error"}`` (:func:`msa_runtime.cli.records.failure_record`) and the rest go on.
 - **Output**: ``*.jsonl`` (one record per line, appended and flushed as records arrive) or
   ``*.parquet`` (a folder of part files, each written atomically every ``flush_every`` records;
-  ``pandas.read_parquet(folder)`` reads it; schema :func:`msa_runtime.cli.batch_output.parquet_schema`).
+  ``pandas.read_parquet(folder)`` reads it; schema :func:`msa_runtime.cli.batch_output.parquet_schema`,
+  derived from :class:`msa_runtime.scoring.core.Record`). Both are writers of the registry in
+  :mod:`msa_runtime.cli.writers`, which ``msa-run --format`` uses too.
 - **Resumable**: inputs (with their span) that already have a scored record in the output are
   skipped; failed ones are tried again. A killed run loses at most the records not yet flushed.
 - **Cluster**: ``address=None`` starts a single-node Ray on 127.0.0.1 for this call
@@ -39,8 +41,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from msa_runtime.cli.batch_output import open_output, row_key
+from msa_runtime.cli.batch_output import row_key
+from msa_runtime.cli.writers import open_output
 from msa_runtime.errors import InputError, MissingExtraError, MsaError
+from msa_runtime.scoring.core import Record
 
 EXTRA = "pip install 'msa-edge[ray]'"
 FIELDS = ("media", "input", "path")
@@ -171,7 +175,7 @@ class Scorer:
             except Exception as exc:  # one bad input becomes a failure record; the batch goes on
                 rec = failure_record(str(name), exc)
                 if row.get("start") is not None or row.get("end") is not None:
-                    rec.update(start=row.get("start") or 0.0, end=row.get("end"))
+                    rec["start"], rec["end"] = row.get("start") or 0.0, row.get("end")
             out.append(json.dumps(rec))
         return {"input": list(batch["input"]), "record": out}
 
@@ -245,7 +249,7 @@ def score_archive(
                 batch_format="numpy",
             )
             for i, item in enumerate(ds.iter_rows(), 1):
-                rec = json.loads(item["record"])
+                rec: Record = json.loads(item["record"])
                 writer.write(rec)
                 ok = "error" not in rec
                 scored, failed = scored + ok, failed + (not ok)

@@ -5,6 +5,8 @@ validation (``msa_export.pack.build``) and the benchmarks all go through these, 
 prediction is made lands in one place:
 
 - :class:`Prediction` and its one serialisation, :meth:`Prediction.to_dict` (``msa-run``'s records);
+- :class:`Record`: the fields of an output record, declared once with their types; every writer
+  (json, jsonl, csv, table, Parquet: :mod:`msa_runtime.cli.writers`) derives its columns from it;
 - :func:`feature` and :func:`head_feeds`: the fusion head's inputs from encoder outputs;
 - :func:`run_jobs`: encoder jobs, timed, optionally on a thread pool;
 - :func:`text_for_span`: which transcript text belongs to a time span (re-exported from
@@ -22,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple, TypedDict
 
 import numpy as np
 
@@ -40,13 +42,62 @@ __all__ = [
     "EncodedFrames",
     "Feature",
     "Features",
+    "Flat",
     "Job",
     "Prediction",
+    "Record",
     "feature",
     "head_feeds",
     "run_jobs",
     "text_for_span",
 ]
+
+
+def _plus_joined(items: list[str]) -> str:
+    return "+".join(items)
+
+
+def _total_ms(timings: dict[str, float]) -> float:
+    return round(sum(timings.values()), 1)
+
+
+def _as_is(value: object) -> object:
+    return value
+
+
+@dataclass(frozen=True)
+class Flat:
+    """Marks a :class:`Record` field that flat outputs (csv, the table) keep: as column ``column``
+    (default: the field's name), its cell made by ``cell``. A field without it has no column, and
+    the writer names it on stderr when a record carried it."""
+
+    column: str | None = None
+    cell: Callable[[Any], object] = _as_is
+
+
+class Record(TypedDict, total=False):
+    """One output record of ``msa-run`` and ``--ray``, its fields in column order. A
+    scored input has ``score``, ``polarity``, ``modalities`` and ``timings_ms`` (from
+    :meth:`Prediction.record`); a failed one only ``input`` and ``error`` (with ``start``/``end``
+    for a span). ``Annotated[..., Flat(...)]`` is the field's csv/table column."""
+
+    input: Annotated[str, Flat()]
+    start: Annotated[float | None, Flat()]
+    """Seconds into the input: a stream window's or a span's start."""
+    end: Annotated[float | None, Flat()]
+    score: Annotated[float, Flat()]
+    polarity: Annotated[str, Flat()]
+    modalities: Annotated[list[str], Flat(cell=_plus_joined)]
+    gates: dict[str, float]
+    """The gated head's weight per modality."""
+    timings_ms: Annotated[dict[str, float], Flat("total_ms", _total_ms)]
+    latency_ms: float
+    """Streams: from the window's end being available to its score being ready."""
+    notes: list[str]
+    text: str | None
+    transcript_source: str
+    error: Annotated[str, Flat()]
+    """A failed input: one line saying why."""
 
 
 @dataclass(frozen=True)
@@ -73,19 +124,21 @@ class Prediction:
     def polarity(self) -> str:
         return "positive" if self.score > 0 else "negative" if self.score < 0 else "neutral"
 
-    def to_dict(self, digits: int | None = None) -> dict[str, Any]:
-        """A JSON-ready record: ``start``, ``end`` (stream windows), ``score``, ``polarity``,
-        ``modalities``, ``gates`` (when the head has them), ``timings_ms``, ``latency_ms``
-        (streams), ``notes`` (when any), and ``text`` with ``transcript_source`` (when text was
-        scored or transcribed). ``digits`` rounds the score and gates."""
+    def record(self, digits: int | None = None) -> Record:
+        """This prediction's fields of a :class:`Record`: ``start``, ``end`` (stream windows),
+        ``score``, ``polarity``, ``modalities``, ``gates`` (when the head has them),
+        ``timings_ms``, ``latency_ms`` (streams), ``notes`` (when any), and ``text`` with
+        ``transcript_source`` (when text was scored or transcribed). ``digits`` rounds the score
+        and gates."""
 
         def rnd(x: float) -> float:
             return x if digits is None else round(x, digits)
 
-        out: dict[str, Any] = {}
+        out: Record = {}
         if self.start is not None:
-            out.update(start=self.start, end=self.end)
-        out.update(score=rnd(self.score), polarity=self.polarity, modalities=list(self.modalities))
+            out["start"], out["end"] = self.start, self.end
+        out["score"], out["polarity"] = rnd(self.score), self.polarity
+        out["modalities"] = list(self.modalities)
         if self.gates:
             out["gates"] = {k: rnd(v) for k, v in self.gates.items()}
         out["timings_ms"] = dict(self.timings_ms)
@@ -94,8 +147,13 @@ class Prediction:
         if self.notes:  # e.g. "face not found in 3 of 15 frames: centre crop used"
             out["notes"] = list(self.notes)
         if self.transcript_source is not None:
-            out.update(text=self.text, transcript_source=self.transcript_source)
+            out["text"], out["transcript_source"] = self.text, self.transcript_source
         return out
+
+    def to_dict(self, digits: int | None = None) -> dict[str, Any]:
+        """:meth:`record` as a plain JSON-ready dict (``msa-serve``'s replies, ``msa-run``'s
+        json and jsonl lines)."""
+        return dict(self.record(digits))
 
 
 class EncodedFrames(NamedTuple):
