@@ -13,15 +13,8 @@ from typing import Any
 import click
 
 from msa_runtime import checks
-from msa_runtime.cli.records import (
-    OutputError,
-    Writer,
-    expand_inputs,
-    failure_record,
-    prediction_record,
-    score_input,
-    shown,
-)
+from msa_runtime.cli.records import expand_inputs, failure_record, prediction_record, score_input
+from msa_runtime.cli.writers import OutputError, open_writer, shown, stdout_formats
 from msa_runtime.errors import MsaError
 
 
@@ -35,6 +28,22 @@ class _LogLine(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         _warn_line(record.getMessage(), None)
+
+
+class _Formats(click.Choice[str]):
+    """``--format``'s choices: the writer registry's standard-output formats, read each time
+    they are used, so a format registered after this module was imported is offered too."""
+
+    def __init__(self) -> None:
+        super().__init__(stdout_formats())
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        return tuple(stdout_formats())
+
+    @choices.setter
+    def choices(self, value: tuple[str, ...]) -> None:
+        """click.Choice sets its list once; the registry stays the source, so this keeps none."""
 
 
 def _seconds(ctx: click.Context, param: click.Parameter, value: Any) -> float:
@@ -57,7 +66,7 @@ def _seconds(ctx: click.Context, param: click.Parameter, value: Any) -> float:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["table", "json", "jsonl", "csv"]),
+    type=_Formats(),
     default="table",
     show_default=True,
 )
@@ -291,7 +300,7 @@ def _main(
         except MsaError as exc:
             an.close()
             raise click.UsageError(str(exc)) from None
-    writer = Writer(fmt, sys.stdout, live=stream, names=names)
+    writer = open_writer(fmt, sys.stdout, live=stream, names=names, note=lambda m: click.echo(m, err=True))
     failed = 0
     try:
         if not names:
