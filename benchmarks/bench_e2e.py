@@ -58,18 +58,19 @@ import numpy as np
 
 from e2e.analysis import analyse
 from e2e.clips import clip_inputs, make_stream_clip
-from e2e.common import CONTENDERS, HERE, LABELS, OPENVINO_CONTENDERS, STAGES, STREAMS, log
+from e2e.common import HERE, log
 from e2e.flops import model_config
 from e2e.machine import install_sizes, merge_peaks, pack_sizes
-from e2e.measure import noisy, wait_for_quiet
-from e2e.pipelines import get_preset_random, prepare, tuning_record
+from e2e.measure import wait_for_quiet
+from e2e.pipelines import get_preset_random, prepare
 from e2e.render import write_results
+from e2e.runs import run_contenders, run_streams
 from e2e.workers import WORKERS, spawn
 from msa_runtime.engine.openvino import describe_routes, pick_route
 from msa_runtime.engine.sessions import import_ort
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="edge", help="ando2022-mosi | edge | tiny (random weights)")
     ap.add_argument("--repeat", type=int, default=5)
@@ -115,13 +116,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-
-    if args.worker:
-        task = json.loads(args.worker.read_text())
-        result = WORKERS[task["kind"]](task)
-        Path(task["result"]).write_text(json.dumps(result, default=float))
-        return 0
-
     if args.quick:
         args.preset, args.repeat = "tiny", 1
         args.stream_seconds = min(args.stream_seconds, 10.0)
@@ -130,30 +124,31 @@ def main(argv: list[str] | None = None) -> int:
             args.stream = True
     if args.stream is None:
         args.stream = args.preset in ("edge", "ando2022-mosi")
-    out = args.out or (Path(tempfile.mkdtemp(prefix="bench-quick-")) if args.quick else HERE / "results")
-    work_root = args.work or HERE / ".cache"
-    work = work_root / args.preset
+    return args
 
-    preset = get_preset_random(args.preset)
-    started = time.perf_counter()
-    stream_media: dict[str, Any] = {"fps": 25, "size": (640, 480)}
-    if args.quick:
-        stream_media = {"fps": 15, "size": (320, 240)}
-    info = prepare(preset, work, args.pack, args.rebuild, log)
-    if args.prepare_only:
-        if args.stream:
-            make_stream_clip(work_root / "media", args.stream_seconds, **stream_media)
-        log(f"prepared {work}")
-        return 0
-    quiet = None
-    if args.wait_quiet > 0:
-        log(f"waiting up to {args.wait_quiet:g} min for a quiet machine ...")
-        quiet = wait_for_quiet(args.wait_quiet)
-        log(
-            f"  {'quiet' if quiet['quiet'] else 'NOT quiet'} after {quiet['waited_s']} s "
-            f"(busy shares {quiet['last_busy_shares']})"
-        )
-    load_at_start = os.getloadavg()
+
+def run_worker(path: Path) -> int:
+    """A subprocess's job (:func:`e2e.workers.spawn`): run the task, write its result."""
+    task = json.loads(path.read_text())
+    result = WORKERS[task["kind"]](task)
+    Path(task["result"]).write_text(json.dumps(result, default=float))
+    return 0
+
+
+def wait_quiet(minutes: float) -> dict[str, Any] | None:
+    if minutes <= 0:
+        return None
+    log(f"waiting up to {minutes:g} min for a quiet machine ...")
+    quiet = wait_for_quiet(minutes)
+    log(
+        f"  {'quiet' if quiet['quiet'] else 'NOT quiet'} after {quiet['waited_s']} s "
+        f"(busy shares {quiet['last_busy_shares']})"
+    )
+    return quiet
+
+
+def save_clip(work: Path) -> tuple[dict[str, Any], Path]:
+    """The benchmark clip, and the same clip in ``work`` for the workers."""
     clip = clip_inputs()
     clip_file = work / "clip.npz"
     np.savez(
@@ -163,82 +158,44 @@ def main(argv: list[str] | None = None) -> int:
         rate=clip["sample_rate"],
         text=clip["text"],
     )
-    scratch = work / "run"
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True)
+    return clip, clip_file
+
+
+def peak_task(args: argparse.Namespace, preset: Any) -> dict[str, Any]:
+    """The machine-peak worker's task: a square MatMul (and the vision MLP's at full size)."""
     size = 2048 if not args.quick else 512
     shapes = {"square": (size, size, size)}
     if not args.quick and "vision" in preset.encoders:
         c = model_config("clip", preset.encoders["vision"].config)
         tokens = 15 * ((c.image_size // c.patch_size) ** 2 + 1)
         shapes["vision_mlp"] = (tokens, c.hidden_size, c.intermediate_size)
-    log(f"machine peak: MatMul {shapes} ...")
-    peak_seconds = 4.0 if not args.quick else 0.3
-    peak = spawn({"kind": "peak", "shapes": shapes, "seconds": peak_seconds}, scratch, log)
+    return {"kind": "peak", "shapes": shapes, "seconds": 4.0 if not args.quick else 0.3}
+
+
+def log_peak(peak: dict[str, Any]) -> None:
     for k, v in peak["peaks"].items():
         log(f"  {k}: best {v['best_gflops']:,.0f} G(FL)OP/s")
 
-    previous: dict[str, Any] = {}
-    if args.only:
-        jpath = out / f"{socket.gethostname()}.json"
-        if jpath.is_file():
-            previous = (
-                json.loads(jpath.read_text()).get("runs", {}).get(args.preset, {}).get("contenders", {})
-            )
-    wanted = set(args.only.split(",")) if args.only else set(CONTENDERS)
-    contenders: dict[str, Any] = {}
-    feats: dict[str, dict[str, np.ndarray]] = {}
-    openvino = pick_route(import_ort(), "CPU") is not None
-    if not openvino:
-        log(
-            f"no OpenVINO route offers this CPU ({describe_routes(import_ort())}): its contenders are skipped"
-        )
-    for name in CONTENDERS:
-        if name in OPENVINO_CONTENDERS and not openvino:
-            continue
-        fpath = work / f"features_{name}.npz"
-        if name not in wanted and name in previous and fpath.is_file():
-            contenders[name] = previous[name]
-            feats[name] = dict(np.load(fpath))
-            continue
-        log(f"{name}: {LABELS[name]} ...")
-        task = {
-            "kind": "contender",
-            "contender": name,
-            "preset": args.preset,
-            "pack": info["pack"],
-            "full": info["full"],
-            "clip": str(clip_file),
-            "features": str(fpath),
-            "repeat": args.repeat,
-            "warmup": args.warmup,
-            "profile": args.profile and name in ("ort_int8_cut", "ort_fp32_cut"),
-            "profile_dir": str(scratch / "profiles"),
-            "profile_runs": args.profile_runs,
-        }
-        if name == "tuned_concurrent":  # the fastest file and provider per encoder, measured here
-            task["tuning"] = str(tuning_record(Path(info["pack"]), work, log))
-        for attempt in range(args.retry_noisy + 1):
-            res = spawn(task, scratch, log)
-            if not noisy(res["interference"]) or attempt == args.retry_noisy:
-                break
-            log(
-                f"  others took {res['interference']['others_cpu_share']:.0%} of the CPU while "
-                f"{name} was timed: waiting for quiet to run it again"
-            )
-            wait_for_quiet(max(args.wait_quiet, 5.0))
-        res["attempts"] = attempt + 1
-        contenders[name] = res
-        feats[name] = dict(np.load(fpath))
-        st = res["stages"]
-        log(
-            f"  total {st['total']['median']:,.1f} ms ("
-            + ", ".join(f"{s} {st[s]['median']:,.1f}" for s in STAGES if s in st)
-            + f"); peak RSS "
-            f"{res['rss_mb']['peak_inference'] or 0:,.0f} MB; others' CPU "
-            f"{res['interference']['others_cpu_share']:.0%}, steal {res['interference']['steal_share']:.0%}"
-        )
 
+def previous_contenders(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """With ``--only``: the contenders of this preset's previous results, to keep."""
+    if not args.only:
+        return {}
+    jpath = out / f"{socket.gethostname()}.json"
+    if not jpath.is_file():
+        return {}
+    return json.loads(jpath.read_text()).get("runs", {}).get(args.preset, {}).get("contenders", {})
+
+
+def run_record(
+    args: argparse.Namespace,
+    info: dict[str, Any],
+    contenders: dict[str, Any],
+    peak: dict[str, Any],
+    load_at_start: tuple[float, float, float],
+    quiet: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """This preset's section of the results, before the analysis and the streams."""
     from msa_runtime.pack import load_manifest
 
     manifest = load_manifest(Path(info["pack"]), verify=False)
@@ -266,52 +223,21 @@ def main(argv: list[str] | None = None) -> int:
     }
     if "pack_build_s" in info:
         run["pack_build_s"] = info["pack_build_s"]
-    # the peak again at the end: the best of the two is the machine's peak in this run (one
-    # sample can land on a moment when another process or the hypervisor took a core)
-    log("machine peak again ...")
-    peak_end = spawn({"kind": "peak", "shapes": shapes, "seconds": peak_seconds}, scratch, log)
-    run["peak"] = merge_peaks(peak, peak_end)
-    for k, v in run["peak"]["peaks"].items():
-        log(f"  {k}: best {v['best_gflops']:,.0f} G(FL)OP/s")
-    analyse(preset, run, feats, clip)
-    if args.stream:
-        media, srt = make_stream_clip(work_root / "media", args.stream_seconds, **stream_media)
-        w, h = stream_media["size"]
-        for key, providers, precision, concurrent, _title in STREAMS:
-            if providers == "openvino" and not openvino:
-                continue
-            log(f"streaming {media.name} through Analyzer.stream on {providers} ({_title}) ...")
-            run[key] = spawn(
-                {
-                    "kind": "stream",
-                    "pack": info["pack"],
-                    "media": str(media),
-                    "transcript": str(srt),
-                    "duration": args.stream_seconds,
-                    "window": 6.0,
-                    "hop": 2.0,
-                    "precision": precision,
-                    "providers": providers,
-                    "concurrent": concurrent,
-                },
-                scratch,
-                log,
-            )
-            run[key]["media_desc"] = f"H.264 {w}x{h} at {stream_media['fps']} fps"
-            log(
-                f"  RTF {run[key]['rtf']:.3f}, window latency median "
-                f"{run[key]['window_latency_ms']['median']:.0f} ms"
-            )
-    run["seconds"] = round(time.perf_counter() - started, 1)
+    return run
+
+
+def write_run(out: Path, preset: str, run: dict[str, Any]) -> None:
+    """Merge the run into the results files and print the summary."""
 
     def update(doc: dict[str, Any]) -> None:
-        doc.setdefault("runs", {})[args.preset] = run
+        doc.setdefault("runs", {})[preset] = run
         doc["install"] = install_sizes()
         order = [p for p in ("ando2022-mosi", "edge") if p in doc["runs"]]
         doc["runs"] = {p: doc["runs"][p] for p in order + sorted(set(doc["runs"]) - set(order))}
 
     jpath = write_results(out, update)
     log(f"results: {jpath} and {jpath.with_suffix('.md')} ({run['seconds']:.0f} s)")
+    contenders = run["contenders"]
     ref = contenders["reference"]["stages"]["total"]["median"]
     for name in contenders:
         c = contenders[name]
@@ -320,6 +246,57 @@ def main(argv: list[str] | None = None) -> int:
             f"{ref / c['stages']['total']['median']:6.2f}x  "
             f"score diff {c['fidelity']['score_diff_own_pipeline']:.4f}"
         )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        return run_worker(args.worker)
+    out = args.out or (Path(tempfile.mkdtemp(prefix="bench-quick-")) if args.quick else HERE / "results")
+    work_root = args.work or HERE / ".cache"
+    work = work_root / args.preset
+
+    preset = get_preset_random(args.preset)
+    started = time.perf_counter()
+    stream_media: dict[str, Any] = {"fps": 25, "size": (640, 480)}
+    if args.quick:
+        stream_media = {"fps": 15, "size": (320, 240)}
+    info = prepare(preset, work, args.pack, args.rebuild, log)
+    if args.prepare_only:
+        if args.stream:
+            make_stream_clip(work_root / "media", args.stream_seconds, **stream_media)
+        log(f"prepared {work}")
+        return 0
+    quiet = wait_quiet(args.wait_quiet)
+    load_at_start = os.getloadavg()
+    clip, clip_file = save_clip(work)
+    scratch = work / "run"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    ptask = peak_task(args, preset)
+    log(f"machine peak: MatMul {ptask['shapes']} ...")
+    peak = spawn(ptask, scratch, log)
+    log_peak(peak)
+
+    previous = previous_contenders(args, out)
+    openvino = pick_route(import_ort(), "CPU") is not None
+    if not openvino:
+        log(
+            f"no OpenVINO route offers this CPU ({describe_routes(import_ort())}): its contenders are skipped"
+        )
+    contenders, feats = run_contenders(args, info, work, scratch, clip_file, previous, openvino)
+    run = run_record(args, info, contenders, peak, load_at_start, quiet)
+    # the peak again at the end: the best of the two is the machine's peak in this run (one
+    # sample can land on a moment when another process or the hypervisor took a core)
+    log("machine peak again ...")
+    peak_end = spawn(ptask, scratch, log)
+    run["peak"] = merge_peaks(peak, peak_end)
+    log_peak(run["peak"])
+    analyse(preset, run, feats, clip)
+    if args.stream:
+        run_streams(args, run, info, work_root / "media", stream_media, scratch, openvino)
+    run["seconds"] = round(time.perf_counter() - started, 1)
+    write_run(out, args.preset, run)
     return 0
 
 
