@@ -18,7 +18,9 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_e2e import THREADS, clip_inputs, head_feeds
+from e2e.clips import clip_inputs
+from e2e.common import THREADS
+from e2e.pipelines import head_feeds
 from msa_runtime.engine.sessions import make_session
 from msa_runtime.pack import AudioPrep, VisionPrep, load_manifest
 from msa_runtime.preprocess import TextEncoder, audio_batch, vision_batch
