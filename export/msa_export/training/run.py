@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,170 @@ def _write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+def _modalities(ds: Dataset, preset: Preset, modalities: Sequence[str] | None, head: str) -> list[str]:
+    """The modalities to train on (default: every one the preset and the dataset have), checked."""
+    available = [m for m in preset.modalities if m == "text" or ds.has_media]
+    mods = list(modalities) if modalities else available
+    for m in mods:
+        if m not in preset.encoders:
+            raise DatasetError(
+                f"preset {preset.name} has no {m} encoder; it has {', '.join(preset.modalities)}"
+            )
+        if m not in available:
+            raise DatasetError(
+                f"{m} needs media files, and dataset {ds.name} has none: train with --modalities text"
+            )
+    if head_kind(head).text_first and mods[0] != "text":
+        raise DatasetError(f"the {head} head needs text (it shifts text tokens)")
+    return mods
+
+
+def _sweep_seeds(seeds: int, epochs: int, sweep_seeds: int | None, sweep_folds: int) -> int:
+    """``sweep_seeds`` (default 1 with folds, 3 on the dev split), after checking the counts."""
+    if sweep_seeds is None:
+        sweep_seeds = 1 if sweep_folds >= 3 else 3
+    if seeds < 1 or epochs < 1 or sweep_seeds < 1:
+        raise DatasetError("--seeds, --sweep-seeds and --epochs must be >= 1")
+    if sweep_folds < 0 or sweep_folds in (1, 2):
+        raise DatasetError(
+            "--sweep-folds must be 0 (the dev split) or >= 3 "
+            "(one fold scores, one picks the epoch, the rest train)"
+        )
+    return sweep_seeds
+
+
+@dataclass
+class _Run:
+    """One training run's settings and data, shared by its steps."""
+
+    preset: Preset
+    mods: list[str]
+    head: str
+    data: _Data
+    opts: TrainOptions
+    out: Path
+    progress: Progress
+    prefer: dict[str, int | None] = field(default_factory=dict)  # the preset's layers
+    chosen: dict[str, int | None] = field(default_factory=dict)  # None: a learned mix of all
+    sweep: dict[str, list[dict[str, Any]]] | None = None
+
+
+def _choose_layers(run: _Run, mode: str | dict[str, int], sweep_folds: int, sweep_seeds: int) -> None:
+    """Set ``run.chosen`` (and ``run.sweep`` when sweeping: its plot is written beside the head)."""
+    mods, data, preset = run.mods, run.data, run.preset
+    run.prefer = {m: preset.encoders[m].layer for m in mods}
+    if mode == "sweep":
+        run.sweep = sw.sweep(
+            data.splits,
+            {m: data.states[m] for m in mods},
+            data.dims,
+            preset,
+            mods,
+            run.opts,
+            run.progress,
+            folds=sweep_folds,
+            seeds=sweep_seeds,
+        )
+        picked = {m: sw.choose_layer(rows, run.prefer[m]) for m, rows in run.sweep.items()}
+        run.chosen = dict(picked)
+        sw.plot(run.sweep, picked, run.prefer, run.out / "sweep.png")
+    elif mode == "weighted":
+        run.chosen = {m: None for m in mods}
+    elif isinstance(mode, dict):
+        run.chosen = {m: mode.get(m, preset.encoders[m].layer) for m in mods}
+    else:
+        run.chosen = {m: preset.encoders[m].layer for m in mods}
+    for m, layer in run.chosen.items():
+        if layer is not None and not 0 <= layer < data.states[m] - 1:
+            raise DatasetError(f"{m} layer {layer} is out of range (valid 0..{data.states[m] - 2})")
+
+
+def _unimodal(run: _Run, weighted: bool) -> dict[str, dict[str, float]]:
+    """Test metrics of a gated head on each modality alone (only when there are several)."""
+    unimodal: dict[str, dict[str, float]] = {}
+    if len(run.mods) < 2:
+        return unimodal
+    data = run.data
+    for m in run.mods:
+        run.progress(f"unimodal baseline: {m}")
+        tr, dv, te = data.splits({m: run.chosen[m]})
+        ucfg = _config(run.preset, "gated", {m: data.dims[m]})
+        r = train_head(
+            ucfg, tr, dv, seed=0, opts=run.opts, weighted_states={m: data.states[m]} if weighted else None
+        )
+        unimodal[m] = evaluate(r, te, ucfg)[0]
+    return unimodal
+
+
+def _save(run: _Run, result: TrainResult, cfg: HeadConfig, metrics: dict[str, Any]) -> None:
+    """Write ``head.pt``, ``metrics.json`` and ``report.md`` into ``run.out``."""
+    data, preset, mods = run.data, run.preset, run.mods
+    encoders = {
+        m: {"kind": preset.encoders[m].kind, "source": preset.encoders[m].source, "hidden_size": data.dims[m]}
+        for m in mods
+    }
+    save_checkpoint(
+        run.out / "head.pt",
+        result.head,
+        cfg,
+        layers={m: (v if v is not None else data.states[m] - 2) for m, v in run.chosen.items()},
+        encoders=encoders,
+        preset=preset.name,
+        metrics=metrics["summary"],
+        utterances=_spread([s.text for s in data.samples["dev"] if s.text.strip()], CHECKPOINT_UTTERANCES)
+        if "text" in mods
+        else (),
+    )
+    _write(run.out / "metrics.json", json.dumps(metrics, indent=1, default=float))
+    _write(run.out / "report.md", render_report(metrics))
+    run.progress(f"wrote {run.out / 'head.pt'}, metrics.json, report.md")
+
+
+def _extract(
+    ds: Dataset,
+    preset: Preset,
+    mods: list[str],
+    cache_dir: str | Path | None,
+    offline: bool | None,
+    progress: Progress,
+) -> fc.CacheReport:
+    """Cache every clip's features (warning about missing media and clips that failed to decode)."""
+    if ds.missing_media:
+        progress(
+            f"warning: {len(ds.missing_media)} clips have no media file on disk; they count "
+            "as missing audio/vision"
+        )
+    report = fc.extract_features(
+        ds.samples, preset, cache_dir or default_cache(), modalities=mods, offline=offline, progress=progress
+    )
+    if report.failed:
+        first = next(iter(report.failed.items()))
+        progress(
+            f"warning: {len(report.failed)} clips failed to decode and were skipped "
+            f"(first: {first[0]}: {first[1]})"
+        )
+    return report
+
+
+def _train_seeds(
+    run: _Run,
+    cfg: HeadConfig,
+    splits: tuple[Split, Split, Split],
+    weighted: dict[str, int] | None,
+    seeds: int,
+) -> list[tuple[TrainResult, dict[str, float]]]:
+    """One head per seed, each with its test metrics."""
+    train_s, dev_s, test_s = splits
+    runs: list[tuple[TrainResult, dict[str, float]]] = []
+    for seed in range(seeds):
+        run.progress(f"seed {seed}")
+        result = train_head(
+            cfg, train_s, dev_s, seed=seed, opts=run.opts, weighted_states=weighted, progress=run.progress
+        )
+        runs.append((result, evaluate(result, test_s, cfg)[0]))
+    return runs
+
+
 def train(
     dataset: str | Path,
     preset: Preset,
@@ -102,101 +267,28 @@ def train(
     (``sweep_seeds`` seeds, default 3), and picks with :func:`msa_export.training.sweep.choose_layer`:
     the preset's layer unless another is clearly better."""
     ds = load_dataset(dataset)
-    available = [m for m in preset.modalities if m == "text" or ds.has_media]
-    mods = list(modalities) if modalities else available
-    for m in mods:
-        if m not in preset.encoders:
-            raise DatasetError(
-                f"preset {preset.name} has no {m} encoder; it has {', '.join(preset.modalities)}"
-            )
-        if m not in available:
-            raise DatasetError(
-                f"{m} needs media files, and dataset {ds.name} has none: train with --modalities text"
-            )
-    if head_kind(head).text_first and mods[0] != "text":
-        raise DatasetError(f"the {head} head needs text (it shifts text tokens)")
+    mods = _modalities(ds, preset, modalities, head)
     mode = parse_layers(layers, mods)
-    if sweep_seeds is None:
-        sweep_seeds = 1 if sweep_folds >= 3 else 3
-    if seeds < 1 or epochs < 1 or sweep_seeds < 1:
-        raise DatasetError("--seeds, --sweep-seeds and --epochs must be >= 1")
-    if sweep_folds < 0 or sweep_folds in (1, 2):
-        raise DatasetError(
-            "--sweep-folds must be 0 (the dev split) or >= 3 "
-            "(one fold scores, one picks the epoch, the rest train)"
-        )
+    sweep_seeds = _sweep_seeds(seeds, epochs, sweep_seeds, sweep_folds)
     if mode == "sweep" and sweep_folds >= 3:  # too few videos for the folds: say so before any work
         sw.assign_folds([s.id for s in ds.samples if s.split in ("train", "dev")], sweep_folds)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if ds.missing_media:
-        progress(
-            f"warning: {len(ds.missing_media)} clips have no media file on disk; they count "
-            "as missing audio/vision"
-        )
-    report = fc.extract_features(
-        ds.samples, preset, cache_dir or default_cache(), modalities=mods, offline=offline, progress=progress
-    )
-    if report.failed:
-        first = next(iter(report.failed.items()))
-        progress(
-            f"warning: {len(report.failed)} clips failed to decode and were skipped "
-            f"(first: {first[0]}: {first[1]})"
-        )
+    report = _extract(ds, preset, mods, cache_dir, offline, progress)
     data = _Data(ds, report.folders, set(report.failed))
-    opts = TrainOptions(epochs=epochs, lr=lr)
-    sweep = None
-    prefer: dict[str, int | None] = {m: preset.encoders[m].layer for m in mods}
-    if mode == "sweep":
-        sweep = sw.sweep(
-            data.splits,
-            {m: data.states[m] for m in mods},
-            data.dims,
-            preset,
-            mods,
-            opts,
-            progress,
-            folds=sweep_folds,
-            seeds=sweep_seeds,
-        )
-        picked = {m: sw.choose_layer(rows, prefer[m]) for m, rows in sweep.items()}
-        chosen: dict[str, int | None] = dict(picked)
-        sw.plot(sweep, picked, prefer, out / "sweep.png")
-    elif mode == "weighted":
-        chosen = {m: None for m in mods}
-    elif isinstance(mode, dict):
-        chosen = {m: mode.get(m, preset.encoders[m].layer) for m in mods}
-    else:
-        chosen = {m: preset.encoders[m].layer for m in mods}
-    for m, layer in chosen.items():
-        if layer is not None and not 0 <= layer < data.states[m] - 1:
-            raise DatasetError(f"{m} layer {layer} is out of range (valid 0..{data.states[m] - 2})")
+    run = _Run(preset, mods, head, data, TrainOptions(epochs=epochs, lr=lr), out, progress)
+    _choose_layers(run, mode, sweep_folds, sweep_seeds)
+    chosen = run.chosen
     progress(f"training the {head} head on layers {chosen} over {seeds} seed(s)")
-    train_s, dev_s, test_s = data.splits(chosen)
+    splits = data.splits(chosen)
     weighted = {m: data.states[m] for m in mods} if mode == "weighted" else None
     cfg = _config(preset, head, {m: data.dims[m] for m in mods})
-    runs: list[tuple[TrainResult, dict[str, float]]] = []
-    for seed in range(seeds):
-        progress(f"seed {seed}")
-        result = train_head(
-            cfg, train_s, dev_s, seed=seed, opts=opts, weighted_states=weighted, progress=progress
-        )
-        runs.append((result, evaluate(result, test_s, cfg)[0]))
+    runs = _train_seeds(run, cfg, splits, weighted, seeds)
     best_result, _ = min(runs, key=lambda r: r[0].dev_loss)
-    unimodal: dict[str, dict[str, float]] = {}
-    if len(mods) > 1:
-        for m in mods:
-            progress(f"unimodal baseline: {m}")
-            single = {m: chosen[m]}
-            tr, dv, te = data.splits(single)
-            ucfg = _config(preset, "gated", {m: data.dims[m]})
-            r = train_head(
-                ucfg, tr, dv, seed=0, opts=opts, weighted_states={m: data.states[m]} if weighted else None
-            )
-            unimodal[m] = evaluate(r, te, ucfg)[0]
-    layer_out = {m: (v if v is not None else data.states[m] - 2) for m, v in chosen.items()}
+    unimodal = _unimodal(run, bool(weighted))
     if best_result.mix is not None:
         cfg = HeadConfig(**{**cfg.__dict__, "extra": {"layer_weights": best_result.mix.weights()}})
+    test_s = splits[2]
     test_preds = evaluate(best_result, test_s, cfg)[1]
     metrics: dict[str, Any] = {
         "dataset": str(dataset),
@@ -211,30 +303,12 @@ def train(
         "runs": [r[1] for r in runs],
         "summary": summarize([r[1] for r in runs]),
         "unimodal": unimodal,
-        "sweep": sweep,
-        "preset_layers": prefer,
+        "sweep": run.sweep,
+        "preset_layers": run.prefer,
         "best_seed": runs.index(min(runs, key=lambda r: r[0].dev_loss)),
         "test_predictions": dict(zip(test_s.ids, map(float, test_preds))),
     }
-    encoders = {
-        m: {"kind": preset.encoders[m].kind, "source": preset.encoders[m].source, "hidden_size": data.dims[m]}
-        for m in mods
-    }
-    save_checkpoint(
-        out / "head.pt",
-        best_result.head,
-        cfg,
-        layers=layer_out,
-        encoders=encoders,
-        preset=preset.name,
-        metrics=metrics["summary"],
-        utterances=_spread([s.text for s in data.samples["dev"] if s.text.strip()], CHECKPOINT_UTTERANCES)
-        if "text" in mods
-        else (),
-    )
-    _write(out / "metrics.json", json.dumps(metrics, indent=1, default=float))
-    _write(out / "report.md", render_report(metrics))
-    progress(f"wrote {out / 'head.pt'}, metrics.json, report.md")
+    _save(run, best_result, cfg, metrics)
     return metrics
 
 
