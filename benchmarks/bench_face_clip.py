@@ -90,7 +90,7 @@ def worker(args: argparse.Namespace) -> None:
         print(json.dumps({"ms": times, "detections": track.detections, "tracked": track.tracked}), flush=True)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pack", type=Path, required=True, help="a pack with a face-crop preset")
     parser.add_argument("--clip", type=Path, help=".npz with frames [N, H, W, 3] uint8")
@@ -102,67 +102,95 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="append the table to this markdown file")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--worker-redetect", type=int, default=0, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.worker:
-        worker(args)
-        return
+    return parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        contenders: list[tuple[str, dict[str, str], int]] = [("this tree", {}, 0)]
-        for value in filter(None, args.redetect.split(",")):
-            contenders.append((f"this tree, face_redetect={int(value)}", {}, int(value)))
-        if args.baseline:
-            base = Path(tmp) / "base"
-            base.mkdir()
-            archive = subprocess.run(
-                ["git", "-C", str(ROOT), "archive", args.baseline, "runtime"], check=True, capture_output=True
-            ).stdout
-            subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
-            if not (base / "runtime" / "msa_runtime").is_dir():
-                sys.exit(
-                    f"--baseline {args.baseline}: from before the msa_runtime package folder; not comparable"
-                )
-            env = {"PYTHONPATH": str(base / "runtime")}
-            contenders.append((f"{args.baseline}", env, 0))
-        procs = []
-        for name, env, redetect in contenders:
-            cmd = [sys.executable, __file__, "--worker", "--pack", str(args.pack)]
-            cmd += ["--repeat", str(args.repeat), "--threads", str(args.threads)]
-            cmd += ["--worker-redetect", str(redetect)]
-            if args.clip is not None:
-                cmd += ["--clip", str(args.clip)]
-            proc = subprocess.Popen(
-                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, **env}
+
+Contender = tuple[str, dict[str, str], int]  # name, environment, face_redetect (0: the pack's)
+Worker = tuple[str, "subprocess.Popen[str]", int]  # name, process, its face_redetect
+
+
+def contenders(args: argparse.Namespace, tmp: Path) -> list[Contender]:
+    """This tree, with each ``--redetect`` value, and ``--baseline``'s runtime extracted to ``tmp``."""
+    found: list[Contender] = [("this tree", {}, 0)]
+    for value in filter(None, args.redetect.split(",")):
+        found.append((f"this tree, face_redetect={int(value)}", {}, int(value)))
+    if args.baseline:
+        base = tmp / "base"
+        base.mkdir()
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", args.baseline, "runtime"], check=True, capture_output=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
+        if not (base / "runtime" / "msa_runtime").is_dir():
+            sys.exit(
+                f"--baseline {args.baseline}: from before the msa_runtime package folder; not comparable"
             )
-            assert proc.stdout is not None and proc.stdin is not None
-            ready = json.loads(proc.stdout.readline() or "{}")
-            if not ready.get("ready"):
-                sys.exit(f"worker for {name} failed to start")
-            procs.append((name, proc, ready["redetect"]))
-        results: dict[str, list[float]] = {name: [] for name, _, _ in procs}
-        work: dict[str, str] = {}
-        busy0, total0 = _cpu_stat()
-        own0 = _own_cpu()
-        wall0 = time.perf_counter()
-        for r in range(args.rounds):
-            order = procs if r % 2 == 0 else procs[::-1]
-            for name, proc, _ in order:
-                assert proc.stdin is not None and proc.stdout is not None
-                proc.stdin.write("go\n")
-                proc.stdin.flush()
-                out = json.loads(proc.stdout.readline())
-                results[name].append(statistics.median(out["ms"]))
-                work[name] = f"{out['detections']} detections, {out['tracked']} tracked"
-        wall = time.perf_counter() - wall0
-        for _, proc, _ in procs:
-            assert proc.stdin is not None
-            proc.stdin.close()
-            proc.wait()
-        busy1, total1 = _cpu_stat()
-        # the workers are children that have exited now: their CPU time counts as ours
-        own = _own_cpu() - own0
-        others = max(0.0, (busy1 - busy0) - own) / max(total1 - total0, 1e-9)
+        env = {"PYTHONPATH": str(base / "runtime")}
+        found.append((f"{args.baseline}", env, 0))
+    return found
 
+
+def start_workers(args: argparse.Namespace, found: list[Contender]) -> list[Worker]:
+    """One worker process per contender, each warmed up and ready before the first round."""
+    procs = []
+    for name, env, redetect in found:
+        cmd = [sys.executable, __file__, "--worker", "--pack", str(args.pack)]
+        cmd += ["--repeat", str(args.repeat), "--threads", str(args.threads)]
+        cmd += ["--worker-redetect", str(redetect)]
+        if args.clip is not None:
+            cmd += ["--clip", str(args.clip)]
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, **env}
+        )
+        assert proc.stdout is not None and proc.stdin is not None
+        ready = json.loads(proc.stdout.readline() or "{}")
+        if not ready.get("ready"):
+            sys.exit(f"worker for {name} failed to start")
+        procs.append((name, proc, ready["redetect"]))
+    return procs
+
+
+def run_rounds(
+    args: argparse.Namespace, procs: list[Worker]
+) -> tuple[dict[str, list[float]], dict[str, str], float, float]:
+    """The workers take turns, round after round (the order reversed every other round).
+
+    Returns each one's median ms per round, its work per clip, the share of the CPU other
+    processes took, and the wall time."""
+    results: dict[str, list[float]] = {name: [] for name, _, _ in procs}
+    work: dict[str, str] = {}
+    busy0, total0 = _cpu_stat()
+    own0 = _own_cpu()
+    wall0 = time.perf_counter()
+    for r in range(args.rounds):
+        order = procs if r % 2 == 0 else procs[::-1]
+        for name, proc, _ in order:
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+            out = json.loads(proc.stdout.readline())
+            results[name].append(statistics.median(out["ms"]))
+            work[name] = f"{out['detections']} detections, {out['tracked']} tracked"
+    wall = time.perf_counter() - wall0
+    for _, proc, _ in procs:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait()
+    busy1, total1 = _cpu_stat()
+    # the workers are children that have exited now: their CPU time counts as ours
+    own = _own_cpu() - own0
+    others = max(0.0, (busy1 - busy0) - own) / max(total1 - total0, 1e-9)
+    return results, work, others, wall
+
+
+def report(
+    args: argparse.Namespace,
+    procs: list[Worker],
+    results: dict[str, list[float]],
+    work: dict[str, str],
+    others: float,
+    wall: float,
+) -> str:
     first = statistics.median(results[procs[0][0]])
     clip = args.clip.name if args.clip is not None else "generated 640x360 moving speaker"
     lines = [
@@ -187,7 +215,20 @@ def main() -> None:
         "",
         f"Command: `python benchmarks/bench_face_clip.py {' '.join(sys.argv[1:])}` (this tree: {head})",
     ]
-    text = "\n".join(lines)
+    return "\n".join(lines)
+
+
+def main() -> None:
+    args = parse_args()
+    if args.worker:
+        worker(args)
+        return
+
+    with tempfile.TemporaryDirectory() as tmp:
+        procs = start_workers(args, contenders(args, Path(tmp)))
+        results, work, others, wall = run_rounds(args, procs)
+
+    text = report(args, procs, results, work, others, wall)
     print(text)
     if args.out is not None:
         new = not args.out.is_file()
