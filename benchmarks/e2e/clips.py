@@ -73,6 +73,77 @@ def _portrait(height: int, width: int) -> np.ndarray | None:
     return person
 
 
+def _encode_video(out: Any, vs: Any, person: np.ndarray | None, fps: int, frames: int, rng: Any) -> None:
+    """``frames`` frames into ``vs``: the speaker swaying (or a block wandering) in front of a
+    gradient, with a noisy band on top (so no two frames encode alike)."""
+    import av
+
+    w, h = vs.width, vs.height
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([60 + 80 * xx / w, 70 + 60 * yy / h, np.full((h, w), 110.0)], -1).astype(np.uint8)
+    for i in range(frames):
+        img = base.copy()
+        if person is not None:
+            ph, pw = person.shape[:2]
+            left = (w - pw) // 2 + int(min(40, (w - pw) // 2) * math.sin(0.5 * i / fps))
+            top = h - ph + int(8 * math.sin(1.3 * i / fps))
+            img[top : top + ph, left : left + pw] = person[: h - top]
+        else:
+            cx = int(w * (0.5 + 0.2 * math.sin(i / fps)))
+            cy = int(h * (0.5 + 0.1 * math.cos(0.7 * i / fps)))
+            img[max(0, cy - 120) : cy + 120, max(0, cx - 80) : cx + 80] = (200, 160, 140)
+        img[:8, :] = rng.integers(0, 255, (8, w, 3), dtype=np.uint8)
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+        frame.pts = i
+        for packet in vs.encode(frame):
+            out.mux(packet)
+    for packet in vs.encode():
+        out.mux(packet)
+
+
+def _encode_audio(out: Any, aus: Any, seconds: float, rate: int, rng: Any) -> None:
+    """A voiced-sounding wave (two harmonics on a gliding pitch, syllable envelope, noise) into
+    ``aus`` in chunks of 1024 samples."""
+    import av
+
+    chunk = 1024
+    total = int(seconds * rate)
+    t = np.arange(total) / rate
+    f0 = 150 + 40 * np.sin(2 * np.pi * 0.2 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / rate
+    wave = (
+        0.1 * (np.sin(phase) + 0.5 * np.sin(2 * phase)) * (0.5 + 0.5 * np.sin(2 * np.pi * 2.5 * t) ** 2)
+        + 0.005 * rng.standard_normal(total)
+    ).astype(np.float32)
+    for pos in range(0, total, chunk):
+        part = wave[pos : pos + chunk]
+        aframe = av.AudioFrame.from_ndarray(part[None], format="flt", layout="mono")
+        aframe.sample_rate = rate
+        aframe.pts = pos
+        for packet in aus.encode(aframe):
+            out.mux(packet)
+    for packet in aus.encode():
+        out.mux(packet)
+
+
+WORDS = (
+    "i really liked how calm and clear the speaker was today but the ending felt rushed "
+    "and a little disappointing overall it was fine"
+).split()
+
+
+def _transcript(seconds: float, rng: Any) -> str:
+    """An .srt of ``seconds``: a cue of 8 random words every 2.5 s."""
+    lines = []
+    cue, start = 1, 0.0
+    while start < seconds:
+        end = min(seconds, start + 2.5)
+        text = " ".join(rng.choice(WORDS, size=8))
+        lines += [str(cue), f"{_srt_time(start)} --> {_srt_time(end)}", text, ""]
+        cue, start = cue + 1, end
+    return "\n".join(lines)
+
+
 def make_stream_clip(
     folder: Path,
     seconds: float,
@@ -97,83 +168,14 @@ def make_stream_clip(
         return media, srt
     tmp = media.with_suffix(".partial.mp4")
     w, h = size
+    # one generator for the frames, then the audio, then the transcript: that order is the clip
     rng = np.random.default_rng(0)
     with av.open(str(tmp), "w") as out:
         vs = out.add_stream("libx264", rate=fps, options={"preset": "veryfast", "crf": "28"})
         vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
         aus = out.add_stream("aac", rate=rate, layout="mono")
-        yy, xx = np.mgrid[0:h, 0:w]
-        base = np.stack([60 + 80 * xx / w, 70 + 60 * yy / h, np.full((h, w), 110.0)], -1).astype(np.uint8)
-        frames = int(seconds * fps)
-        for i in range(frames):
-            img = base.copy()
-            if person is not None:
-                ph, pw = person.shape[:2]
-                left = (w - pw) // 2 + int(min(40, (w - pw) // 2) * math.sin(0.5 * i / fps))
-                top = h - ph + int(8 * math.sin(1.3 * i / fps))
-                img[top : top + ph, left : left + pw] = person[: h - top]
-            else:
-                cx = int(w * (0.5 + 0.2 * math.sin(i / fps)))
-                cy = int(h * (0.5 + 0.1 * math.cos(0.7 * i / fps)))
-                img[max(0, cy - 120) : cy + 120, max(0, cx - 80) : cx + 80] = (200, 160, 140)
-            img[:8, :] = rng.integers(0, 255, (8, w, 3), dtype=np.uint8)
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            frame.pts = i
-            for packet in vs.encode(frame):
-                out.mux(packet)
-        for packet in vs.encode():
-            out.mux(packet)
-        chunk = 1024
-        total = int(seconds * rate)
-        t = np.arange(total) / rate
-        f0 = 150 + 40 * np.sin(2 * np.pi * 0.2 * t)
-        phase = 2 * np.pi * np.cumsum(f0) / rate
-        wave = (
-            0.1 * (np.sin(phase) + 0.5 * np.sin(2 * phase)) * (0.5 + 0.5 * np.sin(2 * np.pi * 2.5 * t) ** 2)
-            + 0.005 * rng.standard_normal(total)
-        ).astype(np.float32)
-        for pos in range(0, total, chunk):
-            part = wave[pos : pos + chunk]
-            aframe = av.AudioFrame.from_ndarray(part[None], format="flt", layout="mono")
-            aframe.sample_rate = rate
-            aframe.pts = pos
-            for packet in aus.encode(aframe):
-                out.mux(packet)
-        for packet in aus.encode():
-            out.mux(packet)
+        _encode_video(out, vs, person, fps, int(seconds * fps), rng)
+        _encode_audio(out, aus, seconds, rate, rng)
     tmp.rename(media)
-    words = [
-        "i",
-        "really",
-        "liked",
-        "how",
-        "calm",
-        "and",
-        "clear",
-        "the",
-        "speaker",
-        "was",
-        "today",
-        "but",
-        "the",
-        "ending",
-        "felt",
-        "rushed",
-        "and",
-        "a",
-        "little",
-        "disappointing",
-        "overall",
-        "it",
-        "was",
-        "fine",
-    ]
-    lines = []
-    cue, start = 1, 0.0
-    while start < seconds:
-        end = min(seconds, start + 2.5)
-        text = " ".join(rng.choice(words, size=8))
-        lines += [str(cue), f"{_srt_time(start)} --> {_srt_time(end)}", text, ""]
-        cue, start = cue + 1, end
-    srt.write_text("\n".join(lines), encoding="utf-8")
+    srt.write_text(_transcript(seconds, rng), encoding="utf-8")
     return media, srt

@@ -37,48 +37,64 @@ def load_clip(task: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def worker_contender(task: dict[str, Any]) -> dict[str, Any]:
+Once = Callable[[], tuple[dict[str, float], dict[str, np.ndarray] | None, float]]
+
+
+def contender_files(name: str, task: dict[str, Any], pack: Path, manifest: Any) -> dict[str, Path]:
+    """The encoder files an ONNX Runtime contender runs."""
+    if name == "ort_fp32_full":
+        return {m: Path(task["full"]) / f"{m}.fp32.onnx" for m in manifest.encoders}
+    if name == "ov_int8_cut":  # the ov-int8 file, else what the manifest gives OpenVINO
+        return {
+            m: pack / e.files[(e.provider_precisions("openvino") or ("fp32",))[0]]
+            for m, e in manifest.encoders.items()
+        }
+    if name == "ov_bf16_cut":
+        return {m: pack / e.files["fp32"] for m, e in manifest.encoders.items()}
+    precision = name.split("_")[1]
+    return {m: pack / e.files[precision] for m, e in manifest.encoders.items()}
+
+
+def contender_pipeline(
+    task: dict[str, Any], prep: Preprocessor, clip: dict[str, Any]
+) -> tuple[Any, dict[str, Path] | None, Once]:
+    """The contender loaded: its pipeline, its encoder files (None for torch), and one timed
+    run of the clip (stage times, features unless its stages overlap, score)."""
     name = task["contender"]
     pack = Path(task["pack"])
-    prep = Preprocessor(pack)
-    manifest = prep.manifest
-    clip = load_clip(task)
-    t0 = time.perf_counter()
     pipe: Any
-    files: dict[str, Path] | None = None
     if name in ANALYZER_CONTENDERS:  # the runtime itself: its stages overlap
         tuned = name == "tuned_concurrent"
         pipe = AnalyzerPipeline(
             pack, "auto" if tuned else "openvino", Path(task["tuning"]) if tuned else False
         )
-        files = pipe.files
 
-        def once() -> tuple[dict[str, float], dict[str, np.ndarray] | None, float]:
+        def analyzer_once() -> tuple[dict[str, float], dict[str, np.ndarray] | None, float]:
             times, score = pipe.run(clip)
             return times, None, score
 
+        return pipe, pipe.files, analyzer_once
+    files: dict[str, Path] | None = None
+    if name in ("reference", "torch_cut"):
+        pipe = TorchPipeline(get_preset_random(task["preset"]), cut=name == "torch_cut")
     else:
-        if name in ("reference", "torch_cut"):
-            pipe = TorchPipeline(get_preset_random(task["preset"]), cut=name == "torch_cut")
-        else:
-            if name == "ort_fp32_full":
-                files = {m: Path(task["full"]) / f"{m}.fp32.onnx" for m in manifest.encoders}
-            elif name == "ov_int8_cut":  # the ov-int8 file, else what the manifest gives OpenVINO
-                files = {
-                    m: pack / e.files[(e.provider_precisions("openvino") or ("fp32",))[0]]
-                    for m, e in manifest.encoders.items()
-                }
-            elif name == "ov_bf16_cut":
-                files = {m: pack / e.files["fp32"] for m, e in manifest.encoders.items()}
-            else:
-                precision = name.split("_")[1]
-                files = {m: pack / e.files[precision] for m, e in manifest.encoders.items()}
-            providers = "openvino" if name.startswith("ov_") else "cpu"
-            pipe = OrtPipeline(files, pack / manifest.head.file, providers=providers)
+        files = contender_files(name, task, pack, prep.manifest)
+        providers = "openvino" if name.startswith("ov_") else "cpu"
+        pipe = OrtPipeline(files, pack / prep.manifest.head.file, providers=providers)
 
-        def once() -> tuple[dict[str, float], dict[str, np.ndarray] | None, float]:
-            return run_pipeline(pipe, prep, clip)
+    def once() -> tuple[dict[str, float], dict[str, np.ndarray] | None, float]:
+        return run_pipeline(pipe, prep, clip)
 
+    return pipe, files, once
+
+
+def worker_contender(task: dict[str, Any]) -> dict[str, Any]:
+    name = task["contender"]
+    pack = Path(task["pack"])
+    prep = Preprocessor(pack)
+    clip = load_clip(task)
+    t0 = time.perf_counter()
+    pipe, files, once = contender_pipeline(task, prep, clip)
     load_s = time.perf_counter() - t0
     peak_with_load = status_kb("VmHWM")
     trim_heap()
