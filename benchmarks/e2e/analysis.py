@@ -20,17 +20,25 @@ def analyse(
     preset: Any, run: dict[str, Any], feats: dict[str, dict[str, np.ndarray]], clip: dict[str, Any]
 ) -> None:
     """Ratios, fidelity (cosine, score via the pack's head), FLOPs and fractions of the peak."""
+    pack = Path(run["pack"])
+    prep = Preprocessor(pack)
+    inputs = prep(clip)[0]
+    fidelity(run, feats, pack / prep.manifest.head.file, inputs)
+    run["limit"] = limit(preset, run, inputs)
+
+
+def fidelity(
+    run: dict[str, Any], feats: dict[str, dict[str, np.ndarray]], head_file: Path, inputs: Any
+) -> None:
+    """Each contender's ratios to the reference per stage, and its features and scores against
+    the reference's (its own head's score, and the pack's head fed its features)."""
     import onnxruntime as ort
 
     from msa_export.gate.checks import cosine
 
-    pack = Path(run["pack"])
-    prep = Preprocessor(pack)
-    manifest = prep.manifest
-    inputs = prep(clip)[0]
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    head = ort.InferenceSession(str(pack / manifest.head.file), opts, providers=["CPUExecutionProvider"])
+    head = ort.InferenceSession(str(head_file), opts, providers=["CPUExecutionProvider"])
     names = [i.name for i in head.get_inputs()]
     ref = run["contenders"]["reference"]
     ref_feats = feats["reference"]
@@ -50,7 +58,10 @@ def analyse(
         }
         c["fidelity"]["score_diff_pack_head"] = abs(c["fidelity"]["score_pack_head"] - ref_head)
         c["fidelity"]["score_diff_own_pipeline"] = abs(c["score"] - ref["score"])
-    # FLOPs of the cut encoders on this clip, and the fraction of the peak they reach
+
+
+def limit(preset: Any, run: dict[str, Any], inputs: Any) -> dict[str, Any]:
+    """FLOPs of the cut encoders on this clip, and the fraction of the peak they reach."""
     lengths = {
         "text": int(inputs["text"][0].shape[1]) if "text" in inputs else 0,
         "audio": int(inputs["audio"][0].shape[1]) if "audio" in inputs else 0,
@@ -70,7 +81,7 @@ def analyse(
     big = max((k for k in peaks if k.endswith("/int8") and k.startswith("square")), default=None)
     int8_peak = peaks[big]["best_gflops"] if big else float("nan")
     fp32_peak = peaks[big.replace("/int8", "/fp32")]["best_gflops"] if big else float("nan")
-    limit: dict[str, Any] = {
+    out: dict[str, Any] = {
         "int8_peak_gops": int8_peak,
         "fp32_peak_gflops": fp32_peak,
         "inputs": lengths,
@@ -89,11 +100,18 @@ def analyse(
             row[f"{name}_gflops"] = flops[m]["total"] / (ms * 1e-3) / 1e9
         row["int8_fraction_of_int8_peak"] = row["ort_int8_cut_gflops"] / int8_peak
         row["fp32_fraction_of_fp32_peak"] = row["ort_fp32_cut_gflops"] / fp32_peak
-        limit["encoders"][m] = row
-    total_flops = sum(flops[m]["total"] for m in preset.encoders)
+        out["encoders"][m] = row
+    out["all_encoders"] = all_encoders(preset, run, sum(flops[m]["total"] for m in preset.encoders))
+    out["all_encoders"]["int8_fraction_of_int8_peak"] = out["all_encoders"]["int8_gops"] / int8_peak
+    out["all_encoders"]["fp32_fraction_of_fp32_peak"] = out["all_encoders"]["fp32_gflops"] / fp32_peak
+    return out
+
+
+def all_encoders(preset: Any, run: dict[str, Any], total_flops: float) -> dict[str, Any]:
+    """The encoders together: time and throughput of each pack contender."""
     int8_ms = sum(run["contenders"]["ort_int8_cut"]["stages"][m]["median"] for m in preset.encoders)
     fp32_ms = sum(run["contenders"]["ort_fp32_cut"]["stages"][m]["median"] for m in preset.encoders)
-    limit["all_encoders"] = {
+    out = {
         "flops": total_flops,
         "int8_ms": int8_ms,
         "fp32_ms": fp32_ms,
@@ -103,11 +121,9 @@ def analyse(
     for name in ("ov_bf16_cut", "ov_int8_cut"):
         if name in run["contenders"]:
             ms = sum(run["contenders"][name]["stages"][m]["median"] for m in preset.encoders)
-            limit["all_encoders"][f"{name}_ms"] = ms
-            limit["all_encoders"][f"{name}_gops"] = total_flops / (ms * 1e-3) / 1e9
-    limit["all_encoders"]["int8_fraction_of_int8_peak"] = limit["all_encoders"]["int8_gops"] / int8_peak
-    limit["all_encoders"]["fp32_fraction_of_fp32_peak"] = limit["all_encoders"]["fp32_gflops"] / fp32_peak
-    run["limit"] = limit
+            out[f"{name}_ms"] = ms
+            out[f"{name}_gops"] = total_flops / (ms * 1e-3) / 1e9
+    return out
 
 
 def noise_text(q: dict[str, Any]) -> str:
@@ -128,135 +144,16 @@ def explain(doc: dict[str, Any]) -> list[str]:
     for t in targets(runs):
         if t["met"] is not False:
             continue
-        p = t["preset"]
-        r = runs[p]
+        r = runs[t["preset"]]
         c = r["contenders"]
         i8 = c[best_pack(r)] if t["key"] in ("speedup", "score_diff") else c["ort_int8_cut"]
-        q = i8["interference"]
-        noise = noise_text(q)
+        noise = noise_text(i8["interference"])
         if t["key"] == "speedup":
-            want = TARGETS["speedup"][p]
-            ref = c["reference"]["stages"]["total"]["median"]
-            best_tot = i8["stages"]["total"]["median"]
-            overlap = ""
-            if i8.get("overlapping_stages") and "ov_int8_cut" in c:  # break down the sequential run
-                i8 = c["ov_int8_cut"]
-                overlap = (
-                    f" It overlaps its stages: the breakdown is of the same files run one after "
-                    f"another ({fmt_ms(i8['stages']['total']['median'])} ms)."
-                )
-            tot = i8["stages"]["total"]["median"]
-            need = ref / want
-            stages = ", ".join(
-                f"{s} {fmt_ms(i8['stages'][s]['median'])} ms ({i8['stages'][s]['median'] / tot:.0%})"
-                for s in STAGES
-                if s in i8["stages"]
-            )
-            steps = [
-                c["reference"]["stages"]["total"]["median"] / c["torch_cut"]["stages"]["total"]["median"],
-                c["torch_cut"]["stages"]["total"]["median"] / c["ort_fp32_cut"]["stages"]["total"]["median"],
-                c["ort_fp32_cut"]["stages"]["total"]["median"] / tot,
-            ]
-            text = (
-                f"- **{t['target']}: {t['measured']}.** The pack takes {fmt_ms(best_tot)} ms a clip{noise}; "
-                f"the target needs <= {fmt_ms(need)} ms ({fmt_ms(best_tot - need)} ms less).{overlap} "
-                f"Its time: {stages}. "
-                f"From the reference, cutting the encoders gives {steps[0]:.2f}x, ONNX Runtime fp32 "
-                f"{steps[1]:.2f}x more, int8 {steps[2]:.2f}x more."
-            )
-            enc_ms = {m: i8["stages"][m]["median"] for m in r["encoders"]}
-            lim = r["limit"]
-            ideal = lim["all_encoders"]["flops"] / (lim["int8_peak_gops"] * 1e9) * 1e3
-            rest = tot - sum(enc_ms.values())
-            text += (
-                f" Bound: with every encoder FLOP at the measured int8 peak "
-                f"({lim['int8_peak_gops']:,.0f} GOP/s) the encoders would take {fmt_ms(ideal)} ms; "
-                f"with the rest as measured ({fmt_ms(rest)} ms: preprocessing, face crop, head) "
-                f"end to end would be {fmt_ms(ideal + rest)} ms = {ref / (ideal + rest):.1f}x."
-            )
-            worst = max(enc_ms, key=lambda m: enc_ms[m])
-            prof = i8.get("profile", {}).get(worst)
-            if prof:
-                text += f" The {worst} encoder dominates; its profile: {classes_text(prof)}."
-            lev = best_lever(doc, p)
-            if lev and "vision" in enc_ms:
-                scaled = enc_ms["vision"] * lev["median"] / lev["baseline_ms"]
-                proj = tot - enc_ms["vision"] + scaled
-                gain = lev["baseline_ms"] / lev["median"]
-                text += (
-                    f" Best measured vision lever (`bench_levers.py`): {lev['lever']}, "
-                    f"'{lev['variant']}' ({gain:.2f}x on the vision encoder, cosine "
-                    f"{lev['cosine']:.5f}"
-                    + (
-                        f"; within the run-to-run spread of {lev['spread']:.0%}"
-                        if abs(gain - 1) <= lev["spread"]
-                        else ""
-                    )
-                    + f"): end to end would be about {fmt_ms(proj)} ms = {ref / proj:.2f}x."
-                )
-            lines.append(text)
+            lines.append(why_speedup(doc, t, i8, noise))
         elif t["key"] == "peak":
-            lim = r["limit"]
-            text = (
-                f"- **{t['target']}: {t['measured']}.** The cut encoders do "
-                f"{lim['all_encoders']['flops'] / 1e9:,.0f} GFLOP in "
-                f"{fmt_ms(lim['all_encoders']['int8_ms'])} ms "
-                f"= {lim['all_encoders']['int8_gops']:,.0f} GOP/s against a MatMulInteger peak of "
-                f"{lim['int8_peak_gops']:,.0f}{noise}."
-            )
-            sus = sustained_int8(r)
-            text += (
-                f" The peak is the best single run; the same matmul's median over its 4 s "
-                f"is {sus:,.0f} GOP/s, and against that the encoders reach "
-                f"{lim['all_encoders']['int8_gops'] / sus:.0%}."
-            )
-            dq = r["peak"]["peaks"].get("square/dq_int8")
-            if dq:
-                text += (
-                    f" The pack's GEMMs are DynamicQuantizeMatMul (fp32 activations quantized on "
-                    f"the fly), whose own peak here is {dq['best_gflops']:,.0f} GOP/s."
-                )
-            for m, prof in i8.get("profile", {}).items():
-                text += f" {m}: {classes_text(prof)}."
-            lines.append(text)
+            lines.append(why_peak(t, r, i8, noise))
         elif t["key"] == "rtf":
-            st = best_stream(r) or r["stream"]
-            # a concurrent stream's stage times overlap: the parts come from the same provider's
-            # sequential stream
-            seq = r.get("stream_openvino") if st.get("concurrent") else None
-            parts = seq or st
-            hop, window = st["hop"], st["window"]
-            per_window = st["wall_s"] / max(st["windows"], 1) * 1e3
-            seq_window = parts["wall_s"] / max(parts["windows"], 1) * 1e3
-            enc = sum(v["median"] for v in parts["stage_ms"].values())
-            text = (
-                f"- **{t['target']}: {t['measured']}.** {st['windows']} windows in "
-                f"{st['wall_s']:.1f} s{noise_text(st['interference'])}: "
-                f"{fmt_ms(per_window)} ms per {hop:g} s hop, where the target allows "
-                f"{fmt_ms(TARGETS['rtf'][t['preset']] * hop * 1e3)} ms. Per window (median ms"
-                + (
-                    f", of the same files one after another: {fmt_ms(seq_window)} ms per hop"
-                    f"{noise_text(parts['interference'])}"
-                    if seq
-                    else ""
-                )
-                + "): "
-                + ", ".join(f"{k} {fmt_ms(v['median'])}" for k, v in parts["stage_ms"].items())
-                + f"; the remaining ~{fmt_ms(max(0.0, seq_window - enc))} ms is decoding "
-                f"({st.get('media_desc', 'H.264')}), cropping and bookkeeping. Each window "
-                f"re-encodes all {window:g} s of its audio ({window / hop:.0f}x the audio that is "
-                "new per hop): WavLM's attention spans the window and neither preset's front end "
-                "can be shared exactly (`bench_audio.py`), while frames are encoded once (cached "
-                "across windows). Audio alone per window against the hop's budget: "
-                f"{fmt_ms(parts['stage_ms'].get('audio', {}).get('median', 0.0))} of "
-                f"{fmt_ms(TARGETS['rtf'][t['preset']] * hop * 1e3)} ms; the vision encoder alone on "
-                f"the hop's new frames {fmt_ms(parts['stage_ms'].get('vision', {}).get('median', 0.0))} ms. "
-                "What would close it: "
-                "audio encoded once per hop (non-overlapping windows, or chunked audio features "
-                "pooled per window: a change to what the head sees), fewer frames per second "
-                "for the vision encoder, or more cores."
-            )
-            lines.append(text)
+            lines.append(why_rtf(t, r))
         elif t["key"] == "score_diff":
             f = i8["fidelity"]
             lines.append(
@@ -265,6 +162,142 @@ def explain(doc: dict[str, Any]) -> list[str]:
                 + "."
             )
     return lines
+
+
+def why_speedup(doc: dict[str, Any], t: dict[str, Any], i8: dict[str, Any], noise: str) -> str:
+    """The best pack's time against the target's, by stage and by step from the reference, the
+    bound at the int8 peak, and the best measured vision lever."""
+    p = t["preset"]
+    r = doc["runs"][p]
+    c = r["contenders"]
+    want = TARGETS["speedup"][p]
+    ref = c["reference"]["stages"]["total"]["median"]
+    best_tot = i8["stages"]["total"]["median"]
+    overlap = ""
+    if i8.get("overlapping_stages") and "ov_int8_cut" in c:  # break down the sequential run
+        i8 = c["ov_int8_cut"]
+        overlap = (
+            f" It overlaps its stages: the breakdown is of the same files run one after "
+            f"another ({fmt_ms(i8['stages']['total']['median'])} ms)."
+        )
+    tot = i8["stages"]["total"]["median"]
+    need = ref / want
+    stages = ", ".join(
+        f"{s} {fmt_ms(i8['stages'][s]['median'])} ms ({i8['stages'][s]['median'] / tot:.0%})"
+        for s in STAGES
+        if s in i8["stages"]
+    )
+    steps = [
+        c["reference"]["stages"]["total"]["median"] / c["torch_cut"]["stages"]["total"]["median"],
+        c["torch_cut"]["stages"]["total"]["median"] / c["ort_fp32_cut"]["stages"]["total"]["median"],
+        c["ort_fp32_cut"]["stages"]["total"]["median"] / tot,
+    ]
+    text = (
+        f"- **{t['target']}: {t['measured']}.** The pack takes {fmt_ms(best_tot)} ms a clip{noise}; "
+        f"the target needs <= {fmt_ms(need)} ms ({fmt_ms(best_tot - need)} ms less).{overlap} "
+        f"Its time: {stages}. "
+        f"From the reference, cutting the encoders gives {steps[0]:.2f}x, ONNX Runtime fp32 "
+        f"{steps[1]:.2f}x more, int8 {steps[2]:.2f}x more."
+    )
+    enc_ms = {m: i8["stages"][m]["median"] for m in r["encoders"]}
+    lim = r["limit"]
+    ideal = lim["all_encoders"]["flops"] / (lim["int8_peak_gops"] * 1e9) * 1e3
+    rest = tot - sum(enc_ms.values())
+    text += (
+        f" Bound: with every encoder FLOP at the measured int8 peak "
+        f"({lim['int8_peak_gops']:,.0f} GOP/s) the encoders would take {fmt_ms(ideal)} ms; "
+        f"with the rest as measured ({fmt_ms(rest)} ms: preprocessing, face crop, head) "
+        f"end to end would be {fmt_ms(ideal + rest)} ms = {ref / (ideal + rest):.1f}x."
+    )
+    worst = max(enc_ms, key=lambda m: enc_ms[m])
+    prof = i8.get("profile", {}).get(worst)
+    if prof:
+        text += f" The {worst} encoder dominates; its profile: {classes_text(prof)}."
+    return text + lever_text(doc, p, enc_ms, tot, ref)
+
+
+def lever_text(doc: dict[str, Any], preset: str, enc_ms: dict[str, float], tot: float, ref: float) -> str:
+    """What the best measured vision lever (``bench_levers.py``) would make of the end to end."""
+    lev = best_lever(doc, preset)
+    if not lev or "vision" not in enc_ms:
+        return ""
+    scaled = enc_ms["vision"] * lev["median"] / lev["baseline_ms"]
+    proj = tot - enc_ms["vision"] + scaled
+    gain = lev["baseline_ms"] / lev["median"]
+    return (
+        f" Best measured vision lever (`bench_levers.py`): {lev['lever']}, "
+        f"'{lev['variant']}' ({gain:.2f}x on the vision encoder, cosine "
+        f"{lev['cosine']:.5f}"
+        + (f"; within the run-to-run spread of {lev['spread']:.0%}" if abs(gain - 1) <= lev["spread"] else "")
+        + f"): end to end would be about {fmt_ms(proj)} ms = {ref / proj:.2f}x."
+    )
+
+
+def why_peak(t: dict[str, Any], r: dict[str, Any], i8: dict[str, Any], noise: str) -> str:
+    """The cut encoders' throughput against the MatMulInteger peak, sustained and DQ peaks."""
+    lim = r["limit"]
+    text = (
+        f"- **{t['target']}: {t['measured']}.** The cut encoders do "
+        f"{lim['all_encoders']['flops'] / 1e9:,.0f} GFLOP in "
+        f"{fmt_ms(lim['all_encoders']['int8_ms'])} ms "
+        f"= {lim['all_encoders']['int8_gops']:,.0f} GOP/s against a MatMulInteger peak of "
+        f"{lim['int8_peak_gops']:,.0f}{noise}."
+    )
+    sus = sustained_int8(r)
+    text += (
+        f" The peak is the best single run; the same matmul's median over its 4 s "
+        f"is {sus:,.0f} GOP/s, and against that the encoders reach "
+        f"{lim['all_encoders']['int8_gops'] / sus:.0%}."
+    )
+    dq = r["peak"]["peaks"].get("square/dq_int8")
+    if dq:
+        text += (
+            f" The pack's GEMMs are DynamicQuantizeMatMul (fp32 activations quantized on "
+            f"the fly), whose own peak here is {dq['best_gflops']:,.0f} GOP/s."
+        )
+    for m, prof in i8.get("profile", {}).items():
+        text += f" {m}: {classes_text(prof)}."
+    return text
+
+
+def why_rtf(t: dict[str, Any], r: dict[str, Any]) -> str:
+    """The fastest stream's time per hop against the budget, and where a window's time goes."""
+    st = best_stream(r) or r["stream"]
+    # a concurrent stream's stage times overlap: the parts come from the same provider's
+    # sequential stream
+    seq = r.get("stream_openvino") if st.get("concurrent") else None
+    parts = seq or st
+    hop, window = st["hop"], st["window"]
+    per_window = st["wall_s"] / max(st["windows"], 1) * 1e3
+    seq_window = parts["wall_s"] / max(parts["windows"], 1) * 1e3
+    enc = sum(v["median"] for v in parts["stage_ms"].values())
+    return (
+        f"- **{t['target']}: {t['measured']}.** {st['windows']} windows in "
+        f"{st['wall_s']:.1f} s{noise_text(st['interference'])}: "
+        f"{fmt_ms(per_window)} ms per {hop:g} s hop, where the target allows "
+        f"{fmt_ms(TARGETS['rtf'][t['preset']] * hop * 1e3)} ms. Per window (median ms"
+        + (
+            f", of the same files one after another: {fmt_ms(seq_window)} ms per hop"
+            f"{noise_text(parts['interference'])}"
+            if seq
+            else ""
+        )
+        + "): "
+        + ", ".join(f"{k} {fmt_ms(v['median'])}" for k, v in parts["stage_ms"].items())
+        + f"; the remaining ~{fmt_ms(max(0.0, seq_window - enc))} ms is decoding "
+        f"({st.get('media_desc', 'H.264')}), cropping and bookkeeping. Each window "
+        f"re-encodes all {window:g} s of its audio ({window / hop:.0f}x the audio that is "
+        "new per hop): WavLM's attention spans the window and neither preset's front end "
+        "can be shared exactly (`bench_audio.py`), while frames are encoded once (cached "
+        "across windows). Audio alone per window against the hop's budget: "
+        f"{fmt_ms(parts['stage_ms'].get('audio', {}).get('median', 0.0))} of "
+        f"{fmt_ms(TARGETS['rtf'][t['preset']] * hop * 1e3)} ms; the vision encoder alone on "
+        f"the hop's new frames {fmt_ms(parts['stage_ms'].get('vision', {}).get('median', 0.0))} ms. "
+        "What would close it: "
+        "audio encoded once per hop (non-overlapping windows, or chunked audio features "
+        "pooled per window: a change to what the head sees), fewer frames per second "
+        "for the vision encoder, or more cores."
+    )
 
 
 def best_stream(run: dict[str, Any]) -> dict[str, Any] | None:

@@ -14,8 +14,15 @@ from e2e.common import CONTENDERS, LABELS, STAGES, THREADS, best_pack, present
 from e2e.flops import FLOPS_DOC
 from e2e.levers import render_levers
 from e2e.machine import machine
-from e2e.render_parts import render_install, render_openvino, render_streams
-from e2e.render_util import fmt_mb, fmt_ms, peak_cell, sustained_int8
+from e2e.render_parts import (
+    render_install,
+    render_limit,
+    render_openvino,
+    render_profiles,
+    render_sizes,
+    render_streams,
+)
+from e2e.render_util import fmt_ms
 
 
 def render(doc: dict[str, Any]) -> str:
@@ -43,51 +50,66 @@ def render(doc: dict[str, Any]) -> str:
     )
     L.append("")
     if runs:
-        L.append("## Headline: end to end, speed-up over the reference (median of the repeats)")
-        L.append("")
-        cols = [c for c in CONTENDERS if any(c in r["contenders"] for r in runs.values())]
-        L.append(
-            "| preset | "
-            + " | ".join(LABELS[c] for c in cols)
-            + " | best pack | its encoders + head only | its score diff |"
-        )
-        L.append("|---|" + "---|" * (len(cols) + 3))
-        for p, r in runs.items():
-            cells = []
-            for c in cols:
-                cc = r["contenders"].get(c)
-                cells.append(
-                    "not run"
-                    if cc is None
-                    else f"{fmt_ms(cc['stages']['total']['median'])} ms"
-                    + ("" if c == "reference" else f" ({cc['ratio_to_reference']['total']:.2f}x)")
-                )
-            best = best_pack(r)
-            diff = r["contenders"][best]["fidelity"]["score_diff_own_pipeline"]
-            models = r["contenders"][best]["ratio_to_reference"].get("models")
-            mtext = "-" if models is None else f"{models:.2f}x"
-            L.append(f"| {p} | " + " | ".join(cells) + f" | {LABELS[best]} | {mtext} | {diff:.4f} |")
-        L.append("")
-        L.append("## Targets (issue 9; the int8-peak rows are issue 5's)")
-        L.append("")
-        L.append("| target | measured | status |")
-        L.append("|---|---|---|")
-        for t in targets(runs):
-            status = "not run" if t["met"] is None else "met" if t["met"] else "**missed**"
-            L.append(f"| {t['target']} | {t['measured'] or '-'} | {status} |")
-        L.append("")
-        why = explain(doc)
-        if why:
-            L.append("### Why the misses, and what would close them")
-            L.append("")
-            L.extend(why)
-            L.append("")
+        L += render_summary(doc)
     for p, r in runs.items():
         L += render_run(p, r)
     if doc.get("install"):
         L += render_install(doc["install"])
     if doc.get("levers"):
         L += render_levers(doc["levers"])
+    L += render_method()
+    return "\n".join(L) + "\n"
+
+
+def render_summary(doc: dict[str, Any]) -> list[str]:
+    """The headline table of every run, the targets, and why the missed ones are missed."""
+    runs = doc["runs"]
+    L: list[str] = []
+    L.append("## Headline: end to end, speed-up over the reference (median of the repeats)")
+    L.append("")
+    cols = [c for c in CONTENDERS if any(c in r["contenders"] for r in runs.values())]
+    L.append(
+        "| preset | "
+        + " | ".join(LABELS[c] for c in cols)
+        + " | best pack | its encoders + head only | its score diff |"
+    )
+    L.append("|---|" + "---|" * (len(cols) + 3))
+    for p, r in runs.items():
+        cells = []
+        for c in cols:
+            cc = r["contenders"].get(c)
+            cells.append(
+                "not run"
+                if cc is None
+                else f"{fmt_ms(cc['stages']['total']['median'])} ms"
+                + ("" if c == "reference" else f" ({cc['ratio_to_reference']['total']:.2f}x)")
+            )
+        best = best_pack(r)
+        diff = r["contenders"][best]["fidelity"]["score_diff_own_pipeline"]
+        models = r["contenders"][best]["ratio_to_reference"].get("models")
+        mtext = "-" if models is None else f"{models:.2f}x"
+        L.append(f"| {p} | " + " | ".join(cells) + f" | {LABELS[best]} | {mtext} | {diff:.4f} |")
+    L.append("")
+    L.append("## Targets (issue 9; the int8-peak rows are issue 5's)")
+    L.append("")
+    L.append("| target | measured | status |")
+    L.append("|---|---|---|")
+    for t in targets(runs):
+        status = "not run" if t["met"] is None else "met" if t["met"] else "**missed**"
+        L.append(f"| {t['target']} | {t['measured'] or '-'} | {status} |")
+    L.append("")
+    why = explain(doc)
+    if why:
+        L.append("### Why the misses, and what would close them")
+        L.append("")
+        L.extend(why)
+        L.append("")
+    return L
+
+
+def render_method() -> list[str]:
+    """How the numbers are taken."""
+    L: list[str] = []
     L.append("## How the numbers are taken")
     L.append("")
     L.append(
@@ -128,7 +150,7 @@ def render(doc: dict[str, Any]) -> str:
     )
     L.append("- " + FLOPS_DOC.replace("\n", " "))
     L.append("")
-    return "\n".join(L) + "\n"
+    return L
 
 
 def render_run(p: str, r: dict[str, Any]) -> list[str]:
@@ -167,10 +189,24 @@ def render_run(p: str, r: dict[str, Any]) -> list[str]:
             )
             + f". Whole run {r.get('seconds', 0):,.0f} s."
         )
+    cols = present(r)
+    L += render_latency(r, cols)
+    L += render_fidelity(r, cols)
+    L += render_memory(r, cols)
+    L += render_sizes(r)
+    L += render_limit(r)
+    L += render_openvino(r)
+    L += render_profiles(r)
+    L += render_streams(r)
+    return L
+
+
+def render_latency(r: dict[str, Any], cols: list[str]) -> list[str]:
+    """Median / p90 per stage of every contender, with its speed-up over the reference."""
+    L: list[str] = []
     L.append("")
     L.append("### Latency (ms, median / p90) and speed-up over the reference (median)")
     L.append("")
-    cols = present(r)
     L.append("| stage | " + " | ".join(LABELS[c] for c in cols) + " |")
     L.append("|---|" + "---|" * len(cols))
     names = {"total": "**end to end**", "models": "encoders + head", "face": "face detect + crop"}
@@ -196,6 +232,12 @@ def render_run(p: str, r: dict[str, Any]) -> list[str]:
             "as the end-to-end time)."
         )
         L.append("")
+    return L
+
+
+def render_fidelity(r: dict[str, Any], cols: list[str]) -> list[str]:
+    """Feature cosines and scores of every contender against the reference."""
+    L: list[str] = []
     L.append("### Fidelity against the reference")
     L.append("")
     mods = list(r["encoders"])
@@ -216,6 +258,12 @@ def render_run(p: str, r: dict[str, Any]) -> list[str]:
     L.append("")
     L.append("(The head is untrained, seeded like the pack's; its scores only serve to compare contenders.)")
     L.append("")
+    return L
+
+
+def render_memory(r: dict[str, Any], cols: list[str]) -> list[str]:
+    """Peak RSS, load time and interference of every contender's process."""
+    L: list[str] = []
     L.append("### Memory (peak RSS of each contender's process, MB) and load time")
     L.append("")
     L.append(
@@ -234,107 +282,6 @@ def render_run(p: str, r: dict[str, Any]) -> list[str]:
             f"{q['others_cpu_share']:.0%} | {q['steal_share']:.0%} |"
         )
     L.append("")
-    sizes = r["sizes"]
-    L.append("### Size on disk")
-    L.append("")
-    L.append("| what | files | total |")
-    L.append("|---|---|---|")
-    for prec, s in sizes["per_precision"].items():
-        L.append(
-            f"| pack, {prec} (+ head and tokenizer) | "
-            + ", ".join(f"{n} {fmt_mb(b)}" for n, b in s["encoders"].items())
-            + f" | {fmt_mb(s['total_with_head_and_tokenizer'])} |"
-        )
-    L.append(
-        "| full-depth fp32 ONNX (contender 3) | "
-        + ", ".join(f"{n} {fmt_mb(b)}" for n, b in sizes["full_depth_fp32"].items())
-        + f" | {fmt_mb(sizes['full_depth_fp32_total'])} |"
-    )
-    L.append("")
-    lim = r["limit"]
-    L.append("### Distance to the limit")
-    L.append("")
-    L.append(
-        "Machine peak, measured in this run (ORT, 2 threads, single-node graphs, best of "
-        "repeated runs for 4 s, at the start and at the end of the run):"
-    )
-    L.append("")
-    L.append(
-        "| matmul (M x K x N) | fp32 MatMul GFLOP/s | int8 MatMulInteger GOP/s "
-        "| DynamicQuantizeMatMul GOP/s |"
-    )
-    L.append("|---|---|---|---|")
-    labels = sorted({k.split("/")[0] for k in r["peak"]["peaks"]})
-    for lab in labels:
-        row = [r["peak"]["peaks"].get(f"{lab}/{k}") for k in ("fp32", "int8", "dq_int8")]
-        shape = "x".join(str(v) for v in row[0]["shape"])
-        L.append(f"| {lab} {shape} | " + " | ".join(peak_cell(x) for x in row) + " |")
-    L.append("")
-    sustained = sustained_int8(r)
-    L.append(
-        "| encoder | GFLOP per clip (cut) | full depth | ORT int8 GOP/s "
-        f"| % of int8 peak ({lim['int8_peak_gops']:,.0f}) | % of sustained int8 ({sustained:,.0f}) "
-        f"| ORT fp32 GFLOP/s | % of fp32 peak ({lim['fp32_peak_gflops']:,.0f}) | PyTorch cut GFLOP/s |"
-    )
-    L.append("|---|---|---|---|---|---|---|---|---|")
-    for mname, e in lim["encoders"].items():
-        L.append(
-            f"| {mname} | {e['flops'] / 1e9:,.1f} | {e['full_depth_flops'] / 1e9:,.1f} | "
-            f"{e['ort_int8_cut_gflops']:,.0f} | {e['int8_fraction_of_int8_peak']:.0%} | "
-            f"{e['ort_int8_cut_gflops'] / sustained:.0%} | {e['ort_fp32_cut_gflops']:,.0f} | "
-            f"{e['fp32_fraction_of_fp32_peak']:.0%} | "
-            f"{e['torch_cut_gflops']:,.0f} |"
-        )
-    a = lim["all_encoders"]
-    L.append(
-        f"| **all** | {a['flops'] / 1e9:,.1f} | | {a['int8_gops']:,.0f} "
-        f"| {a['int8_fraction_of_int8_peak']:.0%} | {a['int8_gops'] / sustained:.0%} "
-        f"| {a['fp32_gflops']:,.0f} | {a['fp32_fraction_of_fp32_peak']:.0%} | |"
-    )
-    L.append("")
-    L += render_openvino(r)
-    prof = r["contenders"]["ort_int8_cut"].get("profile")
-    if prof:
-        L.append("### Where the int8 pack's time goes (ORT profiler, one run per encoder)")
-        L.append("")
-        for mname, pr in prof.items():
-            L.append(
-                f"- **{mname}** ({pr['file']}, {pr['run_ms']:,.0f} ms per run, kernels "
-                f"{pr['kernel_ms']:,.0f} ms): "
-                + "; ".join(
-                    f"{o['op']} {o['share']:.0%} ({o['ms']:,.0f} ms, {o['calls']}x"
-                    + (f", {o['gflops_per_s']:,.0f} GOP/s" if o["gflops_per_s"] else "")
-                    + ")"
-                    for o in pr["ops"][:7]
-                )
-            )
-            if pr.get("gemm_shapes"):
-                L.append(
-                    "  - matmuls by shape (K -> output): "
-                    + "; ".join(
-                        f"{g['gemm']}: {g['share']:.0%}, {g['gflops_per_s']:,.0f} G(FL)OP/s"
-                        for g in pr["gemm_shapes"][:6]
-                    )
-                )
-        L.append("")
-        L.append(
-            "(DynamicQuantizeMatMul includes quantizing its fp32 input; MatMulIntegerToFloat "
-            "follows a separate DynamicQuantizeLinear when one input feeds several matmuls, "
-            "e.g. Q, K and V. MatMul/FusedMatMul are fp32: attention scores and weighted "
-            "sums, which dynamic quantization of MatMul/Gemm weights leaves alone.)"
-        )
-        L.append("")
-    prof32 = r["contenders"]["ort_fp32_cut"].get("profile")
-    if prof32:
-        L.append(
-            "Same for the fp32 pack: "
-            + "; ".join(
-                f"**{mname}** " + ", ".join(f"{o['op']} {o['share']:.0%}" for o in pr["ops"][:4])
-                for mname, pr in prof32.items()
-            )
-        )
-        L.append("")
-    L += render_streams(r)
     return L
 
 
