@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from architecture import LAYERS, ROOT, cycles, group_of, import_graph, layer_violations, modules
 
-IN_PROGRESS = pytest.mark.xfail(strict=True, reason="issue 23: the scoring seam and the long functions")
 MAX_FUNCTION_LINES = 80
 MAX_MODULE_LINES = 400
 CODE = [ROOT / "runtime" / "msa_runtime", ROOT / "export" / "msa_export", ROOT / "benchmarks"]
@@ -88,7 +87,6 @@ def _private_writes(tree: ast.AST) -> list[tuple[int, str]]:
     return out
 
 
-@IN_PROGRESS
 def test_no_module_writes_another_objects_private_attributes() -> None:
     found = []
     for path in _python_files():
@@ -97,7 +95,6 @@ def test_no_module_writes_another_objects_private_attributes() -> None:
     assert found == []
 
 
-@IN_PROGRESS
 def test_functions_and_modules_stay_short() -> None:
     long_ones = []
     for path in _python_files():

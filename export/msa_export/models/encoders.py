@@ -116,8 +116,8 @@ class EncoderSpec:
 
         model_cls = getattr(transformers, self.model_class)
         if card.source == "random":
-            config = getattr(transformers, self.config_class)(**card.config)
-            config._attn_implementation = "eager"
+            config_cls = getattr(transformers, self.config_class)
+            config = config_cls(**{**card.config, "attn_implementation": "eager"})
             torch.manual_seed(card.seed)
             model = model_cls(config)
         else:
