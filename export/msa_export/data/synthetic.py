@@ -35,6 +35,7 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -159,6 +160,87 @@ def _check_out_dir(out: Path) -> None:
         raise DatasetError(f"{out} already exists and is not empty: remove it or choose a new output folder")
 
 
+@dataclass(frozen=True)
+class _Params:
+    """The generation parameters every clip of one dataset shares."""
+
+    seed: int
+    duration: float
+    fps: int
+    size: int
+    sample_rate: int
+    label_noise: float
+    codecs: tuple[str, str, str]
+
+
+def _clip_row(p: _Params, tmp: Path, split: str, i: int, factors: tuple[int, int, int]) -> dict[str, str]:
+    """Write clip ``i`` of ``split`` under ``tmp/media`` and return its manifest row."""
+    ft, fa, fv = factors
+    clip_id = f"{split}_{i:04d}"
+    # a generator per clip, seeded by split and index: its content depends only on the seed and its place
+    rng = np.random.default_rng([p.seed, _SPLIT_INDEX[split], 1, i])
+    text = make_text(ft, rng)
+    wave = make_audio(fa, rng, duration=p.duration, sample_rate=p.sample_rate)
+    frames = make_frames(fv, rng, duration=p.duration, fps=p.fps, size=p.size)
+    noise = rng.normal(0.0, p.label_noise) if p.label_noise > 0 else 0.0
+    label = float(np.clip(ft + fa + fv + noise, -3.0, 3.0))
+    rel = f"media/{clip_id}.{p.codecs[0]}"
+    write_clip(tmp / rel, frames, wave, fps=p.fps, sample_rate=p.sample_rate, codecs=p.codecs)
+    return {
+        "id": clip_id,
+        "media": rel,
+        "text": text,
+        "label": f"{label:.2f}",
+        "split": split,
+        "text_factor": str(ft),
+        "audio_factor": str(fa),
+        "video_factor": str(fv),
+    }
+
+
+def _write_manifest(tmp: Path, rows: list[dict[str, str]]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(MANIFEST_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    (tmp / MANIFEST_NAME).write_text(buf.getvalue(), encoding="utf-8")
+
+
+def _write_info(tmp: Path, p: _Params, counts: dict[str, int]) -> None:
+    """``synthetic.json``: how the dataset was generated, so a reader can tell what each factor means."""
+    info = {
+        "generator": "msa_export.data.synthetic",
+        "seed": p.seed,
+        "counts": counts,
+        "duration_s": p.duration,
+        "fps": p.fps,
+        "size": [p.size, p.size],
+        "sample_rate": p.sample_rate,
+        "label_noise": p.label_noise,
+        "container": p.codecs[0],
+        "video_codec": p.codecs[1],
+        "audio_codec": p.codecs[2],
+        "label": "clip(text_factor + audio_factor + video_factor + noise, -3, 3)",
+        "audio_pitch_hz": {str(k): v for k, v in AUDIO_PITCH_HZ.items()},
+        "video_rgb": {str(k): list(v) for k, v in VIDEO_RGB.items()},
+        "words": {str(k): list(v) for k, v in WORDS.items()},
+    }
+    (tmp / INFO_NAME).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    _check_out_dir(out)  # it may have been filled while we worked
+    if out.is_dir():
+        out.rmdir()
+    try:
+        os.rename(tmp, out)
+    except OSError as exc:
+        raise DatasetError(
+            f"cannot move the generated dataset into {out} ({exc.strerror or exc}): "
+            "choose a new output folder"
+        ) from exc
+
+
 def make_synthetic_dataset(
     out_dir: str | os.PathLike[str],
     *,
@@ -189,74 +271,20 @@ def make_synthetic_dataset(
     out = Path(out_dir)
     _check_out_dir(out)
     chosen = codecs if codecs is not None else choose_codecs()
-    ext = chosen[0]
+    params = _Params(seed, duration, fps, size, sample_rate, label_noise, chosen)
+    counts = {"train": n_train, "dev": n_dev, "test": n_test}
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        media_dir = tmp / "media"
-        media_dir.mkdir()
+        (tmp / "media").mkdir()
         rows: list[dict[str, str]] = []
-        for split, n in (("train", n_train), ("dev", n_dev), ("test", n_test)):
-            plan_rng = np.random.default_rng([seed, _SPLIT_INDEX[split], 0])
-            plan = _factor_plan(n, plan_rng)
-            for i, (ft, fa, fv) in enumerate(plan):
-                clip_id = f"{split}_{i:04d}"
-                rng = np.random.default_rng([seed, _SPLIT_INDEX[split], 1, i])
-                text = make_text(ft, rng)
-                wave = make_audio(fa, rng, duration=duration, sample_rate=sample_rate)
-                frames = make_frames(fv, rng, duration=duration, fps=fps, size=size)
-                noise = rng.normal(0.0, label_noise) if label_noise > 0 else 0.0
-                label = float(np.clip(ft + fa + fv + noise, -3.0, 3.0))
-                rel = f"media/{clip_id}.{ext}"
-                write_clip(tmp / rel, frames, wave, fps=fps, sample_rate=sample_rate, codecs=chosen)
-                rows.append(
-                    {
-                        "id": clip_id,
-                        "media": rel,
-                        "text": text,
-                        "label": f"{label:.2f}",
-                        "split": split,
-                        "text_factor": str(ft),
-                        "audio_factor": str(fa),
-                        "video_factor": str(fv),
-                    }
-                )
-
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(MANIFEST_COLUMNS), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        (tmp / MANIFEST_NAME).write_text(buf.getvalue(), encoding="utf-8")
-        info = {
-            "generator": "msa_export.data.synthetic",
-            "seed": seed,
-            "counts": {"train": n_train, "dev": n_dev, "test": n_test},
-            "duration_s": duration,
-            "fps": fps,
-            "size": [size, size],
-            "sample_rate": sample_rate,
-            "label_noise": label_noise,
-            "container": chosen[0],
-            "video_codec": chosen[1],
-            "audio_codec": chosen[2],
-            "label": "clip(text_factor + audio_factor + video_factor + noise, -3, 3)",
-            "audio_pitch_hz": {str(k): v for k, v in AUDIO_PITCH_HZ.items()},
-            "video_rgb": {str(k): list(v) for k, v in VIDEO_RGB.items()},
-            "words": {str(k): list(v) for k, v in WORDS.items()},
-        }
-        (tmp / INFO_NAME).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-
-        _check_out_dir(out)  # it may have been filled while we worked
-        if out.is_dir():
-            out.rmdir()
-        try:
-            os.rename(tmp, out)
-        except OSError as exc:
-            raise DatasetError(
-                f"cannot move the generated dataset into {out} ({exc.strerror or exc}): "
-                "choose a new output folder"
-            ) from exc
+        for split, n in counts.items():
+            plan = _factor_plan(n, np.random.default_rng([seed, _SPLIT_INDEX[split], 0]))
+            rows += [_clip_row(params, tmp, split, i, factors) for i, factors in enumerate(plan)]
+        _write_manifest(tmp, rows)
+        _write_info(tmp, params, counts)
+        _move_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

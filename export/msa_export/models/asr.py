@@ -19,7 +19,7 @@ from typing import Any
 
 from msa_runtime.asr.recognizer import LANGUAGES, check_model_folder, model_files
 from msa_runtime.errors import AsrError, MissingExtraError
-from msa_runtime.pack import sha256_file
+from msa_runtime.pack import FileRecord, sha256_file
 
 #: d_model, layers (encoder = decoder), attention heads of OpenAI's Whisper sizes, plus ``micro``
 #: (tests: 2 layers of width 64, converted in about a second).
@@ -98,32 +98,11 @@ def _torch_modules() -> tuple[Any, Any, Any]:
     return torch, transformers, ct2conv
 
 
-def build_random_whisper(
-    out: str | Path,
-    size: str = "micro",
-    *,
-    seed: int = 0,
-    quantization: str | None = None,
-    force: bool = False,
-) -> Path:
-    """Write a CTranslate2 Whisper model folder with seeded random weights of Whisper ``size``
-    (``micro``, ``tiny``, ``base``, ``small``, ``medium``) at ``out``; returns ``out``.
-
-    ``quantization`` is CTranslate2's weight type on disk (``int8``, ``float16``; default
-    float32). The folder holds ``model.bin``, ``config.json`` (with ``lang_ids`` and
-    ``alignment_heads``), ``vocabulary.json``, ``tokenizer.json`` and
-    ``preprocessor_config.json``.
-    """
-    if size not in WHISPER_SIZES:
-        raise ValueError(f"unknown Whisper size {size!r}; valid: {', '.join(WHISPER_SIZES)}")
-    torch, transformers, ct2conv = _torch_modules()
+def _random_model(transformers: Any, torch: Any, size: str, seed: int, lang_ids: dict[str, int]) -> Any:
+    """A ``transformers`` Whisper model of ``size`` with seeded random weights and the
+    generation settings of a multilingual Whisper checkpoint."""
     width, layers, heads = WHISPER_SIZES[size]
-    target = Path(out)
-    if target.exists() and not force:
-        raise FileExistsError(f"{target} exists")
-    vocab = whisper_vocabulary()
-    lang_ids = {f"<|{c}|>": EOT + 2 + i for i, c in enumerate(LANGUAGES[:99])}
-    notimestamps = vocab.index("<|notimestamps|>")
+    notimestamps = whisper_vocabulary().index("<|notimestamps|>")
     config = transformers.WhisperConfig(
         vocab_size=VOCAB_SIZE,
         num_mel_bins=80,
@@ -151,28 +130,60 @@ def build_random_whisper(
     gen.no_timestamps_token_id = notimestamps
     gen.alignment_heads = [[layers - 1, h] for h in range(heads)]
     gen.suppress_tokens, gen.begin_suppress_tokens = [], [220, EOT]
+    return model
+
+
+def _save_hf(transformers: Any, model: Any, lang_ids: dict[str, int], hf: Path) -> None:
+    """Save ``model`` with its tokenizer and feature-extractor config as a hub-style folder."""
+    model.save_pretrained(hf)
+    tok = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=whisper_tokenizer(),
+        eos_token="<|endoftext|>",
+        bos_token="<|endoftext|>",
+        unk_token="\u0120w0",
+        additional_special_tokens=list(lang_ids),
+    )
+    tok.save_pretrained(hf)
+    (hf / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "feature_size": 80,
+                "sampling_rate": 16000,
+                "hop_length": 160,
+                "chunk_length": 30,
+                "n_fft": 400,
+            }
+        )
+    )
+
+
+def build_random_whisper(
+    out: str | Path,
+    size: str = "micro",
+    *,
+    seed: int = 0,
+    quantization: str | None = None,
+    force: bool = False,
+) -> Path:
+    """Write a CTranslate2 Whisper model folder with seeded random weights of Whisper ``size``
+    (``micro``, ``tiny``, ``base``, ``small``, ``medium``) at ``out``; returns ``out``.
+
+    ``quantization`` is CTranslate2's weight type on disk (``int8``, ``float16``; default
+    float32). The folder holds ``model.bin``, ``config.json`` (with ``lang_ids`` and
+    ``alignment_heads``), ``vocabulary.json``, ``tokenizer.json`` and
+    ``preprocessor_config.json``.
+    """
+    if size not in WHISPER_SIZES:
+        raise ValueError(f"unknown Whisper size {size!r}; valid: {', '.join(WHISPER_SIZES)}")
+    torch, transformers, ct2conv = _torch_modules()
+    target = Path(out)
+    if target.exists() and not force:
+        raise FileExistsError(f"{target} exists")
+    lang_ids = {f"<|{c}|>": EOT + 2 + i for i, c in enumerate(LANGUAGES[:99])}
+    model = _random_model(transformers, torch, size, seed, lang_ids)
     with tempfile.TemporaryDirectory(prefix="msa-whisper-") as tmp:
         hf = Path(tmp) / "hf"
-        model.save_pretrained(hf)
-        tok = transformers.PreTrainedTokenizerFast(
-            tokenizer_object=whisper_tokenizer(),
-            eos_token="<|endoftext|>",
-            bos_token="<|endoftext|>",
-            unk_token="\u0120w0",
-            additional_special_tokens=list(lang_ids),
-        )
-        tok.save_pretrained(hf)
-        (hf / "preprocessor_config.json").write_text(
-            json.dumps(
-                {
-                    "feature_size": 80,
-                    "sampling_rate": 16000,
-                    "hop_length": 160,
-                    "chunk_length": 30,
-                    "n_fft": 400,
-                }
-            )
-        )
+        _save_hf(transformers, model, lang_ids, hf)
         converter = ct2conv.TransformersConverter(
             str(hf), copy_files=["tokenizer.json", "preprocessor_config.json"]
         )
@@ -192,7 +203,7 @@ def build_random_whisper(
 
 def copy_asr_model(
     folder: Path, pack_tmp: Path, source: str, name: str = "asr"
-) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+) -> tuple[dict[str, Any], dict[str, FileRecord]]:
     """Copy the CTranslate2 Whisper model ``folder`` into ``pack_tmp/name``.
 
     Returns the manifest's ``asr`` entry and the ``files`` rows (sha256, bytes) of the copied
@@ -202,11 +213,11 @@ def copy_asr_model(
     check_model_folder(folder)
     dest = pack_tmp / name
     dest.mkdir(parents=True, exist_ok=False)
-    rows: dict[str, dict[str, Any]] = {}
+    rows: dict[str, FileRecord] = {}
     for file in model_files(folder):
         shutil.copy2(file, dest / file.name)
         rel = f"{name}/{file.name}"
-        rows[rel] = {"sha256": sha256_file(dest / file.name), "bytes": file.stat().st_size}
+        rows[rel] = FileRecord(sha256=sha256_file(dest / file.name), bytes=file.stat().st_size)
     if not rows:
         raise AsrError(f"{folder} holds no model files: give a CTranslate2 Whisper folder")
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
