@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from msa_export.errors import fail_cleanly
+
+if TYPE_CHECKING:
+    from msa_export.pack.report import BuildReport
 
 
 def parse_assignments(values: Sequence[str], option: str, cast: Callable[[str], Any] = str) -> dict[str, Any]:
@@ -34,6 +37,43 @@ def _size(n: int) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000  # type: ignore[assignment]
     return str(n)
+
+
+def _echo_presets() -> None:
+    from msa_export.presets import registry
+
+    for name, p in registry.list_presets().items():
+        cut = ", ".join(f"{m} {c.kind}@{c.layer}" for m, c in p.encoders.items())
+        click.echo(f"{name:16s} {cut:40s} {p.description}")
+
+
+def _echo_report(report: BuildReport) -> None:
+    """The table of written files, the int8 notes and where the pack went."""
+    width = max(len(r.file) for r in report.rows)
+    click.echo(f"\n{'file':{width}s}  {'precision':9s}  {'size':>9s}  parity with PyTorch")
+    for r in report.rows:
+        click.echo(f"{r.file:{width}s}  {r.precision:9s}  {_size(r.bytes):>9s}  {r.parity}")
+    for note in report.notes:
+        click.echo(f"int8: {note}")
+    for note in report.left_out:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"\npack written to {report.out} in {report.seconds:.1f} s")
+
+
+def _tune(report: BuildReport, progress: Callable[[str], None]) -> None:
+    """Time every file of the new pack on this machine's providers (``--tune``)."""
+    from msa_runtime.engine.sessions import engines_to_tune
+    from msa_runtime.loading.tuning import tune as tune_pack
+    from msa_runtime.pack import load_manifest
+
+    names = engines_to_tune("auto")
+    path, record = tune_pack(report.out, load_manifest(report.out), names, progress=progress)
+    for mod, e in record["encoders"].items():
+        click.echo(
+            f"tuned: {mod}: fastest {e['best']['file']} on {e['best']['provider']} "
+            f"({e['best']['median_ms']:,.1f} ms)"
+        )
+    click.echo(f"tuning record written to {path}")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -132,9 +172,7 @@ def main(
     from msa_export.presets import registry
 
     if list_presets:
-        for name, p in registry.list_presets().items():
-            cut = ", ".join(f"{m} {c.kind}@{c.layer}" for m, c in p.encoders.items())
-            click.echo(f"{name:16s} {cut:40s} {p.description}")
+        _echo_presets()
         return
     if not preset or not out:
         raise click.UsageError("--preset and --out are required (or --list-presets)")
@@ -144,7 +182,6 @@ def main(
     chosen = chosen.with_sources(parse_assignments(sources, "--source"))
     layer_map = parse_assignments(layers, "--layer", int)
     precisions = None if precision is None else [p.strip() for p in precision.split(",") if p.strip()]
-
     from msa_export.pack.build import build_pack
 
     started = time.perf_counter()
@@ -166,28 +203,9 @@ def main(
         asr=asr,
         progress=progress,
     )
-    width = max(len(r.file) for r in report.rows)
-    click.echo(f"\n{'file':{width}s}  {'precision':9s}  {'size':>9s}  parity with PyTorch")
-    for r in report.rows:
-        click.echo(f"{r.file:{width}s}  {r.precision:9s}  {_size(r.bytes):>9s}  {r.parity}")
-    for note in report.notes:
-        click.echo(f"int8: {note}")
-    for note in report.left_out:
-        click.echo(f"note: {note}", err=True)
-    click.echo(f"\npack written to {report.out} in {report.seconds:.1f} s")
+    _echo_report(report)
     if tune:
-        from msa_runtime.engine.sessions import engines_to_tune
-        from msa_runtime.loading.tuning import tune as tune_pack
-        from msa_runtime.pack import load_manifest
-
-        names = engines_to_tune("auto")
-        path, record = tune_pack(report.out, load_manifest(report.out), names, progress=progress)
-        for mod, e in record["encoders"].items():
-            click.echo(
-                f"tuned: {mod}: fastest {e['best']['file']} on {e['best']['provider']} "
-                f"({e['best']['median_ms']:,.1f} ms)"
-            )
-        click.echo(f"tuning record written to {path}")
+        _tune(report, progress)
     if not report.trained_head:
         click.echo(
             "note: no --head given: the pack has a seeded, untrained fusion head; its "

@@ -248,6 +248,75 @@ def _patterns(nodes: Sequence[str]) -> list[str]:
     return [f"^{re.escape(n)}$" for n in nodes]
 
 
+@dataclass
+class _Search:
+    """The candidate files of one search: each attempt writes ``dst`` keeping some MatMuls fp32,
+    runs the gate on it and records the trial in ``outcome``; ``gates`` holds the gate run for
+    each count of kept MatMuls (the most sensitive first) that was tried."""
+
+    fp32: Path
+    dst: Path
+    keep_fp32: Sequence[str]
+    evaluate: Evaluate
+    quantize: Quantize
+    outcome: Int8Outcome
+    progress: Progress
+    gates: dict[int, Gate] = field(default_factory=dict)
+
+    def attempt(self, kept: Sequence[str]) -> Gate:
+        self.quantize(self.fp32, self.dst, [*self.keep_fp32, *_patterns(kept)])
+        gate = self.evaluate(self.dst)
+        self.outcome.trials.append(Trial(kept=len(kept), passed=gate.passed, worst=gate.describe()))
+        return gate
+
+    def keep_first(self, order: Sequence[str], k: int) -> Gate:
+        """Attempt with the ``k`` most sensitive MatMuls of ``order`` kept fp32."""
+        self.progress(f"{self.dst.name}: keeping the {k} most sensitive MatMul(s) in fp32")
+        self.gates[k] = self.attempt(order[:k])
+        return self.gates[k]
+
+
+def _bracket(search: _Search, order: Sequence[str]) -> tuple[int, int]:
+    """``(lo, hi)``: a failing and a passing count of kept MatMuls, found by doubling; raises
+    when even all of them kept fp32 fail (then quantization is not the problem)."""
+    lo, k = 0, 1
+    while k < len(order):
+        if search.keep_first(order, k).passed:
+            return lo, k
+        lo, k = k, k * 2
+    dst = search.dst
+    search.progress(f"{dst.name}: keeping all {len(order)} MatMuls in fp32")
+    search.gates[len(order)] = search.attempt(order)
+    if not search.gates[len(order)].passed:
+        tried = ", ".join(f"{t.kept} kept: {'pass' if t.passed else t.worst}" for t in search.outcome.trials)
+        raise ValidationError(
+            f"{dst.name} fails parity with PyTorch even with all {len(order)} MatMuls kept "
+            f"in fp32 (not a quantization problem): tried {tried}; no pack was written"
+        )
+    return lo, len(order)
+
+
+def _fewest(search: _Search, order: Sequence[str]) -> tuple[list[str], Gate]:
+    """The fewest most-sensitive MatMuls that pass (bisection), then each released again, least
+    sensitive first, while the gate still passes: sensitivity is measured one MatMul at a time,
+    so the bisected set can hold some the gate does not need together."""
+    lo, hi = _bracket(search, order)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if search.keep_first(order, mid).passed else (mid, hi)
+    kept = list(order[:hi])
+    best = search.gates[hi]
+    if len(kept) <= PRUNE_LIMIT:
+        for node in reversed(order[:hi]):
+            if len(kept) == 1:
+                break
+            trial = [n for n in kept if n != node]
+            gate = search.attempt(trial)
+            if gate.passed:
+                kept, best = trial, gate
+    return kept, best
+
+
 def accuracy_aware_int8(
     fp32: Path,
     dst: Path,
@@ -271,15 +340,8 @@ def accuracy_aware_int8(
     override = [n for n in candidates if any(re.search(p, n) for p in keep_fp32)]
     free = [n for n in candidates if n not in override]
     outcome = Int8Outcome(file=dst.name, matmuls=len(candidates), override=override)
-    cache: dict[int, Gate] = {}
-
-    def attempt(kept: Sequence[str]) -> Gate:
-        quantize(fp32, dst, [*keep_fp32, *_patterns(kept)])
-        gate = evaluate(dst)
-        outcome.trials.append(Trial(kept=len(kept), passed=gate.passed, worst=gate.describe()))
-        return gate
-
-    gate = attempt([])
+    search = _Search(fp32, dst, keep_fp32, evaluate, quantize, outcome, progress)
+    gate = search.attempt([])
     if gate.passed or not free:
         if not gate.passed:
             raise ValidationError(
@@ -293,40 +355,8 @@ def accuracy_aware_int8(
     sens = sensitivity(fp32, inputs, free, cost)
     order = sorted(free, key=lambda n: -sens.get(n, 0.0))
     outcome.sensitivity = {n: sens.get(n, 0.0) for n in order}
-    cache[0] = gate
-    lo, hi, k = 0, -1, 1
-    while k < len(order):
-        progress(f"{dst.name}: keeping the {k} most sensitive MatMul(s) in fp32")
-        cache[k] = attempt(order[:k])
-        if cache[k].passed:
-            hi = k
-            break
-        lo, k = k, k * 2
-    if hi < 0:
-        progress(f"{dst.name}: keeping all {len(order)} MatMuls in fp32")
-        cache[len(order)] = attempt(order)
-        if not cache[len(order)].passed:
-            tried = ", ".join(f"{t.kept} kept: {'pass' if t.passed else t.worst}" for t in outcome.trials)
-            raise ValidationError(
-                f"{dst.name} fails parity with PyTorch even with all {len(order)} MatMuls kept "
-                f"in fp32 (not a quantization problem): tried {tried}; no pack was written"
-            )
-        hi = len(order)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        progress(f"{dst.name}: keeping the {mid} most sensitive MatMul(s) in fp32")
-        cache[mid] = attempt(order[:mid])
-        lo, hi = (lo, mid) if cache[mid].passed else (mid, hi)
-    kept = order[:hi]
-    best = cache[hi]
-    if len(kept) <= PRUNE_LIMIT:
-        for node in reversed(order[:hi]):
-            if len(kept) == 1:
-                break
-            trial = [n for n in kept if n != node]
-            gate = attempt(trial)
-            if gate.passed:
-                kept, best = trial, gate
+    search.gates[0] = gate
+    kept, best = _fewest(search, order)
     quantize(fp32, dst, [*keep_fp32, *_patterns(kept)])  # the file of the chosen set
     outcome.kept, outcome.gate = kept, best
     return outcome
