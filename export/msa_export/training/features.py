@@ -52,7 +52,9 @@ from msa_runtime.preprocess import (
     vision_squares,
 )
 
-CACHE_VERSION = 2  # 2: items keyed by what went into them (item_key), not by clip id
+# Part of every cache key: a cache written in another layout (items are keyed by item_key, what
+# went into them) gets another folder, so it is never read as this one.
+CACHE_VERSION = 2
 FACE_FOLDER = "face-mtcnn"
 """Sub-folder of the cache holding the ONNX face detector used for face-cropped presets."""
 Progress = Callable[[str], None]
