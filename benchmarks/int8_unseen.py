@@ -59,7 +59,7 @@ def run_variant(
     n = int(items)
     gate_txt = Path(args.work) / f"dev{n}.txt"
     gate_txt.parent.mkdir(parents=True, exist_ok=True)
-    gate_txt.write_text("\n".join(calibration._spread(dev, n)) + "\n", encoding="utf-8")
+    gate_txt.write_text("\n".join(calibration.spread_texts(dev, n)) + "\n", encoding="utf-8")
     calibration.load_utterances.__defaults__ = (n,)  # the gate's item cap, for this study
     os.environ["MSA_EDGE_INT8_SEARCH_SCORE"] = target
     t0 = time.perf_counter()

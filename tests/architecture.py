@@ -17,7 +17,7 @@ SOURCES = {"msa_runtime": ROOT / "runtime" / "msa_runtime", "msa_export": ROOT /
 # Lowest first. A module may import its own group and any group of a lower layer; groups of one
 # layer do not import each other. The export side sits above the whole runtime.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("msa_runtime.errors",),
+    ("msa_runtime.atomic", "msa_runtime.errors"),
     ("msa_runtime.limits",),
     ("msa_runtime.checks",),
     ("msa_runtime.pack",),
@@ -30,6 +30,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("msa_runtime",),
     ("msa_runtime.cli", "msa_runtime.serve"),
     ("msa_export.errors",),
+    ("msa_export.console",),
     ("msa_export.presets", "msa_export.data"),
     ("msa_export.models",),
     ("msa_export.gate",),

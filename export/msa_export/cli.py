@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from msa_export.errors import fail_cleanly
+from msa_export.console import fail_cleanly, stderr_progress
 
 if TYPE_CHECKING:
     from msa_export.pack.report import BuildReport
@@ -184,10 +183,7 @@ def main(
     precisions = None if precision is None else [p.strip() for p in precision.split(",") if p.strip()]
     from msa_export.pack.build import build_pack
 
-    started = time.perf_counter()
-
-    def progress(msg: str) -> None:
-        click.echo(f"[{time.perf_counter() - started:6.1f}s] {msg}", err=True)
+    progress = stderr_progress()
 
     report = build_pack(
         chosen,

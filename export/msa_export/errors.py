@@ -15,23 +15,14 @@ one-line message without a traceback. :class:`ExportSideError` is the base of th
 =========================  ==========================================================
 
 Each class is also importable from the module that raises it (``msa_export.presets.registry.PresetError``
-and so on). :func:`fail_cleanly` is how the command-line tools print them.
+and so on). :func:`msa_export.console.fail_cleanly` is how the command-line tools print them.
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable
-from typing import Any, TypeVar
-
-import click
-
 from msa_runtime.errors import MsaError
 
-F = TypeVar("F", bound=Callable[..., Any])
-
 __all__ = [
-    "fail_cleanly",
     "CheckpointError",
     "DatasetError",
     "ExportError",
@@ -79,20 +70,3 @@ class FaceExportError(ExportSideError):
 class CalibrationError(ExportSideError):
     """A calibration set (``--calibrate`` clips, ``--gate-text`` utterances) cannot be read or
     holds no usable item."""
-
-
-def fail_cleanly(func: F) -> F:
-    """Print an :class:`MsaError` as one line and exit 2, without a traceback."""
-
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except MsaError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
-
-    wrapper.__name__, wrapper.__doc__ = func.__name__, func.__doc__
-    return wrapper  # type: ignore[return-value]

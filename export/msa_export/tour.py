@@ -18,7 +18,7 @@ from typing import Any
 import click
 import numpy as np
 
-from msa_export.errors import fail_cleanly
+from msa_export.console import fail_cleanly, stderr_progress
 
 
 def run_tour(
@@ -90,10 +90,7 @@ def run_tour(
 @fail_cleanly
 def main(out: str, epochs: int) -> None:
     """Generate -> train -> export -> run, offline, in a few minutes."""
-    started = time.perf_counter()
-
-    def progress(msg: str) -> None:
-        click.echo(f"[{time.perf_counter() - started:6.1f}s] {msg}", err=True)
+    progress = stderr_progress()
 
     s = run_tour(out, epochs=epochs, progress=progress)
     uni = ", ".join(f"{m} {v:.3f}" for m, v in s["unimodal_test_mae"].items())

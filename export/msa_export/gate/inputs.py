@@ -77,10 +77,10 @@ def load_utterances(path: str | Path, limit: int = CALIBRATION_ITEMS) -> list[st
         raise CalibrationError(
             f"calibration set {p} has no usable item (no non-empty text): give utterances the pack will see"
         )
-    return _spread(texts, limit)
+    return spread_texts(texts, limit)
 
 
-def _spread(texts: Sequence[str], limit: int) -> list[str]:
+def spread_texts(texts: Sequence[str], limit: int) -> list[str]:
     """``limit`` items spread evenly over ``texts`` (all of them when there are fewer)."""
     if len(texts) <= limit:
         return list(texts)

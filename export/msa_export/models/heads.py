@@ -24,6 +24,7 @@ from torch import nn
 
 from msa_export.errors import CheckpointError
 from msa_export.presets.kinds import head_kind, head_kinds
+from msa_runtime.atomic import atomic_write
 
 CHECKPOINT_FORMAT = "msa-edge-head"
 CHECKPOINT_VERSION = 1
@@ -228,23 +229,18 @@ def save_checkpoint(
 ) -> None:
     """Write a checkpoint atomically (temp file, then rename). ``utterances``: a few dev-split
     texts that ``msa-export`` validates the text encoder's int8/fp16 files on."""
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.tmp")
-    torch.save(
-        {
-            "format": CHECKPOINT_FORMAT,
-            "version": CHECKPOINT_VERSION,
-            "config": asdict(cfg),
-            "layers": layers,
-            "encoders": encoders,
-            "preset": preset,
-            "metrics": metrics or {},
-            "utterances": [str(u) for u in utterances],
-            "state_dict": {k: v.detach().cpu() for k, v in head.state_dict().items()},
-        },
-        tmp,
-    )
-    tmp.replace(target)
+    blob = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "config": asdict(cfg),
+        "layers": layers,
+        "encoders": encoders,
+        "preset": preset,
+        "metrics": metrics or {},
+        "utterances": [str(u) for u in utterances],
+        "state_dict": {k: v.detach().cpu() for k, v in head.state_dict().items()},
+    }
+    atomic_write(path, lambda fh: torch.save(blob, fh))
 
 
 @dataclass(frozen=True)

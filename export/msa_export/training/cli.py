@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 
 import click
 
-from msa_export.errors import fail_cleanly
+from msa_export.console import fail_cleanly, stderr_progress
 from msa_export.presets.kinds import head_kinds
 
 
@@ -111,10 +110,7 @@ def main(
     if random_weights:
         chosen = chosen.with_random_weights()
     mods = [m.strip() for m in modalities.split(",")] if modalities else None
-    started = time.perf_counter()
-
-    def progress(msg: str) -> None:
-        click.echo(f"[{time.perf_counter() - started:7.1f}s] {msg}", err=True)
+    progress = stderr_progress()
 
     metrics = train(
         dataset,

@@ -24,12 +24,10 @@ import os
 import re
 import shutil
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -39,6 +37,7 @@ from msa_export.errors import DatasetError
 from msa_export.models import encoders as enc
 from msa_export.presets.registry import EncoderCard, Preset
 from msa_runtime import media
+from msa_runtime.atomic import atomic_write, atomic_write_bytes
 from msa_runtime.errors import MsaError
 from msa_runtime.face.cascade import DEFAULT_FACTOR, DEFAULT_MIN_FACE_SIZE, DEFAULT_THRESHOLDS, FaceDetector
 from msa_runtime.pack import AudioPrep, TextPrep, VisionPrep, prep_to_dict
@@ -217,27 +216,8 @@ class _Extractor:
         return (torch.from_numpy(normalize_images(squares, prep)),)
 
 
-def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write ``path`` through a temporary sibling renamed into place: readers never see half a
-    file, and an interrupted run leaves only a ``.tmp`` file (removed by the next run)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _writer(blob: bytes) -> Callable[[BinaryIO], None]:
-    def write(fh: BinaryIO) -> None:
-        fh.write(blob)
-
-    return write
-
-
 def _atomic_save(path: Path, array: np.ndarray) -> None:
-    _atomic_write(path, lambda fh: np.save(fh, array.astype(np.float16)))
+    atomic_write(path, lambda fh: np.save(fh, array.astype(np.float16)))
 
 
 def _clean_tmp(folder: Path) -> None:
@@ -279,7 +259,7 @@ def extract_features(
         folder.mkdir(parents=True, exist_ok=True)
         _clean_tmp(folder)
         about = json.dumps({"modality": mod, "kind": card.kind, "source": card.source}, indent=1).encode()
-        _atomic_write(folder / "encoder.json", _writer(about))
+        atomic_write_bytes(folder / "encoder.json", about)
         report.folders[mod] = folder
         todo[mod] = {
             s.id
@@ -316,7 +296,7 @@ def extract_features(
                     continue
                 feats = ex(sample, clip)
                 if feats is None:
-                    _atomic_write(report.folders[mod] / (name + ".none"), _writer(b""))
+                    atomic_write_bytes(report.folders[mod] / (name + ".none"), b"")
                 else:
                     _atomic_save(report.folders[mod] / name, feats)
             report.extracted += 1

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from msa_export.data.datasets import Dataset, DatasetError, load_dataset
-from msa_export.gate.inputs import CHECKPOINT_UTTERANCES, _spread
+from msa_export.gate.inputs import CHECKPOINT_UTTERANCES, spread_texts
 from msa_export.models.heads import HeadConfig, save_checkpoint
 from msa_export.presets.kinds import head_kind
 from msa_export.presets.registry import Preset
@@ -21,6 +21,7 @@ from msa_export.training import sweep as sw
 from msa_export.training.metrics import format_table, summarize
 from msa_export.training.sweep import head_config as _config
 from msa_export.training.trainer import Split, TrainOptions, TrainResult, evaluate, train_head
+from msa_runtime.atomic import atomic_write_text
 
 Progress = Callable[[str], None]
 SPLITS = ("train", "dev", "test")
@@ -70,12 +71,6 @@ class _Data:
 
     def splits(self, layers: dict[str, int | None]) -> tuple[Split, Split, Split]:
         return self.split("train", layers), self.split("dev", layers), self.split("test", layers)
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def _modalities(ds: Dataset, preset: Preset, modalities: Sequence[str] | None, head: str) -> list[str]:
@@ -180,6 +175,10 @@ def _save(run: _Run, result: TrainResult, cfg: HeadConfig, metrics: dict[str, An
         m: {"kind": preset.encoders[m].kind, "source": preset.encoders[m].source, "hidden_size": data.dims[m]}
         for m in mods
     }
+    dev_texts: list[str] = []
+    if "text" in mods:
+        dev = [s.text for s in data.samples["dev"] if s.text.strip()]
+        dev_texts = spread_texts(dev, CHECKPOINT_UTTERANCES)
     save_checkpoint(
         run.out / "head.pt",
         result.head,
@@ -188,12 +187,10 @@ def _save(run: _Run, result: TrainResult, cfg: HeadConfig, metrics: dict[str, An
         encoders=encoders,
         preset=preset.name,
         metrics=metrics["summary"],
-        utterances=_spread([s.text for s in data.samples["dev"] if s.text.strip()], CHECKPOINT_UTTERANCES)
-        if "text" in mods
-        else (),
+        utterances=dev_texts,
     )
-    _write(run.out / "metrics.json", json.dumps(metrics, indent=1, default=float))
-    _write(run.out / "report.md", render_report(metrics))
+    atomic_write_text(run.out / "metrics.json", json.dumps(metrics, indent=1, default=float))
+    atomic_write_text(run.out / "report.md", render_report(metrics))
     run.progress(f"wrote {run.out / 'head.pt'}, metrics.json, report.md")
 
 

@@ -31,6 +31,7 @@ from msa_export.errors import DatasetError
 from msa_export.models.heads import HeadConfig
 from msa_export.presets.registry import Preset
 from msa_export.training.trainer import Split, TrainOptions, evaluate, ridge_baseline, train_head
+from msa_runtime.atomic import atomic_write
 
 Progress = Callable[[str], None]
 CLEAR_SE = 2.0
@@ -248,10 +249,8 @@ def plot(
         ax.set_ylabel("MAE")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=110))
     plt.close(fig)
-    tmp.replace(path)
 
 
 def report_lines(

@@ -27,6 +27,7 @@ from typing import TypedDict, cast
 
 import numpy as np
 
+from msa_runtime.atomic import atomic_write_text
 from msa_runtime.engine.sessions import CPU, CUDA, OPENVINO_ROUTES, SHORT, make_session, split_device
 from msa_runtime.errors import InputError, PackError
 from msa_runtime.pack import MANIFEST, PRECISIONS, Manifest
@@ -340,12 +341,9 @@ def tune(
         encoders=encoders,
     )
     path = tuning_path(folder, out)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
-        tmp.replace(path)
+        atomic_write_text(path, json.dumps(record, indent=1))
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise InputError(
             f"cannot write the tuning record {path}: {exc.strerror}; give a "
             "writable path with MSA_EDGE_TUNING"

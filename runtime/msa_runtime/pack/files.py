@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from msa_runtime.atomic import atomic_write_bytes
 from msa_runtime.errors import PackError
 from msa_runtime.pack.manifest import MANIFEST, MANIFEST_DIGEST, Manifest
 from msa_runtime.pack.parse import asr_folder, parse_manifest
@@ -68,9 +69,7 @@ def write_manifest(folder: str | Path, data: Mapping[str, Any]) -> str:
     blob = (json.dumps(data, indent=2) + "\n").encode("utf-8")
     digest = hashlib.sha256(blob).hexdigest()
     for name, content in ((MANIFEST, blob), (MANIFEST_DIGEST, f"{digest}  {MANIFEST}\n".encode())):
-        tmp = root / f".{name}.tmp-{os.getpid()}"
-        tmp.write_bytes(content)
-        tmp.replace(root / name)
+        atomic_write_bytes(root / name, content)
     return digest
 
 
