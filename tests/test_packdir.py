@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 from click.testing import CliRunner
@@ -168,3 +169,20 @@ def test_threads_racing_to_one_out(tmp_path: Path) -> None:
         t.join(timeout=120)
     assert not errors, errors
     _assert_one_clean_pack(out)
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> None:
+    from msa_runtime.atomic import atomic_write, atomic_write_text
+
+    target = tmp_path / "record.json"
+    atomic_write_text(target, "old")
+
+    def half(fh: BinaryIO) -> None:
+        fh.write(b"half of the new")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(target, half)
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["record.json"]
+    atomic_write_text(target, "new")
+    assert target.read_text() == "new"
