@@ -12,7 +12,7 @@ frames sampled inside it, and its own text: the transcript cues overlapping it t
 **duration-weighted mean** of the window scores (and of the gates). Files are decoded in one
 streaming pass (:mod:`msa_runtime.scoring.stream`'s buffers), never held whole; arrays given to
 ``predict_arrays`` are cut the same way (frames by their time ``i / fps``). The span is known
-from the container's duration: URLs and files that state none are scored whole, as before.
+from the container's duration: URLs and files that state none are scored whole, like a short clip.
 """
 
 from __future__ import annotations
