@@ -21,6 +21,7 @@ from msa_runtime.limits import check_concurrent, check_long_window
 from msa_runtime.loading.loader import SessionFactory, load_pack, warm_up
 from msa_runtime.pack import AudioPrep, Prep, TextPrep, VisionPrep
 from msa_runtime.preprocess import FaceTrack, audio_batch, normalize_images, vision_squares
+from msa_runtime.scoring import inputs
 from msa_runtime.scoring.clip import predict_source, score_arrays
 from msa_runtime.scoring.core import (
     EncodedFrames,
@@ -205,9 +206,16 @@ class Analyzer:
     @public
     def encode(self, jobs: Mapping[str, Job], timings: dict[str, float] | None = None) -> Features:
         """Run encoder jobs (``{modality: callable returning a Feature}``), concurrently when the
-        Analyzer was made with ``concurrent=True``; each job's ms goes to ``timings``."""
+        Analyzer was made with ``concurrent=True``; each job's ms goes to ``timings``. The jobs and
+        what they return are checked (:mod:`msa_runtime.scoring.inputs`: an :class:`InputError`)."""
         self._check_open()
-        return run_jobs(jobs, timings if timings is not None else {}, self._pool)
+        checked = inputs.check_jobs(jobs, self.manifest.head.modalities)
+        feats = run_jobs(checked, inputs.check_timings(timings), self._pool)
+        dims = self._dims()
+        return {
+            mod: inputs.check_feature(mod, value, dims[mod], f"the {mod} job's")
+            for mod, value in feats.items()
+        }
 
     @property
     def concurrent(self) -> bool:
@@ -226,10 +234,16 @@ class Analyzer:
             return None
         return self._pool.submit(job, *args, **kwargs)
 
+    def _dims(self) -> dict[str, int]:
+        return {m: e.hidden_size for m, e in self.manifest.encoders.items()}
+
+    @public
     def fuse(self, feats: Features) -> tuple[float, dict[str, float] | None]:
-        """Run the head on whatever modalities ``feats`` holds; the rest count as absent."""
+        """Run the head on the modalities ``feats`` holds (checked); the rest count as absent."""
+        self._check_open()
         head = self.manifest.head
-        dims = {m: e.hidden_size for m, e in self.manifest.encoders.items()}
+        dims = self._dims()
+        feats = inputs.check_features(feats, head.modalities, dims)
         feeds = head_feeds(feats, head.modalities, dims, self.head_inputs)
         score, gates = self.head.run(["score", "gates"], feeds)
         gate_map = None
@@ -237,6 +251,7 @@ class Analyzer:
             gate_map = {m: float(g) for m, g in zip(head.modalities, gates[0]) if m in feats}
         return float(score[0]), gate_map
 
+    @public
     def score_features(
         self,
         feats: Features,
@@ -251,8 +266,12 @@ class Analyzer:
     ) -> Prediction:
         """The :class:`Prediction` for encoded ``feats``: runs the head (its ms goes to
         ``timings["head"]``), adds the pack's notes, ``start``/``end``/``latency_ms`` for
-        stream windows, and the ``text`` scored with where it came from."""
-        timings = timings if timings is not None else {}
+        stream windows, and the ``text`` scored with where it came from. ``feats`` is checked first
+        (:func:`msa_runtime.scoring.inputs.check_features`): an :class:`InputError`, never ONNX's."""
+        timings = inputs.check_timings(timings)
+        notes, start, end, latency_ms = inputs.check_fields(
+            notes, start, end, latency_ms, text, transcript_source
+        )
         t0 = time.perf_counter()
         score, gates = self.fuse(feats)
         timings["head"] = (time.perf_counter() - t0) * 1e3
