@@ -47,14 +47,33 @@ def seconds(name: str, value: Any, *, positive: bool = False) -> float:
     return x
 
 
+#: The latest time a span may name (seconds, about 31 years): later ones overflow the sample and
+#: frame indices computed from them (``end=1e308`` times 16 kHz is infinite).
+MAX_TIME = 1e9
+#: The shortest span scored (seconds): a shorter one holds no whole audio sample or video frame.
+MIN_SPAN = 0.001
+
+
 def span(start_name: str, start: Any, end_name: str, end: Any) -> tuple[float, float | None]:
-    """``start`` >= 0 and finite; ``end`` None or finite and after ``start``."""
+    """``start`` >= 0 and finite; ``end`` None or finite and at least :data:`MIN_SPAN` after
+    ``start``; both at most :data:`MAX_TIME`."""
     s = seconds(start_name, start)
+    if s > MAX_TIME:
+        raise InputError(f"{start_name} must be at most {MAX_TIME:g} seconds, got {s:g}")
     if end is None:
         return s, None
     e = seconds(end_name, end)
+    if e > MAX_TIME:
+        raise InputError(
+            f"{end_name} must be at most {MAX_TIME:g} seconds, got {e:g}: leave it out to score to the end"
+        )
     if not e > s:
         raise InputError(f"{end_name} ({e:g} s) must be after {start_name} ({s:g} s)")
+    if e - s < MIN_SPAN:
+        raise InputError(
+            f"span too short: {start_name} {s:.9g} s to {end_name} {e:.9g} s is {e - s:.3g} s; "
+            f"a span must be at least {MIN_SPAN:g} s"
+        )
     return s, e
 
 
@@ -201,6 +220,62 @@ def flag(name: str, value: Any) -> bool | None:
     if value is None or isinstance(value, (bool, np.bool_)):
         return None if value is None else bool(value)
     raise InputError(f"{name} must be True, False or None, got {_show(value)}")
+
+
+#: Hex digits of a pack digest (a sha256: :func:`msa_runtime.pack.pack_digest`).
+DIGEST_HEX = 64
+#: What ``providers`` may name, for messages.
+PROVIDER_CHOICES = (
+    "auto, cpu, cuda, openvino[:DEVICE], openvino-native, openvino-ep or ONNX Runtime provider names"
+)
+
+
+def digest(name: str, value: Any) -> str | None:
+    """A pinned pack digest: None, or 64 hex digits (case and surrounding spaces ignored),
+    returned lower-case."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InputError(
+            f"{name} must be the pack's sha256 as a str of {DIGEST_HEX} hex digits, got {_show(value)}"
+        )
+    x = value.strip().lower()
+    if len(x) != DIGEST_HEX or any(c not in "0123456789abcdef" for c in x):
+        shown = x if len(x) <= 80 else x[:77] + "..."
+        raise InputError(
+            f"{name} must be {DIGEST_HEX} hex digits (the pack's manifest.sha256), got {shown!r} "
+            f"({len(x)} characters): copy it from msa_runtime.pack.pack_digest(PACK)"
+        )
+    return x
+
+
+def pinned_digest(value: Any) -> str | None:
+    """``digest=`` checked, else ``MSA_EDGE_PACK_DIGEST`` checked (empty means unset)."""
+    if value is not None:
+        return digest("digest", value)
+    env = os.environ.get("MSA_EDGE_PACK_DIGEST", "").strip()
+    return digest("MSA_EDGE_PACK_DIGEST", env) if env else None
+
+
+def providers(name: str, value: Any) -> str | list[str] | None:
+    """Execution providers: None, a non-empty str (comma-separated names) or a non-empty list
+    of non-empty str."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if not value.replace(",", "").strip():
+            raise InputError(f"{name} is empty ({value!r}): give {PROVIDER_CHOICES}, e.g. cpu")
+        return value
+    if not isinstance(value, (list, tuple)):
+        raise InputError(f"{name} must be a str or a list of str ({PROVIDER_CHOICES}), got {_show(value)}")
+    if not value:
+        raise InputError(f"{name} is an empty list: give {PROVIDER_CHOICES}, e.g. ['cpu']")
+    for item in value:
+        if not isinstance(item, str) or not item.strip():
+            raise InputError(
+                f"{name} must list provider names as non-empty str ({PROVIDER_CHOICES}), got {_show(item)}"
+            )
+    return list(value)
 
 
 def _show(value: Any) -> str:

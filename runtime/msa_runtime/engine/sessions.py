@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from msa_runtime import checks
 from msa_runtime.engine.interface import Session
 from msa_runtime.engine.openvino import HINT as OPENVINO_HINT
 from msa_runtime.engine.openvino import (
@@ -111,8 +112,10 @@ def _check_openvino_device(name: str, ort: Any) -> None:
 def resolve_providers(providers: str | Sequence[str] | None = "auto") -> list[str]:
     """Turn ``auto``/``cpu``/``cuda``/``openvino[:DEVICE]``/a list into provider names that are
     usable here (CPU is always appended as the fallback for unsupported nodes)."""
+    name = "providers"
     if providers is None:
-        providers = os.environ.get("MSA_EDGE_PROVIDERS") or "auto"
+        providers, name = os.environ.get("MSA_EDGE_PROVIDERS") or "auto", "MSA_EDGE_PROVIDERS"
+    providers = checks.providers(name, providers) or "auto"  # types and emptiness, named
     ort = import_ort()
     if isinstance(providers, str) and providers.strip().lower() == "auto":
         if CUDA in ort.get_available_providers():

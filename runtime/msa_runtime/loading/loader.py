@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from msa_runtime import checks
 from msa_runtime.engine.interface import Session
 from msa_runtime.engine.sessions import (
     CPU,
@@ -92,10 +93,10 @@ def load_pack(
     :class:`msa_runtime.Analyzer`; ``threads`` already checked)."""
     make = session_factory or _local_session
     # each encoder's file is hashed once the plan has picked it (not its unused variants)
-    manifest = load_manifest(folder, verify=verify, digest=digest, encoder_files=False)
+    manifest = load_manifest(folder, verify=verify, digest=checks.pinned_digest(digest), encoder_files=False)
     requested = providers if providers is not None else (os.environ.get("MSA_EDGE_PROVIDERS") or "auto")
     auto = isinstance(requested, str) and requested.strip().lower() == "auto"
-    resolved = resolve_providers(requested)
+    resolved = resolve_providers(providers)  # None: it reads (and names) MSA_EDGE_PROVIDERS
     first = split_device(resolved[0])[0]
     # the head is tiny and fp32: on OpenVINO's machines it stays on the CPU EP (exact fp32)
     head = make(
