@@ -137,6 +137,18 @@ class Piped:
             self.path = None
 
 
+def standard_input() -> BinaryIO:
+    """The process's standard input as a binary stream, or a :class:`MediaError` when it is
+    closed (``msa-run - <&-``: Python then has no ``sys.stdin``)."""
+    import sys
+
+    stream = sys.stdin
+    buffer = getattr(stream, "buffer", None)
+    if stream is None or buffer is None or getattr(stream, "closed", False):
+        raise MediaError(f"{LABEL} is closed: pipe media into it (cat clip.mp4 | msa-run - ...)")
+    return buffer  # type: ignore[no-any-return]
+
+
 def read_head(stream: BinaryIO, size: int = HEAD, label: str = LABEL) -> bytes:
     """Up to ``size`` bytes, retrying short reads (pipes) until ``size`` or end of input."""
     head = bytearray()
@@ -170,6 +182,11 @@ def open_stdin(
     head = read_head(stream)
     if not head:
         raise MediaError(f"{LABEL} is empty: pipe a media file or raw PCM into it")
+    if format == RAW_PCM and len(head) < 2:  # a short head is the whole input
+        raise MediaError(
+            f"{LABEL} ended after {len(head)} byte: raw {RAW_PCM} PCM needs whole 2-byte samples; "
+            "pipe at least a few milliseconds of audio"
+        )
     kind = format if format is not None else sniff(head)
     if kind is None:
         raise MediaError(

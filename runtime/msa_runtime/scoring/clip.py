@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass
 
@@ -50,7 +49,7 @@ def predict_source(
     if name is not None:
         if name == "-":
             rate = SAMPLE_RATE if an.sample_rate is None else an.sample_rate
-            with stdin.opened(sys.stdin.buffer, format, spool=True, pcm_rate=rate) as piped:
+            with stdin.opened(stdin.standard_input(), format, spool=True, pcm_rate=rate) as piped:
                 return _predict(an, _Request(piped.path or "-", text, transcript, start, end, asr, piped))
     return _predict(an, _Request(name, text, transcript, start, end, asr, None, format))
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 import warnings
 from collections import deque
@@ -248,12 +247,12 @@ def _piped_items(
 ) -> tuple[Iterable[media.AudioChunk | media.Frame], set[str] | None]:
     """Standard input's decoded items and the tracks expected (``{"audio"}`` for raw PCM, else
     unknown: None)."""
-    piped = stdin.open_stdin(sys.stdin.buffer, format)
+    piped = stdin.open_stdin(stdin.standard_input(), format)
     if piped.raw:
         if rate is None:
             piped.close()
             raise InputError("raw PCM on standard input needs a pack with an audio encoder")
-        return media.iter_pcm(piped.file or sys.stdin.buffer, sample_rate=rate), {"audio"}
+        return media.iter_pcm(piped.file or stdin.standard_input(), sample_rate=rate), {"audio"}
     items = media.iter_media(
         piped.source,
         fps=fps,
