@@ -27,6 +27,7 @@ import time
 import warnings
 from pathlib import Path
 
+from msa_export.console import uninterrupted
 from msa_export.errors import ExportError
 from msa_runtime.pack import FORMAT, MANIFEST, MANIFEST_DIGEST
 
@@ -129,8 +130,34 @@ def check_replaceable(out: Path) -> None:
         )
 
 
+def target(out: Path) -> Path:
+    """Where ``out`` is on disk, as an absolute path whose last part names it: ``.`` and ``..``
+    have no name of their own, and the temporary sibling and the swap need one. Messages keep
+    ``out`` as the user typed it."""
+    absolute = Path(os.path.abspath(out))
+    if not absolute.name:
+        raise ExportError(f"--out {out} is the root folder: give a folder for the pack")
+    return absolute.parent.resolve() / absolute.name
+
+
+def _enclosing_pack(place: Path) -> Path | None:
+    """The pack folder that ``place`` lies inside, if any (a pack within a pack would be one of
+    its unlisted files)."""
+    for parent in place.parents:
+        if is_pack(parent):
+            return parent
+    return None
+
+
 def check_out(out: Path, force: bool) -> None:
-    """Raise unless a pack may be written at ``out`` (absent, or replaceable with ``force``)."""
+    """Raise unless a pack may be written at ``out`` (absent, or replaceable with ``force``, and
+    not inside another pack)."""
+    place = target(out)
+    outer = _enclosing_pack(place)
+    if outer is not None:
+        raise ExportError(
+            f"--out {out} lies inside the pack {outer}: choose a folder outside it (nothing was changed)"
+        )
     if out.exists() or out.is_symlink():
         if not force:
             raise ExportError(f"{out} already exists; pass --force to replace it (a pack only)")
@@ -140,13 +167,16 @@ def check_out(out: Path, force: bool) -> None:
 def prepare_out(out: Path, force: bool) -> Path:
     """Check ``out`` and make the temporary folder the pack is built in (its sibling)."""
     check_out(out, force)
-    parent = out.resolve().parent
+    place = target(out)
+    parent = place.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        clean_stale(parent / out.name)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{os.getpid()}-", dir=parent))
+        clean_stale(place)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{place.name}.partial-{os.getpid()}-", dir=parent))
     except OSError as exc:
-        raise ExportError(f"cannot write to {parent}: {exc.strerror}; choose a writable --out") from exc
+        raise ExportError(
+            f"cannot write beside {out} (in {parent}): {exc.strerror}; choose a writable --out"
+        ) from exc
     return tmp
 
 
@@ -173,12 +203,16 @@ def swap_into_place(tmp: Path, out: Path, force: bool) -> None:
     """Rename the finished folder ``tmp`` to ``out``. With ``force`` a pack already there (also
     one another export put there meanwhile) is moved aside and deleted; anything else there is
     refused (:func:`check_replaceable`)."""
-    out = out.resolve().parent / out.name
+    place = target(out)
+    if _holds_cwd(place):
+        _swap_contents(tmp, place, out, force)
+        return
     olds: list[Path] = []
     try:
         for _ in range(_SWAP_ATTEMPTS):
             try:
-                os.rename(tmp, out)  # atomic; also replaces an empty folder
+                with uninterrupted():
+                    os.rename(tmp, place)  # atomic; also replaces an empty folder
                 return
             except OSError as exc:
                 if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
@@ -187,12 +221,19 @@ def swap_into_place(tmp: Path, out: Path, force: bool) -> None:
                 raise ExportError(f"{out} appeared while exporting; pass --force to replace it (a pack only)")
             if not _settled_replaceable(out):
                 continue  # another export moved it aside meanwhile: try again
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-{os.getpid()}-", dir=out.parent))
-            try:
-                os.rename(out, old / "pack")
-            except FileNotFoundError:
-                pass  # another export moved it aside first: try again
+            old = Path(tempfile.mkdtemp(prefix=f".{place.name}.old-{os.getpid()}-", dir=place.parent))
             olds.append(old)
+            with uninterrupted():  # SIGTERM between moving the old pack aside and renaming: no pack
+                try:
+                    os.rename(place, old / "pack")
+                except FileNotFoundError:
+                    continue  # another export moved it aside first: try again
+                try:
+                    os.rename(tmp, place)
+                    return
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+                        raise ExportError(f"cannot move the new pack to {out}: {exc.strerror}") from exc
         raise ExportError(f"{out} kept changing while exporting ({_SWAP_ATTEMPTS} attempts); try again")
     finally:
         for old in olds:
@@ -200,3 +241,45 @@ def swap_into_place(tmp: Path, out: Path, force: bool) -> None:
                 shutil.rmtree(old)
             except OSError as exc:
                 warnings.warn(f"cannot remove the replaced pack {old}: {exc}", RuntimeWarning, stacklevel=2)
+
+
+def _holds_cwd(place: Path) -> bool:
+    """Whether ``place`` is (or holds) the current folder: ``--out .`` run inside the folder."""
+    try:
+        cwd = Path.cwd()
+    except OSError:
+        return False  # the current folder is gone: nothing to keep it for
+    return cwd == place or place in cwd.parents
+
+
+def _entries(folder: Path) -> list[Path]:
+    """``folder``'s entries, the manifest and its digest last: a folder only looks like a pack once
+    its files are there, and stops looking like one before they go."""
+    last = {MANIFEST: 1, MANIFEST_DIGEST: 2}
+    return sorted(folder.iterdir(), key=lambda p: (last.get(p.name, 0), p.name))
+
+
+def _swap_contents(tmp: Path, place: Path, out: Path, force: bool) -> None:
+    """Move the new pack's files from ``tmp`` into ``place``, the current folder, keeping the folder
+    itself: renaming it away would leave the shell that ran the export in a deleted folder. With
+    ``force`` the old pack's files are moved aside first (and deleted once the new ones are in)."""
+    with uninterrupted():
+        if any(place.iterdir()):
+            if not force:
+                raise ExportError(f"{out} is not empty; pass --force to replace it (a pack only)")
+            check_replaceable(out)
+        old = Path(tempfile.mkdtemp(prefix=f".{place.name}.old-{os.getpid()}-", dir=place.parent))
+        try:
+            for entry in reversed(_entries(place)):
+                os.rename(entry, old / entry.name)
+            for entry in _entries(tmp):
+                os.rename(entry, place / entry.name)
+        except OSError as exc:
+            raise ExportError(
+                f"cannot move the new pack into {out}: {exc.strerror}; the old pack's files are in {old}"
+            ) from exc
+    for leftover in (tmp, old):  # tmp is empty now; old holds the replaced pack, nothing of the user's
+        try:
+            shutil.rmtree(leftover)
+        except OSError as exc:
+            warnings.warn(f"cannot remove {leftover}: {exc}", RuntimeWarning, stacklevel=2)
