@@ -319,6 +319,12 @@ def extract_features(
     return report
 
 
+def has_features(folder: Path, sample: Sample, modality: str) -> bool:
+    """Whether the cache ``folder`` holds ``sample``'s ``modality`` features (a clip without
+    text, audio or video has none)."""
+    return (folder / _file_name(sample, modality)).is_file()
+
+
 def load_layer(
     folder: Path,
     samples: Sequence[Sample],

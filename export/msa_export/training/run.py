@@ -58,6 +58,14 @@ class _Data:
         for name, items in self.samples.items():
             if not items:
                 raise DatasetError(f"the {name} split is empty after skipping failed clips")
+        for m, folder in folders.items():
+            # a modality no training clip has features for would reach the trainer as 0-step inputs
+            if not any(fc.has_features(folder, s, m) for s in self.samples["train"]):
+                why = "every text is empty" if m == "text" else "no clip's media gave any"
+                raise DatasetError(
+                    f"no training clip has {m} features ({why}): give {m}, or leave it out with "
+                    f"--modalities {','.join(x for x in folders if x != m) or '...'}"
+                )
         self.states = {m: fc.num_states(f) for m, f in folders.items()}
         self.dims: dict[str, int] = {}
 
@@ -88,6 +96,14 @@ def _modalities(ds: Dataset, preset: Preset, modalities: Sequence[str] | None, h
             )
     if head_kind(head).text_first and mods[0] != "text":
         raise DatasetError(f"the {head} head needs text (it shifts text tokens)")
+    if "text" in mods and not any(s.text.strip() for s in ds.samples):
+        rest = ",".join(m for m in mods if m != "text")
+        fix = (
+            f", or train without text: --modalities {rest}"
+            if rest
+            else " (there is nothing else to train on)"
+        )
+        raise DatasetError(f"every text in dataset {ds.name} is empty: fill its text column{fix}")
     return mods
 
 
