@@ -99,8 +99,6 @@ class Analyzer:
         if not isinstance(pack, (str, os.PathLike)):
             raise InputError(f"pack must be a folder path (str or os.PathLike), got {type(pack).__name__}")
         self.folder = Path(pack)
-        providers = checks.providers("providers", providers)
-        digest = checks.pinned_digest(digest)  # a malformed pin is refused as such, not as another pack
         self.long_window = check_long_window(long_window)
         """Inputs spanning more seconds are scored in windows (:mod:`msa_runtime.scoring.long`)."""
         threads = default_threads(threads)  # checked, capped at the CPU count (with a warning)

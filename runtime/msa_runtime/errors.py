@@ -14,6 +14,7 @@ per kind of cause, so callers can tell them apart:
 :class:`ProviderError`      ONNX Runtime (provider missing, session cannot be built)
 :class:`MissingExtraError`  an optional extra is not installed (the message names it)
 :class:`AsrError`           a speech-recognition model (not found, not loadable, not copyable)
+:class:`ClusterError`       a Ray cluster (unreachable, not joined in time, not started)
 ==========================  ==================================================================
 
 Arguments are checked where they enter (:mod:`msa_runtime.checks`); whatever a dependency still
@@ -56,3 +57,7 @@ class MissingExtraError(MsaError):
 
 class AsrError(MsaError):
     """A speech-recognition model cannot be found, loaded or copied."""
+
+
+class ClusterError(MsaError):
+    """A Ray cluster cannot be reached, joined or started in the time allowed."""

@@ -1,6 +1,7 @@
 """What ``--ray``'s outputs (:mod:`msa_runtime.cli.ray`) need beyond writing records: which
 inputs an output already holds, so a run can resume (:func:`row_key`, :func:`jsonl_done`,
-:func:`parquet_done`), and the Parquet columns (:func:`parquet_schema`), derived from the one
+:func:`parquet_done`), one record per input after a resume (:func:`jsonl_compact`,
+:func:`parquet_compact`), and the Parquet columns (:func:`parquet_schema`), derived from the one
 record schema, :class:`msa_runtime.scoring.core.Record`. The writers themselves are in
 :mod:`msa_runtime.cli.writers`. pyarrow (brought by ``msa-edge[ray]``) is imported only for
 Parquet."""
@@ -8,12 +9,14 @@ Parquet."""
 from __future__ import annotations
 
 import json
+import os
 import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from msa_runtime.atomic import atomic_write_bytes
 from msa_runtime.errors import InputError
 from msa_runtime.scoring.core import Record
 
@@ -114,3 +117,60 @@ def parquet_done(path: Path) -> set[Key]:
             if rec["error"] is None:
                 keys.add(row_key(rec))
     return keys
+
+
+def _line_key(line: bytes) -> Key | None:
+    try:
+        rec = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return row_key(rec) if isinstance(rec, dict) and "input" in rec else None
+
+
+def jsonl_compact(path: Path) -> None:
+    """Keep one record per input in a JSONL output, its last attempt's: a resumed run appends
+    the inputs it tries again, so a failure and its retry would both stay. Lines that are not
+    records are kept; the file is rewritten atomically, and only when something is dropped."""
+    if not path.is_file():
+        return
+    lines = path.read_bytes().splitlines(keepends=True)
+    keys = [_line_key(line) for line in lines]
+    last = {key: i for i, key in enumerate(keys) if key is not None}
+    keep = [line for i, (line, key) in enumerate(zip(lines, keys)) if key is None or last[key] == i]
+    if len(keep) < len(lines):
+        atomic_write_bytes(path, b"".join(keep))
+
+
+def parquet_compact(path: Path, written: list[str]) -> None:
+    """Keep one record per input in a Parquet folder, the last attempt's: parts are read oldest
+    first (earlier runs' by time, then ``written``, this run's part names in order) and a
+    record replaces any earlier one of its input. Each part that loses rows is rewritten to a
+    temporary name and renamed, or removed when none are left."""
+    if not path.is_dir():
+        return
+    import pyarrow.parquet as pq
+
+    order = {name: i for i, name in enumerate(written)}
+
+    def age(part: Path) -> tuple[int, int, int, str]:
+        if part.name in order:
+            return 1, order[part.name], 0, part.name
+        return 0, 0, part.stat().st_mtime_ns, part.name
+
+    parts = sorted(path.glob("part-*.parquet"), key=age)
+    tables = [pq.read_table(part) for part in parts]
+    owner: dict[Key, tuple[int, int]] = {}
+    for p, table in enumerate(tables):
+        for r, rec in enumerate(table.select(["input", "start", "end"]).to_pylist()):
+            owner[row_key(rec)] = (p, r)
+    for p, (part, table) in enumerate(zip(parts, tables)):
+        rows = table.select(["input", "start", "end"]).to_pylist()
+        kept = [r for r, rec in enumerate(rows) if owner[row_key(rec)] == (p, r)]
+        if len(kept) == len(rows):
+            continue
+        if not kept:
+            part.unlink()
+            continue
+        tmp = part.with_name(f".{part.name}.tmp")
+        pq.write_table(table.take(kept), tmp)
+        os.replace(tmp, part)

@@ -42,6 +42,8 @@ from pathlib import Path
 from typing import Any
 
 from msa_runtime.cli.batch_output import row_key
+from msa_runtime.cli.ray_connect import connect as _connect
+from msa_runtime.cli.ray_connect import parse_address
 from msa_runtime.cli.writers import open_output
 from msa_runtime.errors import InputError, MissingExtraError, MsaError
 from msa_runtime.scoring.core import Record
@@ -206,13 +208,16 @@ def score_archive(
     flush_every: int = 256,
     progress: Callable[[str], None] | None = None,
     num_cpus: int | None = None,
+    timeout: float | None = None,
 ) -> ArchiveSummary:
     """Score ``inputs`` with ``pack`` on Ray Data and write the records to ``output`` (see the
     module). ``actors``: actor pool size (default: the cluster's CPUs, at most the inputs; each
     actor reserves one CPU and runs its sessions with ``threads``, default 1). ``text`` is used
     for inputs without their own. ``num_cpus`` caps a local node's CPUs. ``progress`` gets one
-    line per record."""
+    line per record. ``timeout``: seconds to reach and join a cluster (default
+    ``MSA_EDGE_RAY_TIMEOUT``, else 30; :mod:`msa_runtime.cli.ray_connect`)."""
     t0 = time.perf_counter()
+    _check_cluster(address, actors)
     out = Path(output)
     writer = open_output(out, flush_every)
     rows = collect_inputs(inputs)
@@ -229,16 +234,13 @@ def score_archive(
     scored = failed = 0
     if todo:
         ray = import_ray()
-        started = _connect(ray, address, num_cpus)
+        started = _connect(ray, address, num_cpus, timeout)
         try:
             cpus = int(ray.cluster_resources().get("CPU", 1))
             size = max(1, min(actors or cpus, len(todo)))
-            options = {
-                "providers": providers,
-                "precision": precision,
-                "threads": threads or 1,
-                "long_window": long_window,
-            }
+            options = dict(
+                providers=providers, precision=precision, threads=threads or 1, long_window=long_window
+            )
             ds = ray.data.from_items(_columns(todo), override_num_blocks=min(len(todo), size * 4))
             ds = ds.map_batches(
                 Scorer,
@@ -271,6 +273,13 @@ def score_archive(
     return ArchiveSummary(len(rows), skipped, scored, failed, out, time.perf_counter() - t0)
 
 
+def _check_cluster(address: str | None, actors: int | None) -> None:
+    """A malformed address or actor count fails before any work."""
+    parse_address(address, "address")
+    if actors is not None and (isinstance(actors, bool) or not isinstance(actors, int) or actors < 1):
+        raise InputError(f"actors must be a whole number >= 1, got {actors!r}")
+
+
 def _columns(rows: list[Row]) -> list[Row]:
     """Rows with one type per column for Arrow (strings stay strings, spans floats)."""
     return [
@@ -290,43 +299,6 @@ def _eta(t0: float, done: int, total: int) -> str:
     return f"{spent:.0f} s, ETA {spent / done * (total - done):.0f} s"
 
 
-def _connect(ray: Any, address: str | None, num_cpus: int | None) -> bool:
-    """Join ``address`` or start a local node on 127.0.0.1; True when this call started Ray."""
-    if ray.is_initialized():
-        return False
-    import logging
-
-    common: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
-    try:
-        if address in (None, "", "local"):
-            _loopback(ray)
-            ray.init(
-                num_cpus=num_cpus,
-                include_dashboard=False,
-                _node_ip_address="127.0.0.1",
-                **common,
-            )
-        else:
-            ray.init(address=address, **common)
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        where = "a local Ray node" if address in (None, "", "local") else f"Ray at {address}"
-        raise InputError(f"cannot start or join {where}: {first}") from exc
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False  # progress is ours: one line per record
-    return True
-
-
-def _loopback(ray: Any) -> None:
-    """Keep a local node on 127.0.0.1 even when ``ray`` was imported before :func:`import_ray`
-    could set ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (Ray reads it once, at import)."""
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # for the processes Ray starts
-    constants = getattr(getattr(ray, "_private", None), "ray_constants", None)
-    if constants is not None and getattr(constants, "ENABLE_RAY_CLUSTER", False):
-        constants.ENABLE_RAY_CLUSTER = False
-
-
 def run_cli(
     inputs: tuple[str, ...],
     pack: str,
@@ -338,6 +310,7 @@ def run_cli(
     precision: str | None,
     threads: int | None,
     long_window: float | None,
+    timeout: float | None = None,
 ) -> None:
     """``msa-run --ray``: the inputs scored on Ray Data into ``--out`` (see the module); exit 1
     when an input failed, 2 on an error that stopped the run."""
@@ -351,6 +324,7 @@ def run_cli(
     if not inputs:
         raise click.UsageError("--ray needs INPUT files, folders, globs or manifest CSVs")
     try:
+        parse_address(address, "--ray")  # named as typed, before anything is read or started
         summary = score_archive(
             inputs,
             pack,
@@ -363,6 +337,7 @@ def run_cli(
             threads=threads,
             long_window=long_window,
             progress=lambda m: click.echo(m, err=True),
+            timeout=timeout,
         )
     except MsaError as exc:
         click.echo(f"error: {exc}", err=True)

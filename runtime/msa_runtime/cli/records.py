@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from msa_runtime.cli.writers import shown
-from msa_runtime.errors import MsaError
+from msa_runtime.errors import InputError, MsaError
 from msa_runtime.scoring.core import Prediction, Record
 
 MEDIA_SUFFIXES = {
@@ -140,6 +140,11 @@ def score_input(
             totals["asr"] += p.timings_ms.get("asr", 0.0)
             totals["end"] = max(totals["end"], p.end or 0.0)
             yield record(p)
+        if not totals["windows"]:  # an exit 0 with no output would look like success
+            raise InputError(
+                f"{shown(name)}: nothing to score: the stream ended before any window held audio, "
+                "video or text (too short or empty); give a longer input"
+            )
         stream_summary(name, totals)
     else:
         yield record(

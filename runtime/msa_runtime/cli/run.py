@@ -13,45 +13,11 @@ from typing import Any
 import click
 
 from msa_runtime import checks
+from msa_runtime.cli import options as opt
+from msa_runtime.cli import signals
 from msa_runtime.cli.records import expand_inputs, failure_record, prediction_record, score_input
-from msa_runtime.cli.writers import OutputError, open_writer, shown, stdout_formats
+from msa_runtime.cli.writers import OutputError, open_writer, shown
 from msa_runtime.errors import MsaError
-
-
-def _warn_line(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
-    """Show a warning as one line, without the source line Python adds."""
-    click.echo(f"warning: {' '.join(str(message).split())}", err=True)
-
-
-class _LogLine(logging.Handler):
-    """Log records of ``msa_runtime`` (e.g. a file that seems truncated) as warning lines."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        _warn_line(record.getMessage(), None)
-
-
-class _Formats(click.Choice[str]):
-    """``--format``'s choices: the writer registry's standard-output formats, read each time
-    they are used, so a format registered after this module was imported is offered too."""
-
-    def __init__(self) -> None:
-        super().__init__(stdout_formats())
-
-    @property
-    def choices(self) -> tuple[str, ...]:
-        return tuple(stdout_formats())
-
-    @choices.setter
-    def choices(self, value: tuple[str, ...]) -> None:
-        """click.Choice sets its list once; the registry stays the source, so this keeps none."""
-
-
-def _seconds(ctx: click.Context, param: click.Parameter, value: Any) -> float:
-    """--window/--hop: a finite number of seconds > 0, named as the user typed it."""
-    try:
-        return checks.seconds(f"--{param.name}", value, positive=True)
-    except MsaError as exc:
-        raise click.UsageError(str(exc), ctx) from None
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -66,7 +32,7 @@ def _seconds(ctx: click.Context, param: click.Parameter, value: Any) -> float:
 @click.option(
     "--format",
     "fmt",
-    type=_Formats(),
+    type=opt.Formats(),
     default="table",
     show_default=True,
 )
@@ -75,9 +41,11 @@ def _seconds(ctx: click.Context, param: click.Parameter, value: Any) -> float:
     is_flag=True,
     help="Score overlapping windows (files, devices, URLs, or - for standard input).",
 )
-@click.option("--window", default=6.0, show_default=True, callback=_seconds, help="Window length in seconds.")
 @click.option(
-    "--hop", default=2.0, show_default=True, callback=_seconds, help="Hop between windows in seconds."
+    "--window", default=6.0, show_default=True, callback=opt.seconds, help="Window length in seconds."
+)
+@click.option(
+    "--hop", default=2.0, show_default=True, callback=opt.seconds, help="Hop between windows in seconds."
 )
 @click.option(
     "--input-format",
@@ -89,6 +57,7 @@ def _seconds(ctx: click.Context, param: click.Parameter, value: Any) -> float:
 @click.option(
     "--providers",
     default=None,
+    callback=opt.providers,
     help="auto (CUDA, else OpenVINO where it offers this CPU, else CPU), cpu, cuda, "
     "openvino[:DEVICE] (openvino-native or openvino-ep for one route), or comma-separated "
     "ONNX Runtime provider names. Default: "
@@ -156,87 +125,105 @@ def _seconds(ctx: click.Context, param: click.Parameter, value: Any) -> float:
     type=click.Path(),
     help="With --ray: *.jsonl (a file) or *.parquet (a folder); inputs already scored in it are skipped.",
 )
-@click.option("--actors", type=int, default=None, help="With --ray: actors (default: the cluster's CPUs).")
-def main(
-    inputs: tuple[str, ...],
-    pack: str,
-    text: str | None,
-    transcript: str | None,
-    fmt: str,
-    stream: bool,
-    window: float,
-    hop: float,
-    input_format: str | None,
-    providers: str | None,
-    precision: str | None,
-    threads: int | None,
-    concurrent: bool | None,
-    tune: bool,
-    asr: str | None,
-    language: str | None,
-    offline: bool | None,
-    long_window: float | None,
-    ray_address: str | None,
-    out: str | None,
-    actors: int | None,
-) -> None:
+@click.option(
+    "--actors",
+    type=int,
+    default=None,
+    callback=opt.actors,
+    help="With --ray: actors (default: the cluster's CPUs).",
+)
+@click.option(
+    "--ray-timeout",
+    type=float,
+    default=None,
+    callback=opt.ray_timeout,
+    help="With --ray HOST:PORT or auto: seconds to reach and join the cluster (default: "
+    "MSA_EDGE_RAY_TIMEOUT, else 30).",
+)
+@click.option("--start", type=float, default=None, callback=opt.time_point, help="Score from this second on.")
+@click.option(
+    "--end",
+    type=float,
+    default=None,
+    callback=opt.time_point,
+    help="Score up to this second (default: the end).",
+)
+def main(**params: Any) -> None:
     """Score clips with a pack: INPUT may be files, folders or globs (and manifest CSVs with
     --ray); with no INPUT, --text."""
     log = logging.getLogger("msa_runtime")
-    handler = _LogLine(logging.WARNING)
+    handler = opt.LogLine(logging.WARNING)
     log.addHandler(handler)
     try:
-        with warnings.catch_warnings():  # restores the warning machinery when done
-            warnings.simplefilter("default")
-            warnings.showwarning = _warn_line
-            try:  # the numbers that size memory and work, checked under their option names
-                from msa_runtime.limits import bound_threads, check_long_window
-
-                threads = None if threads is None else bound_threads(threads, "--threads")
-                long_window = None if long_window is None else check_long_window(long_window, "--long-window")
-            except MsaError as exc:
-                click.echo(f"error: {exc}", err=True)
-                sys.exit(2)
-            if ray_address is not None or out is not None:
-                if stream or transcript is not None or asr is not None or tune:
-                    raise click.UsageError(
-                        "--ray scores whole inputs: not with --stream, --transcript, --asr or --tune"
-                    )
-                from msa_runtime.cli.ray import run_cli
-
-                run_cli(
-                    inputs, pack, ray_address, out, actors, text, providers, precision, threads, long_window
-                )
-                return
-            if tune:
-                _tune(pack, providers, threads)
-                if not inputs and text is None:
-                    return
-            if language is not None and asr is None:
-                raise click.UsageError("--language goes with --asr")
-            _main(
-                inputs,
-                pack,
-                text,
-                transcript,
-                fmt,
-                stream=stream,
-                window=window,
-                hop=hop,
-                input_format=input_format,
-                options={
-                    "providers": providers,
-                    "threads": threads,
-                    "precision": precision,
-                    "asr": asr,
-                    "language": language,
-                    "offline": offline,
-                    "long_window": long_window,
-                    "concurrent": concurrent,
-                },
-            )
+        with signals.handled(lambda m: click.echo(m, err=True)), warnings.catch_warnings():
+            warnings.simplefilter("default")  # catch_warnings restores the machinery when done
+            warnings.showwarning = opt.warn_line
+            _run(params)
+    except (signals.Stopped, KeyboardInterrupt) as exc:  # what was scored is in the output already
+        sys.exit(signals.announce(exc))
     finally:
         log.removeHandler(handler)
+
+
+def _run(p: dict[str, Any]) -> None:
+    """Check the options that go together, then score on Ray, tune, or score here."""
+    try:  # the numbers that size memory and work, checked under their option names
+        from msa_runtime.limits import bound_threads, check_long_window
+
+        threads = None if p["threads"] is None else bound_threads(p["threads"], "--threads")
+        long_window = (
+            None if p["long_window"] is None else check_long_window(p["long_window"], "--long-window")
+        )
+    except MsaError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    spanned = (p["start"], p["end"]) != (None, None)
+    if p["ray_address"] is not None or p["out"] is not None:
+        if p["stream"] or p["transcript"] is not None or p["asr"] is not None or p["tune"] or spanned:
+            raise click.UsageError(
+                "--ray scores whole inputs: not with --stream, --transcript, --asr, --tune, "
+                "--start or --end (a manifest CSV gives spans)"
+            )
+        from msa_runtime.cli.ray import run_cli
+
+        run_cli(
+            p["inputs"], p["pack"], p["ray_address"], p["out"], p["actors"], p["text"], p["providers"],
+            p["precision"], threads, long_window, p["ray_timeout"],
+        )  # fmt: skip
+        return
+    if p["actors"] is not None or p["ray_timeout"] is not None:
+        raise click.UsageError("--actors and --ray-timeout go with --ray")
+    if p["stream"] and spanned:
+        raise click.UsageError("--start/--end score a span of a file: not with --stream")
+    span = opt.span(p["start"], p["end"]) if spanned else (0.0, None)
+    if p["tune"]:
+        _tune(p["pack"], p["providers"], threads)
+        if not p["inputs"] and p["text"] is None:
+            return
+    if p["language"] is not None and p["asr"] is None:
+        raise click.UsageError("--language goes with --asr")
+    _main(
+        p["inputs"],
+        p["pack"],
+        p["text"],
+        p["transcript"],
+        p["fmt"],
+        stream=p["stream"],
+        window=p["window"],
+        hop=p["hop"],
+        input_format=p["input_format"],
+        span=span,
+        options={
+            "providers": p["providers"],
+            "threads": threads,
+            "precision": p["precision"],
+            "asr": p["asr"],
+            "language": p["language"],
+            "offline": p["offline"],
+            "long_window": long_window,
+            "concurrent": p["concurrent"],
+        },
+    )
 
 
 def _tune(pack: str, providers: str | None, threads: int | None) -> None:
@@ -247,7 +234,7 @@ def _tune(pack: str, providers: str | None, threads: int | None) -> None:
     from msa_runtime.pack import load_manifest
 
     try:
-        manifest = load_manifest(pack)
+        manifest = load_manifest(pack, digest=checks.pinned_digest(None))
         names = engines_to_tune(providers)
         path, record = tune(
             Path(pack), manifest, names, threads=threads, progress=lambda m: click.echo(m, err=True)
@@ -274,6 +261,7 @@ def _main(
     window: float,
     hop: float,
     input_format: str | None,
+    span: tuple[float, float | None],
     options: dict[str, Any],
 ) -> None:
     """Score ``inputs`` with an Analyzer made from ``options`` (its keyword arguments, from the
@@ -309,7 +297,8 @@ def _main(
             if len(names) > 1:
                 click.echo(f"[{i}/{len(names)}] {shown(name)}", err=True)
             try:
-                for rec in score_input(an, name, text, transcript, stream, window, hop, input_format):
+                records = score_input(an, name, text, transcript, stream, window, hop, input_format, *span)
+                for rec in records:
                     writer.write(rec)
             except OutputError:
                 raise
@@ -326,13 +315,12 @@ def _main(
     except MsaError as exc:  # text-only scoring with bad arguments
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        try:  # what was scored before the interrupt still reaches the output
+    except (KeyboardInterrupt, signals.Stopped):
+        try:  # what was scored before the stop still reaches the output
             writer.close()
         except OutputError:
-            pass
-        click.echo("interrupted", err=True)
-        sys.exit(130)
+            pass  # the output went away too: the stop's own line and exit code still tell
+        raise
     finally:
         an.close()
     if failed:

@@ -32,7 +32,9 @@ from typing import Any, ClassVar, TextIO, TypeVar
 from msa_runtime.cli.batch_output import (
     Key,
     import_pyarrow,
+    jsonl_compact,
     jsonl_done,
+    parquet_compact,
     parquet_done,
     parquet_schema,
     record_types,
@@ -320,6 +322,8 @@ class JsonlWriter(Writer):
         if self.file is not None:
             self.file.close()
             self.file = None
+        if self.target.path is not None:
+            jsonl_compact(self.target.path)  # retried inputs were appended: keep the last attempt
 
 
 @register_writer
@@ -358,6 +362,7 @@ class ParquetWriter(Writer):
         self.path = target.path
         self.pa = import_pyarrow()  # a missing extra is named before any scoring
         self.rows: list[Record] = []
+        self.parts: list[str] = []  # written by this run, in order
 
     def done(self) -> set[Key]:
         return parquet_done(self.path)
@@ -380,7 +385,9 @@ class ParquetWriter(Writer):
         tmp = final.with_name(f".{final.name}.tmp")
         pq.write_table(table, tmp)
         os.replace(tmp, final)
+        self.parts.append(final.name)
         self.rows = []
 
     def _close(self) -> None:
         self._flush()
+        parquet_compact(self.path, self.parts)  # retried inputs were written again: keep the last

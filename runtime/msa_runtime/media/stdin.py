@@ -146,7 +146,7 @@ def standard_input() -> BinaryIO:
     buffer = getattr(stream, "buffer", None)
     if stream is None or buffer is None or getattr(stream, "closed", False):
         raise MediaError(f"{LABEL} is closed: pipe media into it (cat clip.mp4 | msa-run - ...)")
-    return buffer  # type: ignore[no-any-return]
+    return buffer
 
 
 def read_head(stream: BinaryIO, size: int = HEAD, label: str = LABEL) -> bytes:
