@@ -7,12 +7,13 @@ mode, which records the peak RSS (sampled every 50 ms, and the kernel's ``VmHWM`
 
 - ``windows of <= 30 s``: the default, ``long_window=30`` (longer inputs scored in equal windows),
   and ``long_window=60``;
-- ``whole``: ``long_window=600`` (the largest allowed), i.e. the old one-piece path, only for
-  lengths up to ``--whole-max`` minutes (its memory grows with the square of the length).
+- ``whole``: ``long_window=60`` (the largest allowed, ``limits.MAX_LONG_WINDOW``), i.e. the
+  one-piece path, only for lengths up to ``--whole-max`` minutes (its memory grows with the
+  square of the length).
 
 ::
 
-    python benchmarks/bench_long.py --minutes 1,3,10,60 [--pack DIR] [--whole-max 3]
+    python benchmarks/bench_long.py --minutes 1,3,10,60 [--pack DIR] [--whole-max 1]
 
 Without ``--pack`` the ``tiny`` preset is exported once. Results: ``results/long-<host>.{md,json}``.
 """
@@ -93,7 +94,7 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "",
         f"Pack `{meta['pack']}`, {meta['cpus']} CPUs; `Analyzer.predict(clip)` in a fresh process per row; "
         "generated 160x120 15 fps H.264 + 16 kHz AAC. Windows: `long_window=30` (the default) or 60; "
-        "`whole` = `long_window=600` (one piece, the path before windows).",
+        "`whole` = `long_window=60` (one piece, the largest window allowed).",
         "",
         "| input | mode | windows | peak RSS | RSS after load | wall | load avg |",
         "|---|---|---|---:|---:|---:|---:|",
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--minutes", default="1,3,10,60", help="Input lengths, comma-separated.")
     parser.add_argument("--pack", help="Pack folder (default: export the tiny preset).")
-    parser.add_argument("--whole-max", type=float, default=3.0, help="Longest input also run whole (min).")
+    parser.add_argument("--whole-max", type=float, default=1.0, help="Longest input also run whole (min).")
     parser.add_argument("--child", nargs=3, metavar=("PACK", "CLIP", "WINDOW"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
             clip = Path(tmp) / f"long-{m:g}min.mp4"
             make_long_clip(clip, m * 60)
             modes = [("windows of <= 30 s (default)", 30.0), ("windows of <= 60 s", 60.0)]
-            modes += [("whole", 600.0)] if m <= args.whole_max else []
+            modes += [("whole", 60.0)] if m <= args.whole_max else []
             for mode, window in modes:
                 r = {"minutes": m, "mode": mode, **_run_child(pack, clip, window)}
                 rows.append(r)

@@ -146,7 +146,7 @@ def test_cli_checks_the_numbers_under_their_option_names(tiny_pack: Path) -> Non
 
     base = ["--pack", str(tiny_pack), "--text", "fine"]
     res = CliRunner().invoke(main, [*base, "--long-window", "1"])
-    assert res.exit_code == 2 and "--long-window must be seconds between 2 and 600" in res.output
+    assert res.exit_code == 2 and "--long-window must be seconds between 2 and 60" in res.output
     res = CliRunner().invoke(main, [*base, "--threads", "4999"])
     assert res.exit_code == 0, res.output
     assert f"--threads=4999 is more than this machine's {cpu_count()} CPUs" in res.output

@@ -27,6 +27,13 @@ import numpy as np
 
 from msa_runtime.asr.transcript import Cue
 from msa_runtime.errors import AsrError, InputError, MissingExtraError
+from msa_runtime.limits import (
+    MAX_CONFIG_BYTES,
+    MAX_PACK_FILE_BYTES,
+    MAX_TOKENIZER_BYTES,
+    check_regular,
+    read_bounded,
+)
 
 SAMPLE_RATE = 16000
 INSTALL = "pip install 'msa-edge[asr]'"
@@ -107,8 +114,19 @@ def check_model_folder(folder: Path) -> None:
             "missing): convert one with ct2-transformers-converter --model "
             "openai/whisper-small --output_dir DIR --copy_files tokenizer.json"
         )
+    fix = "re-convert or re-copy the model"
+    for name in model_files(folder):  # CTranslate2 and tokenizers read them whole: regular, bounded
+        limit = MAX_TOKENIZER_BYTES if name.suffix in (".json", ".txt") else MAX_PACK_FILE_BYTES
+        check_regular(name, limit, label=f"ASR model file {name}", error=AsrError, fix=fix)
     try:
-        json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        config = read_bounded(
+            folder / "config.json",
+            MAX_CONFIG_BYTES,
+            label=f"ASR model file {folder}/config.json",
+            error=AsrError,
+            fix=fix,
+        )
+        json.loads(config.decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise AsrError(
             f"{folder}/config.json is not valid JSON ({exc}): re-convert or re-copy the model"

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from msa_runtime.checks import visible
 from msa_runtime.errors import TextError
+from msa_runtime.limits import MAX_TRANSCRIPT_BYTES, read_bounded
 
 SUFFIXES = (".txt", ".srt", ".vtt")
 
@@ -123,7 +124,8 @@ def read_transcript(path: str | os.PathLike[str]) -> list[Cue]:
     A ``.txt`` file gives one cue from 0 to infinity with its whitespace normalised (no cue
     if it is empty). Cues whose text has no visible character (only control or zero-width
     characters) are dropped. Raises :class:`TextError` for a missing file, an unknown extension, text
-    that is not UTF-8/UTF-16 or a malformed subtitle file.
+    that is not UTF-8/UTF-16, a malformed subtitle file, or anything but a regular file of at most
+    :data:`~msa_runtime.limits.MAX_TRANSCRIPT_BYTES` (checked before it is read).
     """
     file = Path(path)
     suffix = file.suffix.lower()
@@ -132,11 +134,15 @@ def read_transcript(path: str | os.PathLike[str]) -> list[Cue]:
             f"{file}: unknown transcript type {suffix or '(no extension)'!r}: use one of {' '.join(SUFFIXES)}"
         )
     try:
-        data = file.read_bytes()
+        data = read_bounded(
+            file,
+            MAX_TRANSCRIPT_BYTES,
+            label=f"transcript {file}",
+            error=TextError,
+            fix=f"give a {suffix} file of at most {MAX_TRANSCRIPT_BYTES >> 20} MB",
+        )
     except FileNotFoundError as exc:
         raise TextError(f"{file}: no such file: check the path") from exc
-    except IsADirectoryError as exc:
-        raise TextError(f"{file} is a folder, not a transcript file: give a {suffix} file") from exc
     except OSError as exc:
         raise TextError(f"{file} cannot be read ({exc.strerror}): check the file") from exc
     text = _decode(file, data)

@@ -30,6 +30,7 @@ import numpy as np
 from msa_runtime.atomic import atomic_write_text
 from msa_runtime.engine.sessions import CPU, CUDA, OPENVINO_ROUTES, SHORT, make_session, split_device
 from msa_runtime.errors import InputError, PackError
+from msa_runtime.limits import MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES, read_bounded
 from msa_runtime.pack import MANIFEST, PRECISIONS, Manifest
 from msa_runtime.pack.contract import check_encoder
 
@@ -131,7 +132,14 @@ def machine_key() -> MachineKey:
 
 
 def manifest_sha256(pack: Path) -> str:
-    return hashlib.sha256((pack / MANIFEST).read_bytes()).hexdigest()
+    blob = read_bounded(
+        pack / MANIFEST,
+        MAX_MANIFEST_BYTES,
+        label=f"pack {pack}: {MANIFEST}",
+        error=PackError,
+        fix="rebuild the pack",
+    )
+    return hashlib.sha256(blob).hexdigest()
 
 
 def load_tuning(
@@ -142,15 +150,23 @@ def load_tuning(
     if tuning is False:
         return None, None
     path = tuning_path(pack, None if tuning is True else tuning)
-    if not path.is_file():
+    if not path.exists():
         if tuning not in (None, True):
             raise InputError(
                 f"tuning record {path} does not exist; write one with msa-run --tune --pack {pack}"
             )
         return None, None
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        record = json.loads(
+            read_bounded(
+                path,
+                MAX_CONFIG_BYTES,
+                label=f"tuning record {path}",
+                error=InputError,
+                fix="remove it or re-run msa-run --tune",
+            ).decode("utf-8")
+        )
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, InputError) as exc:
         return None, f"tuning record {path} is unreadable ({exc}): ignored; re-run msa-run --tune"
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         return None, f"{path} is not an msa-edge tuning record: ignored"

@@ -8,7 +8,7 @@ sampled on, and audio resampling.
 - :mod:`~msa_runtime.media.timeline`: decoded frames onto fixed time grids.
 - :mod:`~msa_runtime.media.resample`: arrays at another sample rate.
 
-Imports only :mod:`msa_runtime.errors` of the runtime.
+Imports only :mod:`msa_runtime.errors` and :mod:`msa_runtime.limits` of the runtime.
 """
 
 from msa_runtime.media.decoding import Decoded, decode, iter_media, iter_pcm

@@ -18,11 +18,15 @@ import av
 import numpy as np
 
 from msa_runtime.errors import InputError, MediaError
+from msa_runtime.limits import MAX_MEDIA_SECONDS
 from msa_runtime.media.probe import (
     REDO,
     MediaInfo,
     Opened,
+    check_audio_rate,
+    check_bounds,
     check_exists,
+    check_frame_size,
     describe,
     open_container,
     open_file,
@@ -174,7 +178,8 @@ def _iterate(
             video = _FrameSampler(fps, start, end, 1.0 / (info.fps or fps))
         if audio is None and video is None:
             return
-        progress = _Progress()
+        check_bounds(info, audio=audio is not None, video=video is not None)
+        progress = _Progress(bounded=info.duration is not None)
         yield from _demux(container, name, start, astream, audio, vstream, video, progress)
         if not progress.decoded:
             raise MediaError(f"{name} has zero duration (nothing decodable): re-export it")
@@ -223,6 +228,9 @@ class _Progress:
     at_eof: bool = False
     time: float = 0.0
     media_end: float = 0.0
+    bounded: bool = False
+    """Whether decoded time is held to :data:`~msa_runtime.limits.MAX_MEDIA_SECONDS` (files that
+    declare a duration; live sources run as long as they run)."""
 
 
 def _seek(container: Any, start: float) -> tuple[float | None, bool]:
@@ -269,11 +277,17 @@ def _demux(
                 continue  # a packet cut by the seek (MPEG-PS audio): still in pre-roll
             raise MediaError(corrupt % ("decoding", exc.strerror)) from exc
         for frame in frames:
+            _check_frame(frame, name)
             progress.decoded = True
             if origin is None and frame.time is not None:
                 origin = frame.time  # live sources: time starts at the first frame
             ftime = frame.time - (origin or 0.0) if frame.time is not None else None
             if ftime is not None:
+                if progress.bounded and ftime > MAX_MEDIA_SECONDS:
+                    raise MediaError(
+                        f"{name} has media at {ftime:.0f} s, past the limit of {MAX_MEDIA_SECONDS:.0f} s: "
+                        f"its timestamps are broken or it is too long; {REDO} or cut it into parts"
+                    )
                 progress.time = max(progress.time, ftime)
                 progress.media_end = max(progress.media_end, ftime + frame_duration(frame))
             sink = audio if isinstance(frame, av.AudioFrame) else video
@@ -284,6 +298,15 @@ def _demux(
         for item in done.finish() if done is not None else ():
             progress.emitted = True
             yield item
+
+
+def _check_frame(frame: Any, name: str) -> None:
+    """A decoded frame within the bounds its stream declared: a stream may change its frame size
+    or audio rate midway, after the up-front check."""
+    if isinstance(frame, av.AudioFrame):
+        check_audio_rate(name, frame.sample_rate)
+    else:
+        check_frame_size(name, frame.width, frame.height)
 
 
 def decode(

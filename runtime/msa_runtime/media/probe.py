@@ -16,8 +16,17 @@ from typing import Any
 import av
 
 from msa_runtime.errors import MediaError
+from msa_runtime.limits import MAX_FRAME_PIXELS, MAX_MEDIA_SECONDS, MAX_SAMPLE_RATE, MIN_MEDIA_SAMPLE_RATE
 
-__all__ = ["MediaInfo", "Opened", "open_file", "probe"]
+__all__ = [
+    "MediaInfo",
+    "Opened",
+    "check_audio_rate",
+    "check_bounds",
+    "check_frame_size",
+    "open_file",
+    "probe",
+]
 
 REDO = "re-encode or re-download it"
 
@@ -64,8 +73,12 @@ def open_container(name: str, format: str | None, options: dict[str, str] | None
         size = os.path.getsize(name) if os.path.isfile(name) else None  # FIFOs, devices: unknown
         if size == 0:
             raise MediaError(f"{name} is empty (0 bytes): re-copy or re-export the file")
+    # FFmpeg decodes a frame or more while it opens a file (to learn its parameters): with
+    # max_pixels its decoder refuses a huge frame there instead of allocating it (8192 x 8192 H.264:
+    # 56 MB peak instead of 210 MB); check_bounds then refuses the file with a message.
+    bounded = {"max_pixels": str(MAX_FRAME_PIXELS), **(options or {})}
     try:
-        return av.open(name if file is None else file, mode="r", format=format, options=options or {})
+        return av.open(name if file is None else file, mode="r", format=format, options=bounded)
     except av.error.FFmpegError as exc:
         problem = next((p for kind, p in _OPEN_ERRORS if isinstance(exc, kind)), None)
         if problem is None and exc.errno == errno.EIO and size is not None:
@@ -111,6 +124,42 @@ def describe(container: Any, name: str) -> MediaInfo:
         width=(vctx.width or None) if vctx else None,
         height=(vctx.height or None) if vctx else None,
     )
+
+
+def check_frame_size(name: str, width: int, height: int) -> None:
+    """Refuse frames of more than :data:`~msa_runtime.limits.MAX_FRAME_PIXELS`: the decoder and the
+    RGB conversion hold each frame at full size (8192 x 8192: over 1 GB per frame)."""
+    if width * height > MAX_FRAME_PIXELS:
+        raise MediaError(
+            f"{name} has {width}x{height} video frames ({width * height / 1e6:.1f} megapixels), over the "
+            f"limit of {MAX_FRAME_PIXELS / 1e6:.1f} megapixels (4096x2160): scale it down first, e.g. "
+            "ffmpeg -i IN -vf scale=1920:-2 OUT"
+        )
+
+
+def check_audio_rate(name: str, rate: int) -> None:
+    """Refuse audio rates outside [:data:`~msa_runtime.limits.MIN_MEDIA_SAMPLE_RATE`,
+    :data:`~msa_runtime.limits.MAX_SAMPLE_RATE`]: a few bytes at 1 Hz resample to minutes of audio."""
+    if not MIN_MEDIA_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise MediaError(
+            f"{name} has audio at {rate} Hz, outside {MIN_MEDIA_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz: "
+            "it is not speech audio; re-encode it (e.g. ffmpeg -i IN -ar 16000 OUT)"
+        )
+
+
+def check_bounds(info: MediaInfo, *, audio: bool, video: bool) -> None:
+    """Refuse, from its stream parameters and before anything is decoded, a file whose decoding
+    would exceed the limits of :mod:`msa_runtime.limits`: its duration, and the frame size and the
+    audio rate of the streams that will be decoded (``audio``, ``video``)."""
+    if info.duration is not None and info.duration > MAX_MEDIA_SECONDS:
+        raise MediaError(
+            f"{info.path} declares {info.duration:.0f} s, over the limit of {MAX_MEDIA_SECONDS:.0f} s "
+            f"({MAX_MEDIA_SECONDS / 3600:g} h): cut it into parts (ffmpeg -ss/-t) or repair its header"
+        )
+    if video and info.width and info.height:
+        check_frame_size(info.path, info.width, info.height)
+    if audio and info.sample_rate:
+        check_audio_rate(info.path, info.sample_rate)
 
 
 class Opened:

@@ -13,10 +13,27 @@ from typing import Any
 
 from msa_runtime.atomic import atomic_write_bytes
 from msa_runtime.errors import PackError
-from msa_runtime.pack.manifest import MANIFEST, MANIFEST_DIGEST, Manifest
+from msa_runtime.limits import (
+    MAX_CONFIG_BYTES,
+    MAX_MANIFEST_BYTES,
+    MAX_PACK_FILE_BYTES,
+    check_regular,
+    read_bounded,
+    size_text,
+)
+from msa_runtime.pack.manifest import MANIFEST, MANIFEST_DIGEST, FileRecord, Manifest
 from msa_runtime.pack.parse import asr_folder, parse_manifest
 
-MAX_MANIFEST_BYTES = 64 << 20
+__all__ = [
+    "MAX_MANIFEST_BYTES",
+    "load_manifest",
+    "pack_digest",
+    "sha256_file",
+    "verify_files",
+    "write_manifest",
+]
+
+_REBUILD = "rebuild or re-copy the pack"
 
 
 def sha256_file(path: Path) -> str:
@@ -76,10 +93,20 @@ def write_manifest(folder: str | Path, data: Mapping[str, Any]) -> str:
 def _read_manifest(root: Path, expect: str | None, *, env: bool = True) -> tuple[bytes, str]:
     path = root / MANIFEST
     try:
-        if path.stat().st_size > MAX_MANIFEST_BYTES:
-            raise PackError(f"{path} is larger than {MAX_MANIFEST_BYTES >> 20} MB: not a pack manifest")
-        blob = path.read_bytes()
-        recorded = (root / MANIFEST_DIGEST).read_text(encoding="ascii", errors="replace").split()
+        blob = read_bounded(
+            path, MAX_MANIFEST_BYTES, label=f"pack {root}: {MANIFEST}", error=PackError, fix=_REBUILD
+        )
+        recorded = (
+            read_bounded(
+                root / MANIFEST_DIGEST,
+                MAX_CONFIG_BYTES,
+                label=f"pack {root}: {MANIFEST_DIGEST}",
+                error=PackError,
+                fix=_REBUILD,
+            )
+            .decode("ascii", errors="replace")
+            .split()
+        )
     except FileNotFoundError as exc:
         raise PackError(
             f"pack {root} has no {Path(str(exc.filename)).name}: it was exported by an older msa-edge or "
@@ -123,7 +150,7 @@ def load_manifest(
     encoder hashes those with :func:`verify_files` before loading them."""
     root = Path(folder)
     _check_folder(root)
-    if not (root / MANIFEST).is_file():
+    if not (root / MANIFEST).exists():
         raise PackError(f"{root} is not a pack: it has no {MANIFEST} (build one with msa-export)")
     blob, _ = _read_manifest(root, digest)
     path = root / MANIFEST
@@ -134,8 +161,7 @@ def load_manifest(
     manifest = parse_manifest(data, str(path))
     paths = {name: _inside(root, name) for name in manifest.files}
     for name, file in paths.items():
-        if not file.is_file():
-            raise PackError(f"pack {root} is incomplete: {name} is missing; rebuild or re-copy it")
+        _check_listed(root, name, file, manifest.files[name])
     asr = asr_folder(manifest)
     if asr is not None and (root / asr).is_dir():
         for file in sorted((root / asr).rglob("*")):
@@ -149,6 +175,24 @@ def load_manifest(
         skip = set() if encoder_files else {f for e in manifest.encoders.values() for f in e.files.values()}
         verify_files(root, manifest, [name for name in manifest.files if name not in skip])
     return manifest
+
+
+def _check_listed(root: Path, name: str, file: Path, meta: FileRecord) -> None:
+    """A listed file must be a regular file of the size the manifest records (at most
+    :data:`MAX_PACK_FILE_BYTES`), checked with ``stat`` before anything hashes or loads it."""
+    label = f"pack {root}: {name}"
+    try:
+        size = check_regular(file, MAX_PACK_FILE_BYTES, label=label, error=PackError, fix=_REBUILD)
+    except FileNotFoundError:
+        raise PackError(f"pack {root} is incomplete: {name} is missing; rebuild or re-copy it") from None
+    except OSError as exc:
+        raise PackError(f"{label} cannot be read ({exc.strerror or exc}); {_REBUILD}") from None
+    recorded = meta.get("bytes")
+    if recorded is not None and size != recorded:
+        raise PackError(
+            f"{label} is {size_text(size)} ({size} bytes) but the manifest records {recorded} bytes "
+            f"(truncated or replaced); {_REBUILD}"
+        )
 
 
 def verify_files(folder: str | Path, manifest: Manifest, names: Iterable[str]) -> None:
