@@ -14,6 +14,7 @@ loaded model's: the runtime adds VAD gating, word times and the placement of wor
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -145,8 +146,20 @@ def resolve_model(model: str | os.PathLike[str], *, offline: bool | None = None)
     hub cache. Raises :class:`AsrError` saying how to get a model that cannot be found.
     """
     name = os.fspath(model)
+    if not name.strip():
+        raise AsrError(
+            "the ASR model name (--asr, asr=) is empty: give a Whisper size (tiny, base, small, "
+            "...), a hub id like Systran/faster-whisper-small or a CTranslate2 Whisper folder"
+        )
     path = Path(name).expanduser()
-    if path.exists() or name.startswith((".", "/", "~")) or os.sep in name and name.count("/") > 1:
+    given = os.path.lexists(path)
+    if given or name.startswith((".", "/", "~")) or os.sep in name and name.count("/") > 1:
+        if not given:
+            raise AsrError(
+                f"ASR model folder {name} does not exist: give a size (tiny, base, small), "
+                "a hub id or a CTranslate2 Whisper folder"
+            )
+        _check_given_path(name, path)
         check_model_folder(path)
         return path
     if offline is None:
@@ -169,6 +182,21 @@ def resolve_model(model: str | os.PathLike[str], *, offline: bool | None = None)
         raise AsrError(f"ASR model {name!r} is {state}: {how}") from exc
     check_model_folder(found)
     return found
+
+
+def _check_given_path(name: str, path: Path) -> None:
+    """An ASR model path that is there but no folder: say what it is, as the user typed it."""
+    try:
+        path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise AsrError(f"ASR model {name} is a symbolic link loop: point it at a model folder") from exc
+        raise AsrError(f"ASR model {name} cannot be read ({exc.strerror}): check the path") from exc
+    if not path.is_dir():
+        raise AsrError(
+            f"ASR model {name} is a file, not a folder: give a CTranslate2 Whisper folder "
+            "(model.bin, config.json, tokenizer.json), a Whisper size or a hub id"
+        )
 
 
 def default_threads(threads: int | None) -> int:

@@ -48,8 +48,17 @@ def _decode(path: Path, data: bytes) -> str:
     except UnicodeDecodeError as exc:
         raise not_utf8 from exc
     if "\x00" in text:
-        raise not_utf8
+        raise nul_error(path, text)
     return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def nul_error(path: object, text: str) -> TextError:
+    """The error for decoded text holding NUL: valid UTF-8, but UTF-16 without a byte-order mark
+    when NUL is every other character, else a stray NUL byte whose line is named."""
+    if text.count("\x00") * 4 >= len(text):
+        return TextError(f"{path} looks like UTF-16 without a byte-order mark: re-save it as UTF-8")
+    line = text[: text.index("\x00")].count("\n") + 1
+    return TextError(f"{path} line {line} holds a NUL byte (\\x00), which text has no use for: remove it")
 
 
 def _clean(text: str) -> str:

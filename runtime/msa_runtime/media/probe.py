@@ -59,8 +59,25 @@ def check_exists(name: str, format: str | None) -> bool:
     """For a local file (no format, not a URL): raise if it is missing; return if local."""
     local = format is None and "://" not in name
     if local and not os.path.exists(name):
+        _why_missing(name)
         raise MediaError(f"{name}: no such file: check the path")
     return local
+
+
+def _why_missing(name: str) -> None:
+    """Raise what is wrong with ``name`` when it is not merely absent (``exists()`` is False for a
+    symlink loop, a broken link and an unreadable folder alike)."""
+    try:
+        os.stat(name)
+    except ValueError:  # a NUL byte in the name: nothing on disk can have it
+        return
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise MediaError(f"{name} is (or passes through) a symbolic link loop: fix the link") from exc
+        if os.path.islink(name):
+            raise MediaError(f"{name} is a broken symbolic link: its target does not exist") from exc
+        if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+            raise MediaError(f"{name} cannot be read ({exc.strerror}): check the path") from exc
 
 
 def open_container(name: str, format: str | None, options: dict[str, str] | None, file: Any = None) -> Any:
