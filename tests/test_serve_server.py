@@ -202,7 +202,12 @@ def test_every_listening_socket_is_loopback(server: TritonServer) -> None:
         for conn in proc.net_connections(kind="inet"):
             if conn.status == psutil.CONN_LISTEN:
                 listening.append((proc.pid, conn.laddr.ip, conn.laddr.port))
-    assert {port for _, _, port in listening} == {server.http_port, server.grpc_port}  # metrics off
+    # Triton's own ports (behind the front, which holds http_port/grpc_port); metrics off
+    assert {port for _, _, port in listening} == {server.triton_http_port, server.triton_grpc_port}
+    assert server.front is not None
+    assert [s.getsockname()[:2] for s in server.front.sockets.values()] == [
+        (HOST, server.http_port), (HOST, server.grpc_port)
+    ]  # fmt: skip
     assert len(root.children()) >= 2  # the python stubs of msa and msa_stream were checked too
     # gRPC listens on an IPv6 socket bound to the IPv4-mapped 127.0.0.1 (::ffff:127.0.0.1): still
     # only the loopback address, not :: (all interfaces)
@@ -284,7 +289,8 @@ def test_taken_port_is_one_line(tiny_pack: Path, tmp_path: Path) -> None:
             TritonServer(repo, http_port=port, grpc_port=0).start()
         cli = Path(sys.executable).with_name("msa-serve")
         done = subprocess.run(
-            [str(cli), str(tiny_pack), "--http-port", "0", "--grpc-port", str(port)],
+            [str(cli), str(tiny_pack), "--http-port", "0", "--grpc-port", str(port),
+             "--input-root", str(tmp_path)],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
     assert done.returncode == 2, done.stderr

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from msa_runtime.errors import InputError, MissingExtraError
+from msa_runtime.limits import cpu_count
 from msa_runtime.pack import Manifest, load_manifest
 from msa_runtime.serve.scorer import DEFAULT_MAX_UPLOAD_MB
 
@@ -161,6 +162,23 @@ def _staged(out: Path, overwrite: bool) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def max_instances() -> int:
+    """Python model instances a machine gets: each is a process holding its own Analyzer (the
+    edge pack: 0.9 GB) and 2 per CPU already oversubscribe the cores; 1000 took over a minute to
+    start and 767 MB of shared memory before the first request."""
+    return 2 * cpu_count()
+
+
+def check_instances(instances: int) -> None:
+    if isinstance(instances, bool) or not isinstance(instances, int) or instances < 1:
+        raise InputError(f"instances must be a whole number >= 1, got {instances!r}")
+    if instances > max_instances():
+        raise InputError(
+            f"instances must be at most {max_instances()} (2 per CPU; each holds its own Analyzer), "
+            f"got {instances}"
+        )
+
+
 def _write_python_model(root: Path, instances: int, params: dict[str, str], stream: bool = False) -> Path:
     name = STREAM_MODEL if stream else MODEL
     version = root / name / "1"
@@ -195,9 +213,10 @@ def write_python_repository(
 ) -> Path:
     """Form b: the python-backend model ``msa`` wrapping the Analyzer (CPU EP). ``copy_pack``
     puts the pack inside the model (hard links where possible) instead of its absolute path.
-    ``stream`` adds ``msa_stream`` (one instance, decoupled): window scores of a clip."""
-    if instances < 1:
-        raise InputError(f"instances must be at least 1, got {instances}")
+    ``stream`` adds ``msa_stream`` (decoupled: window scores of a clip) with as many instances:
+    a stream holds its instance until its last window. ``instances`` is at most
+    :func:`max_instances`."""
+    check_instances(instances)
     load_manifest(pack, verify=False)
     params = {"mode": "local", "providers": "cpu", **_common_params(input_root, max_upload_mb, threads)}
     params["pack"] = "pack" if copy_pack else str(Path(pack).resolve())
@@ -207,7 +226,7 @@ def write_python_repository(
             shutil.copytree(pack, version / "pack", copy_function=_link_or_copy)
         if stream:
             stream_params = {**params, "pack": "../../msa/1/pack"} if copy_pack else params
-            _write_python_model(root, 1, stream_params, stream=True)
+            _write_python_model(root, instances, stream_params, stream=True)
     return Path(out)
 
 

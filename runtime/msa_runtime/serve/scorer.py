@@ -10,10 +10,12 @@ one-line message: the model returns it as that request's error and keeps serving
 
 from __future__ import annotations
 
+import math
 import os
+import posixpath
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,9 +24,15 @@ import numpy as np
 
 from msa_runtime.analyzer import Analyzer, SessionFactory
 from msa_runtime.engine.interface import PortInfo
-from msa_runtime.errors import InputError, MediaError, PackError
+from msa_runtime.errors import InputError, MediaError, MsaError, PackError
+from msa_runtime.media import probe
 
 DEFAULT_MAX_UPLOAD_MB = 64.0
+MAX_PATH_CHARS = 1024
+"""Longest ``PATH`` a request may give (characters)."""
+MAX_STREAM_WINDOWS = 2000
+"""Windows one ``msa_stream`` request may ask for (e.g. 4000 s at the default hop of 2 s): each
+window is scored in turn by the model instance, which serves no other stream meanwhile."""
 INPUTS = ("PATH", "CLIP", "TEXT")
 
 Infer = Callable[[str, Mapping[str, np.ndarray], Sequence[str]], list[np.ndarray]]
@@ -155,15 +163,42 @@ class ClipScorer:
         )
 
     def resolve(self, path: str) -> Path:
-        """A request's ``PATH``, which must lie under ``input_root``."""
+        """A request's ``PATH``, which must lie under ``input_root``. Whether it is outside is
+        decided from its text alone, before the file system is asked: every outside path gets the
+        same answer, whatever exists there; inside, a missing file, a directory, a symlink loop or
+        a symlink leading out all get the same "no such file"."""
         if self.input_root is None:
             raise InputError("this server takes no paths (start it with --input-root DIR): upload the clip")
-        full = (self.input_root / path).resolve()
-        if not full.is_relative_to(self.input_root):
+        if "\0" in path or len(path) > MAX_PATH_CHARS:
+            raise InputError(f"PATH must be at most {MAX_PATH_CHARS} characters without NUL bytes")
+        lexical = posixpath.normpath(path)
+        if posixpath.isabs(lexical) or lexical == ".." or lexical.startswith("../"):
             raise InputError(f"PATH {path!r} is outside the server's input root; give a path under it")
-        if not full.is_file():
-            raise MediaError(f"PATH {path!r}: no such file under the server's input root")
+        missing = MediaError(f"PATH {path!r}: no such file under the server's input root")
+        try:
+            full = (self.input_root / lexical).resolve()
+            found = full.is_relative_to(self.input_root) and full.is_file()
+        except (
+            OSError,
+            RuntimeError,
+            UnicodeError,
+        ):  # a loop (RuntimeError before 3.13), a long or unencodable name
+            raise missing from None
+        if not found:
+            raise missing
         return full
+
+    def _scrub(self, exc: MsaError, upload: Path | None = None) -> MsaError:
+        """The error with the server's own paths (the input root, an upload's temporary file)
+        replaced by what the client gave: a message never shows where the server keeps files."""
+        text = str(exc)
+        if upload is not None:
+            text = text.replace(str(upload), "the uploaded CLIP")
+        if self.input_root is not None:
+            text = text.replace(str(self.input_root) + os.sep, "").replace(
+                str(self.input_root), "the input root"
+            )
+        return type(exc)(text)
 
     def _inputs(self, path: Any, clip: Any, text: Any) -> tuple[str | None, bytes | None, str | None]:
         where, data, words = _text(path), _bytes(clip), _text(text)
@@ -181,36 +216,67 @@ class ClipScorer:
     def score(self, path: Any = None, clip: Any = None, text: Any = None) -> dict[str, Any]:
         """The record of one request (``Prediction.to_dict``); raises :class:`MsaError`."""
         where, data, words = self._inputs(path, clip, text)
-        if data is None:
-            source = self.resolve(where) if where is not None else None
+        with self._source(where, data) as source:
             return self.analyzer.predict(source, text=words).to_dict(self.digits)
-        with _upload(data) as file:
-            return self.analyzer.predict(file, text=words).to_dict(self.digits)
 
     def stream(
         self, path: Any = None, clip: Any = None, text: Any = None, window: Any = None, hop: Any = None
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Generator[dict[str, Any], None, None]:
         """The records of the windows of a clip (``Analyzer.stream``), each as it is scored:
-        ``window``/``hop`` in seconds (default 6 and 2)."""
+        ``window``/``hop`` in seconds (default 6 and 2), at most :data:`MAX_STREAM_WINDOWS`.
+        Closing the iterator stops the work (a cancelled request)."""
         where, data, words = self._inputs(path, clip, text)
-        w, h = _number(window, 6.0, "WINDOW"), _number(hop, 2.0, "HOP")
-        if data is None:
-            if where is None:
+        w, h = _seconds(window, 6.0, "WINDOW"), _seconds(hop, 2.0, "HOP")
+        with self._source(where, data) as source:
+            if source is None:
                 raise InputError("streaming needs a clip: give PATH or CLIP (and TEXT if you have it)")
-            for p in self.analyzer.stream(self.resolve(where), text=words, window=w, hop=h):
-                yield p.to_dict(self.digits)
-            return
-        with _upload(data) as file:
-            for p in self.analyzer.stream(file, text=words, window=w, hop=h):
+            _check_windows(source, w, h)
+            windows = self.analyzer.stream(source, text=words, window=w, hop=h)
+            for n, p in enumerate(windows, 1):
+                if n > MAX_STREAM_WINDOWS:  # the clip states a shorter duration than it has
+                    raise InputError(
+                        f"this stream passed {MAX_STREAM_WINDOWS} windows, the most one request gets"
+                    )
                 yield p.to_dict(self.digits)
 
+    @contextmanager
+    def _source(self, where: str | None, data: bytes | None) -> Iterator[Path | None]:
+        """The clip to score (the resolved PATH, the upload as a private temporary file, or
+        None); errors raised inside come out with the server's paths scrubbed."""
+        file = None
+        try:
+            if data is None:
+                yield None if where is None else self.resolve(where)
+            else:
+                with _upload(data) as file:
+                    yield file
+        except MsaError as exc:
+            raise self._scrub(exc, file) from exc
 
-def _number(value: Any, default: float, name: str) -> float:
+
+def _check_windows(source: Path, window: float, hop: float) -> None:
+    """Refuse a stream whose clip, by its stated duration, has more windows than one request gets."""
+    duration = probe(source).duration
+    if duration is None or duration <= window:
+        return
+    count = 1 + math.floor((duration - window) / hop + 1e-9)
+    if count > MAX_STREAM_WINDOWS:
+        least = math.ceil((duration - window) / (MAX_STREAM_WINDOWS - 1) * 100) / 100
+        raise InputError(
+            f"WINDOW {window:g} s and HOP {hop:g} s make {count} windows of this {duration:.0f} s clip, "
+            f"over the {MAX_STREAM_WINDOWS} one request gets: use HOP {least:g} or more, or a shorter clip"
+        )
+
+
+def _seconds(value: Any, default: float, name: str) -> float:
+    """A WINDOW or HOP input in seconds: an FP32 tensor's element read as the decimal the client
+    wrote (FP32 0.01 is 0.009999999776, under the minimum hop of 0.01)."""
     if value is None or (isinstance(value, np.ndarray) and value.size == 0):
         return default
-    x = float(np.asarray(value).reshape(-1)[0])
-    if not x > 0:
-        raise InputError(f"{name} must be > 0 seconds, got {x}")
+    element = np.asarray(value).reshape(-1)[0]
+    x = float(str(element)) if isinstance(element, np.float32) else float(element)
+    if not math.isfinite(x) or x <= 0:
+        raise InputError(f"{name} must be a finite number of seconds > 0, got {x:g}")
     return x
 
 
@@ -220,7 +286,4 @@ def _upload(data: bytes) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="msa-clip-") as tmp:
         file = Path(tmp) / "upload"
         file.write_bytes(data)
-        try:
-            yield file
-        except MediaError as exc:
-            raise MediaError(str(exc).replace(str(file), "the uploaded CLIP")) from exc
+        yield file

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -27,8 +28,15 @@ from pathlib import Path
 from typing import IO, Any
 
 from msa_runtime.errors import InputError, MissingExtraError, MsaError
+from msa_runtime.serve.front import Front
+from msa_runtime.serve.scorer import DEFAULT_MAX_UPLOAD_MB
 
 EXTRA = "pip install 'msa-edge[serve]'"
+REQUEST_SLACK = 2**20
+"""Bytes a request may carry beyond the upload limit: TEXT, PATH and the protocol's framing."""
+LOOPBACK = "127.0.0.1"
+STUB_GRACE = 5.0
+"""Seconds the python stubs get to leave after Triton has stopped, before SIGKILL."""
 
 
 class ServeError(MsaError):
@@ -67,31 +75,66 @@ def _die_with_parent() -> None:
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def upload_limit(repository: Path) -> float:
+    """The ``max_upload_mb`` the repository's model ``msa`` was written with (MB)."""
+    config = (repository / "msa" / "config.pbtxt").read_text(encoding="utf-8")
+    found = re.search(r'key: "max_upload_mb" value: \{ string_value: "([0-9.eE+-]+)" \}', config)
+    return float(found.group(1)) if found else DEFAULT_MAX_UPLOAD_MB
+
+
+_CAUSE = re.compile(r"failed to load '([^']+)'[^:]*: (?:[A-Za-z ]+: )?(.*)")
+
+
+def load_failure(log: str) -> str | None:
+    """One line for a model that failed to load: its name and the exception's last line (the
+    python backend logs a traceback; what matters is the error it ends with)."""
+    for line in log.splitlines():
+        found = _CAUSE.search(line)
+        if found is None:
+            continue
+        cause = found.group(2).strip()
+        for marker in ("Error: ", "Exception: "):  # "...: MediaError: message" -> "MediaError: message"
+            head, sep, tail = cause.rpartition(marker)
+            if sep:
+                cause = f"{head.rsplit(' ', 1)[-1].split('.')[-1]}{sep}{tail}" if head else cause
+                break
+        cause = cause.split("\\n")[0].split("  ")[0].strip()  # the log escapes the traceback's newlines
+        return f"model {found.group(1)} failed to load: {cause}"
+    return None
+
+
 class TritonServer:
     """The server process for a model ``repository``; a context manager (stops it on exit).
 
-    ``http_port``/``grpc_port`` 0 pick free ports. ``log`` is where the server's output goes
-    (default: a file in the work folder, quoted in errors)."""
+    Triton listens on free loopback ports of its own; the public ``host`` and
+    ``http_port``/``grpc_port`` (0 picks free ports) belong to a :class:`Front` that refuses
+    requests over ``max_request_bytes`` before Triton reads them (default: the repository's upload
+    limit plus :data:`REQUEST_SLACK`). ``log`` is where the server's output goes (default: a file
+    in the work folder, quoted in errors)."""
 
     def __init__(
         self,
         repository: str | os.PathLike[str],
         *,
-        host: str = "127.0.0.1",
+        host: str = LOOPBACK,
         http_port: int = 8000,
         grpc_port: int = 8001,
         metrics_port: int | None = None,
+        max_request_bytes: int | None = None,
         log: IO[Any] | None = None,
     ) -> None:
         self.repository = Path(repository)
         self.host = host
-        self.http_port = http_port or free_port(host)
-        self.grpc_port = grpc_port or free_port(host)
+        self.http_port, self.grpc_port = http_port, grpc_port
         self.metrics_port = metrics_port
+        self.max_request_bytes = max_request_bytes
+        self.triton_http_port = self.triton_grpc_port = 0
         self._log = log
         self.process: subprocess.Popen[bytes] | None = None
+        self.front: Front | None = None
         self._work: tempfile.TemporaryDirectory[str] | None = None
         self.log_path: Path | None = None
+        self.shm_prefix = f"msa{os.getpid()}-{id(self) % 100000}"
 
     @property
     def http_url(self) -> str:
@@ -121,16 +164,15 @@ class TritonServer:
         if self.metrics_port is not None:
             metrics = ["--allow-metrics", "true", "--allow-gpu-metrics", "false"]
             metrics += ["--metrics-address", self.host, "--metrics-port", str(self.metrics_port)]
-        prefix = f"msa{os.getpid()}-{self.http_port}"
         return [
             str(binary),
             "--model-repository", str(self.repository),
             "--backend-directory", str(backends),
-            "--http-address", self.host, "--http-port", str(self.http_port),
-            "--grpc-address", self.host, "--grpc-port", str(self.grpc_port),
+            "--http-address", LOOPBACK, "--http-port", str(self.triton_http_port),
+            "--grpc-address", LOOPBACK, "--grpc-port", str(self.triton_grpc_port),
             *metrics,
             "--exit-on-error", "true",
-            "--backend-config", f"python,shm-region-prefix-name={prefix}",
+            "--backend-config", f"python,shm-region-prefix-name={self.shm_prefix}",
             "--log-verbose", "0",
         ]  # fmt: skip
 
@@ -144,19 +186,37 @@ class TritonServer:
             libs.append(env["LD_LIBRARY_PATH"])
         env["LD_LIBRARY_PATH"] = ":".join(p for p in libs if p)
         env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+        # the stub's interpreter would take the C locale's ASCII for file names: PATH "é" failed
+        env["PYTHONUTF8"] = "1"
         return env
 
-    def start(self, timeout: float = 120.0) -> TritonServer:
-        """Start and wait (at most ``timeout`` s) until the server and its models are ready."""
-        for name, port in (("--http-port", self.http_port), ("--grpc-port", self.grpc_port)):
-            if not port_free(self.host, port):
-                raise InputError(f"port {port} on {self.host} is taken: choose another with {name}")
+    def _check(self) -> None:
         if self.metrics_port is not None and not port_free(self.host, self.metrics_port):
             raise InputError(
                 f"port {self.metrics_port} on {self.host} is taken: choose another --metrics-port"
             )
         if not (self.repository / "msa" / "config.pbtxt").is_file():
             raise InputError(f"{self.repository} is not a model repository written by msa-triton / msa-serve")
+
+    def start(self, timeout: float = 120.0) -> TritonServer:
+        """Start and wait (at most ``timeout`` s) until the server and its models are ready; on
+        any failure every process started is ended and its shared memory removed."""
+        self._check()
+        limit = self.max_request_bytes or int(upload_limit(self.repository) * 2**20) + REQUEST_SLACK
+        self.triton_http_port, self.triton_grpc_port = free_port(LOOPBACK), free_port(LOOPBACK)
+        self.front = Front(
+            self.host, self.http_port, self.grpc_port, self.triton_http_port, self.triton_grpc_port, limit
+        )
+        try:
+            self.front.start()
+            self.http_port, self.grpc_port = self.front.ports["--http-port"], self.front.ports["--grpc-port"]
+            self._wait(self._launch(), timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _launch(self) -> subprocess.Popen[bytes]:
         self._work = tempfile.TemporaryDirectory(prefix="msa-triton-")
         work = Path(self._work.name)
         backends = self._backends(work)
@@ -169,45 +229,76 @@ class TritonServer:
             env=self.environment(),
             stdout=out,
             stderr=subprocess.STDOUT,
+            # its own process group: stop() ends the python stubs with it, which outlive a
+            # killed tritonserver and ignore SIGTERM while they load
+            start_new_session=True,
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
+        return self.process
+
+    def _wait(self, process: subprocess.Popen[bytes], timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                tail = self.log_tail()
-                self.stop()
-                raise ServeError(f"Triton exited with code {self.process.returncode}: {tail}")
+            if process.poll() is not None:
+                raise ServeError(f"Triton exited with code {process.returncode}: {self.log_tail()}")
             if self.ready():
-                return self
+                return
             time.sleep(0.25)
-        tail = self.log_tail()
-        self.stop()
-        raise ServeError(f"Triton was not ready after {timeout:.0f} s: {tail}")
+        raise ServeError(f"Triton was not ready after {timeout:.0f} s: {self.log_tail()}")
 
     def ready(self) -> bool:
-        """``GET /v2/health/ready`` answers 200 (server and models loaded)."""
+        """``GET /v2/health/ready`` answers 200 on Triton's own port (server and models loaded)."""
+        url = f"http://{LOOPBACK}:{self.triton_http_port}/v2/health/ready"
         try:
-            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as r:
+            with urllib.request.urlopen(url, timeout=2) as r:
                 return bool(r.status == 200)
         except (urllib.error.URLError, OSError):
             return False
 
-    def log_tail(self, lines: int = 8) -> str:
+    def log_tail(self, lines: int = 3) -> str:
+        """The cause of a failure in one line: a model's load error, else the log's last errors."""
         if self.log_path is None or not self.log_path.is_file():
             return "(log not captured)"
-        text = self.log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
-        useful = [t for t in text if "E" == t[:1] or "error" in t.lower()] or text
-        return " | ".join(useful[-lines:])
+        text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        failure = load_failure(text)
+        if failure is not None:
+            return failure
+        rows = [t.strip() for t in text.strip().splitlines() if t.strip()]
+        useful = [t for t in rows if t[:1] == "E" or "error" in t.lower()] or rows
+        useful = [t for t in useful if not t.startswith(("Traceback", "File ", "^"))]
+        return " | ".join(useful[-lines:]) or "(empty log)"
+
+    def _end_group(self, timeout: float) -> None:
+        """SIGTERM to Triton's process group, SIGKILL to whatever is left after ``timeout`` s."""
+        if self.process is None:
+            return
+        group = self.process.pid  # the group's id: start_new_session made Triton its leader
+        try:
+            os.killpg(group, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass  # SIGKILL below
+        end = time.monotonic() + STUB_GRACE
+        while time.monotonic() < end and _group_alive(group):
+            time.sleep(0.1)
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        self.process.wait(timeout)
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop the server (SIGTERM, then SIGKILL after ``timeout`` s) and remove its work folder."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout)
+        """Stop the front and the server (its whole process group), remove its shared memory
+        and its work folder."""
+        if self.front is not None:
+            self.front.stop()
+            self.front = None
+        self._end_group(timeout)
+        for region in Path("/dev/shm").glob(f"{self.shm_prefix}*"):
+            region.unlink(missing_ok=True)
         if self._work is not None:
             self._work.cleanup()
             self._work = None
@@ -217,3 +308,11 @@ class TritonServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -54,6 +54,16 @@ def _outputs(record: dict[str, Any]) -> list[Any]:
     ]
 
 
+def _error(exc: Exception, logger: Any, model: str) -> Any:
+    """The error a request gets: a user's mistake (:class:`MsaError`) is INVALID_ARG (HTTP 400,
+    gRPC INVALID_ARGUMENT) with its one-line message; anything else is a bug of the server, logged
+    here in full and answered without details (they may hold the server's paths)."""
+    if isinstance(exc, MsaError):
+        return pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)
+    logger.log_error(f"{model}: unexpected {type(exc).__name__}: {exc}")
+    return pb_utils.TritonError(f"internal error of the server ({type(exc).__name__}); see its log")
+
+
 class TritonPythonModel:
     """Triton's python-backend entry points."""
 
@@ -67,6 +77,7 @@ class TritonPythonModel:
             factory = triton_factory(_bls_infer, models)
         self.scorer = ClipScorer.from_params(params, base, factory)
         self.logger = pb_utils.Logger
+        self.name = str(config.get("name", "msa"))
         self.decoupled = bool(pb_utils.using_decoupled_model_transaction_policy(config))
 
     def execute(self, requests: list[Any]) -> list[Any] | None:
@@ -76,35 +87,32 @@ class TritonPythonModel:
             return None
         responses = []
         for request in requests:
-            inputs = _inputs(request, INPUTS)
             try:
-                record = self.scorer.score(**inputs)
-            except MsaError as exc:
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc))))
-                continue
-            except Exception as exc:  # a bug, not the caller's input: logged, and this request fails
-                self.logger.log_error(f"msa: unexpected {type(exc).__name__}: {exc}")
-                message = f"internal error ({type(exc).__name__}: {exc}); see the server log"
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(message)))
+                record = self.scorer.score(**_inputs(request, INPUTS))
+            except Exception as exc:  # answered as this request's error (_error); the model serves on
+                responses.append(pb_utils.InferenceResponse(error=_error(exc, self.logger, self.name)))
                 continue
             responses.append(pb_utils.InferenceResponse(output_tensors=_outputs(record)))
         return responses
 
     def _stream(self, request: Any) -> None:
-        """Decoupled: one response per window as it is scored, then the final flag."""
+        """Decoupled: one response per window as it is scored, then the final flag. A request
+        whose client went away (Triton cancels it) stops at the next window."""
         sender = request.get_response_sender()
         final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+        windows = self.scorer.stream(**_inputs(request, (*INPUTS, "WINDOW", "HOP")))
         try:
-            for record in self.scorer.stream(**_inputs(request, (*INPUTS, "WINDOW", "HOP"))):
+            for record in windows:
+                if request.is_cancelled():
+                    self.logger.log_info(f"{self.name}: request cancelled by its client; stopped")
+                    sender.send(flags=final)
+                    return
                 sender.send(pb_utils.InferenceResponse(output_tensors=_outputs(record)))
-        except MsaError as exc:
-            sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc))), flags=final)
+        except Exception as exc:  # answered as this stream's error (_error); the model serves on
+            sender.send(pb_utils.InferenceResponse(error=_error(exc, self.logger, self.name)), flags=final)
             return
-        except Exception as exc:  # a bug, not the caller's input: logged, and this stream fails
-            self.logger.log_error(f"msa_stream: unexpected {type(exc).__name__}: {exc}")
-            message = f"internal error ({type(exc).__name__}: {exc}); see the server log"
-            sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(message)), flags=final)
-            return
+        finally:
+            windows.close()  # ends the analyzer's stream and removes an upload's temporary file
         sender.send(flags=final)
 
     def finalize(self) -> None:
