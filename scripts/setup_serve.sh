@@ -7,5 +7,5 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv-serve/bin/python ] || "$PY" -m venv .venv-serve
 echo "setup-serve: installing msa-edge[cpu,serve] into .venv-serve" >&2
-.venv-serve/bin/pip install -q --disable-pip-version-check -e ".[cpu,serve]" "pytest>=8" "pytest-benchmark>=4" "psutil>=5.9"
+.venv-serve/bin/pip install -q --disable-pip-version-check -e ".[cpu,serve]" "pytest>=8" "pytest-benchmark>=4" "psutil>=5.9" "hypothesis>=6.100"
 .venv-serve/bin/python -c "import pytriton, tritonclient.grpc, numpy, onnxruntime, msa_runtime.serve; print('setup-serve: ok, numpy', numpy.__version__, 'onnxruntime', onnxruntime.__version__)" >&2
