@@ -314,3 +314,16 @@ def test_sigterm_mid_export_leaves_no_partial_out(tmp_path: Path) -> None:
     assert proc.returncode == 143, err
     assert err.strip().splitlines()[-1] == "terminated (SIGTERM)" and "Traceback" not in err
     assert sorted(os.listdir(tmp_path)) == ["tiny-text.toml"]  # no pack, no .p.partial-* folder
+
+
+def test_a_bad_container_on_stdin_names_standard_input(tiny_pack: Path) -> None:
+    junk = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 2
+    proc = subprocess.run(
+        [sys.executable, "-m", "msa_runtime.cli", "-", "--pack", str(tiny_pack), "--format", "jsonl"],
+        input=junk,
+        capture_output=True,
+        timeout=120,
+    )
+    err = proc.stderr.decode()
+    assert proc.returncode == 1 and "standard input is not a media file" in err, err
+    assert "msa-stdin-" not in err + proc.stdout.decode()

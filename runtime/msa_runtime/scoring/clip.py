@@ -50,7 +50,12 @@ def predict_source(
         if name == "-":
             rate = SAMPLE_RATE if an.sample_rate is None else an.sample_rate
             with stdin.opened(stdin.standard_input(), format, spool=True, pcm_rate=rate) as piped:
-                return _predict(an, _Request(piped.path or "-", text, transcript, start, end, asr, piped))
+                try:
+                    return _predict(an, _Request(piped.path or "-", text, transcript, start, end, asr, piped))
+                except MediaError as exc:  # the spooled copy is ours: the user gave standard input
+                    if not piped.path or piped.path not in str(exc):
+                        raise
+                    raise MediaError(str(exc).replace(piped.path, stdin.LABEL)) from exc
     return _predict(an, _Request(name, text, transcript, start, end, asr, None, format))
 
 
