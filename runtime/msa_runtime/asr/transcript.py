@@ -56,7 +56,9 @@ def nul_error(path: object, text: str) -> TextError:
     """The error for decoded text holding NUL: valid UTF-8, but UTF-16 without a byte-order mark
     when NUL is every other character, else a stray NUL byte whose line is named."""
     if text.count("\x00") * 4 >= len(text):
-        return TextError(f"{path} looks like UTF-16 without a byte-order mark: re-save it as UTF-8")
+        return TextError(
+            f"{path} is not UTF-8 text: re-save it as UTF-8 (it looks like UTF-16 without a byte-order mark)"
+        )
     line = text[: text.index("\x00")].count("\n") + 1
     return TextError(f"{path} line {line} holds a NUL byte (\\x00), which text has no use for: remove it")
 
