@@ -9,6 +9,7 @@ from msa_runtime import moved
 from msa_runtime.analyzer import Analyzer
 from msa_runtime.errors import (
     AsrError,
+    ClusterError,
     InputError,
     MediaError,
     MissingExtraError,
@@ -24,6 +25,7 @@ moved.install(moved.RUNTIME_MOVES)
 __all__ = [
     "Analyzer",
     "AsrError",
+    "ClusterError",
     "EncodedFrames",
     "InputError",
     "MediaError",
