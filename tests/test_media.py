@@ -531,3 +531,35 @@ def test_media_and_transcript_do_not_import_torch() -> None:
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_fork_from_another_thread_does_not_hang_on_our_scalers() -> None:
+    """Libraries fork from worker threads (OpenVINO's telemetry does, through multiprocessing):
+    the child frees the parent's thread-local swscale contexts, which must not wait for slice
+    threads that the child does not have."""
+    import multiprocessing
+    import os
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from msa_runtime.media.timeline import SWSCALE_THREADS, reformatter
+
+    frame = av.VideoFrame.from_ndarray(np.zeros((720, 1280, 3), np.uint8), format="rgb24")
+    with ThreadPoolExecutor(1) as pool:  # a live thread that holds a scaler with its context
+        pool.submit(
+            lambda: reformatter().reformat(frame, width=224, height=224, threads=SWSCALE_THREADS)
+        ).result()
+        exit_codes: list[int | None] = []
+
+        def fork_and_wait() -> None:
+            child = multiprocessing.get_context("fork").Process(target=os._exit, args=(0,))
+            child.start()
+            child.join(20)
+            exit_codes.append(child.exitcode)
+            if child.exitcode is None:
+                child.kill()
+
+        forker = threading.Thread(target=fork_and_wait)
+        forker.start()
+        forker.join(30)
+    assert exit_codes == [0]

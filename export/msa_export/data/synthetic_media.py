@@ -24,6 +24,7 @@ from av.video.reformatter import VideoReformatter
 from av.video.stream import VideoStream
 
 from msa_runtime.errors import InputError
+from msa_runtime.media.timeline import SWSCALE_THREADS
 
 AUDIO_PITCH_HZ: dict[int, float] = {-1: 200.0, 0: 500.0, 1: 1250.0}
 VIDEO_RGB: dict[int, tuple[int, int, int]] = {
@@ -123,7 +124,7 @@ def make_frames(
 
 def _yuv_frame(rgb: UInt8Array, reformatter: VideoReformatter) -> av.VideoFrame:
     rgb_frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-    frame = reformatter.reformat(rgb_frame, format="yuv420p")
+    frame = reformatter.reformat(rgb_frame, format="yuv420p", threads=SWSCALE_THREADS)
     # Zero the row padding of each plane: encoders may read it, and uninitialised bytes there
     # would make the output differ from run to run.
     for plane in frame.planes:

@@ -21,10 +21,17 @@ EPS = 1e-6
 _scalers = threading.local()
 
 
+SWSCALE_THREADS = 1
+"""swscale runs single-threaded: a context with slice threads deadlocks a child forked from
+another thread (Python frees the parent's thread-locals in the child, and freeing waits for
+slice threads that do not exist there; OpenVINO's telemetry forks that way). On 720p frames one
+thread converts to RGB faster and resizes about as fast, measured on 2 cores."""
+
+
 def reformatter() -> VideoReformatter:
     """This thread's swscale reformatter: it keeps its context while formats and sizes repeat
     (building one per frame costs more than converting or resizing it); one per thread, as
-    swscale contexts are not thread-safe."""
+    swscale contexts are not thread-safe. Call it with ``threads=SWSCALE_THREADS``."""
     scaler = getattr(_scalers, "scaler", None)
     if scaler is None:
         scaler = _scalers.scaler = VideoReformatter()
@@ -167,7 +174,7 @@ class FrameSampler:
         if frame is self.prev and self.prev_rgb is not None:
             rgb = self.prev_rgb.copy()  # a repeated frame: a fresh array the caller may modify
         else:
-            rgb = reformatter().reformat(frame, format="rgb24").to_ndarray()
+            rgb = reformatter().reformat(frame, format="rgb24", threads=SWSCALE_THREADS).to_ndarray()
             if frame is self.prev:
                 self.prev_rgb = rgb
         self.index += 1

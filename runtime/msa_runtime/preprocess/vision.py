@@ -10,7 +10,7 @@ import numpy as np
 from msa_runtime.errors import InputError, PackError
 from msa_runtime.face.cascade import FaceDetector
 from msa_runtime.face.track import FaceTrack, TrackOptions, face_squares
-from msa_runtime.media.timeline import reformatter
+from msa_runtime.media.timeline import SWSCALE_THREADS, reformatter
 from msa_runtime.pack import VisionPrep
 
 FACE_CROP_SIZE = 256
@@ -24,7 +24,9 @@ def resize_rgb(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
     if rgb.shape[1] == width and rgb.shape[0] == height:
         return rgb
     frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-    out = reformatter().reformat(frame, width=width, height=height, interpolation="BICUBIC")
+    out = reformatter().reformat(
+        frame, width=width, height=height, interpolation="BICUBIC", threads=SWSCALE_THREADS
+    )
     return out.to_ndarray()
 
 
