@@ -190,8 +190,8 @@ def test_export_copies_the_model_into_the_pack_hashed(asr_pack: Path) -> None:
     # a copied pack with a damaged ASR file is refused like any other damaged file
     damaged = asr_pack.parent / "damaged"
     shutil.copytree(asr_pack, damaged)
-    with open(damaged / "asr" / "config.json", "a", encoding="utf-8") as fh:
-        fh.write(" ")
+    config = damaged / "asr" / "config.json"
+    config.write_bytes(config.read_bytes()[:-1] + b" ")  # same size: only the sha256 can tell
     with pytest.raises(PackError, match="asr/config.json does not match its sha256"):
         load_manifest(damaged)
     # a file slipped into the model folder would be read by the recognizer unchecked: refused
