@@ -533,33 +533,44 @@ def test_media_and_transcript_do_not_import_torch() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+FORK_FROM_A_THREAD = """
+import multiprocessing, os, sys, threading
+from concurrent.futures import ThreadPoolExecutor
+import av, numpy as np
+from msa_runtime.media.timeline import SWSCALE_THREADS, reformatter
+
+frame = av.VideoFrame.from_ndarray(np.zeros((720, 1280, 3), np.uint8), format="rgb24")
+codes = []
+
+def fork_and_wait():
+    child = multiprocessing.get_context("fork").Process(target=os._exit, args=(0,))
+    child.start()
+    child.join(20)
+    codes.append(child.exitcode)
+    if child.exitcode is None:
+        child.kill()
+
+with ThreadPoolExecutor(1) as pool:  # a live thread holding a scaler with its context
+    scale = lambda: reformatter().reformat(frame, width=224, height=224, threads=SWSCALE_THREADS)
+    pool.submit(scale).result()
+    forker = threading.Thread(target=fork_and_wait)
+    forker.start()
+    forker.join(30)
+print(codes)
+sys.stdout.flush()
+os._exit(0 if codes == [0] else 1)
+"""
+
+
 def test_a_fork_from_another_thread_does_not_hang_on_our_scalers() -> None:
     """Libraries fork from worker threads (OpenVINO's telemetry does, through multiprocessing):
     the child frees the parent's thread-local swscale contexts, which must not wait for slice
-    threads that the child does not have."""
-    import multiprocessing
-    import os
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
+    threads that the child does not have. In a fresh interpreter, so that only our scalers are
+    in play (pytest's own process holds other threads' state)."""
+    import subprocess
+    import sys
 
-    from msa_runtime.media.timeline import SWSCALE_THREADS, reformatter
-
-    frame = av.VideoFrame.from_ndarray(np.zeros((720, 1280, 3), np.uint8), format="rgb24")
-    with ThreadPoolExecutor(1) as pool:  # a live thread that holds a scaler with its context
-        pool.submit(
-            lambda: reformatter().reformat(frame, width=224, height=224, threads=SWSCALE_THREADS)
-        ).result()
-        exit_codes: list[int | None] = []
-
-        def fork_and_wait() -> None:
-            child = multiprocessing.get_context("fork").Process(target=os._exit, args=(0,))
-            child.start()
-            child.join(20)
-            exit_codes.append(child.exitcode)
-            if child.exitcode is None:
-                child.kill()
-
-        forker = threading.Thread(target=fork_and_wait)
-        forker.start()
-        forker.join(30)
-    assert exit_codes == [0]
+    run = subprocess.run(
+        [sys.executable, "-c", FORK_FROM_A_THREAD], capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0 and run.stdout.strip() == "[0]", run.stdout + run.stderr[-2000:]
