@@ -45,7 +45,7 @@ class Mutation:
 
 M = Mutation
 MUTATIONS: tuple[Mutation, ...] = (
-    # -- preprocessing (README: "one preprocessing implementation", DESIGN.md) ----------------
+    # -- preprocessing (docs/architecture.md: one preprocessing implementation) ----------------
     M(
         "audio-no-normalisation",
         "runtime/msa_runtime/preprocess/audio.py",

@@ -4,7 +4,7 @@ Training, export and the benchmarks all reuse ``msa_runtime.preprocess``, so a b
 out everywhere else. Here each step is checked against an independent implementation: the
 transformers feature extractors and processors (torch side), scipy, or a hand computation.
 
-Known, deliberate differences (DESIGN.md, README): frames are resized with FFmpeg's bicubic
+Known, deliberate differences (docs/face.md, docs/run.md): frames are resized with FFmpeg's bicubic
 swscale, not PIL, so pixels differ slightly from ``CLIPImageProcessor`` after a resize (exact
 without one); FFmpeg mixes stereo to mono as ``(L + R) / sqrt(2)`` for float output (the gain is
 removed by the normalisation that follows); audio shorter than ``min_seconds`` is padded with

@@ -20,7 +20,7 @@ from msa_export.errors import ExportError
 from msa_runtime.engine.sessions import make_session
 
 # Linear layers of WavLM's gated relative-position bias: quantizing them moves the bucket
-# weights; they stay fp32 (DESIGN.md).
+# weights; they stay fp32 (docs/quantization.md).
 NEVER_QUANTIZE = ("gru_rel_pos", "rel_attn_embed")
 
 
