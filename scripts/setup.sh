@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Create .venv and install msa-edge with the runtime (CPU), OpenVINO, export, test, asr and ray extras.
+# Create .venv and install msa-edge with the runtime (CPU), OpenVINO, export, test, asr, ray and docs extras.
 # Idempotent: a second run only checks. Torch comes first, pinned to releases this machine kind
-# carries on disk (DESIGN.md: a plain `torch` would download a multi-GB build). Without a GPU the
+# carries on disk (a plain `torch` would download a multi-GB CUDA build). Without a GPU the
 # default is torch 2.13.0's CPU-only wheel (.venv 2.9 GB; 93 s here with pip's cache warm); with one (nvidia-smi
 # lists it) torch 2.14.1 with torchvision 0.29.1 (a CUDA build, .venv 7.4 GB). MSA_EDGE_TORCH=2.14.1
 # forces the latter on any machine: torchvision lets the tests compare the face detector with
@@ -22,8 +22,8 @@ if ! python -c "import torch" 2>/dev/null; then
 fi
 # openvino: OpenVINO's own runtime (~180 MB) and ONNX Runtime's plugin (~160 MB, beside
 # onnxruntime); export brings NNCF for the pack's ov-int8 files. None replaces onnxruntime or torch.
-echo "setup: installing msa-edge[cpu,openvino,export,test,asr,ray]" >&2
-pip install -q --disable-pip-version-check -e ".[cpu,openvino,export,test,asr,ray]"
+echo "setup: installing msa-edge[cpu,openvino,export,test,asr,ray,docs]" >&2
+pip install -q --disable-pip-version-check -e ".[cpu,openvino,export,test,asr,ray,docs]"
 # The face detector's weights (MTCNN, for face-crop presets) ship in facenet-pytorch, whose metadata
 # pins an old torch: install it without dependencies, plus the two it imports.
 if ! python -c "import importlib.util as u, sys; sys.exit(u.find_spec('facenet_pytorch') is None)"; then
