@@ -27,6 +27,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("msa_runtime.scoring", "msa_runtime.loading"),
     ("msa_runtime.boundary",),
     ("msa_runtime.analyzer",),
+    ("msa_runtime.plot",),
     ("msa_runtime",),
     ("msa_runtime.cli", "msa_runtime.serve"),
     ("msa_export.errors",),

@@ -6,6 +6,7 @@ checks the API uses (:mod:`msa_runtime.checks`), so no value a user can type rea
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import click
@@ -91,6 +92,19 @@ def ray_timeout(ctx: click.Context, param: click.Parameter, value: Any) -> float
 
     try:
         return check(value, "--ray-timeout")
+    except MsaError as exc:
+        raise _usage(ctx, exc) from None
+
+
+def plot_file(ctx: click.Context, param: click.Parameter, value: Any) -> Path | None:
+    """--plot: None, or a .png/.html file in an existing folder (matplotlib installed for .png:
+    else the error names msa-edge[plot])."""
+    if value is None:
+        return None
+    from msa_runtime.plot.output import check_target
+
+    try:
+        return check_target(value, "--plot")
     except MsaError as exc:
         raise _usage(ctx, exc) from None
 

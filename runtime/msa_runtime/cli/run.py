@@ -18,6 +18,7 @@ from msa_runtime.cli import signals
 from msa_runtime.cli.records import expand_inputs, failure_record, prediction_record, score_input
 from msa_runtime.cli.writers import OutputError, open_writer, shown
 from msa_runtime.errors import MsaError
+from msa_runtime.plot.output import PlotTee
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -148,6 +149,14 @@ from msa_runtime.errors import MsaError
     callback=opt.time_point,
     help="Score up to this second (default: the end).",
 )
+@click.option(
+    "--plot",
+    type=click.Path(),
+    default=None,
+    callback=opt.plot_file,
+    help="Also draw the records into FILE.png (needs msa-edge[plot]) or FILE.html (one "
+    "self-contained file): stream windows as score, gates and words over time; clips as bars.",
+)
 def main(**params: Any) -> None:
     """Score clips with a pack: INPUT may be files, folders or globs (and manifest CSVs with
     --ray); with no INPUT, --text."""
@@ -184,6 +193,8 @@ def _run(p: dict[str, Any]) -> None:
                 "--ray scores whole inputs: not with --stream, --transcript, --asr, --tune, "
                 "--start or --end (a manifest CSV gives spans)"
             )
+        if p["plot"] is not None:
+            raise click.UsageError("--plot draws msa-run's own output: not with --ray")
         from msa_runtime.cli.ray import run_cli
 
         run_cli(
@@ -213,6 +224,7 @@ def _run(p: dict[str, Any]) -> None:
         hop=p["hop"],
         input_format=p["input_format"],
         span=span,
+        plot=p["plot"],
         options={
             "providers": p["providers"],
             "threads": threads,
@@ -262,12 +274,11 @@ def _main(
     hop: float,
     input_format: str | None,
     span: tuple[float, float | None],
+    plot: Path | None,
     options: dict[str, Any],
 ) -> None:
     """Score ``inputs`` with an Analyzer made from ``options`` (its keyword arguments, from the
-    command line)."""
-    from msa_runtime.analyzer import Analyzer
-
+    command line); with ``plot``, draw the records into that file at the end."""
     if text is not None and transcript is not None:
         raise click.UsageError("give --text or --transcript, not both")
     names = expand_inputs(inputs)
@@ -275,20 +286,15 @@ def _main(
         raise click.UsageError(f"no media files found in {', '.join(inputs)}")
     if not names and text is None:
         raise click.UsageError("give INPUT files or --text")
-    try:
-        an = Analyzer(pack, **options)
-    except MsaError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    if (an.auto_provider and an.providers[0] != "CPUExecutionProvider") or "tuning record" in an.choice:
-        click.echo(f"note: {an.choice}", err=True)
+    an = _analyzer(pack, options)
     if stream:
         try:
             checks.window_hop(window, hop, fps=an.fps, names=("--window", "--hop"))
         except MsaError as exc:
             an.close()
             raise click.UsageError(str(exc)) from None
-    writer = open_writer(fmt, sys.stdout, live=stream, names=names, note=lambda m: click.echo(m, err=True))
+    out = open_writer(fmt, sys.stdout, live=stream, names=names, note=lambda m: click.echo(m, err=True))
+    writer = out if plot is None else PlotTee(out, plot, lambda m: click.echo(m, err=True))
     failed = 0
     try:
         if not names:
@@ -325,7 +331,23 @@ def _main(
         an.close()
     if failed:
         click.echo(f"{failed} of {len(names)} inputs failed", err=True)
+    if failed or (isinstance(writer, PlotTee) and writer.failed):
         sys.exit(1)
+
+
+def _analyzer(pack: str, options: dict[str, Any]) -> Any:
+    """The Analyzer ``msa-run`` scores with (exit 2 when the pack or options are wrong), with a
+    note when it runs on another provider than the CPU or follows a tuning record."""
+    from msa_runtime.analyzer import Analyzer
+
+    try:
+        an = Analyzer(pack, **options)
+    except MsaError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    if (an.auto_provider and an.providers[0] != "CPUExecutionProvider") or "tuning record" in an.choice:
+        click.echo(f"note: {an.choice}", err=True)
+    return an
 
 
 def _output_failed(exc: OutputError) -> None:
