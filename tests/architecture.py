@@ -29,6 +29,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("msa_runtime.analyzer",),
     ("msa_runtime.plot",),
     ("msa_runtime",),
+    ("msa_runtime.live",),
     ("msa_runtime.cli", "msa_runtime.serve"),
     ("msa_export.errors",),
     ("msa_export.console",),
