@@ -8,7 +8,7 @@ lists of valid kinds (preset validation, ``msa-train --head`` choices, benchmark
 are derived from these registries, so adding a kind is one :func:`register_encoder_kind` or
 :func:`register_head_kind` call plus a preset card::
 
-    from msa_export.presets.kinds import EncoderKind, register_encoder_kind, transformer_flops
+    from msa_export.presets.kinds import EncoderKind, register_encoder_kind, wav2vec2_flops
     register_encoder_kind(EncoderKind("hubert", "audio", "HubertModel", "HubertConfig",
                                       flops=wav2vec2_flops))
 

@@ -104,7 +104,7 @@ def clip_text(
 class StreamText:
     """A stream's words: audio chunks in (as decoded for the pack), committed words out.
 
-    :meth:`text_until` updates the live transcription up to a window's end and returns the
+    :meth:`cues_until` updates the live transcription up to a window's end and returns the
     committed cues; :meth:`finish` commits the rest when the input ends.
     """
 
