@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from msa_runtime.atomic import atomic_write, atomic_write_text
-from msa_runtime.errors import InputError, MsaError
+from msa_runtime.errors import InputError, MissingExtraError, MsaError
 from msa_runtime.plot.data import MAX_WINDOWS, as_record, plot_data
 from msa_runtime.scoring.core import Prediction, Record
 
@@ -39,7 +39,10 @@ def check_target(path: str | os.PathLike[str], name: str = "path") -> Path:
     if suffix == ".png":
         from msa_runtime.plot.png import require_matplotlib
 
-        require_matplotlib()
+        try:
+            require_matplotlib()
+        except MissingExtraError as exc:
+            raise MissingExtraError(f"{name} {str(path)!r}: {exc}") from exc.__cause__
     return target
 
 
