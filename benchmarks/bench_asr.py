@@ -268,6 +268,9 @@ def main() -> None:
     base = args.out / f"asr-{socket.gethostname()}"
     base.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
     base.with_suffix(".md").write_text(render(res))
+    from charts import chart_for  # asr-<host>.png beside the table
+
+    chart_for(base.with_suffix(".md"))
     print(render(res))
 
 

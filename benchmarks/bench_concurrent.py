@@ -84,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if args.out:
         args.out.write_text(text, encoding="utf-8")
+        from charts import chart_for  # the .png beside the table
+
+        chart_for(args.out)
     return 0
 
 

@@ -150,6 +150,9 @@ def main(argv: list[str] | None = None) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"long-{host}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     (RESULTS / f"long-{host}.md").write_text(markdown(rows, meta))
+    from charts import chart_for  # results/long-<host>.png beside the table
+
+    chart_for(RESULTS / f"long-{host}.md")
     print(markdown(rows, meta))
 
 

@@ -201,6 +201,9 @@ def main(argv: list[str] | None = None) -> None:
     slim = [{k: v for k, v in r.items() if k != "scores"} for r in rows]
     (RESULTS / f"ray-{host}.json").write_text(json.dumps({"meta": meta, "rows": slim}, indent=2) + "\n")
     (RESULTS / f"ray-{host}.md").write_text(markdown(rows, meta))
+    from charts import chart_for  # results/ray-<host>.png beside the table
+
+    chart_for(RESULTS / f"ray-{host}.md")
     print(markdown(rows, meta))
 
 

@@ -275,6 +275,9 @@ def main() -> None:
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     out.write_text(render(result))
     log(f"wrote {out}")
+    from charts import chart_for  # serve-<host>.png beside the table
+
+    chart_for(out, log)
 
 
 if __name__ == "__main__":

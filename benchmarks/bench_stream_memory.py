@@ -336,6 +336,9 @@ def main(argv: list[str] | None = None) -> None:
         }
     json_path.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
     md_path.write_text(markdown(results, meta))
+    from charts import chart_for  # stream-memory-<host>.png beside the table
+
+    chart_for(md_path)
     print(md_path.read_text())
 
 

@@ -201,3 +201,31 @@ def test_cli_stream_plot_draws_what_it_wrote(tmp_path: Path, tiny_pack: Path) ->
     r = CliRunner().invoke(_main(), [*args, "--plot", str(png)])
     assert r.exit_code == 0 and f"plot: wrote {png}" in r.output, r.output
     png_size(png)
+
+
+def test_benchmark_charts_rebuild_from_results_files(tmp_path: Path) -> None:
+    """benchmarks/charts.py draws a chart beside a results table from what the bench wrote (json
+    or the markdown table), and links it from the markdown once."""
+    import shutil
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    try:
+        from charts import chart_for, md_tables, number
+    finally:
+        sys.path.pop(0)
+    results = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+    for name in ("long-vm.json", "long-vm.md", "engines-vm.md"):
+        shutil.copy(results / name, tmp_path / name)
+    notes: list[str] = []
+    for md in (tmp_path / "long-vm.md", tmp_path / "engines-vm.md"):
+        png = chart_for(md, notes.append)
+        assert png == md.with_suffix(".png")
+        width, height = png_size(png)
+        assert 600 <= width <= 2000 and 200 <= height <= 2000
+        chart_for(md, notes.append)  # again: the same one image line
+        assert md.read_text(encoding="utf-8").count(f"![{md.stem}]({md.stem}.png)") == 1
+    rows = next(t for t in md_tables((tmp_path / "engines-vm.md").read_text()) if "median ms" in t[0])
+    assert len(rows) >= 4 and all(number(r["median ms"]) > 0 for r in rows)
+    assert number("**1,344.7**") == 1344.7
+    (tmp_path / "other.md").write_text("# nothing\n")
+    assert chart_for(tmp_path / "other.md", notes.append) is None and "no chart for other.md" in notes[-1]
