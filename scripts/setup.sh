@@ -22,8 +22,8 @@ if ! python -c "import torch" 2>/dev/null; then
 fi
 # openvino: OpenVINO's own runtime (~180 MB) and ONNX Runtime's plugin (~160 MB, beside
 # onnxruntime); export brings NNCF for the pack's ov-int8 files. None replaces onnxruntime or torch.
-echo "setup: installing msa-edge[cpu,openvino,export,test,asr,ray,docs,live,plot]" >&2
-pip install -q --disable-pip-version-check -e ".[cpu,openvino,export,test,asr,ray,docs,live,plot]"
+echo "setup: installing msa-edge[cpu,openvino,export,test,speech-test,asr,ray,docs,live,plot]" >&2
+pip install -q --disable-pip-version-check -e ".[cpu,openvino,export,test,speech-test,asr,ray,docs,live,plot]"
 # The face detector's weights (MTCNN, for face-crop presets) ship in facenet-pytorch, whose metadata
 # pins an old torch: install it without dependencies, plus the two it imports.
 if ! python -c "import importlib.util as u, sys; sys.exit(u.find_spec('facenet_pytorch') is None)"; then
