@@ -11,6 +11,9 @@ not reachable here; the architectures are the presets' real sizes):
 1. ``reference``     PyTorch eager, full-depth encoders run with ``output_hidden_states=True``,
                      the preset's layer sliced out afterwards (the papers' way of working)
 2. ``torch_cut``     PyTorch eager, encoders cut after the layer
+2b. ``torch_best``   the same cut encoders in PyTorch at its fastest CPU settings, chosen per
+                     encoder on this machine among bf16 autocast, ``torch.ao`` dynamic int8
+                     linear layers and ``torch.compile`` (``--torch-settings``; e2e.torch_best)
 3. ``ort_fp32_full`` ONNX Runtime fp32, uncut encoders (what a generic exporter gives a user)
 4. ``ort_fp32_cut``  ONNX Runtime fp32, the pack's cut encoders
 5. ``ort_int8_cut``  ONNX Runtime int8, the pack's cut encoders (the CPU pack)
@@ -65,6 +68,7 @@ from e2e.measure import wait_for_quiet
 from e2e.pipelines import get_preset_random, prepare
 from e2e.render import write_results
 from e2e.runs import run_contenders, run_streams
+from e2e.torch_best import EAGER_SETTINGS, SETTINGS
 from e2e.workers import WORKERS, spawn
 from msa_runtime.engine.openvino import describe_routes, pick_route
 from msa_runtime.engine.sessions import import_ort
@@ -114,8 +118,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="run a contender again (after waiting for quiet) when other processes "
         "took more than 15%% of the CPU while it was timed, up to N times",
     )
+    ap.add_argument(
+        "--torch-settings",
+        help="comma-separated PyTorch settings the torch_best contender tries per encoder "
+        f"(default all: {','.join(SETTINGS)}; --quick: those without torch.compile)",
+    )
     ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.torch_settings is None:
+        args.torch_settings = ",".join(EAGER_SETTINGS if args.quick else SETTINGS)
+    args.torch_settings = [s.strip() for s in args.torch_settings.split(",") if s.strip()]
+    unknown = sorted(set(args.torch_settings) - set(SETTINGS))
+    if unknown:
+        ap.error(f"--torch-settings: unknown {', '.join(unknown)}; known: {', '.join(SETTINGS)}")
     if args.quick:
         args.preset, args.repeat = "tiny", 1
         args.stream_seconds = min(args.stream_seconds, 10.0)

@@ -19,7 +19,7 @@ from msa_runtime.engine.sessions import import_ort
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks" / "bench_e2e.py"
-CONTENDERS = ("reference", "torch_cut", "ort_fp32_full", "ort_fp32_cut", "ort_int8_cut")
+CONTENDERS = ("reference", "torch_cut", "torch_best", "ort_fp32_full", "ort_fp32_cut", "ort_int8_cut")
 # where an OpenVINO route offers this CPU (msa-edge[openvino]) the OpenVINO contenders run too
 OPENVINO = pick_route(import_ort(), "CPU") is not None
 if OPENVINO:
@@ -70,10 +70,18 @@ def test_bench_e2e_quick(tmp_path: Path, tiny_pack: Path) -> None:
         assert set(c["fidelity"]["cosine_min"]) == {"text", "audio", "vision"}
         assert c["fidelity"]["score_diff_own_pipeline"] < 0.05, name
         assert c["rss_mb"]["peak_including_load"] > 0
-        assert c["torch_imported"] == (name in ("reference", "torch_cut")), name
+        assert c["torch_imported"] == (name in ("reference", "torch_cut", "torch_best")), name
     assert run["contenders"]["reference"]["ratio_to_reference"]["total"] == pytest.approx(1.0)
     for name in ("ort_fp32_full", "ort_fp32_cut"):
         assert min(run["contenders"][name]["fidelity"]["cosine_min"].values()) > 0.9999, name
+    best = run["contenders"]["torch_best"]
+    for mod, chosen in best["torch_chosen"].items():  # the eager settings of --quick, each timed
+        tried = best["torch_settings"][mod]
+        assert set(tried) == {"fp32", "bf16-autocast", "int8-dynamic"}, tried
+        assert tried[chosen]["passes"] and tried[chosen]["mean_cosine_to_fp32"] >= 0.999, (mod, tried)
+        timed = {s: r["median_ms"] for s, r in tried.items() if r.get("passes")}
+        assert tried[chosen]["median_ms"] == min(timed.values()), (mod, tried)
+    assert min(best["fidelity"]["cosine_min"].values()) > 0.99
     assert run["limit"]["all_encoders"]["int8_fraction_of_int8_peak"] > 0
     assert run["contenders"]["ort_int8_cut"]["profile"]["vision"]["ops"]
     assert run["stream"]["windows"] >= 1 and run["stream"]["rtf"] > 0
@@ -99,6 +107,8 @@ def test_bench_e2e_quick(tmp_path: Path, tiny_pack: Path) -> None:
         "Targets (issue 9",
         "Distance to the limit",
         "Streaming",
+        "Against the best PyTorch",
+        "best pack vs best PyTorch",
         *(("OpenVINO, ov-int8 file (pack)", "Per encoder: CPU EP int8 against OpenVINO") if OPENVINO else ()),
     ):
         assert label in report, label

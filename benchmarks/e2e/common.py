@@ -11,6 +11,7 @@ HERE = BENCH_DIR
 CONTENDERS = (
     "reference",
     "torch_cut",
+    "torch_best",
     "ort_fp32_full",
     "ort_fp32_cut",
     "ort_int8_cut",
@@ -23,12 +24,15 @@ CONTENDERS = (
 OPENVINO_CONTENDERS = ("ov_bf16_cut", "ov_int8_cut", "ov_int8_concurrent", "tuned_concurrent")
 # the contenders that are the product (a pack run by the runtime), for "best provider here"
 PACK_CONTENDERS = ("ort_int8_cut", "ov_int8_cut", "ov_bf16_cut", "ov_int8_concurrent", "tuned_concurrent")
+# the contenders that run PyTorch (the others never import it)
+TORCH_CONTENDERS = ("reference", "torch_cut", "torch_best")
 # contenders timed through Analyzer.predict_arrays: their stages overlap (text, audio and vision
 # with its face crop on three threads; preprocessing inside each), only the total is additive
 ANALYZER_CONTENDERS = ("ov_int8_concurrent", "tuned_concurrent")
 LABELS = {
     "reference": "PyTorch full depth, all hidden states (reference)",
     "torch_cut": "PyTorch cut",
+    "torch_best": "PyTorch cut, fastest CPU settings per encoder",
     "ort_fp32_full": "ORT fp32 full depth",
     "ort_fp32_cut": "ORT fp32 cut (pack)",
     "ort_int8_cut": "ORT int8 cut (pack)",

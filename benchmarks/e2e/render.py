@@ -22,6 +22,7 @@ from e2e.render_parts import (
     render_sizes,
     render_streams,
 )
+from e2e.render_torch import render_torch_best, vs_best_torch
 from e2e.render_util import fmt_ms
 
 
@@ -71,9 +72,9 @@ def render_summary(doc: dict[str, Any]) -> list[str]:
     L.append(
         "| preset | "
         + " | ".join(LABELS[c] for c in cols)
-        + " | best pack | its encoders + head only | its score diff |"
+        + " | best pack | its encoders + head only | its score diff | best pack vs best PyTorch |"
     )
-    L.append("|---|" + "---|" * (len(cols) + 3))
+    L.append("|---|" + "---|" * (len(cols) + 4))
     for p, r in runs.items():
         cells = []
         for c in cols:
@@ -88,7 +89,9 @@ def render_summary(doc: dict[str, Any]) -> list[str]:
         diff = r["contenders"][best]["fidelity"]["score_diff_own_pipeline"]
         models = r["contenders"][best]["ratio_to_reference"].get("models")
         mtext = "-" if models is None else f"{models:.2f}x"
-        L.append(f"| {p} | " + " | ".join(cells) + f" | {LABELS[best]} | {mtext} | {diff:.4f} |")
+        vs = vs_best_torch(r)
+        vtext = "not run" if vs is None else f"{vs:.2f}x"
+        L.append(f"| {p} | " + " | ".join(cells) + f" | {LABELS[best]} | {mtext} | {diff:.4f} | {vtext} |")
     L.append("")
     L.append("## Targets (issue 9; the int8-peak rows are issue 5's)")
     L.append("")
@@ -131,6 +134,12 @@ def render_method() -> list[str]:
         "(/proc/self/clear_refs) so it is weights resident + activations; 'incl. load' also holds "
         "the load transient (for the torch contenders that includes building the full random-weight "
         "model before cutting it, as from_pretrained + cut would)."
+    )
+    L.append(
+        "- PyTorch cut, fastest CPU settings (`torch_best`, e2e/torch_best.py): per encoder, eager "
+        "fp32, bf16 autocast, torch.ao dynamic int8 Linear, torch.compile (inductor, freezing on) "
+        "alone and with bf16 or int8, each timed on the clip after one warm-up call; the fastest "
+        "whose mean cosine to fp32 stays >= 0.999 is kept (the search counts as load time)."
     )
     L.append(
         "- ORT fp32 full depth: the uncut encoder exported with output_hidden_states and outputs "
@@ -191,6 +200,7 @@ def render_run(p: str, r: dict[str, Any]) -> list[str]:
         )
     cols = present(r)
     L += render_latency(r, cols)
+    L += render_torch_best(r)
     L += render_fidelity(r, cols)
     L += render_memory(r, cols)
     L += render_sizes(r)

@@ -32,6 +32,7 @@ def contender_task(
         "profile": args.profile and name in ("ort_int8_cut", "ort_fp32_cut"),
         "profile_dir": str(scratch / "profiles"),
         "profile_runs": args.profile_runs,
+        "torch_settings": args.torch_settings,
     }
     if name == "tuned_concurrent":  # the fastest file and provider per encoder, measured here
         task["tuning"] = str(tuning_record(Path(info["pack"]), work, log))

@@ -75,7 +75,17 @@ def contender_pipeline(
 
         return pipe, pipe.files, analyzer_once
     files: dict[str, Path] | None = None
-    if name in ("reference", "torch_cut"):
+    if name == "torch_best":  # each encoder at the PyTorch setting that runs it fastest here
+        from e2e.torch_best import TorchBestPipeline
+
+        pipe = TorchBestPipeline(
+            get_preset_random(task["preset"]),
+            prep(clip)[0],
+            tuple(task["torch_settings"]),
+            task["repeat"],
+            log=lambda m: print(m, file=sys.stderr, flush=True),
+        )
+    elif name in ("reference", "torch_cut"):
         pipe = TorchPipeline(get_preset_random(task["preset"]), cut=name == "torch_cut")
     else:
         files = contender_files(name, task, pack, prep.manifest)
@@ -133,6 +143,10 @@ def worker_contender(task: dict[str, Any]) -> dict[str, Any]:
         "overlapping_stages": name in ANALYZER_CONTENDERS,
         "choice": getattr(pipe, "choice", None),
     }
+    if name == "torch_best":
+        result["torch_settings"] = pipe.report
+        result["torch_chosen"] = pipe.chosen
+        result["bf16_native"] = pipe.bf16_native
     if task.get("profile") and isinstance(pipe, OrtPipeline) and files is not None:
         result["profile"] = profile_encoders(
             files,
