@@ -23,7 +23,7 @@ from msa_runtime.plot.output import PlotTee
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("inputs", nargs=-1)
-@click.option("--pack", required=True, type=click.Path(), help="Pack folder (msa-export).")
+@click.option("--pack", type=click.Path(), help="Pack folder (msa-export); not with --connect.")
 @click.option("--text", help="What was said (the same text for every input).")
 @click.option(
     "--transcript",
@@ -157,6 +157,10 @@ from msa_runtime.plot.output import PlotTee
     help="Also draw the records into FILE.png (needs msa-edge[plot]) or FILE.html (one "
     "self-contained file): stream windows as score, gates and words over time; clips as bars.",
 )
+@click.option("--connect", metavar="URL", default=None,
+              help="Stream INPUT to a live endpoint (msa-live at http://HOST:PORT; msa-edge[live]) "
+              "and print its windows as --stream would.")  # fmt: skip
+@click.option("--token", default=None, help="With --connect: the server's bearer token.")
 def main(**params: Any) -> None:
     """Score clips with a pack: INPUT may be files, folders or globs (and manifest CSVs with
     --ray); with no INPUT, --text."""
@@ -176,6 +180,14 @@ def main(**params: Any) -> None:
 
 def _run(p: dict[str, Any]) -> None:
     """Check the options that go together, then score on Ray, tune, or score here."""
+    if p["connect"] is not None:
+        from msa_runtime.cli.connect import run_connect
+
+        return run_connect(p)
+    if p["token"] is not None or p["pack"] is None:
+        raise click.UsageError(
+            "--token goes with --connect" if p["pack"] else "give --pack (or --connect URL)"
+        )
     try:  # the numbers that size memory and work, checked under their option names
         from msa_runtime.limits import bound_threads, check_long_window
 

@@ -131,7 +131,9 @@ class LiveApp:
         except asyncio.TimeoutError:
             raise LiveError(f"no start message within {self.limits.idle:g} s: session closed") from None
         except KeyError:  # starlette: a binary message where text was expected
-            raise LiveError('the first message must be JSON text: {"type": "start", "format": "webm"}') from None
+            raise LiveError(
+                'the first message must be JSON text: {"type": "start", "format": "webm"}'
+            ) from None
         try:
             msg = json.loads(raw)
         except json.JSONDecodeError:

@@ -18,13 +18,19 @@ from msa_runtime.limits import bound_threads
               help="Address to listen on; anything but the loopback needs --token.")  # fmt: skip
 @click.option("--port", type=int, default=8765, show_default=True, help="Port (0: a free one).")
 @click.option("--token", default=None, help="Bearer token clients must give (default: MSA_EDGE_LIVE_TOKEN).")
-@click.option("--asr", help="Live transcription for sessions without text: a Whisper size, folder, or 'pack'.")
+@click.option(
+    "--asr", help="Live transcription for sessions without text: a Whisper size, folder, or 'pack'."
+)
 @click.option("--language", help="Language spoken (Whisper code), with --asr.")
-@click.option("--threads", type=int, default=None, help="Threads per ONNX session (default: MSA_EDGE_THREADS).")
+@click.option(
+    "--threads", type=int, default=None, help="Threads per ONNX session (default: MSA_EDGE_THREADS)."
+)
 @click.option("--providers", default=None, help="As msa-run --providers.")
 @click.option("--max-sessions", type=int, default=None, help="Sessions at once (default 4).")
 @click.option("--max-rate", type=int, default=None, help="Bytes per second per session (default 1,000,000).")
-@click.option("--idle", type=float, default=None, help="Seconds without data before a session is closed (20).")
+@click.option(
+    "--idle", type=float, default=None, help="Seconds without data before a session is closed (20)."
+)
 @click.option("--record-dir", type=click.Path(), default=None,
               help="Keep each session's bytes here as received (debugging).")  # fmt: skip
 def main(**p: Any) -> None:
@@ -46,8 +52,12 @@ def main(**p: Any) -> None:
     except MsaError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    click.echo(f"msa-live: serving {p['pack']} at {server.url} (WebSocket {server.url.replace('http', 'ws', 1)}/ws; "
-               f"up to {limits.max_sessions} sessions)", err=True)  # fmt: skip
+    ws = server.url.replace("http", "ws", 1)
+    click.echo(
+        f"msa-live: serving {p['pack']} at {server.url} (WebSocket {ws}/ws; "
+        f"up to {limits.max_sessions} sessions)",
+        err=True,
+    )
     try:
         server.run()
     finally:

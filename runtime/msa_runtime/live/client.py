@@ -83,7 +83,8 @@ def stream_records(
             record.update({k: v for k, v in msg.items() if k not in _EXTRA_FIELDS})
             yield record
     except ConnectionClosed as exc:
-        raise LiveError(f"the server closed the session ({exc.rcvd.reason if exc.rcvd else 'no reason'})") from None
+        reason = exc.rcvd.reason if exc.rcvd and exc.rcvd.reason else f"closed without a reason ({exc})"
+        raise LiveError(f"the server ended the session: {reason}") from None
     finally:
         ws.close()
         if sender is not None:
@@ -157,7 +158,7 @@ def _remuxed(name: str) -> Iterator[tuple[bytes, float]]:
         src = av.open(name)
     except av.error.FFmpegError as exc:
         raise MediaError(f"{name} cannot be opened ({exc.strerror}): check the file") from None
-    with src, av.open(sink, "w", format="matroska", options={"live": "1"}) as out:  # type: ignore[call-overload]
+    with src, av.open(sink, "w", format="matroska", options={"live": "1"}) as out:
         picked = [s for s in (next(iter(src.streams.video), None), next(iter(src.streams.audio), None)) if s]
         if not picked:
             raise MediaError(f"{name} has no audio or video stream to send")
@@ -174,4 +175,3 @@ def _remuxed(name: str) -> Iterator[tuple[bytes, float]]:
                 pending = 0
                 yield sink.take(), when
     yield sink.take(), 0.0
-

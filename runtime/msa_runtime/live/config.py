@@ -25,9 +25,7 @@ def require_extra() -> None:
 
     missing = [m for m in ("starlette", "uvicorn", "websockets") if importlib.util.find_spec(m) is None]
     if missing:
-        raise MissingExtraError(
-            f"the live endpoint needs {', '.join(missing)}: pip install '{EXTRA}'"
-        )
+        raise MissingExtraError(f"the live endpoint needs {', '.join(missing)}: pip install '{EXTRA}'")
 
 
 @dataclass(frozen=True)

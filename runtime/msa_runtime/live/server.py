@@ -63,8 +63,8 @@ class LiveServer:
         config = uvicorn.Config(
             self.app.asgi,
             log_level=self._log_level,
-            ws="websockets",
-            ws_max_size=self.limits.max_message,
+            ws="websockets-sansio",
+            ws_max_size=2 * self.limits.max_message,  # up to it the app explains; beyond, 1009
             ws_max_queue=8,
             ws_ping_interval=10.0,
             ws_ping_timeout=self.limits.idle,
@@ -118,7 +118,9 @@ def _bind(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
-            raise LiveError(f"port {port} on {host} is taken: choose another --port (0 picks a free one)") from None
+            raise LiveError(
+                f"port {port} on {host} is taken: choose another --port (0 picks a free one)"
+            ) from None
         raise LiveError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
     sock.listen(64)
     sock.set_inheritable(True)

@@ -153,8 +153,10 @@ class LiveSession:
         if self._write_fd is not None:
             os.close(self._write_fd)
             self._write_fd = None
-        if self._thread.is_alive():
-            await asyncio.to_thread(self._thread.join, 30.0)
+        if self._thread.ident is not None:  # started: wait for it without blocking the loop
+            deadline = time.monotonic() + 30.0
+            while self._thread.is_alive() and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
             if self._thread.is_alive():
                 _log.warning("live session %d: the decoder thread did not stop within 30 s", self.id)
         if self._record is not None:
@@ -168,7 +170,10 @@ class LiveSession:
         while not self._out:
             self._ready.clear()
             await self._ready.wait()
-        return self._out.popleft()
+        message = self._out.popleft()
+        if message["type"] == "window":
+            message["dropped"] = self.dropped  # windows dropped so far, as this one leaves
+        return message
 
     def _put(self, message: dict[str, Any]) -> None:
         if message["type"] == "window":
@@ -176,7 +181,6 @@ class LiveSession:
             if len(waiting) >= self.limits.queue:  # a slow client: drop the oldest window
                 self._out.remove(waiting[0])
                 self.dropped += 1
-            message["dropped"] = self.dropped
         self._out.append(message)
         self._ready.set()
 
@@ -196,7 +200,7 @@ class LiveSession:
             windows = self.an.stream(
                 path, text=self.text, window=self.window, hop=self.hop, format=fmt, options=options
             )
-            with contextlib.closing(windows):
+            with contextlib.closing(windows):  # type: ignore[type-var]
                 for p in windows:
                     if self._cancelled.is_set():
                         break
