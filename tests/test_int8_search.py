@@ -75,8 +75,8 @@ def test_all_int8_fails_and_the_search_keeps_only_the_outlier_matmul(
     dst = tmp_path / "m.int8.onnx"
     convert.quantize_int8(fp32, dst)
     assert not _gate(cases)(dst).passed, "the fixture must fail the gate in plain int8"
-    outcome = accuracy_aware_int8(
-        fp32, dst, evaluate=_gate(cases), inputs=[{"x": c.inputs[0].numpy()} for c in cases]
+    outcome = accuracy_aware_int8(  # smoothing off: the search itself (tests/test_int8_smooth.py)
+        fp32, dst, evaluate=_gate(cases), inputs=[{"x": c.inputs[0].numpy()} for c in cases], smooth=0.0
     )
     assert outcome.kept == ["/b/MatMul"] and outcome.quantized == 2
     assert _kept_fp32(dst) == {"/b/MatMul"}  # the file on disk is the chosen one
@@ -161,6 +161,7 @@ def test_a_stricter_search_target_keeps_more_in_fp32(
         tmp_path / "a.int8.onnx",
         evaluate=lambda p: run(p)[0],
         inputs=[{"x": c.inputs[0].numpy()} for c in cases],
+        smooth=0.0,
     )
     worst = max(c.score_diff or 0.0 for c in plain.gate.checks) if plain.gate else 0.0
     assert plain.gate is not None and plain.gate.passed and worst > 0
@@ -171,6 +172,7 @@ def test_a_stricter_search_target_keeps_more_in_fp32(
         tmp_path / "b.int8.onnx",
         evaluate=lambda p: Gate(run(p)[0].checks, score_limit=worst / 2),
         inputs=[{"x": c.inputs[0].numpy()} for c in cases],
+        smooth=0.0,
     )
     assert tight.gate is not None and tight.gate.passed
     assert max(c.score_diff or 0.0 for c in tight.gate.checks) <= worst / 2

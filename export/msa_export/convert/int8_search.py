@@ -34,6 +34,7 @@ import numpy as np
 import onnx
 
 from msa_export.convert.onnx_file import NEVER_QUANTIZE, quantize_int8
+from msa_export.convert.smooth import Smoothing, smooth_alpha, smooth_matmuls
 from msa_export.errors import ValidationError
 from msa_export.gate.checks import Gate
 
@@ -65,6 +66,7 @@ class Int8Outcome:
     sensitivity: dict[str, float] = field(default_factory=dict)
     trials: list[Trial] = field(default_factory=list)
     gate: Gate | None = None
+    smoothing: Smoothing | None = None
 
     @property
     def quantized(self) -> int:
@@ -72,6 +74,8 @@ class Int8Outcome:
 
     def summary(self) -> str:
         text = f"{self.file}: {self.quantized} of {self.matmuls} MatMuls int8"
+        if self.smoothing is not None and self.smoothing.smoothed:
+            text += f" (inputs of {len(self.smoothing.matmuls)} smoothed)"
         if self.override:
             text += f", {len(self.override)} fp32 by int8_keep_fp32"
         if self.kept:
@@ -101,6 +105,8 @@ class Int8Outcome:
             "kept_fp32": nodes,
             "search": [t.__dict__ for t in self.trials],
         }
+        if self.smoothing is not None:
+            out["smoothing"] = self.smoothing.to_manifest()
         if self.gate is not None:
             out["gate"] = gate_summary(self.gate)
         return out
@@ -327,6 +333,7 @@ def accuracy_aware_int8(
     quantize: Quantize = quantize_int8,
     cost: Cost = cosine_cost,
     progress: Progress = lambda m: None,
+    smooth: float | str | None = None,
 ) -> Int8Outcome:
     """Write ``dst``: ``fp32`` in dynamic int8 with the fewest MatMuls kept fp32 for which
     ``evaluate(dst)`` passes. ``inputs`` (ONNX feeds) are used to rank the MatMuls' sensitivity (``cost``);
@@ -334,12 +341,41 @@ def accuracy_aware_int8(
     fp32 whatever the search finds. ``quantize(src, dst, keep_fp32_patterns)`` writes a
     candidate (default: ONNX Runtime dynamic int8; another int8 flavour, e.g. an NNCF file with an
     ignored scope, plugs in here). Raises :class:`ValidationError` saying what was tried when
-    even every MatMul in fp32 fails."""
+    even every MatMul in fp32 fails.
+
+    Before any of this, the activations of the MatMuls to quantize are smoothed
+    (:mod:`msa_export.convert.smooth`, strength ``smooth``, else ``MSA_EDGE_INT8_SMOOTH``, else
+    chosen per activation on ``inputs``): the int8 file is made from the smoothed fp32 file,
+    whose function is the same."""
     model = onnx.load(str(fp32), load_external_data=False)
     candidates = weight_matmuls(model)
+    del model
     override = [n for n in candidates if any(re.search(p, n) for p in keep_fp32)]
     free = [n for n in candidates if n not in override]
     outcome = Int8Outcome(file=dst.name, matmuls=len(candidates), override=override)
+    alpha = smooth_alpha(smooth)
+    with tempfile.TemporaryDirectory(prefix="msa-smooth-") as tmp:
+        source = fp32
+        if alpha != 0.0 and free and inputs:
+            progress(f"{dst.name}: smoothing the activations of {len(free)} MatMuls (strength {alpha})")
+            source = Path(tmp) / fp32.name
+            outcome.smoothing = smooth_matmuls(fp32, source, inputs, free, alpha)
+        return _search(source, dst, outcome, free, evaluate, inputs, keep_fp32, quantize, cost, progress)
+
+
+def _search(
+    fp32: Path,
+    dst: Path,
+    outcome: Int8Outcome,
+    free: Sequence[str],
+    evaluate: Evaluate,
+    inputs: Sequence[dict[str, np.ndarray]],
+    keep_fp32: Sequence[str],
+    quantize: Quantize,
+    cost: Cost,
+    progress: Progress,
+) -> Int8Outcome:
+    """The search of :func:`accuracy_aware_int8` on ``fp32`` (the file int8 is made from)."""
     search = _Search(fp32, dst, keep_fp32, evaluate, quantize, outcome, progress)
     gate = search.attempt([])
     if gate.passed or not free:
