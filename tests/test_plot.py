@@ -229,3 +229,66 @@ def test_benchmark_charts_rebuild_from_results_files(tmp_path: Path) -> None:
     assert number("**1,344.7**") == 1344.7
     (tmp_path / "other.md").write_text("# nothing\n")
     assert chart_for(tmp_path / "other.md", notes.append) is None and "no chart for other.md" in notes[-1]
+
+
+def test_a_stopped_live_stream_is_still_drawn(tmp_path: Path, tiny_pack: Path) -> None:
+    """SIGTERM (like Ctrl-C) ends a live stream with 143; the windows scored so far are drawn."""
+    import os
+    import signal
+    import time
+
+    import numpy as np
+
+    html = tmp_path / "live.html"
+    args = [
+        "-",
+        "--pack",
+        str(tiny_pack),
+        "--stream",
+        "--input-format",
+        "s16le",
+        "--window",
+        "2",
+        "--hop",
+        "1",
+    ]
+    argv = [
+        sys.executable,
+        "-m",
+        "msa_runtime.cli",
+        *args,
+        "--text",
+        "fine",
+        "--format",
+        "jsonl",
+        "--plot",
+        str(html),
+    ]
+    manifest = json.loads((tiny_pack / "manifest.json").read_text())
+    rate = manifest["encoders"]["audio"]["preprocess"]["sample_rate"]
+    pcm = (0.3 * np.sin(np.arange(rate * 5) * 0.05) * 32767).astype("<i2").tobytes()
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=False
+    )
+    assert proc.stdin and proc.stdout
+    try:
+        proc.stdin.write(pcm)  # 5 s now, the rest never comes: a live source
+        proc.stdin.flush()
+        lines = [proc.stdout.readline() for _ in range(2)]  # two windows scored
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                continue
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err
+    written = [json.loads(line) for line in [*lines, *out.splitlines()] if line.strip()]
+    blob = re.search(r'id="msa-plot-data">(.*?)</script>', html.read_text(encoding="utf-8"), re.S)
+    drawn = json.loads(blob.group(1)) if blob else []
+    # a record scored as the stop came may be drawn and not written, never the other way round
+    assert len(written) >= 2 and drawn[: len(written)] == written and len(drawn) <= len(written) + 1

@@ -112,12 +112,13 @@ class PlotTee:
         self._closed = False
 
     def write(self, rec: Record) -> None:
-        self.writer.write(rec)
+        # kept first: a stop (Ctrl-C, SIGTERM) between the two still draws what was written
         if len(self.records) < MAX_WINDOWS:
             self.records.append(rec)
         elif len(self.records) == MAX_WINDOWS:
             self.note(f"note: --plot draws the first {MAX_WINDOWS} records")
             self.records.append(rec)
+        self.writer.write(rec)
 
     def close(self) -> None:
         self.writer.close()
