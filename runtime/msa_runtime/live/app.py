@@ -163,6 +163,7 @@ class LiveApp:
             "window": session.window,
             "hop": session.hop,
             "modalities": list(self.an.modalities),
+            "sample_rate": self.an.sample_rate,
             "asr": self.an.recognizer is not None and session.text is None,
             "limits": {"max_rate": lim.max_rate, "max_message": lim.max_message, "idle": lim.idle,
                        "max_seconds": lim.max_seconds, "queue": lim.queue},

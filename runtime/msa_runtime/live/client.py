@@ -20,8 +20,10 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from msa_runtime.errors import MediaError, MsaError
 from msa_runtime.live.config import EXTRA, LiveError
 
-#: Bytes per WebSocket message.
+#: Bytes per WebSocket message; with ``realtime`` (paced as recorded) :data:`LIVE_CHUNK`, about
+#: a MediaRecorder timeslice of a small camera stream.
 CHUNK = 64 * 1024
+LIVE_CHUNK = 4096
 _EXTRA_FIELDS = ("type", "lag_ms", "dropped", "session")
 
 
@@ -64,14 +66,16 @@ def stream_records(
         raise MediaError(f"{name}: no such file: --connect streams a media file")
     kind = format or ("s16le" if name.endswith((".pcm", ".raw")) else "matroska")
     try:
-        ws = connect(ws_url(url, token), open_timeout=timeout, max_size=2**22)
+        ws = connect(ws_url(url, token), open_timeout=timeout, max_size=2**22).__enter__()
     except (OSError, InvalidHandshake, TimeoutError) as exc:
         raise LiveError(f"cannot connect to {url} ({exc}): is msa-live running there?") from None
     sender: threading.Thread | None = None
     try:
         ws.send(json.dumps({"type": "start", "format": kind, "text": text, "window": window, "hop": hop}))
         ready = _receive(ws, timeout, messages)
-        chunks = _raw_chunks(name) if kind == "s16le" or name.endswith((".webm", ".mkv")) else _remuxed(name)
+        chunks = _chunks(
+            name, kind, int(ready.get("sample_rate") or 16000), LIVE_CHUNK if realtime else CHUNK
+        )
         rate = 0.5 * float(ready["limits"]["max_rate"])
         sender = threading.Thread(target=_send_all, args=(ws, chunks, rate, realtime), daemon=True)
         sender.start()
@@ -126,11 +130,27 @@ def _send_all(ws: Any, chunks: Iterator[tuple[bytes, float]], rate: float, realt
         ws.close(1007, str(exc).encode()[:120].decode(errors="ignore"))
 
 
-def _raw_chunks(name: str) -> Iterator[tuple[bytes, float]]:
-    """The file's bytes in :data:`CHUNK` pieces (media time unknown: 0)."""
+def _raw_chunks(name: str, duration: float, piece: int) -> Iterator[tuple[bytes, float]]:
+    """The file's bytes in :data:`CHUNK` pieces, each with the media time it reaches, taken as
+    proportional to the bytes sent (``duration``: the file's seconds, 0 if unknown)."""
+    size = max(os.path.getsize(name), 1)
+    done = 0
     with open(name, "rb") as f:
-        while data := f.read(CHUNK):
-            yield data, 0.0
+        while data := f.read(piece):
+            done += len(data)
+            yield data, duration * done / size
+
+
+def _chunks(name: str, kind: str, rate: int, piece: int) -> Iterator[tuple[bytes, float]]:
+    """What to send for file ``name``: its bytes (WebM, Matroska, raw PCM) or a remux, in
+    pieces of about ``piece`` bytes."""
+    if kind == "s16le":
+        return _raw_chunks(name, os.path.getsize(name) / 2 / rate, piece)
+    if name.lower().endswith((".webm", ".mkv")):
+        from msa_runtime.media import probe
+
+        return _raw_chunks(name, probe(name).duration or 0.0, piece)
+    return _remuxed(name, piece)
 
 
 class _Collect:
@@ -148,7 +168,7 @@ class _Collect:
         return out
 
 
-def _remuxed(name: str) -> Iterator[tuple[bytes, float]]:
+def _remuxed(name: str, piece: int) -> Iterator[tuple[bytes, float]]:
     """``name``'s first audio and video streams remuxed to live Matroska (packets copied), with
     the media time each piece reaches."""
     import av
@@ -171,7 +191,7 @@ def _remuxed(name: str) -> Iterator[tuple[bytes, float]]:
             packet.stream = mapping[packet.stream.index]
             out.mux(packet)
             pending += packet.size
-            if pending >= CHUNK:
+            if pending >= piece:
                 pending = 0
                 yield sink.take(), when
     yield sink.take(), 0.0
