@@ -151,14 +151,28 @@ def num_blocks(model: nn.Module) -> int:
     return len(_blocks(model))
 
 
-def _blocks(model: nn.Module) -> nn.ModuleList:
-    for path in ("encoder.layer", "encoder.layers", "vision_model.encoder.layers"):
+BLOCK_PATHS = ("encoder.layer", "encoder.layers", "vision_model.encoder.layers")
+
+
+def block_prefix(model: nn.Module) -> str:
+    """Where ``model`` keeps its transformer blocks (``encoder.layer`` for BERT): the prefix of
+    their parameter names."""
+    for path in BLOCK_PATHS:
         obj: Any = model
         for part in path.split("."):
             obj = getattr(obj, part, None)
         if isinstance(obj, nn.ModuleList):
-            return obj
+            return path
     raise ModelLoadError(f"do not know where the transformer blocks of {type(model).__name__} are")
+
+
+def block_list(model: nn.Module) -> nn.ModuleList:
+    """The transformer blocks of ``model`` (cut or full)."""
+    return _blocks(model)
+
+
+def _blocks(model: nn.Module) -> nn.ModuleList:
+    return cast(nn.ModuleList, model.get_submodule(block_prefix(model)))  # block_prefix checked it
 
 
 def cut(model: nn.Module, blocks: int) -> nn.Module:

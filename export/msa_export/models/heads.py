@@ -226,9 +226,12 @@ def save_checkpoint(
     preset: str,
     metrics: dict[str, Any] | None = None,
     utterances: Sequence[str] = (),
+    tuned: dict[str, dict[str, Any]] | None = None,
 ) -> None:
     """Write a checkpoint atomically (temp file, then rename). ``utterances``: a few dev-split
-    texts that ``msa-export`` validates the text encoder's int8/fp16 files on."""
+    texts that ``msa-export`` validates the text encoder's int8/fp16 files on. ``tuned``: per
+    modality the fine-tuned encoder blocks (``msa-train --finetune``: ``blocks``, ``layer``,
+    ``kind`` and ``state``, their weights under the encoder's parameter names)."""
     blob = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
@@ -239,6 +242,7 @@ def save_checkpoint(
         "metrics": metrics or {},
         "utterances": [str(u) for u in utterances],
         "state_dict": {k: v.detach().cpu() for k, v in head.state_dict().items()},
+        "tuned": dict(tuned or {}),
     }
     atomic_write(path, lambda fh: torch.save(blob, fh))
 
@@ -252,6 +256,7 @@ class Checkpoint:
     state_dict: dict[str, torch.Tensor]
     metrics: dict[str, Any]
     utterances: tuple[str, ...] = ()
+    tuned: dict[str, dict[str, Any]] = field(default_factory=dict)  # fine-tuned encoder blocks
 
     def head(self) -> nn.Module:
         head = build_head(self.config)
@@ -288,4 +293,5 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         state_dict=data["state_dict"],
         metrics=dict(data.get("metrics", {})),
         utterances=tuple(str(u) for u in data.get("utterances", []) or []),
+        tuned=dict(data.get("tuned", {}) or {}),
     )

@@ -34,7 +34,7 @@ from msa_export.pack.encoder import (
 )
 from msa_export.pack.folder import check_out, prepare_out, swap_into_place
 from msa_export.pack.head import export_head, untrained_scorer
-from msa_export.pack.preflight import check_checkpoint, match_checkpoint
+from msa_export.pack.preflight import check_checkpoint, check_tuned, match_checkpoint
 from msa_export.pack.report import BuildReport, file_rows
 from msa_export.presets.kinds import head_kind
 from msa_export.presets.registry import Preset
@@ -210,6 +210,7 @@ def _encode_all(plan: _Plan, tmp: Path, face: FaceDetectorEntry | None) -> dict[
             calibrate=cal,
             utterances=plan.utterances,
             scorer=plan.scorer,
+            tuned=plan.ckpt.tuned.get(m, {}).get("state") if plan.ckpt is not None else None,
         )
         for m, c in plan.preset.encoders.items()
     }
@@ -320,6 +321,7 @@ def build_pack(
     if ckpt is not None:
         check_checkpoint(preset, ckpt, offline)
         preset = match_checkpoint(preset, ckpt, layers)
+        check_tuned(preset, ckpt)
     preset = preset.with_layers(layers)
     utterances, calibration_source = validation_utterances(gate_text, ckpt, "text" in preset.encoders)
     scorer = HeadScorer(ckpt.config, ckpt.head()) if ckpt is not None else untrained_scorer(preset, offline)

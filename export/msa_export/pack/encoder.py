@@ -25,6 +25,7 @@ from msa_export.errors import ExportError
 from msa_export.gate.checks import MAX_SCORE_DIFF, Check, Gate, worst_failure
 from msa_export.gate.inputs import Case, HeadScorer, gate_cost, make_gate, text_cases
 from msa_export.models import encoders as enc
+from msa_export.models.tuned import apply_tuned
 from msa_export.models.wavlm_frontend import FRONTEND_NODES, matmul_frontend_pays, rewrite_frontend
 from msa_export.presets.registry import EncoderCard
 from msa_runtime.pack import EncoderEntry, TextPrep, default_providers
@@ -112,12 +113,23 @@ class _Model:
         return self.card.modality
 
 
-def _load(card: EncoderCard, offline: bool | None, utterances: Sequence[str], progress: Progress) -> _Model:
-    """The model cut at the card's layer, with the full model's features for every validation case."""
+def _load(
+    card: EncoderCard,
+    offline: bool | None,
+    utterances: Sequence[str],
+    progress: Progress,
+    tuned: dict[str, torch.Tensor] | None = None,
+) -> _Model:
+    """The model cut at the card's layer, with the full model's features for every validation
+    case; ``tuned``: fine-tuned block weights loaded first (the gate then compares the files
+    with the fine-tuned model)."""
     spec = enc.SPECS[card.kind]
     mod = card.modality
     progress(f"{mod}: loading {card.kind} from {card.source}")
     model = spec.build(card, offline)
+    if tuned:
+        progress(f"{mod}: loading {len(tuned)} fine-tuned weights of the checkpoint")
+        apply_tuned(model, tuned, mod)
     total = enc.num_blocks(model)
     if card.layer >= total:
         raise enc.ModelLoadError(
@@ -292,10 +304,11 @@ def encode_modality(
     calibrate: Calibrate | None = None,
     utterances: Sequence[str] = (),
     scorer: HeadScorer | None = None,
+    tuned: dict[str, torch.Tensor] | None = None,
 ) -> Encoded:
     """Cut, export, quantize/convert and validate ``card``'s encoder into ``tmp``; its manifest
     entry, the validation inputs and each variant's features (raises when a file fails the gate)."""
-    m = _load(card, offline, utterances, progress)
+    m = _load(card, offline, utterances, progress, tuned)
     _check_cut(m)
     fp32, base, matmul_front = _export_fp32(m, tmp, exporter, progress)
     variants, int8 = _int8_and_fp16(m, tmp, base, precisions, scorer, progress)

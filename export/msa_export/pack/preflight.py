@@ -114,3 +114,27 @@ def match_checkpoint(preset: Preset, ckpt: Checkpoint, layers: dict[str, int]) -
     preset = preset.with_layers({m: v for m, v in ckpt.layers.items() if m in keep})
     mixes = ckpt.config.extra.get("layer_weights", {})
     return preset._replace_encoders({m: {"layer_weights": tuple(w)} for m, w in mixes.items()})
+
+
+def check_tuned(preset: Preset, ckpt: Checkpoint) -> None:
+    """Fine-tuned encoder blocks (``msa-train --finetune``) fit only the encoder and layer they
+    were trained from: a :class:`CheckpointError` for another preset, source, kind or layer."""
+    for mod, tuned in ckpt.tuned.items():
+        card = preset.encoders.get(mod)
+        source = ckpt.encoders.get(mod, {}).get("source")
+        trained = f"{tuned.get('blocks')} {mod} blocks fine-tuned from preset {ckpt.preset}"
+        if ckpt.preset != preset.name or card is None:
+            raise CheckpointError(
+                f"the checkpoint holds {trained}; preset {preset.name} is another encoder: "
+                f"export with --preset {ckpt.preset}"
+            )
+        if source is not None and card.source != source or tuned.get("kind", card.kind) != card.kind:
+            raise CheckpointError(
+                f"the checkpoint holds {trained} ({source}), not {card.source}: export with "
+                f"--preset {ckpt.preset} and its own weights (no --random-weights or --source {mod}=...)"
+            )
+        if card.layer != tuned.get("layer"):
+            raise CheckpointError(
+                f"the checkpoint holds {trained} at layer {tuned.get('layer')}, not {card.layer}: "
+                f"export at layer {tuned.get('layer')} (drop --layer {mod}=...)"
+            )

@@ -83,6 +83,35 @@ class RegistryChoice(click.Choice):
     default=None,
     help="Feature cache folder (default: MSA_EDGE_CACHE, else ~/.cache/msa-edge/features).",
 )
+@click.option(
+    "--finetune",
+    "finetune",
+    multiple=True,
+    metavar="MODALITY=K",
+    help="Train the last K kept blocks of that encoder with the head (K=0: frozen, the default); "
+    "head.pt then holds them and msa-export --head exports them.",
+)
+@click.option(
+    "--finetune-lr", default=5e-5, show_default=True, help="--finetune: the top tuned block's learning rate."
+)
+@click.option(
+    "--finetune-decay",
+    default=1.0,
+    show_default=True,
+    help="--finetune: layer-wise decay, each tuned block below the top gets this factor more.",
+)
+@click.option(
+    "--finetune-epochs",
+    default=20,
+    show_default=True,
+    help="--finetune: at most this many epochs (the head at learning rate 1e-3) ...",
+)
+@click.option(
+    "--patience",
+    default=4,
+    show_default=True,
+    help="--finetune: ... stopping after this many without a better dev MAE.",
+)
 @click.option("--random-weights", is_flag=True, help="Encoders with seeded random weights.")
 @click.option("--offline", is_flag=True, default=None, help="Use only local files and the hub cache.")
 @fail_cleanly
@@ -99,13 +128,22 @@ def main(
     epochs: int,
     lr: float,
     cache: str | None,
+    finetune: tuple[str, ...],
+    finetune_lr: float,
+    finetune_decay: float,
+    finetune_epochs: int,
+    patience: int,
     random_weights: bool,
     offline: bool | None,
 ) -> None:
     """Cache encoder features, sweep layers, train a fusion head, report MOSI/MOSEI metrics."""
     from msa_export.presets.registry import get_preset
+    from msa_export.training.finetune import FineTuneOptions, check_options, parse_finetune
     from msa_export.training.run import train
 
+    tune = parse_finetune(finetune)
+    opts = FineTuneOptions(lr=finetune_lr, decay=finetune_decay, epochs=finetune_epochs, patience=patience)
+    check_options(opts)
     chosen = get_preset(preset)
     if random_weights:
         chosen = chosen.with_random_weights()
@@ -126,6 +164,8 @@ def main(
         offline=offline,
         sweep_seeds=sweep_seeds,
         sweep_folds=sweep_folds,
+        finetune=tune,
+        finetune_opts=opts,
         progress=progress,
     )
     s = metrics["summary"]

@@ -195,6 +195,10 @@ class _Extractor:
             return None
         return enc.all_states(self.card, self.model, inputs).numpy()
 
+    def inputs(self, sample: Sample, clip: media.Decoded | None) -> tuple[torch.Tensor, ...] | None:
+        """The encoder's inputs for one clip, preprocessed as the runtime does (None: nothing)."""
+        return self._inputs(sample, clip)
+
     def _inputs(self, sample: Sample, clip: media.Decoded | None) -> tuple[torch.Tensor, ...] | None:
         prep = self.card.prep
         if isinstance(prep, TextPrep):
@@ -214,6 +218,16 @@ class _Extractor:
         self.frames += len(squares)
         self.fallbacks += 0 if found is None else int(len(found) - found.sum())
         return (torch.from_numpy(normalize_images(squares, prep)),)
+
+
+Extractor = _Extractor
+"""One full-depth torch encoder on runtime-preprocessed clips (public name for fine-tuning's
+state cache, :mod:`msa_export.training.states`)."""
+
+
+def file_name(sample: Sample, modality: str) -> str:
+    """The cache file name of ``sample``'s ``modality`` item (its id and :func:`item_key`)."""
+    return _file_name(sample, modality)
 
 
 def _atomic_save(path: Path, array: np.ndarray) -> None:

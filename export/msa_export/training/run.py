@@ -17,6 +17,7 @@ from msa_export.models.heads import HeadConfig, save_checkpoint
 from msa_export.presets.kinds import head_kind
 from msa_export.presets.registry import Preset
 from msa_export.training import features as fc
+from msa_export.training import finetune as ft
 from msa_export.training import sweep as sw
 from msa_export.training.metrics import format_table, summarize
 from msa_export.training.sweep import head_config as _config
@@ -184,8 +185,14 @@ def _unimodal(run: _Run, weighted: bool) -> dict[str, dict[str, float]]:
     return unimodal
 
 
-def _save(run: _Run, result: TrainResult, cfg: HeadConfig, metrics: dict[str, Any]) -> None:
-    """Write ``head.pt``, ``metrics.json`` and ``report.md`` into ``run.out``."""
+def _save(
+    run: _Run,
+    result: TrainResult | ft.TunedResult,
+    cfg: HeadConfig,
+    metrics: dict[str, Any],
+) -> None:
+    """Write ``head.pt`` (with the fine-tuned blocks, if any), ``metrics.json`` and ``report.md``
+    into ``run.out``."""
     data, preset, mods = run.data, run.preset, run.mods
     encoders = {
         m: {"kind": preset.encoders[m].kind, "source": preset.encoders[m].source, "hidden_size": data.dims[m]}
@@ -204,6 +211,7 @@ def _save(run: _Run, result: TrainResult, cfg: HeadConfig, metrics: dict[str, An
         preset=preset.name,
         metrics=metrics["summary"],
         utterances=dev_texts,
+        tuned=ft.tuned_state(result.tails) if isinstance(result, ft.TunedResult) else None,
     )
     atomic_write_text(run.out / "metrics.json", json.dumps(metrics, indent=1, default=float))
     atomic_write_text(run.out / "report.md", render_report(metrics))
@@ -255,6 +263,23 @@ def _train_seeds(
     return runs
 
 
+def _fit_frozen(
+    run: _Run,
+    cfg: HeadConfig,
+    splits: tuple[Split, Split, Split],
+    weighted: dict[str, int] | None,
+    seeds: int,
+) -> ft.Fit:
+    """Frozen training: one head per seed; the best on dev, its config, per-seed test metrics,
+    its seed and its test predictions."""
+    runs = _train_seeds(run, cfg, splits, weighted, seeds)
+    best_seed = min(range(len(runs)), key=lambda i: runs[i][0].dev_loss)
+    best = runs[best_seed][0]
+    if best.mix is not None:
+        cfg = HeadConfig(**{**cfg.__dict__, "extra": {"layer_weights": best.mix.weights()}})
+    return best, cfg, [r[1] for r in runs], best_seed, evaluate(best, splits[2], cfg)[1]
+
+
 def train(
     dataset: str | Path,
     preset: Preset,
@@ -270,6 +295,8 @@ def train(
     offline: bool | None = None,
     sweep_seeds: int | None = None,
     sweep_folds: int = sw.DEFAULT_FOLDS,
+    finetune: dict[str, int] | None = None,
+    finetune_opts: ft.FineTuneOptions | None = None,
     progress: Progress = lambda m: None,
 ) -> dict[str, Any]:
     """Train a fusion head on ``dataset`` with ``preset``'s encoders; write into ``out``:
@@ -278,10 +305,15 @@ def train(
     A sweep scores every layer by ``sweep_folds``-fold cross-validation over train + dev
     (``sweep_seeds`` seeds per fold, default 1), or with ``sweep_folds=0`` on the dev split
     (``sweep_seeds`` seeds, default 3), and picks with :func:`msa_export.training.sweep.choose_layer`:
-    the preset's layer unless another is clearly better."""
+    the preset's layer unless another is clearly better.
+
+    ``finetune`` (``{"text": 2}``) trains the last K kept blocks of those encoders with the head
+    (:mod:`msa_export.training.finetune`, recipe ``finetune_opts``); ``head.pt`` then holds them."""
     ds = load_dataset(dataset)
     mods = _modalities(ds, preset, modalities, head)
     mode = parse_layers(layers, mods)
+    tuned = ft.check_finetune(finetune or {}, mods, preset, mode)
+    ft.check_options(finetune_opts or ft.FineTuneOptions())
     sweep_seeds = _sweep_seeds(seeds, epochs, sweep_seeds, sweep_folds)
     if mode == "sweep" and sweep_folds >= 3:  # too few videos for the folds: say so before any work
         sw.assign_folds([s.id for s in ds.samples if s.split in ("train", "dev")], sweep_folds)
@@ -296,13 +328,25 @@ def train(
     splits = data.splits(chosen)
     weighted = {m: data.states[m] for m in mods} if mode == "weighted" else None
     cfg = _config(preset, head, {m: data.dims[m] for m in mods})
-    runs = _train_seeds(run, cfg, splits, weighted, seeds)
-    best_result, _ = min(runs, key=lambda r: r[0].dev_loss)
+    if tuned:
+        card_of = {m: preset.with_layers({m: chosen[m] or 0}).encoders[m] for m in tuned}
+        fit = ft.fit(
+            card_of,
+            tuned,
+            cfg,
+            data.samples,
+            splits,
+            cache_dir or default_cache(),
+            offline,
+            seeds,
+            finetune_opts,
+            progress,
+        )
+    else:
+        fit = _fit_frozen(run, cfg, splits, weighted, seeds)
+    best_result, cfg, runs, best_seed, test_preds = fit
     unimodal = _unimodal(run, bool(weighted))
-    if best_result.mix is not None:
-        cfg = HeadConfig(**{**cfg.__dict__, "extra": {"layer_weights": best_result.mix.weights()}})
     test_s = splits[2]
-    test_preds = evaluate(best_result, test_s, cfg)[1]
     metrics: dict[str, Any] = {
         "dataset": str(dataset),
         "preset": preset.name,
@@ -313,12 +357,13 @@ def train(
         "epochs": epochs,
         "lr": lr,
         "failed_clips": report.failed,
-        "runs": [r[1] for r in runs],
-        "summary": summarize([r[1] for r in runs]),
+        "runs": runs,
+        "summary": summarize(runs),
         "unimodal": unimodal,
         "sweep": run.sweep,
         "preset_layers": run.prefer,
-        "best_seed": runs.index(min(runs, key=lambda r: r[0].dev_loss)),
+        "finetune": {m: {"blocks": k, **ft.options_dict(finetune_opts)} for m, k in tuned.items()},
+        "best_seed": best_seed,
         "test_predictions": dict(zip(test_s.ids, map(float, test_preds))),
     }
     _save(run, best_result, cfg, metrics)
