@@ -305,4 +305,7 @@ def write_results(out: Path, update: Callable[[dict[str, Any]], None]) -> Path:
     doc["updated"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     jpath.write_text(json.dumps(doc, indent=1, default=float))
     (out / f"{host}.md").write_text(render(doc))
+    from charts import chart_for  # <host>.png beside the table (benchmarks/charts.py)
+
+    chart_for(out / f"{host}.md")
     return jpath
