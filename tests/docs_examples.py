@@ -103,7 +103,7 @@ def make_scratch(folder: Path, tiny_pack: Path, make_media: Callable[[Path, floa
     rows = ["id,text,label,mode"]
     for i in range(40):
         good = i % 2 == 0
-        text = "i loved it, wonderful" if good else "boring and a waste of time"
+        text = "i loved it and it was wonderful" if good else "boring and a waste of time"
         mode = "train" if i < 24 else "valid" if i < 32 else "test"
         rows.append(f"v{i // 4}_{i},{text} {i},{2.0 if good else -2.0},{mode}")
     (folder / "label.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
