@@ -28,7 +28,9 @@ from msa_runtime.plot.data import (
 )
 
 WIDTH = 960
-LEFT, RIGHT = 56, 16
+LEFT, RIGHT = 56, 60
+CHAR_PX = 5.6
+"""About the width of one character of the words band (10 px sans-serif)."""
 SCORE_H, WORDS_H, GATES_H, GAP = 200, 66, 96, 26
 STYLE = """body{font:13px system-ui,sans-serif;margin:18px;color:#222}
 svg text{font:11px system-ui,sans-serif}svg .w{font-size:10px}
@@ -111,10 +113,13 @@ def _words_panel(t: Timeline, p: _Panel) -> list[str]:
     for i, words in enumerate(t.words):
         y = p.top + 14 + (i % 3) * 20
         x0, x1 = p.x(words.start), p.x(words.end)
+        after = t.words[i + 3].start if i + 3 < len(t.words) else None  # next group on this row
+        room = int(((WIDTH - RIGHT if after is None else p.x(after)) - x0 - 6) / CHAR_PX)
+        shown = words.text if len(words.text) <= room else words.text[: max(room - 1, 0)] + "…"
         out.append(
             f'<g class="words"><rect x="{x0:.1f}" y="{y - 11}" width="{max(x1 - x0, 2):.1f}" '
             'height="15" fill="#e4e4e4"/>'
-            f'<text class="w" x="{x0 + 2:.1f}" y="{y}">{escape(words.text[:60])}</text>'
+            f'<text class="w" x="{x0 + 2:.1f}" y="{y}">{escape(shown)}</text>'
             f"<title>{_fmt(words.start)}-{_fmt(words.end)} s: {escape(words.text)}</title></g>"
         )
     return out
@@ -122,14 +127,16 @@ def _words_panel(t: Timeline, p: _Panel) -> list[str]:
 
 def _gates_panel(t: Timeline, p: _Panel) -> list[str]:
     out = [p.frame("gates")]
-    for k, name in enumerate(t.gate_names):
+    label_y: list[float] = []
+    for name in t.gate_names:
         pts = [(w.middle, w.gates[name]) for w in t.windows if name in w.gates]
         colour = gate_colour(name)
         out.append(f'<polyline points="{_path(pts, p)}" fill="none" stroke="{colour}" stroke-width="1.5"/>')
-        out.append(
-            f'<text x="{WIDTH - RIGHT - 70 * (len(t.gate_names) - k)}" y="{p.top + 12}" '
-            f'fill="{colour}">{escape(name)}</text>'
-        )
+        y = p.y(pts[-1][1]) + 4  # the name at the end of its line, 11 px clear of the others
+        while any(abs(y - other) < 11 for other in label_y):
+            y += 11
+        label_y.append(y)
+        out.append(f'<text x="{WIDTH - RIGHT + 4}" y="{y:.1f}" fill="{colour}">{escape(name)}</text>')
     out += [f'<text x="{LEFT - 6}" y="{p.y(v) + 4}" text-anchor="end">{_fmt(v)}</text>' for v in (0.0, 1.0)]
     return out
 
