@@ -87,3 +87,10 @@ def test_a_misspelt_skip_marker_is_an_error(tmp_path: Path) -> None:
 def test_skipped_examples_say_why() -> None:
     for ex in ALL:
         assert ex.skip is None or len(ex.skip) >= 10, f"{ex.name}: say why it is not run"
+
+
+def test_no_example_that_runs_installs_packages() -> None:
+    """An install line would change the environment the tests run in: such blocks are marked."""
+    for ex in ALL:
+        if not ex.skip:
+            assert "pip install" not in ex.code and "apt-get" not in ex.code, f"{ex.name} installs packages"
