@@ -58,14 +58,18 @@ def examples(path: Path) -> list[Example]:
         fence = _FENCE.match(lines[i])
         if not fence:
             if _MARKER.search(lines[i]) and not _SKIP.match(lines[i]):
-                raise ValueError(f"{path}:{i + 1}: malformed example marker (want '<!-- example: skip because REASON -->')")
+                raise ValueError(
+                    f"{path}:{i + 1}: malformed example marker (want '<!-- example: skip because REASON -->')"
+                )
             i += 1
             continue
         indent, lang = fence["indent"], fence["lang"]
         end = i + 1
         while end < len(lines) and lines[end].strip() != "```":
             end += 1
-        code = "\n".join(line[len(indent) :] if line.startswith(indent) else line for line in lines[i + 1 : end])
+        code = "\n".join(
+            line[len(indent) :] if line.startswith(indent) else line for line in lines[i + 1 : end]
+        )
         before = next((lines[j] for j in range(i - 1, -1, -1) if lines[j].strip()), "")
         skip = _SKIP.match(before)
         if lang in RUN_LANGS:
@@ -74,7 +78,9 @@ def examples(path: Path) -> list[Example]:
     return found
 
 
-def run(example: Example, cwd: Path, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def run(
+    example: Example, cwd: Path, env: dict[str, str], timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     """Run one example in ``cwd``: bash with ``-euo pipefail`` (a failing command fails the block),
     Python in a fresh interpreter."""
     if example.lang == "bash":
@@ -83,7 +89,9 @@ def run(example: Example, cwd: Path, env: dict[str, str], timeout: float = 300) 
         script = cwd / "_example.py"
         script.write_text(example.code, encoding="utf-8")
         argv = [sys.executable, str(script)]
-    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def make_scratch(folder: Path, tiny_pack: Path, make_media: Callable[[Path, float], Path]) -> Path:
@@ -113,7 +121,9 @@ def make_scratch(folder: Path, tiny_pack: Path, make_media: Callable[[Path, floa
 
 def _srt(path: Path, cues: list[tuple[float, float, str]]) -> None:
     def stamp(t: float) -> str:
-        return f"{int(t // 3600):02d}:{int(t % 3600 // 60):02d}:{int(t % 60):02d},{int(round(t % 1 * 1000)):03d}"
+        return (
+            f"{int(t // 3600):02d}:{int(t % 3600 // 60):02d}:{int(t % 60):02d},{int(round(t % 1 * 1000)):03d}"
+        )
 
     blocks = [f"{i}\n{stamp(a)} --> {stamp(b)}\n{text}\n" for i, (a, b, text) in enumerate(cues, 1)]
     path.write_text("\n".join(blocks), encoding="utf-8")

@@ -19,7 +19,13 @@ def test_docs_build_strictly(tmp_path: Path) -> None:
     if not mkdocs.exists() and shutil.which("mkdocs") is None:
         pytest.skip("mkdocs is not installed: pip install 'msa-edge[docs]'")
     done = subprocess.run(
-        [str(mkdocs) if mkdocs.exists() else "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        [
+            str(mkdocs) if mkdocs.exists() else "mkdocs",
+            "build",
+            "--strict",
+            "--site-dir",
+            str(tmp_path / "site"),
+        ],
         cwd=ROOT,
         env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
         capture_output=True,
