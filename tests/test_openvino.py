@@ -257,6 +257,13 @@ def test_pack_without_a_file_for_openvino(tmp_path: Path) -> None:
     assert result.exit_code == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in result.output
+    # auto asks for the fastest engine that can run the pack: here the CPU EP, and it says why
+    an = quiet_analyzer(pack, providers="auto", threads=1)
+    assert all(s.get_providers() == [CPU] for s in an.sessions.values())
+    assert "the pack has no file for OpenVINO" in an.choice
+    assert np.isfinite(an.predict(text="hi").score)
+    result = CliRunner().invoke(run_main, ["--pack", str(pack), "--providers", "auto", "--text", "hi"])
+    assert result.exit_code == 0, result.output
 
 
 # -- the ov-int8 file -----------------------------------------------------------------------

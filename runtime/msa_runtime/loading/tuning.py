@@ -88,7 +88,7 @@ class Choice:
     file: str
     precision: str
     providers: tuple[str, ...]
-    reason: str  # "manifest", "tuning" or "requested"
+    reason: str  # "manifest", "tuning", "requested" or "no-openvino-file" (auto fell back to CPU)
 
     @property
     def provider(self) -> str:
@@ -247,6 +247,12 @@ def plan_sessions(
                 out[mod] = Choice(mod, entry.files[pick["precision"]], pick["precision"], session, "tuning")
                 continue
         ok = entry.provider_precisions(short)
+        if not ok and short == "openvino" and auto:
+            # auto means "the fastest engine that can run this pack": not one the pack has no file for
+            ok = entry.provider_precisions("cpu") or tuple(entry.files)
+            cpu = _provider_of("cpu", providers) or (CPU,)
+            out[mod] = Choice(mod, entry.files[ok[0]], ok[0], cpu, "no-openvino-file")
+            continue
         if not ok:
             if short == "openvino":
                 raise PackError(
@@ -263,9 +269,8 @@ def describe_plan(plan: dict[str, Choice]) -> str:
     parts = []
     for c in plan.values():
         bf16 = " as bf16 where the CPU has it" if c.provider == "openvino" and c.precision == "fp32" else ""
-        parts.append(
-            f"{c.modality} {c.file} on {c.provider}{bf16}" + (" (tuned)" if c.reason == "tuning" else "")
-        )
+        why = {"tuning": " (tuned)", "no-openvino-file": " (the pack has no file for OpenVINO)"}
+        parts.append(f"{c.modality} {c.file} on {c.provider}{bf16}{why.get(c.reason, '')}")
     return "; ".join(parts)
 
 
