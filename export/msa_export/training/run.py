@@ -280,6 +280,22 @@ def _fit_frozen(
     return best, cfg, [r[1] for r in runs], best_seed, evaluate(best, splits[2], cfg)[1]
 
 
+def _fit_tuned(
+    run: _Run,
+    tuned: dict[str, int],
+    cfg: HeadConfig,
+    splits: tuple[Split, Split, Split],
+    cache: str | Path,
+    offline: bool | None,
+    seeds: int,
+    opts: ft.FineTuneOptions | None,
+) -> ft.Fit:
+    """Fine-tuning: the last K kept blocks of each ``tuned`` encoder (cut at its chosen layer)
+    with the head, per seed (:func:`msa_export.training.finetune.fit`)."""
+    cards = {m: run.preset.with_layers({m: run.chosen[m] or 0}).encoders[m] for m in tuned}
+    return ft.fit(cards, tuned, cfg, run.data.samples, splits, cache, offline, seeds, opts, run.progress)
+
+
 def train(
     dataset: str | Path,
     preset: Preset,
@@ -329,19 +345,7 @@ def train(
     weighted = {m: data.states[m] for m in mods} if mode == "weighted" else None
     cfg = _config(preset, head, {m: data.dims[m] for m in mods})
     if tuned:
-        card_of = {m: preset.with_layers({m: chosen[m] or 0}).encoders[m] for m in tuned}
-        fit = ft.fit(
-            card_of,
-            tuned,
-            cfg,
-            data.samples,
-            splits,
-            cache_dir or default_cache(),
-            offline,
-            seeds,
-            finetune_opts,
-            progress,
-        )
+        fit = _fit_tuned(run, tuned, cfg, splits, cache_dir or default_cache(), offline, seeds, finetune_opts)
     else:
         fit = _fit_frozen(run, cfg, splits, weighted, seeds)
     best_result, cfg, runs, best_seed, test_preds = fit
