@@ -246,3 +246,21 @@ def test_raw_pcm_windows_score_like_the_arrays(live_an: Any, tmp_path: Path) -> 
         a, b = round(r["start"] * rate), round(r["end"] * rate)
         want = live_an.predict_arrays(audio=pcm[a:b].astype(np.float32) / 32768, sample_rate=rate)
         assert r["score"] == pytest.approx(want.score, abs=1e-4)
+
+
+def test_msa_live_command_errors_are_one_line(tiny_pack: Path, live_an: Any) -> None:
+    msa_live = Path(sys.executable).with_name("msa-live")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if k != "MSA_EDGE_LIVE_TOKEN"}
+        argv = [str(msa_live), "--pack", str(tiny_pack), *args]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
+
+    exposed = run("--host", "0.0.0.0")
+    assert exposed.returncode == 2 and exposed.stderr.startswith("error: binding to 0.0.0.0 exposes")
+    bad = run("--max-sessions", "0")
+    assert bad.returncode == 2 and bad.stderr == "error: max-sessions must be a whole number > 0, got 0\n"
+    with LiveServer(live_an) as server:
+        taken = run("--port", str(server.port))
+    assert taken.returncode == 2 and f"port {server.port} on 127.0.0.1 is taken" in taken.stderr
+    assert "Traceback" not in exposed.stderr + bad.stderr + taken.stderr

@@ -37,17 +37,19 @@ def main(**p: Any) -> None:
     """Serve PACK to live clients: open http://HOST:PORT/ for the demo page (camera + microphone),
     or stream a file with msa-run --connect http://HOST:PORT FILE."""
     from msa_runtime.analyzer import Analyzer
-    from msa_runtime.live.config import LiveLimits
+    from msa_runtime.live.config import LiveLimits, check_binding, require_extra
     from msa_runtime.live.server import LiveServer
 
-    try:
+    try:  # everything a user typed is checked before the pack loads
+        require_extra()
+        token = check_binding(p["host"], p["token"])
         threads = None if p["threads"] is None else bound_threads(p["threads"], "--threads")
         limits = LiveLimits.from_env(max_sessions=p["max_sessions"], max_rate=p["max_rate"], idle=p["idle"])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # the untrained-head note is in every record
             an = Analyzer(p["pack"], p["providers"], threads, asr=p["asr"], language=p["language"])
         an.warm_up()
-        server = LiveServer(an, p["host"], p["port"], token=p["token"], limits=limits,
+        server = LiveServer(an, p["host"], p["port"], token=token, limits=limits,
                             record_dir=p["record_dir"], log_level="info")  # fmt: skip
     except MsaError as exc:
         click.echo(f"error: {exc}", err=True)
