@@ -80,16 +80,21 @@ def tuned_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     manifest = make_synthetic_dataset(
         root / "data", n_train=27, n_dev=9, n_test=9, duration=1.0, fps=3, size=48
     )
-    metrics = train(
-        manifest,
-        get_preset("tiny"),
-        root / "run",
-        seeds=1,
-        epochs=1,  # the frozen unimodal baselines of the report
-        cache_dir=root / "cache",
-        finetune=TUNED,
-        finetune_opts=FineTuneOptions(epochs=3, patience=3, lr=1e-3),
-    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny encoders: a second thread only waits on a busy machine
+    try:
+        metrics = train(
+            manifest,
+            get_preset("tiny"),
+            root / "run",
+            seeds=1,
+            epochs=1,  # the frozen unimodal baselines of the report
+            cache_dir=root / "cache",
+            finetune=TUNED,
+            finetune_opts=FineTuneOptions(epochs=3, patience=3, lr=1e-3),
+        )
+    finally:
+        torch.set_num_threads(threads)
     return root, metrics
 
 
