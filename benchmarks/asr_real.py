@@ -84,17 +84,16 @@ def quality(rec: Any) -> dict[str, Any]:
     }
 
 
-def _committed_spy(live: Any) -> list[Any]:
-    """Every word the live transcription commits, in order (its own list forgets old words)."""
-    committed: list[Any] = []
-    real = live._commit
-
-    def spy(words: list[Any]) -> list[Any]:
-        committed.extend(words)
-        return real(words)
-
-    live._commit = spy
-    return committed
+def _sample(live: Any, committed: list[Any]) -> int:
+    """Append the words ``live`` committed since the last call to ``committed`` (its own list
+    forgets old words, keeping at least the last 32, so the last word seen is still there)."""
+    words = live.committed
+    start = 0
+    if committed:
+        last = committed[-1]
+        start = next((i + 1 for i in range(len(words) - 1, -1, -1) if words[i] is last), 0)
+    committed.extend(words[start:])
+    return len(committed)
 
 
 def word_delays(windows: list[tuple[Any, int]], committed: list[Any]) -> dict[str, Any]:
@@ -147,8 +146,9 @@ def pack_stream_asr(name: str, folder: str, rec: Any, threads: int) -> dict[str,
         cpu = Cpu()
         t0 = time.perf_counter()
         state, items, kinds = prepare(an, path, text=None, transcript=None, window=WINDOW, hop=HOP, asr=True)
-        committed = _committed_spy(state.speech.live)
-        windows = [(w, len(committed)) for w in run_windows(state, items, kinds)]
+        live, committed = state.speech.live, []
+        windows = [(w, _sample(live, committed)) for w in run_windows(state, items, kinds)]
+        _sample(live, committed)
         wall = time.perf_counter() - t0
     an.close()
     lat = [w.latency_ms or 0.0 for w, _ in windows]
