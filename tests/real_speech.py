@@ -141,7 +141,9 @@ class Talk:
         return [(a, b) for a, b in spans if b - a >= shortest]
 
 
-def compose(texts: list[str], *, lead: float = 1.0, gaps: list[float] | None = None, tail: float = 0.5) -> Talk:
+def compose(
+    texts: list[str], *, lead: float = 1.0, gaps: list[float] | None = None, tail: float = 0.5
+) -> Talk:
     """``texts`` read one after another: ``lead`` seconds of silence, then each text followed by
     its gap (``gaps``, default 1 s each; the last text by ``tail``)."""
     gaps = gaps if gaps is not None else [1.0] * (len(texts) - 1)
@@ -166,7 +168,9 @@ def with_noise(talk: Talk, snr_db: float, seed: int = 1) -> Talk:
     for p in talk.phrases:
         inside[round(p.start * ESPEAK_RATE) : round(p.end * ESPEAK_RATE)] = True
     power = float(np.mean(talk.audio[inside].astype(np.float64) ** 2))
-    noise = np.random.default_rng(seed).standard_normal(talk.audio.size) * np.sqrt(power / 10 ** (snr_db / 10))
+    noise = np.random.default_rng(seed).standard_normal(talk.audio.size) * np.sqrt(
+        power / 10 ** (snr_db / 10)
+    )
     mixed = talk.audio + noise.astype(np.float32)
     return replace(talk, audio=(mixed / max(1.0, float(np.abs(mixed).max()) / 0.9)).astype(np.float32))
 
@@ -198,7 +202,9 @@ def write_wav(path: Path, data: np.ndarray, rate: int) -> Path:
     return path
 
 
-def write_mp4(path: Path, data: np.ndarray, rate: int, *, fps: int = 10, size: tuple[int, int] = (320, 180)) -> Path:
+def write_mp4(
+    path: Path, data: np.ndarray, rate: int, *, fps: int = 10, size: tuple[int, int] = (320, 180)
+) -> Path:
     """``[channels, n]`` float samples as AAC in an MP4 with a moving face as the H.264 video."""
     import av
     from media_factory import moving_face_frames, pick_encoder

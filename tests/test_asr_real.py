@@ -72,7 +72,9 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("real-speech")
 
 
-def clip_file(folder: Path, rate: int, channels: int, kind: str, talk: rs.Talk | None = None, tag: str = "") -> Path:
+def clip_file(
+    folder: Path, rate: int, channels: int, kind: str, talk: rs.Talk | None = None, tag: str = ""
+) -> Path:
     talk = talk or rs.clip_talk()
     path = folder / f"clip-{rs.form_name(rate, channels)}{tag}.{kind}"
     if not path.exists():
@@ -190,7 +192,9 @@ def streamed(real_an: Any, folder: Path) -> tuple[rs.Talk, list[Any], list[Any],
     return (talk, *stream_windows(real_an, path, 6.0, 2.0))
 
 
-def test_stream_commits_every_word_once_at_its_time(streamed: tuple[rs.Talk, list[Any], list[Any], Any]) -> None:
+def test_stream_commits_every_word_once_at_its_time(
+    streamed: tuple[rs.Talk, list[Any], list[Any], Any],
+) -> None:
     talk, windows, committed, stats = streamed
     assert windows and all(w.transcript_source == "asr" for w in windows)
     heard = " ".join(w.text for w in committed)
