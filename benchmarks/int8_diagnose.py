@@ -15,7 +15,7 @@ the largest / mean |score difference| to fp32 and how many utterances exceed 0.0
   training set) then every MatMul in int8, for each ``--alpha``::
 
     python benchmarks/int8_diagnose.py --pack PACK --dataset ../shared/data/mosi/label.csv \\
-        --alpha 0.5,0.7 --out diag.json
+        --alpha auto,0.5 --out diag.json
 """
 
 from __future__ import annotations
@@ -40,9 +40,15 @@ def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pack", required=True, help="pack folder with text.fp32.onnx and a trained head")
     ap.add_argument("--dataset", required=True)
-    ap.add_argument("--alpha", default="0.5", help="comma-separated smoothing strengths to try")
+    ap.add_argument("--alpha", default="auto,0.5", help="comma-separated smoothing strengths (or auto)")
     ap.add_argument("--calib", default="dev64", help="smoothing statistics: dev64 (the gate's) or train")
     ap.add_argument("--limit", type=int, default=0, help="test utterances (0: all)")
+    ap.add_argument(
+        "--probe-top",
+        type=int,
+        default=120,
+        help="per-MatMul probe on the N utterances plain int8 moves most",
+    )
     ap.add_argument("--out", required=True, help="JSON file of the findings")
     return ap.parse_args()
 
@@ -220,9 +226,9 @@ def main() -> None:
         variant(sc, test, ref, fq(False, True), "weights only (fake quant)"),
     ]
     int8_all = vs[1]["per_utt"]
-    for a in [float(x) for x in args.alpha.split(",")]:
+    for a in [x if x == "auto" else float(x) for x in args.alpha.split(",")]:
 
-        def smoothed(path: Path, a: float = a) -> None:
+        def smoothed(path: Path, a: float | str = a) -> None:
             s = path.with_name("s.onnx")
             found.setdefault("smoothing", {})[str(a)] = smooth_matmuls(
                 sc.fp32, s, calib, nodes, a
@@ -232,21 +238,29 @@ def main() -> None:
         vs.append(
             variant(sc, test, ref, smoothed, f"smoothed alpha {a} ({args.calib}), then int8 all MatMuls")
         )
-    print("per MatMul", flush=True)
-    pm = per_matmul(sc, test, nodes, ref)
-    worst = int(np.argmax(int8_all))
-    found["worst_utterance"] = {
-        "id": test_rows[worst]["id"],
-        "text": test_rows[worst]["text"],
-        "int8_diff": float(int8_all[worst]),
-        "per_matmul": {n: round(float(v["per_utt"][worst]), 4) for n, v in pm.items()},
-    }
+    top = np.argsort(-int8_all)[: args.probe_top]
+    print(f"per MatMul, on the {len(top)} utterances plain int8 moves most", flush=True)
+    pm = per_matmul(sc, [test[i] for i in top], nodes, ref[top])
+    found["probe_utterances"] = len(top)
+    found["worst_utterances"] = [
+        {
+            "id": test_rows[i]["id"],
+            "text": test_rows[i]["text"],
+            "tokens": int(test[i]["input_ids"].shape[1]),
+            "int8_diff": round(float(int8_all[i]), 4),
+            "top_matmuls": {
+                n: round(float(v["per_utt"][k]), 4)
+                for n, v in sorted(pm.items(), key=lambda kv: -kv[1]["per_utt"][k])[:4]
+            },
+        }
+        for k, i in enumerate(top[:8])
+    ]
     found["variants"] = [{k: v for k, v in r.items() if k != "per_utt"} for r in vs]
     found["per_matmul"] = {n: {k: v for k, v in r.items() if k != "per_utt"} for n, r in pm.items()}
     found["activations"] = activation_stats(sc, test, sorted(set(inputs_of.values())), int8_all)
     found["matmul_inputs"] = inputs_of
     Path(args.out).write_text(json.dumps(found, indent=1) + "\n")
-    print(json.dumps({k: found[k] for k in ("variants", "worst_utterance")}, indent=1))
+    print(json.dumps({k: found[k] for k in ("variants", "worst_utterances")}, indent=1))
 
 
 if __name__ == "__main__":

@@ -6,10 +6,13 @@ them, ``MSA_EDGE_INT8_SEARCH_SCORE``), then score the dataset's test utterances 
 and the fp32 files through ``msa_runtime.Analyzer`` and report, per variant: the largest and
 mean |score difference| int8 vs fp32 (what int8 costs) and fp32 pack vs the trained model's
 own test predictions (what export and the fp16 feature cache cost), how many test utterances
-exceed 0.02, the MatMuls kept fp32 and the time per utterance of the int8 file::
+exceed 0.02, the MatMuls kept fp32, and the text encoder's time per test utterance: the fp32
+file and every variant's int8 file timed in one alternating loop (median of rounds), so their
+ratios hold on a busy machine. A third field per variant sets the activation smoothing of the
+int8 file (``MSA_EDGE_INT8_SMOOTH``: ``auto``, a strength, or ``0`` for none; default auto)::
 
     python benchmarks/int8_unseen.py --run RUN --dataset ../shared/data/mosi/label.csv \\
-        --variants 64:0.02,229:0.02,64:0.01 --out int8-unseen.md
+        --variants 64:0.02:0,64:0.02:auto --out int8-unseen.md
 """
 
 from __future__ import annotations
@@ -33,8 +36,11 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument(
         "--variants",
         default="64:0.02",
-        help="comma-separated ITEMS:TARGET (dev utterances the gate scores : search score target)",
+        help="comma-separated ITEMS:TARGET[:SMOOTH] (dev utterances the gate scores : search "
+        "score target : activation smoothing, auto / strength / 0)",
     )
+    ap.add_argument("--reuse", action="store_true", help="reuse a variant's pack when it is in --work")
+    ap.add_argument("--rounds", type=int, default=5, help="timing rounds over the test utterances")
     ap.add_argument("--work", default="/tmp/msa-int8-unseen")
     ap.add_argument("--out", required=True)
     return ap.parse_args()
@@ -55,27 +61,32 @@ def run_variant(
     from msa_runtime import Analyzer
 
     run = Path(args.run)
-    items, target = variant.split(":")
+    items, target, smooth = (variant.split(":") + ["auto"])[:3]
     n = int(items)
     gate_txt = Path(args.work) / f"dev{n}.txt"
     gate_txt.parent.mkdir(parents=True, exist_ok=True)
     gate_txt.write_text("\n".join(calibration.spread_texts(dev, n)) + "\n", encoding="utf-8")
     calibration.load_utterances.__defaults__ = (n,)  # the gate's item cap, for this study
     os.environ["MSA_EDGE_INT8_SEARCH_SCORE"] = target
+    os.environ["MSA_EDGE_INT8_SMOOTH"] = smooth
+    out = Path(args.work) / f"pack-{n}-{target}-{smooth}"
     t0 = time.perf_counter()
-    report = build_pack(
-        get_preset(args.preset),
-        Path(args.work) / f"pack-{n}-{target}",
-        head=run / "head.pt",
-        precisions=["int8", "fp32"],
-        gate_text=gate_txt,
-        force=True,
-    )
-    export_s = time.perf_counter() - t0
-    manifest = json.loads((report.out / "manifest.json").read_text())
+    export_s = float("nan")  # --reuse: the pack of an earlier run (its export time is in that run's log)
+    if not (args.reuse and (out / "manifest.json").is_file()):
+        build_pack(
+            get_preset(args.preset),
+            out,
+            head=run / "head.pt",
+            precisions=["int8", "fp32"],
+            gate_text=gate_txt,
+            force=True,
+            progress=lambda m: print(f"  {variant}: {m}", flush=True),
+        )
+        export_s = time.perf_counter() - t0
+    manifest = json.loads((out / "manifest.json").read_text())
     int8 = manifest["int8"]["text"]
-    a8 = Analyzer(report.out, providers="cpu", precision="int8")
-    a32 = Analyzer(report.out, providers="cpu", precision="fp32")
+    a8 = Analyzer(out, providers="cpu", precision="int8")
+    a32 = Analyzer(out, providers="cpu", precision="fp32")
     ids = list(test)
     t1 = time.perf_counter()
     q = np.array([a8.predict(text=texts[i]).score for i in ids])
@@ -85,6 +96,10 @@ def run_variant(
     d8, d32 = np.abs(q - f), np.abs(f - p)
     worst = int(np.argmax(d8))
     return {
+        "variant": variant,
+        "pack": str(out),
+        "smooth": smooth,
+        "smoothed": int8.get("smoothing", {}).get("activations_smoothed", 0),
         "items": n,
         "target": float(target),
         "layer": manifest["encoders"]["text"]["layer"],
@@ -103,22 +118,47 @@ def run_variant(
     }
 
 
-def table(rows: list[dict[str, Any]]) -> list[str]:
+def encoder_ms(rows: list[dict[str, Any]], texts: list[str], rounds: int) -> dict[str, float]:
+    """Median ms per utterance of the text encoder alone (ONNX Runtime, 2 threads, batch 1) for
+    the fp32 file and each variant's int8 file, timed in alternation over ``rounds`` rounds."""
+    from msa_runtime import Analyzer
+    from msa_runtime.engine.sessions import make_session
+
+    first = Path(rows[0]["pack"])
+    tok = Analyzer(first, providers="cpu", precision="fp32").text_encoder
+    assert tok is not None
+    feeds = [dict(zip(("input_ids", "attention_mask"), tok(t))) for t in texts]
+    files = {"fp32": first / "text.fp32.onnx"} | {
+        r["variant"]: Path(r["pack"]) / "text.int8.onnx" for r in rows
+    }
+    sessions = {k: make_session(p, "cpu", threads=2) for k, p in files.items()}
+    times: dict[str, list[float]] = {k: [] for k in files}
+    for _ in range(rounds):
+        for k, sess in sessions.items():
+            t0 = time.perf_counter()
+            for f in feeds:
+                sess.run(None, f)
+            times[k].append(1000 * (time.perf_counter() - t0) / len(feeds))
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def table(rows: list[dict[str, Any]], ms: dict[str, float]) -> list[str]:
     lines = [
-        "| block | gate utterances | search target | MatMuls kept fp32 | gate: max score diff | "
-        "test int8 vs fp32: max / mean | test > 0.02 | fp32 pack vs trained: max | int8 ms/utt | "
-        "export s |",
-        "|---:" * 10 + "|",
+        "| block | gate utterances | search target | smoothing (activations) | MatMuls kept fp32 | "
+        "gate: max score diff | test int8 vs fp32: max / mean | test > 0.02 | fp32 pack vs trained: "
+        "max | text encoder ms/utt (int8; fp32 " + f"{ms['fp32']:.2f})" + " | export s |",
+        "|---:" * 11 + "|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['layer']} | {r['items']} | {r['target']:g} | {r['kept']} of {r['matmuls']} | "
+            f"| {r['layer']} | {r['items']} | {r['target']:g} | {r['smooth']} ({r['smoothed']}) | "
+            f"{r['kept']} of {r['matmuls']} | "
             f"{r['gate_score']:.4f} | {r['test_max']:.4f} / {r['test_mean']:.4f} | "
-            f"{r['test_over']} of {r['n_test']} | {r['fp32_max']:.4f} | {r['int8_ms']:.1f} | "
+            f"{r['test_over']} of {r['n_test']} | {r['fp32_max']:.4f} | {ms[r['variant']]:.2f} | "
             f"{r['export_s']:.0f} |"
         )
     lines.append("")
-    lines += [f"- {r['items']}:{r['target']:g}: kept {', '.join(r['kept_nodes']) or 'none'}" for r in rows]
+    lines += [f"- {r['variant']}: kept {', '.join(r['kept_nodes']) or 'none'}" for r in rows]
     return lines
 
 
@@ -133,7 +173,9 @@ def main() -> None:
     for variant in args.variants.split(","):
         rows.append(run_variant(args, variant, texts, dev, test))
         print(json.dumps(rows[-1]), flush=True)
-    lines = table(rows)
+    ms = encoder_ms(rows, [texts[i] for i in test], args.rounds)
+    print(json.dumps({"encoder_ms": ms}), flush=True)
+    lines = table(rows, ms)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -149,3 +149,12 @@ def test_smoothing_shrinks_int8_error_of_real_minilm_on_unseen_mosi(
     with torch.no_grad():
         same = _mean_cosine_loss(smoothed, fp32, unseen[:8])
     assert same < 1e-6  # the smoothed fp32 file is the same function
+
+
+def test_the_search_aims_at_half_the_gates_score_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default headroom: on MOSI, unseen utterances moved up to twice the gate's own maximum."""
+    from msa_export.gate.checks import MAX_SCORE_DIFF
+    from msa_export.pack.encoder import search_score_target
+
+    monkeypatch.delenv("MSA_EDGE_INT8_SEARCH_SCORE", raising=False)
+    assert search_score_target() == MAX_SCORE_DIFF / 2 == 0.01

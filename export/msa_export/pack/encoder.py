@@ -72,9 +72,10 @@ def tokenizer_json(card: EncoderCard, offline: bool | None) -> str:
     return str(tok.backend_tokenizer.to_str())
 
 
-SEARCH_SCORE_TARGET = MAX_SCORE_DIFF
+SEARCH_SCORE_TARGET = MAX_SCORE_DIFF / 2
 """The largest score difference the int8 search accepts on the validation utterances (the gate
-itself accepts MAX_SCORE_DIFF): a stricter target leaves headroom for utterances the gate never saw."""
+itself accepts MAX_SCORE_DIFF): half of it, because on utterances the gate never saw int8 moved a
+trained head's score up to about twice as far as on the gate's own (MOSI, docs/int8-unseen.md)."""
 
 
 def search_score_target() -> float:
