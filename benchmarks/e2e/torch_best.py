@@ -37,6 +37,7 @@ SETTINGS: dict[str, tuple[bool, bool, bool]] = {
 #: Without ``torch.compile`` (the smoke test: inductor takes minutes to compile on 2 cores).
 EAGER_SETTINGS = tuple(s for s, (_, _, compiled) in SETTINGS.items() if not compiled)
 MIN_MEAN_COSINE = 0.999  # msa_export.gate.checks.MIN_COSINE: the pack's own bar
+SEARCH_REPEAT = 2  # timed calls per setting in the search (after its warm-up call), at most
 
 
 def bf16_supported() -> bool:
@@ -51,8 +52,9 @@ def bf16_supported() -> bool:
 
 class TorchBestPipeline:
     """The cut encoders (as ``TorchPipeline(cut=True)``), each at the setting that ran fastest
-    on ``inputs`` here. ``settings``: the names of :data:`SETTINGS` to try; ``repeat``: timed runs
-    per setting. ``report`` holds every setting's figures per encoder, ``chosen`` the winners."""
+    on ``inputs`` here. ``settings``: the names of :data:`SETTINGS` to try; ``repeat``: timed
+    runs per setting (at most :data:`SEARCH_REPEAT`). ``report`` holds every setting's figures
+    per encoder, ``chosen`` the winners."""
 
     def __init__(
         self,
@@ -79,7 +81,7 @@ class TorchBestPipeline:
             raise ValueError(f"unknown torch settings {unknown}; known: {', '.join(SETTINGS)}")
         for mod, model in base.models.items():
             tensors = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in inputs[mod])
-            self._choose(mod, model.eval(), tensors, settings, repeat, log)
+            self._choose(mod, model.eval(), tensors, settings, min(repeat, SEARCH_REPEAT), log)
         del base
 
     def _choose(
