@@ -2,7 +2,9 @@
 
 Every fenced ``bash`` or ``python`` block is an example that ``tests/test_docs_examples.py`` runs
 in a scratch folder (see :func:`make_scratch`). A block that cannot run there carries the line
-``<!-- example: skip because REASON -->`` directly above its fence; ``text``, ``toml`` and other
+``<!-- example: skip because REASON -->`` directly above its fence, and one that needs a program
+the machine may lack, ``<!-- example: needs PROGRAM -->`` (skipped, saying so, where it is
+missing); ``text``, ``toml`` and other
 fences (program output, file contents) are not run.
 """
 
@@ -20,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RUN_LANGS = {"bash": "bash", "sh": "bash", "shell": "bash", "python": "python", "py": "python"}
 _FENCE = re.compile(r"^(?P<indent>\s*)```(?P<lang>[\w+-]*)\s*$")
 _SKIP = re.compile(r"^\s*<!--\s*example:\s*skip because (?P<reason>.+?)\s*-->\s*$")
+_NEEDS = re.compile(r"^\s*<!--\s*example:\s*needs (?P<programs>[\w.+-]+(?:,\s*[\w.+-]+)*)\s*-->\s*$")
 _MARKER = re.compile(r"<!--\s*example:")
 
 
@@ -33,6 +36,7 @@ class Example:
     lang: str
     code: str
     skip: str | None
+    needs: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -57,7 +61,7 @@ def examples(path: Path) -> list[Example]:
     while i < len(lines):
         fence = _FENCE.match(lines[i])
         if not fence:
-            if _MARKER.search(lines[i]) and not _SKIP.match(lines[i]):
+            if _MARKER.search(lines[i]) and not (_SKIP.match(lines[i]) or _NEEDS.match(lines[i])):
                 raise ValueError(
                     f"{path}:{i + 1}: malformed example marker (want '<!-- example: skip because REASON -->')"
                 )
@@ -71,9 +75,11 @@ def examples(path: Path) -> list[Example]:
             line[len(indent) :] if line.startswith(indent) else line for line in lines[i + 1 : end]
         )
         before = next((lines[j] for j in range(i - 1, -1, -1) if lines[j].strip()), "")
-        skip = _SKIP.match(before)
+        skip, needs = _SKIP.match(before), _NEEDS.match(before)
+        programs = tuple(p.strip() for p in needs["programs"].split(",")) if needs else ()
         if lang in RUN_LANGS:
-            found.append(Example(path, i + 1, RUN_LANGS[lang], code + "\n", skip["reason"] if skip else None))
+            reason = skip["reason"] if skip else None
+            found.append(Example(path, i + 1, RUN_LANGS[lang], code + "\n", reason, programs))
         i = end + 1
     return found
 

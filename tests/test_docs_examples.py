@@ -54,6 +54,9 @@ def _folder(scratch: dict[Path, Path], base: Path, page: Path) -> Path:
 def test_example_runs(example: Example, scratch: dict[Path, Path], base: Path, env: dict[str, str]) -> None:
     if example.skip:
         pytest.skip(f"not run: {example.skip}")
+    for program in example.needs:
+        if shutil.which(program) is None:
+            pytest.skip(f"needs {program}, which is not installed here (.ci/run installs it with apt-get)")
     done = run(example, _folder(scratch, base, example.path), env)
     assert done.returncode == 0, (
         f"{example.name} ({example.lang}) exited {done.returncode}\n--- code\n{example.code}"
@@ -82,6 +85,13 @@ def test_a_misspelt_skip_marker_is_an_error(tmp_path: Path) -> None:
     page.write_text("<!-- example: skipped since it is slow -->\n```bash\ntrue\n```\n", encoding="utf-8")
     with pytest.raises(ValueError, match="malformed example marker"):
         examples(page)
+
+
+def test_a_needs_marker_names_programs(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("<!-- example: needs espeak-ng, sox -->\n```bash\ntrue\n```\n", encoding="utf-8")
+    (example,) = examples(page)
+    assert example.needs == ("espeak-ng", "sox") and example.skip is None
 
 
 def test_skipped_examples_say_why() -> None:

@@ -3,7 +3,8 @@
 WavLM (like wav2vec 2.0 and HuBERT) turns the waveform into 50 frames/s with seven 1-D
 convolutions (512 channels; kernel 10 stride 5, four of kernel 3 stride 2, two of kernel 2
 stride 2). Exported as ``Conv`` nodes they stay fp32 in the pack's int8 file: ONNX Runtime's
-``ConvInteger`` is slower than fp32 here (WavLM-base cut at 6 blocks, 5 s: 370 against 155 ms), so the quantizer leaves Conv alone, and the
+``ConvInteger`` is slower than fp32 here (WavLM-base cut at 6 blocks, 5 s: 370 against 155 ms),
+so the quantizer leaves Conv alone, and the
 front end is 32-51% of the int8 audio encoder's time.
 
 A 1-D convolution with kernel ``k``, stride ``s``, no padding, is a MatMul: output frame ``t`` is
