@@ -79,6 +79,7 @@ class TorchBestPipeline:
         unknown = [s for s in settings if s not in SETTINGS]
         if unknown:
             raise ValueError(f"unknown torch settings {unknown}; known: {', '.join(SETTINGS)}")
+        self.models = base.models  # the cut fp32 models, for :meth:`build`
         for mod, model in base.models.items():
             tensors = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in inputs[mod])
             self._choose(mod, model.eval(), tensors, settings, min(repeat, SEARCH_REPEAT), log)
@@ -121,6 +122,11 @@ class TorchBestPipeline:
         self.report[mod] = rows
         self.chosen[mod] = best[1]
         self.runners[mod] = best[2]
+
+    def build(self, mod: str, setting: str) -> Callable[[tuple[Any, ...]], np.ndarray]:
+        """The ``mod`` encoder at ``setting`` (any of :data:`SETTINGS`), as a function of its
+        input tensors."""
+        return self._build(self.models[mod], setting)[0]
 
     def _build(self, model: Any, name: str) -> tuple[Callable[[tuple[Any, ...]], np.ndarray], float]:
         """The encoder at one setting, as a function of its input tensors to float32 features."""
