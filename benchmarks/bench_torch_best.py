@@ -36,8 +36,11 @@ from e2e.torch_best import EAGER_SETTINGS, TorchBestPipeline  # noqa: E402
 from e2e.workers import load_clip  # noqa: E402
 
 
-def runners(preset: str, pack: Path, inputs: dict[str, Any]) -> dict[str, dict[str, Callable[[], Any]]]:
-    """Per encoder: contender name -> a call of it on the clip's inputs."""
+def runners(
+    preset: str, pack: Path, inputs: dict[str, Any], torch_threads: tuple[int, ...] = (THREADS,)
+) -> dict[str, dict[str, Callable[[], Any]]]:
+    """Per encoder: contender name -> a call of it on the clip's inputs (each PyTorch setting once
+    per count of ``torch_threads``, set before each call)."""
     import torch
 
     from msa_runtime.engine.openvino import pick_route
@@ -54,7 +57,9 @@ def runners(preset: str, pack: Path, inputs: dict[str, Any]) -> dict[str, dict[s
         calls: dict[str, Callable[[], Any]] = {}
         for setting in EAGER_SETTINGS:
             run = base[mod] if setting == "fp32" else torch_pipe.build(mod, setting)
-            calls[f"torch {setting}"] = lambda r=run, t=tensors: r(t)
+            for n in torch_threads:
+                label = f"torch {setting}" + (f" @{n}t" if torch_threads != (THREADS,) else "")
+                calls[label] = lambda r=run, t=tensors, n=n: (torch.set_num_threads(n), r(t))
         files = {"ORT CPU EP int8": ("cpu", entry.files["int8"])}
         if openvino:
             ov = (entry.provider_precisions("openvino") or ("fp32",))[0]
@@ -72,14 +77,21 @@ def main() -> None:
     ap.add_argument("--preset", default="edge")
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--out", type=Path, help="append the table to this markdown file")
+    ap.add_argument(
+        "--torch-threads",
+        default=str(THREADS),
+        help="comma-separated PyTorch thread counts, each PyTorch setting timed at each "
+        "(ONNX Runtime and OpenVINO keep 2 threads, spinning off)",
+    )
     args = ap.parse_args()
+    threads = tuple(int(n) for n in args.torch_threads.split(","))
     work = HERE / ".cache" / args.preset
     pack = work / "pack"
     if not (pack / "manifest.json").is_file() or not (work / "clip.npz").is_file():
         sys.exit(f"no cached pack and clip in {work}: run bench_e2e.py --preset {args.preset} first")
     prep = Preprocessor(pack)
     inputs = prep(load_clip({"clip": str(work / "clip.npz")}))[0]
-    calls = runners(args.preset, pack, inputs)
+    calls = runners(args.preset, pack, inputs, threads)
     load0, wall0 = os.getloadavg(), time.perf_counter()
     times: dict[tuple[str, str], list[float]] = {}
     for mod, contenders in calls.items():
@@ -107,8 +119,9 @@ def report(
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     lines = [
         f"Per encoder, {args.preset} preset, bench_e2e's clip ({when}; {cpu}, {os.cpu_count()} cores, "
-        f"{THREADS} threads; {args.rounds} rounds, contenders taking turns in one process; load "
-        f"average {load0[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end, {wall:.0f} s). "
+        f"{THREADS} threads (PyTorch: {args.torch_threads}); {args.rounds} rounds, contenders "
+        f"taking turns in one process; load average {load0[0]:.1f} at start, "
+        f"{os.getloadavg()[0]:.1f} at end, {wall:.0f} s). "
         "Median ms; in brackets the time over the fastest pack file's.",
         "",
     ]
