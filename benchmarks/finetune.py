@@ -125,8 +125,9 @@ def report(log: Path, out: Path, kept: int, args: dict[str, Any], opts: Any) -> 
         f"{opts.patience} without a better dev MAE, best dev epoch kept. K = 0 is the head alone on "
         "the frozen block-3 features under this recipe.",
         "",
-        f"CPU: {_cpu()}, {args['threads']} threads; a shared machine, busy with other engineers' jobs "
-        "(load averages below): training times are upper bounds, compare them within this table only.",
+        f"CPU: {_cpu()} (Sapphire Rapids VM), 2 cores, torch on {args['threads']} thread(s); a shared "
+        "machine, busy with other engineers' jobs (load below): training times are upper bounds, "
+        "compare them within this table only.",
         "",
         "| K (tuned blocks) | seeds | test MAE | Corr | Acc-2 (non-0) | Acc-7 | epochs (best / run) "
         "| train time per seed |",
@@ -155,8 +156,12 @@ def report(log: Path, out: Path, kept: int, args: dict[str, Any], opts: Any) -> 
             f"{np.mean([r['best_epoch'] for r in rs]):.1f} / {np.mean([r['epochs_run'] for r in rs]):.1f}"
         )
         lines.append(f"| {label} | {len(rs)} | {' | '.join(cells)} | {epochs} | {np.mean(secs):.0f} s |")
-    loads = sorted({r["load"].split("load average:")[-1].strip() for r in rows})
-    lines += ["", f"Load averages (1, 5, 15 min) seen after runs: {loads[0]} ... {loads[-1]}.", ""]
+    loads = [float(r["load"].split("load average:")[-1].split(",")[0]) for r in rows]
+    lines += [
+        "",
+        f"1-minute load average after each run: {min(loads):.1f} to {max(loads):.1f} on 2 cores.",
+        "",
+    ]
     out.write_text("\n".join(lines) + "\n")
     out.with_suffix(".json").write_text(
         json.dumps({"summary": summary, "runs": rows, "args": args}, indent=1) + "\n"
