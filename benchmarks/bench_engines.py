@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from hostinfo import cpu_model
 from msa_runtime.engine.interface import Session
 from msa_runtime.engine.openvino import describe_routes
 from msa_runtime.engine.sessions import import_ort, make_session, resolve_providers
@@ -41,16 +41,6 @@ PRECISIONS = {
     "openvino-native": ("ov-int8", "fp32"),
     "openvino-ep": ("ov-int8", "fp32"),
 }
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def usable_routes() -> list[str]:
@@ -150,7 +140,7 @@ def render(
     lines = [
         f"# Engines per encoder: {pack.name}",
         "",
-        f"CPU: **{cpu_name()}**, {os.cpu_count()} cores, {args.threads} threads per session; "
+        f"CPU: **{cpu_model()}**, {os.cpu_count()} cores, {args.threads} threads per session; "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {args.repeat} rounds, engines in turns.",
         f"OpenVINO here: {describe_routes(import_ort())}.",
         "",

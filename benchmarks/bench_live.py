@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,7 @@ import av
 import numpy as np
 import psutil
 
+from hostinfo import cpu_model
 from msa_runtime import Analyzer
 from msa_runtime.live import LiveError, LiveLimits, LiveServer, stream_records
 
@@ -230,8 +230,7 @@ def main(argv: list[str] | None = None) -> int:
                 cap_message = past_the_cap(server, clip)
         an.close()
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.machine())  # fmt: skip
+    cpu = cpu_model()
     lines = [
         "# Live endpoint: concurrent sessions (bench_live.py)",
         "",

@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 import psutil
 
+from hostinfo import cpu_model
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -254,9 +256,7 @@ def main() -> None:
         rows.append(run_triton(args.pack, clips, 1, None, args.clients))
         rows.append(run_triton(args.pack, clips, 2, 1, args.clients))
         rows.append(run_triton(args.pack, clips, 2, None, args.clients))
-    cpu = next(
-        (ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?"
-    )
+    cpu = cpu_model()
     result = {
         "host": host,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from hostinfo import cpu_model
+
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = ((640, 480), (1280, 720))
 
@@ -215,14 +217,7 @@ def main() -> None:
 
 def report(args: argparse.Namespace, procs: list, results: dict, load0: tuple, wall: float) -> str:  # type: ignore[type-arg]
     names = [name for name, _, _ in procs]
-    cpu = next(
-        (
-            ln.split(":", 1)[1].strip()
-            for ln in Path("/proc/cpuinfo").read_text().splitlines()
-            if "model name" in ln
-        ),
-        "unknown CPU",
-    )
+    cpu = cpu_model()
     lines = [
         f"swscale, decode and resize ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {cpu}, "
         f"{os.cpu_count()} cores; {args.rounds} rounds x {args.repeat} runs, contenders alternating; "

@@ -34,6 +34,7 @@ from e2e.common import HERE, THREADS  # noqa: E402
 from e2e.pipelines import Preprocessor, get_preset_random  # noqa: E402
 from e2e.torch_best import EAGER_SETTINGS, TorchBestPipeline  # noqa: E402
 from e2e.workers import load_clip  # noqa: E402
+from hostinfo import cpu_model
 
 
 def runners(
@@ -114,8 +115,7 @@ def report(
     load0: tuple[float, float, float],
     wall: float,
 ) -> str:
-    info = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((x.split(":", 1)[1].strip() for x in info if x.startswith("model name")), "unknown CPU")
+    cpu = cpu_model()
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     lines = [
         f"Per encoder, {args.preset} preset, bench_e2e's clip ({when}; {cpu}, {os.cpu_count()} cores, "

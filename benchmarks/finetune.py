@@ -16,23 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
+from hostinfo import cpu_model
+
 METRICS = ("mae", "corr", "acc2_non0", "acc7")
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _load() -> str:
@@ -125,7 +116,7 @@ def report(log: Path, out: Path, kept: int, args: dict[str, Any], opts: Any) -> 
         f"{opts.patience} without a better dev MAE, best dev epoch kept. K = 0 is the head alone on "
         "the frozen block-3 features under this recipe.",
         "",
-        f"CPU: {_cpu()} (Sapphire Rapids VM), 2 cores, torch on {args['threads']} thread(s); a shared "
+        f"CPU: {cpu_model()} (Sapphire Rapids VM), 2 cores, torch on {args['threads']} thread(s); a shared "
         "machine, busy with other engineers' jobs (load below): training times are upper bounds, "
         "compare them within this table only.",
         "",
