@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -35,29 +35,30 @@ def env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def scratch(base: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[Path, Path]]:
-    """One folder per page, so a page's later examples see what its earlier ones wrote."""
-    folders: dict[Path, Path] = {}
+def scratch(base: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[Path], Path]]:
+    """The folder a page's examples run in: a copy of ``base`` made for its first example, so a
+    page's later examples see what its earlier ones wrote."""
     root = tmp_path_factory.mktemp("docs-pages")
-    yield folders
+    folders: dict[Path, Path] = {}
+
+    def folder(page: Path) -> Path:
+        if page not in folders:
+            folders[page] = root / f"page-{len(folders)}-{page.stem}"
+            shutil.copytree(base, folders[page], symlinks=True)
+        return folders[page]
+
+    yield folder
     shutil.rmtree(root, ignore_errors=True)
 
 
-def _folder(scratch: dict[Path, Path], base: Path, page: Path) -> Path:
-    if page not in scratch:
-        scratch[page] = base.parent / f"page-{len(scratch)}-{page.stem}"
-        shutil.copytree(base, scratch[page], symlinks=True)
-    return scratch[page]
-
-
 @pytest.mark.parametrize("example", ALL, ids=[ex.name for ex in ALL])
-def test_example_runs(example: Example, scratch: dict[Path, Path], base: Path, env: dict[str, str]) -> None:
+def test_example_runs(example: Example, scratch: Callable[[Path], Path], env: dict[str, str]) -> None:
     if example.skip:
         pytest.skip(f"not run: {example.skip}")
     for program in example.needs:
         if shutil.which(program) is None:
             pytest.skip(f"needs {program}, which is not installed here (.ci/run installs it with apt-get)")
-    done = run(example, _folder(scratch, base, example.path), env)
+    done = run(example, scratch(example.path), env)
     assert done.returncode == 0, (
         f"{example.name} ({example.lang}) exited {done.returncode}\n--- code\n{example.code}"
         f"--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}"
