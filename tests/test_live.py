@@ -157,7 +157,9 @@ def test_bad_clients_end_their_own_session_with_a_message(live_an: Any, clip: Pa
             "a message of 150,000 bytes is over the limit of 100,000: send smaller chunks"
         ]
         bad_start = session(server, {"type": "start", "format": "mp3"})
-        assert errors(bad_start) == ["format must be one of ['matroska', 's16le', 'webm'], got 'mp3'"]
+        assert errors(bad_start) == [
+            "format must be one of ['matroska', 'pcm+jpeg', 's16le', 'webm'], got 'mp3'"
+        ]
         window = session(server, {"type": "start", "window": 0})
         assert "window must be seconds in (0, 60]" in errors(window)[0]
         # a gap: the middle third of the stream never arrives
@@ -182,7 +184,7 @@ def test_token_and_session_cap(live_an: Any, clip: Path) -> None:
             first.send(json.dumps({"type": "start"}))
             assert json.loads(first.recv(timeout=10))["type"] == "ready"
             busy = session(server, {"type": "start"}, query=f"?token={token}")
-            assert errors(busy) == ["server busy: 1 sessions at once is the limit; try again later"]
+            assert errors(busy) == ["server busy: 1 session at once is the limit; try again later"]
         with pytest.raises(LiveError, match="server ended the session: wrong or missing token"):
             list(stream_records(server.url, clip, token="not-the-token"))
         deadline = time.monotonic() + 10  # the server notices the first client left

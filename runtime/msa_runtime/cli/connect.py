@@ -1,5 +1,6 @@
-"""``msa-run --connect URL FILE``: stream a file to a live endpoint (``msa-live``) and print the
-records ``msa-run --stream`` would print for it, through the same writers."""
+"""``msa-run --connect URL SOURCE...``: stream a file, or a camera and a microphone, to a live
+endpoint (``msa-live``) and print the records ``msa-run --stream`` would print for it, through
+the same writers."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from msa_runtime.errors import MsaError
 #: Options that act on a local pack: refused with --connect (the server holds the pack).
 LOCAL_ONLY = ("pack", "transcript", "providers", "precision", "threads", "concurrent", "tune", "asr",
               "language", "offline", "long_window", "ray_address", "out", "actors", "ray_timeout",
-              "start", "end", "plot")  # fmt: skip
+              "start", "plot")  # fmt: skip
 
 
 def run_connect(p: dict[str, Any]) -> None:
@@ -25,9 +26,11 @@ def run_connect(p: dict[str, Any]) -> None:
     given = [f"--{name.replace('_', '-')}" for name in LOCAL_ONLY if p.get(name) not in (None, False)]
     if given:
         raise click.UsageError(f"--connect scores on the server: not with {', '.join(given)}")
-    if len(p["inputs"]) != 1:
-        raise click.UsageError("--connect streams one input file: give exactly one")
-    name = p["inputs"][0]
+    if not p["inputs"]:
+        raise click.UsageError(
+            "--connect streams one media file, or devices such as v4l2:/dev/video0 alsa:default"
+        )
+    name = " + ".join(p["inputs"])
     fmt = "s16le" if p["input_format"] == "s16le" else None
     writer = open_writer(
         p["fmt"], sys.stdout, live=True, names=[name], note=lambda m: click.echo(m, err=True)
@@ -35,7 +38,14 @@ def run_connect(p: dict[str, Any]) -> None:
     totals = {"windows": 0.0, "latency": 0.0, "asr": 0.0, "end": 0.0}
     try:
         for rec in stream_records(
-            p["connect"], name, text=p["text"], window=p["window"], hop=p["hop"], token=p["token"], format=fmt
+            p["connect"],
+            *p["inputs"],
+            text=p["text"],
+            window=p["window"],
+            hop=p["hop"],
+            token=p["token"],
+            format=fmt,
+            seconds=p["end"],
         ):
             totals["windows"] += 1
             totals["latency"] += float(rec.get("latency_ms") or 0.0)

@@ -159,7 +159,9 @@ from msa_runtime.plot.output import PlotTee
 )
 @click.option("--connect", metavar="URL", default=None,
               help="Stream INPUT to a live endpoint (msa-live at http://HOST:PORT; msa-edge[live]) "
-              "and print its windows as --stream would.")  # fmt: skip
+              "and print its windows as --stream would. INPUT: a media file, or a camera and a "
+              "microphone as FORMAT:DEVICE (v4l2:/dev/video0 alsa:default; --end SECONDS stops "
+              "them, else Ctrl-C).")  # fmt: skip
 @click.option("--token", default=None, help="With --connect: the server's bearer token.")
 def main(**params: Any) -> None:
     """Score clips with a pack: INPUT may be files, folders or globs (and manifest CSVs with

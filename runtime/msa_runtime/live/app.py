@@ -3,10 +3,12 @@
 
 The protocol (JSON text messages, media as binary messages):
 
-1. the client sends ``{"type": "start", "format": "webm" | "matroska" | "s16le", "text": ...,
-   "window": 6, "hop": 2}`` (all but ``format`` optional; ``s16le`` is 16-bit mono PCM at the
-   pack's rate);
-2. the server answers ``{"type": "ready", ...}`` with the session's settings and limits;
+1. the client sends ``{"type": "start", "format": "webm" | "matroska" | "s16le" | "pcm+jpeg",
+   "text": ..., "window": 6, "hop": 2}`` (all optional; ``s16le`` is 16-bit mono PCM at the
+   pack's rate, ``pcm+jpeg`` timed records of PCM and JPEG frames from a device:
+   :mod:`msa_runtime.media.records`);
+2. the server answers ``{"type": "ready", ...}`` with the session's settings, the rates it
+   decodes (``sample_rate``, ``fps``: what a device should send) and the limits;
 3. the client sends media bytes as they are recorded (``MediaRecorder`` chunks in order), and
    ``{"type": "end"}`` when done;
 4. the server sends ``{"type": "window", ...}`` per window (the fields of ``msa-run``'s
@@ -93,7 +95,8 @@ class LiveApp:
             return
         if len(self.sessions) >= self.limits.max_sessions:
             self.refused += 1
-            await _close(ws, BUSY, f"server busy: {self.limits.max_sessions} sessions at once is the limit; "
+            cap = self.limits.max_sessions
+            await _close(ws, BUSY, f"server busy: {cap} session{'s' * (cap != 1)} at once is the limit; "
                          "try again later")  # fmt: skip
             return
         session: LiveSession | None = None
@@ -164,6 +167,7 @@ class LiveApp:
             "hop": session.hop,
             "modalities": list(self.an.modalities),
             "sample_rate": self.an.sample_rate,
+            "fps": self.an.fps,
             "asr": self.an.recognizer is not None and session.text is None,
             "limits": {"max_rate": lim.max_rate, "max_message": lim.max_message, "idle": lim.idle,
                        "max_seconds": lim.max_seconds, "queue": lim.queue},

@@ -4,8 +4,9 @@ The media bytes go into an OS pipe through asyncio's pipe transport (bounded: th
 for the decoder when too much is waiting, which is back-pressure on the client's socket). A
 thread runs :meth:`Analyzer.stream` on the pipe's read end (``/proc/self/fd/N``, with the format
 named, so FFmpeg decodes a WebM/Matroska or raw PCM stream incrementally, exactly as
-``msa-run --stream`` decodes a file) and hands each window to the event loop. Windows wait in a
-bounded queue for a slow client; past it the oldest are dropped and the next message counts them.
+``msa-run --stream`` decodes a file; device records of PCM and JPEG frames are read the same
+way) and hands each window to the event loop. Windows wait in a bounded queue for a slow client;
+past it the oldest are dropped and the next message counts them.
 """
 
 from __future__ import annotations
@@ -24,12 +25,14 @@ from typing import Any
 from msa_runtime.analyzer import Analyzer
 from msa_runtime.errors import MsaError
 from msa_runtime.live.config import LiveError, LiveLimits
+from msa_runtime.media import RECORDS
 
 _log = logging.getLogger("msa_runtime.live")
 _ids = itertools.count(1)
 
-#: ``format`` a client may name -> FFmpeg demuxer.
-FORMATS = {"webm": "matroska", "matroska": "matroska", "s16le": "s16le"}
+#: ``format`` a client may name -> the format :meth:`Analyzer.stream` decodes (an FFmpeg demuxer,
+#: or device records: :mod:`msa_runtime.media.records`).
+FORMATS = {"webm": "matroska", "matroska": "matroska", "s16le": "s16le", RECORDS: RECORDS}
 
 
 class _Pipe(asyncio.BaseProtocol):

@@ -225,7 +225,10 @@ def prepare(
         raise InputError("streaming needs a pack with an audio or vision encoder (or asr)")
     name = os.fspath(source)
     chunk = min(hop, 1.0)
-    if name == "-":
+    items: Iterable[media.AudioChunk | media.Frame]
+    if format == media.RECORDS:
+        items, kinds = _record_items(name, fps, rate, chunk), None
+    elif name == "-":
         items, kinds = _piped_items(fps, rate, chunk, format, options)
     else:
         kinds = _file_kinds(an, name, fps, rate) if format is None and os.path.isfile(name) else None
@@ -240,6 +243,22 @@ def prepare(
             options=options,
         )
     return _Windows(an, window, hop, text, cues, speech, rate or 0), items, kinds
+
+
+def _record_items(
+    name: str, fps: float | None, rate: int | None, chunk: float
+) -> Iterator[media.AudioChunk | media.Frame]:
+    """The decoded items of a ``pcm+jpeg`` record stream (:mod:`msa_runtime.media.records`) in a
+    file, a pipe or standard input (``-``), the file closed however iteration ends."""
+    if name == "-":
+        yield from media.iter_records(stdin.standard_input(), fps=fps, sample_rate=rate, chunk_seconds=chunk)
+        return
+    try:
+        f = open(name, "rb")  # noqa: SIM115 (closed below, after the last item)
+    except OSError as exc:
+        raise MediaError(f"{name} cannot be read ({exc.strerror}): check the path") from None
+    with f:
+        yield from media.iter_records(f, fps=fps, sample_rate=rate, chunk_seconds=chunk, label=name)
 
 
 def _piped_items(
