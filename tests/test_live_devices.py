@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from media_factory import make_clip
 
 pytest.importorskip("uvicorn", reason="the live extra is not installed: pip install 'msa-edge[live]'")
 from test_live import END, errors, session, settled, usage  # noqa: E402
@@ -56,11 +57,14 @@ def test_device_names() -> None:
 def test_camera_and_microphone_windows_equal_local_scoring_of_what_arrived(
     device_an: Any, tmp_path: Path
 ) -> None:
+    # a clip read as a camera and a microphone: sources that run ahead of real time
+    clip = make_clip(tmp_path / "clip.webm", duration=5.0, size=(96, 72), fps=15)
+    camera, microphone = f"lavfi:movie={clip}", f"lavfi:amovie={clip}"
     with LiveServer(device_an, record_dir=tmp_path) as server:
         assert server.socket.getsockname()[0] == "127.0.0.1"
         before = usage()
         messages: list[dict[str, Any]] = []
-        got = list(stream_records(server.url, CAMERA, MICROPHONE, window=2.0, hop=1.0, seconds=3.5,
+        got = list(stream_records(server.url, camera, microphone, window=2.0, hop=1.0, seconds=3.5,
                                   messages=messages))  # fmt: skip
         settled(before, server)
     ready = messages[0]
@@ -69,7 +73,11 @@ def test_camera_and_microphone_windows_equal_local_scoring_of_what_arrived(
     assert [(r["start"], r["end"]) for r in got][:2] == [(0.0, 2.0), (1.0, 3.0)]
     assert len(got) == 3 and got[2]["start"] == 2.0 and 3.5 <= got[2]["end"] <= 3.5 + 2 / device_an.fps
     assert all(r["modalities"] == ["audio", "vision"] for r in got), got
-    assert got[0]["input"] == f"{CAMERA} + {MICROPHONE}"
+    assert got[0]["input"] == f"{camera} + {microphone}"
+    # each window left the server soon after its end arrived: both sources were paced to real
+    # time (unpaced, the audio's records queued behind the frames and fell seconds behind)
+    lags = [m["lag_ms"] for m in messages if m["type"] == "window"]
+    assert max(lags[:-1]) < 700, lags  # here 2-4 ms; 1,364 ms unpaced
     (recorded,) = tmp_path.glob("session-*.pcm+jpeg")
     windows = device_an.stream(str(recorded), window=2.0, hop=1.0, format="pcm+jpeg")
     local = [p.record(digits=4) for p in windows]
@@ -112,4 +120,28 @@ def test_malformed_records_end_their_session_with_a_message(device_an: Any) -> N
             "the stream, record 0: kind byte 6e is neither A (audio) nor V (video): the stream is not "
             "pcm+jpeg records (see msa_runtime.media.records)"
         ], junk
+        settled(before, server)
+
+
+def test_ctrl_c_ends_a_capture_and_its_last_windows_still_come(device_an: Any) -> None:
+    import signal
+    import time
+
+    with LiveServer(device_an) as server:
+        before = usage()
+        argv = [str(MSA_RUN), "--connect", server.url, MICROPHONE, "--window", "2", "--hop", "1",
+                "--format", "jsonl"]  # fmt: skip
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout is not None
+            first = json.loads(proc.stdout.readline())  # the first window: capture is running
+            time.sleep(1.2)
+            proc.send_signal(signal.SIGINT)
+            rest, err = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+        rows = [first, *(json.loads(x) for x in rest.splitlines())]
+        assert proc.returncode == 0, err
+        assert first["end"] == 2.0 and rows[-1]["end"] >= 3.0 and "real-time factor" in err, (rows, err)
+        assert "Traceback" not in err
         settled(before, server)

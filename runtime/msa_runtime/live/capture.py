@@ -7,7 +7,9 @@ format: ``v4l2:/dev/video0`` (a Linux camera), ``alsa:default`` (a Linux microph
 them (at most one video and one audio stream in all) in threads and turns what they capture into
 ``pcm+jpeg`` records (:mod:`msa_runtime.media.records`): frames at the server's frame rate as
 JPEG, audio as 16-bit mono PCM at its sample rate, both on one clock that starts when capture
-starts. Only what the server samples crosses the network: at 1 fps that is a JPEG a second.
+starts. Only what the server samples crosses the network: at 3 fps, three JPEGs a second. A
+source faster than real time (a file read through ``lavfi:movie=FILE``, a generator) is paced to
+real time, as a device would deliver it.
 """
 
 from __future__ import annotations
@@ -98,6 +100,9 @@ class _Reader:
                 if stop.is_set() or (seconds is not None and t >= seconds):
                     break
                 for item in self._records(frame, t):
+                    ahead = start + item[1] - time.monotonic()
+                    if ahead > 0:  # a source faster than real time (a file, a generator) waits
+                        time.sleep(ahead)
                     out.put(item)
             out.put(_DONE)
         except av.error.FFmpegError as exc:

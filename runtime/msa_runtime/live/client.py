@@ -118,7 +118,7 @@ def stream_records(
         pace = 0.5 * float(ready["limits"]["max_rate"])
         sender = threading.Thread(
             target=_send_all,
-            args=(ws, chunks, pace, realtime or kind == RECORDS, seconds, stop, failed),
+            args=(ws, chunks, pace, realtime, seconds, stop, failed),
             daemon=True,
         )
         sender.start()
