@@ -142,33 +142,38 @@ def test_bad_clients_end_their_own_session_with_a_message(live_an: Any, clip: Pa
     limits = LiveLimits(idle=1.5, max_rate=200_000, burst=1.0, max_message=100_000)
     with LiveServer(live_an, limits=limits) as server:
         before = usage()
-        not_webm = session(server, {"type": "start", "format": "webm"}, [b"this is not a WebM stream" * 40,
-                                                                          END])  # fmt: skip
-        assert errors(not_webm)[0].startswith("the stream is not a media file FFmpeg can read"), not_webm
-        silent = session(server, None)
-        assert errors(silent) == ["no start message within 1.5 s: session closed"]
-        stalled = session(server, {"type": "start"}, [data[:5000]])
-        assert errors(stalled) == ["nothing received for 1.5 s: session closed"]
-        pieces = [data[i : i + 50_000] for i in range(0, len(data), 50_000)]
-        flood = session(server, {"type": "start"}, pieces * (4_000_000 // len(data)))  # 4 MB at once
-        assert any("faster than 200,000 bytes/s" in e for e in errors(flood)), flood
-        huge = session(server, {"type": "start"}, [os.urandom(150_000)])
-        assert errors(huge) == [
-            "a message of 150,000 bytes is over the limit of 100,000: send smaller chunks"
-        ]
-        bad_start = session(server, {"type": "start", "format": "mp3"})
-        assert errors(bad_start) == [
-            "format must be one of ['matroska', 'pcm+jpeg', 's16le', 'webm'], got 'mp3'"
-        ]
-        window = session(server, {"type": "start", "window": 0})
-        assert "window must be seconds in (0, 60]" in errors(window)[0]
-        # a gap: the middle third of the stream never arrives
-        third = len(data) // 3
-        gap = session(server, {"type": "start"}, [data[:third], data[2 * third :], END])
-        kinds = [m["type"] for m in gap]
-        assert kinds[-1] in ("done", "error") and "ready" in kinds, kinds
+        bad_clients(server, data)
         settled(before, server)
+        rss = psutil.Process().memory_info().rss
+        bad_clients(server, data)  # again: nothing of the first round may pile up (6 MB here)
+        settled(before, server)
+        grown = (psutil.Process().memory_info().rss - rss) / 2**20
+        assert grown < 24, f"resident memory grew {grown:.1f} MB over a second round of bad clients"
+        pieces = [data[i : i + 50_000] for i in range(0, len(data), 50_000)]
         assert [m["type"] for m in session(server, {"type": "start"}, [*pieces, END])][-1] == "done"
+
+
+def bad_clients(server: LiveServer, data: bytes) -> None:
+    """Every kind of bad client once, each told why its session ended."""
+    not_webm = session(server, {"type": "start", "format": "webm"}, [b"this is not a WebM stream" * 40, END])
+    assert errors(not_webm)[0].startswith("the stream is not a media file FFmpeg can read"), not_webm
+    silent = session(server, None)
+    assert errors(silent) == ["no start message within 1.5 s: session closed"]
+    stalled = session(server, {"type": "start"}, [data[:5000]])
+    assert errors(stalled) == ["nothing received for 1.5 s: session closed"]
+    pieces = [data[i : i + 50_000] for i in range(0, len(data), 50_000)]
+    flood = session(server, {"type": "start"}, pieces * (4_000_000 // len(data)))  # 4 MB at once
+    assert any("faster than 200,000 bytes/s" in e for e in errors(flood)), flood
+    huge = session(server, {"type": "start"}, [os.urandom(150_000)])
+    assert errors(huge) == ["a message of 150,000 bytes is over the limit of 100,000: send smaller chunks"]
+    bad_start = session(server, {"type": "start", "format": "mp3"})
+    assert errors(bad_start) == ["format must be one of ['matroska', 'pcm+jpeg', 's16le', 'webm'], got 'mp3'"]
+    window = session(server, {"type": "start", "window": 0})
+    assert "window must be seconds in (0, 60]" in errors(window)[0]
+    third = len(data) // 3  # a gap: the middle third of the stream never arrives
+    gap = session(server, {"type": "start"}, [data[:third], data[2 * third :], END])
+    kinds = [m["type"] for m in gap]
+    assert kinds[-1] in ("done", "error") and "ready" in kinds, kinds
 
 
 def test_token_and_session_cap(live_an: Any, clip: Path) -> None:
