@@ -85,6 +85,14 @@ def test_unknown_language_and_bad_models(whisper_model: Path, tmp_path: Path) ->
         Recognizer(corrupt)
 
 
+def test_a_ready_recognizer_keeps_its_language(rec: Recognizer, tmp_path: Path) -> None:
+    from msa_runtime.asr.speech import make_recognizer
+
+    assert make_recognizer(rec, tmp_path, {}, language="EN") is rec  # the same language: fine
+    with pytest.raises(InputError, match="language='de' with a ready Recognizer .language 'en'.: give"):
+        make_recognizer(rec, tmp_path, {}, language="de")
+
+
 def test_offline_size_name_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     with pytest.raises(

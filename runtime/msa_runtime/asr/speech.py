@@ -18,7 +18,7 @@ import numpy as np
 from msa_runtime.asr.live import LiveTranscriber
 from msa_runtime.asr.recognizer import SAMPLE_RATE, Recognizer, Transcript, pack_model
 from msa_runtime.asr.transcript import Cue
-from msa_runtime.errors import AsrError
+from msa_runtime.errors import AsrError, InputError
 
 AsrOption: TypeAlias = Union[str, "os.PathLike[str]", bool, Recognizer, None]
 """``None``/``False``: no ASR; ``True`` or ``"pack"``: the pack's model (``msa-export --asr``); a
@@ -38,6 +38,11 @@ def make_recognizer(
     if asr is None or asr is False:
         return None
     if isinstance(asr, Recognizer):
+        if language is not None and asr.check_language(language) != asr.language:
+            raise InputError(
+                f"language={language!r} with a ready Recognizer (language {asr.language!r}): "
+                "give the language to Recognizer(..., language=...) instead"
+            )
         return asr
     if asr is True or asr == "pack":
         folder = pack_model(pack, extras)
