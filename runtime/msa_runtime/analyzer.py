@@ -64,9 +64,8 @@ class Analyzer:
 
     ``asr`` turns on speech recognition (extra ``msa-edge[asr]``) for inputs without text: a
     Whisper size, hub id or CTranslate2 folder, ``"pack"`` (the pack's own model) or a
-    :class:`msa_runtime.asr.recognizer.Recognizer`; ``language`` is a Whisper code (default: detected;
-    a ready Recognizer keeps its own, and another one is an error); ``offline`` keeps model
-    resolution to local files (default: ``HF_HUB_OFFLINE``).
+    :class:`~msa_runtime.asr.recognizer.Recognizer` (its own language); ``language``: a Whisper
+    code (default: detected); ``offline`` keeps model resolution local (default: ``HF_HUB_OFFLINE``).
 
     ``long_window`` (seconds, default ``MSA_EDGE_LONG_WINDOW``, else 30): a file or arrays
     spanning longer are scored in equal windows of at most that length and the window scores
