@@ -17,7 +17,7 @@ import pytest
 from media_factory import make_clip
 
 from msa_runtime import media
-from msa_runtime.errors import MediaError
+from msa_runtime.errors import InputError, MediaError
 from msa_runtime.media.records import HEADER, MAX_RECORD_BYTES, JpegEncoder, audio_record, frame_record
 
 RATE = 16000
@@ -131,6 +131,8 @@ def test_records_score_like_the_clip_they_came_from(records_of_clip: tuple[Any, 
     for r, p in zip(remote, local):
         assert r.modalities == p.modalities
         assert r.score == pytest.approx(p.score, abs=0.01)
+    with pytest.raises(InputError, match="format 'pcm\\+jpeg' .device records. is scored in windows"):
+        an.predict(str(records), format="pcm+jpeg")
 
 
 def test_msa_run_reads_records_from_a_file_and_standard_input(

@@ -52,7 +52,8 @@ from msa_runtime.plot.output import PlotTee
     "--input-format",
     default=None,
     help="Format of the input instead of probing it: s16le for raw 16-bit mono PCM at the pack's "
-    "rate on stdin (-), or an FFmpeg format name (ffmpeg -formats). Default: standard input is "
+    "rate on stdin (-), pcm+jpeg for device records with --stream (docs/live.md), or an FFmpeg "
+    "format name (ffmpeg -formats). Default: standard input is "
     "sniffed (WAV, MP4, Matroska/WebM, Ogg, FLAC, MP3, ...), files are probed.",
 )
 @click.option(

@@ -46,6 +46,11 @@ def predict_source(
 ) -> Prediction:
     """Score ``name`` (a file, ``"-"`` for standard input, or None for text alone) with its
     ``text`` or ``transcript`` file, from ``start`` to ``end``: :meth:`Analyzer.predict`."""
+    if format == media.RECORDS:
+        raise InputError(
+            f"format {media.RECORDS!r} (device records) is scored in windows: use "
+            "Analyzer.stream (msa-run --stream)"
+        )
     if name is not None:
         if name == "-":
             rate = SAMPLE_RATE if an.sample_rate is None else an.sample_rate
