@@ -32,7 +32,7 @@ import numpy as np
 from msa_runtime.errors import MediaError
 from msa_runtime.media.probe import check_frame_size
 from msa_runtime.media.stdin import read_head
-from msa_runtime.media.timeline import AudioChunk, Frame, FrameSampler
+from msa_runtime.media.timeline import AudioChunk, Frame, FrameSampler, SampleChunks
 
 FORMAT = "pcm+jpeg"
 """The format name (``--input-format``, ``Analyzer.stream(format=...)``, the live protocol)."""
@@ -96,11 +96,9 @@ class _Audio:
     """Sample-counted audio from records, cut into chunks; gaps filled with silence."""
 
     def __init__(self, rate: int, chunk_seconds: float) -> None:
-        self.rate, self.chunk = rate, max(1, round(chunk_seconds * rate))
+        self.rate = rate
+        self.chunks = SampleChunks(rate, 0.0, chunk_seconds)
         self.count = 0  # samples placed so far
-        self.emitted = 0
-        self.pending: list[np.ndarray] = []
-        self.waiting = 0
 
     def push(self, payload: bytes, time: float, label: str) -> Iterator[AudioChunk]:
         if len(payload) % 2:
@@ -116,28 +114,14 @@ class _Audio:
         if gap > GAP_TOLERANCE:
             self._add(np.zeros(round(gap * self.rate), np.float32))
         self._add(np.frombuffer(payload, "<i2").astype(np.float32) / 32768)
-        yield from self._emit(final=False)
+        yield from self.chunks.emit(final=False)
 
     def finish(self) -> Iterator[AudioChunk]:
-        yield from self._emit(final=True)
+        yield from self.chunks.emit(final=True)
 
     def _add(self, samples: np.ndarray) -> None:
-        if samples.size:
-            self.pending.append(samples)
-            self.waiting += samples.size
-            self.count += samples.size
-
-    def _emit(self, final: bool) -> Iterator[AudioChunk]:
-        if self.waiting < self.chunk and not (final and self.waiting):
-            return
-        data = np.concatenate(self.pending)
-        cut = data.size if final else data.size // self.chunk * self.chunk
-        for offset in range(0, cut, self.chunk):
-            piece = data[offset : min(offset + self.chunk, cut)]
-            yield AudioChunk(start=self.emitted / self.rate, samples=piece)
-            self.emitted += piece.size
-        self.pending = [data[cut:]] if cut < data.size else []
-        self.waiting = data.size - cut
+        self.chunks.add(samples)
+        self.count += samples.size
 
 
 class _Video:

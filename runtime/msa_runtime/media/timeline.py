@@ -1,8 +1,9 @@
 """The media timeline: decoded PyAV frames onto fixed time grids, for :mod:`msa_runtime.media.decoding`.
 
 :class:`AudioChunker` resamples audio to float32 mono at the requested rate and cuts [start, end)
-into fixed-size :class:`AudioChunk` s on a sample-counted timeline; :class:`FrameSampler` samples
-video at ``start + i / fps`` (the latest frame shown at that time) as RGB :class:`Frame` s.
+into fixed-size :class:`AudioChunk` s on a sample-counted timeline (:class:`SampleChunks`, also
+used by device records); :class:`FrameSampler` samples video at ``start + i / fps`` (the latest
+frame shown at that time) as RGB :class:`Frame` s.
 """
 
 from __future__ import annotations
@@ -60,6 +61,37 @@ def frame_duration(frame: Any) -> float:
     return float(frame.duration * frame.time_base) if frame.duration and frame.time_base else 0.0
 
 
+class SampleChunks:
+    """Float32 mono samples at ``rate``, cut into :class:`AudioChunk` s of ``chunk_seconds`` on a
+    sample-counted timeline that begins at ``start``."""
+
+    def __init__(self, rate: int, start: float, chunk_seconds: float) -> None:
+        self.rate, self.start = rate, start
+        self.chunk = max(1, round(chunk_seconds * rate))
+        self.pending: list[np.ndarray] = []
+        self.waiting = 0  # samples in ``pending``
+        self.emitted = 0
+
+    def add(self, samples: np.ndarray) -> None:
+        if len(samples):
+            self.pending.append(samples)
+            self.waiting += len(samples)
+
+    def emit(self, final: bool) -> Iterator[AudioChunk]:
+        """The whole chunks waiting (``final``: and the rest, as a shorter last chunk)."""
+        if self.waiting < self.chunk and not (final and self.waiting):
+            return
+        data, self.pending = np.concatenate(self.pending), []
+        cut = len(data) if final else len(data) // self.chunk * self.chunk
+        for offset in range(0, cut, self.chunk):
+            samples = data[offset : min(offset + self.chunk, cut)].copy()
+            yield AudioChunk(start=self.start + self.emitted / self.rate, samples=samples)
+            self.emitted += len(samples)
+        if cut < len(data):
+            self.pending = [data[cut:].copy()]
+        self.waiting = len(data) - cut
+
+
 class AudioChunker:
     """Resamples frames to float32 mono and cuts [start, end) into fixed-size chunks.
 
@@ -68,15 +100,14 @@ class AudioChunker:
     """
 
     def __init__(self, rate: int, start: float, end: float | None, chunk_seconds: float) -> None:
-        self.rate, self.start = rate, start
-        self.chunk = max(1, round(chunk_seconds * rate))
+        self.rate = rate
+        self.chunks = SampleChunks(rate, start, chunk_seconds)
         self.pos = round(start * rate)  # absolute index of the next output sample
         self.stop = round(end * rate) if end is not None else None
         self.cursor: int | None = None  # absolute index of the next resampled sample
         self.resampler: Any = None
         self.key: tuple[str, str, int] | None = None
-        self.pending: list[np.ndarray] = []
-        self.emitted, self.done = 0, False
+        self.done = False
 
     def push(self, frame: Any, time: float | None) -> Iterator[AudioChunk]:
         if self.done:
@@ -91,12 +122,12 @@ class AudioChunker:
         if self.cursor is None:
             self.cursor = round((time or 0.0) * self.rate)
         self._place_all(self.resampler.resample(frame))
-        yield from self._emit(final=False)
+        yield from self.chunks.emit(final=False)
 
     def finish(self) -> Iterator[AudioChunk]:
         if self.resampler is not None and not self.done:
             self._place_all(self.resampler.resample(None))
-        yield from self._emit(final=True)
+        yield from self.chunks.emit(final=True)
 
     def _place_all(self, frames: list[Any]) -> None:
         for resampled in frames:
@@ -110,29 +141,15 @@ class AudioChunker:
         begin, self.cursor = self.cursor, self.cursor + len(samples)
         if self.done:
             return
-        if begin > self.pos and not self.emitted and not self.pending:
+        if begin > self.pos and not self.chunks.emitted and not self.chunks.waiting:
             # The audio starts after ``start``: pad with silence to keep A/V sync.
             self._append(np.zeros(begin - self.pos, dtype=np.float32)[: self._room()])
         self._append(samples[max(0, self.pos - begin) :][: self._room()])
         self.done = self.stop is not None and self.pos >= self.stop
 
     def _append(self, samples: np.ndarray) -> None:
-        if len(samples):
-            self.pending.append(samples)
-            self.pos += len(samples)
-
-    def _emit(self, final: bool) -> Iterator[AudioChunk]:
-        count = sum(len(p) for p in self.pending)
-        if count < self.chunk and not (final and count):
-            return
-        data, self.pending = np.concatenate(self.pending), []
-        cut = len(data) if final else len(data) // self.chunk * self.chunk
-        for offset in range(0, cut, self.chunk):
-            samples = data[offset : min(offset + self.chunk, cut)].copy()
-            yield AudioChunk(start=self.start + self.emitted / self.rate, samples=samples)
-            self.emitted += len(samples)
-        if cut < len(data):
-            self.pending = [data[cut:].copy()]
+        self.chunks.add(samples)
+        self.pos += len(samples)
 
 
 class FrameSampler:
